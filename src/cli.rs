@@ -1,0 +1,34 @@
+//! The command line: `jobwarden <command>`. Every flag can also be set from an environment
+//! variable (shown in `--help`).
+
+use crate::telemetry::LogFormat;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jobwarden",
+    version,
+    about = "Keeps GitLab CI jobs healthy, the Kubernetes way."
+)]
+pub struct Cli {
+    /// Log line format (level from RUST_LOG).
+    #[arg(long, global = true, env = "JOBWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a simulated GitLab Jobs API with a generated fleet (for tests, demos, benchmarks).
+    Simulate(crate::sim::SimulateArgs),
+}
+
+/// Runs the chosen command; the exit code is the command's verdict.
+pub async fn dispatch(cli: Cli) -> crate::Result<ExitCode> {
+    match cli.command {
+        Command::Simulate(args) => crate::sim::run_simulate(args).await,
+    }
+}

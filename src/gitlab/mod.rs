@@ -1,0 +1,4 @@
+//! The GitLab Jobs API client.
+
+pub mod models;
+pub mod telemetry;

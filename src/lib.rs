@@ -1,0 +1,20 @@
+//! jobwarden: a Kubernetes-style controller that keeps GitLab CI jobs healthy.
+//!
+//! The flow of one policy run: compile (spec → checked policy) → observe (GitLab jobs, cached) →
+//! decide (pure) → act (GitLab calls, budgets, dry-run) → report (status, metrics, log).
+
+pub mod cli;
+pub mod gitlab;
+pub mod sim;
+pub mod telemetry;
+
+/// The crate's top-level error, for the commands.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = jobwarden::cli::Cli::parse();
+    jobwarden::telemetry::init(cli.log_format, "info");
+    match jobwarden::cli::dispatch(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
