@@ -1,0 +1,152 @@
+//! `jobwarden demo`: the newcomer's first command. Starts the GitLab simulator in-process with a
+//! generated fleet, runs the example policies against it, prints every action as it happens and
+//! a summary at the end, and serves metrics meanwhile.
+
+use super::output::{self, Summary};
+use super::{GitLabArgs, termination_signal};
+use crate::engine::{Engine, RunReport, system_clock};
+use crate::metrics::Metrics;
+use crate::runner::{RunnerConfig, run_policies};
+use crate::sim::{SimConfig, Simulator};
+use secrecy::SecretString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The example policies, embedded so that `jobwarden demo` runs from anywhere.
+pub const EXAMPLES: &[(&str, &str)] = &[];
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Stop after this long (e.g. `30s`, `2m`); without it, run until Ctrl-C.
+    #[arg(long = "for", env = "JOBWARDEN_DEMO_FOR", value_parser = parse_duration)]
+    pub run_for: Option<Duration>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "JOBWARDEN_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Where the simulated GitLab listens (port 0 picks a free port).
+    #[arg(long, env = "JOBWARDEN_DEMO_SIM_LISTEN", default_value = "127.0.0.1:0")]
+    pub sim_listen: SocketAddr,
+    /// Projects in the simulated fleet.
+    #[arg(long, env = "JOBWARDEN_DEMO_PROJECTS", default_value_t = 8)]
+    pub projects: u32,
+    /// Seed of the simulated fleet.
+    #[arg(long, env = "JOBWARDEN_DEMO_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Reconcile every policy this often, in seconds, instead of its own interval.
+    #[arg(long, env = "JOBWARDEN_DEMO_INTERVAL_SECONDS", default_value_t = 5)]
+    pub interval_seconds: u64,
+    /// Policy manifests to run instead of the embedded examples.
+    #[arg(long = "policies", num_args = 1..)]
+    pub policies: Vec<PathBuf>,
+    #[command(flatten)]
+    pub gitlab: GitLabArgs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::policy::parse_duration(s)
+        .map_err(|e| e.to_string())
+        .and_then(|d| Duration::try_from(d).map_err(|e| e.to_string()))
+}
+
+/// Writes the embedded examples to a private temporary directory.
+fn materialise_examples() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("jobwarden-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (name, content) in EXAMPLES {
+        std::fs::write(dir.join(name), content)?;
+    }
+    Ok(dir)
+}
+
+pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
+    let token = format!("demo-{:016x}", rand::random::<u64>());
+    let mut sim_config = SimConfig::new(token.clone());
+    sim_config.projects = args.projects;
+    sim_config.seed = args.seed;
+    let sim = Simulator::start(sim_config, args.sim_listen).await?;
+    let sim_url = sim.base_url();
+
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::new(args.gitlab.engine_config(), system_clock(), metrics.clone());
+    let shutdown = CancellationToken::new();
+    let server = crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
+    server.set_ready(true);
+
+    let (paths, temp_dir) = if args.policies.is_empty() {
+        let dir = materialise_examples()?;
+        (vec![dir.clone()], Some(dir))
+    } else {
+        (args.policies.clone(), None)
+    };
+    println!("jobwarden demo");
+    println!("  simulated GitLab : {sim_url}api/v4  ({} projects, seed {})", args.projects, args.seed);
+    println!("  metrics          : http://{}/metrics", server.local_addr);
+    println!(
+        "  policies         : {}",
+        if temp_dir.is_some() { "the embedded deploy/examples".to_owned() } else { format!("{:?}", args.policies) }
+    );
+    println!("  every policy reconciles every {}s; Ctrl-C stops{}\n", args.interval_seconds,
+        args.run_for.map(|d| format!(" (or after {}s)", d.as_secs())).unwrap_or_default());
+    let _ = std::io::stdout().flush();
+
+    let interval = jiff::SignedDuration::from_secs(i64::try_from(args.interval_seconds.max(1)).unwrap_or(5));
+    let override_url = sim_url.clone();
+    let config = RunnerConfig {
+        paths,
+        token_env: "JOBWARDEN_DEMO_UNUSED_TOKEN".into(),
+        fallback_token: Some(SecretString::from(token.clone())),
+        override_policy: Some(Arc::new(move |p: &mut crate::policy::CompiledPolicy| {
+            p.gitlab_url = override_url.clone();
+            p.interval = interval;
+        })),
+        reload_every: Duration::from_secs(3600),
+    };
+    let summary = Arc::new(Mutex::new(Summary::default()));
+    let sink_summary = summary.clone();
+    let sink = Arc::new(move |report: &RunReport| {
+        for record in &report.actions {
+            if matches!(record.outcome, crate::engine::Outcome::Deferred { .. }) {
+                continue;
+            }
+            println!("{}", output::action_line(report, record));
+        }
+        for f in &report.failures {
+            println!("  ! {}: project {}: {}", report.policy, f.project, f.message);
+        }
+        let _ = std::io::stdout().flush();
+        if let Ok(mut s) = sink_summary.lock() {
+            s.add(report);
+        }
+    });
+    let runner = tokio::spawn(run_policies(engine, config, sink, shutdown.clone()));
+    match args.run_for {
+        Some(d) => tokio::select! {
+            () = tokio::time::sleep(d) => {},
+            () = termination_signal() => {},
+        },
+        None => termination_signal().await,
+    }
+    shutdown.cancel();
+    let _ = runner.await;
+    server.join().await;
+    sim.shutdown().await;
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
+    println!("\nSummary");
+    println!("{}", summary.table());
+    let kinds = ["retry", "cancel", "play", "keep_artifacts"];
+    let seen: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("{k} {}", if summary.total(k, "succeeded") > 0 { "yes" } else { "no" }))
+        .collect();
+    println!("Actions carried out: {}", seen.join(", "));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,61 @@
+//! The subcommands that run policies: `run`, `plan` and `demo`.
+
+pub mod demo;
+pub mod output;
+pub mod plan;
+pub mod run;
+
+use crate::engine::EngineConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How jobwarden talks to GitLab; shared by `run`, `plan` and `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GitLabArgs {
+    /// Request budget per GitLab instance, shared by every policy (token bucket, per minute).
+    #[arg(long, env = "JOBWARDEN_REQUESTS_PER_MINUTE", default_value_t = 600)]
+    pub requests_per_minute: u32,
+    /// Timeout of one GitLab request, in seconds.
+    #[arg(long, env = "JOBWARDEN_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+    /// Extra CA bundle (PEM) to trust for GitLab's TLS certificate.
+    #[arg(long, env = "JOBWARDEN_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// How far back a project's jobs are read on the first sync, in hours.
+    #[arg(long, env = "JOBWARDEN_HISTORY_HOURS", default_value_t = 72)]
+    pub history_hours: u32,
+}
+
+impl GitLabArgs {
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            requests_per_minute: self.requests_per_minute,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            ca_bundle: self.ca_bundle.clone(),
+            history: jiff::SignedDuration::from_hours(i64::from(self.history_hours)),
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

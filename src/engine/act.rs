@@ -1,0 +1,158 @@
+//! Acting on decisions: one GitLab call per decision, never repeated blindly.
+//!
+//! A state-changing call that fails ambiguously (timeout, dropped connection, 5xx) may or may not
+//! have taken effect. The client never re-sends it; here the job is re-read to learn which, and
+//! the outcome says so. Whatever is reported, the next run decides again from GitLab's state, so
+//! a job is never retried twice by accident.
+
+use crate::gitlab::models::{Job, JobStatus, ProjectRef};
+use crate::gitlab::{GitLabClient, GitLabError, JobVariable};
+use crate::policy::{Action, Decision};
+use futures::TryStreamExt;
+use jiff::Timestamp;
+use std::fmt;
+
+/// What became of one decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// GitLab did it. `new_job_id` is the new attempt created by a retry (or a replay).
+    Succeeded { new_job_id: Option<u64> },
+    /// GitLab refused or the call failed; `message` carries GitLab's status and message.
+    Failed { message: String },
+    /// Over the policy's budget: decided again next run.
+    SkippedOverBudget,
+    /// The policy is in dry-run mode (or this is a plan): nothing was sent.
+    DryRun,
+    /// Backoff not elapsed yet: retried no earlier than this.
+    Deferred { not_before: Timestamp },
+}
+
+impl Outcome {
+    /// The stable label used in metrics and machine output.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::SkippedOverBudget => "skipped_over_budget",
+            Outcome::DryRun => "dry_run",
+            Outcome::Deferred { .. } => "deferred",
+        }
+    }
+
+    /// True when a GitLab call was made (it counts against budgets).
+    pub fn was_attempted(&self) -> bool {
+        matches!(self, Outcome::Succeeded { .. } | Outcome::Failed { .. })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Succeeded {
+                new_job_id: Some(id),
+            } => write!(f, "succeeded (new job {id})"),
+            Outcome::Succeeded { new_job_id: None } => f.write_str("succeeded"),
+            Outcome::Failed { message } => write!(f, "failed: {message}"),
+            Outcome::SkippedOverBudget => f.write_str("skipped: over budget"),
+            Outcome::DryRun => f.write_str("dry-run: not sent"),
+            Outcome::Deferred { not_before } => {
+                write!(f, "deferred until {}", not_before.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            }
+        }
+    }
+}
+
+/// Sends the GitLab call for one decision whose verdict is to act, and reports the outcome.
+/// Also returns the job's fresh snapshot when GitLab gave one, for the cache.
+pub async fn execute(client: &GitLabClient, decision: &Decision) -> (Outcome, Option<Job>) {
+    let project = &decision.project;
+    let id = decision.job_id;
+    let sent = match &decision.action {
+        Action::Retry => client.retry_job(project, id).await,
+        Action::Cancel => client.cancel_job(project, id, false).await,
+        Action::Play { variables } => {
+            let variables: Vec<JobVariable> = variables
+                .iter()
+                .map(|(key, value)| JobVariable {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect();
+            client.play_job(project, id, &variables).await
+        }
+        Action::KeepArtifacts => client.keep_artifacts(project, id).await,
+    };
+    match sent {
+        Ok(job) => {
+            let new_job_id = (job.id != id).then_some(job.id);
+            (Outcome::Succeeded { new_job_id }, Some(job))
+        }
+        Err(err) if err.is_ambiguous() => confirm_after_ambiguous(client, decision, &err).await,
+        Err(err) => (
+            Outcome::Failed {
+                message: err.to_string(),
+            },
+            None,
+        ),
+    }
+}
+
+/// After an ambiguous failure, re-reads GitLab to learn whether the action took effect.
+async fn confirm_after_ambiguous(
+    client: &GitLabClient,
+    decision: &Decision,
+    err: &GitLabError,
+) -> (Outcome, Option<Job>) {
+    let unconfirmed = |detail: String| Outcome::Failed {
+        message: format!("{err}; {detail}; decided again next run"),
+    };
+    let project = &decision.project;
+    match &decision.action {
+        Action::Retry => match newer_attempt(client, project, decision).await {
+            Ok(Some(new_id)) => (
+                Outcome::Succeeded {
+                    new_job_id: Some(new_id),
+                },
+                None,
+            ),
+            Ok(None) => (unconfirmed("GitLab shows no new attempt".into()), None),
+            Err(reread) => (unconfirmed(format!("re-read failed: {reread}")), None),
+        },
+        action => match client.get_job(project, decision.job_id).await {
+            Ok(job) => {
+                let took_effect = match action {
+                    Action::Cancel => {
+                        matches!(job.status, JobStatus::Canceled | JobStatus::Canceling)
+                    }
+                    Action::Play { .. } => !job.status.is_blocked(),
+                    Action::KeepArtifacts => job.artifacts_expire_at.is_none(),
+                    Action::Retry => false,
+                };
+                if took_effect {
+                    (Outcome::Succeeded { new_job_id: None }, Some(job))
+                } else {
+                    let detail = format!("the job is still {}", job.status);
+                    (unconfirmed(detail), Some(job))
+                }
+            }
+            Err(reread) => (unconfirmed(format!("re-read failed: {reread}")), None),
+        },
+    }
+}
+
+/// The id of an attempt of the same job newer than the decided one, if GitLab has one.
+async fn newer_attempt(
+    client: &GitLabClient,
+    project: &ProjectRef,
+    decision: &Decision,
+) -> Result<Option<u64>, GitLabError> {
+    let attempts: Vec<Job> = client
+        .list_pipeline_jobs(project, decision.pipeline_id, &[], true)
+        .try_collect()
+        .await?;
+    Ok(attempts
+        .iter()
+        .filter(|j| j.name == decision.job_name && j.id > decision.job_id)
+        .map(|j| j.id)
+        .max())
+}

@@ -1,0 +1,13 @@
+//! The engine: observe GitLab (shared per-project caches), gather the facts candidates need,
+//! decide (pure, in `crate::policy`), act within budgets, and report.
+
+pub mod act;
+pub mod budget;
+pub mod observe;
+pub mod reconcile;
+
+pub use act::Outcome;
+pub use reconcile::{
+    ActionRecord, Clock, Engine, EngineConfig, ProjectFailure, ReconcileError, RunMode,
+    RunReport, system_clock,
+};

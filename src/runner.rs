@@ -1,0 +1,198 @@
+//! Running policies from a directory of manifests: one task per policy, each on its interval,
+//! reloaded when the files change, stopped gracefully.
+
+use crate::engine::{Engine, RunMode, RunReport};
+use crate::policy::{CompiledPolicy, PolicyKey};
+use crate::source::files::{LoadedManifests, load_manifests, resolve_token};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Told about every finished run, to print or log it.
+pub type ReportSink = Arc<dyn Fn(&RunReport) + Send + Sync>;
+
+/// Rewrites a loaded policy before it runs (the demo points policies at its simulator).
+pub type PolicyOverride = Arc<dyn Fn(&mut CompiledPolicy) + Send + Sync>;
+
+/// Where the policies come from and how their tokens resolve.
+#[derive(Clone)]
+pub struct RunnerConfig {
+    pub paths: Vec<PathBuf>,
+    pub token_env: String,
+    /// A token to use when a policy's Secret is not found (the demo's simulator token).
+    pub fallback_token: Option<SecretString>,
+    pub override_policy: Option<PolicyOverride>,
+    /// How often the directory is checked for changes.
+    pub reload_every: Duration,
+}
+
+struct Running {
+    fingerprint: u64,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Runs every valid policy found in the paths until `shutdown` fires, reloading on change.
+pub async fn run_policies(
+    engine: Engine,
+    config: RunnerConfig,
+    sink: ReportSink,
+    shutdown: CancellationToken,
+) {
+    let mut running: HashMap<PolicyKey, Running> = HashMap::new();
+    let mut last_state: Option<u64> = None;
+    loop {
+        let manifests = load_manifests(&config.paths);
+        let state = manifests_fingerprint(&manifests);
+        if last_state != Some(state) {
+            last_state = Some(state);
+            apply(&engine, &config, &sink, &shutdown, &manifests, &mut running);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(config.reload_every) => {}
+        }
+    }
+    for (_, run) in running.drain() {
+        run.stop.cancel();
+        let _ = run.task.await;
+    }
+}
+
+/// Starts, restarts or stops policy tasks to match what the files say now.
+fn apply(
+    engine: &Engine,
+    config: &RunnerConfig,
+    sink: &ReportSink,
+    shutdown: &CancellationToken,
+    manifests: &LoadedManifests,
+    running: &mut HashMap<PolicyKey, Running>,
+) {
+    for error in &manifests.errors {
+        tracing::error!(%error, "manifest rejected");
+    }
+    let mut counts: HashMap<&'static str, i64> = HashMap::new();
+    let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString)> = HashMap::new();
+    for loaded in &manifests.policies {
+        let compiled = match &loaded.compiled {
+            Ok(compiled) => compiled,
+            Err(errors) => {
+                *counts.entry("invalid").or_default() += 1;
+                tracing::error!(source = %loaded.source, policy = %loaded.key(), "invalid policy:\n{errors}");
+                continue;
+            }
+        };
+        let mut compiled = compiled.clone();
+        if let Some(rewrite) = &config.override_policy {
+            rewrite(&mut compiled);
+        }
+        let token = match resolve_token(&loaded.policy, &manifests.secrets, &config.token_env) {
+            Ok(token) => token,
+            Err(err) => match &config.fallback_token {
+                Some(token) => token.clone(),
+                None => {
+                    *counts.entry("error").or_default() += 1;
+                    tracing::error!(policy = %compiled.key, error = %err, "no GitLab token");
+                    continue;
+                }
+            },
+        };
+        *counts
+            .entry(if compiled.suspend { "suspended" } else { "ready" })
+            .or_default() += 1;
+        wanted.insert(compiled.key.clone(), (compiled, token));
+    }
+    let states: Vec<(&str, i64)> = ["ready", "invalid", "suspended", "error"]
+        .iter()
+        .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+        .collect();
+    engine.metrics().set_policies(&states);
+
+    running.retain(|key, run| {
+        let keep = wanted
+            .get(key)
+            .is_some_and(|(p, t)| policy_fingerprint(p, t) == run.fingerprint);
+        if !keep {
+            tracing::info!(policy = %key, "policy changed or removed: stopping its loop");
+            run.stop.cancel();
+        }
+        keep
+    });
+    for (key, (policy, token)) in wanted {
+        if running.contains_key(&key) {
+            continue;
+        }
+        let fingerprint = policy_fingerprint(&policy, &token);
+        let stop = shutdown.child_token();
+        tracing::info!(policy = %key, interval = ?policy.interval, dry_run = policy.dry_run, "policy loaded");
+        let task = tokio::spawn(policy_loop(
+            engine.clone(),
+            policy,
+            token,
+            sink.clone(),
+            stop.clone(),
+        ));
+        running.insert(
+            key,
+            Running {
+                fingerprint,
+                stop,
+                task,
+            },
+        );
+    }
+}
+
+/// Reconciles one policy on its interval until stopped.
+async fn policy_loop(
+    engine: Engine,
+    policy: CompiledPolicy,
+    token: SecretString,
+    sink: ReportSink,
+    stop: CancellationToken,
+) {
+    let interval = policy
+        .interval
+        .try_into()
+        .unwrap_or(Duration::from_secs(60));
+    loop {
+        match engine
+            .reconcile(&policy, &token, RunMode::Normal, &stop)
+            .await
+        {
+            Ok(report) => sink(&report),
+            Err(err) => {
+                tracing::error!(policy = %policy.key, error = %err, "reconcile failed");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+fn manifests_fingerprint(m: &LoadedManifests) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", m.errors.len()).hash(&mut h);
+    for p in &m.policies {
+        format!("{:?}", p.policy.spec).hash(&mut h);
+        p.key().to_string().hash(&mut h);
+    }
+    for s in &m.secrets {
+        s.fingerprint().hash(&mut h);
+    }
+    h.finish()
+}
+
+fn policy_fingerprint(policy: &CompiledPolicy, token: &SecretString) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{policy:?}").hash(&mut h);
+    token.expose_secret().hash(&mut h);
+    h.finish()
+}
