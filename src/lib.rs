@@ -5,6 +5,8 @@
 
 pub mod cli;
 pub mod gitlab;
+pub mod metrics;
+pub mod server;
 pub mod sim;
 pub mod telemetry;
 

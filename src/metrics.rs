@@ -1,0 +1,469 @@
+//! Prometheus metrics: one registry, every metric registered in one place, typed recording
+//! methods for the engine and an implementation of the GitLab client's [`RequestObserver`].
+//!
+//! Every metric is named `jobwarden_<name>`. Labels are low-cardinality by construction: a label
+//! takes a project (as configured in a policy), a stage, a policy, a rule, an action, an outcome,
+//! a route template, an HTTP status code, a GitLab host or a status/reason token — never a job
+//! name, a job id, a user or a URL.
+//!
+//! Values that come from GitLab and are free-form in principle (failure reasons, statuses, error
+//! kinds) pass through [`bounded_token`], so a misbehaving server cannot blow up the number of
+//! series: anything that is not a short `[A-Za-z0-9_]` token is recorded as `other`.
+//!
+//! `jobwarden_reconcile_duration_seconds` is labelled `{namespace, policy}`: operators need to find
+//! the slow policy, and the number of series is bounded by the number of policies (one histogram
+//! of [`RECONCILE_BUCKETS`] per policy).
+
+pub mod accounting;
+
+pub use accounting::{JobAccounting, JobEvents};
+
+use crate::gitlab::telemetry::RequestObserver;
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The prefix of every metric name (`jobwarden_…`).
+pub const PREFIX: &str = "jobwarden";
+
+/// The content type of [`Metrics::render`]'s output (Prometheus text exposition format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Buckets of `job_queued_duration_seconds`: from one second to four hours, so both a healthy
+/// runner fleet (seconds) and a starved one (hours) are resolved.
+pub const QUEUED_DURATION_BUCKETS: [f64; 14] = [
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
+];
+
+/// Buckets of `gitlab_request_duration_seconds`: 10 ms to one minute (the client's timeouts).
+pub const GITLAB_REQUEST_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Buckets of `reconcile_duration_seconds`: 10 ms (one cached project) to five minutes (a large
+/// policy paging through many projects under a tight rate limit).
+pub const RECONCILE_BUCKETS: [f64; 13] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// The states of `jobwarden_policies`. All four are always exported (zero when no policy is in
+/// that state), so alerts and dashboards never see a missing series.
+pub const POLICY_STATES: [&str; 4] = ["ready", "invalid", "suspended", "error"];
+
+/// Label value used for a token that is not a short `[A-Za-z0-9_]` word.
+pub const OTHER: &str = "other";
+
+/// Label value used for a failed job without a `failure_reason`.
+pub const UNKNOWN_FAILURE_REASON: &str = "unknown";
+
+/// Label value of `code` when a GitLab request got no HTTP response (connect error, timeout).
+pub const NO_RESPONSE_CODE: &str = "error";
+
+/// The longest token kept verbatim by [`bounded_token`].
+const MAX_TOKEN_LEN: usize = 64;
+
+/// Every jobwarden metric, registered in its own [`Registry`].
+///
+/// Cheap to share: wrap it in an `Arc` and hand clones to the engine, the GitLab client (as its
+/// [`RequestObserver`]) and the HTTP server. All methods take `&self` and never block for long.
+pub struct Metrics {
+    registry: Registry,
+    job_queued_duration: HistogramVec,
+    job_failures: IntCounterVec,
+    jobs: IntGaugeVec,
+    job_pending_age: GaugeVec,
+    actions: IntCounterVec,
+    gitlab_requests: IntCounterVec,
+    gitlab_request_duration: HistogramVec,
+    gitlab_ratelimit_remaining: IntGaugeVec,
+    reconcile_duration: HistogramVec,
+    reconcile_errors: IntCounterVec,
+    policies: IntGaugeVec,
+    /// Statuses ever reported per project, so a status that drops out is set back to zero.
+    job_statuses_by_project: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Policy states ever reported (the four known ones from the start).
+    policy_states: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates every metric and registers it in a new registry with the `jobwarden_` prefix.
+    /// `jobwarden_build_info{version}` is set to 1 and the four `jobwarden_policies{state}`
+    /// series start at 0.
+    pub fn new() -> Self {
+        // The definitions below are static: names, help texts, label names and buckets are
+        // constants, and each name is registered once in a fresh registry. Registration can only
+        // fail if one of them is edited into an invalid shape, which every test of this module
+        // would catch at once.
+        Self::build().expect("static metric definitions are valid and unique")
+    }
+
+    fn build() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)?;
+
+        let job_queued_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "job_queued_duration_seconds",
+                "Time a job waited for a runner (GitLab's queued_duration), observed once per \
+                 job that started after jobwarden began observing.",
+            )
+            .buckets(QUEUED_DURATION_BUCKETS.to_vec()),
+            &["project", "stage"],
+        )?;
+        let job_failures = IntCounterVec::new(
+            Opts::new(
+                "job_failures_total",
+                "Failed jobs, counted once per job that finished after jobwarden began \
+                 observing, by GitLab failure_reason.",
+            ),
+            &["project", "stage", "failure_reason"],
+        )?;
+        let jobs = IntGaugeVec::new(
+            Opts::new("jobs", "Jobs currently seen per project and status."),
+            &["project", "status"],
+        )?;
+        let job_pending_age = GaugeVec::new(
+            Opts::new(
+                "job_pending_age_seconds",
+                "Age of the oldest job still waiting for a runner (0 when none is waiting).",
+            ),
+            &["project"],
+        )?;
+        let actions = IntCounterVec::new(
+            Opts::new(
+                "actions_total",
+                "Actions decided by policies, by rule, action (retry, cancel, play, \
+                 keep_artifacts) and outcome (succeeded, failed, dry_run, skipped_over_budget).",
+            ),
+            &["namespace", "policy", "rule", "action", "outcome"],
+        )?;
+        let gitlab_requests = IntCounterVec::new(
+            Opts::new(
+                "gitlab_requests_total",
+                "HTTP requests to GitLab by route template and status code (\"error\" when no \
+                 response arrived).",
+            ),
+            &["endpoint", "code"],
+        )?;
+        let gitlab_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gitlab_request_duration_seconds",
+                "Duration of HTTP requests to GitLab by route template.",
+            )
+            .buckets(GITLAB_REQUEST_BUCKETS.to_vec()),
+            &["endpoint"],
+        )?;
+        let gitlab_ratelimit_remaining = IntGaugeVec::new(
+            Opts::new(
+                "gitlab_ratelimit_remaining",
+                "Requests left in GitLab's current rate-limit window (RateLimit-Remaining), by \
+                 GitLab host.",
+            ),
+            &["gitlab_host"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "reconcile_duration_seconds",
+                "Duration of one reconcile of a policy.",
+            )
+            .buckets(RECONCILE_BUCKETS.to_vec()),
+            &["namespace", "policy"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "reconcile_errors_total",
+                "Reconciles that ended in an error, by error kind.",
+            ),
+            &["namespace", "policy", "error"],
+        )?;
+        let policies = IntGaugeVec::new(
+            Opts::new(
+                "policies",
+                "Policies by state (ready, invalid, suspended, error).",
+            ),
+            &["state"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "Always 1; the version of the running jobwarden.",
+            ),
+            &["version"],
+        )?;
+
+        registry.register(Box::new(job_queued_duration.clone()))?;
+        registry.register(Box::new(job_failures.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(job_pending_age.clone()))?;
+        registry.register(Box::new(actions.clone()))?;
+        registry.register(Box::new(gitlab_requests.clone()))?;
+        registry.register(Box::new(gitlab_request_duration.clone()))?;
+        registry.register(Box::new(gitlab_ratelimit_remaining.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(policies.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for state in POLICY_STATES {
+            policies.with_label_values(&[state]).set(0);
+        }
+
+        Ok(Metrics {
+            registry,
+            job_queued_duration,
+            job_failures,
+            jobs,
+            job_pending_age,
+            actions,
+            gitlab_requests,
+            gitlab_request_duration,
+            gitlab_ratelimit_remaining,
+            reconcile_duration,
+            reconcile_errors,
+            policies,
+            job_statuses_by_project: Mutex::new(HashMap::new()),
+            policy_states: Mutex::new(POLICY_STATES.iter().map(|s| (*s).to_owned()).collect()),
+        })
+    }
+
+    /// The registry holding every jobwarden metric.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every metric in the Prometheus text exposition format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = TextEncoder::new();
+        for family in self.registry.gather() {
+            // The registry drops empty families, the only input the encoder rejects; a family it
+            // still refused is left out rather than failing the whole scrape.
+            if let Err(err) = encoder.encode_utf8(std::slice::from_ref(&family), &mut out) {
+                tracing::error!(metric = family.name(), error = %err, "cannot encode metric");
+            }
+        }
+        out
+    }
+
+    /// A job of `project` waited `seconds` for a runner. Call once per job (see
+    /// [`JobAccounting`]).
+    pub fn observe_job_queued(&self, project: &str, stage: &str, seconds: f64) {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return;
+        }
+        self.job_queued_duration
+            .with_label_values(&[project, stage])
+            .observe(seconds);
+    }
+
+    /// A job of `project` failed with `reason` (as GitLab sends it). Call once per job (see
+    /// [`JobAccounting`]).
+    pub fn count_job_failure(&self, project: &str, stage: &str, reason: &str) {
+        self.job_failures
+            .with_label_values(&[project, stage, &bounded_token(reason)])
+            .inc();
+    }
+
+    /// Records what [`JobAccounting::observe`] decided for one job of `project` in `stage`.
+    pub fn record_job_events(&self, project: &str, stage: &str, events: &JobEvents) {
+        if let Some(seconds) = events.queued_seconds {
+            self.observe_job_queued(project, stage, seconds);
+        }
+        if let Some(reason) = &events.failure_reason {
+            self.count_job_failure(project, stage, reason);
+        }
+    }
+
+    /// Sets how many jobs of `project` are currently seen in each status. Statuses reported for
+    /// the project before but absent from `counts` are set to 0; repeated statuses are summed.
+    pub fn set_jobs_by_status(&self, project: &str, counts: &[(&str, i64)]) {
+        let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
+        for (status, count) in counts {
+            *current.entry(bounded_token(status)).or_default() += count;
+        }
+        let mut reported = lock(&self.job_statuses_by_project);
+        let known = reported.entry(project.to_owned()).or_default();
+        for status in known.iter() {
+            if !current.contains_key(status.as_str()) {
+                self.jobs.with_label_values(&[project, status]).set(0);
+            }
+        }
+        for (status, count) in &current {
+            self.jobs.with_label_values(&[project, status]).set(*count);
+            if !known.contains(status.as_ref()) {
+                known.insert(status.to_string());
+            }
+        }
+    }
+
+    /// Sets the age of the oldest job of `project` still waiting for a runner; `None` (nothing
+    /// waiting) exports 0.
+    pub fn set_pending_age(&self, project: &str, seconds: Option<f64>) {
+        let value = seconds
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(0.0);
+        self.job_pending_age
+            .with_label_values(&[project])
+            .set(value);
+    }
+
+    /// Removes the per-project gauges (`jobs`, `job_pending_age_seconds`) of a project no policy
+    /// observes any more. Counters and histograms are kept: they are history.
+    pub fn forget_project(&self, project: &str) {
+        let mut reported = lock(&self.job_statuses_by_project);
+        if let Some(statuses) = reported.remove(project) {
+            for status in &statuses {
+                // The series exists (it was reported), so removal cannot fail in a way that
+                // matters; a missing series is already the desired state.
+                let _ = self.jobs.remove_label_values(&[project, status]);
+            }
+        }
+        let _ = self.job_pending_age.remove_label_values(&[project]);
+    }
+
+    /// A policy's rule took (or, dry-run or over budget, decided but did not take) an action.
+    /// `action`: retry, cancel, play, keep_artifacts; `outcome`: succeeded, failed, dry_run,
+    /// skipped_over_budget (lower snake case; the alerts rely on `succeeded`).
+    pub fn count_action(
+        &self,
+        namespace: &str,
+        policy: &str,
+        rule: &str,
+        action: &str,
+        outcome: &str,
+    ) {
+        self.actions
+            .with_label_values(&[
+                namespace,
+                policy,
+                rule,
+                &bounded_token(action),
+                &bounded_token(outcome),
+            ])
+            .inc();
+    }
+
+    /// One reconcile of a policy took `seconds`.
+    pub fn observe_reconcile(&self, namespace: &str, policy: &str, seconds: f64) {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return;
+        }
+        self.reconcile_duration
+            .with_label_values(&[namespace, policy])
+            .observe(seconds);
+    }
+
+    /// One reconcile of a policy failed; `error_kind` is the stable name of the error variant
+    /// (for example `GitLabUnauthorized`), never its message.
+    pub fn count_reconcile_error(&self, namespace: &str, policy: &str, error_kind: &str) {
+        self.reconcile_errors
+            .with_label_values(&[namespace, policy, &bounded_token(error_kind)])
+            .inc();
+    }
+
+    /// Sets how many policies are in each state. The states of [`POLICY_STATES`], and any other
+    /// state reported before, are set to 0 when absent from `counts`; repeated states are summed.
+    pub fn set_policies(&self, counts: &[(&str, i64)]) {
+        let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
+        for (state, count) in counts {
+            *current.entry(bounded_token(state)).or_default() += count;
+        }
+        let mut known = lock(&self.policy_states);
+        for state in known.iter() {
+            if !current.contains_key(state.as_str()) {
+                self.policies.with_label_values(&[state]).set(0);
+            }
+        }
+        for (state, count) in &current {
+            self.policies.with_label_values(&[state]).set(*count);
+            if !known.contains(state.as_ref()) {
+                known.insert(state.to_string());
+            }
+        }
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn on_request(&self, endpoint: &'static str, status: Option<u16>, elapsed: Duration) {
+        let code: Cow<'static, str> = match status {
+            Some(status) => Cow::Owned(status.to_string()),
+            None => Cow::Borrowed(NO_RESPONSE_CODE),
+        };
+        self.gitlab_requests
+            .with_label_values(&[endpoint, &code])
+            .inc();
+        self.gitlab_request_duration
+            .with_label_values(&[endpoint])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn on_rate_limit_remaining(&self, instance: &str, remaining: u64) {
+        let remaining = i64::try_from(remaining).unwrap_or(i64::MAX);
+        self.gitlab_ratelimit_remaining
+            .with_label_values(&[&gitlab_host(instance)])
+            .set(remaining);
+    }
+}
+
+/// `value` itself when it is a token of 1 to 64 ASCII letters, digits or underscores (every
+/// GitLab status and failure reason is one), [`OTHER`] otherwise. Keeps free-form values from a
+/// server out of label values.
+pub fn bounded_token(value: &str) -> Cow<'_, str> {
+    let is_token = !value.is_empty()
+        && value.len() <= MAX_TOKEN_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if is_token {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Borrowed(OTHER)
+    }
+}
+
+/// The host (and explicit port) of a GitLab instance given by its base URL, for the
+/// `gitlab_host` label: `https://user:secret@gitlab.example.com:8443/gitlab/` becomes
+/// `gitlab.example.com:8443`. A bare host is accepted as is; anything unparsable is `other`.
+pub fn gitlab_host(instance: &str) -> String {
+    let parsed = url::Url::parse(instance)
+        .ok()
+        .filter(|url| url.has_host())
+        .or_else(|| url::Url::parse(&format!("https://{instance}")).ok());
+    match parsed
+        .as_ref()
+        .and_then(|url| url.host_str().map(|h| (h, url.port())))
+    {
+        Some((host, Some(port))) => format!("{host}:{port}"),
+        Some((host, None)) => host.to_owned(),
+        None => OTHER.to_owned(),
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (each critical section
+/// only inserts into a set), so a poisoned lock is simply taken over.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! The operational HTTP endpoints: `GET /metrics` (Prometheus text format), `GET /healthz`
+//! (liveness: 200 while the process serves) and `GET /readyz` (readiness: 200 once the engine
+//! says so, 503 with the reason before).
+//!
+//! [`router`] is public so that further routes (the GitLab webhook) can be merged into the same
+//! listener.
+
+use crate::metrics::{self, Metrics};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// Command-line flags of the HTTP endpoints, to `#[command(flatten)]` into a subcommand.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Address to serve /metrics, /healthz and /readyz on (for example 0.0.0.0:9090); not served
+    /// when unset.
+    #[arg(long, env = "JOBWARDEN_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Whether the process is ready to do its work, shared between the engine (which sets it) and
+/// the `/readyz` endpoint (which reports it). Clones share the same state.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    state: Arc<RwLock<Result<(), String>>>,
+}
+
+impl Readiness {
+    /// Not ready yet, for `reason` (shown by `/readyz`).
+    pub fn not_ready(reason: impl Into<String>) -> Self {
+        Readiness {
+            state: Arc::new(RwLock::new(Err(reason.into()))),
+        }
+    }
+
+    /// Ready from the start.
+    pub fn ready() -> Self {
+        Readiness {
+            state: Arc::new(RwLock::new(Ok(()))),
+        }
+    }
+
+    /// Marks the process ready.
+    pub fn set_ready(&self) {
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = Ok(());
+    }
+
+    /// Marks the process not ready, for `reason`.
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = Err(reason.into());
+    }
+
+    /// `Ok` when ready, else the reason it is not.
+    pub fn status(&self) -> Result<(), String> {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// True when ready.
+    pub fn is_ready(&self) -> bool {
+        self.status().is_ok()
+    }
+}
+
+/// What the endpoints serve.
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    /// The metrics rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The readiness reported by `/readyz`.
+    pub ready: Readiness,
+}
+
+impl ServerState {
+    /// State serving `metrics`, not ready until the engine calls [`Readiness::set_ready`].
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        ServerState {
+            metrics,
+            ready: Readiness::not_ready("starting"),
+        }
+    }
+}
+
+/// The routes `/metrics`, `/healthz` and `/readyz` over `state`.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then finishes the requests in
+/// flight and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_handler(State(state): State<ServerState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n".to_owned())
+}
+
+async fn readyz(State(state): State<ServerState>) -> Response {
+    match state.ready.status() {
+        Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
+        Err(reason) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests;
