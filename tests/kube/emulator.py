@@ -796,15 +796,14 @@ async def _serve(args: argparse.Namespace, manifests: Sequence[JSONObject]) -> i
         except (ValueError, kmock.KubernetesError) as exc:
             print(f"kube emulator: cannot preload: {exc}", file=sys.stderr)
             return 2
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # before announcing: a stop may follow at once
+            loop.add_signal_handler(signum, stop.set)
         url = f"http://{HOST}:{server.port}"
         if args.kubeconfig_out is not None:
             write_kubeconfig(args.kubeconfig_out, url, args.namespace)
         print(f"kube emulator listening on {url}", flush=True)
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         emulator.close_watches()
     return 0
