@@ -24,11 +24,14 @@ pub struct Cli {
 pub enum Command {
     /// Serve a simulated GitLab Jobs API with a generated fleet (for tests, demos, benchmarks).
     Simulate(crate::sim::SimulateArgs),
+    /// Print the JobPolicy CustomResourceDefinition (YAML), e.g. `jobwarden crd | kubectl apply -f -`.
+    Crd,
 }
 
 /// Runs the chosen command; the exit code is the command's verdict.
 pub async fn dispatch(cli: Cli) -> crate::Result<ExitCode> {
     match cli.command {
         Command::Simulate(args) => crate::sim::run_simulate(args).await,
+        Command::Crd => crate::commands::crd::run(&mut std::io::stdout().lock()),
     }
 }

@@ -4,7 +4,10 @@
 //! decide (pure) → act (GitLab calls, budgets, dry-run) → report (status, metrics, log).
 
 pub mod cli;
+pub mod commands;
+pub mod crd;
 pub mod gitlab;
+pub mod policy;
 pub mod sim;
 pub mod telemetry;
 

@@ -1,0 +1,3 @@
+//! The implementations of the offline commands (`crd`, `check`); `cli` dispatches to them.
+
+pub mod crd;
