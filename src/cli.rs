@@ -26,6 +26,8 @@ pub enum Command {
     Simulate(crate::sim::SimulateArgs),
     /// Print the JobPolicy CustomResourceDefinition (YAML), e.g. `jobwarden crd | kubectl apply -f -`.
     Crd,
+    /// Validate JobPolicy manifests offline (files or directories); exit code 1 if any is invalid.
+    Check(crate::commands::check::CheckArgs),
 }
 
 /// Runs the chosen command; the exit code is the command's verdict.
@@ -33,5 +35,10 @@ pub async fn dispatch(cli: Cli) -> crate::Result<ExitCode> {
     match cli.command {
         Command::Simulate(args) => crate::sim::run_simulate(args).await,
         Command::Crd => crate::commands::crd::run(&mut std::io::stdout().lock()),
+        Command::Check(args) => crate::commands::check::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
     }
 }

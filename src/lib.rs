@@ -9,6 +9,7 @@ pub mod crd;
 pub mod gitlab;
 pub mod policy;
 pub mod sim;
+pub mod source;
 pub mod telemetry;
 
 /// The crate's top-level error, for the commands.
