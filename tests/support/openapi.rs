@@ -114,13 +114,13 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
                     errors.push(format!("{at}: {s:?} does not match {pattern}"));
                 }
             }
-            if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-                if !allowed.contains(value) {
-                    errors.push(format!(
-                        "{at}: {s:?} is not one of {}",
-                        Value::Array(allowed.clone())
-                    ));
-                }
+            if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+                && !allowed.contains(value)
+            {
+                errors.push(format!(
+                    "{at}: {s:?} is not one of {}",
+                    Value::Array(allowed.clone())
+                ));
             }
         }
         (Some("integer"), Value::Number(n)) if n.is_i64() || n.is_u64() => {
@@ -134,28 +134,28 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
 }
 
 fn check_count(schema: &Value, n: usize, min: &str, max: &str, at: &str, errors: &mut Vec<String>) {
-    if let Some(lo) = schema.get(min).and_then(Value::as_u64) {
-        if (n as u64) < lo {
-            errors.push(format!("{at}: {min} {lo}, found {n}"));
-        }
+    if let Some(lo) = schema.get(min).and_then(Value::as_u64)
+        && (n as u64) < lo
+    {
+        errors.push(format!("{at}: {min} {lo}, found {n}"));
     }
-    if let Some(hi) = schema.get(max).and_then(Value::as_u64) {
-        if (n as u64) > hi {
-            errors.push(format!("{at}: {max} {hi}, found {n}"));
-        }
+    if let Some(hi) = schema.get(max).and_then(Value::as_u64)
+        && (n as u64) > hi
+    {
+        errors.push(format!("{at}: {max} {hi}, found {n}"));
     }
 }
 
 fn check_bounds(schema: &Value, x: Option<f64>, at: &str, errors: &mut Vec<String>) {
     let Some(x) = x else { return };
-    if let Some(lo) = schema.get("minimum").and_then(Value::as_f64) {
-        if x < lo {
-            errors.push(format!("{at}: must be >= {lo}, found {x}"));
-        }
+    if let Some(lo) = schema.get("minimum").and_then(Value::as_f64)
+        && x < lo
+    {
+        errors.push(format!("{at}: must be >= {lo}, found {x}"));
     }
-    if let Some(hi) = schema.get("maximum").and_then(Value::as_f64) {
-        if x > hi {
-            errors.push(format!("{at}: must be <= {hi}, found {x}"));
-        }
+    if let Some(hi) = schema.get("maximum").and_then(Value::as_f64)
+        && x > hi
+    {
+        errors.push(format!("{at}: must be <= {hi}, found {x}"));
     }
 }
