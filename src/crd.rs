@@ -42,6 +42,11 @@ pub const SECRET_NAME_PATTERN: &str =
 /// A key of a Secret's `data`.
 pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 
+/// An http(s) base URL without query or fragment.
+pub const GITLAB_URL_PATTERN: &str = r"^https?://[^\s/?#]+(/[^\s?#]*)?$";
+/// A project: a numeric id or a full path (`group/sub/project`).
+pub const PROJECT_PATTERN: &str = r"^([0-9]+|[^/\s]+(/[^/\s]+)+)$";
+
 /// Most rules a policy may have.
 pub const MAX_RULES: usize = 32;
 /// Most projects a policy may target.
@@ -111,13 +116,16 @@ pub struct JobPolicySpec {
     pub gitlab: GitlabConnection,
 
     /// Projects to watch: numeric ids (`"42"`) or full paths (`"group/project"`).
-    #[schemars(length(min = 1, max = 500), inner(length(min = 1, max = 255)))]
+    #[schemars(
+        length(min = 1, max = 500),
+        inner(length(min = 1, max = 255), regex(pattern = PROJECT_PATTERN))
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub projects: Vec<String>,
 
     /// How often the policy is reconciled (Go duration, at least 10s).
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: String,
 
     /// Decide and report, but never act.
@@ -151,7 +159,7 @@ fn default_interval() -> String {
 pub struct GitlabConnection {
     /// Base URL of the instance, e.g. `https://gitlab.example.com` (the API is `<url>/api/v4`).
     #[schemars(
-        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"),
+        regex(pattern = GITLAB_URL_PATTERN),
         length(max = 2048)
     )]
     pub url: String,
@@ -170,12 +178,12 @@ pub struct GitlabConnection {
 pub struct SecretKeyRef {
     /// Name of the Secret.
     #[schemars(
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        regex(pattern = SECRET_NAME_PATTERN),
         length(min = 1, max = 253)
     )]
     pub name: String,
     /// Key within the Secret's data.
-    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN), length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -214,7 +222,7 @@ pub struct JobFilter {
 pub struct Rule {
     /// Name of the rule, unique in the policy; it appears in status, events and metrics.
     #[schemars(
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        regex(pattern = RULE_NAME_PATTERN),
         length(min = 1, max = 63)
     )]
     pub name: String,
@@ -263,7 +271,7 @@ pub struct RuleMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(min = 1, max = 64),
-        inner(regex(pattern = r"^[a-z0-9_]+$"), length(min = 1, max = 128))
+        inner(regex(pattern = FAILURE_REASON_PATTERN), length(min = 1, max = 128))
     )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub failure_reasons: Vec<String>,
@@ -296,7 +304,7 @@ pub struct RuleMatch {
 
     /// The job was created at least this long ago (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub older_than: Option<String>,
 
     /// `true`: a newer pipeline on the same ref already has a job of the same name;
@@ -314,7 +322,7 @@ pub struct RuleMatch {
 
     /// The job's artifacts expire within this duration from now (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub artifacts_expire_within: Option<String>,
 
     /// A regular expression (Rust `regex` syntax) searched in the tail of the job log. The log
@@ -395,11 +403,11 @@ pub struct TimeWindow {
     pub days: Vec<Weekday>,
     /// Opening time `HH:MM`, inclusive (`00:00` when absent). Quote it in YAML.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(regex(pattern = CLOCK_TIME_PATTERN))]
     pub from: Option<String>,
     /// Closing time `HH:MM` or `24:00`, exclusive (`24:00` when absent). Quote it in YAML.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"))]
+    #[schemars(regex(pattern = CLOCK_END_PATTERN))]
     pub to: Option<String>,
     /// An IANA time zone such as `Europe/Berlin`.
     #[serde(default = "default_time_zone")]
@@ -467,7 +475,7 @@ pub struct RetryAction {
 ]))]
 pub struct Backoff {
     /// Wait after the first attempt finished (Go duration).
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub duration: String,
     /// Growth per attempt (1–10; 1 is a constant wait).
     #[serde(default = "default_backoff_factor")]
@@ -475,7 +483,7 @@ pub struct Backoff {
     pub factor: f64,
     /// The longest wait (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_duration: Option<String>,
 }
 
@@ -502,7 +510,7 @@ pub struct PlayAction {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct PlayVariable {
     /// Variable name: letters, digits and `_`.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_]+$"), length(min = 1, max = 255))]
+    #[schemars(regex(pattern = VARIABLE_KEY_PATTERN), length(min = 1, max = 255))]
     pub key: String,
     /// Variable value.
     #[schemars(length(max = 10000))]

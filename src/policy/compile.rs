@@ -381,13 +381,13 @@ fn compile_projects(projects: &[String], errors: &mut Errors) -> Vec<ProjectRef>
             errors.add(&path, "must be 1 to 255 characters");
             continue;
         }
-        let is_path_like = p.contains('/') || p.parse::<u64>().is_err();
-        if is_path_like
-            && (p.starts_with('/')
-                || p.ends_with('/')
-                || p.contains("//")
-                || p.chars().any(char::is_whitespace))
-        {
+        let is_id = p.bytes().all(|b| b.is_ascii_digit());
+        let is_full_path = p.contains('/')
+            && !p.starts_with('/')
+            && !p.ends_with('/')
+            && !p.contains("//")
+            && !p.chars().any(char::is_whitespace);
+        if !is_id && !is_full_path {
             errors.add(
                 &path,
                 format!("{p:?} is neither a numeric id nor a full path like group/project"),

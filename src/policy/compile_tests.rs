@@ -72,7 +72,7 @@ fn defaults_apply() {
 fn reports_every_error_with_its_field() {
     let got = errors(
         "gitlab: {url: 'ftp://gitlab', tokenSecretRef: {name: Bad_Name, key: 'a b'}}\n\
-         projects: ['42', '42', '/lead']\n\
+         projects: ['42', '42', '/lead', 'no-namespace']\n\
          interval: 5s\n\
          jobs: {refs: ['[unclosed']}\n\
          rules:\n\
@@ -89,6 +89,7 @@ fn reports_every_error_with_its_field() {
         "spec.gitlab.tokenSecretRef.key: must be a Secret key: letters, digits, '-', '_' and '.', at most 253 characters",
         "spec.projects[1]: duplicate project \"42\"",
         "spec.projects[2]: \"/lead\" is neither a numeric id nor a full path like group/project",
+        "spec.projects[3]: \"no-namespace\" is neither a numeric id nor a full path like group/project",
         "spec.interval: must be at least 10s",
         "spec.jobs.refs[0]: invalid glob: unclosed character class; missing ']'",
         "spec.rules[0].name: must be 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit",
