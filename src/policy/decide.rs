@@ -361,13 +361,28 @@ fn evaluate_job(
             if !rule.conditions.stages_succeeded.is_empty() {
                 match stages_succeeded(&rule.conditions.stages_succeeded, job, pipeline_jobs) {
                     Ok(note) => why.push(note),
-                    Err(_) => continue,
+                    Err(not) => {
+                        skipped(policy, rule, job, &not);
+                        continue;
+                    }
                 }
             }
             if let RuleAction::Retry { limit, .. } = rule.action {
                 match retry_attempt(job, pipeline_jobs) {
                     Some(n) if n - 1 < limit => attempt = Some((n, limit)),
-                    _ => continue,
+                    Some(n) => {
+                        skipped(
+                            policy,
+                            rule,
+                            job,
+                            &format!("retry limit {limit} reached (attempt {n})"),
+                        );
+                        continue;
+                    }
+                    None => {
+                        skipped(policy, rule, job, "a newer attempt of the job exists");
+                        continue;
+                    }
                 }
             }
         }
@@ -383,6 +398,7 @@ fn evaluate_job(
                 return Some(evaluation(rule_index, why, State::Awaiting(fact)));
             };
             if !pattern.is_match(log) {
+                skipped(policy, rule, job, "the log does not match logPattern");
                 continue;
             }
             why.push(format!("log matches /{}/", pattern.as_str()));
@@ -412,6 +428,18 @@ fn evaluate_job(
         return Some(evaluation(rule_index, why, state));
     }
     None
+}
+
+/// Says (at debug level) why a rule whose cheaper conditions matched a job did not apply after
+/// all: these are the cases an operator may wonder about ("why was this job not retried?").
+fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &Job, why: &str) {
+    tracing::debug!(
+        policy = %policy.key,
+        rule = %rule.name,
+        job_id = job.id,
+        job_name = %job.name,
+        "rule does not apply: {why}"
+    );
 }
 
 /// Tier-0 conditions. `Some(reasons)` when all hold.
