@@ -4,7 +4,7 @@
 //! The OpenAPI schema generated from these types checks at admission everything that can be
 //! checked without running code: types, enums, patterns, bounds, list uniqueness and CEL rules
 //! (`x-kubernetes-validations`). What the schema cannot check (a regex that does not compile, an
-//! unknown time zone) is checked by [`crate::policy::compile`], which also repeats every schema
+//! unknown time zone) is checked by [`crate::policy::compile()`], which also repeats every schema
 //! check so that file mode without an apiserver is equally safe.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

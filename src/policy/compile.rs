@@ -193,7 +193,7 @@ pub struct CompiledRule {
     pub action: RuleAction,
 }
 
-/// A checked policy, ready for [`super::decide`].
+/// A checked policy, ready for [`super::decide()`].
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
     pub key: PolicyKey,

@@ -5,8 +5,8 @@
 //! # Rounds
 //! Some conditions need data that costs a request per pipeline or per job: the pipeline's job
 //! list (retry attempt counts, the latest-attempt check, `pipeline.stagesSucceeded`) and the job
-//! log (`logPattern`). The engine loops: [`facts_needed`] → fetch → … until it returns nothing,
-//! then [`decide`]. Facts are asked for in tiers, only for the first rule still undecided for a
+//! log (`logPattern`). The engine loops: [`facts_needed()`] → fetch → … until it returns nothing,
+//! then [`decide()`]. Facts are asked for in tiers, only for the first rule still undecided for a
 //! job, and only when everything cheaper already matched: first the job's own fields and the
 //! project job list, then the pipeline's job list, then the log.
 //!
@@ -154,7 +154,7 @@ pub struct Decision {
     pub verdict: Verdict,
 }
 
-/// The facts still missing before [`decide`] can decide about every job, deduplicated, in the
+/// The facts still missing before [`decide()`] can decide about every job, deduplicated, in the
 /// order jobs are evaluated. Empty when the policy is suspended.
 pub fn facts_needed(
     policy: &CompiledPolicy,

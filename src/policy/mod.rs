@@ -1,5 +1,5 @@
-//! Policies: [`compile`] turns a `JobPolicy` spec into a checked [`CompiledPolicy`], and
-//! [`decide`] (pure) turns a compiled policy, the observed jobs and the clock into decisions.
+//! Policies: [`compile()`] turns a `JobPolicy` spec into a checked [`CompiledPolicy`], and
+//! [`decide()`] (pure) turns a compiled policy, the observed jobs and the clock into decisions.
 
 pub mod compile;
 pub mod decide;
