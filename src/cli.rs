@@ -24,11 +24,21 @@ pub struct Cli {
 pub enum Command {
     /// Serve a simulated GitLab Jobs API with a generated fleet (for tests, demos, benchmarks).
     Simulate(crate::sim::SimulateArgs),
+    /// Print the JobPolicy CustomResourceDefinition (YAML), e.g. `jobwarden crd | kubectl apply -f -`.
+    Crd,
+    /// Validate JobPolicy manifests offline (files or directories); exit code 1 if any is invalid.
+    Check(crate::commands::check::CheckArgs),
 }
 
 /// Runs the chosen command; the exit code is the command's verdict.
 pub async fn dispatch(cli: Cli) -> crate::Result<ExitCode> {
     match cli.command {
         Command::Simulate(args) => crate::sim::run_simulate(args).await,
+        Command::Crd => crate::commands::crd::run(&mut std::io::stdout().lock()),
+        Command::Check(args) => crate::commands::check::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
     }
 }

@@ -4,10 +4,14 @@
 //! decide (pure) → act (GitLab calls, budgets, dry-run) → report (status, metrics, log).
 
 pub mod cli;
+pub mod commands;
+pub mod crd;
 pub mod gitlab;
 pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod sim;
+pub mod source;
 pub mod telemetry;
 
 /// The crate's top-level error, for the commands.

@@ -146,3 +146,46 @@ fn text(status: StatusCode, body: String) -> Response {
 
 #[cfg(test)]
 mod tests;
+
+/// A server running in the background.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Where it listens (the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    /// The readiness `/readyz` reports.
+    pub ready: Readiness,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Waits until the server has stopped (after the shutdown token fired).
+    pub async fn join(self) {
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "metrics server stopped with an error"),
+            Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
+        }
+    }
+}
+
+/// Binds `addr` and serves the endpoints in the background until `shutdown` is cancelled.
+pub async fn spawn(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<ServerHandle> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+        std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
+    })?;
+    let local_addr = listener.local_addr()?;
+    let state = ServerState::new(metrics);
+    let ready = state.ready.clone();
+    let task = tokio::spawn(serve(listener, state, async move {
+        shutdown.cancelled_owned().await;
+    }));
+    Ok(ServerHandle {
+        local_addr,
+        ready,
+        task,
+    })
+}

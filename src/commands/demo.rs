@@ -75,7 +75,7 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let engine = Engine::new(args.gitlab.engine_config(), system_clock(), metrics.clone());
     let shutdown = CancellationToken::new();
     let server = crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
-    server.set_ready(true);
+    server.ready.set_ready();
 
     let (paths, temp_dir) = if args.policies.is_empty() {
         let dir = materialise_examples()?;

@@ -1,5 +1,7 @@
-//! The subcommands that run policies: `run`, `plan` and `demo`.
+//! The subcommands: `run`, `plan` and `demo` run policies; `check` and `crd` work offline.
 
+pub mod check;
+pub mod crd;
 pub mod demo;
 pub mod output;
 pub mod plan;

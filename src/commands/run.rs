@@ -36,7 +36,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let server = crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
     tracing::info!(addr = %server.local_addr, "serving /metrics, /healthz and /readyz");
-    server.set_ready(true);
+    server.ready.set_ready();
 
     let config = RunnerConfig {
         paths: args.policies,

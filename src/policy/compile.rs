@@ -1,0 +1,865 @@
+//! Spec → checked policy: globs and regexes compiled once, durations parsed, time zones
+//! resolved, projects parsed. Every problem is reported, each with the field it is about, and
+//! every check of the CRD schema is repeated here so that a policy loaded from a file (no
+//! apiserver) is held to the same rules.
+
+use super::duration::parse_go_duration;
+use super::reasons::FailureReasonSet;
+use super::window::{ClockTime, Window};
+use crate::crd::{self, JobFilter, JobPolicySpec, Limits, RuleMatch, SecretKeyRef};
+use crate::gitlab::models::{Job, JobStatus, ProjectRef};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use jiff::SignedDuration;
+use regex::{Regex, RegexBuilder};
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::sync::LazyLock;
+
+/// Identifies a policy: `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PolicyKey {
+    /// A key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> PolicyKey {
+        PolicyKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One problem with a spec, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field as the user writes it, e.g. `spec.rules[1].match.logPattern`.
+    pub path: String,
+    /// What is wrong, e.g. `regex parse error: …`.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a spec (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors {
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// A list of globs; a value passes when any glob matches. `*` matches `/` too.
+#[derive(Debug, Clone)]
+pub struct GlobList {
+    patterns: Vec<String>,
+    set: GlobSet,
+}
+
+impl GlobList {
+    /// True when any glob matches `value`.
+    pub fn matches(&self, value: &str) -> bool {
+        self.set.is_match(value)
+    }
+
+    /// The globs as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+/// Globs on a job's ref, name and stage; each list that is present must match.
+#[derive(Debug, Clone, Default)]
+pub struct JobGlobs {
+    pub refs: Option<GlobList>,
+    pub names: Option<GlobList>,
+    pub stages: Option<GlobList>,
+}
+
+impl JobGlobs {
+    /// True when the job passes every list.
+    pub fn matches(&self, job: &Job) -> bool {
+        let pass =
+            |list: &Option<GlobList>, value: &str| list.as_ref().is_none_or(|l| l.matches(value));
+        pass(&self.refs, &job.git_ref)
+            && pass(&self.names, &job.name)
+            && pass(&self.stages, &job.stage)
+    }
+}
+
+/// The conditions of a rule, compiled. Empty lists and `None` impose nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    pub statuses: Vec<JobStatus>,
+    pub failure_reasons: Option<FailureReasonSet>,
+    pub globs: JobGlobs,
+    pub tag: Option<bool>,
+    pub allow_failure: Option<bool>,
+    pub older_than: Option<SignedDuration>,
+    pub superseded: Option<bool>,
+    pub stages_succeeded: Vec<String>,
+    pub window: Option<Window>,
+    pub artifacts_expire_within: Option<SignedDuration>,
+    pub log_pattern: Option<Regex>,
+}
+
+/// Exponential backoff between retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffSchedule {
+    pub base: SignedDuration,
+    pub factor: f64,
+    pub max: Option<SignedDuration>,
+}
+
+impl BackoffSchedule {
+    /// How long after attempt `attempt` (1-based) finished it may be retried:
+    /// `base * factor^(attempt-1)`, capped by `max`.
+    pub fn delay(&self, attempt: u32) -> SignedDuration {
+        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let secs = self.base.as_secs_f64() * self.factor.powi(exponent);
+        let raw = SignedDuration::try_from_secs_f64(secs).unwrap_or(SignedDuration::MAX);
+        match self.max {
+            Some(max) if raw > max => max,
+            _ => raw,
+        }
+    }
+}
+
+/// What a rule does to the jobs it matches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleAction {
+    Retry {
+        limit: u32,
+        backoff: Option<BackoffSchedule>,
+    },
+    Cancel,
+    Play {
+        variables: Vec<(String, String)>,
+    },
+    KeepArtifacts,
+}
+
+impl RuleAction {
+    /// Statuses a job can have for this action to apply, `None` for any.
+    pub fn applicable_statuses(&self) -> Option<Vec<JobStatus>> {
+        match self {
+            RuleAction::Retry { .. } => Some(vec![
+                JobStatus::Success,
+                JobStatus::Failed,
+                JobStatus::Canceled,
+            ]),
+            RuleAction::Cancel => Some(
+                JobStatus::KNOWN
+                    .iter()
+                    .filter(|s| s.is_cancelable())
+                    .cloned()
+                    .collect(),
+            ),
+            RuleAction::Play { .. } => Some(vec![JobStatus::Manual, JobStatus::Scheduled]),
+            RuleAction::KeepArtifacts => None,
+        }
+    }
+}
+
+/// A rule, compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub name: String,
+    pub conditions: Conditions,
+    pub action: RuleAction,
+}
+
+/// A checked policy, ready for [`super::decide()`].
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    pub key: PolicyKey,
+    pub gitlab_url: url::Url,
+    pub token_secret_ref: SecretKeyRef,
+    pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+    pub projects: Vec<ProjectRef>,
+    pub interval: std::time::Duration,
+    pub dry_run: bool,
+    pub suspend: bool,
+    /// `spec.jobs`: every rule sees only jobs that pass it.
+    pub filter: JobGlobs,
+    pub rules: Vec<CompiledRule>,
+    pub limits: Limits,
+}
+
+impl CompiledPolicy {
+    /// The statuses of the jobs some rule could act on, or `None` when a rule may act on any
+    /// status or needs to see every job (`superseded` compares a job with newer ones of any
+    /// status). The engine may use it for server-side `scope[]` filters.
+    pub fn statuses_of_interest(&self) -> Option<BTreeSet<JobStatus>> {
+        let mut all = BTreeSet::new();
+        for rule in &self.rules {
+            if rule.conditions.superseded.is_some() {
+                return None;
+            }
+            let applicable = rule.action.applicable_statuses();
+            let statuses: Vec<JobStatus> = match (&applicable, rule.conditions.statuses.is_empty())
+            {
+                (None, true) => return None,
+                (None, false) => rule.conditions.statuses.clone(),
+                (Some(app), true) => app.clone(),
+                (Some(app), false) => rule
+                    .conditions
+                    .statuses
+                    .iter()
+                    .filter(|s| app.contains(s))
+                    .cloned()
+                    .collect(),
+            };
+            all.extend(statuses);
+        }
+        Some(all)
+    }
+}
+
+static RULE_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::RULE_NAME_PATTERN));
+static SECRET_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::SECRET_NAME_PATTERN));
+static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::SECRET_KEY_PATTERN));
+static VARIABLE_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::VARIABLE_KEY_PATTERN));
+static FAILURE_REASON: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(crd::FAILURE_REASON_PATTERN));
+
+fn static_regex(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("the CRD's own patterns are valid regexes")
+}
+
+/// Upper bound of the compiled size of a `logPattern` (the regex crate's own guard against
+/// patterns that explode in size).
+const LOG_PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// Collects errors with their paths.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks a spec and compiles it. On failure every problem is returned, not just the first.
+pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, SpecErrors> {
+    let mut errors = Errors::default();
+
+    let gitlab_url = check_url(&spec.gitlab.url, "spec.gitlab.url", &mut errors);
+    check_secret_ref(
+        &spec.gitlab.token_secret_ref,
+        "spec.gitlab.tokenSecretRef",
+        &mut errors,
+    );
+    if let Some(ca) = &spec.gitlab.ca_bundle_secret_ref {
+        check_secret_ref(ca, "spec.gitlab.caBundleSecretRef", &mut errors);
+    }
+    let projects = compile_projects(&spec.projects, &mut errors);
+    let interval = compile_interval(&spec.interval, &mut errors);
+    let filter = spec
+        .jobs
+        .as_ref()
+        .map(|jobs| compile_job_filter(jobs, "spec.jobs", &mut errors))
+        .unwrap_or_default();
+    let rules = compile_rules(&spec.rules, &mut errors);
+    check_limits(&spec.limits, &mut errors);
+
+    match (errors.0.is_empty(), gitlab_url, interval) {
+        (true, Some(gitlab_url), Some(interval)) => Ok(CompiledPolicy {
+            key,
+            gitlab_url,
+            token_secret_ref: spec.gitlab.token_secret_ref.clone(),
+            ca_bundle_secret_ref: spec.gitlab.ca_bundle_secret_ref.clone(),
+            projects,
+            interval,
+            dry_run: spec.dry_run,
+            suspend: spec.suspend,
+            filter,
+            rules,
+            limits: spec.limits.clone(),
+        }),
+        _ => Err(SpecErrors { errors: errors.0 }),
+    }
+}
+
+fn check_url(raw: &str, path: &str, errors: &mut Errors) -> Option<url::Url> {
+    if raw.len() > 2048 {
+        errors.add(path, "must be at most 2048 characters");
+        return None;
+    }
+    let url = match url::Url::parse(raw) {
+        Ok(url) => url,
+        Err(err) => {
+            errors.add(path, format!("invalid URL: {err}"));
+            return None;
+        }
+    };
+    let mut ok = true;
+    if !matches!(url.scheme(), "http" | "https") {
+        errors.add(
+            path,
+            format!("scheme must be http or https, not {:?}", url.scheme()),
+        );
+        ok = false;
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        errors.add(path, "must name a host");
+        ok = false;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        errors.add(path, "must not have a query or fragment");
+        ok = false;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        errors.add(path, "must not carry credentials (use tokenSecretRef)");
+        ok = false;
+    }
+    ok.then_some(url)
+}
+
+fn check_secret_ref(r: &SecretKeyRef, path: &str, errors: &mut Errors) {
+    if r.name.is_empty() || r.name.len() > 253 || !SECRET_NAME.is_match(&r.name) {
+        errors.add(
+            format!("{path}.name"),
+            "must be a Secret name: lowercase letters, digits, '-' and '.', at most 253 characters",
+        );
+    }
+    if r.key.is_empty() || r.key.len() > 253 || !SECRET_KEY.is_match(&r.key) {
+        errors.add(
+            format!("{path}.key"),
+            "must be a Secret key: letters, digits, '-', '_' and '.', at most 253 characters",
+        );
+    }
+}
+
+fn compile_projects(projects: &[String], errors: &mut Errors) -> Vec<ProjectRef> {
+    if projects.is_empty() {
+        errors.add("spec.projects", "must name at least one project");
+    }
+    if projects.len() > crd::MAX_PROJECTS {
+        errors.add(
+            "spec.projects",
+            format!("must name at most {} projects", crd::MAX_PROJECTS),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(projects.len());
+    for (i, p) in projects.iter().enumerate() {
+        let path = format!("spec.projects[{i}]");
+        if !seen.insert(p.as_str()) {
+            errors.add(&path, format!("duplicate project {p:?}"));
+            continue;
+        }
+        if p.is_empty() || p.len() > 255 {
+            errors.add(&path, "must be 1 to 255 characters");
+            continue;
+        }
+        let is_id = p.bytes().all(|b| b.is_ascii_digit());
+        let is_full_path = p.contains('/')
+            && !p.starts_with('/')
+            && !p.ends_with('/')
+            && !p.contains("//")
+            && !p.chars().any(char::is_whitespace);
+        if !is_id && !is_full_path {
+            errors.add(
+                &path,
+                format!("{p:?} is neither a numeric id nor a full path like group/project"),
+            );
+            continue;
+        }
+        out.push(ProjectRef::parse(p));
+    }
+    out
+}
+
+fn compile_interval(raw: &str, errors: &mut Errors) -> Option<std::time::Duration> {
+    let min = SignedDuration::from_secs(10);
+    match parse_go_duration(raw) {
+        Ok(d) if d < min => {
+            errors.add("spec.interval", "must be at least 10s");
+            None
+        }
+        Ok(d) => std::time::Duration::try_from(d).ok(),
+        Err(err) => {
+            errors.add("spec.interval", err.to_string());
+            None
+        }
+    }
+}
+
+fn compile_job_filter(filter: &JobFilter, path: &str, errors: &mut Errors) -> JobGlobs {
+    JobGlobs {
+        refs: compile_globs(&filter.refs, &format!("{path}.refs"), errors),
+        names: compile_globs(&filter.names, &format!("{path}.names"), errors),
+        stages: compile_globs(&filter.stages, &format!("{path}.stages"), errors),
+    }
+}
+
+fn compile_globs(patterns: &[String], path: &str, errors: &mut Errors) -> Option<GlobList> {
+    if patterns.is_empty() {
+        return None;
+    }
+    if patterns.len() > crd::MAX_GLOBS {
+        errors.add(
+            path,
+            format!("must have at most {} entries", crd::MAX_GLOBS),
+        );
+    }
+    let mut builder = GlobSetBuilder::new();
+    let mut seen = HashSet::new();
+    let mut ok = true;
+    for (i, p) in patterns.iter().enumerate() {
+        let item = format!("{path}[{i}]");
+        if !seen.insert(p.as_str()) {
+            errors.add(&item, format!("duplicate value {p:?}"));
+            ok = false;
+            continue;
+        }
+        if p.is_empty() || p.len() > 255 {
+            errors.add(&item, "must be 1 to 255 characters");
+            ok = false;
+            continue;
+        }
+        match Glob::new(p) {
+            Ok(glob) => {
+                builder.add(glob);
+            }
+            Err(err) => {
+                errors.add(&item, format!("invalid glob: {}", err.kind()));
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match builder.build() {
+        Ok(set) => Some(GlobList {
+            patterns: patterns.to_vec(),
+            set,
+        }),
+        Err(err) => {
+            errors.add(path, format!("invalid globs: {err}"));
+            None
+        }
+    }
+}
+
+fn compile_rules(rules: &[crd::Rule], errors: &mut Errors) -> Vec<CompiledRule> {
+    if rules.is_empty() {
+        errors.add("spec.rules", "must have at least one rule");
+    }
+    if rules.len() > crd::MAX_RULES {
+        errors.add(
+            "spec.rules",
+            format!("must have at most {} rules", crd::MAX_RULES),
+        );
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let path = format!("spec.rules[{i}]");
+        if rule.name.is_empty() || rule.name.len() > 63 || !RULE_NAME.is_match(&rule.name) {
+            errors.add(
+                format!("{path}.name"),
+                "must be 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit",
+            );
+        } else if !names.insert(rule.name.as_str()) {
+            errors.add(
+                format!("{path}.name"),
+                format!(
+                    "duplicate rule name {:?}: rule names must be unique",
+                    rule.name
+                ),
+            );
+        }
+        let conditions = compile_match(&rule.matches, &format!("{path}.match"), errors);
+        let action = compile_action(rule, &path, errors);
+        if let Some(action) = action {
+            out.push(CompiledRule {
+                name: rule.name.clone(),
+                conditions,
+                action,
+            });
+        }
+    }
+    out
+}
+
+fn compile_match(m: &RuleMatch, path: &str, errors: &mut Errors) -> Conditions {
+    let mut statuses = Vec::new();
+    for (i, s) in m.statuses.iter().enumerate() {
+        let status = s.to_status();
+        if statuses.contains(&status) {
+            errors.add(
+                format!("{path}.statuses[{i}]"),
+                format!("duplicate value {:?}", status.as_str()),
+            );
+        } else {
+            statuses.push(status);
+        }
+    }
+
+    let failure_reasons = if m.failure_reasons.is_empty() {
+        None
+    } else {
+        if m.failure_reasons.len() > crd::MAX_FAILURE_REASONS {
+            errors.add(
+                format!("{path}.failureReasons"),
+                format!("must have at most {} entries", crd::MAX_FAILURE_REASONS),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, r) in m.failure_reasons.iter().enumerate() {
+            let item = format!("{path}.failureReasons[{i}]");
+            if r.is_empty() || r.len() > 128 || !FAILURE_REASON.is_match(r) {
+                errors.add(
+                    &item,
+                    format!("{r:?} is not a failure reason (lowercase letters, digits and '_')"),
+                );
+            } else if !seen.insert(r.as_str()) {
+                errors.add(&item, format!("duplicate value {r:?}"));
+            }
+        }
+        if !statuses.is_empty() && !statuses.contains(&JobStatus::Failed) {
+            errors.add(
+                format!("{path}.failureReasons"),
+                "failureReasons only match failed jobs: add failed to statuses (or leave statuses out)",
+            );
+        }
+        Some(FailureReasonSet::new(&m.failure_reasons))
+    };
+
+    let globs = JobGlobs {
+        refs: compile_globs(&m.refs, &format!("{path}.refs"), errors),
+        names: compile_globs(&m.names, &format!("{path}.names"), errors),
+        stages: compile_globs(&m.stages, &format!("{path}.stages"), errors),
+    };
+
+    let older_than = m
+        .older_than
+        .as_deref()
+        .and_then(|d| compile_duration(d, &format!("{path}.olderThan"), errors));
+    let artifacts_expire_within = m
+        .artifacts_expire_within
+        .as_deref()
+        .and_then(|d| compile_duration(d, &format!("{path}.artifactsExpireWithin"), errors));
+
+    let stages_succeeded = match &m.pipeline {
+        None => Vec::new(),
+        Some(p) => {
+            let item = format!("{path}.pipeline.stagesSucceeded");
+            if p.stages_succeeded.is_empty() {
+                errors.add(&item, "must name at least one stage");
+            }
+            if p.stages_succeeded.len() > 32 {
+                errors.add(&item, "must name at most 32 stages");
+            }
+            let mut seen = HashSet::new();
+            for (i, s) in p.stages_succeeded.iter().enumerate() {
+                if s.is_empty() || s.len() > 255 {
+                    errors.add(format!("{item}[{i}]"), "must be 1 to 255 characters");
+                } else if !seen.insert(s.as_str()) {
+                    errors.add(format!("{item}[{i}]"), format!("duplicate value {s:?}"));
+                }
+            }
+            p.stages_succeeded.clone()
+        }
+    };
+
+    let window = m
+        .window
+        .as_ref()
+        .and_then(|w| compile_window(w, &format!("{path}.window"), errors));
+
+    let log_pattern = m.log_pattern.as_deref().and_then(|p| {
+        let item = format!("{path}.logPattern");
+        if p.is_empty() || p.len() > crd::MAX_LOG_PATTERN_LEN {
+            errors.add(
+                &item,
+                format!("must be 1 to {} characters", crd::MAX_LOG_PATTERN_LEN),
+            );
+            return None;
+        }
+        match RegexBuilder::new(p)
+            .multi_line(true)
+            .size_limit(LOG_PATTERN_SIZE_LIMIT)
+            .build()
+        {
+            Ok(re) => Some(re),
+            Err(err) => {
+                errors.add(&item, regex_error_message(&err));
+                None
+            }
+        }
+    });
+
+    Conditions {
+        statuses,
+        failure_reasons,
+        globs,
+        tag: m.tag,
+        allow_failure: m.allow_failure,
+        older_than,
+        superseded: m.superseded,
+        stages_succeeded,
+        window,
+        artifacts_expire_within,
+        log_pattern,
+    }
+}
+
+/// The regex crate's messages span several lines (the pattern, a caret, the error); a field
+/// error is one line.
+fn regex_error_message(err: &regex::Error) -> String {
+    match err {
+        regex::Error::Syntax(text) => {
+            let detail = text
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("error:"))
+                .map(|l| l.trim_start_matches("error:").trim())
+                .unwrap_or(text.as_str());
+            format!("regex parse error: {detail}")
+        }
+        regex::Error::CompiledTooBig(limit) => {
+            format!("regex too large: it compiles to more than {limit} bytes")
+        }
+        other => format!("regex error: {other}"),
+    }
+}
+
+fn compile_duration(raw: &str, path: &str, errors: &mut Errors) -> Option<SignedDuration> {
+    match parse_go_duration(raw) {
+        Ok(d) => Some(d),
+        Err(err) => {
+            errors.add(path, err.to_string());
+            None
+        }
+    }
+}
+
+fn compile_window(w: &crd::TimeWindow, path: &str, errors: &mut Errors) -> Option<Window> {
+    let mut days = Vec::with_capacity(w.days.len());
+    for (i, d) in w.days.iter().enumerate() {
+        let day = d.to_jiff();
+        if days.contains(&day) {
+            errors.add(
+                format!("{path}.days[{i}]"),
+                format!("duplicate value {d:?}"),
+            );
+        } else {
+            days.push(day);
+        }
+    }
+    let from = match w.from.as_deref() {
+        None => Some(ClockTime(0)),
+        Some(s) => ClockTime::parse(s, false)
+            .map_err(|e| errors.add(format!("{path}.from"), e))
+            .ok(),
+    };
+    let to = match w.to.as_deref() {
+        None => Some(ClockTime(super::window::MINUTES_PER_DAY)),
+        Some(s) => ClockTime::parse(s, true)
+            .map_err(|e| errors.add(format!("{path}.to"), e))
+            .ok(),
+    };
+    let tz = if w.time_zone.is_empty() || w.time_zone.len() > 64 {
+        errors.add(format!("{path}.timeZone"), "must be 1 to 64 characters");
+        None
+    } else {
+        match jiff::tz::TimeZone::get(&w.time_zone) {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                errors.add(
+                    format!("{path}.timeZone"),
+                    format!(
+                        "unknown time zone {:?} (use an IANA name such as Europe/Berlin or UTC)",
+                        w.time_zone
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let (from, to, tz) = (from?, to?, tz?);
+    if from == to {
+        errors.add(
+            path.to_owned(),
+            "from and to must differ (leave both out, or use from: \"00:00\" and to: \"24:00\", for the whole day)",
+        );
+        return None;
+    }
+    Some(Window::new(&days, from, to, tz, w.time_zone.clone()))
+}
+
+fn compile_action(rule: &crd::Rule, path: &str, errors: &mut Errors) -> Option<RuleAction> {
+    let given: Vec<&str> = [
+        rule.retry.as_ref().map(|_| "retry"),
+        rule.cancel.as_ref().map(|_| "cancel"),
+        rule.play.as_ref().map(|_| "play"),
+        rule.keep_artifacts.as_ref().map(|_| "keepArtifacts"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() != 1 {
+        let found = if given.is_empty() {
+            "none".to_owned()
+        } else {
+            given.join(" and ")
+        };
+        errors.add(
+            path.to_owned(),
+            format!("a rule must have exactly one action: retry, cancel, play or keepArtifacts (found {found})"),
+        );
+        return None;
+    }
+    if let Some(retry) = &rule.retry {
+        let mut ok = true;
+        if !(1..=crd::MAX_RETRY_LIMIT).contains(&retry.limit) {
+            errors.add(
+                format!("{path}.retry.limit"),
+                format!("must be between 1 and {}", crd::MAX_RETRY_LIMIT),
+            );
+            ok = false;
+        }
+        let backoff = match &retry.backoff {
+            None => None,
+            Some(b) => {
+                let bpath = format!("{path}.retry.backoff");
+                let base = compile_duration(&b.duration, &format!("{bpath}.duration"), errors);
+                if !(b.factor.is_finite() && (1.0..=crd::MAX_BACKOFF_FACTOR).contains(&b.factor)) {
+                    errors.add(
+                        format!("{bpath}.factor"),
+                        format!("must be between 1 and {}", crd::MAX_BACKOFF_FACTOR),
+                    );
+                    ok = false;
+                }
+                let max = match b.max_duration.as_deref() {
+                    None => None,
+                    Some(raw) => {
+                        let max = compile_duration(raw, &format!("{bpath}.maxDuration"), errors);
+                        if max.is_none() {
+                            ok = false;
+                        }
+                        max
+                    }
+                };
+                match (base, max) {
+                    (Some(base), Some(max)) if max < base => {
+                        errors.add(
+                            format!("{bpath}.maxDuration"),
+                            "maxDuration must not be shorter than duration",
+                        );
+                        ok = false;
+                        None
+                    }
+                    (Some(base), max) => Some(BackoffSchedule {
+                        base,
+                        factor: b.factor,
+                        max,
+                    }),
+                    (None, _) => {
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        return ok.then_some(RuleAction::Retry {
+            limit: retry.limit,
+            backoff,
+        });
+    }
+    if rule.cancel.is_some() {
+        return Some(RuleAction::Cancel);
+    }
+    if let Some(play) = &rule.play {
+        let vpath = format!("{path}.play.variables");
+        if play.variables.len() > crd::MAX_PLAY_VARIABLES {
+            errors.add(
+                &vpath,
+                format!("must have at most {} variables", crd::MAX_PLAY_VARIABLES),
+            );
+        }
+        let mut ok = true;
+        let mut keys = HashSet::new();
+        for (i, v) in play.variables.iter().enumerate() {
+            if v.key.is_empty() || v.key.len() > 255 || !VARIABLE_KEY.is_match(&v.key) {
+                errors.add(
+                    format!("{vpath}[{i}].key"),
+                    "must be 1 to 255 letters, digits or '_'",
+                );
+                ok = false;
+            } else if !keys.insert(v.key.as_str()) {
+                errors.add(
+                    format!("{vpath}[{i}].key"),
+                    format!("duplicate variable {:?}", v.key),
+                );
+                ok = false;
+            }
+            if v.value.len() > 10_000 {
+                errors.add(
+                    format!("{vpath}[{i}].value"),
+                    "must be at most 10000 characters",
+                );
+                ok = false;
+            }
+        }
+        return ok.then(|| RuleAction::Play {
+            variables: play
+                .variables
+                .iter()
+                .map(|v| (v.key.clone(), v.value.clone()))
+                .collect(),
+        });
+    }
+    Some(RuleAction::KeepArtifacts)
+}
+
+fn check_limits(limits: &Limits, errors: &mut Errors) {
+    if limits.max_actions_per_run > 10_000 {
+        errors.add(
+            "spec.limits.maxActionsPerRun",
+            "must be between 0 and 10000",
+        );
+    }
+    if limits.max_actions_per_hour > 100_000 {
+        errors.add(
+            "spec.limits.maxActionsPerHour",
+            "must be between 0 and 100000",
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;

@@ -1,0 +1,623 @@
+//! The decision function: compiled policy + observed jobs + clock → decisions. Pure: no I/O,
+//! no memory between calls; every decision derives from GitLab's state and `now`, so a restart
+//! or a second replica decides the same.
+//!
+//! # Rounds
+//! Some conditions need data that costs a request per pipeline or per job: the pipeline's job
+//! list (retry attempt counts, the latest-attempt check, `pipeline.stagesSucceeded`) and the job
+//! log (`logPattern`). The engine loops: [`facts_needed()`] → fetch → … until it returns nothing,
+//! then [`decide()`]. Facts are asked for in tiers, only for the first rule still undecided for a
+//! job, and only when everything cheaper already matched: first the job's own fields and the
+//! project job list, then the pipeline's job list, then the log.
+//!
+//! # Semantics
+//! - A job passes `spec.jobs` first, then rules are tried in order. A rule applies to a job when
+//!   all its conditions hold **and** its action can apply (retry: the job is retryable, is the
+//!   latest attempt and has retries left; cancel: still cancelable; play: still manual or
+//!   scheduled; keepArtifacts: an expiry is still set). The first rule that applies decides; a
+//!   job gets at most one decision. A rule whose action cannot apply does not claim the job.
+//! - Budget: decisions that would act are ordered by rule (earlier rules first), then oldest job
+//!   first (`created_at`, then id); the first `min(remaining_this_run, remaining_this_hour)` get
+//!   [`Verdict::Act`] (or [`Verdict::DryRun`]), the rest [`Verdict::OverBudget`]. Dry-run
+//!   decisions count against the budget too, so a dry run previews exactly what a real run
+//!   would do. Decisions waiting for backoff or facts use no budget.
+//! - Decisions are returned in the same order.
+
+use super::compile::{CompiledPolicy, CompiledRule, RuleAction};
+use super::duration::HumanDuration;
+use crate::crd::{ActionKind, Limits};
+use crate::gitlab::models::{Job, JobStatus, ProjectRef};
+use jiff::Timestamp;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// What the engine knows about one project of the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub project: &'a ProjectRef,
+    /// The project's jobs (newest first); may include retried attempts.
+    pub jobs: &'a [Job],
+    /// Job lists of pipelines by pipeline id, fetched with `include_retried=true`.
+    pub pipeline_jobs: &'a HashMap<u64, Vec<Job>>,
+    /// The tail of job logs by job id.
+    pub log_tails: &'a HashMap<u64, String>,
+}
+
+/// A piece of data `decide` needs before it can decide about some job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FactRequest {
+    /// `GET /projects/:id/pipelines/:pipeline_id/jobs?include_retried=true` (all pages).
+    PipelineJobs {
+        project: ProjectRef,
+        pipeline_id: u64,
+    },
+    /// The tail of `GET /projects/:id/jobs/:job_id/trace`.
+    LogTail { project: ProjectRef, job_id: u64 },
+}
+
+/// How many actions the policy may still take, computed by the engine from `spec.limits` and
+/// its history of actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub remaining_this_run: u32,
+    pub remaining_this_hour: u32,
+}
+
+impl Budget {
+    /// The budget of a run: the per-run limit, and what is left of the hourly limit after
+    /// `actions_in_last_hour` actions.
+    pub fn for_run(limits: &Limits, actions_in_last_hour: u32) -> Budget {
+        Budget {
+            remaining_this_run: limits.max_actions_per_run,
+            remaining_this_hour: limits
+                .max_actions_per_hour
+                .saturating_sub(actions_in_last_hour),
+        }
+    }
+
+    /// How many decisions may act.
+    pub fn allowance(&self) -> u32 {
+        self.remaining_this_run.min(self.remaining_this_hour)
+    }
+}
+
+/// What to do to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Retry,
+    Cancel,
+    Play { variables: Vec<(String, String)> },
+    KeepArtifacts,
+}
+
+impl Action {
+    /// `retry`, `cancel`, `play` or `keep_artifacts`.
+    pub fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// The kind, as recorded in status.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Retry => ActionKind::Retry,
+            Action::Cancel => ActionKind::Cancel,
+            Action::Play { .. } => ActionKind::Play,
+            Action::KeepArtifacts => ActionKind::KeepArtifacts,
+        }
+    }
+
+    fn of(rule: &RuleAction) -> Action {
+        match rule {
+            RuleAction::Retry { .. } => Action::Retry,
+            RuleAction::Cancel => Action::Cancel,
+            RuleAction::Play { variables } => Action::Play {
+                variables: variables.clone(),
+            },
+            RuleAction::KeepArtifacts => Action::KeepArtifacts,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether and when a decision acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Act now.
+    Act,
+    /// Would act, but the policy is in dry-run.
+    DryRun,
+    /// Would act, but a limit is reached; decided again next run.
+    OverBudget,
+    /// The retry backoff has not elapsed; act no earlier than this.
+    NotBefore(Timestamp),
+    /// A needed fact (pipeline job list, job log) is missing.
+    AwaitingFacts,
+}
+
+/// A decision about one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub project: ProjectRef,
+    pub job_id: u64,
+    pub job_name: String,
+    pub pipeline_id: u64,
+    /// The rule that decided.
+    pub rule: String,
+    pub action: Action,
+    /// Why, for people: e.g. `failed with stuck_or_timeout_failure; attempt 2 of 4, backoff 1m elapsed`.
+    pub reason: String,
+    pub verdict: Verdict,
+}
+
+/// The facts still missing before [`decide()`] can decide about every job, deduplicated, in the
+/// order jobs are evaluated. Empty when the policy is suspended.
+pub fn facts_needed(
+    policy: &CompiledPolicy,
+    observations: &[Observation<'_>],
+    now: Timestamp,
+) -> Vec<FactRequest> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for eval in evaluate(policy, observations, now) {
+        if let State::Awaiting(fact) = eval.state
+            && seen.insert(fact.clone())
+        {
+            out.push(fact);
+        }
+    }
+    out
+}
+
+/// Decides what to do with the observed jobs. Returns nothing when the policy is suspended.
+pub fn decide(
+    policy: &CompiledPolicy,
+    observations: &[Observation<'_>],
+    now: Timestamp,
+    budget: &Budget,
+) -> Vec<Decision> {
+    let mut evals = evaluate(policy, observations, now);
+    evals.sort_by(|a, b| {
+        (a.rule_index, a.created_at, a.job_id).cmp(&(b.rule_index, b.created_at, b.job_id))
+    });
+    let mut allowance = budget.allowance();
+    let over_budget_note = if budget.remaining_this_run <= budget.remaining_this_hour {
+        "over budget: limits.maxActionsPerRun reached for this run"
+    } else {
+        "over budget: limits.maxActionsPerHour reached"
+    };
+    evals
+        .into_iter()
+        .map(|eval| {
+            let rule = &policy.rules[eval.rule_index];
+            let mut reason = eval.reason;
+            let verdict = match eval.state {
+                State::Awaiting(_) => Verdict::AwaitingFacts,
+                State::NotBefore(t) => Verdict::NotBefore(t),
+                State::Ready if allowance > 0 => {
+                    allowance -= 1;
+                    if policy.dry_run {
+                        Verdict::DryRun
+                    } else {
+                        Verdict::Act
+                    }
+                }
+                State::Ready => {
+                    reason.push_str("; ");
+                    reason.push_str(over_budget_note);
+                    Verdict::OverBudget
+                }
+            };
+            Decision {
+                project: eval.project,
+                job_id: eval.job_id,
+                job_name: eval.job_name,
+                pipeline_id: eval.pipeline_id,
+                rule: rule.name.clone(),
+                action: Action::of(&rule.action),
+                reason,
+                verdict,
+            }
+        })
+        .collect()
+}
+
+/// Where the evaluation of one job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// The rule applies now.
+    Ready,
+    /// The rule applies once the backoff elapsed.
+    NotBefore(Timestamp),
+    /// The rule's cheaper conditions hold; this fact decides the rest.
+    Awaiting(FactRequest),
+}
+
+/// The first rule that claims a job, and how far it got.
+struct Evaluation {
+    project: ProjectRef,
+    job_id: u64,
+    job_name: String,
+    pipeline_id: u64,
+    created_at: Timestamp,
+    rule_index: usize,
+    reason: String,
+    state: State,
+}
+
+fn evaluate(
+    policy: &CompiledPolicy,
+    observations: &[Observation<'_>],
+    now: Timestamp,
+) -> Vec<Evaluation> {
+    if policy.suspend {
+        return Vec::new();
+    }
+    let mut seen_jobs = HashSet::new();
+    let mut out = Vec::new();
+    for obs in observations {
+        let index = ProjectIndex::new(obs.jobs);
+        for job in obs.jobs {
+            if !seen_jobs.insert(job.id) || !policy.filter.matches(job) {
+                continue;
+            }
+            if let Some(eval) = evaluate_job(policy, obs, &index, job, now) {
+                out.push(eval);
+            }
+        }
+    }
+    out
+}
+
+/// Lookups over the project job list, built once per observation.
+struct ProjectIndex<'o> {
+    /// `(tag, ref, job name)` → the newest pipeline with a job of that name on that ref.
+    newest_pipeline: HashMap<(bool, &'o str, &'o str), u64>,
+    /// `(pipeline, job name)` → the newest attempt visible in the project list.
+    newest_attempt: HashMap<(u64, &'o str), u64>,
+}
+
+impl<'o> ProjectIndex<'o> {
+    fn new(jobs: &'o [Job]) -> ProjectIndex<'o> {
+        let mut newest_pipeline: HashMap<(bool, &str, &str), u64> = HashMap::new();
+        let mut newest_attempt: HashMap<(u64, &str), u64> = HashMap::new();
+        for job in jobs {
+            let p = newest_pipeline
+                .entry((job.tag, job.git_ref.as_str(), job.name.as_str()))
+                .or_insert(job.pipeline.id);
+            *p = (*p).max(job.pipeline.id);
+            let a = newest_attempt
+                .entry((job.pipeline.id, job.name.as_str()))
+                .or_insert(job.id);
+            *a = (*a).max(job.id);
+        }
+        ProjectIndex {
+            newest_pipeline,
+            newest_attempt,
+        }
+    }
+
+    fn newer_pipeline(&self, job: &Job) -> Option<u64> {
+        self.newest_pipeline
+            .get(&(job.tag, job.git_ref.as_str(), job.name.as_str()))
+            .copied()
+            .filter(|p| *p > job.pipeline.id)
+    }
+
+    fn newer_attempt_visible(&self, job: &Job) -> bool {
+        self.newest_attempt
+            .get(&(job.pipeline.id, job.name.as_str()))
+            .is_some_and(|id| *id > job.id)
+    }
+}
+
+fn evaluate_job(
+    policy: &CompiledPolicy,
+    obs: &Observation<'_>,
+    index: &ProjectIndex<'_>,
+    job: &Job,
+    now: Timestamp,
+) -> Option<Evaluation> {
+    let evaluation = |rule_index: usize, why: Vec<String>, state: State| Evaluation {
+        project: obs.project.clone(),
+        job_id: job.id,
+        job_name: job.name.clone(),
+        pipeline_id: job.pipeline.id,
+        created_at: job.created_at,
+        rule_index,
+        reason: why.join("; "),
+        state,
+    };
+
+    for (rule_index, rule) in policy.rules.iter().enumerate() {
+        // Tier 0: the job's own fields, the project job list and the clock.
+        let Some(mut why) = cheap_conditions(rule, job, index, now) else {
+            continue;
+        };
+        if !action_applies_to_job(&rule.action, job, index) {
+            continue;
+        }
+
+        // Tier 1: the pipeline's job list.
+        let mut attempt = None;
+        let needs_pipeline = !rule.conditions.stages_succeeded.is_empty()
+            || matches!(rule.action, RuleAction::Retry { .. });
+        if needs_pipeline {
+            let Some(pipeline_jobs) = obs.pipeline_jobs.get(&job.pipeline.id) else {
+                why.push(format!(
+                    "waiting for the job list of pipeline #{}",
+                    job.pipeline.id
+                ));
+                let fact = FactRequest::PipelineJobs {
+                    project: obs.project.clone(),
+                    pipeline_id: job.pipeline.id,
+                };
+                return Some(evaluation(rule_index, why, State::Awaiting(fact)));
+            };
+            if !rule.conditions.stages_succeeded.is_empty() {
+                match stages_succeeded(&rule.conditions.stages_succeeded, job, pipeline_jobs) {
+                    Ok(note) => why.push(note),
+                    Err(not) => {
+                        skipped(policy, rule, job, &not);
+                        continue;
+                    }
+                }
+            }
+            if let RuleAction::Retry { limit, .. } = rule.action {
+                match retry_attempt(job, pipeline_jobs) {
+                    Some(n) if n - 1 < limit => attempt = Some((n, limit)),
+                    Some(n) => {
+                        skipped(
+                            policy,
+                            rule,
+                            job,
+                            &format!("retry limit {limit} reached (attempt {n})"),
+                        );
+                        continue;
+                    }
+                    None => {
+                        skipped(policy, rule, job, "a newer attempt of the job exists");
+                        continue;
+                    }
+                }
+            }
+        }
+
+        // Tier 2: the job log.
+        if let Some(pattern) = &rule.conditions.log_pattern {
+            let Some(log) = obs.log_tails.get(&job.id) else {
+                why.push("waiting for the job log".to_owned());
+                let fact = FactRequest::LogTail {
+                    project: obs.project.clone(),
+                    job_id: job.id,
+                };
+                return Some(evaluation(rule_index, why, State::Awaiting(fact)));
+            };
+            if !pattern.is_match(log) {
+                skipped(policy, rule, job, "the log does not match logPattern");
+                continue;
+            }
+            why.push(format!("log matches /{}/", pattern.as_str()));
+        }
+
+        // Timing: the retry backoff.
+        let mut state = State::Ready;
+        if let (RuleAction::Retry { backoff, .. }, Some((n, limit))) = (&rule.action, attempt) {
+            let mut note = format!("attempt {n} of {}", limit + 1);
+            if let Some(backoff) = backoff {
+                let delay = backoff.delay(n);
+                let finished = job.finished_at.or(job.started_at).unwrap_or(job.created_at);
+                let earliest = finished.checked_add(delay).unwrap_or(Timestamp::MAX);
+                if now < earliest {
+                    note.push_str(&format!(
+                        ", backoff {} until {}",
+                        HumanDuration(delay),
+                        earliest
+                    ));
+                    state = State::NotBefore(earliest);
+                } else {
+                    note.push_str(&format!(", backoff {} elapsed", HumanDuration(delay)));
+                }
+            }
+            why.push(note);
+        }
+        return Some(evaluation(rule_index, why, state));
+    }
+    None
+}
+
+/// Says (at debug level) why a rule whose cheaper conditions matched a job did not apply after
+/// all: these are the cases an operator may wonder about ("why was this job not retried?").
+fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &Job, why: &str) {
+    tracing::debug!(
+        policy = %policy.key,
+        rule = %rule.name,
+        job_id = job.id,
+        job_name = %job.name,
+        "rule does not apply: {why}"
+    );
+}
+
+/// Tier-0 conditions. `Some(reasons)` when all hold.
+fn cheap_conditions(
+    rule: &CompiledRule,
+    job: &Job,
+    index: &ProjectIndex<'_>,
+    now: Timestamp,
+) -> Option<Vec<String>> {
+    let c = &rule.conditions;
+    let mut why = Vec::new();
+
+    if !c.statuses.is_empty() && !c.statuses.contains(&job.status) {
+        return None;
+    }
+    let mut status_note = job.status.to_string();
+    if let Some(reasons) = &c.failure_reasons {
+        let reason = job.failure_reason.as_deref()?;
+        if job.status != JobStatus::Failed || !reasons.matches(reason) {
+            return None;
+        }
+        status_note.push_str(" with ");
+        status_note.push_str(reason);
+        if let Some(alias_of) = reasons.matched_alias_of(reason) {
+            status_note.push_str(&format!(" (alias of {alias_of})"));
+        }
+    }
+    why.push(status_note);
+
+    if !c.globs.matches(job) {
+        return None;
+    }
+    if let Some(tag) = c.tag {
+        if job.tag != tag {
+            return None;
+        }
+        why.push(
+            if tag {
+                "tag pipeline"
+            } else {
+                "branch pipeline"
+            }
+            .to_owned(),
+        );
+    }
+    if let Some(allow_failure) = c.allow_failure {
+        if job.allow_failure != allow_failure {
+            return None;
+        }
+        why.push(
+            if allow_failure {
+                "allowed to fail"
+            } else {
+                "not allowed to fail"
+            }
+            .to_owned(),
+        );
+    }
+    if let Some(min_age) = c.older_than {
+        let age = now.duration_since(job.created_at);
+        if age < min_age {
+            return None;
+        }
+        why.push(format!(
+            "created {} ago (olderThan {})",
+            HumanDuration(age),
+            HumanDuration(min_age)
+        ));
+    }
+    if let Some(want) = c.superseded {
+        let newer = index.newer_pipeline(job);
+        if newer.is_some() != want {
+            return None;
+        }
+        why.push(match newer {
+            Some(p) => format!("superseded by pipeline #{p} on {}", job.git_ref),
+            None => "not superseded".to_owned(),
+        });
+    }
+    if let Some(window) = &c.window {
+        if !window.contains(now) {
+            return None;
+        }
+        why.push(format!("inside window {window}"));
+    }
+    if let Some(within) = c.artifacts_expire_within {
+        let expires = job.artifacts_expire_at?;
+        let left = expires.duration_since(now);
+        if left > within {
+            return None;
+        }
+        why.push(if left.is_negative() {
+            format!(
+                "artifacts expired {} ago (artifactsExpireWithin {})",
+                HumanDuration(-left),
+                HumanDuration(within)
+            )
+        } else {
+            format!(
+                "artifacts expire in {} (artifactsExpireWithin {})",
+                HumanDuration(left),
+                HumanDuration(within)
+            )
+        });
+    }
+    Some(why)
+}
+
+/// The action's own preconditions that the job's fields decide.
+fn action_applies_to_job(action: &RuleAction, job: &Job, index: &ProjectIndex<'_>) -> bool {
+    let archived = job.archived == Some(true);
+    match action {
+        RuleAction::Retry { .. } => {
+            matches!(
+                job.status,
+                JobStatus::Success | JobStatus::Failed | JobStatus::Canceled
+            ) && job.erased_at.is_none()
+                && !archived
+                && !index.newer_attempt_visible(job)
+        }
+        RuleAction::Cancel => job.status.is_cancelable(),
+        RuleAction::Play { .. } => {
+            matches!(job.status, JobStatus::Manual | JobStatus::Scheduled) && !archived
+        }
+        RuleAction::KeepArtifacts => job.artifacts_expire_at.is_some(),
+    }
+}
+
+/// The attempt number of `job` (1 for the first run), or `None` when a newer attempt exists.
+/// Attempts are the jobs of the same name in the pipeline, retried ones included.
+fn retry_attempt(job: &Job, pipeline_jobs: &[Job]) -> Option<u32> {
+    let mut ids: HashSet<u64> = HashSet::from([job.id]);
+    for other in pipeline_jobs {
+        if other.name == job.name && other.pipeline.id == job.pipeline.id {
+            if other.id > job.id {
+                return None;
+            }
+            ids.insert(other.id);
+        }
+    }
+    Some(u32::try_from(ids.len()).unwrap_or(u32::MAX))
+}
+
+/// Checks `pipeline.stagesSucceeded`: every latest job of each stage succeeded. `Err` says why
+/// not (a stage without jobs does not count as succeeded).
+fn stages_succeeded(stages: &[String], job: &Job, pipeline_jobs: &[Job]) -> Result<String, String> {
+    let mut latest: HashMap<&str, &Job> = HashMap::new();
+    for j in pipeline_jobs
+        .iter()
+        .filter(|j| j.pipeline.id == job.pipeline.id)
+    {
+        let entry = latest.entry(j.name.as_str()).or_insert(j);
+        if j.id > entry.id {
+            *entry = j;
+        }
+    }
+    for stage in stages {
+        let mut jobs = latest.values().filter(|j| &j.stage == stage).peekable();
+        if jobs.peek().is_none() {
+            return Err(format!(
+                "stage {stage} has no jobs in pipeline #{}",
+                job.pipeline.id
+            ));
+        }
+        if let Some(not_ok) = jobs.find(|j| j.status != JobStatus::Success) {
+            return Err(format!(
+                "stage {stage}: job {} is {}",
+                not_ok.name, not_ok.status
+            ));
+        }
+    }
+    Ok(format!(
+        "stages {} succeeded in pipeline #{}",
+        stages.join(", "),
+        job.pipeline.id
+    ))
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

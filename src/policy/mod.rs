@@ -1,0 +1,19 @@
+//! Policies: [`compile()`] turns a `JobPolicy` spec into a checked [`CompiledPolicy`], and
+//! [`decide()`] (pure) turns a compiled policy, the observed jobs and the clock into decisions.
+
+pub mod compile;
+pub mod decide;
+pub mod duration;
+pub mod reasons;
+pub mod window;
+
+#[cfg(test)]
+mod test_support;
+
+pub use compile::{
+    BackoffSchedule, CompiledPolicy, CompiledRule, Conditions, FieldError, PolicyKey, RuleAction,
+    SpecErrors, compile,
+};
+pub use decide::{
+    Action, Budget, Decision, FactRequest, Observation, Verdict, decide, facts_needed,
+};

@@ -1,0 +1,147 @@
+//! Builders shared by the policy unit tests.
+
+use super::compile::{CompiledPolicy, PolicyKey, compile};
+use super::decide::{Budget, Decision, FactRequest, Observation, decide, facts_needed};
+use crate::crd::JobPolicySpec;
+use crate::gitlab::models::{Job, JobStatus, PipelineBasic, ProjectRef};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::HashMap;
+
+/// Monday 2026-11-23 12:00 UTC.
+pub const NOW: &str = "2026-11-23T12:00:00Z";
+
+pub fn now() -> Timestamp {
+    ts(NOW)
+}
+
+pub fn ts(s: &str) -> Timestamp {
+    s.parse().expect("test timestamp")
+}
+
+pub fn mins(m: i64) -> SignedDuration {
+    SignedDuration::from_mins(m)
+}
+
+/// A job created an hour before [`NOW`] on `main`, stage `test`; finished jobs finished five
+/// minutes after creation.
+pub fn job(id: u64, pipeline: u64, name: &str, status: JobStatus) -> Job {
+    let created_at = now() - mins(60);
+    let finished_at = status.is_completed().then(|| created_at + mins(5));
+    Job {
+        id,
+        status,
+        stage: "test".into(),
+        name: name.into(),
+        git_ref: "main".into(),
+        tag: false,
+        coverage: None,
+        allow_failure: false,
+        created_at,
+        started_at: None,
+        finished_at,
+        erased_at: None,
+        duration: None,
+        queued_duration: None,
+        user: None,
+        commit: None,
+        pipeline: PipelineBasic {
+            id: pipeline,
+            iid: None,
+            project_id: Some(1),
+            sha: None,
+            git_ref: Some("main".into()),
+            status: None,
+            source: None,
+            created_at: None,
+            updated_at: None,
+            web_url: None,
+        },
+        failure_reason: None,
+        web_url: None,
+        project: None,
+        artifacts_file: None,
+        artifacts: Vec::new(),
+        runner: None,
+        runner_manager: None,
+        artifacts_expire_at: None,
+        archived: None,
+        tag_list: Vec::new(),
+        downstream_pipeline: None,
+    }
+}
+
+/// A failed job with a failure reason.
+pub fn failed(id: u64, pipeline: u64, name: &str, reason: &str) -> Job {
+    let mut j = job(id, pipeline, name, JobStatus::Failed);
+    j.failure_reason = Some(reason.into());
+    j
+}
+
+/// Compiles a policy from the spec YAML after `gitlab` and `projects` (e.g. `rules: [...]`).
+pub fn policy(rest: &str) -> CompiledPolicy {
+    let yaml = format!(
+        "gitlab: {{url: 'http://127.0.0.1:8080', tokenSecretRef: {{name: gitlab, key: token}}}}\nprojects: ['1']\n{rest}"
+    );
+    let spec: JobPolicySpec = serde_yaml::from_str(&yaml).expect("test spec parses");
+    compile(PolicyKey::new("ci", "test"), &spec).expect("test spec compiles")
+}
+
+/// One project's state, as GitLab would report it.
+pub struct World {
+    pub project: ProjectRef,
+    pub jobs: Vec<Job>,
+    pub pipeline_jobs: HashMap<u64, Vec<Job>>,
+    pub log_tails: HashMap<u64, String>,
+}
+
+impl World {
+    /// A project whose pipeline job lists are all known (derived from `jobs`).
+    pub fn new(jobs: Vec<Job>) -> World {
+        let mut w = World::without_facts(jobs);
+        for j in &w.jobs {
+            w.pipeline_jobs
+                .entry(j.pipeline.id)
+                .or_default()
+                .push(j.clone());
+        }
+        w
+    }
+
+    /// A project of which only the job list is known.
+    pub fn without_facts(jobs: Vec<Job>) -> World {
+        World {
+            project: ProjectRef::Id(1),
+            jobs,
+            pipeline_jobs: HashMap::new(),
+            log_tails: HashMap::new(),
+        }
+    }
+
+    pub fn log(mut self, job_id: u64, text: &str) -> World {
+        self.log_tails.insert(job_id, text.into());
+        self
+    }
+
+    pub fn observation(&self) -> Observation<'_> {
+        Observation {
+            project: &self.project,
+            jobs: &self.jobs,
+            pipeline_jobs: &self.pipeline_jobs,
+            log_tails: &self.log_tails,
+        }
+    }
+}
+
+pub const UNLIMITED: Budget = Budget {
+    remaining_this_run: u32::MAX,
+    remaining_this_hour: u32::MAX,
+};
+
+/// Decides with an unlimited budget.
+pub fn decide_all(policy: &CompiledPolicy, world: &World, at: Timestamp) -> Vec<Decision> {
+    decide(policy, &[world.observation()], at, &UNLIMITED)
+}
+
+pub fn needed(policy: &CompiledPolicy, world: &World, at: Timestamp) -> Vec<FactRequest> {
+    facts_needed(policy, &[world.observation()], at)
+}

@@ -1,0 +1,752 @@
+//! Policies from files: `JobPolicy` and `Secret` manifests in YAML files or directories, for
+//! running without a cluster (`jobwarden run --policies DIR`, `jobwarden check`).
+//!
+//! - A directory contributes its `*.yaml` and `*.yml` files (not recursively, like
+//!   `kubectl apply -f DIR`; hidden files are skipped), in name order. A file named explicitly is
+//!   read whatever its extension.
+//! - A file holds any number of documents separated by `---` lines. Documents are numbered from
+//!   1, counting only documents with content. Each document is parsed on its own, so one bad
+//!   document never stops the others from loading.
+//! - `jobwarden.dev/v1alpha1` `JobPolicy` documents are policies (namespace `default` when
+//!   absent); `v1` `Secret` documents provide tokens; other kinds are ignored.
+//! - Fields the CRD schema does not know are errors (the apiserver would drop them silently,
+//!   and a misspelt condition such as `olderthan` would widen a rule to every job).
+
+use crate::crd::{self, JobPolicy, SecretKeyRef};
+use crate::policy::{CompiledPolicy, PolicyKey, SpecErrors, compile};
+use base64::Engine as _;
+use kube::CustomResourceExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+/// The namespace of a manifest that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Where a document came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceLocation {
+    pub file: PathBuf,
+    /// 1-based, counting documents with content.
+    pub document: usize,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.file.display(), self.document)
+    }
+}
+
+/// A problem with a file or one of its documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    /// The document, when the problem is inside one.
+    pub document: Option<usize>,
+    /// The field, when known, e.g. `spec.rules[0].retry.limit`.
+    pub path: Option<String>,
+    pub message: String,
+}
+
+impl ManifestError {
+    fn in_file(file: &Path, message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: file.to_owned(),
+            document: None,
+            path: None,
+            message: message.into(),
+        }
+    }
+
+    fn in_document(
+        at: &SourceLocation,
+        path: Option<String>,
+        message: impl Into<String>,
+    ) -> ManifestError {
+        ManifestError {
+            file: at.file.clone(),
+            document: Some(at.document),
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(doc) = self.document {
+            write!(f, ": document {doc}")?;
+        }
+        if let Some(path) = &self.path {
+            write!(f, ": {path}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// A `JobPolicy` read from a file, with the result of compiling it.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    pub source: SourceLocation,
+    /// The manifest; `metadata.namespace` is filled in (`default` when absent).
+    pub policy: JobPolicy,
+    pub compiled: Result<CompiledPolicy, SpecErrors>,
+}
+
+impl LoadedPolicy {
+    /// `namespace/name`.
+    pub fn key(&self) -> PolicyKey {
+        policy_key(&self.policy)
+    }
+}
+
+/// A `Secret` read from a file. Its values never appear in `Debug` output.
+#[derive(Clone)]
+pub struct LoadedSecret {
+    pub source: SourceLocation,
+    pub namespace: String,
+    pub name: String,
+    data: BTreeMap<String, SecretString>,
+}
+
+impl LoadedSecret {
+    /// The value of `key` (`stringData` wins over `data`, as in Kubernetes).
+    pub fn get(&self, key: &str) -> Option<&SecretString> {
+        self.data.get(key)
+    }
+
+    /// The keys it holds.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.data.keys().map(String::as_str)
+    }
+}
+
+impl fmt::Debug for LoadedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedSecret")
+            .field("source", &self.source)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Everything read from the given paths.
+#[derive(Debug, Default)]
+pub struct LoadedManifests {
+    pub policies: Vec<LoadedPolicy>,
+    pub secrets: Vec<LoadedSecret>,
+    /// Files and documents that could not be read as manifests.
+    pub errors: Vec<ManifestError>,
+}
+
+impl LoadedManifests {
+    /// Every problem: unreadable files and documents, then each field error of each policy
+    /// that does not compile.
+    pub fn problems(&self) -> Vec<ManifestError> {
+        let mut out = self.errors.clone();
+        for p in &self.policies {
+            if let Err(spec_errors) = &p.compiled {
+                out.extend(spec_errors.errors.iter().map(|e| {
+                    ManifestError::in_document(&p.source, Some(e.path.clone()), &e.message)
+                }));
+            }
+        }
+        out
+    }
+}
+
+/// Reads every manifest under `paths` (files or directories). Never fails as a whole: what
+/// cannot be read is in [`LoadedManifests::errors`].
+pub fn load_manifests(paths: &[PathBuf]) -> LoadedManifests {
+    let mut loaded = LoadedManifests::default();
+    let mut first_seen: HashMap<PolicyKey, SourceLocation> = HashMap::new();
+    for file in manifest_files(paths, &mut loaded.errors) {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(err) => {
+                loaded
+                    .errors
+                    .push(ManifestError::in_file(&file, format!("cannot read: {err}")));
+                continue;
+            }
+        };
+        for (document, chunk) in split_documents(&text).into_iter().enumerate() {
+            let at = SourceLocation {
+                file: file.clone(),
+                document: document + 1,
+            };
+            load_document(&at, &chunk, &mut loaded, &mut first_seen);
+        }
+    }
+    loaded
+}
+
+/// The files to read: explicit files as given, directories' `*.yaml`/`*.yml` in name order.
+fn manifest_files(paths: &[PathBuf], errors: &mut Vec<ManifestError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(err) => {
+                errors.push(ManifestError::in_file(path, format!("cannot read: {err}")));
+                continue;
+            }
+        };
+        if !meta.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(err) => {
+                errors.push(ManifestError::in_file(
+                    path,
+                    format!("cannot list directory: {err}"),
+                ));
+                continue;
+            }
+        };
+        let mut in_dir: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_manifest_file(p))
+            .collect();
+        in_dir.sort();
+        files.extend(in_dir);
+    }
+    files
+}
+
+fn is_manifest_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+    is_yaml && !name.starts_with('.') && path.is_file()
+}
+
+/// A document: its text and the line it starts on (1-based), for error locations.
+struct Chunk {
+    text: String,
+    first_line: usize,
+}
+
+/// Splits a YAML stream at `---` lines (and drops `...` end markers), keeping only documents
+/// with content (anything but blank lines and comments).
+fn split_documents(text: &str) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    let mut first_line = 1;
+    let mut flush = |current: &mut String, first_line: usize| {
+        let has_content = current.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        });
+        if has_content {
+            chunks.push(Chunk {
+                text: std::mem::take(current),
+                first_line,
+            });
+        }
+        current.clear();
+    };
+    for (i, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker || line == "..." {
+            flush(&mut current, first_line);
+            first_line = i + 2;
+            if let Some(rest) = line.strip_prefix("---").filter(|r| !r.trim().is_empty()) {
+                // Content on the marker line (`--- !tag` or `--- {a: 1}`) belongs to the document.
+                first_line = i + 1;
+                current.push_str(rest.trim_start());
+                current.push('\n');
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    flush(&mut current, first_line);
+    chunks
+}
+
+fn load_document(
+    at: &SourceLocation,
+    chunk: &Chunk,
+    loaded: &mut LoadedManifests,
+    first_seen: &mut HashMap<PolicyKey, SourceLocation>,
+) {
+    let value: Value = match serde_yaml::from_str(&chunk.text) {
+        Ok(v) => v,
+        Err(err) => {
+            loaded.errors.push(ManifestError::in_document(
+                at,
+                None,
+                yaml_error_message(&err, chunk.first_line),
+            ));
+            return;
+        }
+    };
+    let Some(object) = value.as_object() else {
+        loaded.errors.push(ManifestError::in_document(
+            at,
+            None,
+            "not a Kubernetes manifest: expected a mapping with apiVersion and kind",
+        ));
+        return;
+    };
+    let field = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or("");
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    match (api_version, kind) {
+        (crd::API_VERSION, crd::KIND) => {
+            if let Some(policy) = load_policy(at, value, &mut loaded.errors) {
+                let key = policy_key(&policy);
+                if let Some(first) = first_seen.get(&key) {
+                    loaded.errors.push(ManifestError::in_document(
+                        at,
+                        Some("metadata.name".into()),
+                        format!("duplicate JobPolicy {key} (first defined in {first})"),
+                    ));
+                    return;
+                }
+                first_seen.insert(key.clone(), at.clone());
+                let compiled = compile(key, &policy.spec);
+                loaded.policies.push(LoadedPolicy {
+                    source: at.clone(),
+                    policy,
+                    compiled,
+                });
+            }
+        }
+        (_, crd::KIND) => loaded.errors.push(ManifestError::in_document(
+            at,
+            Some("apiVersion".into()),
+            format!(
+                "unsupported apiVersion {api_version:?} for JobPolicy (expected {})",
+                crd::API_VERSION
+            ),
+        )),
+        ("v1", "Secret") => {
+            if let Some(secret) = load_secret(at, object, &mut loaded.errors) {
+                loaded.secrets.push(secret);
+            }
+        }
+        ("", _) | (_, "") => loaded.errors.push(ManifestError::in_document(
+            at,
+            None,
+            "not a Kubernetes manifest: apiVersion and kind are required",
+        )),
+        _ => tracing::debug!(%at, api_version, kind, "ignoring manifest of another kind"),
+    }
+}
+
+/// serde_yaml's message with the line number made relative to the whole file.
+fn yaml_error_message(err: &serde_yaml::Error, first_line: usize) -> String {
+    let text = err.to_string();
+    match err.location() {
+        Some(loc) => {
+            let line = loc.line() + first_line - 1;
+            let base = text
+                .split(" at line ")
+                .next()
+                .unwrap_or(text.as_str())
+                .to_owned();
+            format!(
+                "invalid YAML at line {line} column {}: {base}",
+                loc.column()
+            )
+        }
+        None => format!("invalid YAML: {text}"),
+    }
+}
+
+fn load_policy(
+    at: &SourceLocation,
+    value: Value,
+    errors: &mut Vec<ManifestError>,
+) -> Option<JobPolicy> {
+    let before = errors.len();
+    for path in unknown_fields(&value) {
+        errors.push(ManifestError::in_document(
+            at,
+            Some(path),
+            "unknown field (not in the JobPolicy schema)",
+        ));
+    }
+    let mut policy: JobPolicy = match serde_path_to_error::deserialize(value) {
+        Ok(policy) => policy,
+        Err(err) => {
+            let path = err.path().to_string();
+            let path = (path != ".").then_some(path);
+            errors.push(ManifestError::in_document(
+                at,
+                path,
+                err.inner().to_string(),
+            ));
+            return None;
+        }
+    };
+    check_object_name(at, "metadata.name", policy.metadata.name.as_deref(), errors);
+    let namespace = policy
+        .metadata
+        .namespace
+        .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned())
+        .clone();
+    check_namespace(at, &namespace, errors);
+    (errors.len() == before).then_some(policy)
+}
+
+static DNS_SUBDOMAIN: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(crd::SECRET_NAME_PATTERN).expect("the CRD's own pattern is a valid regex")
+});
+static DNS_LABEL: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(crd::RULE_NAME_PATTERN).expect("the CRD's own pattern is a valid regex")
+});
+
+fn check_object_name(
+    at: &SourceLocation,
+    path: &str,
+    name: Option<&str>,
+    errors: &mut Vec<ManifestError>,
+) {
+    match name {
+        None | Some("") => errors.push(ManifestError::in_document(
+            at,
+            Some(path.to_owned()),
+            "required",
+        )),
+        Some(n) if n.len() > 253 || !DNS_SUBDOMAIN.is_match(n) => {
+            errors.push(ManifestError::in_document(
+                at,
+                Some(path.to_owned()),
+                format!("{n:?} is not a valid name (lowercase letters, digits, '-' and '.')"),
+            ))
+        }
+        Some(_) => {}
+    }
+}
+
+fn check_namespace(at: &SourceLocation, namespace: &str, errors: &mut Vec<ManifestError>) {
+    if namespace.len() > 63 || !DNS_LABEL.is_match(namespace) {
+        errors.push(ManifestError::in_document(
+            at,
+            Some("metadata.namespace".into()),
+            format!("{namespace:?} is not a valid namespace (lowercase letters, digits and '-')"),
+        ));
+    }
+}
+
+/// The paths of fields that the CRD schema does not define.
+fn unknown_fields(value: &Value) -> Vec<String> {
+    static SCHEMA: LazyLock<Option<Value>> = LazyLock::new(|| {
+        let crd = JobPolicy::crd();
+        let schema = crd
+            .spec
+            .versions
+            .first()?
+            .schema
+            .as_ref()?
+            .open_api_v3_schema
+            .as_ref()?;
+        serde_json::to_value(schema).ok()
+    });
+    let mut out = Vec::new();
+    if let Some(schema) = SCHEMA.as_ref() {
+        walk_unknown(schema, value, "", &mut out);
+    }
+    out
+}
+
+fn walk_unknown(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            // Objects without `properties` (metadata, status conditions' free parts) are not
+            // ours to police.
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            for (key, child) in map {
+                let is_envelope =
+                    path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata");
+                match props.get(key) {
+                    Some(child_schema) => walk_unknown(child_schema, child, &join(key), out),
+                    None if is_envelope => {}
+                    None => out.push(join(key)),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    walk_unknown(item_schema, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn load_secret(
+    at: &SourceLocation,
+    object: &serde_json::Map<String, Value>,
+    errors: &mut Vec<ManifestError>,
+) -> Option<LoadedSecret> {
+    let before = errors.len();
+    let metadata = object.get("metadata").and_then(Value::as_object);
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str);
+    check_object_name(at, "metadata.name", name, errors);
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_owned();
+    check_namespace(at, &namespace, errors);
+
+    let mut data = BTreeMap::new();
+    // Messages below never include a value: these are secrets.
+    if let Some(map) = section(at, object, "data", errors) {
+        for (key, v) in map {
+            let path = Some(format!("data.{key}"));
+            let Some(encoded) = v.as_str() else {
+                errors.push(ManifestError::in_document(
+                    at,
+                    path,
+                    "must be a base64 string",
+                ));
+                continue;
+            };
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            match decoded {
+                Some(text) => {
+                    data.insert(key.clone(), SecretString::from(text));
+                }
+                None => errors.push(ManifestError::in_document(
+                    at,
+                    path,
+                    "not valid base64-encoded UTF-8 text",
+                )),
+            }
+        }
+    }
+    if let Some(map) = section(at, object, "stringData", errors) {
+        for (key, v) in map {
+            match v.as_str() {
+                Some(text) => {
+                    data.insert(key.clone(), SecretString::from(text.to_owned()));
+                }
+                None => errors.push(ManifestError::in_document(
+                    at,
+                    Some(format!("stringData.{key}")),
+                    "must be a string",
+                )),
+            }
+        }
+    }
+    (errors.len() == before).then(|| LoadedSecret {
+        source: at.clone(),
+        namespace,
+        name: name.unwrap_or_default().to_owned(),
+        data,
+    })
+}
+
+fn section<'v>(
+    at: &SourceLocation,
+    object: &'v serde_json::Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<ManifestError>,
+) -> Option<&'v serde_json::Map<String, Value>> {
+    match object.get(name) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(_) => {
+            errors.push(ManifestError::in_document(
+                at,
+                Some(name.to_owned()),
+                "must be a mapping of keys to values",
+            ));
+            None
+        }
+    }
+}
+
+fn policy_key(policy: &JobPolicy) -> PolicyKey {
+    PolicyKey::new(
+        policy
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE),
+        policy.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Why a Secret reference could not be resolved. Names the Secret and key, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    MissingKey {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("key {key:?} of Secret {namespace}/{name} is empty")]
+    EmptyValue {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error(
+        "no Secret {namespace}/{name} (key {key:?}) among the manifests, and the environment variable {env_var} is not set{}",
+        other_namespaces_hint(other_namespaces)
+    )]
+    NotFound {
+        namespace: String,
+        name: String,
+        key: String,
+        env_var: String,
+        /// Namespaces that do have a Secret of that name (which the policy may not use).
+        other_namespaces: Vec<String>,
+    },
+    #[error("no Secret {namespace}/{name} (key {key:?}) among the manifests")]
+    SecretNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+}
+
+fn other_namespaces_hint(namespaces: &[String]) -> String {
+    if namespaces.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (a Secret of that name exists in namespace {}, but a policy may only use Secrets in its own namespace)",
+            namespaces.join(", ")
+        )
+    }
+}
+
+/// The namespace of a policy manifest (`default` when absent).
+pub fn policy_namespace(policy: &JobPolicy) -> &str {
+    policy
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(DEFAULT_NAMESPACE)
+}
+
+/// Looks up a key of a Secret in `namespace`: `Ok(None)` when no such Secret manifest exists.
+pub fn lookup_secret_key<'s>(
+    secrets: &'s [LoadedSecret],
+    namespace: &str,
+    secret_ref: &SecretKeyRef,
+) -> Result<Option<&'s SecretString>, TokenError> {
+    let Some(secret) = secrets
+        .iter()
+        .find(|s| s.namespace == namespace && s.name == secret_ref.name)
+    else {
+        return Ok(None);
+    };
+    let value = secret
+        .get(&secret_ref.key)
+        .ok_or_else(|| TokenError::MissingKey {
+            namespace: namespace.to_owned(),
+            name: secret_ref.name.clone(),
+            key: secret_ref.key.clone(),
+        })?;
+    if value.expose_secret().trim().is_empty() {
+        return Err(TokenError::EmptyValue {
+            namespace: namespace.to_owned(),
+            name: secret_ref.name.clone(),
+            key: secret_ref.key.clone(),
+        });
+    }
+    Ok(Some(value))
+}
+
+/// The GitLab token of a policy: the key of its `tokenSecretRef` Secret in the policy's OWN
+/// namespace, or, only when no such Secret manifest was loaded, the environment variable
+/// `env_var_name` (`--token-env`, default `GITLAB_TOKEN`). Surrounding whitespace (the newline
+/// of `echo token | base64`) is trimmed.
+pub fn resolve_token(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+    env_var_name: &str,
+) -> Result<SecretString, TokenError> {
+    resolve_token_with(policy, secrets, env_var_name, |name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// [`resolve_token`] with the environment given as a lookup function.
+pub fn resolve_token_with(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+    env_var_name: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<SecretString, TokenError> {
+    let namespace = policy_namespace(policy);
+    let secret_ref = &policy.spec.gitlab.token_secret_ref;
+    if let Some(value) = lookup_secret_key(secrets, namespace, secret_ref)? {
+        return Ok(SecretString::from(value.expose_secret().trim().to_owned()));
+    }
+    match env(env_var_name).map(|v| v.trim().to_owned()) {
+        Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
+        _ => {
+            let mut other_namespaces: Vec<String> = secrets
+                .iter()
+                .filter(|s| s.name == secret_ref.name && s.namespace != namespace)
+                .map(|s| s.namespace.clone())
+                .collect();
+            other_namespaces.sort();
+            other_namespaces.dedup();
+            Err(TokenError::NotFound {
+                namespace: namespace.to_owned(),
+                name: secret_ref.name.clone(),
+                key: secret_ref.key.clone(),
+                env_var: env_var_name.to_owned(),
+                other_namespaces,
+            })
+        }
+    }
+}
+
+/// The PEM CA bundle of a policy's `caBundleSecretRef`, if it has one. Unlike the token there
+/// is no environment fallback: a referenced bundle must exist in the policy's namespace.
+pub fn resolve_ca_bundle(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+) -> Result<Option<SecretString>, TokenError> {
+    let Some(secret_ref) = &policy.spec.gitlab.ca_bundle_secret_ref else {
+        return Ok(None);
+    };
+    let namespace = policy_namespace(policy);
+    match lookup_secret_key(secrets, namespace, secret_ref)? {
+        Some(value) => Ok(Some(value.clone())),
+        None => Err(TokenError::SecretNotFound {
+            namespace: namespace.to_owned(),
+            name: secret_ref.name.clone(),
+            key: secret_ref.key.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[path = "files_tests.rs"]
+mod tests;

@@ -1,0 +1,3 @@
+//! Where policies come from: files (`files`) — the cluster source lives beside it.
+
+pub mod files;
