@@ -1,4 +1,47 @@
 //! The GitLab Jobs API client.
+//!
+//! [`GitLabClient`] covers every endpoint of the Jobs API seed documents. Build one per GitLab
+//! instance (or share one [`RateLimiter`] among several) from a [`ClientConfig`]:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), jobwarden::gitlab::GitLabError> {
+//! use futures::TryStreamExt;
+//! use jobwarden::gitlab::{ClientConfig, Credential, GitLabClient, JobStatus, ListJobsQuery, ProjectRef};
+//!
+//! let config = ClientConfig::new(
+//!     "https://gitlab.example.com".parse().expect("a URL"),
+//!     Some(Credential::PrivateToken("glpat-…".into())),
+//! );
+//! let client = GitLabClient::new(config)?;
+//! let project = ProjectRef::parse("group/project");
+//! let failed: Vec<_> = client
+//!     .list_project_jobs(&project, &ListJobsQuery::with_scopes([JobStatus::Failed]))
+//!     .try_collect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
+pub mod auth;
+pub mod backoff;
+pub mod client;
+mod download;
+pub mod endpoints;
+pub mod error;
+pub mod jobs;
 pub mod models;
+pub mod pagination;
+pub mod ratelimit;
 pub mod telemetry;
+
+pub use auth::Credential;
+pub use backoff::Backoff;
+pub use client::{ClientConfig, GitLabClient};
+pub use endpoints::{Endpoint, Method};
+pub use error::{GitLabError, TransportFailure};
+pub use jobs::ListJobsQuery;
+pub use models::{
+    AllowedAgent, AllowedAgents, Job, JobStatus, JobVariable, PipelineBasic, ProjectRef,
+};
+pub use pagination::{PER_PAGE, PaginationMode};
+pub use ratelimit::{LimitScope, RateLimiter, RateLimiterSettings};
+pub use telemetry::{NoopObserver, RequestObserver};

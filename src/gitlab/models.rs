@@ -172,6 +172,9 @@ pub struct Job {
     pub user: Option<User>,
     #[serde(default)]
     pub commit: Option<Commit>,
+    /// Real GitLab always sends it; some documentation examples (cancel, retry, erase, play,
+    /// keep) leave it out, and then it decodes as the default, whose `id` is 0.
+    #[serde(default)]
     pub pipeline: PipelineBasic,
     /// Only present when the job failed; unknown reasons are kept as they come.
     #[serde(default)]
@@ -208,7 +211,7 @@ impl Job {
 }
 
 /// `Entities::Ci::PipelineBasic`. `iid` and `source` are absent in older GitLab.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PipelineBasic {
     pub id: u64,
     #[serde(default)]
@@ -310,6 +313,79 @@ pub struct Runner {
     pub online: Option<bool>,
     #[serde(default)]
     pub status: Option<String>,
+}
+
+/// A CI/CD variable passed to a manual job when playing it (`job_variables_attributes`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobVariable {
+    pub key: String,
+    pub value: String,
+}
+
+/// `GET /job/allowed_agents`: the job behind a CI job token and the GitLab agents it may use.
+/// Older GitLab describes the job, pipeline and project fully; newer GitLab sends little more
+/// than their ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowedAgents {
+    #[serde(default)]
+    pub allowed_agents: Vec<AllowedAgent>,
+    pub job: AllowedAgentsJob,
+    #[serde(default)]
+    pub pipeline: Option<PipelineBasic>,
+    #[serde(default)]
+    pub project: Option<AgentProject>,
+    #[serde(default)]
+    pub user: Option<User>,
+}
+
+/// One GitLab agent for Kubernetes a job may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowedAgent {
+    pub id: u64,
+    /// The project holding the agent's configuration.
+    #[serde(default)]
+    pub config_project: Option<AgentProject>,
+}
+
+/// The job of an [`AllowedAgents`] answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowedAgentsJob {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub project_id: Option<u64>,
+    #[serde(default)]
+    pub project_name: Option<String>,
+}
+
+/// A project as embedded in an [`AllowedAgents`] answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentProject {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub name_with_namespace: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub path_with_namespace: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
+    /// The project's groups (newer GitLab), by id.
+    #[serde(default)]
+    pub groups: Vec<GroupRef>,
+}
+
+/// A group referenced by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    pub id: u64,
 }
 
 /// Characters kept verbatim in a path segment (RFC 3986 unreserved); everything else, `/`

@@ -1,0 +1,184 @@
+//! Streaming response bodies (job logs, artifacts) chunk by chunk, never buffering them whole.
+
+use crate::gitlab::client::{GitLabClient, Opened, timeout_error, transport_error};
+use crate::gitlab::endpoints::Endpoint;
+use crate::gitlab::error::GitLabError;
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use url::Url;
+
+impl GitLabClient {
+    /// GETs `url` and writes its body to `writer` as it arrives. Returns the number of bytes
+    /// written. Retried (like any GET) until the response starts; a body that breaks off is an
+    /// error, as the writer already holds part of it.
+    pub(crate) async fn download_to<W>(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        writer: &mut W,
+    ) -> Result<u64, GitLabError>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let opened = self.open_stream(endpoint, url).await?;
+        let mut written = 0u64;
+        self.for_each_chunk(endpoint, opened, async |chunk: Bytes| {
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|source| GitLabError::Write {
+                    endpoint: endpoint.template,
+                    source,
+                })?;
+            written += chunk.len() as u64;
+            Ok(())
+        })
+        .await?;
+        writer
+            .flush()
+            .await
+            .map_err(|source| GitLabError::Write {
+                endpoint: endpoint.template,
+                source,
+            })?;
+        Ok(written)
+    }
+
+    /// GETs `url` and keeps only the last `max_bytes` of its body.
+    pub(crate) async fn download_tail(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        max_bytes: usize,
+    ) -> Result<String, GitLabError> {
+        let opened = self.open_stream(endpoint, url).await?;
+        let mut tail = TailBuffer::new(max_bytes);
+        self.for_each_chunk(endpoint, opened, async |chunk: Bytes| {
+            tail.push(&chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(tail.into_string())
+    }
+
+    /// Feeds every chunk of the body to `sink`, with a per-chunk read timeout.
+    async fn for_each_chunk<F>(
+        &self,
+        endpoint: Endpoint,
+        opened: Opened,
+        mut sink: F,
+    ) -> Result<(), GitLabError>
+    where
+        F: AsyncFnMut(Bytes) -> Result<(), GitLabError>,
+    {
+        let Opened {
+            mut response,
+            exchange,
+        } = opened;
+        let timeout = self.inner.timeout;
+        loop {
+            let chunk = tokio::time::timeout(timeout, response.chunk())
+                .await
+                .map_err(|_| timeout_error(endpoint, timeout))?
+                .map_err(|e| transport_error(endpoint, e))?;
+            match chunk {
+                Some(chunk) => sink(chunk).await?,
+                None => break,
+            }
+        }
+        drop(exchange);
+        Ok(())
+    }
+}
+
+/// Keeps the last `max` bytes of a stream in at most `2 · max` bytes of memory.
+#[derive(Debug)]
+pub(crate) struct TailBuffer {
+    max: usize,
+    buffer: Vec<u8>,
+    /// Whether bytes before the buffer's start were dropped.
+    cut: bool,
+}
+
+impl TailBuffer {
+    pub(crate) fn new(max: usize) -> TailBuffer {
+        TailBuffer {
+            max,
+            buffer: Vec::new(),
+            cut: false,
+        }
+    }
+
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
+        if chunk.len() >= self.max {
+            self.cut |= !self.buffer.is_empty() || chunk.len() > self.max;
+            self.buffer.clear();
+            self.buffer.extend_from_slice(&chunk[chunk.len() - self.max..]);
+            return;
+        }
+        self.buffer.extend_from_slice(chunk);
+        if self.buffer.len() > 2 * self.max {
+            let excess = self.buffer.len() - self.max;
+            self.buffer.drain(..excess);
+            self.cut = true;
+        }
+    }
+
+    /// The last `max` bytes as text. Invalid UTF-8 is replaced; a character cut in half at the
+    /// start is dropped rather than shown as a replacement character.
+    pub(crate) fn into_string(self) -> String {
+        let start = self.buffer.len().saturating_sub(self.max);
+        let mut tail = &self.buffer[start..];
+        if self.cut || start > 0 {
+            let continuation = tail
+                .iter()
+                .take(3)
+                .take_while(|b| (**b & 0b1100_0000) == 0b1000_0000)
+                .count();
+            tail = &tail[continuation..];
+        }
+        String::from_utf8_lossy(tail).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail_of(chunks: &[&[u8]], max: usize) -> String {
+        let mut t = TailBuffer::new(max);
+        for c in chunks {
+            t.push(c);
+        }
+        t.into_string()
+    }
+
+    #[test]
+    fn keeps_the_last_bytes_across_chunks() {
+        assert_eq!(tail_of(&[b"hello ", b"world"], 5), "world");
+        assert_eq!(tail_of(&[b"ab", b"cd", b"ef", b"gh", b"ij"], 3), "hij");
+        assert_eq!(tail_of(&[b"short"], 100), "short");
+        assert_eq!(tail_of(&[b"0123456789"], 4), "6789");
+        assert_eq!(tail_of(&[b"abc"], 0), "");
+        assert_eq!(tail_of(&[], 10), "");
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let mut t = TailBuffer::new(10);
+        for _ in 0..1000 {
+            t.push(b"0123");
+            assert!(t.buffer.len() <= 20);
+        }
+        assert_eq!(t.into_string(), "2301230123");
+    }
+
+    #[test]
+    fn a_character_cut_in_half_is_dropped_and_bad_bytes_replaced() {
+        // "aé€" is 1 + 2 + 3 bytes: its last 4 bytes start inside "é".
+        let s = "aé€".as_bytes();
+        assert_eq!(tail_of(&[s], 4), "€");
+        assert_eq!(tail_of(&[s], 5), "é€");
+        assert_eq!(tail_of(&[b"ok \xff"], 10), "ok \u{fffd}");
+    }
+}

@@ -1,0 +1,422 @@
+//! Every Jobs API endpoint of the seed documents, typed.
+//!
+//! Listings are lazy streams (see [`pagination`](crate::gitlab::pagination)); logs and artifacts
+//! stream into an `AsyncWrite`; state-changing calls are sent once (see
+//! [`client`](crate::gitlab::client) for the retry policy).
+
+use crate::gitlab::client::{GitLabClient, decode_json};
+use crate::gitlab::endpoints::{Endpoint, Query, encode_artifact_path, encode_segment};
+use crate::gitlab::error::GitLabError;
+use crate::gitlab::models::{AllowedAgents, Job, JobStatus, JobVariable, ProjectRef};
+use crate::gitlab::pagination::{PaginationMode, paginate};
+use bytes::Bytes;
+use futures::Stream;
+use serde::Serialize;
+use tokio::io::AsyncWrite;
+use url::Url;
+
+/// What `GET /projects/:id/jobs` should return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListJobsQuery {
+    /// Only jobs in these statuses (`scope[]`); empty means every status.
+    pub scopes: Vec<JobStatus>,
+    /// How to page through the list.
+    pub pagination: PaginationMode,
+}
+
+impl ListJobsQuery {
+    /// Every job, offset pagination.
+    pub fn all() -> ListJobsQuery {
+        ListJobsQuery::default()
+    }
+
+    /// Only jobs in `scopes`, offset pagination.
+    pub fn with_scopes(scopes: impl IntoIterator<Item = JobStatus>) -> ListJobsQuery {
+        ListJobsQuery {
+            scopes: scopes.into_iter().collect(),
+            pagination: PaginationMode::Offset,
+        }
+    }
+
+    /// The same query with another pagination mode.
+    pub fn paginated(mut self, pagination: PaginationMode) -> ListJobsQuery {
+        self.pagination = pagination;
+        self
+    }
+}
+
+/// The body of `POST …/play`.
+#[derive(Serialize)]
+struct PlayBody<'a> {
+    job_variables_attributes: &'a [JobVariable],
+}
+
+fn push_scopes(query: &mut Query, scopes: &[JobStatus]) {
+    for scope in scopes {
+        query.push("scope[]", scope.as_str());
+    }
+}
+
+fn project_path(project: &ProjectRef) -> String {
+    format!("/projects/{}", project.to_path_segment())
+}
+
+fn job_path(project: &ProjectRef, job_id: u64) -> String {
+    format!("{}/jobs/{job_id}", project_path(project))
+}
+
+fn artifacts_by_ref_path(project: &ProjectRef, ref_name: &str) -> Result<String, GitLabError> {
+    if ref_name.is_empty() {
+        return Err(GitLabError::InvalidArgument("the ref name is empty".into()));
+    }
+    Ok(format!(
+        "{}/jobs/artifacts/{}",
+        project_path(project),
+        encode_segment(ref_name)
+    ))
+}
+
+fn artifact_file_path(artifact_path: &str) -> Result<String, GitLabError> {
+    let encoded = encode_artifact_path(artifact_path);
+    if encoded.is_empty() {
+        return Err(GitLabError::InvalidArgument(
+            "the artifact path is empty".into(),
+        ));
+    }
+    Ok(encoded)
+}
+
+impl GitLabClient {
+    /// `GET /projects/:id/jobs`: the project's jobs, newest first, retried attempts included.
+    /// The stream is lazy: the next page is fetched only when the consumer polls past the current
+    /// one. Always `per_page=100`; scopes are sent as `scope[]=…`.
+    pub fn list_project_jobs(
+        &self,
+        project: &ProjectRef,
+        query: &ListJobsQuery,
+    ) -> impl Stream<Item = Result<Job, GitLabError>> + Send + 'static {
+        let mut q = Query::new();
+        push_scopes(&mut q, &query.scopes);
+        query.pagination.apply(&mut q);
+        let url = self.api_url(&format!("{}/jobs", project_path(project)), &q);
+        paginate(
+            self.clone(),
+            Endpoint::LIST_PROJECT_JOBS,
+            url,
+            query.pagination,
+        )
+    }
+
+    /// `GET /projects/:id/pipelines/:pipeline_id/jobs`: a pipeline's jobs (bridges excluded),
+    /// newest first; with `include_retried`, earlier attempts of retried jobs too.
+    pub fn list_pipeline_jobs(
+        &self,
+        project: &ProjectRef,
+        pipeline_id: u64,
+        scopes: &[JobStatus],
+        include_retried: bool,
+    ) -> impl Stream<Item = Result<Job, GitLabError>> + Send + 'static {
+        let mut q = Query::new();
+        push_scopes(&mut q, scopes);
+        if include_retried {
+            q.push("include_retried", "true");
+        }
+        PaginationMode::Offset.apply(&mut q);
+        let path = format!("{}/pipelines/{pipeline_id}/jobs", project_path(project));
+        paginate(
+            self.clone(),
+            Endpoint::LIST_PIPELINE_JOBS,
+            self.api_url(&path, &q),
+            PaginationMode::Offset,
+        )
+    }
+
+    /// `GET /projects/:id/pipelines/:pipeline_id/bridges`: a pipeline's trigger jobs, decoded as
+    /// [`Job`] (with `downstream_pipeline` set).
+    pub fn list_pipeline_bridges(
+        &self,
+        project: &ProjectRef,
+        pipeline_id: u64,
+        scopes: &[JobStatus],
+    ) -> impl Stream<Item = Result<Job, GitLabError>> + Send + 'static {
+        let mut q = Query::new();
+        push_scopes(&mut q, scopes);
+        PaginationMode::Offset.apply(&mut q);
+        let path = format!("{}/pipelines/{pipeline_id}/bridges", project_path(project));
+        paginate(
+            self.clone(),
+            Endpoint::LIST_PIPELINE_BRIDGES,
+            self.api_url(&path, &q),
+            PaginationMode::Offset,
+        )
+    }
+
+    /// `GET /projects/:id/jobs/:job_id`.
+    pub async fn get_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
+        let url = self.api_url(&job_path(project, job_id), &Query::new())?;
+        self.get_json(Endpoint::GET_JOB, &url).await
+    }
+
+    /// `GET /projects/:id/jobs/:job_id/trace`, keeping only the last `max_bytes` bytes (as text;
+    /// invalid UTF-8 is replaced). The log is streamed, never held whole.
+    pub async fn job_log_tail(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+        max_bytes: usize,
+    ) -> Result<String, GitLabError> {
+        let url = self.api_url(&format!("{}/trace", job_path(project, job_id)), &Query::new())?;
+        self.download_tail(Endpoint::JOB_TRACE, &url, max_bytes)
+            .await
+    }
+
+    /// `GET /projects/:id/jobs/:job_id/trace`, streamed into `writer`. Returns the bytes written.
+    pub async fn download_job_log<W>(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+        writer: &mut W,
+    ) -> Result<u64, GitLabError>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let url = self.api_url(&format!("{}/trace", job_path(project, job_id)), &Query::new())?;
+        self.download_to(Endpoint::JOB_TRACE, &url, writer).await
+    }
+
+    /// `POST /projects/:id/jobs/:job_id/cancel`; `force` (newer GitLab, maintainers) moves a job
+    /// stuck in `canceling` to `canceled`. Canceling a finished job is a no-op that returns it.
+    pub async fn cancel_job(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+        force: bool,
+    ) -> Result<Job, GitLabError> {
+        let mut q = Query::new();
+        if force {
+            q.push("force", "true");
+        }
+        let url = self.api_url(&format!("{}/cancel", job_path(project, job_id)), &q)?;
+        self.post_for_job(Endpoint::CANCEL_JOB, &url, None).await
+    }
+
+    /// `POST /projects/:id/jobs/:job_id/retry`. Returns the NEW job (a new id); the old one keeps
+    /// its status.
+    pub async fn retry_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
+        let url = self.api_url(&format!("{}/retry", job_path(project, job_id)), &Query::new())?;
+        self.post_for_job(Endpoint::RETRY_JOB, &url, None).await
+    }
+
+    /// `POST /projects/:id/jobs/:job_id/erase`: removes the job's artifacts and log.
+    pub async fn erase_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
+        let url = self.api_url(&format!("{}/erase", job_path(project, job_id)), &Query::new())?;
+        self.post_for_job(Endpoint::ERASE_JOB, &url, None).await
+    }
+
+    /// `POST /projects/:id/jobs/:job_id/play`: starts a manual job, with `variables` as
+    /// `job_variables_attributes` (none are sent when the slice is empty).
+    pub async fn play_job(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+        variables: &[JobVariable],
+    ) -> Result<Job, GitLabError> {
+        let url = self.api_url(&format!("{}/play", job_path(project, job_id)), &Query::new())?;
+        let body = if variables.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_vec(&PlayBody {
+                job_variables_attributes: variables,
+            })
+            .map_err(|e| GitLabError::InvalidArgument(format!("job variables: {e}")))?;
+            Some(Bytes::from(json))
+        };
+        self.post_for_job(Endpoint::PLAY_JOB, &url, body).await
+    }
+
+    /// `POST /projects/:id/jobs/:job_id/artifacts/keep`: keeps the artifacts from expiring.
+    pub async fn keep_artifacts(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+    ) -> Result<Job, GitLabError> {
+        let url = self.api_url(
+            &format!("{}/artifacts/keep", job_path(project, job_id)),
+            &Query::new(),
+        )?;
+        self.post_for_job(Endpoint::KEEP_ARTIFACTS, &url, None)
+            .await
+    }
+
+    /// `DELETE /projects/:id/jobs/:job_id/artifacts` (GitLab answers 204).
+    pub async fn delete_artifacts(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+    ) -> Result<(), GitLabError> {
+        let url = self.api_url(
+            &format!("{}/artifacts", job_path(project, job_id)),
+            &Query::new(),
+        )?;
+        self.send_action(Endpoint::DELETE_ARTIFACTS, &url, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /projects/:id/jobs/:job_id/artifacts`: the artifacts archive, streamed into
+    /// `writer`. Returns the bytes written.
+    pub async fn download_artifacts<W>(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+        writer: &mut W,
+    ) -> Result<u64, GitLabError>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let url = self.api_url(
+            &format!("{}/artifacts", job_path(project, job_id)),
+            &Query::new(),
+        )?;
+        self.download_to(Endpoint::DOWNLOAD_ARTIFACTS, &url, writer)
+            .await
+    }
+
+    /// `GET /projects/:id/jobs/artifacts/:ref_name/download?job=…`: the archive of the latest
+    /// successful `job_name` job on `ref_name` (a branch or tag; encoded, `/` included).
+    pub async fn download_artifacts_by_ref<W>(
+        &self,
+        project: &ProjectRef,
+        ref_name: &str,
+        job_name: &str,
+        writer: &mut W,
+    ) -> Result<u64, GitLabError>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let mut q = Query::new();
+        q.push("job", job_name);
+        let path = format!("{}/download", artifacts_by_ref_path(project, ref_name)?);
+        let url = self.api_url(&path, &q)?;
+        self.download_to(Endpoint::DOWNLOAD_ARTIFACTS_BY_REF, &url, writer)
+            .await
+    }
+
+    /// `GET /projects/:id/jobs/:job_id/artifacts/*artifact_path`: one file of the archive
+    /// (`artifact_path` like `some/release/file.pdf`; `.`/`..` segments are refused).
+    pub async fn download_artifact_file<W>(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+        artifact_path: &str,
+        writer: &mut W,
+    ) -> Result<u64, GitLabError>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let path = format!(
+            "{}/artifacts/{}",
+            job_path(project, job_id),
+            artifact_file_path(artifact_path)?
+        );
+        let url = self.api_url(&path, &Query::new())?;
+        self.download_to(Endpoint::DOWNLOAD_ARTIFACT_FILE, &url, writer)
+            .await
+    }
+
+    /// `GET /projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path?job=…`: one file of the
+    /// archive of the latest successful `job_name` job on `ref_name`.
+    pub async fn download_artifact_file_by_ref<W>(
+        &self,
+        project: &ProjectRef,
+        ref_name: &str,
+        job_name: &str,
+        artifact_path: &str,
+        writer: &mut W,
+    ) -> Result<u64, GitLabError>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let mut q = Query::new();
+        q.push("job", job_name);
+        let path = format!(
+            "{}/raw/{}",
+            artifacts_by_ref_path(project, ref_name)?,
+            artifact_file_path(artifact_path)?
+        );
+        let url = self.api_url(&path, &q)?;
+        self.download_to(Endpoint::DOWNLOAD_ARTIFACT_FILE_BY_REF, &url, writer)
+            .await
+    }
+
+    /// `GET /job`: the job whose CI job token the client uses (`Credential::JobToken`).
+    pub async fn current_job(&self) -> Result<Job, GitLabError> {
+        let url = self.api_url("/job", &Query::new())?;
+        self.get_json(Endpoint::CURRENT_JOB, &url).await
+    }
+
+    /// `GET /job/allowed_agents`: the job token's job and the agents it may use.
+    pub async fn allowed_agents(&self) -> Result<AllowedAgents, GitLabError> {
+        let url = self.api_url("/job/allowed_agents", &Query::new())?;
+        self.get_json(Endpoint::ALLOWED_AGENTS, &url).await
+    }
+
+    /// Sends a state-changing POST once and decodes the job it returns.
+    async fn post_for_job(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        body: Option<Bytes>,
+    ) -> Result<Job, GitLabError> {
+        let (body, headers) = self.send_action(endpoint, url, body).await?;
+        decode_json(endpoint, &headers, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_builders() {
+        let q = ListJobsQuery::with_scopes([JobStatus::Failed, JobStatus::Manual])
+            .paginated(PaginationMode::Keyset);
+        assert_eq!(q.scopes, [JobStatus::Failed, JobStatus::Manual]);
+        assert_eq!(q.pagination, PaginationMode::Keyset);
+        assert_eq!(ListJobsQuery::all(), ListJobsQuery::default());
+        assert!(ListJobsQuery::all().scopes.is_empty());
+    }
+
+    #[test]
+    fn play_body_shape() {
+        let vars = [JobVariable {
+            key: "DEPLOY".into(),
+            value: "yes".into(),
+        }];
+        let json = serde_json::to_string(&PlayBody {
+            job_variables_attributes: &vars,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"job_variables_attributes":[{"key":"DEPLOY","value":"yes"}]}"#
+        );
+    }
+
+    #[test]
+    fn by_ref_paths_encode_the_ref_and_refuse_empty_values() {
+        let p = ProjectRef::parse("g/p");
+        assert_eq!(
+            artifacts_by_ref_path(&p, "feature/login").unwrap(),
+            "/projects/g%2Fp/jobs/artifacts/feature%2Flogin"
+        );
+        assert_eq!(
+            artifacts_by_ref_path(&p, "").unwrap_err().kind(),
+            "invalid_argument"
+        );
+        assert_eq!(
+            artifact_file_path("/").unwrap_err().kind(),
+            "invalid_argument"
+        );
+    }
+}

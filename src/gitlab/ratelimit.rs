@@ -1,0 +1,437 @@
+//! Client-side rate limiting for one GitLab instance.
+//!
+//! A [`RateLimiter`] combines two things:
+//! - its own budget: a token bucket of `requests_per_minute`, refilled continuously, with a small
+//!   burst (implemented as GCRA, the "virtual scheduling" form of a token bucket);
+//! - what GitLab says: `RateLimit-Remaining: 0` pauses every request until `RateLimit-Reset`;
+//!   a 429 pauses until `Retry-After` (seconds or an HTTP-date). The `jobs_index` 429 on
+//!   `GET /projects/:id/jobs` carries no headers at all (API notes §7.1); it pauses only that
+//!   endpoint, for a conservative fixed time (by default a full minute, GitLab's window).
+//!
+//! Share one limiter among all clients of an instance (`ClientConfig::rate_limiter`).
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The shortest pause after a 429, so that `Retry-After: 0` does not turn into a hammering loop.
+const MIN_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Which requests a pause applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    /// Every request to the instance (Rack::Attack throttles, `RateLimit-*` headers).
+    Instance,
+    /// `GET /projects/:id/jobs` only, which has its own application limit (`jobs_index`).
+    ProjectJobsList,
+}
+
+/// The knobs of a [`RateLimiter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimiterSettings {
+    /// The steady budget.
+    pub requests_per_minute: u32,
+    /// How many requests may go back to back before the budget's spacing applies.
+    pub burst: u32,
+    /// How long to pause after a 429 that says nothing about when to come back (the `jobs_index`
+    /// limit): GitLab's window is one minute, started by an earlier request we cannot know.
+    pub unannounced_throttle_pause: Duration,
+    /// The longest pause any header can impose (guards against skewed clocks and odd values).
+    pub max_pause: Duration,
+}
+
+impl RateLimiterSettings {
+    /// A budget of `requests_per_minute` (at least 1) with a burst of 3 seconds' worth, a
+    /// 60-second pause for unannounced 429s and pauses capped at one hour.
+    pub fn new(requests_per_minute: u32) -> RateLimiterSettings {
+        let requests_per_minute = requests_per_minute.max(1);
+        RateLimiterSettings {
+            requests_per_minute,
+            burst: (requests_per_minute / 20).max(1),
+            unannounced_throttle_pause: Duration::from_secs(60),
+            max_pause: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a response told the limiter, for the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RateLimitSignal {
+    /// `RateLimit-Remaining`, when GitLab sent it.
+    pub(crate) remaining: Option<u64>,
+    /// `Retry-After` as a wait from now (capped), when GitLab sent it.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// GCRA's theoretical arrival time of the next request.
+    next_arrival: Option<Instant>,
+    instance_paused_until: Option<Instant>,
+    list_paused_until: Option<Instant>,
+}
+
+/// A token bucket shared by every caller of one GitLab instance that also obeys GitLab's
+/// rate-limit headers. See the module documentation.
+#[derive(Debug)]
+pub struct RateLimiter {
+    settings: RateLimiterSettings,
+    state: Mutex<State>,
+}
+
+impl RateLimiter {
+    /// A limiter with [`RateLimiterSettings::new`].
+    pub fn new(requests_per_minute: u32) -> RateLimiter {
+        RateLimiter::with_settings(RateLimiterSettings::new(requests_per_minute))
+    }
+
+    /// A limiter with explicit settings (zeros are raised to 1).
+    pub fn with_settings(mut settings: RateLimiterSettings) -> RateLimiter {
+        settings.requests_per_minute = settings.requests_per_minute.max(1);
+        settings.burst = settings.burst.max(1);
+        RateLimiter {
+            settings,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &RateLimiterSettings {
+        &self.settings
+    }
+
+    /// Waits until a request of `scope` may be sent: until every pause that applies has ended,
+    /// then for a slot of the budget.
+    pub async fn acquire(&self, scope: LimitScope) {
+        self.wait_out_pauses(scope).await;
+        let wait = self.reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            // A 429 seen by another caller meanwhile still applies to this request.
+            self.wait_out_pauses(scope).await;
+        }
+    }
+
+    /// Pauses every request of `scope` for `duration` from now (pauses only ever extend).
+    pub fn pause(&self, scope: LimitScope, duration: Duration) {
+        self.pause_at(scope, duration, Instant::now());
+    }
+
+    /// How long requests of `scope` are still paused, if they are.
+    pub fn paused_for(&self, scope: LimitScope) -> Option<Duration> {
+        self.pause_remaining(scope, Instant::now())
+    }
+
+    async fn wait_out_pauses(&self, scope: LimitScope) {
+        while let Some(wait) = self.pause_remaining(scope, Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The critical sections cannot panic; a poisoned lock still holds a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The spacing between requests at the steady budget.
+    fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.settings.requests_per_minute
+    }
+
+    /// Books the next slot of the budget and returns how long to wait for it (GCRA: a request is
+    /// allowed once the theoretical arrival time is at most `burst - 1` intervals ahead of now).
+    fn reserve(&self, now: Instant) -> Duration {
+        let interval = self.interval();
+        let tolerance = interval.saturating_mul(self.settings.burst - 1);
+        let mut state = self.lock();
+        let arrival = state.next_arrival.map_or(now, |t| t.max(now));
+        let wait = arrival.saturating_duration_since(now).saturating_sub(tolerance);
+        state.next_arrival = Some(arrival + interval);
+        wait
+    }
+
+    fn pause_remaining(&self, scope: LimitScope, now: Instant) -> Option<Duration> {
+        let state = self.lock();
+        let until = match scope {
+            LimitScope::Instance => state.instance_paused_until,
+            LimitScope::ProjectJobsList => state
+                .instance_paused_until
+                .max(state.list_paused_until),
+        };
+        until.filter(|u| *u > now).map(|u| u - now)
+    }
+
+    fn pause_at(&self, scope: LimitScope, duration: Duration, now: Instant) {
+        let until = now + duration.min(self.settings.max_pause);
+        let mut state = self.lock();
+        let slot = match scope {
+            LimitScope::Instance => &mut state.instance_paused_until,
+            LimitScope::ProjectJobsList => &mut state.list_paused_until,
+        };
+        *slot = (*slot).max(Some(until));
+    }
+
+    /// Learns from a response to a request of `scope`: pauses as GitLab asks and returns what the
+    /// caller needs (remaining budget for metrics, `Retry-After` for retries).
+    pub(crate) fn observe_response(
+        &self,
+        scope: LimitScope,
+        status: StatusCode,
+        headers: &HeaderMap,
+        now: Instant,
+        wall_now: jiff::Timestamp,
+    ) -> RateLimitSignal {
+        let max = self.settings.max_pause;
+        let remaining = header_str(headers, "ratelimit-remaining").and_then(|v| v.parse().ok());
+        let reset_in = header_str(headers, "ratelimit-reset")
+            .and_then(|v| parse_reset(v, wall_now))
+            .map(|d| d.min(max));
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, wall_now))
+            .map(|d| d.min(max));
+
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let (pause_scope, pause) = match (retry_after, remaining, reset_in) {
+                (Some(wait), _, _) => (LimitScope::Instance, wait.max(MIN_THROTTLE_PAUSE)),
+                (None, Some(0), Some(reset)) => {
+                    (LimitScope::Instance, reset.max(MIN_THROTTLE_PAUSE))
+                }
+                _ => (scope, self.settings.unannounced_throttle_pause),
+            };
+            tracing::warn!(
+                ?pause_scope,
+                pause_seconds = pause.as_secs_f64(),
+                "GitLab rate limit hit (429); pausing requests"
+            );
+            self.pause_at(pause_scope, pause, now);
+        } else if remaining == Some(0)
+            && let Some(reset) = reset_in
+        {
+            tracing::info!(
+                pause_seconds = reset.as_secs_f64(),
+                "GitLab reports no requests left in this window; pausing until it resets"
+            );
+            self.pause_at(LimitScope::Instance, reset, now);
+        }
+        RateLimitSignal {
+            remaining,
+            retry_after,
+        }
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (`Tue, 05 Jan 2021 11:00:00 GMT`). A date
+/// in the past means "now".
+pub(crate) fn parse_retry_after(value: &str, wall_now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    static PARSER: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    let at = PARSER.parse_timestamp(value).ok()?;
+    Some(Duration::try_from(at.duration_since(wall_now)).unwrap_or(Duration::ZERO))
+}
+
+/// Parses `RateLimit-Reset` (Unix seconds) into a wait from now; a past reset means "now".
+pub(crate) fn parse_reset(value: &str, wall_now: jiff::Timestamp) -> Option<Duration> {
+    let at = jiff::Timestamp::from_second(value.trim().parse::<i64>().ok()?).ok()?;
+    Some(Duration::try_from(at.duration_since(wall_now)).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn wall(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).unwrap()
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now: jiff::Timestamp = "2021-01-05T10:59:30Z".parse().unwrap();
+        assert_eq!(parse_retry_after("60", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Tue, 05 Jan 2021 11:00:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 05 Jan 2021 10:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
+
+    #[test]
+    fn reset_is_unix_seconds() {
+        assert_eq!(
+            parse_reset("1609844460", wall(1_609_844_400)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_reset("1", wall(100)), Some(Duration::ZERO));
+        assert_eq!(parse_reset("x", wall(100)), None);
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_spaces_requests() {
+        // 600/min = one request per 100 ms, burst 30.
+        let limiter = RateLimiter::new(600);
+        assert_eq!(limiter.settings().burst, 30);
+        let t0 = Instant::now();
+        for _ in 0..30 {
+            assert_eq!(limiter.reserve(t0), Duration::ZERO);
+        }
+        assert_eq!(limiter.reserve(t0), Duration::from_millis(100));
+        assert_eq!(limiter.reserve(t0), Duration::from_millis(200));
+        // Time refills the bucket: by t0 + 1 s the budget was 30 + 10 requests, 32 are booked,
+        // so 8 more go at once and the next ones are spaced again.
+        let t1 = t0 + Duration::from_secs(1);
+        let waits: Vec<Duration> = (0..10).map(|_| limiter.reserve(t1)).collect();
+        assert!(waits[..8].iter().all(|w| w.is_zero()), "{waits:?}");
+        assert_eq!(waits[8], Duration::from_millis(100));
+        assert_eq!(waits[9], Duration::from_millis(200));
+    }
+
+    #[test]
+    fn the_budget_holds_over_a_minute() {
+        let limiter = RateLimiter::with_settings(RateLimiterSettings {
+            burst: 1,
+            ..RateLimiterSettings::new(60)
+        });
+        let t0 = Instant::now();
+        // 61 requests asked for at once: the last one waits a full minute.
+        let last = (0..61).map(|_| limiter.reserve(t0)).last().unwrap();
+        assert_eq!(last, Duration::from_secs(60));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn rack_attack_429_pauses_the_whole_instance() {
+        let limiter = RateLimiter::new(600);
+        let now = Instant::now();
+        let h = headers(&[
+            ("ratelimit-name", "throttle_authenticated_api"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "1609844460"),
+            ("retry-after", "42"),
+        ]);
+        let signal = limiter.observe_response(
+            LimitScope::Instance,
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            now,
+            wall(1_609_844_418),
+        );
+        assert_eq!(signal.remaining, Some(0));
+        assert_eq!(signal.retry_after, Some(Duration::from_secs(42)));
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::Instance, now),
+            Some(Duration::from_secs(42))
+        );
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::ProjectJobsList, now),
+            Some(Duration::from_secs(42))
+        );
+    }
+
+    #[test]
+    fn jobs_index_429_without_headers_pauses_only_the_jobs_list() {
+        let limiter = RateLimiter::new(600);
+        let now = Instant::now();
+        let signal = limiter.observe_response(
+            LimitScope::ProjectJobsList,
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            now,
+            wall(0),
+        );
+        assert_eq!(signal, RateLimitSignal::default());
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::ProjectJobsList, now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(limiter.pause_remaining(LimitScope::Instance, now), None);
+    }
+
+    #[test]
+    fn zero_remaining_on_success_pauses_until_reset() {
+        let limiter = RateLimiter::new(600);
+        let now = Instant::now();
+        let h = headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "1010")]);
+        limiter.observe_response(LimitScope::Instance, StatusCode::OK, &h, now, wall(1000));
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::Instance, now),
+            Some(Duration::from_secs(10))
+        );
+        // Some remaining: no pause.
+        let other = RateLimiter::new(600);
+        let h = headers(&[("ratelimit-remaining", "5"), ("ratelimit-reset", "1010")]);
+        let signal =
+            other.observe_response(LimitScope::Instance, StatusCode::OK, &h, now, wall(1000));
+        assert_eq!(signal.remaining, Some(5));
+        assert_eq!(other.pause_remaining(LimitScope::Instance, now), None);
+    }
+
+    #[test]
+    fn pauses_are_capped_and_only_extend() {
+        let limiter = RateLimiter::new(600);
+        let now = Instant::now();
+        let h = headers(&[("retry-after", "999999")]);
+        limiter.observe_response(
+            LimitScope::Instance,
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            now,
+            wall(0),
+        );
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::Instance, now),
+            Some(Duration::from_secs(3600))
+        );
+        limiter.pause_at(LimitScope::Instance, Duration::from_secs(5), now);
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::Instance, now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::Instance, now + Duration::from_secs(3600)),
+            None
+        );
+    }
+
+    #[test]
+    fn retry_after_zero_still_pauses_a_moment() {
+        let limiter = RateLimiter::new(600);
+        let now = Instant::now();
+        let h = headers(&[("retry-after", "0")]);
+        limiter.observe_response(
+            LimitScope::Instance,
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            now,
+            wall(0),
+        );
+        assert_eq!(
+            limiter.pause_remaining(LimitScope::Instance, now),
+            Some(MIN_THROTTLE_PAUSE)
+        );
+    }
+}
