@@ -24,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Serve a simulated GitLab Jobs API with a generated fleet (for tests, demos, benchmarks).
     Simulate(crate::sim::SimulateArgs),
+    /// Run every JobPolicy in a directory against GitLab, each on its interval.
+    Run(crate::commands::run::RunArgs),
+    /// One dry pass: show what would be done to which job, and why.
+    Plan(crate::commands::plan::PlanArgs),
+    /// The built-in GitLab simulator plus the example policies: actions live, metrics served.
+    Demo(crate::commands::demo::DemoArgs),
     /// Print the JobPolicy CustomResourceDefinition (YAML), e.g. `jobwarden crd | kubectl apply -f -`.
     Crd,
     /// Validate JobPolicy manifests offline (files or directories); exit code 1 if any is invalid.
@@ -34,6 +40,9 @@ pub enum Command {
 pub async fn dispatch(cli: Cli) -> crate::Result<ExitCode> {
     match cli.command {
         Command::Simulate(args) => crate::sim::run_simulate(args).await,
+        Command::Run(args) => crate::commands::run::run(args).await,
+        Command::Plan(args) => crate::commands::plan::run(args).await,
+        Command::Demo(args) => crate::commands::demo::run(args).await,
         Command::Crd => crate::commands::crd::run(&mut std::io::stdout().lock()),
         Command::Check(args) => crate::commands::check::run(
             &args,

@@ -6,9 +6,11 @@
 pub mod cli;
 pub mod commands;
 pub mod crd;
+pub mod engine;
 pub mod gitlab;
 pub mod metrics;
 pub mod policy;
+pub mod runner;
 pub mod server;
 pub mod sim;
 pub mod source;

@@ -47,10 +47,10 @@ pub async fn run_policies(
     let mut running: HashMap<PolicyKey, Running> = HashMap::new();
     let mut last_state: Option<u64> = None;
     loop {
-        let manifests = load_manifests(&config.paths);
-        let state = manifests_fingerprint(&manifests);
+        let state = files_fingerprint(&config.paths);
         if last_state != Some(state) {
             last_state = Some(state);
+            let manifests = load_manifests(&config.paths);
             apply(&engine, &config, &sink, &shutdown, &manifests, &mut running);
         }
         tokio::select! {
@@ -77,7 +77,7 @@ fn apply(
         tracing::error!(%error, "manifest rejected");
     }
     let mut counts: HashMap<&'static str, i64> = HashMap::new();
-    let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString)> = HashMap::new();
+    let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)> = HashMap::new();
     for loaded in &manifests.policies {
         let compiled = match &loaded.compiled {
             Ok(compiled) => compiled,
@@ -105,7 +105,8 @@ fn apply(
         *counts
             .entry(if compiled.suspend { "suspended" } else { "ready" })
             .or_default() += 1;
-        wanted.insert(compiled.key.clone(), (compiled, token));
+        let fingerprint = policy_fingerprint(&loaded.policy.spec, &token);
+        wanted.insert(compiled.key.clone(), (compiled, token, fingerprint));
     }
     let states: Vec<(&str, i64)> = ["ready", "invalid", "suspended", "error"]
         .iter()
@@ -116,18 +117,17 @@ fn apply(
     running.retain(|key, run| {
         let keep = wanted
             .get(key)
-            .is_some_and(|(p, t)| policy_fingerprint(p, t) == run.fingerprint);
+            .is_some_and(|(_, _, fingerprint)| *fingerprint == run.fingerprint);
         if !keep {
             tracing::info!(policy = %key, "policy changed or removed: stopping its loop");
             run.stop.cancel();
         }
         keep
     });
-    for (key, (policy, token)) in wanted {
+    for (key, (policy, token, fingerprint)) in wanted {
         if running.contains_key(&key) {
             continue;
         }
-        let fingerprint = policy_fingerprint(&policy, &token);
         let stop = shutdown.child_token();
         tracing::info!(policy = %key, interval = ?policy.interval, dry_run = policy.dry_run, "policy loaded");
         let task = tokio::spawn(policy_loop(
@@ -156,10 +156,7 @@ async fn policy_loop(
     sink: ReportSink,
     stop: CancellationToken,
 ) {
-    let interval = policy
-        .interval
-        .try_into()
-        .unwrap_or(Duration::from_secs(60));
+    let interval = policy.interval;
     loop {
         match engine
             .reconcile(&policy, &token, RunMode::Normal, &stop)
@@ -177,22 +174,31 @@ async fn policy_loop(
     }
 }
 
-fn manifests_fingerprint(m: &LoadedManifests) -> u64 {
+/// A digest of the manifest files' names, sizes, modification times and contents: when it
+/// changes, the manifests are loaded again.
+fn files_fingerprint(paths: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{:?}", m.errors.len()).hash(&mut h);
-    for p in &m.policies {
-        format!("{:?}", p.policy.spec).hash(&mut h);
-        p.key().to_string().hash(&mut h);
+    let mut files: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        match std::fs::read_dir(path) {
+            Ok(entries) => files.extend(entries.filter_map(|e| e.ok().map(|e| e.path()))),
+            Err(_) => files.push(path.clone()),
+        }
     }
-    for s in &m.secrets {
-        s.fingerprint().hash(&mut h);
+    files.sort();
+    for file in files {
+        file.hash(&mut h);
+        if let Ok(content) = std::fs::read(&file) {
+            content.hash(&mut h);
+        }
     }
     h.finish()
 }
 
-fn policy_fingerprint(policy: &CompiledPolicy, token: &SecretString) -> u64 {
+/// Identifies what a policy task runs: its spec and its token. A change restarts the task.
+fn policy_fingerprint(spec: &crate::crd::JobPolicySpec, token: &SecretString) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{policy:?}").hash(&mut h);
+    serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
     token.expose_secret().hash(&mut h);
     h.finish()
 }

@@ -48,7 +48,7 @@ pub struct DemoArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::policy::parse_duration(s)
+    crate::policy::duration::parse_go_duration(s)
         .map_err(|e| e.to_string())
         .and_then(|d| Duration::try_from(d).map_err(|e| e.to_string()))
 }
@@ -94,7 +94,7 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
         args.run_for.map(|d| format!(" (or after {}s)", d.as_secs())).unwrap_or_default());
     let _ = std::io::stdout().flush();
 
-    let interval = jiff::SignedDuration::from_secs(i64::try_from(args.interval_seconds.max(1)).unwrap_or(5));
+    let interval = Duration::from_secs(args.interval_seconds.max(1));
     let override_url = sim_url.clone();
     let config = RunnerConfig {
         paths,

@@ -10,7 +10,7 @@ use crate::policy::{
     Budget, CompiledPolicy, Decision, FactRequest, Observation, PolicyKey, Verdict, decide,
     facts_needed,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::{HashMap, HashSet};
@@ -357,12 +357,13 @@ impl Engine {
     ) -> Result<Vec<Job>, GitLabError> {
         let slot = self.observer_for(instance, project);
         let mut observer = slot.lock().await;
-        let fresh_for = policy.interval / 2;
+        let fresh_for = SignedDuration::try_from(policy.interval / 2).unwrap_or(SignedDuration::ZERO);
         let stale = observer.last_sync().is_none_or(|t| now - t >= fresh_for);
         if stale {
-            let (stats, refreshed) = observer
-                .sync(client, now, policy.watches_blocked_jobs())
-                .await?;
+            let follow_blocked = policy
+                .statuses_of_interest()
+                .is_none_or(|statuses| statuses.iter().any(|s| s.is_blocked()));
+            let (stats, refreshed) = observer.sync(client, now, follow_blocked).await?;
             tracing::debug!(%project, ?stats, "synced");
             self.account(project, &observer, &refreshed, now);
         }
@@ -424,15 +425,15 @@ impl Engine {
                 return;
             }
             asked.extend(wanted.iter().cloned());
-            let fetched: Vec<(FactRequest, Result<Fact, GitLabError>)> =
-                futures::stream::iter(wanted)
-                    .map(|request| async {
-                        let fact = self.fetch_fact(client, instance, &request).await;
-                        (request, fact)
-                    })
-                    .buffer_unordered(self.inner.config.fact_concurrency.max(1))
-                    .collect()
-                    .await;
+            let mut fetched: Vec<(FactRequest, Result<Fact, GitLabError>)> = Vec::new();
+            for chunk in wanted.chunks(self.inner.config.fact_concurrency.max(1)) {
+                let mut pending = Vec::with_capacity(chunk.len());
+                for request in chunk {
+                    pending.push(self.fetch_fact(client, instance, request));
+                }
+                let results = futures::future::join_all(pending).await;
+                fetched.extend(chunk.iter().cloned().zip(results));
+            }
             for (request, fact) in fetched {
                 let project = match &request {
                     FactRequest::PipelineJobs { project, .. }
@@ -588,3 +589,4 @@ impl ProjectFacts {
         }
     }
 }
+
