@@ -1,8 +1,325 @@
-//! SKELETON — replaced by the simulator implementation.
-#[derive(Debug, clap::Args)]
-pub struct SimulateArgs {}
-pub async fn run_simulate(_args: SimulateArgs) -> crate::Result<std::process::ExitCode> {
-    Err(crate::Error::InvalidArgument(
-        "simulator not built yet".into(),
-    ))
+//! A simulated GitLab instance serving the Jobs API (`/api/v4`), for tests, the demo and the
+//! benchmarks. It is written to be faithful wherever a client could notice: status codes and
+//! error bodies, entity fields and their order, pagination and rate-limit headers, retry
+//! semantics and the job state machine (see `/work/shared/docs/gitlab-jobs-api-notes.md`). It
+//! renders JSON with its own types, never the client's models.
+//!
+//! # Running it
+//!
+//! In process: [`Simulator::start`] with a [`SimConfig`], then talk HTTP to
+//! [`SimHandle::base_url`] and drive the scenario through [`SimHandle::control`]. From the
+//! command line: `jobwarden simulate --token T [--projects N --seed S …]`; the first line on
+//! stdout is `jobwarden simulator listening on http://<addr>`.
+//!
+//! # The fleet
+//!
+//! Projects `1..=N` are `fleet/project-<id>`, each with pipelines on `main`, feature branches
+//! and `v1.x.y` tags (stages `build`, `test`, `deploy`; see [`FleetConfig`]).
+//! Fleet jobs move on the simulated clock: runners pick pending jobs up (some wait for hours,
+//! some are dropped as stuck), running jobs succeed or fail with realistic reasons, manual jobs
+//! get played, new pipelines appear. The same seed always gives the same fleet. Pipelines added
+//! through [`SimControl::add_pipeline`] never move on their own.
+//!
+//! # The API
+//!
+//! | Endpoint | Notes |
+//! |---|---|
+//! | `GET /projects/:id/jobs` | builds incl. retried attempts, id desc; `scope` (string, `scope[]`, `scope[k]`); offset pagination without `X-Total`/`X-Total-Pages`/`rel="last"`, or keyset (`pagination=keyset`, `order_by=id`, `sort=desc` only); the `jobs_index` limit |
+//! | `GET /projects/:id/pipelines/:pipeline_id/jobs` | latest attempts unless `include_retried=true`; counted offset pagination |
+//! | `GET /projects/:id/pipelines/:pipeline_id/bridges` | `Entities::Ci::Bridge` (`downstream_pipeline` is always null) |
+//! | `GET /job`, `GET /job/allowed_agents` | CI job token of a running job |
+//! | `GET /projects/:id/jobs/:job_id`, `…/trace` | trace: `text/plain`, `Content-Disposition: infile; filename="<id>.log"` |
+//! | `POST …/cancel`, `…/retry`, `…/erase` | 201 |
+//! | `POST …/play` | 200; `job_variables_attributes` as JSON or `[][key]`/`[][value]` form or query |
+//! | `GET …/artifacts`, `GET /projects/:id/jobs/artifacts/:ref_name/download?job=` | a real ZIP archive (stored entries, CRC-32), streamed |
+//! | `GET …/artifacts/*path`, `GET /projects/:id/jobs/artifacts/:ref_name/raw/*path?job=` | one file of the archive |
+//! | `POST …/artifacts/keep` (200), `DELETE …/artifacts` (204) | |
+//!
+//! Artifacts are a few small files generated from the job's name (`build/info.txt`,
+//! `rspec.xml`, `dist/CHANGELOG.md`, …); `metadata.gz` is listed in `artifacts[]` but not served.
+//! Authentication: `PRIVATE-TOKEN`, `private_token=`, `access_token=`, `Authorization: Bearer`
+//! with the configured token (user 1, `root`); `JOB-TOKEN`/`job_token=` of a running job on the
+//! endpoints that allow it, and only for the job's own project. Projects are reachable by id
+//! and by URL-encoded full path (`fleet%2Fproject-7`). The simulated runners do not cancel
+//! gracefully: cancelling a running job cancels it at once (`force` is accepted and checked).
+//!
+//! Rate limits, counted on the simulated clock in fixed one-minute windows: the `jobs_index`
+//! limit on `GET /projects/:id/jobs` ([`SimConfig::jobs_list_rate_limit_per_minute`], 429
+//! `{"message":{"error":…}}` without rate-limit headers) and an instance-wide Rack::Attack
+//! throttle ([`SimConfig::authenticated_api_rate_limit_per_minute`]) whose `RateLimit-*`
+//! headers are on every authenticated answer and whose 429 is plain-text `Retry later`.
+//!
+//! Faults ([`FaultConfig`], off by default, `/api/v4` only): 500/502/503 answers, latency,
+//! requests held past client timeouts (then served), Rack::Attack 429 bursts, JSON bodies cut
+//! in half, connections closed without an answer.
+//!
+//! # The admin endpoint
+//!
+//! Under `/-/sim/`, outside `/api/v4`: no GitLab authentication, no faults, not logged, and
+//! only loopback clients (others get 403). JSON in and out; errors are `{"error": "…"}`.
+//!
+//! | Route | Does |
+//! |---|---|
+//! | `GET /-/sim/requests` | the request log: `[{"method","endpoint","path","query","status"}]` (`status` 0 = dropped) |
+//! | `GET /-/sim/counters` | `{"GET /projects/:id/jobs": 3, …}` |
+//! | `POST /-/sim/reset` | clears log, counters and rate-limit counts → 204 |
+//! | `GET /-/sim/now` | `{"now": "2026-11-23T10:00:00.000Z"}` |
+//! | `POST /-/sim/clock/advance?seconds=N` | moves the clock (fractions allowed) → `{"now": …}` |
+//! | `GET /-/sim/faults`, `PUT /-/sim/faults` | `{"error_5xx_ratio", "latency_ms", "timeout_ratio", "timeout_hold_ms", "rate_limit_burst_every", "malformed_json_ratio", "drop_connection_ratio"}` (missing fields = off) |
+//! | `GET /-/sim/projects` | `[{"id", "path"}]` |
+//! | `POST /-/sim/projects` | `{"path": "group/project"}` → 201 `{"id", "path"}` |
+//! | `POST /-/sim/projects/:id/pipelines` | `{"ref": "main", "tag": false, "jobs": [{"name", "stage", "status", "failure_reason", "when": "manual", "allow_failure", "age_seconds", "artifacts_expire_in_seconds", "log", "tags"}]}` → 201 `{"id", "job_ids"}` |
+//! | `GET /-/sim/projects/:id/jobs` | snapshots of every job ([`SimJob`], with `token`, `retried`, `variables`) |
+//! | `GET /-/sim/projects/:id/jobs/:job_id` | one snapshot |
+//! | `POST /-/sim/projects/:id/jobs/:job_id/status` | `{"status": "running", "failure_reason": null}` → the snapshot |
+//!
+//! `:id` is a project id or its URL-encoded path.
+
+mod admin;
+mod api;
+mod artifacts;
+mod autopilot;
+mod clock;
+mod command;
+mod control;
+mod faults;
+mod fleet;
+mod machine;
+mod ops;
+mod ratelimit;
+mod render;
+mod reqlog;
+mod server;
+mod state;
+mod status;
+mod trace;
+
+pub use clock::Clock;
+pub use command::{SimulateArgs, run_simulate};
+pub use control::{JobSpec, PipelineSpec, ScenarioError, SimControl, SimJob, SimPipeline};
+pub use faults::FaultConfig;
+pub use fleet::FleetConfig;
+pub use reqlog::LoggedRequest;
+
+use crate::sim::faults::FaultInjector;
+use crate::sim::ratelimit::FixedWindow;
+use crate::sim::reqlog::RequestLog;
+use crate::sim::server::{ConnInfo, Shared, SimListener};
+use crate::sim::state::{World, mix64};
+use axum::Router;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How to build and run a simulator.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Fleet projects to generate (ids `1..=projects`).
+    pub projects: u32,
+    /// Seed of everything random (same seed, same fleet).
+    pub seed: u64,
+    /// The personal access token the API accepts.
+    pub token: String,
+    /// `jobs_index`: `GET /projects/:id/jobs` requests per user per minute (0 = unlimited).
+    pub jobs_list_rate_limit_per_minute: u32,
+    /// Rack::Attack `throttle_authenticated_api`: requests per user per minute (0 = off, and
+    /// no `RateLimit-*` headers).
+    pub authenticated_api_rate_limit_per_minute: u32,
+    pub faults: FaultConfig,
+    pub clock: Clock,
+    pub fleet: FleetConfig,
+    /// The instance URL used in `web_url`s and pagination links (default: the listen URL).
+    pub base_url_for_links: Option<String>,
+    /// Jobs created longer ago than this are archived (not retryable or playable).
+    pub archive_jobs_older_than: Option<Duration>,
+}
+
+impl SimConfig {
+    /// Three projects, seed 1, the real clock, GitLab's default limits (600 job-list requests,
+    /// 2000 API requests per minute), no faults.
+    pub fn new(token: impl Into<String>) -> Self {
+        SimConfig {
+            projects: 3,
+            seed: 1,
+            token: token.into(),
+            jobs_list_rate_limit_per_minute: 600,
+            authenticated_api_rate_limit_per_minute: 2000,
+            faults: FaultConfig::default(),
+            clock: Clock::real(1.0),
+            fleet: FleetConfig::default(),
+            base_url_for_links: None,
+            archive_jobs_older_than: None,
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("projects", &self.projects)
+            .field("seed", &self.seed)
+            .field("token", &"<redacted>")
+            .field("jobs_list_rate_limit_per_minute", &self.jobs_list_rate_limit_per_minute)
+            .field(
+                "authenticated_api_rate_limit_per_minute",
+                &self.authenticated_api_rate_limit_per_minute,
+            )
+            .field("faults", &self.faults)
+            .field("clock", &self.clock)
+            .field("fleet", &self.fleet)
+            .field("base_url_for_links", &self.base_url_for_links)
+            .field("archive_jobs_older_than", &self.archive_jobs_older_than)
+            .finish()
+    }
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct Simulator;
+
+/// A running simulator. Dropping it stops the server (like [`SimHandle::shutdown`], without
+/// waiting).
+pub struct SimHandle {
+    base_url: url::Url,
+    local_addr: SocketAddr,
+    control: SimControl,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long [`SimHandle::shutdown`] waits for open connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl Simulator {
+    /// Generates the fleet, binds `listen` (port 0 picks a free port) and serves until the
+    /// handle is shut down or dropped.
+    pub async fn start(config: SimConfig, listen: SocketAddr) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let base_url = url::Url::parse(&format!("http://{local_addr}/"))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let links_base = match &config.base_url_for_links {
+            Some(custom) => {
+                let parsed = url::Url::parse(custom)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let text = parsed.to_string();
+                if text.ends_with('/') { text } else { format!("{text}/") }
+            }
+            None => base_url.to_string(),
+        };
+
+        let world = {
+            let (projects, seed, fleet, archive, clock) = (
+                config.projects,
+                config.seed,
+                config.fleet.clone(),
+                config.archive_jobs_older_than,
+                config.clock.clone(),
+            );
+            tokio::task::spawn_blocking(move || generate(projects, seed, &fleet, archive, &clock))
+                .await
+                .map_err(std::io::Error::other)?
+        };
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world),
+            clock: config.clock.clone(),
+            token: config.token.clone(),
+            links_base,
+            jobs_index_limit: Mutex::new(FixedWindow::new(
+                config.jobs_list_rate_limit_per_minute,
+                60_000,
+            )),
+            authenticated_api_limit: Mutex::new(FixedWindow::new(
+                config.authenticated_api_rate_limit_per_minute,
+                api::THROTTLE_PERIOD_MS,
+            )),
+            faults: Mutex::new(FaultInjector::new(config.faults.clone(), config.seed)),
+            log: Mutex::new(RequestLog::default()),
+            shutdown: shutdown.clone(),
+            request_seq: AtomicU64::new(1),
+        });
+
+        let app = Router::new()
+            .nest("/-/sim", admin::router(Arc::clone(&shared)))
+            .fallback(api::serve)
+            .with_state(Arc::clone(&shared));
+        let signal = shutdown.clone();
+        let server = axum::serve(
+            SimListener::new(listener),
+            app.into_make_service_with_connect_info::<ConnInfo>(),
+        )
+        .with_graceful_shutdown(async move { signal.cancelled().await });
+        let task = tokio::spawn(async move {
+            if let Err(err) = server.await {
+                tracing::error!(error = %err, "simulator server stopped");
+            }
+        });
+        tracing::info!(url = %base_url, projects = config.projects, seed = config.seed, "simulator started");
+        Ok(SimHandle {
+            base_url,
+            local_addr,
+            control: SimControl { shared },
+            shutdown,
+            task: Some(task),
+        })
+    }
+}
+
+/// Builds the world with its fleet (CPU-bound; run off the async threads).
+fn generate(projects: u32, seed: u64, fleet: &FleetConfig, archive: Option<Duration>, clock: &Clock) -> World {
+    let mut world = World::new(mix64(seed ^ 0x6a0b_70c3), archive);
+    let now = clock.sim_now();
+    for id in 1..=u64::from(projects) {
+        world.add_project(id, &format!("fleet/project-{id}"));
+        autopilot::install(&mut world, id, seed, fleet, now);
+    }
+    world
+}
+
+impl SimHandle {
+    /// The GitLab instance URL, e.g. `http://127.0.0.1:41234/` (the API is under `api/v4`).
+    pub fn base_url(&self) -> url::Url {
+        self.base_url.clone()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// In-process access to the simulator's state.
+    pub fn control(&self) -> SimControl {
+        self.control.clone()
+    }
+
+    /// Stops accepting connections, ends requests held by faults, and waits (briefly) for the
+    /// open connections to close.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }

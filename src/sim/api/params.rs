@@ -1,0 +1,291 @@
+//! Request parameters the way Rack and Grape see them: the query string and a form or JSON
+//! body merged into one set, with Rack's bracket conventions (`scope[]=a`, `scope[0]=a`,
+//! `vars[][key]=k&vars[][value]=v`) and Grape's coercion error messages.
+
+use crate::sim::api::errors::ApiError;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The parameters of one request.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Params {
+    /// Decoded `key=value` pairs from the query string, then from a form body.
+    pairs: Vec<(String, String)>,
+    /// Top-level members of a JSON object body (they win over pairs of the same name).
+    json: serde_json::Map<String, Value>,
+}
+
+impl Params {
+    /// Parses a raw query string.
+    pub fn from_query(query: &str) -> Params {
+        let mut params = Params::default();
+        params.add_urlencoded(query);
+        params
+    }
+
+    /// Adds `application/x-www-form-urlencoded` pairs.
+    pub fn add_urlencoded(&mut self, encoded: &str) {
+        for piece in encoded.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+            self.pairs.push((form_decode(key), form_decode(value)));
+        }
+    }
+
+    /// Adds the members of a JSON object body; a body that is not an object is an error.
+    pub fn add_json(&mut self, body: &[u8]) -> Result<(), ApiError> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => {
+                self.json.extend(map);
+                Ok(())
+            }
+            Ok(_) | Err(_) => Err(ApiError::bad_request("Invalid JSON body")),
+        }
+    }
+
+    /// The raw pairs (for rebuilding pagination links).
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+
+    /// A scalar parameter: the JSON member, else the last `name=` pair (Rack keeps the last).
+    pub fn scalar(&self, name: &str) -> Option<String> {
+        if let Some(value) = self.json.get(name) {
+            return match value {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                Value::Null | Value::Array(_) | Value::Object(_) => None,
+            };
+        }
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// A list parameter given as a single string, an array (`name[]=`) or a hash (`name[k]=`,
+    /// whose values are used): Grape's `coerce_with` for `scope`.
+    pub fn list(&self, name: &str) -> Option<Vec<String>> {
+        if let Some(value) = self.json.get(name) {
+            return Some(match value {
+                Value::Array(items) => items.iter().map(json_scalar).collect(),
+                Value::Object(map) => map.values().map(json_scalar).collect(),
+                other => vec![json_scalar(other)],
+            });
+        }
+        let array_key = format!("{name}[]");
+        let hash_prefix = format!("{name}[");
+        let mut array = Vec::new();
+        let mut hash: Vec<(String, String)> = Vec::new();
+        let mut single = None;
+        for (key, value) in &self.pairs {
+            if *key == array_key {
+                array.push(value.clone());
+            } else if key == name {
+                single = Some(value.clone());
+            } else if let Some(inner) = key
+                .strip_prefix(&hash_prefix)
+                .and_then(|rest| rest.strip_suffix(']'))
+                .filter(|inner| !inner.contains('['))
+            {
+                // Rack keeps the last value of a repeated hash key, in first-seen order.
+                match hash.iter_mut().find(|(k, _)| k == inner) {
+                    Some(slot) => slot.1 = value.clone(),
+                    None => hash.push((inner.to_owned(), value.clone())),
+                }
+            }
+        }
+        if !array.is_empty() {
+            Some(array)
+        } else if !hash.is_empty() {
+            Some(hash.into_iter().map(|(_, v)| v).collect())
+        } else {
+            single.map(|s| vec![s])
+        }
+    }
+
+    /// An array of hashes (`name[][key]=k&name[][value]=v…`, `name[0][key]=k…`, or a JSON
+    /// array of objects). `None` when the parameter is absent; hashes keep only string values.
+    pub fn hash_array(&self, name: &str) -> Option<Vec<BTreeMap<String, Option<String>>>> {
+        if let Some(value) = self.json.get(name) {
+            let items = match value {
+                Value::Array(items) => items.clone(),
+                Value::Object(map) => map.values().cloned().collect(),
+                _ => Vec::new(),
+            };
+            return Some(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Value::Object(map) => map
+                            .iter()
+                            .map(|(k, v)| {
+                                let v = (!v.is_null()).then(|| json_scalar(v));
+                                (k.clone(), v)
+                            })
+                            .collect(),
+                        _ => BTreeMap::new(),
+                    })
+                    .collect(),
+            );
+        }
+        let array_prefix = format!("{name}[][");
+        let indexed_prefix = format!("{name}[");
+        let mut rack_array: Vec<BTreeMap<String, Option<String>>> = Vec::new();
+        let mut indexed: Vec<(String, BTreeMap<String, Option<String>>)> = Vec::new();
+        let mut seen = false;
+        for (key, value) in &self.pairs {
+            if let Some(field) = key
+                .strip_prefix(&array_prefix)
+                .and_then(|rest| rest.strip_suffix(']'))
+            {
+                seen = true;
+                // Rack starts a new hash when the last one already has this key.
+                let start_new = rack_array
+                    .last()
+                    .is_none_or(|last| last.contains_key(field));
+                if start_new {
+                    rack_array.push(BTreeMap::new());
+                }
+                if let Some(last) = rack_array.last_mut() {
+                    last.insert(field.to_owned(), Some(value.clone()));
+                }
+            } else if let Some((index, field)) = key
+                .strip_prefix(&indexed_prefix)
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|rest| rest.split_once("]["))
+            {
+                seen = true;
+                let slot = match indexed.iter().position(|(i, _)| i == index) {
+                    Some(pos) => pos,
+                    None => {
+                        indexed.push((index.to_owned(), BTreeMap::new()));
+                        indexed.len() - 1
+                    }
+                };
+                indexed[slot].1.insert(field.to_owned(), Some(value.clone()));
+            } else if key == name || *key == format!("{name}[]") {
+                seen = true;
+            }
+        }
+        if !seen {
+            return None;
+        }
+        rack_array.extend(indexed.into_iter().map(|(_, hash)| hash));
+        Some(rack_array)
+    }
+
+    /// An optional integer (Grape `type: Integer`): `"<name> is invalid"` when not one.
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.scalar(name) {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::param(format!("{name} is invalid"))),
+        }
+    }
+
+    /// An optional boolean (Grape `Boolean`): `"<name> is invalid"` when not one.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.scalar(name) {
+            None => Ok(None),
+            Some(raw) => parse_bool(&raw)
+                .map(Some)
+                .ok_or_else(|| ApiError::param(format!("{name} is invalid"))),
+        }
+    }
+}
+
+fn json_scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Grape's boolean coercion.
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "y" | "on" => Some(true),
+        "false" | "f" | "0" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
+pub(crate) fn form_decode(raw: &str) -> String {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Percent-decodes one path segment (`+` stays a plus).
+pub(crate) fn path_decode(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_forms() {
+        let p = Params::from_query("scope=pending");
+        assert_eq!(p.list("scope"), Some(vec!["pending".to_owned()]));
+        let p = Params::from_query("scope%5B%5D=pending&scope[]=running");
+        assert_eq!(p.list("scope"), Some(vec!["pending".to_owned(), "running".to_owned()]));
+        let p = Params::from_query("scope[0]=failed&scope[1]=success");
+        assert_eq!(p.list("scope"), Some(vec!["failed".to_owned(), "success".to_owned()]));
+        // Repeated plain keys: Rack keeps the last.
+        let p = Params::from_query("scope=a&scope=b");
+        assert_eq!(p.list("scope"), Some(vec!["b".to_owned()]));
+        assert_eq!(Params::from_query("page=2").list("scope"), None);
+    }
+
+    #[test]
+    fn hash_arrays_follow_rack() {
+        let p = Params::from_query(
+            "vars[][key]=A&vars[][value]=1&vars[][key]=B&vars[][value]=2&vars[][value]=3",
+        );
+        let got = p.hash_array("vars").expect("present");
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].get("key"), Some(&Some("A".to_owned())));
+        assert_eq!(got[1].get("value"), Some(&Some("2".to_owned())));
+        assert_eq!(got[2].get("key"), None);
+
+        let p = Params::from_query("vars[0][key]=A&vars[1][value]=2&vars[0][value]=1");
+        let got = p.hash_array("vars").expect("present");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].get("value"), Some(&Some("1".to_owned())));
+        assert_eq!(got[1].get("key"), None);
+
+        let mut p = Params::default();
+        p.add_json(br#"{"vars":[{"key":"K","value":"V"},{"value":"x"}]}"#)
+            .expect("object");
+        let got = p.hash_array("vars").expect("present");
+        assert_eq!(got[1].get("key"), None);
+        assert_eq!(Params::default().hash_array("vars"), None);
+    }
+
+    #[test]
+    fn scalars_and_coercions() {
+        let p = Params::from_query("page=2&page=3&force=true&bad=x&name=a+b%2Fc");
+        assert_eq!(p.integer("page"), Ok(Some(3)));
+        assert_eq!(p.boolean("force"), Ok(Some(true)));
+        assert_eq!(
+            p.integer("bad"),
+            Err(ApiError::param("bad is invalid"))
+        );
+        assert_eq!(p.scalar("name").as_deref(), Some("a b/c"));
+        let mut p = Params::from_query("force=false");
+        p.add_json(br#"{"force": true}"#).expect("object");
+        assert_eq!(p.boolean("force"), Ok(Some(true)));
+        assert!(Params::default().add_json(b"[1]").is_err());
+    }
+}

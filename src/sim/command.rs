@@ -1,0 +1,227 @@
+//! `jobwarden simulate`: serve a simulated GitLab until SIGINT or SIGTERM.
+
+use crate::sim::{Clock, FaultConfig, FleetConfig, SimConfig, Simulator};
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Flags of `jobwarden simulate` (each also read from a `JOBWARDEN_SIM_*` variable).
+#[derive(Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "JOBWARDEN_SIM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The personal access token the simulated API accepts.
+    #[arg(long, env = "JOBWARDEN_SIM_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// Fleet projects to generate (fleet/project-1 …).
+    #[arg(long, env = "JOBWARDEN_SIM_PROJECTS", default_value_t = 10)]
+    pub projects: u32,
+
+    /// Seed of the generated fleet (same seed, same fleet).
+    #[arg(long, env = "JOBWARDEN_SIM_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// GET /projects/:id/jobs requests per user per minute (0 = unlimited).
+    #[arg(long, env = "JOBWARDEN_SIM_JOBS_RATE_LIMIT", default_value_t = 600)]
+    pub jobs_rate_limit: u32,
+
+    /// API requests per user per minute before Rack::Attack-style 429s (0 = off).
+    #[arg(long, env = "JOBWARDEN_SIM_API_RATE_LIMIT", default_value_t = 2000)]
+    pub api_rate_limit: u32,
+
+    /// Simulated clock speed (2.0 = twice as fast as the wall clock).
+    #[arg(long, env = "JOBWARDEN_SIM_SPEED", default_value_t = 1.0, value_parser = positive_float)]
+    pub speed: f64,
+
+    /// Pipelines each project starts with.
+    #[arg(long, env = "JOBWARDEN_SIM_PIPELINES_PER_PROJECT", default_value_t = 5)]
+    pub pipelines_per_project: u32,
+
+    /// Most pipelines kept per project (the oldest are dropped).
+    #[arg(long, env = "JOBWARDEN_SIM_MAX_PIPELINES_PER_PROJECT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pipelines_per_project: u32,
+
+    /// Mean seconds between new pipelines in a project (0 = no new pipelines).
+    #[arg(long, env = "JOBWARDEN_SIM_CHURN_SECS", default_value_t = 900)]
+    pub churn_secs: u64,
+
+    /// Freeze the fleet: no job moves on its own after start.
+    #[arg(long, env = "JOBWARDEN_SIM_FROZEN")]
+    pub frozen: bool,
+
+    /// Instance URL used in web_url fields and pagination links (default: the listen URL).
+    #[arg(long, env = "JOBWARDEN_SIM_LINKS_BASE_URL")]
+    pub links_base_url: Option<String>,
+
+    /// Share of API requests answered 500/502/503.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_5XX_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_5xx_ratio: f64,
+
+    /// Milliseconds added to every API request.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_LATENCY_MS", default_value_t = 0)]
+    pub fault_latency_ms: u64,
+
+    /// Share of API requests held 30 s before being answered.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_TIMEOUT_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_timeout_ratio: f64,
+
+    /// Answer every Nth API request with a Rack::Attack 429.
+    #[arg(long = "fault-429-every", env = "JOBWARDEN_SIM_FAULT_429_EVERY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub fault_429_every: Option<u32>,
+
+    /// Share of JSON answers cut off half-way.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_MALFORMED_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_malformed_ratio: f64,
+
+    /// Share of API requests whose connection is closed without an answer.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_DROP_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_drop_ratio: f64,
+}
+
+impl fmt::Debug for SimulateArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimulateArgs")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .field("projects", &self.projects)
+            .field("seed", &self.seed)
+            .field("speed", &self.speed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ratio(raw: &str) -> Result<f64, String> {
+    let value: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not between 0 and 1"))
+    }
+}
+
+fn positive_float(raw: &str) -> Result<f64, String> {
+    let value: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} must be a positive number"))
+    }
+}
+
+impl SimulateArgs {
+    /// The simulator configuration these flags describe.
+    pub fn config(&self) -> SimConfig {
+        SimConfig {
+            projects: self.projects,
+            seed: self.seed,
+            jobs_list_rate_limit_per_minute: self.jobs_rate_limit,
+            authenticated_api_rate_limit_per_minute: self.api_rate_limit,
+            faults: FaultConfig {
+                error_5xx_ratio: self.fault_5xx_ratio,
+                latency: Duration::from_millis(self.fault_latency_ms),
+                timeout_ratio: self.fault_timeout_ratio,
+                rate_limit_burst_every: self.fault_429_every,
+                malformed_json_ratio: self.fault_malformed_ratio,
+                drop_connection_ratio: self.fault_drop_ratio,
+                ..FaultConfig::default()
+            },
+            clock: Clock::real(self.speed),
+            fleet: FleetConfig {
+                pipelines_per_project: self.pipelines_per_project,
+                max_pipelines_per_project: self.max_pipelines_per_project,
+                new_pipeline_every: (self.churn_secs > 0).then(|| Duration::from_secs(self.churn_secs)),
+                evolve: !self.frozen,
+                ..FleetConfig::default()
+            },
+            base_url_for_links: self.links_base_url.clone(),
+            ..SimConfig::new(self.token.clone())
+        }
+    }
+}
+
+/// Runs the simulator until SIGINT or SIGTERM.
+pub async fn run_simulate(args: SimulateArgs) -> crate::Result<ExitCode> {
+    if args.token.is_empty() {
+        return Err(crate::Error::InvalidArgument("--token must not be empty".into()));
+    }
+    let handle = Simulator::start(args.config(), args.listen).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "jobwarden simulator listening on http://{}", handle.local_addr())?;
+        out.flush()?;
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting the simulator down");
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let cli = Cli::try_parse_from([
+            "simulate",
+            "--token",
+            "t0k",
+            "--listen",
+            "127.0.0.1:0",
+            "--projects",
+            "7",
+            "--churn-secs",
+            "0",
+            "--fault-429-every",
+            "5",
+            "--fault-5xx-ratio",
+            "0.5",
+        ])
+        .expect("valid flags");
+        let config = cli.args.config();
+        assert_eq!(config.projects, 7);
+        assert_eq!(config.fleet.new_pipeline_every, None);
+        assert_eq!(config.faults.rate_limit_burst_every, Some(5));
+        assert_eq!(config.faults.error_5xx_ratio, 0.5);
+        assert!(!format!("{:?} {:?}", cli.args, config).contains("t0k"));
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        for bad in [
+            vec!["simulate", "--token", "t", "--fault-drop-ratio", "1.5"],
+            vec!["simulate", "--token", "t", "--speed", "0"],
+            vec!["simulate", "--token", "t", "--fault-429-every", "0"],
+            vec!["simulate"],
+        ] {
+            assert!(Cli::try_parse_from(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+}

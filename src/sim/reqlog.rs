@@ -1,0 +1,80 @@
+//! The record of `/api/v4` requests the simulator answered: a bounded log and per-endpoint
+//! counters, for tests that count requests.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+
+/// One answered (or dropped) request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoggedRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The route template without `/api/v4`, e.g. `/projects/:id/jobs`; `unknown` when no
+    /// route matched.
+    pub endpoint: &'static str,
+    /// The raw request path (still percent-encoded), e.g. `/api/v4/projects/fleet%2Fproject-1/jobs`.
+    pub path: String,
+    /// The raw query string (empty if none).
+    pub query: String,
+    /// The status answered; 0 when the connection was dropped without an answer.
+    pub status: u16,
+}
+
+/// The newest entries kept in the log.
+const LOG_CAPACITY: usize = 100_000;
+
+/// Log and counters.
+#[derive(Debug, Default)]
+pub(crate) struct RequestLog {
+    entries: VecDeque<LoggedRequest>,
+    counters: BTreeMap<String, u64>,
+}
+
+impl RequestLog {
+    pub fn record(&mut self, entry: LoggedRequest) {
+        *self
+            .counters
+            .entry(format!("{} {}", entry.method, entry.endpoint))
+            .or_insert(0) += 1;
+        if self.entries.len() == LOG_CAPACITY {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+    }
+
+    pub fn entries(&self) -> Vec<LoggedRequest> {
+        self.entries.iter().cloned().collect()
+    }
+
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters.clone()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.counters.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_method_and_template() {
+        let mut log = RequestLog::default();
+        for status in [200, 429] {
+            log.record(LoggedRequest {
+                method: "GET".into(),
+                endpoint: "/projects/:id/jobs",
+                path: "/api/v4/projects/1/jobs".into(),
+                query: String::new(),
+                status,
+            });
+        }
+        assert_eq!(log.counters().get("GET /projects/:id/jobs"), Some(&2));
+        assert_eq!(log.entries().len(), 2);
+        log.clear();
+        assert!(log.entries().is_empty() && log.counters().is_empty());
+    }
+}

@@ -1,0 +1,458 @@
+//! The simulated GitLab instance's data: projects, pipelines and jobs, plus the fixed users and
+//! runners they refer to. Behaviour lives elsewhere: the status machine in `machine`, the
+//! API-level operations in `ops`, the self-driving fleet in `autopilot`.
+
+use crate::sim::autopilot::Autopilot;
+use crate::sim::clock::SimTime;
+use crate::sim::status::{Status, When};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// The user a personal access token belongs to (retries and plays are made as this user).
+pub(crate) const TOKEN_USER_ID: u64 = 1;
+
+/// A GitLab user (the fixed cast of the simulated instance).
+#[derive(Debug)]
+pub(crate) struct User {
+    pub id: u64,
+    pub username: &'static str,
+    pub name: &'static str,
+    pub organization: &'static str,
+    pub job_title: &'static str,
+    pub bot: bool,
+}
+
+/// Every user of the simulated instance; index = id - 1.
+pub(crate) const USERS: [User; 6] = [
+    User {
+        id: 1,
+        username: "root",
+        name: "Administrator",
+        organization: "",
+        job_title: "",
+        bot: false,
+    },
+    User {
+        id: 2,
+        username: "alice",
+        name: "Alice Developer",
+        organization: "Fleet Inc.",
+        job_title: "Backend engineer",
+        bot: false,
+    },
+    User {
+        id: 3,
+        username: "bob",
+        name: "Bob Maintainer",
+        organization: "Fleet Inc.",
+        job_title: "Release manager",
+        bot: false,
+    },
+    User {
+        id: 4,
+        username: "carol",
+        name: "Carol Reviewer",
+        organization: "Fleet Inc.",
+        job_title: "Frontend engineer",
+        bot: false,
+    },
+    User {
+        id: 5,
+        username: "dave",
+        name: "Dave Ops",
+        organization: "Fleet Inc.",
+        job_title: "SRE",
+        bot: false,
+    },
+    User {
+        id: 6,
+        username: "project_bot_scheduler",
+        name: "Scheduled pipelines bot",
+        organization: "",
+        job_title: "",
+        bot: true,
+    },
+];
+
+/// Looks a user up by id (unknown ids fall back to the token user).
+pub(crate) fn user(id: u64) -> &'static User {
+    USERS
+        .iter()
+        .find(|u| u.id == id)
+        .unwrap_or(&USERS[0])
+}
+
+/// A CI runner that picks up jobs.
+#[derive(Debug)]
+pub(crate) struct Runner {
+    pub id: u64,
+    pub description: &'static str,
+    pub runner_type: &'static str,
+    pub is_shared: bool,
+    pub manager_id: u64,
+    pub system_id: &'static str,
+}
+
+/// The instance's runners.
+pub(crate) const RUNNERS: [Runner; 4] = [
+    Runner {
+        id: 11,
+        description: "shared-runners-manager-1.fleet.example",
+        runner_type: "instance_type",
+        is_shared: true,
+        manager_id: 1101,
+        system_id: "s_8a9c1f0e2b3d",
+    },
+    Runner {
+        id: 12,
+        description: "shared-runners-manager-2.fleet.example",
+        runner_type: "instance_type",
+        is_shared: true,
+        manager_id: 1201,
+        system_id: "s_4f5e6d7c8b9a",
+    },
+    Runner {
+        id: 13,
+        description: "shared-runners-manager-3.fleet.example",
+        runner_type: "instance_type",
+        is_shared: true,
+        manager_id: 1301,
+        system_id: "s_0b1c2d3e4f5a",
+    },
+    Runner {
+        id: 21,
+        description: "fleet-group-docker-runner",
+        runner_type: "group_type",
+        is_shared: false,
+        manager_id: 2101,
+        system_id: "r_77aa55cc33ee",
+    },
+];
+
+/// Looks a runner up by id.
+pub(crate) fn runner(id: u64) -> Option<&'static Runner> {
+    RUNNERS.iter().find(|r| r.id == id)
+}
+
+/// The commit a pipeline runs for.
+#[derive(Debug, Clone)]
+pub(crate) struct Commit {
+    pub sha: String,
+    pub parent_sha: String,
+    pub title: String,
+    pub message: String,
+    pub author_id: u64,
+    pub created_at: SimTime,
+    /// The committer's UTC offset, which GitLab keeps in commit dates.
+    pub offset_minutes: i32,
+}
+
+/// A pipeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Pipeline {
+    pub id: u64,
+    pub iid: u64,
+    pub project_id: u64,
+    pub git_ref: String,
+    pub tag: bool,
+    pub source: &'static str,
+    pub commit: Commit,
+    pub created_at: SimTime,
+    pub updated_at: SimTime,
+    /// Whether the autopilot runs this pipeline (fleet pipelines) or only tests drive it.
+    pub autopilot: bool,
+    /// Every job and bridge of the pipeline, in creation order (retries included).
+    pub job_ids: Vec<u64>,
+}
+
+/// Build (runs on a runner) or bridge (triggers a downstream pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobKind {
+    Build,
+    Bridge,
+}
+
+/// Where a job's log comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Trace {
+    /// Written by the simulator from the job's state when read.
+    Generated,
+    /// Given by a test.
+    Custom(String),
+}
+
+/// A job's artifacts archive (its files are generated from the job when downloaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Artifacts {
+    pub expire_at: Option<SimTime>,
+}
+
+/// A job or bridge.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub id: u64,
+    pub project_id: u64,
+    pub pipeline_id: u64,
+    pub kind: JobKind,
+    pub name: String,
+    pub stage: String,
+    pub stage_idx: u32,
+    pub status: Status,
+    /// Kept while the job is failed; rendered only then.
+    pub failure_reason: Option<String>,
+    pub when: When,
+    pub allow_failure: bool,
+    pub retried: bool,
+    pub user_id: u64,
+    pub created_at: SimTime,
+    pub queued_at: Option<SimTime>,
+    pub started_at: Option<SimTime>,
+    pub finished_at: Option<SimTime>,
+    pub erased_at: Option<SimTime>,
+    pub updated_at: SimTime,
+    pub coverage: Option<f64>,
+    pub runner_id: Option<u64>,
+    pub tag_list: Vec<String>,
+    pub artifacts: Option<Artifacts>,
+    /// How long artifacts live once a successful run uploads them (autopilot jobs).
+    pub artifacts_expire_in: Option<Duration>,
+    pub trace: Option<Trace>,
+    /// Variables given when the job was played.
+    pub variables: Vec<(String, String)>,
+    /// Bumped on every status change; scheduled autopilot events carry the epoch they expect.
+    pub epoch: u64,
+    /// The epoch the autopilot last planned for.
+    pub planned_epoch: u64,
+}
+
+impl Job {
+    /// Whether the artifacts archive exists and has not expired (`Ci::Build#artifacts?`).
+    pub fn has_live_artifacts(&self, now: SimTime) -> bool {
+        match self.artifacts {
+            Some(Artifacts {
+                expire_at: Some(at),
+            }) => at > now,
+            Some(Artifacts { expire_at: None }) => true,
+            None => false,
+        }
+    }
+}
+
+/// A project with its pipelines and jobs.
+#[derive(Debug)]
+pub(crate) struct Project {
+    pub id: u64,
+    pub path: String,
+    pub pipelines: BTreeMap<u64, Pipeline>,
+    pub jobs: BTreeMap<u64, Job>,
+    pub next_iid: u64,
+    /// Present while the project's fleet pipelines evolve on their own.
+    pub autopilot: Option<Autopilot>,
+}
+
+impl Project {
+    pub fn new(id: u64, path: String) -> Project {
+        Project {
+            id,
+            path,
+            pipelines: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            next_iid: 1,
+            autopilot: None,
+        }
+    }
+
+    /// The latest (not retried) jobs of a pipeline, builds and bridges.
+    pub fn latest_jobs(&self, pipeline_id: u64) -> impl Iterator<Item = &Job> {
+        self.pipelines
+            .get(&pipeline_id)
+            .into_iter()
+            .flat_map(|p| p.job_ids.iter())
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|job| !job.retried)
+    }
+
+    /// A pipeline's composite status from its latest jobs.
+    pub fn pipeline_status(&self, pipeline_id: u64) -> Status {
+        crate::sim::status::composite(
+            self.latest_jobs(pipeline_id)
+                .map(|job| (job.status, job.allow_failure)),
+        )
+    }
+}
+
+/// The whole simulated instance.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub projects: BTreeMap<u64, Project>,
+    paths: HashMap<String, u64>,
+    /// job id → project id
+    job_index: HashMap<u64, u64>,
+    next_job_id: u64,
+    next_pipeline_id: u64,
+    token_secret: u64,
+    /// Jobs created longer ago than this are archived (not retryable, not playable).
+    pub archive_after: Option<Duration>,
+}
+
+impl World {
+    pub fn new(token_secret: u64, archive_after: Option<Duration>) -> World {
+        World {
+            projects: BTreeMap::new(),
+            paths: HashMap::new(),
+            job_index: HashMap::new(),
+            next_job_id: 1,
+            next_pipeline_id: 1,
+            token_secret,
+            archive_after,
+        }
+    }
+
+    /// Adds a project; `None` if the id or the path is taken.
+    pub fn add_project(&mut self, id: u64, path: &str) -> Option<&mut Project> {
+        let key = path.to_ascii_lowercase();
+        if self.projects.contains_key(&id) || self.paths.contains_key(&key) {
+            return None;
+        }
+        self.paths.insert(key, id);
+        Some(self.projects.entry(id).or_insert_with(|| Project::new(id, path.to_owned())))
+    }
+
+    /// The smallest unused project id.
+    pub fn next_project_id(&self) -> u64 {
+        self.projects.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// Resolves a project reference: a numeric id or a full path (case-insensitive).
+    pub fn resolve_project(&self, reference: &str) -> Option<u64> {
+        if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_digit()) {
+            return reference
+                .parse::<u64>()
+                .ok()
+                .filter(|id| self.projects.contains_key(id));
+        }
+        self.paths.get(&reference.to_ascii_lowercase()).copied()
+    }
+
+    pub fn allocate_job_id(&mut self) -> u64 {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        id
+    }
+
+    pub fn allocate_pipeline_id(&mut self) -> u64 {
+        let id = self.next_pipeline_id;
+        self.next_pipeline_id += 1;
+        id
+    }
+
+    /// Inserts a job into its project and pipeline; false if either is missing.
+    pub fn insert_job(&mut self, job: Job) -> bool {
+        let Some(project) = self.projects.get_mut(&job.project_id) else {
+            return false;
+        };
+        let Some(pipeline) = project.pipelines.get_mut(&job.pipeline_id) else {
+            return false;
+        };
+        pipeline.job_ids.push(job.id);
+        self.job_index.insert(job.id, job.project_id);
+        project.jobs.insert(job.id, job);
+        true
+    }
+
+    /// Removes a pipeline and its jobs.
+    pub fn remove_pipeline(&mut self, project_id: u64, pipeline_id: u64) {
+        let Some(project) = self.projects.get_mut(&project_id) else {
+            return;
+        };
+        if let Some(pipeline) = project.pipelines.remove(&pipeline_id) {
+            for job_id in pipeline.job_ids {
+                project.jobs.remove(&job_id);
+                self.job_index.remove(&job_id);
+            }
+        }
+    }
+
+    /// The project a job belongs to.
+    pub fn project_of_job(&self, job_id: u64) -> Option<u64> {
+        self.job_index.get(&job_id).copied()
+    }
+
+    pub fn job(&self, project_id: u64, job_id: u64) -> Option<&Job> {
+        self.projects.get(&project_id)?.jobs.get(&job_id)
+    }
+
+    pub fn job_mut(&mut self, project_id: u64, job_id: u64) -> Option<&mut Job> {
+        self.projects.get_mut(&project_id)?.jobs.get_mut(&job_id)
+    }
+
+    /// The CI job token of a job: `glcbt-<hex id>_<check>`, derived from the instance secret.
+    pub fn job_token(&self, job_id: u64) -> String {
+        format!("glcbt-{job_id:x}_{:016x}", token_check(self.token_secret, job_id))
+    }
+
+    /// The job a CI job token belongs to, if the token is genuine and the job exists.
+    pub fn job_of_token(&self, token: &str) -> Option<(u64, u64)> {
+        let rest = token.strip_prefix("glcbt-")?;
+        let (id_hex, check_hex) = rest.split_once('_')?;
+        let job_id = u64::from_str_radix(id_hex, 16).ok()?;
+        let check = u64::from_str_radix(check_hex, 16).ok()?;
+        if check_hex.len() != 16 || check != token_check(self.token_secret, job_id) {
+            return None;
+        }
+        let project_id = self.project_of_job(job_id)?;
+        Some((project_id, job_id))
+    }
+
+    /// Whether a job is archived (`archive_builds_older_than`).
+    pub fn is_archived(&self, job: &Job, now: SimTime) -> bool {
+        self.archive_after
+            .is_some_and(|after| job.created_at < now.minus(after))
+    }
+
+    /// Total number of jobs (all projects).
+    pub fn job_count(&self) -> usize {
+        self.job_index.len()
+    }
+}
+
+/// A keyed 64-bit mix (SplitMix64 finaliser): cheap, deterministic, good enough to make job
+/// tokens unguessable by a client that does not know the secret.
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn token_check(secret: u64, job_id: u64) -> u64 {
+    mix64(secret ^ mix64(job_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_tokens_round_trip_and_reject_forgeries() {
+        let mut world = World::new(42, None);
+        world.add_project(1, "fleet/project-1");
+        world.job_index.insert(7, 1);
+        let token = world.job_token(7);
+        assert_eq!(world.job_of_token(&token), Some((1, 7)));
+        assert_eq!(World::new(43, None).job_of_token(&token), None);
+        assert_eq!(world.job_of_token("glcbt-7_0000000000000000"), None);
+        assert_eq!(world.job_of_token("not-a-token"), None);
+    }
+
+    #[test]
+    fn projects_resolve_by_id_and_case_insensitive_path() {
+        let mut world = World::new(1, None);
+        world.add_project(3, "Group/Project");
+        assert_eq!(world.resolve_project("3"), Some(3));
+        assert_eq!(world.resolve_project("group/project"), Some(3));
+        assert_eq!(world.resolve_project("4"), None);
+        assert_eq!(world.resolve_project("group"), None);
+        assert!(world.add_project(4, "group/PROJECT").is_none());
+    }
+}
