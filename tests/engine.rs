@@ -1,0 +1,511 @@
+//! The engine against the simulator: what a user of jobwarden would notice in GitLab.
+//!
+//! Each test starts a simulator on loopback with a manual clock and an empty project, builds
+//! pipelines through the simulator's control API, runs policies through the real engine (real
+//! HTTP, real client), and checks GitLab's state and the requests made.
+
+use jobwarden::crd::JobPolicy;
+use jobwarden::engine::{Engine, EngineConfig, Outcome, RunMode, RunReport};
+use jobwarden::metrics::Metrics;
+use jobwarden::policy::{CompiledPolicy, PolicyKey, compile};
+use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "engine-test-token";
+const PROJECT: &str = "team/app";
+const RETRY: &str = "POST /projects/:id/jobs/:job_id/retry";
+const CANCEL: &str = "POST /projects/:id/jobs/:job_id/cancel";
+const PLAY: &str = "POST /projects/:id/jobs/:job_id/play";
+const KEEP: &str = "POST /projects/:id/jobs/:job_id/artifacts/keep";
+const LIST_JOBS: &str = "GET /projects/:id/jobs";
+const TRACE: &str = "GET /projects/:id/jobs/:job_id/trace";
+
+/// Monday 23 November 2026, 10:00 UTC = 11:00 in Berlin.
+const MONDAY_MORNING: &str = "2026-11-23T10:00:00Z";
+
+struct World {
+    sim: SimHandle,
+    ctl: SimControl,
+    project: u64,
+}
+
+impl World {
+    async fn start(at: &str) -> World {
+        let mut config = SimConfig::new(TOKEN);
+        config.projects = 0;
+        config.clock = Clock::manual(at.parse().expect("valid start time"));
+        let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("loopback"))
+            .await
+            .expect("simulator starts");
+        let ctl = sim.control();
+        let project = ctl.add_project(PROJECT).expect("project created");
+        World { sim, ctl, project }
+    }
+
+    /// A new engine instance: what a restart of jobwarden gives.
+    fn engine(&self) -> Engine {
+        let ctl = self.ctl.clone();
+        Engine::new(
+            EngineConfig::default(),
+            Arc::new(move || ctl.now()),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn policy(&self, spec_body: &str) -> CompiledPolicy {
+        let manifest = format!(
+            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {{name: test, namespace: ci}}\nspec:\n  gitlab:\n    url: {url}\n    tokenSecretRef: {{name: gitlab, key: token}}\n  projects: [\"{PROJECT}\"]\n  interval: 10s\n{spec_body}",
+            url = self.sim.base_url(),
+        );
+        let policy: JobPolicy = serde_yaml::from_str(&manifest).expect("test manifest parses");
+        compile(PolicyKey::new("ci", "test"), &policy.spec).expect("test policy compiles")
+    }
+
+    async fn run(&self, engine: &Engine, policy: &CompiledPolicy) -> RunReport {
+        engine
+            .reconcile(
+                policy,
+                &SecretString::from(TOKEN.to_owned()),
+                RunMode::Normal,
+                &CancellationToken::new(),
+            )
+            .await
+            .expect("reconcile succeeds")
+    }
+
+    fn count(&self, endpoint: &str) -> u64 {
+        self.ctl.counters().get(endpoint).copied().unwrap_or(0)
+    }
+
+    fn advance(&self, seconds: u64) {
+        self.ctl.advance(Duration::from_secs(seconds));
+    }
+
+    fn status(&self, job: u64) -> String {
+        self.ctl.job(self.project, job).expect("job exists").status
+    }
+
+    fn pipeline(&self, git_ref: &str, tag: bool, jobs: Vec<JobSpec>) -> Vec<u64> {
+        let mut spec = PipelineSpec::new(git_ref, jobs);
+        spec.tag = tag;
+        self.ctl.add_pipeline(self.project, spec).job_ids
+    }
+}
+
+fn outcomes(report: &RunReport, action: &str) -> Vec<&'static str> {
+    report
+        .actions
+        .iter()
+        .filter(|a| a.action == action)
+        .map(|a| a.outcome.label())
+        .collect()
+}
+
+const RETRY_POLICY: &str = "  rules:
+    - name: retry-transient
+      match:
+        statuses: [failed]
+        failureReasons: [stuck_or_timeout_failure]
+      retry:
+        limit: 2
+        backoff: {duration: 60s, factor: 2, maxDuration: 10m}
+";
+
+#[tokio::test]
+async fn a_stuck_job_is_retried_exactly_limit_times_with_backoff_even_across_restarts() {
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("build", "build", "success").aged(Duration::from_secs(600)),
+            JobSpec::new("rspec", "test", "failed")
+                .failed_with("stuck_or_timeout_failure")
+                .aged(Duration::from_secs(300)),
+        ],
+    );
+    let first = ids[1];
+    let policy = w.policy(RETRY_POLICY);
+    let engine = w.engine();
+
+    // Attempt 1 finished just now: the first backoff (60 s) has not elapsed.
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["deferred"]);
+    assert_eq!(w.count(RETRY), 0);
+
+    w.advance(61);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(w.count(RETRY), 1);
+    let second = match &report.actions[0].outcome {
+        Outcome::Succeeded {
+            new_job_id: Some(id),
+        } => *id,
+        other => panic!("expected a new job id, got {other:?}"),
+    };
+    assert_ne!(second, first);
+
+    // The new attempt gets stuck too. Its backoff is 60 s · 2 = 120 s.
+    w.ctl
+        .set_job_status(w.project, second, "failed", Some("stuck_or_timeout_failure"));
+    w.advance(61);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["deferred"]);
+    assert_eq!(w.count(RETRY), 1, "the first attempt is never retried again");
+
+    // jobwarden restarts: a new engine knows nothing but what GitLab says.
+    w.advance(60);
+    let restarted = w.engine();
+    let report = w.run(&restarted, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(w.count(RETRY), 2);
+    let third = w
+        .ctl
+        .jobs(w.project)
+        .into_iter()
+        .filter(|j| j.name == "rspec")
+        .map(|j| j.id)
+        .max()
+        .expect("a third attempt");
+    w.ctl
+        .set_job_status(w.project, third, "failed", Some("stuck_or_timeout_failure"));
+
+    // Limit reached (2 retries): never retried again, by this engine or another one.
+    for engine in [restarted, w.engine()] {
+        w.advance(3600);
+        let report = w.run(&engine, &policy).await;
+        assert!(outcomes(&report, "retry").is_empty(), "{:?}", report.actions);
+    }
+    assert_eq!(w.count(RETRY), 2);
+    let attempts = w.ctl.jobs(w.project).iter().filter(|j| j.name == "rspec").count();
+    assert_eq!(attempts, 3, "one original and exactly two retries");
+}
+
+#[tokio::test]
+async fn failure_reasons_match_their_gitlab_19_1_successors() {
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("a", "test", "failed")
+                .failed_with("stuck_pending_no_matching_runners")
+                .aged(Duration::from_secs(3600)),
+            JobSpec::new("b", "test", "failed")
+                .failed_with("script_failure")
+                .aged(Duration::from_secs(3600)),
+        ],
+    );
+    w.advance(120);
+    let report = w.run(&w.engine(), &w.policy(RETRY_POLICY)).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(report.actions[0].job_id, ids[0]);
+    assert_eq!(w.count(RETRY), 1);
+}
+
+#[tokio::test]
+async fn stale_jobs_are_cancelled_and_fresh_ones_are_not() {
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("old-pending", "test", "pending").aged(Duration::from_secs(3 * 3600)),
+            JobSpec::new("old-created", "test", "created").aged(Duration::from_secs(3 * 3600)),
+            JobSpec::new("fresh-pending", "test", "pending").aged(Duration::from_secs(300)),
+            JobSpec::new("old-running", "test", "running").aged(Duration::from_secs(3 * 3600)),
+        ],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: cancel-stale
+      match: {statuses: [created, pending], olderThan: 2h}
+      cancel: {}
+",
+    );
+    let report = w.run(&w.engine(), &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["succeeded", "succeeded"]);
+    assert_eq!(w.status(ids[0]), "canceled");
+    assert_eq!(w.status(ids[1]), "canceled");
+    assert_eq!(w.status(ids[2]), "pending");
+    assert_eq!(w.status(ids[3]), "running");
+    assert_eq!(w.count(CANCEL), 2);
+}
+
+const PLAY_POLICY: &str = "  rules:
+    - name: play-deploy-when-green
+      match:
+        statuses: [manual]
+        names: [deploy-staging]
+        pipeline: {stagesSucceeded: [build, test]}
+        window: {days: [Mon, Tue, Wed, Thu, Fri], from: \"09:00\", to: \"17:00\", timeZone: Europe/Berlin}
+      play:
+        variables: [{key: TRIGGERED_BY, value: jobwarden}]
+";
+
+fn deploy_pipeline(test_status: &str) -> Vec<JobSpec> {
+    vec![
+        JobSpec::new("build", "build", "success").aged(Duration::from_secs(900)),
+        JobSpec::new("rspec", "test", test_status).aged(Duration::from_secs(600)),
+        JobSpec::new("deploy-staging", "deploy", "manual")
+            .manual()
+            .aged(Duration::from_secs(600)),
+    ]
+}
+
+#[tokio::test]
+async fn a_manual_job_is_played_only_when_its_stages_succeeded_and_inside_its_window() {
+    let w = World::start(MONDAY_MORNING).await;
+    let green = w.pipeline("main", false, deploy_pipeline("success"));
+    let red = w.pipeline("main", false, deploy_pipeline("failed"));
+    let report = w.run(&w.engine(), &w.policy(PLAY_POLICY)).await;
+    assert_eq!(outcomes(&report, "play"), ["succeeded"]);
+    assert_ne!(w.status(green[2]), "manual", "the green pipeline's deploy was played");
+    let played = w.ctl.job(w.project, green[2]).expect("job");
+    assert_eq!(
+        played.variables,
+        [("TRIGGERED_BY".to_owned(), "jobwarden".to_owned())]
+    );
+    assert_eq!(w.status(red[2]), "manual", "a red pipeline is never deployed");
+    assert_eq!(w.count(PLAY), 1);
+}
+
+#[tokio::test]
+async fn a_manual_job_is_not_played_outside_its_window() {
+    // Saturday 28 November 2026, 11:00 in Berlin.
+    let w = World::start("2026-11-28T10:00:00Z").await;
+    let green = w.pipeline("main", false, deploy_pipeline("success"));
+    let engine = w.engine();
+    let policy = w.policy(PLAY_POLICY);
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "play").is_empty());
+    assert_eq!(w.status(green[2]), "manual");
+    // Monday 08:30 in Berlin is still outside; 09:00 is inside.
+    w.advance(2 * 86400 - 9000);
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "play").is_empty());
+    w.advance(1800);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["succeeded"]);
+    assert_eq!(w.count(PLAY), 1);
+}
+
+#[tokio::test]
+async fn artifacts_about_to_expire_on_tags_are_kept_and_others_are_not() {
+    let w = World::start(MONDAY_MORNING).await;
+    let day = Duration::from_secs(86400);
+    let tagged = w.pipeline(
+        "v1.2.3",
+        true,
+        vec![
+            JobSpec::new("release", "deploy", "success").with_artifacts(day),
+            JobSpec::new("docs", "deploy", "success").with_artifacts(10 * day),
+        ],
+    );
+    let branch = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("release", "deploy", "success").with_artifacts(day)],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: keep-release-artifacts
+      match: {statuses: [success], tag: true, artifactsExpireWithin: 48h}
+      keepArtifacts: {}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
+    let kept = w.ctl.job(w.project, tagged[0]).expect("job");
+    assert_eq!(kept.artifacts_expire_at, None, "kept artifacts never expire");
+    assert!(w.ctl.job(w.project, tagged[1]).expect("job").artifacts_expire_at.is_some());
+    assert!(w.ctl.job(w.project, branch[0]).expect("job").artifacts_expire_at.is_some());
+    // Kept once: the next run has nothing to do.
+    w.advance(30);
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "keep_artifacts").is_empty());
+    assert_eq!(w.count(KEEP), 1);
+}
+
+#[tokio::test]
+async fn dry_run_decides_everything_and_changes_nothing() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("rspec", "test", "failed")
+                .failed_with("stuck_or_timeout_failure")
+                .aged(Duration::from_secs(3600)),
+            JobSpec::new("lint", "test", "pending").aged(Duration::from_secs(3 * 3600)),
+        ],
+    );
+    w.advance(120);
+    let policy = w.policy(
+        "  dryRun: true
+  rules:
+    - name: retry
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 3}
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 2h}
+      cancel: {}
+",
+    );
+    let before = w.ctl.jobs(w.project);
+    let report = w.run(&w.engine(), &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["dry_run"]);
+    assert_eq!(outcomes(&report, "cancel"), ["dry_run"]);
+    assert_eq!(w.ctl.jobs(w.project), before, "GitLab is untouched");
+    let writes: u64 = w
+        .ctl
+        .counters()
+        .iter()
+        .filter(|(endpoint, _)| !endpoint.starts_with("GET "))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(writes, 0);
+}
+
+#[tokio::test]
+async fn budgets_stop_actions_at_the_limit_and_the_rest_happen_later() {
+    let w = World::start(MONDAY_MORNING).await;
+    let jobs: Vec<JobSpec> = (0..5)
+        .map(|i| JobSpec::new(format!("job-{i}"), "test", "pending").aged(Duration::from_secs(3 * 3600)))
+        .collect();
+    let ids = w.pipeline("main", false, jobs);
+    let policy = w.policy(
+        "  limits: {maxActionsPerRun: 2, maxActionsPerHour: 3}
+  rules:
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 2h}
+      cancel: {}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    let mut o = outcomes(&report, "cancel");
+    o.sort_unstable();
+    assert_eq!(o, ["skipped_over_budget", "skipped_over_budget", "skipped_over_budget", "succeeded", "succeeded"]);
+
+    w.advance(60);
+    let report = w.run(&engine, &policy).await;
+    let mut o = outcomes(&report, "cancel");
+    o.sort_unstable();
+    assert_eq!(o, ["skipped_over_budget", "skipped_over_budget", "succeeded"], "the hourly budget allows one more");
+
+    w.advance(60);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["skipped_over_budget", "skipped_over_budget"]);
+    assert_eq!(w.count(CANCEL), 3);
+
+    w.advance(3600);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["succeeded", "succeeded"]);
+    assert_eq!(w.count(CANCEL), 5);
+    assert!(ids.iter().all(|id| w.status(*id) == "canceled"));
+}
+
+#[tokio::test]
+async fn a_quiet_project_costs_one_request_per_run() {
+    let w = World::start(MONDAY_MORNING).await;
+    for p in 0..3 {
+        let jobs: Vec<JobSpec> = (0..60)
+            .map(|i| JobSpec::new(format!("job-{p}-{i}"), "test", "success").aged(Duration::from_secs(7200)))
+            .collect();
+        w.pipeline("main", false, jobs);
+    }
+    let policy = w.policy(RETRY_POLICY);
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(report.jobs_seen, 180);
+    assert_eq!(w.count(LIST_JOBS), 2, "the first sync reads every page (180 jobs, 100 a page)");
+
+    for _ in 0..3 {
+        w.ctl.reset_log();
+        w.advance(10);
+        let report = w.run(&engine, &policy).await;
+        assert_eq!(report.jobs_seen, 180);
+        let total: u64 = w.ctl.counters().values().sum();
+        assert_eq!(total, 1, "{:?}", w.ctl.counters());
+    }
+
+    // A new failure is seen by the next cheap sync, and acted on.
+    w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "failed")
+            .failed_with("stuck_or_timeout_failure")
+            .aged(Duration::from_secs(300))],
+    );
+    w.ctl.reset_log();
+    w.advance(120);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(w.count(LIST_JOBS), 1);
+}
+
+#[tokio::test]
+async fn logs_are_read_only_for_jobs_that_matched_everything_else() {
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("infra", "test", "failed")
+                .failed_with("script_failure")
+                .with_log("step 3\nERROR: connection reset by peer\n")
+                .aged(Duration::from_secs(900)),
+            JobSpec::new("real-bug", "test", "failed")
+                .failed_with("script_failure")
+                .with_log("assertion failed: left == right\n")
+                .aged(Duration::from_secs(900)),
+            JobSpec::new("green", "test", "success")
+                .with_log("all good\n")
+                .aged(Duration::from_secs(900)),
+            JobSpec::new("other-reason", "test", "failed")
+                .failed_with("api_failure")
+                .with_log("connection reset by peer\n")
+                .aged(Duration::from_secs(900)),
+        ],
+    );
+    w.advance(120);
+    let policy = w.policy(
+        "  rules:
+    - name: retry-infra-errors
+      match:
+        statuses: [failed]
+        failureReasons: [script_failure]
+        logPattern: \"connection reset by peer|no space left on device\"
+      retry: {limit: 1}
+",
+    );
+    let report = w.run(&w.engine(), &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(report.actions[0].job_id, ids[0]);
+    assert_eq!(w.count(TRACE), 2, "only the two script failures had their logs read");
+}
+
+#[tokio::test]
+async fn a_job_policy_on_an_unknown_project_reports_gitlabs_error() {
+    let w = World::start(MONDAY_MORNING).await;
+    let mut policy = w.policy(RETRY_POLICY);
+    policy.projects = vec![jobwarden::gitlab::models::ProjectRef::parse("nobody/nothing")];
+    let err = w
+        .engine()
+        .reconcile(
+            &policy,
+            &SecretString::from(TOKEN.to_owned()),
+            RunMode::Normal,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("no project can be observed");
+    let message = err.to_string();
+    assert!(message.contains("404"), "{message}");
+    assert!(message.contains("Project Not Found"), "{message}");
+}
