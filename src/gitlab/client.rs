@@ -176,9 +176,7 @@ impl AttemptError {
     fn is_retryable_get(&self) -> bool {
         match &self.error {
             GitLabError::Transport { .. } => true,
-            GitLabError::Api { status, .. } => {
-                *status == 429 || (*status >= 500 && *status != 501)
-            }
+            GitLabError::Api { status, .. } => *status == 429 || (*status >= 500 && *status != 501),
             _ => false,
         }
     }
@@ -271,7 +269,11 @@ impl GitLabClient {
         let http = builder
             .build()
             .map_err(|e| GitLabError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let auth = config.credential.as_ref().map(Credential::header).transpose()?;
+        let auth = config
+            .credential
+            .as_ref()
+            .map(Credential::header)
+            .transpose()?;
         let limiter = config
             .rate_limiter
             .unwrap_or_else(|| Arc::new(RateLimiter::new(config.requests_per_minute)));
@@ -307,10 +309,12 @@ impl GitLabClient {
     /// The URL of an API path. `path` starts with `/` and its user-provided segments are already
     /// percent-encoded (`/projects/group%2Fproject/jobs`); the encoding survives as is.
     pub(crate) fn api_url(&self, path: &str, query: &Query) -> Result<Url, GitLabError> {
-        if path
-            .split('/')
-            .any(|segment| matches!(segment.to_ascii_lowercase().as_str(), "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."))
-        {
+        if path.split('/').any(|segment| {
+            matches!(
+                segment.to_ascii_lowercase().as_str(),
+                "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+            )
+        }) {
             return Err(GitLabError::InvalidArgument(
                 "a project, ref or artifact path must not contain `.` or `..` segments".into(),
             ));
@@ -508,7 +512,13 @@ impl GitLabClient {
         let mut throttled = 0;
         loop {
             let attempt = self
-                .open(endpoint, url.clone(), body.clone(), ACCEPT_JSON, Deadline::Total)
+                .open(
+                    endpoint,
+                    url.clone(),
+                    body.clone(),
+                    ACCEPT_JSON,
+                    Deadline::Total,
+                )
                 .await;
             match attempt {
                 Ok(opened) => return self.read_json_body(endpoint, opened).await,
@@ -696,7 +706,11 @@ mod tests {
     #[test]
     fn dot_segments_are_refused_rather_than_normalised_away() {
         let c = client("https://gitlab.example.com");
-        for path in ["/projects/1/jobs/2/artifacts/../../3", "/projects/%2E%2e/jobs", "/projects/./jobs"] {
+        for path in [
+            "/projects/1/jobs/2/artifacts/../../3",
+            "/projects/%2E%2e/jobs",
+            "/projects/./jobs",
+        ] {
             let err = c.api_url(path, &Query::new()).unwrap_err();
             assert_eq!(err.kind(), "invalid_argument", "{path}");
         }
@@ -705,7 +719,10 @@ mod tests {
     #[test]
     fn bad_configurations_are_refused() {
         let bad = |config: ClientConfig| GitLabClient::new(config).unwrap_err().kind();
-        assert_eq!(bad(ClientConfig::new("ftp://x".parse().unwrap(), None)), "config");
+        assert_eq!(
+            bad(ClientConfig::new("ftp://x".parse().unwrap(), None)),
+            "config"
+        );
         let mut zero = ClientConfig::new("https://x".parse().unwrap(), None);
         zero.requests_per_minute = 0;
         assert_eq!(bad(zero), "config");
@@ -754,12 +771,14 @@ mod tests {
 
     #[test]
     fn retryable_failures_of_a_get() {
-        let api = |status| AttemptError::from(GitLabError::Api {
-            method: "GET",
-            endpoint: "/x",
-            status,
-            message: String::new(),
-        });
+        let api = |status| {
+            AttemptError::from(GitLabError::Api {
+                method: "GET",
+                endpoint: "/x",
+                status,
+                message: String::new(),
+            })
+        };
         assert!(api(503).is_retryable_get());
         assert!(api(500).is_retryable_get());
         assert!(api(429).is_retryable_get());
@@ -770,7 +789,10 @@ mod tests {
             retry_after: Some(Duration::from_secs(7)),
             ..api(503)
         };
-        assert_eq!(retry_after.retry_delay(0, &Backoff::default()), Duration::from_secs(7));
+        assert_eq!(
+            retry_after.retry_delay(0, &Backoff::default()),
+            Duration::from_secs(7)
+        );
     }
 
     #[test]
