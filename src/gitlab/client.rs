@@ -176,9 +176,7 @@ impl AttemptError {
     fn is_retryable_get(&self) -> bool {
         match &self.error {
             GitLabError::Transport { .. } => true,
-            GitLabError::Api { status, .. } => {
-                *status == 429 || (*status >= 500 && *status != 501)
-            }
+            GitLabError::Api { status, .. } => *status == 429 || (*status >= 500 && *status != 501),
             _ => false,
         }
     }
@@ -271,7 +269,11 @@ impl GitLabClient {
         let http = builder
             .build()
             .map_err(|e| GitLabError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let auth = config.credential.as_ref().map(Credential::header).transpose()?;
+        let auth = config
+            .credential
+            .as_ref()
+            .map(Credential::header)
+            .transpose()?;
         let limiter = config
             .rate_limiter
             .unwrap_or_else(|| Arc::new(RateLimiter::new(config.requests_per_minute)));
@@ -307,10 +309,12 @@ impl GitLabClient {
     /// The URL of an API path. `path` starts with `/` and its user-provided segments are already
     /// percent-encoded (`/projects/group%2Fproject/jobs`); the encoding survives as is.
     pub(crate) fn api_url(&self, path: &str, query: &Query) -> Result<Url, GitLabError> {
-        if path
-            .split('/')
-            .any(|segment| matches!(segment.to_ascii_lowercase().as_str(), "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."))
-        {
+        if path.split('/').any(|segment| {
+            matches!(
+                segment.to_ascii_lowercase().as_str(),
+                "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+            )
+        }) {
             return Err(GitLabError::InvalidArgument(
                 "a project, ref or artifact path must not contain `.` or `..` segments".into(),
             ));
@@ -341,48 +345,25 @@ impl GitLabClient {
             // Credentials go only to GitLab itself, never to a redirect target elsewhere
             // (object storage), and rate-limit headers are only GitLab's.
             let to_gitlab = url.origin() == inner.api_base.origin();
-            let mut request = inner
-                .http
-                .request(endpoint.method.to_reqwest(), url.clone())
-                .header(ACCEPT, accept);
-            if to_gitlab && let Some(auth) = &inner.auth {
-                request = request.header(auth.name.clone(), auth.value.clone());
-            }
-            if let Some(body) = &body {
-                request = request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            if deadline == Deadline::Total {
-                request = request.timeout(inner.timeout);
-            }
+            let request = self.build_request(endpoint, &url, body.as_ref(), accept, to_gitlab);
             let mut exchange = Exchange {
                 observer: inner.observer.clone(),
                 endpoint: endpoint.template,
                 started: Instant::now(),
                 status: None,
             };
-            let response = match tokio::time::timeout(inner.timeout, request.send()).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) => return Err(transport_error(endpoint, e).into()),
-                Err(_) => return Err(timeout_error(endpoint, inner.timeout).into()),
+            let sent = match deadline {
+                // reqwest enforces the total deadline and tells connect failures apart.
+                Deadline::Total => request.timeout(inner.timeout).send().await,
+                Deadline::PerRead => tokio::time::timeout(inner.timeout, request.send())
+                    .await
+                    .map_err(|_| AttemptError::from(timeout_error(endpoint, inner.timeout)))?,
             };
+            let response = sent.map_err(|e| AttemptError::from(transport_error(endpoint, e)))?;
             let status = response.status();
             exchange.status = Some(status.as_u16());
             let retry_after = if to_gitlab {
-                let signal = inner.limiter.observe_response(
-                    limit_scope(endpoint),
-                    status,
-                    response.headers(),
-                    Instant::now(),
-                    jiff::Timestamp::now(),
-                );
-                if let Some(remaining) = signal.remaining {
-                    inner
-                        .observer
-                        .on_rate_limit_remaining(&inner.instance, remaining);
-                }
-                signal.retry_after
+                self.learn_rate_limits(endpoint, &response)
             } else {
                 None
             };
@@ -420,6 +401,53 @@ impl GitLabClient {
                 retry_after,
             });
         }
+    }
+
+    /// One HTTP request, with the credential only if it goes to GitLab itself.
+    fn build_request(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        body: Option<&Bytes>,
+        accept: &'static str,
+        with_credential: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .inner
+            .http
+            .request(endpoint.method.to_reqwest(), url.clone())
+            .header(ACCEPT, accept);
+        if with_credential && let Some(auth) = &self.inner.auth {
+            request = request.header(auth.name.clone(), auth.value.clone());
+        }
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        request
+    }
+
+    /// Feeds GitLab's rate-limit headers to the limiter and the observer; returns `Retry-After`.
+    fn learn_rate_limits(
+        &self,
+        endpoint: Endpoint,
+        response: &reqwest::Response,
+    ) -> Option<Duration> {
+        let inner = &self.inner;
+        let signal = inner.limiter.observe_response(
+            limit_scope(endpoint),
+            response.status(),
+            response.headers(),
+            Instant::now(),
+            jiff::Timestamp::now(),
+        );
+        if let Some(remaining) = signal.remaining {
+            inner
+                .observer
+                .on_rate_limit_remaining(&inner.instance, remaining);
+        }
+        signal.retry_after
     }
 
     /// Reads (the start of) an error body and extracts GitLab's message. A body that cannot be
@@ -508,7 +536,13 @@ impl GitLabClient {
         let mut throttled = 0;
         loop {
             let attempt = self
-                .open(endpoint, url.clone(), body.clone(), ACCEPT_JSON, Deadline::Total)
+                .open(
+                    endpoint,
+                    url.clone(),
+                    body.clone(),
+                    ACCEPT_JSON,
+                    Deadline::Total,
+                )
                 .await;
             match attempt {
                 Ok(opened) => return self.read_json_body(endpoint, opened).await,
@@ -667,6 +701,7 @@ mod tests {
     use super::*;
     use crate::gitlab::models::ProjectRef;
     use reqwest::header::HeaderValue;
+    use std::path::Path;
 
     fn client(base: &str) -> GitLabClient {
         GitLabClient::new(ClientConfig::new(base.parse().unwrap(), None)).unwrap()
@@ -696,7 +731,11 @@ mod tests {
     #[test]
     fn dot_segments_are_refused_rather_than_normalised_away() {
         let c = client("https://gitlab.example.com");
-        for path in ["/projects/1/jobs/2/artifacts/../../3", "/projects/%2E%2e/jobs", "/projects/./jobs"] {
+        for path in [
+            "/projects/1/jobs/2/artifacts/../../3",
+            "/projects/%2E%2e/jobs",
+            "/projects/./jobs",
+        ] {
             let err = c.api_url(path, &Query::new()).unwrap_err();
             assert_eq!(err.kind(), "invalid_argument", "{path}");
         }
@@ -705,13 +744,35 @@ mod tests {
     #[test]
     fn bad_configurations_are_refused() {
         let bad = |config: ClientConfig| GitLabClient::new(config).unwrap_err().kind();
-        assert_eq!(bad(ClientConfig::new("ftp://x".parse().unwrap(), None)), "config");
+        assert_eq!(
+            bad(ClientConfig::new("ftp://x".parse().unwrap(), None)),
+            "config"
+        );
         let mut zero = ClientConfig::new("https://x".parse().unwrap(), None);
         zero.requests_per_minute = 0;
         assert_eq!(bad(zero), "config");
         let mut missing_ca = ClientConfig::new("https://x".parse().unwrap(), None);
         missing_ca.ca_bundle = Some("/nonexistent/ca.pem".into());
         assert_eq!(bad(missing_ca), "config");
+    }
+
+    #[test]
+    fn a_ca_bundle_must_hold_certificates() {
+        let with_bundle = |path: PathBuf| {
+            let mut config = ClientConfig::new("https://gitlab.internal".parse().unwrap(), None);
+            config.ca_bundle = Some(path);
+            GitLabClient::new(config)
+        };
+        // A public root certificate, as a private CA's would be.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ca/isrg-root-x1.pem");
+        assert!(with_bundle(root).is_ok());
+
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let err = with_bundle(garbage).unwrap_err();
+        assert_eq!(err.kind(), "config");
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
     }
 
     #[test]
@@ -754,12 +815,14 @@ mod tests {
 
     #[test]
     fn retryable_failures_of_a_get() {
-        let api = |status| AttemptError::from(GitLabError::Api {
-            method: "GET",
-            endpoint: "/x",
-            status,
-            message: String::new(),
-        });
+        let api = |status| {
+            AttemptError::from(GitLabError::Api {
+                method: "GET",
+                endpoint: "/x",
+                status,
+                message: String::new(),
+            })
+        };
         assert!(api(503).is_retryable_get());
         assert!(api(500).is_retryable_get());
         assert!(api(429).is_retryable_get());
@@ -770,7 +833,10 @@ mod tests {
             retry_after: Some(Duration::from_secs(7)),
             ..api(503)
         };
-        assert_eq!(retry_after.retry_delay(0, &Backoff::default()), Duration::from_secs(7));
+        assert_eq!(
+            retry_after.retry_delay(0, &Backoff::default()),
+            Duration::from_secs(7)
+        );
     }
 
     #[test]

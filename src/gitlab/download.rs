@@ -4,6 +4,7 @@ use crate::gitlab::client::{GitLabClient, Opened, timeout_error, transport_error
 use crate::gitlab::endpoints::Endpoint;
 use crate::gitlab::error::GitLabError;
 use bytes::Bytes;
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use url::Url;
 
@@ -20,27 +21,17 @@ impl GitLabClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let opened = self.open_stream(endpoint, url).await?;
+        let write_error = |source| GitLabError::Write {
+            endpoint: endpoint.template,
+            source,
+        };
+        let mut chunks = self.body_chunks(endpoint, url).await?;
         let mut written = 0u64;
-        self.for_each_chunk(endpoint, opened, async |chunk: Bytes| {
-            writer
-                .write_all(&chunk)
-                .await
-                .map_err(|source| GitLabError::Write {
-                    endpoint: endpoint.template,
-                    source,
-                })?;
+        while let Some(chunk) = chunks.next().await? {
+            writer.write_all(&chunk).await.map_err(write_error)?;
             written += chunk.len() as u64;
-            Ok(())
-        })
-        .await?;
-        writer
-            .flush()
-            .await
-            .map_err(|source| GitLabError::Write {
-                endpoint: endpoint.template,
-                source,
-            })?;
+        }
+        writer.flush().await.map_err(write_error)?;
         Ok(written)
     }
 
@@ -51,43 +42,38 @@ impl GitLabClient {
         url: &Url,
         max_bytes: usize,
     ) -> Result<String, GitLabError> {
-        let opened = self.open_stream(endpoint, url).await?;
+        let mut chunks = self.body_chunks(endpoint, url).await?;
         let mut tail = TailBuffer::new(max_bytes);
-        self.for_each_chunk(endpoint, opened, async |chunk: Bytes| {
+        while let Some(chunk) = chunks.next().await? {
             tail.push(&chunk);
-            Ok(())
-        })
-        .await?;
+        }
         Ok(tail.into_string())
     }
 
-    /// Feeds every chunk of the body to `sink`, with a per-chunk read timeout.
-    async fn for_each_chunk<F>(
-        &self,
-        endpoint: Endpoint,
-        opened: Opened,
-        mut sink: F,
-    ) -> Result<(), GitLabError>
-    where
-        F: AsyncFnMut(Bytes) -> Result<(), GitLabError>,
-    {
-        let Opened {
-            mut response,
-            exchange,
-        } = opened;
-        let timeout = self.inner.timeout;
-        loop {
-            let chunk = tokio::time::timeout(timeout, response.chunk())
-                .await
-                .map_err(|_| timeout_error(endpoint, timeout))?
-                .map_err(|e| transport_error(endpoint, e))?;
-            match chunk {
-                Some(chunk) => sink(chunk).await?,
-                None => break,
-            }
-        }
-        drop(exchange);
-        Ok(())
+    async fn body_chunks(&self, endpoint: Endpoint, url: &Url) -> Result<BodyChunks, GitLabError> {
+        let opened = self.open_stream(endpoint, url).await?;
+        Ok(BodyChunks {
+            opened,
+            endpoint,
+            timeout: self.inner.timeout,
+        })
+    }
+}
+
+/// The chunks of a response body, each awaited under the read timeout. The exchange is
+/// reported to the observer when this is dropped.
+struct BodyChunks {
+    opened: Opened,
+    endpoint: Endpoint,
+    timeout: Duration,
+}
+
+impl BodyChunks {
+    async fn next(&mut self) -> Result<Option<Bytes>, GitLabError> {
+        tokio::time::timeout(self.timeout, self.opened.response.chunk())
+            .await
+            .map_err(|_| timeout_error(self.endpoint, self.timeout))?
+            .map_err(|e| transport_error(self.endpoint, e))
     }
 }
 
@@ -113,7 +99,8 @@ impl TailBuffer {
         if chunk.len() >= self.max {
             self.cut |= !self.buffer.is_empty() || chunk.len() > self.max;
             self.buffer.clear();
-            self.buffer.extend_from_slice(&chunk[chunk.len() - self.max..]);
+            self.buffer
+                .extend_from_slice(&chunk[chunk.len() - self.max..]);
             return;
         }
         self.buffer.extend_from_slice(chunk);

@@ -103,8 +103,7 @@ impl Endpoint {
     pub const KEEP_ARTIFACTS: Endpoint =
         Endpoint::post("/projects/:id/jobs/:job_id/artifacts/keep");
     /// `DELETE /projects/:id/jobs/:job_id/artifacts`.
-    pub const DELETE_ARTIFACTS: Endpoint =
-        Endpoint::delete("/projects/:id/jobs/:job_id/artifacts");
+    pub const DELETE_ARTIFACTS: Endpoint = Endpoint::delete("/projects/:id/jobs/:job_id/artifacts");
     /// `GET /projects/:id/jobs/:job_id/artifacts`: the artifacts archive.
     pub const DOWNLOAD_ARTIFACTS: Endpoint = Endpoint::get("/projects/:id/jobs/:job_id/artifacts");
     /// `GET /projects/:id/jobs/artifacts/:ref_name/download?job=`: the archive of the latest
@@ -206,7 +205,10 @@ mod tests {
 
     #[test]
     fn segments_encode_slashes_and_spaces() {
-        assert_eq!(encode_segment("feature/login page"), "feature%2Flogin%20page");
+        assert_eq!(
+            encode_segment("feature/login page"),
+            "feature%2Flogin%20page"
+        );
         assert_eq!(encode_segment("v1.2.3_rc-1~x"), "v1.2.3_rc-1~x");
     }
 

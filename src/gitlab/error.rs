@@ -284,7 +284,11 @@ mod tests {
             ),
             (429, "Retry later\n", "Retry later"),
             (503, "", "Service Unavailable"),
-            (502, "<html>\n<body>Bad   Gateway</body></html>", "<html> <body>Bad Gateway</body></html>"),
+            (
+                502,
+                "<html>\n<body>Bad   Gateway</body></html>",
+                "<html> <body>Bad Gateway</body></html>",
+            ),
             (418, "[1,2]", "1, 2"),
         ];
         for (status, body, want) in cases {
@@ -298,7 +302,10 @@ mod tests {
         let message = api_message(500, long.as_bytes());
         assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
         assert!(message.ends_with('…'));
-        assert_eq!(api_message(500, b"bad \xff\xfe bytes"), "bad \u{fffd}\u{fffd} bytes");
+        assert_eq!(
+            api_message(500, b"bad \xff\xfe bytes"),
+            "bad \u{fffd}\u{fffd} bytes"
+        );
     }
 
     fn api(method: Method, status: u16) -> GitLabError {

@@ -165,7 +165,10 @@ impl GitLabClient {
         job_id: u64,
         max_bytes: usize,
     ) -> Result<String, GitLabError> {
-        let url = self.api_url(&format!("{}/trace", job_path(project, job_id)), &Query::new())?;
+        let url = self.api_url(
+            &format!("{}/trace", job_path(project, job_id)),
+            &Query::new(),
+        )?;
         self.download_tail(Endpoint::JOB_TRACE, &url, max_bytes)
             .await
     }
@@ -180,7 +183,10 @@ impl GitLabClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let url = self.api_url(&format!("{}/trace", job_path(project, job_id)), &Query::new())?;
+        let url = self.api_url(
+            &format!("{}/trace", job_path(project, job_id)),
+            &Query::new(),
+        )?;
         self.download_to(Endpoint::JOB_TRACE, &url, writer).await
     }
 
@@ -203,13 +209,19 @@ impl GitLabClient {
     /// `POST /projects/:id/jobs/:job_id/retry`. Returns the NEW job (a new id); the old one keeps
     /// its status.
     pub async fn retry_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
-        let url = self.api_url(&format!("{}/retry", job_path(project, job_id)), &Query::new())?;
+        let url = self.api_url(
+            &format!("{}/retry", job_path(project, job_id)),
+            &Query::new(),
+        )?;
         self.post_for_job(Endpoint::RETRY_JOB, &url, None).await
     }
 
     /// `POST /projects/:id/jobs/:job_id/erase`: removes the job's artifacts and log.
     pub async fn erase_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
-        let url = self.api_url(&format!("{}/erase", job_path(project, job_id)), &Query::new())?;
+        let url = self.api_url(
+            &format!("{}/erase", job_path(project, job_id)),
+            &Query::new(),
+        )?;
         self.post_for_job(Endpoint::ERASE_JOB, &url, None).await
     }
 
@@ -221,7 +233,10 @@ impl GitLabClient {
         job_id: u64,
         variables: &[JobVariable],
     ) -> Result<Job, GitLabError> {
-        let url = self.api_url(&format!("{}/play", job_path(project, job_id)), &Query::new())?;
+        let url = self.api_url(
+            &format!("{}/play", job_path(project, job_id)),
+            &Query::new(),
+        )?;
         let body = if variables.is_empty() {
             None
         } else {

@@ -321,18 +321,27 @@ mod tests {
 
     #[test]
     fn offset_follows_x_next_page_on_our_own_url() {
-        let current = url("http://127.0.0.1:9/api/v4/projects/g%2Fp/jobs?scope[]=failed&per_page=100&page=1");
+        let current =
+            url("http://127.0.0.1:9/api/v4/projects/g%2Fp/jobs?scope[]=failed&per_page=100&page=1");
         let h = headers(&[
             ("x-next-page", "2"),
-            ("link", "<https://external.example.com/api/v4/projects/g%2Fp/jobs?page=2>; rel=\"next\""),
+            (
+                "link",
+                "<https://external.example.com/api/v4/projects/g%2Fp/jobs?page=2>; rel=\"next\"",
+            ),
         ]);
-        let next = next_page_url(&current, &h, PaginationMode::Offset).unwrap().unwrap();
+        let next = next_page_url(&current, &h, PaginationMode::Offset)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             next.as_str(),
             "http://127.0.0.1:9/api/v4/projects/g%2Fp/jobs?scope[]=failed&per_page=100&page=2"
         );
         let last = headers(&[("x-next-page", ""), ("x-page", "3")]);
-        assert_eq!(next_page_url(&current, &last, PaginationMode::Offset), Ok(None));
+        assert_eq!(
+            next_page_url(&current, &last, PaginationMode::Offset),
+            Ok(None)
+        );
         let bad = headers(&[("x-next-page", "two")]);
         assert!(next_page_url(&current, &bad, PaginationMode::Offset).is_err());
     }
@@ -344,27 +353,39 @@ mod tests {
             "link",
             "<https://gitlab.example.com/api/v4/projects/1/pipelines/5/jobs?page=2&per_page=100>; rel=\"next\"",
         )]);
-        let next = next_page_url(&current, &h, PaginationMode::Offset).unwrap().unwrap();
+        let next = next_page_url(&current, &h, PaginationMode::Offset)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             next.as_str(),
             "http://127.0.0.1:9/api/v4/projects/1/pipelines/5/jobs?page=2&per_page=100"
         );
-        assert_eq!(next_page_url(&current, &HeaderMap::new(), PaginationMode::Offset), Ok(None));
+        assert_eq!(
+            next_page_url(&current, &HeaderMap::new(), PaginationMode::Offset),
+            Ok(None)
+        );
     }
 
     #[test]
     fn keyset_follows_the_cursor_and_ends_without_link() {
-        let current = url("http://127.0.0.1:9/api/v4/projects/g%2Fp/jobs?pagination=keyset&per_page=100&order_by=id&sort=desc");
+        let current = url(
+            "http://127.0.0.1:9/api/v4/projects/g%2Fp/jobs?pagination=keyset&per_page=100&order_by=id&sort=desc",
+        );
         let h = headers(&[(
             "link",
             "<https://gitlab.example.com/api/v4/projects/g%2Fp/jobs?cursor=abc%3D&order_by=id&pagination=keyset&per_page=100&sort=desc>; rel=\"next\"",
         )]);
-        let next = next_page_url(&current, &h, PaginationMode::Keyset).unwrap().unwrap();
+        let next = next_page_url(&current, &h, PaginationMode::Keyset)
+            .unwrap()
+            .unwrap();
         assert_eq!(next.host_str(), Some("127.0.0.1"));
         assert_eq!(next.path(), "/api/v4/projects/g%2Fp/jobs");
         assert!(next.query().unwrap().contains("cursor=abc%3D"));
         // The last keyset page has no Link.
-        assert_eq!(next_page_url(&current, &HeaderMap::new(), PaginationMode::Keyset), Ok(None));
+        assert_eq!(
+            next_page_url(&current, &HeaderMap::new(), PaginationMode::Keyset),
+            Ok(None)
+        );
         // A server that ignored `pagination=keyset` and paged by offset is still followed.
         let offset_answer = headers(&[("x-next-page", "2")]);
         let next = next_page_url(&current, &offset_answer, PaginationMode::Keyset)
@@ -372,7 +393,10 @@ mod tests {
             .unwrap();
         assert!(next.query().unwrap().ends_with("&page=2"));
         let offset_last = headers(&[("x-next-page", "")]);
-        assert_eq!(next_page_url(&current, &offset_last, PaginationMode::Keyset), Ok(None));
+        assert_eq!(
+            next_page_url(&current, &offset_last, PaginationMode::Keyset),
+            Ok(None)
+        );
     }
 
     #[test]

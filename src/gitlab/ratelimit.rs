@@ -146,7 +146,9 @@ impl RateLimiter {
         let tolerance = interval.saturating_mul(self.settings.burst - 1);
         let mut state = self.lock();
         let arrival = state.next_arrival.map_or(now, |t| t.max(now));
-        let wait = arrival.saturating_duration_since(now).saturating_sub(tolerance);
+        let wait = arrival
+            .saturating_duration_since(now)
+            .saturating_sub(tolerance);
         state.next_arrival = Some(arrival + interval);
         wait
     }
@@ -155,9 +157,7 @@ impl RateLimiter {
         let state = self.lock();
         let until = match scope {
             LimitScope::Instance => state.instance_paused_until,
-            LimitScope::ProjectJobsList => state
-                .instance_paused_until
-                .max(state.list_paused_until),
+            LimitScope::ProjectJobsList => state.instance_paused_until.max(state.list_paused_until),
         };
         until.filter(|u| *u > now).map(|u| u - now)
     }
@@ -224,7 +224,10 @@ impl RateLimiter {
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (`Tue, 05 Jan 2021 11:00:00 GMT`). A date
