@@ -3,7 +3,7 @@
 //!
 //! The endpoint methods live in [`jobs`](crate::gitlab::jobs); paging in
 //! [`pagination`](crate::gitlab::pagination); streaming bodies in
-//! [`download`](crate::gitlab::download).
+//! `download.rs`.
 //!
 //! Retry policy:
 //! - `GET`s are retried with exponential backoff and full jitter on connection errors, timeouts,
