@@ -24,8 +24,8 @@ pub type PolicyOverride = Arc<dyn Fn(&mut CompiledPolicy) + Send + Sync>;
 pub struct RunnerConfig {
     pub paths: Vec<PathBuf>,
     pub token_env: String,
-    /// A token to use when a policy's Secret is not found (the demo's simulator token).
-    pub fallback_token: Option<SecretString>,
+    /// A token used for every policy instead of its Secret (the demo's simulator token).
+    pub token_override: Option<SecretString>,
     pub override_policy: Option<PolicyOverride>,
     /// How often the directory is checked for changes.
     pub reload_every: Duration,
@@ -91,19 +91,24 @@ fn apply(
         if let Some(rewrite) = &config.override_policy {
             rewrite(&mut compiled);
         }
-        let token = match resolve_token(&loaded.policy, &manifests.secrets, &config.token_env) {
+        let resolved = match &config.token_override {
+            Some(token) => Ok(token.clone()),
+            None => resolve_token(&loaded.policy, &manifests.secrets, &config.token_env),
+        };
+        let token = match resolved {
             Ok(token) => token,
-            Err(err) => match &config.fallback_token {
-                Some(token) => token.clone(),
-                None => {
-                    *counts.entry("error").or_default() += 1;
-                    tracing::error!(policy = %compiled.key, error = %err, "no GitLab token");
-                    continue;
-                }
-            },
+            Err(err) => {
+                *counts.entry("error").or_default() += 1;
+                tracing::error!(policy = %compiled.key, error = %err, "no GitLab token");
+                continue;
+            }
         };
         *counts
-            .entry(if compiled.suspend { "suspended" } else { "ready" })
+            .entry(if compiled.suspend {
+                "suspended"
+            } else {
+                "ready"
+            })
             .or_default() += 1;
         let fingerprint = policy_fingerprint(&loaded.policy.spec, &token);
         wanted.insert(compiled.key.clone(), (compiled, token, fingerprint));

@@ -149,12 +149,20 @@ async fn a_stuck_job_is_retried_exactly_limit_times_with_backoff_even_across_res
     assert_ne!(second, first);
 
     // The new attempt gets stuck too. Its backoff is 60 s · 2 = 120 s.
-    w.ctl
-        .set_job_status(w.project, second, "failed", Some("stuck_or_timeout_failure"));
+    w.ctl.set_job_status(
+        w.project,
+        second,
+        "failed",
+        Some("stuck_or_timeout_failure"),
+    );
     w.advance(61);
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "retry"), ["deferred"]);
-    assert_eq!(w.count(RETRY), 1, "the first attempt is never retried again");
+    assert_eq!(
+        w.count(RETRY),
+        1,
+        "the first attempt is never retried again"
+    );
 
     // jobwarden restarts: a new engine knows nothing but what GitLab says.
     w.advance(60);
@@ -177,10 +185,19 @@ async fn a_stuck_job_is_retried_exactly_limit_times_with_backoff_even_across_res
     for engine in [restarted, w.engine()] {
         w.advance(3600);
         let report = w.run(&engine, &policy).await;
-        assert!(outcomes(&report, "retry").is_empty(), "{:?}", report.actions);
+        assert!(
+            outcomes(&report, "retry").is_empty(),
+            "{:?}",
+            report.actions
+        );
     }
     assert_eq!(w.count(RETRY), 2);
-    let attempts = w.ctl.jobs(w.project).iter().filter(|j| j.name == "rspec").count();
+    let attempts = w
+        .ctl
+        .jobs(w.project)
+        .iter()
+        .filter(|j| j.name == "rspec")
+        .count();
     assert_eq!(attempts, 3, "one original and exactly two retries");
 }
 
@@ -263,13 +280,21 @@ async fn a_manual_job_is_played_only_when_its_stages_succeeded_and_inside_its_wi
     let red = w.pipeline("main", false, deploy_pipeline("failed"));
     let report = w.run(&w.engine(), &w.policy(PLAY_POLICY)).await;
     assert_eq!(outcomes(&report, "play"), ["succeeded"]);
-    assert_ne!(w.status(green[2]), "manual", "the green pipeline's deploy was played");
+    assert_ne!(
+        w.status(green[2]),
+        "manual",
+        "the green pipeline's deploy was played"
+    );
     let played = w.ctl.job(w.project, green[2]).expect("job");
     assert_eq!(
         played.variables,
         [("TRIGGERED_BY".to_owned(), "jobwarden".to_owned())]
     );
-    assert_eq!(w.status(red[2]), "manual", "a red pipeline is never deployed");
+    assert_eq!(
+        w.status(red[2]),
+        "manual",
+        "a red pipeline is never deployed"
+    );
     assert_eq!(w.count(PLAY), 1);
 }
 
@@ -321,9 +346,24 @@ async fn artifacts_about_to_expire_on_tags_are_kept_and_others_are_not() {
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
     let kept = w.ctl.job(w.project, tagged[0]).expect("job");
-    assert_eq!(kept.artifacts_expire_at, None, "kept artifacts never expire");
-    assert!(w.ctl.job(w.project, tagged[1]).expect("job").artifacts_expire_at.is_some());
-    assert!(w.ctl.job(w.project, branch[0]).expect("job").artifacts_expire_at.is_some());
+    assert_eq!(
+        kept.artifacts_expire_at, None,
+        "kept artifacts never expire"
+    );
+    assert!(
+        w.ctl
+            .job(w.project, tagged[1])
+            .expect("job")
+            .artifacts_expire_at
+            .is_some()
+    );
+    assert!(
+        w.ctl
+            .job(w.project, branch[0])
+            .expect("job")
+            .artifacts_expire_at
+            .is_some()
+    );
     // Kept once: the next run has nothing to do.
     w.advance(30);
     let report = w.run(&engine, &policy).await;
@@ -375,7 +415,9 @@ async fn dry_run_decides_everything_and_changes_nothing() {
 async fn budgets_stop_actions_at_the_limit_and_the_rest_happen_later() {
     let w = World::start(MONDAY_MORNING).await;
     let jobs: Vec<JobSpec> = (0..5)
-        .map(|i| JobSpec::new(format!("job-{i}"), "test", "pending").aged(Duration::from_secs(3 * 3600)))
+        .map(|i| {
+            JobSpec::new(format!("job-{i}"), "test", "pending").aged(Duration::from_secs(3 * 3600))
+        })
         .collect();
     let ids = w.pipeline("main", false, jobs);
     let policy = w.policy(
@@ -390,17 +432,33 @@ async fn budgets_stop_actions_at_the_limit_and_the_rest_happen_later() {
     let report = w.run(&engine, &policy).await;
     let mut o = outcomes(&report, "cancel");
     o.sort_unstable();
-    assert_eq!(o, ["skipped_over_budget", "skipped_over_budget", "skipped_over_budget", "succeeded", "succeeded"]);
+    assert_eq!(
+        o,
+        [
+            "skipped_over_budget",
+            "skipped_over_budget",
+            "skipped_over_budget",
+            "succeeded",
+            "succeeded"
+        ]
+    );
 
     w.advance(60);
     let report = w.run(&engine, &policy).await;
     let mut o = outcomes(&report, "cancel");
     o.sort_unstable();
-    assert_eq!(o, ["skipped_over_budget", "skipped_over_budget", "succeeded"], "the hourly budget allows one more");
+    assert_eq!(
+        o,
+        ["skipped_over_budget", "skipped_over_budget", "succeeded"],
+        "the hourly budget allows one more"
+    );
 
     w.advance(60);
     let report = w.run(&engine, &policy).await;
-    assert_eq!(outcomes(&report, "cancel"), ["skipped_over_budget", "skipped_over_budget"]);
+    assert_eq!(
+        outcomes(&report, "cancel"),
+        ["skipped_over_budget", "skipped_over_budget"]
+    );
     assert_eq!(w.count(CANCEL), 3);
 
     w.advance(3600);
@@ -415,7 +473,10 @@ async fn a_quiet_project_costs_one_request_per_run() {
     let w = World::start(MONDAY_MORNING).await;
     for p in 0..3 {
         let jobs: Vec<JobSpec> = (0..60)
-            .map(|i| JobSpec::new(format!("job-{p}-{i}"), "test", "success").aged(Duration::from_secs(7200)))
+            .map(|i| {
+                JobSpec::new(format!("job-{p}-{i}"), "test", "success")
+                    .aged(Duration::from_secs(7200))
+            })
             .collect();
         w.pipeline("main", false, jobs);
     }
@@ -423,7 +484,11 @@ async fn a_quiet_project_costs_one_request_per_run() {
     let engine = w.engine();
     let report = w.run(&engine, &policy).await;
     assert_eq!(report.jobs_seen, 180);
-    assert_eq!(w.count(LIST_JOBS), 2, "the first sync reads every page (180 jobs, 100 a page)");
+    assert_eq!(
+        w.count(LIST_JOBS),
+        2,
+        "the first sync reads every page (180 jobs, 100 a page)"
+    );
 
     for _ in 0..3 {
         w.ctl.reset_log();
@@ -438,9 +503,11 @@ async fn a_quiet_project_costs_one_request_per_run() {
     w.pipeline(
         "main",
         false,
-        vec![JobSpec::new("rspec", "test", "failed")
-            .failed_with("stuck_or_timeout_failure")
-            .aged(Duration::from_secs(300))],
+        vec![
+            JobSpec::new("rspec", "test", "failed")
+                .failed_with("stuck_or_timeout_failure")
+                .aged(Duration::from_secs(300)),
+        ],
     );
     w.ctl.reset_log();
     w.advance(120);
@@ -487,14 +554,20 @@ async fn logs_are_read_only_for_jobs_that_matched_everything_else() {
     let report = w.run(&w.engine(), &policy).await;
     assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
     assert_eq!(report.actions[0].job_id, ids[0]);
-    assert_eq!(w.count(TRACE), 2, "only the two script failures had their logs read");
+    assert_eq!(
+        w.count(TRACE),
+        2,
+        "only the two script failures had their logs read"
+    );
 }
 
 #[tokio::test]
 async fn a_job_policy_on_an_unknown_project_reports_gitlabs_error() {
     let w = World::start(MONDAY_MORNING).await;
     let mut policy = w.policy(RETRY_POLICY);
-    policy.projects = vec![jobwarden::gitlab::models::ProjectRef::parse("nobody/nothing")];
+    policy.projects = vec![jobwarden::gitlab::models::ProjectRef::parse(
+        "nobody/nothing",
+    )];
     let err = w
         .engine()
         .reconcile(

@@ -4,7 +4,7 @@
 
 use super::output::{self, Summary};
 use super::{GitLabArgs, termination_signal};
-use crate::engine::{Engine, RunReport, system_clock};
+use crate::engine::{Engine, Outcome, RunReport, system_clock};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
 use crate::sim::{SimConfig, Simulator};
@@ -18,7 +18,32 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The example policies, embedded so that `jobwarden demo` runs from anywhere.
-pub const EXAMPLES: &[(&str, &str)] = &[];
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "cancel-stale.yaml",
+        include_str!("../../deploy/examples/cancel-stale.yaml"),
+    ),
+    (
+        "dry-run.yaml",
+        include_str!("../../deploy/examples/dry-run.yaml"),
+    ),
+    (
+        "keep-release-artifacts.yaml",
+        include_str!("../../deploy/examples/keep-release-artifacts.yaml"),
+    ),
+    (
+        "play-deploy.yaml",
+        include_str!("../../deploy/examples/play-deploy.yaml"),
+    ),
+    (
+        "retry-transient.yaml",
+        include_str!("../../deploy/examples/retry-transient.yaml"),
+    ),
+    (
+        "secret.yaml",
+        include_str!("../../deploy/examples/secret.yaml"),
+    ),
+];
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -26,7 +51,11 @@ pub struct DemoArgs {
     #[arg(long = "for", env = "JOBWARDEN_DEMO_FOR", value_parser = parse_duration)]
     pub run_for: Option<Duration>,
     /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, env = "JOBWARDEN_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "JOBWARDEN_METRICS_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
     pub metrics_listen: SocketAddr,
     /// Where the simulated GitLab listens (port 0 picks a free port).
     #[arg(long, env = "JOBWARDEN_DEMO_SIM_LISTEN", default_value = "127.0.0.1:0")]
@@ -74,7 +103,8 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::new(args.gitlab.engine_config(), system_clock(), metrics.clone());
     let shutdown = CancellationToken::new();
-    let server = crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
+    let server =
+        crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
     server.ready.set_ready();
 
     let (paths, temp_dir) = if args.policies.is_empty() {
@@ -84,14 +114,26 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
         (args.policies.clone(), None)
     };
     println!("jobwarden demo");
-    println!("  simulated GitLab : {sim_url}api/v4  ({} projects, seed {})", args.projects, args.seed);
+    println!(
+        "  simulated GitLab : {sim_url}api/v4  ({} projects, seed {})",
+        args.projects, args.seed
+    );
     println!("  metrics          : http://{}/metrics", server.local_addr);
     println!(
         "  policies         : {}",
-        if temp_dir.is_some() { "the embedded deploy/examples".to_owned() } else { format!("{:?}", args.policies) }
+        if temp_dir.is_some() {
+            "the embedded deploy/examples".to_owned()
+        } else {
+            format!("{:?}", args.policies)
+        }
     );
-    println!("  every policy reconciles every {}s; Ctrl-C stops{}\n", args.interval_seconds,
-        args.run_for.map(|d| format!(" (or after {}s)", d.as_secs())).unwrap_or_default());
+    println!(
+        "  every policy reconciles every {}s; Ctrl-C stops{}\n",
+        args.interval_seconds,
+        args.run_for
+            .map(|d| format!(" (or after {}s)", d.as_secs()))
+            .unwrap_or_default()
+    );
     let _ = std::io::stdout().flush();
 
     let interval = Duration::from_secs(args.interval_seconds.max(1));
@@ -99,7 +141,7 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let config = RunnerConfig {
         paths,
         token_env: "JOBWARDEN_DEMO_UNUSED_TOKEN".into(),
-        fallback_token: Some(SecretString::from(token.clone())),
+        token_override: Some(SecretString::from(token.clone())),
         override_policy: Some(Arc::new(move |p: &mut crate::policy::CompiledPolicy| {
             p.gitlab_url = override_url.clone();
             p.interval = interval;
@@ -108,15 +150,29 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     };
     let summary = Arc::new(Mutex::new(Summary::default()));
     let sink_summary = summary.clone();
+    // A dry-run or over-budget decision comes back every run until it changes: show it once.
+    let shown = Mutex::new(std::collections::HashSet::new());
     let sink = Arc::new(move |report: &RunReport| {
         for record in &report.actions {
-            if matches!(record.outcome, crate::engine::Outcome::Deferred { .. }) {
+            let repeats = matches!(
+                record.outcome,
+                Outcome::Deferred { .. } | Outcome::DryRun | Outcome::SkippedOverBudget
+            );
+            let key = (
+                report.policy.to_string(),
+                record.job_id,
+                record.outcome.label(),
+            );
+            if repeats && !shown.lock().is_ok_and(|mut s| s.insert(key)) {
                 continue;
             }
             println!("{}", output::action_line(report, record));
         }
         for f in &report.failures {
-            println!("  ! {}: project {}: {}", report.policy, f.project, f.message);
+            println!(
+                "  ! {}: project {}: {}",
+                report.policy, f.project, f.message
+            );
         }
         let _ = std::io::stdout().flush();
         if let Ok(mut s) = sink_summary.lock() {
@@ -145,7 +201,16 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let kinds = ["retry", "cancel", "play", "keep_artifacts"];
     let seen: Vec<String> = kinds
         .iter()
-        .map(|k| format!("{k} {}", if summary.total(k, "succeeded") > 0 { "yes" } else { "no" }))
+        .map(|k| {
+            format!(
+                "{k} {}",
+                if summary.total(k, "succeeded") > 0 {
+                    "yes"
+                } else {
+                    "no"
+                }
+            )
+        })
         .collect();
     println!("Actions carried out: {}", seen.join(", "));
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 /// One line per action, as it happens: time, policy, project, job, rule, action, outcome.
 pub fn action_line(report: &RunReport, record: &ActionRecord) -> String {
     format!(
-        "{time}  {policy:<28} {project:<18} job {job:<7} {name:<16} {rule:<24} {action:<14} {outcome}",
+        "{time}  {policy:<38} {project:<16} job {job:<6} {name:<16} {rule:<24} {action:<14} {outcome}",
         time = record.time.strftime("%H:%M:%S"),
         policy = report.policy.to_string(),
         project = record.project.to_string(),

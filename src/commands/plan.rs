@@ -88,7 +88,11 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
             Ok(p) => p,
             Err(errors) => {
                 failed = true;
-                eprintln!("error: {}: {}: invalid policy:\n{errors}", loaded.source, loaded.key());
+                eprintln!(
+                    "error: {}: {}: invalid policy:\n{errors}",
+                    loaded.source,
+                    loaded.key()
+                );
                 continue;
             }
         };
@@ -106,9 +110,17 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
         {
             Ok(report) => {
                 for f in &report.failures {
-                    eprintln!("warning: {}: project {}: {}", policy.key, f.project, f.message);
+                    eprintln!(
+                        "warning: {}: project {}: {}",
+                        policy.key, f.project, f.message
+                    );
                 }
-                planned.extend(report.actions.iter().map(|r| PlannedAction::new(&report, r)));
+                planned.extend(
+                    report
+                        .actions
+                        .iter()
+                        .map(|r| PlannedAction::new(&report, r)),
+                );
                 texts.push(render_text(&report));
             }
             Err(err) => {
@@ -120,7 +132,8 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
     match args.output {
         PlanFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&planned).map_err(|e| crate::Error::InvalidArgument(e.to_string()))?
+            serde_json::to_string_pretty(&planned)
+                .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?
         ),
         PlanFormat::Text => {
             for text in texts {
@@ -150,7 +163,9 @@ pub fn render_text(report: &RunReport) -> String {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec!["project", "job", "name", "rule", "action", "when", "why"]);
+    table.set_header(vec![
+        "project", "job", "name", "rule", "action", "when", "why",
+    ]);
     for r in &report.actions {
         let when = match &r.outcome {
             Outcome::Deferred { not_before } => {

@@ -34,14 +34,15 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::new(args.gitlab.engine_config(), system_clock(), metrics.clone());
     let shutdown = CancellationToken::new();
-    let server = crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
+    let server =
+        crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
     tracing::info!(addr = %server.local_addr, "serving /metrics, /healthz and /readyz");
     server.ready.set_ready();
 
     let config = RunnerConfig {
         paths: args.policies,
         token_env: args.token_env,
-        fallback_token: None,
+        token_override: None,
         override_policy: None,
         reload_every: Duration::from_secs(args.reload_seconds.max(1)),
     };

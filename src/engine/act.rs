@@ -56,7 +56,11 @@ impl fmt::Display for Outcome {
             Outcome::SkippedOverBudget => f.write_str("skipped: over budget"),
             Outcome::DryRun => f.write_str("dry-run: not sent"),
             Outcome::Deferred { not_before } => {
-                write!(f, "deferred until {}", not_before.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                write!(
+                    f,
+                    "deferred until {}",
+                    not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+                )
             }
         }
     }

@@ -134,7 +134,8 @@ impl ProjectObserver {
         }
 
         if follow_blocked {
-            self.sync_blocked(client, &mut stats, &mut refreshed).await?;
+            self.sync_blocked(client, &mut stats, &mut refreshed)
+                .await?;
         }
         self.prune(horizon);
         self.last_sync = Some(now);
@@ -256,6 +257,8 @@ impl ProjectObserver {
                 j.queued_duration
                     .unwrap_or_else(|| (now - j.created_at).as_secs_f64())
             })
-            .fold(None, |acc: Option<f64>, age| Some(acc.map_or(age, |a| a.max(age))))
+            .fold(None, |acc: Option<f64>, age| {
+                Some(acc.map_or(age, |a| a.max(age)))
+            })
     }
 }

@@ -215,10 +215,8 @@ impl Engine {
             .entry(instance.clone())
             .or_insert_with(|| Arc::new(RateLimiter::new(self.inner.config.requests_per_minute)))
             .clone();
-        let mut config = ClientConfig::new(
-            url.clone(),
-            Some(Credential::PrivateToken(token.clone())),
-        );
+        let mut config =
+            ClientConfig::new(url.clone(), Some(Credential::PrivateToken(token.clone())));
         config.timeout = self.inner.config.request_timeout;
         config.ca_bundle = self.inner.config.ca_bundle.clone();
         config.requests_per_minute = self.inner.config.requests_per_minute;
@@ -357,7 +355,8 @@ impl Engine {
     ) -> Result<Vec<Job>, GitLabError> {
         let slot = self.observer_for(instance, project);
         let mut observer = slot.lock().await;
-        let fresh_for = SignedDuration::try_from(policy.interval / 2).unwrap_or(SignedDuration::ZERO);
+        let fresh_for =
+            SignedDuration::try_from(policy.interval / 2).unwrap_or(SignedDuration::ZERO);
         let stale = observer.last_sync().is_none_or(|t| now - t >= fresh_for);
         if stale {
             let follow_blocked = policy
@@ -589,4 +588,3 @@ impl ProjectFacts {
         }
     }
 }
-

@@ -27,7 +27,7 @@ use super::compile::{CompiledPolicy, CompiledRule, RuleAction};
 use super::duration::HumanDuration;
 use crate::crd::{ActionKind, Limits};
 use crate::gitlab::models::{Job, JobStatus, ProjectRef};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -499,12 +499,12 @@ fn cheap_conditions(
         );
     }
     if let Some(min_age) = c.older_than {
-        let age = now.duration_since(job.created_at);
+        let (age, since) = time_in_current_state(job, now);
         if age < min_age {
             return None;
         }
         why.push(format!(
-            "created {} ago (olderThan {})",
+            "{since} {} ago (olderThan {})",
             HumanDuration(age),
             HumanDuration(min_age)
         ));
@@ -621,3 +621,21 @@ fn stages_succeeded(stages: &[String], job: &Job, pipeline_jobs: &[Job]) -> Resu
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+/// How long a job has been in its current state, as far as GitLab tells, and what that state
+/// began with. A pending job counts from when it was queued (`queued_duration`), a running one
+/// from when it started, anything else from its creation. So a manual job that was just played,
+/// or a job that was just re-queued, is not "old" because its record is.
+fn time_in_current_state(job: &Job, now: Timestamp) -> (SignedDuration, &'static str) {
+    let since_created = (now.duration_since(job.created_at), "created");
+    match job.status {
+        JobStatus::Pending => job
+            .queued_duration
+            .and_then(|s| SignedDuration::try_from_secs_f64(s).ok())
+            .map_or(since_created, |d| (d, "queued")),
+        JobStatus::Running => job
+            .started_at
+            .map_or(since_created, |t| (now.duration_since(t), "started")),
+        _ => since_created,
+    }
+}

@@ -126,6 +126,30 @@ fn older_than_counts_from_creation_inclusive() {
 }
 
 #[test]
+fn older_than_counts_a_pending_job_from_when_it_was_queued() {
+    // A manual job created hours ago and played a minute ago is not stale.
+    let p = policy(
+        "rules: [{name: r, match: {statuses: [pending, running], olderThan: 30m}, cancel: {}}]",
+    );
+    let mut just_played = job(1, 10, "deploy", Pending);
+    just_played.created_at = now() - mins(180);
+    just_played.queued_duration = Some(60.0);
+    let mut queued_long = job(2, 11, "build", Pending);
+    queued_long.created_at = now() - mins(180);
+    queued_long.queued_duration = Some(40.0 * 60.0);
+    let mut just_started = job(3, 12, "test", Running);
+    just_started.created_at = now() - mins(180);
+    just_started.started_at = Some(now() - mins(2));
+    let d = decide_all(
+        &p,
+        &World::new(vec![just_played, queued_long, just_started]),
+        now(),
+    );
+    assert_eq!(ids(&d), vec![2]);
+    assert_eq!(d[0].reason, "pending; queued 40m ago (olderThan 30m)");
+}
+
+#[test]
 fn superseded_by_a_newer_pipeline_on_the_same_ref() {
     let p = policy(
         "rules: [{name: r, match: {statuses: [pending, running], superseded: true}, cancel: {}}]",

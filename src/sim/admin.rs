@@ -55,7 +55,10 @@ async fn loopback_only(
     if conn.peer.ip().is_loopback() {
         next.run(request).await
     } else {
-        error(StatusCode::FORBIDDEN, "the admin endpoint answers loopback clients only")
+        error(
+            StatusCode::FORBIDDEN,
+            "the admin endpoint answers loopback clients only",
+        )
     }
 }
 
@@ -82,14 +85,20 @@ async fn now(State(shared): State<Arc<Shared>>) -> Response {
     now_body(&shared)
 }
 
-async fn advance(State(shared): State<Arc<Shared>>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn advance(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let seconds = query.get("seconds").and_then(|s| s.parse::<f64>().ok());
     match seconds {
         Some(s) if s.is_finite() && s >= 0.0 && s < 1e12 => {
             shared.clock.advance(Duration::from_secs_f64(s));
             now_body(&shared)
         }
-        _ => error(StatusCode::BAD_REQUEST, "seconds must be a non-negative number"),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "seconds must be a non-negative number",
+        ),
     }
 }
 
@@ -134,16 +143,22 @@ async fn create_project(State(shared): State<Arc<Shared>>, body: axum::body::Byt
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
     match control(&shared).add_project(&body.path) {
-        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id, "path": body.path }))).into_response(),
+        Ok(id) => (
+            StatusCode::CREATED,
+            Json(json!({ "id": id, "path": body.path })),
+        )
+            .into_response(),
         Err(err) => error(StatusCode::CONFLICT, err.to_string()),
     }
 }
 
 fn resolve(shared: &Shared, reference: &str) -> Result<u64, Response> {
-    shared
-        .world()
-        .resolve_project(reference)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown project {reference}")))
+    shared.world().resolve_project(reference).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("unknown project {reference}"),
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,7 +212,10 @@ fn seconds(value: f64, field: &str) -> Result<Duration, Response> {
     if value.is_finite() && (0.0..1e12).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(error(StatusCode::BAD_REQUEST, format!("{field} must be a non-negative number")))
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{field} must be a non-negative number"),
+        ))
     }
 }
 
@@ -207,7 +225,10 @@ impl JobBody {
             None | Some("on_success") => false,
             Some("manual") => true,
             Some(other) => {
-                return Err(error(StatusCode::BAD_REQUEST, format!("unsupported when: {other}")));
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unsupported when: {other}"),
+                ));
             }
         };
         Ok(JobSpec {
@@ -228,7 +249,11 @@ impl JobBody {
     }
 }
 
-async fn create_pipeline(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn create_pipeline(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let project_id = match resolve(&shared, &id) {
         Ok(id) => id,
         Err(response) => return response,
@@ -262,7 +287,10 @@ async fn project_jobs(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
     }
 }
 
-async fn job(State(shared): State<Arc<Shared>>, Path((id, job_id)): Path<(String, u64)>) -> Response {
+async fn job(
+    State(shared): State<Arc<Shared>>,
+    Path((id, job_id)): Path<(String, u64)>,
+) -> Response {
     let project_id = match resolve(&shared, &id) {
         Ok(id) => id,
         Err(response) => return response,
@@ -294,7 +322,12 @@ async fn set_status(
         Ok(body) => body,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    match control(&shared).try_set_job_status(project_id, job_id, &body.status, body.failure_reason.as_deref()) {
+    match control(&shared).try_set_job_status(
+        project_id,
+        job_id,
+        &body.status,
+        body.failure_reason.as_deref(),
+    ) {
         Ok(job) => Json(job).into_response(),
         Err(err @ crate::sim::control::ScenarioError::UnknownStatus(_)) => {
             error(StatusCode::BAD_REQUEST, err.to_string())

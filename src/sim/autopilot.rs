@@ -89,7 +89,11 @@ enum Event {
         reason: &'static str,
     },
     /// A developer plays a manual job.
-    Play { job_id: u64, epoch: u64, user_id: u64 },
+    Play {
+        job_id: u64,
+        epoch: u64,
+        user_id: u64,
+    },
     /// A developer cancels a whole pipeline.
     CancelPipeline { pipeline_id: u64 },
 }
@@ -120,7 +124,13 @@ impl Autopilot {
 
 /// Gives a project its fleet history: the initial pipelines (created in the past and worked
 /// off up to `now`) and, when the config asks for it, the chain of future pipelines.
-pub(crate) fn install(world: &mut World, project_id: u64, seed: u64, config: &FleetConfig, now: SimTime) {
+pub(crate) fn install(
+    world: &mut World,
+    project_id: u64,
+    seed: u64,
+    config: &FleetConfig,
+    now: SimTime,
+) {
     let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ mix64(project_id)));
     let times =
         fleet::initial_pipeline_times(&mut rng, config.pipelines_per_project, config.history, now);
@@ -130,7 +140,8 @@ pub(crate) fn install(world: &mut World, project_id: u64, seed: u64, config: &Fl
         seq: 0,
         shape: ProjectShape::of(seed, project_id),
         new_pipeline_every: config.new_pipeline_every.filter(|d| !d.is_zero()),
-        max_pipelines: usize::try_from(config.max_pipelines_per_project.max(1)).unwrap_or(usize::MAX),
+        max_pipelines: usize::try_from(config.max_pipelines_per_project.max(1))
+            .unwrap_or(usize::MAX),
     };
     for t in times {
         autopilot.schedule(t, Event::NewPipeline { chained: false });
@@ -224,23 +235,31 @@ fn apply(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimTime, ev
             outcome,
         } => {
             let coverage = 70.0 + f64::from(ap.rng.random_range(0..2500u32)) / 100.0;
-            with_current_job(world, project_id, ap, at, job_id, epoch, |job| match outcome {
-                Outcome::Success => {
-                    if machine::succeed(job, at) {
-                        if let Some(keep) = job.artifacts_expire_in {
-                            job.artifacts = Some(crate::sim::state::Artifacts {
-                                expire_at: Some(at.plus(keep)),
-                            });
-                        }
-                        if job.name.starts_with("rspec") {
-                            job.coverage = Some(coverage);
+            with_current_job(
+                world,
+                project_id,
+                ap,
+                at,
+                job_id,
+                epoch,
+                |job| match outcome {
+                    Outcome::Success => {
+                        if machine::succeed(job, at) {
+                            if let Some(keep) = job.artifacts_expire_in {
+                                job.artifacts = Some(crate::sim::state::Artifacts {
+                                    expire_at: Some(at.plus(keep)),
+                                });
+                            }
+                            if job.name.starts_with("rspec") {
+                                job.coverage = Some(coverage);
+                            }
                         }
                     }
-                }
-                Outcome::Failed(reason) => {
-                    machine::drop_job(job, at, reason);
-                }
-            });
+                    Outcome::Failed(reason) => {
+                        machine::drop_job(job, at, reason);
+                    }
+                },
+            );
         }
         Event::DropStuck {
             job_id,
@@ -379,7 +398,9 @@ fn new_pipeline(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimT
 fn enforce_cap(world: &mut World, project_id: u64, max: usize) {
     loop {
         let oldest = match world.projects.get(&project_id) {
-            Some(project) if project.pipelines.len() > max => project.pipelines.keys().next().copied(),
+            Some(project) if project.pipelines.len() > max => {
+                project.pipelines.keys().next().copied()
+            }
             _ => None,
         };
         match oldest {
@@ -520,9 +541,15 @@ fn plan(ap: &mut Autopilot, t: SimTime, job: Planned, name: &str) {
                     },
                 )
             } else if roll < 0.12 {
-                (rng.random_range(3 * MINUTE..45 * MINUTE), Event::Pickup { job_id, epoch })
+                (
+                    rng.random_range(3 * MINUTE..45 * MINUTE),
+                    Event::Pickup { job_id, epoch },
+                )
             } else {
-                (rng.random_range(1_000..60_000), Event::Pickup { job_id, epoch })
+                (
+                    rng.random_range(1_000..60_000),
+                    Event::Pickup { job_id, epoch },
+                )
             };
             ap.schedule(t.plus_millis(event.0), event.1);
         }
@@ -616,12 +643,23 @@ mod tests {
     }
 
     /// Every job by project and position (ids depend on the order projects are evaluated in).
-    fn summary(world: &World) -> Vec<(u64, usize, String, Status, Option<String>, Option<SimTime>)> {
+    fn summary(
+        world: &World,
+    ) -> Vec<(u64, usize, String, Status, Option<String>, Option<SimTime>)> {
         world
             .projects
             .values()
             .flat_map(|p| p.jobs.values().enumerate())
-            .map(|(i, j)| (j.project_id, i, j.name.clone(), j.status, j.failure_reason.clone(), j.finished_at))
+            .map(|(i, j)| {
+                (
+                    j.project_id,
+                    i,
+                    j.name.clone(),
+                    j.status,
+                    j.failure_reason.clone(),
+                    j.finished_at,
+                )
+            })
             .collect()
     }
 
@@ -694,7 +732,8 @@ mod tests {
             );
         }
         let long_pending = jobs.iter().any(|j| {
-            j.status == Status::Pending && j.queued_at.is_some_and(|q| q < now.plus_millis(-2 * HOUR))
+            j.status == Status::Pending
+                && j.queued_at.is_some_and(|q| q < now.plus_millis(-2 * HOUR))
         });
         assert!(long_pending, "no job pending for hours");
         let retried = jobs.iter().filter(|j| j.retried).count();

@@ -96,7 +96,9 @@ impl fmt::Debug for SimulateArgs {
 }
 
 fn ratio(raw: &str) -> Result<f64, String> {
-    let value: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    let value: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number"))?;
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
@@ -105,7 +107,9 @@ fn ratio(raw: &str) -> Result<f64, String> {
 }
 
 fn positive_float(raw: &str) -> Result<f64, String> {
-    let value: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    let value: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number"))?;
     if value.is_finite() && value > 0.0 {
         Ok(value)
     } else {
@@ -134,7 +138,8 @@ impl SimulateArgs {
             fleet: FleetConfig {
                 pipelines_per_project: self.pipelines_per_project,
                 max_pipelines_per_project: self.max_pipelines_per_project,
-                new_pipeline_every: (self.churn_secs > 0).then(|| Duration::from_secs(self.churn_secs)),
+                new_pipeline_every: (self.churn_secs > 0)
+                    .then(|| Duration::from_secs(self.churn_secs)),
                 evolve: !self.frozen,
                 ..FleetConfig::default()
             },
@@ -147,12 +152,18 @@ impl SimulateArgs {
 /// Runs the simulator until SIGINT or SIGTERM.
 pub async fn run_simulate(args: SimulateArgs) -> crate::Result<ExitCode> {
     if args.token.is_empty() {
-        return Err(crate::Error::InvalidArgument("--token must not be empty".into()));
+        return Err(crate::Error::InvalidArgument(
+            "--token must not be empty".into(),
+        ));
     }
     let handle = Simulator::start(args.config(), args.listen).await?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "jobwarden simulator listening on http://{}", handle.local_addr())?;
+        writeln!(
+            out,
+            "jobwarden simulator listening on http://{}",
+            handle.local_addr()
+        )?;
         out.flush()?;
     }
     wait_for_signal().await?;

@@ -126,7 +126,11 @@ pub(crate) struct FaultInjector {
 }
 
 fn ratio(value: f64) -> f64 {
-    if value.is_finite() { value.clamp(0.0, 1.0) } else { 0.0 }
+    if value.is_finite() {
+        value.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
 }
 
 impl FaultInjector {
@@ -212,7 +216,9 @@ mod tests {
             },
             7,
         );
-        let errors = (0..4000).filter(|_| injector.plan().server_error.is_some()).count();
+        let errors = (0..4000)
+            .filter(|_| injector.plan().server_error.is_some())
+            .count();
         assert!((800..1200).contains(&errors), "{errors}");
     }
 

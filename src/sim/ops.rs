@@ -187,7 +187,10 @@ pub(crate) fn retry(
     let stage_idx = new.stage_idx;
     machine::enqueue(&mut new, now);
 
-    let project = world.projects.get_mut(&project_id).ok_or(OpError::NotFound)?;
+    let project = world
+        .projects
+        .get_mut(&project_id)
+        .ok_or(OpError::NotFound)?;
     let autopilot_pipeline = project
         .pipelines
         .get(&pipeline_id)
@@ -240,9 +243,7 @@ pub(crate) fn play(
     if !blocked {
         return retry(world, project_id, job_id, user_id, Some(variables), now);
     }
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     job.user_id = user_id;
     job.variables = variables;
     machine::enqueue(job, now);
@@ -270,9 +271,7 @@ pub(crate) fn erase(
     job_id: u64,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     if !machine::erasable(job) {
         return Err(OpError::NotErasable);
     }
@@ -292,9 +291,7 @@ pub(crate) fn keep_artifacts(
     job_id: u64,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     if !job.has_live_artifacts(now) {
         return Err(OpError::NoArtifacts);
     }
@@ -310,9 +307,7 @@ pub(crate) fn delete_artifacts(
     job_id: u64,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     job.artifacts = None;
     job.updated_at = now;
     Ok(())
@@ -328,9 +323,7 @@ pub(crate) fn force_status(
     failure_reason: Option<&str>,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     machine::enter(job, status, now, failure_reason);
     if status == Status::Running && job.kind == JobKind::Build {
         job.runner_id.get_or_insert(RUNNERS[0].id);

@@ -76,10 +76,7 @@ pub(crate) const USERS: [User; 6] = [
 
 /// Looks a user up by id (unknown ids fall back to the token user).
 pub(crate) fn user(id: u64) -> &'static User {
-    USERS
-        .iter()
-        .find(|u| u.id == id)
-        .unwrap_or(&USERS[0])
+    USERS.iter().find(|u| u.id == id).unwrap_or(&USERS[0])
 }
 
 /// A CI runner that picks up jobs.
@@ -315,7 +312,11 @@ impl World {
             return None;
         }
         self.paths.insert(key, id);
-        Some(self.projects.entry(id).or_insert_with(|| Project::new(id, path.to_owned())))
+        Some(
+            self.projects
+                .entry(id)
+                .or_insert_with(|| Project::new(id, path.to_owned())),
+        )
     }
 
     /// The smallest unused project id.
@@ -388,7 +389,10 @@ impl World {
 
     /// The CI job token of a job: `glcbt-<hex id>_<check>`, derived from the instance secret.
     pub fn job_token(&self, job_id: u64) -> String {
-        format!("glcbt-{job_id:x}_{:016x}", token_check(self.token_secret, job_id))
+        format!(
+            "glcbt-{job_id:x}_{:016x}",
+            token_check(self.token_secret, job_id)
+        )
     }
 
     /// The job a CI job token belongs to, if the token is genuine and the job exists.
