@@ -4,10 +4,10 @@
 
 use super::output::{self, Summary};
 use super::{GitLabArgs, termination_signal};
-use crate::engine::{Engine, Outcome, RunReport, system_clock};
+use crate::engine::{Engine, Outcome, RunReport};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
-use crate::sim::{SimConfig, Simulator};
+use crate::sim::{Clock, SimConfig, Simulator};
 use secrecy::SecretString;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -66,7 +66,11 @@ pub struct DemoArgs {
     /// Seed of the simulated fleet.
     #[arg(long, env = "JOBWARDEN_DEMO_SEED", default_value_t = 42)]
     pub seed: u64,
-    /// Reconcile every policy this often, in seconds, instead of its own interval.
+    /// How much faster than the wall clock the simulated fleet lives (new pipelines, jobs
+    /// starting, failing, finishing); jobwarden follows the simulated clock.
+    #[arg(long, env = "JOBWARDEN_DEMO_SPEED", default_value_t = 60.0)]
+    pub speed: f64,
+    /// Reconcile every policy this often, in (wall-clock) seconds, instead of its own interval.
     #[arg(long, env = "JOBWARDEN_DEMO_INTERVAL_SECONDS", default_value_t = 5)]
     pub interval_seconds: u64,
     /// Policy manifests to run instead of the embedded examples.
@@ -97,11 +101,14 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let mut sim_config = SimConfig::new(token.clone());
     sim_config.projects = args.projects;
     sim_config.seed = args.seed;
+    sim_config.clock = Clock::real(args.speed);
     let sim = Simulator::start(sim_config, args.sim_listen).await?;
     let sim_url = sim.base_url();
 
     let metrics = Arc::new(Metrics::new());
-    let engine = Engine::new(args.gitlab.engine_config(), system_clock(), metrics.clone());
+    let control = sim.control();
+    let sim_clock: crate::engine::Clock = Arc::new(move || control.now());
+    let engine = Engine::new(args.gitlab.engine_config(), sim_clock, metrics.clone());
     let shutdown = CancellationToken::new();
     let server =
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
