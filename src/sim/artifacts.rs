@@ -18,7 +18,7 @@ pub(crate) fn files(job: &Job, git_ref: &str) -> Vec<ArtifactFile> {
         content: content.into_bytes(),
     };
     let id = job.id;
-    let name = &job.name;
+    let name: &str = &job.name;
     if name.starts_with("rspec") {
         vec![
             file(
@@ -31,12 +31,21 @@ pub(crate) fn files(job: &Job, git_ref: &str) -> Vec<ArtifactFile> {
         ]
     } else if name == "release" {
         vec![
-            file("dist/CHANGELOG.md", format!("# {git_ref}\n\n* Released by job {id}\n")),
-            file("dist/checksums.txt", format!("{:016x}  app.tar.gz\n", crate::sim::state::mix64(id))),
+            file(
+                "dist/CHANGELOG.md",
+                format!("# {git_ref}\n\n* Released by job {id}\n"),
+            ),
+            file(
+                "dist/checksums.txt",
+                format!("{:016x}  app.tar.gz\n", crate::sim::state::mix64(id)),
+            ),
         ]
     } else {
         vec![
-            file("build/info.txt", format!("job={id}\nname={name}\nref={git_ref}\n")),
+            file(
+                "build/info.txt",
+                format!("job={id}\nname={name}\nref={git_ref}\n"),
+            ),
             file("build/VERSION", format!("1.0.{id}\n")),
         ]
     }

@@ -144,7 +144,6 @@ impl Clock {
                 .saturating_add(self.inner.offset_millis.load(Ordering::SeqCst)),
         )
     }
-
 }
 
 impl fmt::Debug for Clock {
@@ -286,7 +285,10 @@ mod tests {
         let t = SimTime::from_timestamp(ts("2021-01-05T11:00:00Z"));
         assert_eq!(http_date(t), "Tue, 05 Jan 2021 11:00:00 GMT");
         assert_eq!(iso8601_with_offset(t, 60), "2021-01-05T12:00:00.000+01:00");
-        assert_eq!(iso8601_with_offset(t, -330), "2021-01-05T05:30:00.000-05:30");
+        assert_eq!(
+            iso8601_with_offset(t, -330),
+            "2021-01-05T05:30:00.000-05:30"
+        );
     }
 
     #[test]
@@ -306,6 +308,11 @@ mod tests {
         assert!(!clock.is_manual());
         let before = clock.now();
         clock.advance(Duration::from_secs(3600));
-        assert!(clock.now() >= before.checked_add(jiff::SignedDuration::from_hours(1)).expect("in range"));
+        assert!(
+            clock.now()
+                >= before
+                    .checked_add(jiff::SignedDuration::from_hours(1))
+                    .expect("in range")
+        );
     }
 }

@@ -43,7 +43,7 @@ pub struct SimulateArgs {
     pub pipelines_per_project: u32,
 
     /// Most pipelines kept per project (the oldest are dropped).
-    #[arg(long, env = "JOBWARDEN_SIM_MAX_PIPELINES_PER_PROJECT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "JOBWARDEN_SIM_MAX_PIPELINES_PER_PROJECT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pipelines_per_project: u32,
 
     /// Mean seconds between new pipelines in a project (0 = no new pipelines).
@@ -96,7 +96,9 @@ impl fmt::Debug for SimulateArgs {
 }
 
 fn ratio(raw: &str) -> Result<f64, String> {
-    let value: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    let value: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number"))?;
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
@@ -105,7 +107,9 @@ fn ratio(raw: &str) -> Result<f64, String> {
 }
 
 fn positive_float(raw: &str) -> Result<f64, String> {
-    let value: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    let value: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number"))?;
     if value.is_finite() && value > 0.0 {
         Ok(value)
     } else {
@@ -134,7 +138,8 @@ impl SimulateArgs {
             fleet: FleetConfig {
                 pipelines_per_project: self.pipelines_per_project,
                 max_pipelines_per_project: self.max_pipelines_per_project,
-                new_pipeline_every: (self.churn_secs > 0).then(|| Duration::from_secs(self.churn_secs)),
+                new_pipeline_every: (self.churn_secs > 0)
+                    .then(|| Duration::from_secs(self.churn_secs)),
                 evolve: !self.frozen,
                 ..FleetConfig::default()
             },
@@ -147,12 +152,18 @@ impl SimulateArgs {
 /// Runs the simulator until SIGINT or SIGTERM.
 pub async fn run_simulate(args: SimulateArgs) -> crate::Result<ExitCode> {
     if args.token.is_empty() {
-        return Err(crate::Error::InvalidArgument("--token must not be empty".into()));
+        return Err(crate::Error::InvalidArgument(
+            "--token must not be empty".into(),
+        ));
     }
     let handle = Simulator::start(args.config(), args.listen).await?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "jobwarden simulator listening on http://{}", handle.local_addr())?;
+        writeln!(
+            out,
+            "jobwarden simulator listening on http://{}",
+            handle.local_addr()
+        )?;
         out.flush()?;
     }
     wait_for_signal().await?;

@@ -81,7 +81,11 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// A job with no log, no artifacts, no tags, created now.
-    pub fn new(name: impl Into<String>, stage: impl Into<String>, status: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        stage: impl Into<String>,
+        status: impl Into<String>,
+    ) -> Self {
         JobSpec {
             name: name.into(),
             stage: stage.into(),
@@ -223,8 +227,8 @@ fn snapshot(world: &World, project: &Project, job: &Job) -> SimJob {
         id: job.id,
         project_id: job.project_id,
         pipeline_id: job.pipeline_id,
-        name: job.name.clone(),
-        stage: job.stage.clone(),
+        name: job.name.to_string(),
+        stage: job.stage.to_string(),
         status: job.status.as_str().to_owned(),
         failure_reason: job.failure_reason.clone(),
         when: job.when.as_str().to_owned(),
@@ -246,7 +250,7 @@ fn snapshot(world: &World, project: &Project, job: &Job) -> SimJob {
             .map(SimTime::to_timestamp),
         has_trace: job.trace.is_some(),
         runner_id: job.runner_id,
-        tag_list: job.tag_list.clone(),
+        tag_list: job.tag_list.iter().map(|t| t.to_string()).collect(),
         coverage: job.coverage,
         token: world.job_token(job.id),
         variables: job.variables.clone(),
@@ -310,7 +314,11 @@ impl SimControl {
     }
 
     /// Adds a pipeline to an existing project; refuses unknown statuses.
-    pub fn try_add_pipeline(&self, project_id: u64, spec: PipelineSpec) -> Result<SimPipeline, ScenarioError> {
+    pub fn try_add_pipeline(
+        &self,
+        project_id: u64,
+        spec: PipelineSpec,
+    ) -> Result<SimPipeline, ScenarioError> {
         let mut world = self.shared.world();
         let now = self.shared.now();
         build_pipeline(&mut world, project_id, spec, now, false)
@@ -396,7 +404,8 @@ impl SimControl {
         status: &str,
         failure_reason: Option<&str>,
     ) -> Result<SimJob, ScenarioError> {
-        let status = Status::parse(status).ok_or_else(|| ScenarioError::UnknownStatus(status.to_owned()))?;
+        let status =
+            Status::parse(status).ok_or_else(|| ScenarioError::UnknownStatus(status.to_owned()))?;
         let mut world = self.shared.world();
         let now = self.shared.now();
         autopilot::advance(&mut world, project_id, now);
@@ -406,7 +415,10 @@ impl SimControl {
             .projects
             .get(&project_id)
             .ok_or_else(|| ScenarioError::UnknownProject(project_id.to_string()))?;
-        let job = project.jobs.get(&job_id).ok_or(ScenarioError::UnknownJob(job_id))?;
+        let job = project
+            .jobs
+            .get(&job_id)
+            .ok_or(ScenarioError::UnknownJob(job_id))?;
         Ok(snapshot(&world, project, job))
     }
 
@@ -459,13 +471,28 @@ pub(crate) fn build_pipeline(
                 stages.len() - 1
             }
         };
-        jobs.push(new_job(job, status, u32::try_from(stage_idx).unwrap_or(u32::MAX), now));
+        jobs.push(new_job(
+            job,
+            status,
+            u32::try_from(stage_idx).unwrap_or(u32::MAX),
+            now,
+        ));
     }
     let created_at = jobs.iter().map(|j| j.created_at).min().unwrap_or(now);
     let seed = mix64(world.job_count() as u64 ^ now.0 as u64 ^ project_id);
     let commit = Commit {
-        sha: format!("{:016x}{:016x}{:08x}", mix64(seed), mix64(seed ^ 1), mix64(seed ^ 2) as u32),
-        parent_sha: format!("{:016x}{:016x}{:08x}", mix64(seed ^ 3), mix64(seed ^ 4), mix64(seed ^ 5) as u32),
+        sha: format!(
+            "{:016x}{:016x}{:08x}",
+            mix64(seed),
+            mix64(seed ^ 1),
+            mix64(seed ^ 2) as u32
+        ),
+        parent_sha: format!(
+            "{:016x}{:016x}{:08x}",
+            mix64(seed ^ 3),
+            mix64(seed ^ 4),
+            mix64(seed ^ 5) as u32
+        ),
         title: "Test scenario".to_owned(),
         message: "Test scenario\n".to_owned(),
         author_id: 2,
@@ -505,7 +532,11 @@ fn new_job(spec: JobSpec, status: Status, stage_idx: u32, now: SimTime) -> NewJo
         stage: spec.stage,
         stage_idx,
         kind: JobKind::Build,
-        when: if spec.when_manual { When::Manual } else { When::OnSuccess },
+        when: if spec.when_manual {
+            When::Manual
+        } else {
+            When::OnSuccess
+        },
         allow_failure: spec.allow_failure,
         tags: spec.tags,
         status,

@@ -126,7 +126,11 @@ pub(crate) struct FaultInjector {
 }
 
 fn ratio(value: f64) -> f64 {
-    if value.is_finite() { value.clamp(0.0, 1.0) } else { 0.0 }
+    if value.is_finite() {
+        value.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
 }
 
 impl FaultInjector {
@@ -168,7 +172,7 @@ impl FaultInjector {
             return plan;
         }
         if let Some(every) = c.rate_limit_burst_every.filter(|n| *n > 0)
-            && self.requests % u64::from(every) == 0
+            && self.requests.is_multiple_of(u64::from(every))
         {
             plan.throttle = true;
             return plan;
@@ -212,7 +216,9 @@ mod tests {
             },
             7,
         );
-        let errors = (0..4000).filter(|_| injector.plan().server_error.is_some()).count();
+        let errors = (0..4000)
+            .filter(|_| injector.plan().server_error.is_some())
+            .count();
         assert!((800..1200).contains(&errors), "{errors}");
     }
 

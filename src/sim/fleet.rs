@@ -36,7 +36,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
             pipelines_per_project: 5,
-            max_pipelines_per_project: 20,
+            max_pipelines_per_project: 10,
             new_pipeline_every: Some(Duration::from_secs(15 * 60)),
             history: Duration::from_secs(72 * 3600),
             evolve: true,
@@ -152,7 +152,11 @@ pub(crate) fn draw_pipeline(
         ("schedule", SCHEDULE_BOT)
     } else {
         (
-            if tag { "push" } else { pick(rng, &["push", "push", "push", "web"]) },
+            if tag {
+                "push"
+            } else {
+                pick(rng, &["push", "push", "push", "web"])
+            },
             DEVELOPERS[rng.random_range(0..DEVELOPERS.len())],
         )
     };
@@ -335,7 +339,11 @@ mod tests {
         let times = initial_pipeline_times(&mut rng, 6, Duration::from_secs(72 * 3600), now);
         assert_eq!(times.len(), 6);
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
-        assert!(times.iter().all(|t| *t < now && *t >= now.plus_millis(-72 * 3_600_000)));
+        assert!(
+            times
+                .iter()
+                .all(|t| *t < now && *t >= now.plus_millis(-72 * 3_600_000))
+        );
         assert!(times[5] >= now.plus_millis(-90 * 60_000));
     }
 }

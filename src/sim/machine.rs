@@ -45,8 +45,8 @@ pub(crate) fn enter(job: &mut Job, status: Status, t: SimTime, failure_reason: O
         }
         Status::Canceling | Status::Skipped => {}
     }
-    job.failure_reason = (status == Status::Failed)
-        .then(|| failure_reason.unwrap_or(UNKNOWN_FAILURE).to_owned());
+    job.failure_reason =
+        (status == Status::Failed).then(|| failure_reason.unwrap_or(UNKNOWN_FAILURE).to_owned());
     job.status = status;
     job.updated_at = t;
     job.epoch += 1;
@@ -56,7 +56,12 @@ pub(crate) fn enter(job: &mut Job, status: Status, t: SimTime, failure_reason: O
 pub(crate) fn enqueue(job: &mut Job, t: SimTime) -> bool {
     fire(
         job,
-        &[Status::Created, Status::Skipped, Status::Manual, Status::Scheduled],
+        &[
+            Status::Created,
+            Status::Skipped,
+            Status::Manual,
+            Status::Scheduled,
+        ],
         Status::Pending,
         t,
         None,
@@ -229,7 +234,7 @@ pub(crate) mod tests {
             updated_at: SimTime(0),
             coverage: None,
             runner_id: None,
-            tag_list: Vec::new(),
+            tag_list: std::sync::Arc::from(Vec::new()),
             artifacts: None,
             artifacts_expire_in: None,
             trace: None,

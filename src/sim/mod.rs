@@ -164,7 +164,10 @@ impl fmt::Debug for SimConfig {
             .field("projects", &self.projects)
             .field("seed", &self.seed)
             .field("token", &"<redacted>")
-            .field("jobs_list_rate_limit_per_minute", &self.jobs_list_rate_limit_per_minute)
+            .field(
+                "jobs_list_rate_limit_per_minute",
+                &self.jobs_list_rate_limit_per_minute,
+            )
             .field(
                 "authenticated_api_rate_limit_per_minute",
                 &self.authenticated_api_rate_limit_per_minute,
@@ -216,7 +219,11 @@ impl Simulator {
                 let parsed = url::Url::parse(custom)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
                 let text = parsed.to_string();
-                if text.ends_with('/') { text } else { format!("{text}/") }
+                if text.ends_with('/') {
+                    text
+                } else {
+                    format!("{text}/")
+                }
             }
             None => base_url.to_string(),
         };
@@ -254,7 +261,7 @@ impl Simulator {
         });
 
         let app = Router::new()
-            .nest("/-/sim", admin::router(Arc::clone(&shared)))
+            .nest("/-/sim", admin::router())
             .fallback(api::serve)
             .with_state(Arc::clone(&shared));
         let signal = shutdown.clone();
@@ -280,7 +287,13 @@ impl Simulator {
 }
 
 /// Builds the world with its fleet (CPU-bound; run off the async threads).
-fn generate(projects: u32, seed: u64, fleet: &FleetConfig, archive: Option<Duration>, clock: &Clock) -> World {
+fn generate(
+    projects: u32,
+    seed: u64,
+    fleet: &FleetConfig,
+    archive: Option<Duration>,
+    clock: &Clock,
+) -> World {
     let mut world = World::new(mix64(seed ^ 0x6a0b_70c3), archive);
     let now = clock.sim_now();
     for id in 1..=u64::from(projects) {
@@ -311,7 +324,9 @@ impl SimHandle {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
         {
             task.abort();
         }

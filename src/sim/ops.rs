@@ -7,6 +7,7 @@ use crate::sim::clock::SimTime;
 use crate::sim::machine;
 use crate::sim::state::{Artifacts, Commit, Job, JobKind, Pipeline, RUNNERS, Trace, World};
 use crate::sim::status::{Status, When};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A job to create in a new pipeline.
@@ -96,16 +97,16 @@ pub(crate) fn create_pipeline(
     let mut job_ids = Vec::with_capacity(new.jobs.len());
     for spec in new.jobs {
         let id = world.allocate_job_id();
-        let mut tag_list = spec.tags;
-        tag_list.sort();
-        tag_list.dedup();
+        let tag_list = world.interner.tags(&spec.tags);
+        let name = world.interner.str(&spec.name);
+        let stage = world.interner.str(&spec.stage);
         let job = Job {
             id,
             project_id,
             pipeline_id,
             kind: spec.kind,
-            name: spec.name,
-            stage: spec.stage,
+            name,
+            stage,
             stage_idx: spec.stage_idx,
             failure_reason: (spec.status == Status::Failed).then(|| {
                 spec.failure_reason
@@ -183,11 +184,14 @@ pub(crate) fn retry(
         ..old
     };
     let pipeline_id = new.pipeline_id;
-    let name = new.name.clone();
+    let name = Arc::clone(&new.name);
     let stage_idx = new.stage_idx;
     machine::enqueue(&mut new, now);
 
-    let project = world.projects.get_mut(&project_id).ok_or(OpError::NotFound)?;
+    let project = world
+        .projects
+        .get_mut(&project_id)
+        .ok_or(OpError::NotFound)?;
     let autopilot_pipeline = project
         .pipelines
         .get(&pipeline_id)
@@ -240,9 +244,7 @@ pub(crate) fn play(
     if !blocked {
         return retry(world, project_id, job_id, user_id, Some(variables), now);
     }
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     job.user_id = user_id;
     job.variables = variables;
     machine::enqueue(job, now);
@@ -270,9 +272,7 @@ pub(crate) fn erase(
     job_id: u64,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     if !machine::erasable(job) {
         return Err(OpError::NotErasable);
     }
@@ -292,9 +292,7 @@ pub(crate) fn keep_artifacts(
     job_id: u64,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     if !job.has_live_artifacts(now) {
         return Err(OpError::NoArtifacts);
     }
@@ -310,9 +308,7 @@ pub(crate) fn delete_artifacts(
     job_id: u64,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     job.artifacts = None;
     job.updated_at = now;
     Ok(())
@@ -328,9 +324,7 @@ pub(crate) fn force_status(
     failure_reason: Option<&str>,
     now: SimTime,
 ) -> Result<(), OpError> {
-    let job = world
-        .job_mut(project_id, job_id)
-        .ok_or(OpError::NotFound)?;
+    let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     machine::enter(job, status, now, failure_reason);
     if status == Status::Running && job.kind == JobKind::Build {
         job.runner_id.get_or_insert(RUNNERS[0].id);

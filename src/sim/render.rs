@@ -312,7 +312,11 @@ fn job_basic<'a>(
         commit: commit_entity(project, pipeline, ctx),
         pipeline: pipeline_basic(project, pipeline, ctx),
         failure_reason: if job.status == crate::sim::status::Status::Failed {
-            Some(job.failure_reason.as_deref().unwrap_or(machine::UNKNOWN_FAILURE))
+            Some(
+                job.failure_reason
+                    .as_deref()
+                    .unwrap_or(machine::UNKNOWN_FAILURE),
+            )
         } else {
             None
         },
@@ -324,7 +328,12 @@ fn job_basic<'a>(
 }
 
 /// `Entities::Ci::Job` of a job (builds, and bridges presented as jobs).
-pub(crate) fn job<'a>(world: &World, project: &'a Project, job: &'a Job, ctx: Ctx<'_>) -> Option<JobEntity<'a>> {
+pub(crate) fn job<'a>(
+    world: &World,
+    project: &'a Project,
+    job: &'a Job,
+    ctx: Ctx<'_>,
+) -> Option<JobEntity<'a>> {
     let pipeline = project.pipelines.get(&job.pipeline_id)?;
     let basic = job_basic(project, pipeline, job, ctx);
     if job.kind == JobKind::Bridge {
@@ -398,13 +407,17 @@ pub(crate) fn job<'a>(world: &World, project: &'a Project, job: &'a Job, ctx: Ct
         })),
         artifacts_expire_at: job.artifacts.and_then(|a| a.expire_at).map(iso8601),
         archived: world.is_archived(job, ctx.now),
-        tag_list: job.tag_list.iter().map(String::as_str).collect(),
+        tag_list: job.tag_list.iter().map(|t| &**t).collect(),
     })
 }
 
 /// `Entities::Ci::Bridge` of a bridge. The simulator does not model downstream pipelines, so
 /// `downstream_pipeline` is always null.
-pub(crate) fn bridge<'a>(project: &'a Project, job: &'a Job, ctx: Ctx<'_>) -> Option<BridgeEntity<'a>> {
+pub(crate) fn bridge<'a>(
+    project: &'a Project,
+    job: &'a Job,
+    ctx: Ctx<'_>,
+) -> Option<BridgeEntity<'a>> {
     let pipeline = project.pipelines.get(&job.pipeline_id)?;
     Some(BridgeEntity {
         basic: job_basic(project, pipeline, job, ctx),

@@ -138,15 +138,15 @@ pub(crate) fn composite(jobs: impl IntoIterator<Item = (Status, bool)>) -> Statu
         return Status::Created;
     }
     let has = |s: Status| seen[s as usize];
-    let only_of = |allowed: &[Status]| {
-        Status::ALL
-            .iter()
-            .all(|s| !has(*s) || allowed.contains(s))
-    };
+    let only_of = |allowed: &[Status]| Status::ALL.iter().all(|s| !has(*s) || allowed.contains(s));
     let none_seen = Status::ALL.iter().all(|s| !has(*s));
     if none_seen {
         // Only ignored jobs: manual jobs allowed to fail, or allowed failures.
-        return if ignored { Status::Success } else { Status::Created };
+        return if ignored {
+            Status::Success
+        } else {
+            Status::Created
+        };
     }
     if only_of(&[Status::Skipped]) {
         Status::Skipped
@@ -194,10 +194,18 @@ mod tests {
 
     #[test]
     fn groups_follow_gitlab() {
-        let completed: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_completed()).collect();
+        let completed: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_completed())
+            .collect();
         assert_eq!(
             completed,
-            [Status::Success, Status::Failed, Status::Canceled, Status::Skipped]
+            [
+                Status::Success,
+                Status::Failed,
+                Status::Canceled,
+                Status::Skipped
+            ]
         );
         assert!(!Status::Canceling.is_completed());
         assert!(Status::Manual.is_cancelable());

@@ -20,7 +20,13 @@ fn generated(job: &Job, pipeline: Option<&Pipeline>) -> String {
     let runner = job.runner_id.and_then(runner);
     let _ = writeln!(log, "Running with gitlab-runner 17.5.0 (8ec04662)");
     if let Some(r) = runner {
-        let _ = writeln!(log, "  on {} {}, system ID: {}", r.description, short_token(r.id), r.system_id);
+        let _ = writeln!(
+            log,
+            "  on {} {}, system ID: {}",
+            r.description,
+            short_token(r.id),
+            r.system_id
+        );
     }
     let _ = writeln!(log, "Preparing the \"docker\" executor");
     let _ = writeln!(log, "Using Docker executor with image ruby:3.3 ...");
@@ -28,7 +34,11 @@ fn generated(job: &Job, pipeline: Option<&Pipeline>) -> String {
     let _ = writeln!(log, "Fetching changes with git depth set to 20...");
     if let Some(p) = pipeline {
         let short = p.commit.sha.get(..8).unwrap_or(&p.commit.sha);
-        let _ = writeln!(log, "Checking out {short} as detached HEAD (ref is {})...", p.git_ref);
+        let _ = writeln!(
+            log,
+            "Checking out {short} as detached HEAD (ref is {})...",
+            p.git_ref
+        );
     }
     let _ = writeln!(log, "Executing \"step_script\" stage of the job script");
     let _ = writeln!(log, "$ {}", command_for(&job.name));
@@ -37,7 +47,10 @@ fn generated(job: &Job, pipeline: Option<&Pipeline>) -> String {
     }
     match job.status {
         Status::Success => {
-            let _ = writeln!(log, "Cleaning up project directory and file based variables");
+            let _ = writeln!(
+                log,
+                "Cleaning up project directory and file based variables"
+            );
             let _ = writeln!(log, "Job succeeded");
         }
         Status::Failed => {
@@ -45,7 +58,8 @@ fn generated(job: &Job, pipeline: Option<&Pipeline>) -> String {
             let verdict = match reason {
                 "script_failure" => "ERROR: Job failed: exit code 1".to_owned(),
                 "runner_system_failure" => {
-                    "ERROR: Job failed (system failure): prepare environment: exit status 1".to_owned()
+                    "ERROR: Job failed (system failure): prepare environment: exit status 1"
+                        .to_owned()
                 }
                 "job_execution_timeout" => {
                     "ERROR: Job failed: execution took longer than 1h0m0s seconds".to_owned()
@@ -86,9 +100,16 @@ fn command_for(name: &str) -> &'static str {
 
 fn output_for(name: &str) -> &'static [&'static str] {
     if name.starts_with("rspec") {
-        &["Randomized with seed 4711", "........................F..", "Finished in 4 minutes 2 seconds"]
+        &[
+            "Randomized with seed 4711",
+            "........................F..",
+            "Finished in 4 minutes 2 seconds",
+        ]
     } else if name == "lint" {
-        &["Inspecting 412 files", "412 files inspected, no offenses detected"]
+        &[
+            "Inspecting 412 files",
+            "412 files inspected, no offenses detected",
+        ]
     } else {
         &["step 1/3", "step 2/3", "step 3/3"]
     }

@@ -13,11 +13,22 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// Characters RFC 5987 lets through unencoded in `filename*`.
+const RFC5987_ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Chunk size of streamed downloads.
 const CHUNK: usize = 8 * 1024;
 
 /// The files of a job's live archive (404 `Not Found` when there is none or it expired).
-fn live_files(call: &Call<'_>, project: &Project, job: &Job) -> Result<Vec<ArtifactFile>, ApiError> {
+fn live_files(
+    call: &Call<'_>,
+    project: &Project,
+    job: &Job,
+) -> Result<Vec<ArtifactFile>, ApiError> {
     if !job.has_live_artifacts(call.now) {
         return Err(ApiError::not_found(None));
     }
@@ -28,13 +39,20 @@ fn live_files(call: &Call<'_>, project: &Project, job: &Job) -> Result<Vec<Artif
     Ok(artifacts::files(job, git_ref))
 }
 
-fn project_and_job<'w>(call: &'w Call<'_>, project_id: u64, job_id: u64) -> Result<(&'w Project, &'w Job), ApiError> {
+fn project_and_job<'w>(
+    call: &'w Call<'_>,
+    project_id: u64,
+    job_id: u64,
+) -> Result<(&'w Project, &'w Job), ApiError> {
     let project = call
         .world
         .projects
         .get(&project_id)
         .ok_or_else(|| ApiError::not_found(Some("Project")))?;
-    let job = project.jobs.get(&job_id).ok_or_else(ApiError::record_not_found)?;
+    let job = project
+        .jobs
+        .get(&job_id)
+        .ok_or_else(ApiError::record_not_found)?;
     Ok((project, job))
 }
 
@@ -47,7 +65,7 @@ fn latest_successful(project: &Project, git_ref: &str, name: &str) -> Option<u64
         .find(|job| {
             job.kind == JobKind::Build
                 && job.status == Status::Success
-                && job.name == name
+                && &*job.name == name
                 && project
                     .pipelines
                     .get(&job.pipeline_id)
@@ -57,7 +75,10 @@ fn latest_successful(project: &Project, git_ref: &str, name: &str) -> Option<u64
 }
 
 fn by_ref(call: &mut Call<'_>) -> Result<(u64, u64), ApiError> {
-    let name = call.params.scalar("job").ok_or_else(|| ApiError::param("job is missing"))?;
+    let name = call
+        .params
+        .scalar("job")
+        .ok_or_else(|| ApiError::param("job is missing"))?;
     let project_id = call.project()?;
     let git_ref = call.route.ref_name.clone().unwrap_or_default();
     let project = call
@@ -65,7 +86,8 @@ fn by_ref(call: &mut Call<'_>) -> Result<(u64, u64), ApiError> {
         .projects
         .get(&project_id)
         .ok_or_else(|| ApiError::not_found(Some("Project")))?;
-    let job_id = latest_successful(project, &git_ref, &name).ok_or_else(ApiError::record_not_found)?;
+    let job_id =
+        latest_successful(project, &git_ref, &name).ok_or_else(ApiError::record_not_found)?;
     Ok((project_id, job_id))
 }
 
@@ -75,15 +97,21 @@ fn stream(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Respons
         .chunks(CHUNK)
         .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
         .collect();
-    let mut response = (StatusCode::OK, Body::from_stream(futures::stream::iter(chunks))).into_response();
+    let mut response = (
+        StatusCode::OK,
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     let safe: String = filename
         .chars()
         .map(|c| if c == '"' || c.is_control() { '_' } else { c })
         .collect();
-    let encoded = percent_encoding::utf8_percent_encode(&safe, percent_encoding::NON_ALPHANUMERIC);
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"; filename*=UTF-8''{encoded}")) {
+    let encoded = percent_encoding::utf8_percent_encode(&safe, RFC5987_ATTR);
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{safe}\"; filename*=UTF-8''{encoded}"
+    )) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     response
@@ -92,7 +120,11 @@ fn stream(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Respons
 fn archive(call: &Call<'_>, project_id: u64, job_id: u64) -> Result<Response, ApiError> {
     let (project, job) = project_and_job(call, project_id, job_id)?;
     let files = live_files(call, project, job)?;
-    Ok(stream(artifacts::zip(&files), "application/zip", "artifacts.zip"))
+    Ok(stream(
+        artifacts::zip(&files),
+        "application/zip",
+        "artifacts.zip",
+    ))
 }
 
 fn single_file(call: &Call<'_>, project_id: u64, job_id: u64) -> Result<Response, ApiError> {
@@ -138,13 +170,15 @@ pub(super) fn keep(call: &mut Call<'_>) -> Result<Response, ApiError> {
         _ => ApiError::record_not_found(),
     })?;
     let (project, job) = project_and_job(call, project_id, job_id)?;
-    let entity = render::job(call.world, project, job, call.ctx()).ok_or_else(ApiError::record_not_found)?;
+    let entity =
+        render::job(call.world, project, job, call.ctx()).ok_or_else(ApiError::record_not_found)?;
     Ok(json(StatusCode::OK, &entity))
 }
 
 /// `DELETE /projects/:id/jobs/:job_id/artifacts`: 204.
 pub(super) fn delete(call: &mut Call<'_>) -> Result<Response, ApiError> {
     let (project_id, job_id) = locate(call, Finder::Build)?;
-    ops::delete_artifacts(call.world, project_id, job_id, call.now).map_err(|_| ApiError::record_not_found())?;
+    ops::delete_artifacts(call.world, project_id, job_id, call.now)
+        .map_err(|_| ApiError::record_not_found())?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -51,7 +51,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares two secrets in time independent of where they differ.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Authenticates a request. `job_token_allowed` is the endpoint's setting.
@@ -117,15 +121,47 @@ mod tests {
     fn personal_token_sources() {
         let mut world = World::new(1, None);
         let auth = |world: &mut World, h: &HeaderMap, q: &str| {
-            authenticate(world, SimTime(0), h, &Params::from_query(q), "s3cret", false)
+            authenticate(
+                world,
+                SimTime(0),
+                h,
+                &Params::from_query(q),
+                "s3cret",
+                false,
+            )
         };
-        assert_eq!(auth(&mut world, &headers(&[("private-token", "s3cret")]), ""), Ok(Principal::Token));
-        assert_eq!(auth(&mut world, &headers(&[("authorization", "Bearer s3cret")]), ""), Ok(Principal::Token));
-        assert_eq!(auth(&mut world, &HeaderMap::new(), "private_token=s3cret"), Ok(Principal::Token));
-        assert_eq!(auth(&mut world, &HeaderMap::new(), "access_token=s3cret"), Ok(Principal::Token));
-        assert_eq!(auth(&mut world, &HeaderMap::new(), ""), Err(ApiError::unauthorized()));
-        assert_eq!(auth(&mut world, &headers(&[("private-token", "wrong")]), ""), Err(ApiError::unauthorized()));
+        assert_eq!(
+            auth(&mut world, &headers(&[("private-token", "s3cret")]), ""),
+            Ok(Principal::Token)
+        );
+        assert_eq!(
+            auth(
+                &mut world,
+                &headers(&[("authorization", "Bearer s3cret")]),
+                ""
+            ),
+            Ok(Principal::Token)
+        );
+        assert_eq!(
+            auth(&mut world, &HeaderMap::new(), "private_token=s3cret"),
+            Ok(Principal::Token)
+        );
+        assert_eq!(
+            auth(&mut world, &HeaderMap::new(), "access_token=s3cret"),
+            Ok(Principal::Token)
+        );
+        assert_eq!(
+            auth(&mut world, &HeaderMap::new(), ""),
+            Err(ApiError::unauthorized())
+        );
+        assert_eq!(
+            auth(&mut world, &headers(&[("private-token", "wrong")]), ""),
+            Err(ApiError::unauthorized())
+        );
         // A job token is ignored where job tokens are not allowed.
-        assert_eq!(auth(&mut world, &headers(&[("job-token", "glcbt-1_00")]), ""), Err(ApiError::unauthorized()));
+        assert_eq!(
+            auth(&mut world, &headers(&[("job-token", "glcbt-1_00")]), ""),
+            Err(ApiError::unauthorized())
+        );
     }
 }

@@ -27,7 +27,8 @@ pub(super) fn job(call: &mut Call<'_>) -> Result<Response, ApiError> {
         .jobs
         .get(&job_id)
         .ok_or_else(|| ApiError::not_found(Some("Job")))?;
-    let entity = render::job(call.world, project, job, call.ctx()).ok_or_else(|| ApiError::not_found(Some("Job")))?;
+    let entity = render::job(call.world, project, job, call.ctx())
+        .ok_or_else(|| ApiError::not_found(Some("Job")))?;
     Ok(json(StatusCode::OK, &entity))
 }
 
@@ -42,5 +43,8 @@ pub(super) fn allowed_agents(call: &mut Call<'_>) -> Result<Response, ApiError> 
         .jobs
         .get(&job_id)
         .ok_or_else(|| ApiError::not_found(Some("Job")))?;
-    Ok(json(StatusCode::OK, &render::allowed_agents(project, job, call.ctx())))
+    Ok(json(
+        StatusCode::OK,
+        &render::allowed_agents(project, job, call.ctx()),
+    ))
 }

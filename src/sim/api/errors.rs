@@ -50,7 +50,10 @@ impl ApiError {
 
     /// 400 `{"message":"400 Bad request - <reason>"}`.
     pub fn bad_request(reason: &str) -> ApiError {
-        ApiError::message(StatusCode::BAD_REQUEST, format!("400 Bad request - {reason}"))
+        ApiError::message(
+            StatusCode::BAD_REQUEST,
+            format!("400 Bad request - {reason}"),
+        )
     }
 
     /// 404 `{"message":"404 <resource> Not Found"}` (`not_found!(resource)`), or

@@ -31,19 +31,29 @@ pub(super) fn locate(call: &mut Call<'_>, finder: Finder) -> Result<(u64, u64), 
 }
 
 /// The job rendered as `Entities::Ci::Job` (or `Bridge` when `as_bridge` and it is one).
-fn present(call: &Call<'_>, project_id: u64, job_id: u64, status: StatusCode, as_bridge: bool) -> Result<Response, ApiError> {
+fn present(
+    call: &Call<'_>,
+    project_id: u64,
+    job_id: u64,
+    status: StatusCode,
+    as_bridge: bool,
+) -> Result<Response, ApiError> {
     let project = call
         .world
         .projects
         .get(&project_id)
         .ok_or_else(|| ApiError::not_found(Some("Project")))?;
-    let job: &Job = project.jobs.get(&job_id).ok_or_else(ApiError::record_not_found)?;
+    let job: &Job = project
+        .jobs
+        .get(&job_id)
+        .ok_or_else(ApiError::record_not_found)?;
     let ctx = call.ctx();
     if as_bridge && job.kind == JobKind::Bridge {
         let entity = render::bridge(project, job, ctx).ok_or_else(ApiError::record_not_found)?;
         return Ok(json(status, &entity));
     }
-    let entity = render::job(call.world, project, job, ctx).ok_or_else(ApiError::record_not_found)?;
+    let entity =
+        render::job(call.world, project, job, ctx).ok_or_else(ApiError::record_not_found)?;
     Ok(json(status, &entity))
 }
 
@@ -61,7 +71,10 @@ pub(super) fn trace(call: &mut Call<'_>) -> Result<Response, ApiError> {
         .projects
         .get(&project_id)
         .ok_or_else(|| ApiError::not_found(Some("Project")))?;
-    let job = project.jobs.get(&job_id).ok_or_else(ApiError::record_not_found)?;
+    let job = project
+        .jobs
+        .get(&job_id)
+        .ok_or_else(ApiError::record_not_found)?;
     let text = trace::render(job, project.pipelines.get(&job.pipeline_id));
     let mut response = (StatusCode::OK, text).into_response();
     let headers = response.headers_mut();
@@ -85,10 +98,12 @@ pub(super) fn cancel(call: &mut Call<'_>) -> Result<Response, ApiError> {
 pub(super) fn retry(call: &mut Call<'_>) -> Result<Response, ApiError> {
     let (project_id, job_id) = locate(call, Finder::Processable)?;
     let user_id = call.principal.user_id();
-    let new_id = ops::retry(call.world, project_id, job_id, user_id, None, call.now).map_err(|err| match err {
-        OpError::NotRetryable => ApiError::forbidden("Job is not retryable"),
-        _ => ApiError::record_not_found(),
-    })?;
+    let new_id = ops::retry(call.world, project_id, job_id, user_id, None, call.now).map_err(
+        |err| match err {
+            OpError::NotRetryable => ApiError::forbidden("Job is not retryable"),
+            _ => ApiError::record_not_found(),
+        },
+    )?;
     present(call, project_id, new_id, StatusCode::CREATED, false)
 }
 
@@ -108,10 +123,13 @@ pub(super) fn play(call: &mut Call<'_>) -> Result<Response, ApiError> {
     let variables = job_variables(call.params)?;
     let (project_id, job_id) = locate(call, Finder::Processable)?;
     let user_id = call.principal.user_id();
-    let played = ops::play(call.world, project_id, job_id, user_id, variables, call.now).map_err(|err| match err {
-        OpError::Unplayable => ApiError::bad_request("Unplayable Job"),
-        _ => ApiError::record_not_found(),
-    })?;
+    let played =
+        ops::play(call.world, project_id, job_id, user_id, variables, call.now).map_err(|err| {
+            match err {
+                OpError::Unplayable => ApiError::bad_request("Unplayable Job"),
+                _ => ApiError::record_not_found(),
+            }
+        })?;
     present(call, project_id, played, StatusCode::OK, true)
 }
 

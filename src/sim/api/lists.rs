@@ -19,7 +19,9 @@ fn scope(params: &Params) -> Result<Option<Vec<Status>>, ApiError> {
     };
     values
         .iter()
-        .map(|v| Status::parse(v).ok_or_else(|| ApiError::param("scope does not have a valid value")))
+        .map(|v| {
+            Status::parse(v).ok_or_else(|| ApiError::param("scope does not have a valid value"))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -75,14 +77,14 @@ pub(super) fn project_jobs(call: &mut Call<'_>) -> Result<Response, ApiError> {
     }
     let range = offset.range(ids.len());
     let body = json(StatusCode::OK, &render_ids(&ids[range]));
-    Ok(with_headers(body, offset.headers(ids.len(), false, &call.link)))
+    Ok(with_headers(
+        body,
+        offset.headers(ids.len(), false, &call.link),
+    ))
 }
 
 /// The pipeline of `:pipeline_id` in the project, with the listing parameters checked first.
-fn pipeline_list(
-    call: &mut Call<'_>,
-    kind: JobKind,
-) -> Result<Response, ApiError> {
+fn pipeline_list(call: &mut Call<'_>, kind: JobKind) -> Result<Response, ApiError> {
     let scope = scope(call.params)?;
     let include_retried = match kind {
         JobKind::Build => call.params.boolean("include_retried")?.unwrap_or(false),
@@ -103,9 +105,11 @@ fn pipeline_list(
         .job_ids
         .iter()
         .filter_map(|id| project.jobs.get(id))
-        .filter(|j| j.kind == kind && (include_retried || !j.retried) && in_scope(j, scope.as_deref()))
+        .filter(|j| {
+            j.kind == kind && (include_retried || !j.retried) && in_scope(j, scope.as_deref())
+        })
         .collect();
-    jobs.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    jobs.sort_unstable_by_key(|job| std::cmp::Reverse(job.id));
     let total = jobs.len();
     let page = &jobs[offset.range(total)];
     let ctx = call.ctx();

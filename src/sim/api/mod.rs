@@ -149,7 +149,13 @@ fn add_body_params(params: &mut Params, headers: &HeaderMap, body: &Bytes) -> Re
 }
 
 /// Authenticates, throttles and runs the endpoint, all under the world lock.
-fn respond(shared: &Shared, route: &Route, headers: &HeaderMap, params: &Params, link: LinkTarget) -> Response {
+fn respond(
+    shared: &Shared,
+    route: &Route,
+    headers: &HeaderMap,
+    params: &Params,
+    link: LinkTarget,
+) -> Response {
     let now = shared.now();
     let mut world = shared.world();
     let principal = match auth::authenticate(
@@ -245,7 +251,9 @@ impl Call<'_> {
             .world
             .resolve_project(reference)
             .ok_or_else(|| ApiError::not_found(Some("Project")))?;
-        if let Principal::Job { project_id: own, .. } = self.principal
+        if let Principal::Job {
+            project_id: own, ..
+        } = self.principal
             && own != project_id
         {
             return Err(ApiError::not_found(Some("Project")));
@@ -271,9 +279,10 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => {
             let mut response = (status, bytes).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
         Err(_) => server_error(500),
@@ -281,7 +290,10 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 }
 
 /// Adds headers to a response (names must be lowercase).
-pub(crate) fn with_headers(mut response: Response, headers: Vec<(&'static str, String)>) -> Response {
+pub(crate) fn with_headers(
+    mut response: Response,
+    headers: Vec<(&'static str, String)>,
+) -> Response {
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response
@@ -298,7 +310,10 @@ fn add_rate_limit_headers(headers: &mut HeaderMap, window: WindowState) {
         ("ratelimit-limit", window.limit.to_string()),
         ("ratelimit-observed", window.observed.to_string()),
         ("ratelimit-remaining", window.remaining().to_string()),
-        ("ratelimit-reset", window.reset_at.unix_seconds().to_string()),
+        (
+            "ratelimit-reset",
+            window.reset_at.unix_seconds().to_string(),
+        ),
     ];
     for (name, value) in values {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -332,9 +347,10 @@ fn server_error(code: u16) -> Response {
             let page = "<!DOCTYPE html>\n<html>\n<head><title>GitLab is not responding (502)</title></head>\n\
                         <body><h1>502</h1><p>Whoops, GitLab is taking too much time to respond.</p></body>\n</html>\n";
             let mut response = (StatusCode::BAD_GATEWAY, page).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             response
         }
         503 => json(

@@ -105,7 +105,12 @@ impl OffsetRequest {
 
     /// The pagination headers for a list of `total` items. `counted` adds `X-Total`,
     /// `X-Total-Pages` and `rel="last"`.
-    pub fn headers(&self, total: usize, counted: bool, link: &LinkTarget) -> Vec<(&'static str, String)> {
+    pub fn headers(
+        &self,
+        total: usize,
+        counted: bool,
+        link: &LinkTarget,
+    ) -> Vec<(&'static str, String)> {
         let total = total as u64;
         let shown_before = (self.page - 1).saturating_mul(self.per_page);
         let out_of_range = shown_before >= total;
@@ -135,11 +140,19 @@ impl OffsetRequest {
             ("x-page", self.page.to_string()),
             (
                 "x-next-page",
-                if has_next { (self.page + 1).to_string() } else { String::new() },
+                if has_next {
+                    (self.page + 1).to_string()
+                } else {
+                    String::new()
+                },
             ),
             (
                 "x-prev-page",
-                if has_prev { (self.page - 1).to_string() } else { String::new() },
+                if has_prev {
+                    (self.page - 1).to_string()
+                } else {
+                    String::new()
+                },
             ),
             ("link", links.join(", ")),
         ];
@@ -183,7 +196,9 @@ impl KeysetRequest {
         }
         let cursor = match params.scalar("cursor") {
             None => None,
-            Some(raw) => Some(decode_cursor(&raw).ok_or_else(|| ApiError::param("cursor is invalid"))?),
+            Some(raw) => {
+                Some(decode_cursor(&raw).ok_or_else(|| ApiError::param("cursor is invalid"))?)
+            }
         };
         Ok(Some(KeysetRequest { per_page, cursor }))
     }
@@ -194,7 +209,10 @@ impl KeysetRequest {
         match self.cursor {
             None | Some((_, Direction::Next)) => {
                 let bound = self.cursor.map(|(id, _)| id);
-                let mut rest = ids_desc.iter().copied().filter(|id| bound.is_none_or(|b| *id < b));
+                let mut rest = ids_desc
+                    .iter()
+                    .copied()
+                    .filter(|id| bound.is_none_or(|b| *id < b));
                 let page: Vec<u64> = rest.by_ref().take(per_page).collect();
                 let more = rest.next().is_some();
                 (page, more)
@@ -254,9 +272,17 @@ mod tests {
 
     #[test]
     fn offset_headers_without_count() {
-        let req = OffsetRequest { page: 2, per_page: 2 };
+        let req = OffsetRequest {
+            page: 2,
+            per_page: 2,
+        };
         let headers = req.headers(5, false, &target());
-        let get = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(get("x-next-page").as_deref(), Some("3"));
         assert_eq!(get("x-prev-page").as_deref(), Some("1"));
         assert_eq!(get("x-total"), None);
@@ -271,18 +297,36 @@ mod tests {
 
     #[test]
     fn offset_headers_counted_and_past_the_end() {
-        let req = OffsetRequest { page: 3, per_page: 2 };
+        let req = OffsetRequest {
+            page: 3,
+            per_page: 2,
+        };
         let headers = req.headers(5, true, &target());
-        let get = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(get("x-next-page").as_deref(), Some(""));
         assert_eq!(get("x-total").as_deref(), Some("5"));
         assert_eq!(get("x-total-pages").as_deref(), Some("3"));
         assert!(get("link").is_some_and(|l| l.ends_with("page=3&per_page=2&scope%5B%5D=failed>; rel=\"last\"")));
-        let past = OffsetRequest { page: 9, per_page: 2 };
+        let past = OffsetRequest {
+            page: 9,
+            per_page: 2,
+        };
         assert_eq!(past.range(5), 5..5);
         let headers = past.headers(5, true, &target());
         assert!(headers.contains(&("x-prev-page", String::new())));
-        assert_eq!(OffsetRequest { page: 1, per_page: 2 }.headers(0, true, &target())[5], ("x-total", "0".into()));
+        assert_eq!(
+            OffsetRequest {
+                page: 1,
+                per_page: 2
+            }
+            .headers(0, true, &target())[5],
+            ("x-total", "0".into())
+        );
     }
 
     #[test]
@@ -290,8 +334,14 @@ mod tests {
         let parse = |q: &str| OffsetRequest::parse(&Params::from_query(q));
         assert_eq!(parse("").map(|r| r.per_page), Ok(20));
         assert_eq!(parse("per_page=500").map(|r| r.per_page), Ok(100));
-        assert_eq!(parse("per_page=0"), Err(ApiError::param("per_page has a value not allowed")));
-        assert_eq!(parse("per_page=x"), Err(ApiError::param("per_page is invalid")));
+        assert_eq!(
+            parse("per_page=0"),
+            Err(ApiError::param("per_page has a value not allowed"))
+        );
+        assert_eq!(
+            parse("per_page=x"),
+            Err(ApiError::param("per_page is invalid"))
+        );
         assert_eq!(parse("page=-3").map(|r| r.page), Ok(1));
     }
 
@@ -300,18 +350,30 @@ mod tests {
         let encoded = encode_cursor(123);
         assert_eq!(encoded, "eyJpZCI6IjEyMyIsIl9rZCI6Im4ifQ==");
         assert_eq!(decode_cursor(&encoded), Some((123, Direction::Next)));
-        assert_eq!(decode_cursor(encoded.trim_end_matches('=')), Some((123, Direction::Next)));
+        assert_eq!(
+            decode_cursor(encoded.trim_end_matches('=')),
+            Some((123, Direction::Next))
+        );
         assert_eq!(decode_cursor("not base64!"), None);
     }
 
     #[test]
     fn keyset_pages() {
         let ids = [9, 7, 5, 3, 1];
-        let first = KeysetRequest { per_page: 2, cursor: None };
+        let first = KeysetRequest {
+            per_page: 2,
+            cursor: None,
+        };
         assert_eq!(first.page(&ids), (vec![9, 7], true));
-        let next = KeysetRequest { per_page: 2, cursor: Some((5, Direction::Next)) };
+        let next = KeysetRequest {
+            per_page: 2,
+            cursor: Some((5, Direction::Next)),
+        };
         assert_eq!(next.page(&ids), (vec![3, 1], false));
-        let prev = KeysetRequest { per_page: 2, cursor: Some((3, Direction::Prev)) };
+        let prev = KeysetRequest {
+            per_page: 2,
+            cursor: Some((3, Direction::Prev)),
+        };
         assert_eq!(prev.page(&ids), (vec![7, 5], true));
         let sort = KeysetRequest::parse(&Params::from_query("pagination=keyset&sort=asc"));
         assert_eq!(sort.map_err(|e| e.status.as_u16()), Err(405));

@@ -164,7 +164,9 @@ impl Params {
                         indexed.len() - 1
                     }
                 };
-                indexed[slot].1.insert(field.to_owned(), Some(value.clone()));
+                indexed[slot]
+                    .1
+                    .insert(field.to_owned(), Some(value.clone()));
             } else if key == name || *key == format!("{name}[]") {
                 seen = true;
             }
@@ -239,9 +241,15 @@ mod tests {
         let p = Params::from_query("scope=pending");
         assert_eq!(p.list("scope"), Some(vec!["pending".to_owned()]));
         let p = Params::from_query("scope%5B%5D=pending&scope[]=running");
-        assert_eq!(p.list("scope"), Some(vec!["pending".to_owned(), "running".to_owned()]));
+        assert_eq!(
+            p.list("scope"),
+            Some(vec!["pending".to_owned(), "running".to_owned()])
+        );
         let p = Params::from_query("scope[0]=failed&scope[1]=success");
-        assert_eq!(p.list("scope"), Some(vec!["failed".to_owned(), "success".to_owned()]));
+        assert_eq!(
+            p.list("scope"),
+            Some(vec!["failed".to_owned(), "success".to_owned()])
+        );
         // Repeated plain keys: Rack keeps the last.
         let p = Params::from_query("scope=a&scope=b");
         assert_eq!(p.list("scope"), Some(vec!["b".to_owned()]));
@@ -278,10 +286,7 @@ mod tests {
         let p = Params::from_query("page=2&page=3&force=true&bad=x&name=a+b%2Fc");
         assert_eq!(p.integer("page"), Ok(Some(3)));
         assert_eq!(p.boolean("force"), Ok(Some(true)));
-        assert_eq!(
-            p.integer("bad"),
-            Err(ApiError::param("bad is invalid"))
-        );
+        assert_eq!(p.integer("bad"), Err(ApiError::param("bad is invalid")));
         assert_eq!(p.scalar("name").as_deref(), Some("a b/c"));
         let mut p = Params::from_query("force=false");
         p.add_json(br#"{"force": true}"#).expect("object");

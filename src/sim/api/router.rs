@@ -47,7 +47,9 @@ impl Endpoint {
             }
             Endpoint::DownloadArtifactsByRef => "/projects/:id/jobs/artifacts/:ref_name/download",
             Endpoint::ArtifactFile => "/projects/:id/jobs/:job_id/artifacts/*artifact_path",
-            Endpoint::ArtifactFileByRef => "/projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path",
+            Endpoint::ArtifactFileByRef => {
+                "/projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path"
+            }
             Endpoint::KeepArtifacts => "/projects/:id/jobs/:job_id/artifacts/keep",
         }
     }
@@ -95,7 +97,11 @@ impl Route {
 
 /// Matches a path below `/api/v4` (e.g. `/projects/1/jobs`).
 pub(crate) fn resolve(method: &Method, path: &str) -> Option<Route> {
-    let method = if *method == Method::HEAD { Method::GET } else { method.clone() };
+    let method = if *method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
     let raw: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let get = method == Method::GET;
     let post = method == Method::POST;
@@ -103,7 +109,12 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Option<Route> {
     let rest = |from: usize| {
         raw.get(from..)
             .filter(|tail| !tail.is_empty() && tail.iter().all(|s| !s.is_empty()))
-            .map(|tail| tail.iter().map(|s| path_decode(s)).collect::<Vec<_>>().join("/"))
+            .map(|tail| {
+                tail.iter()
+                    .map(|s| path_decode(s))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
     };
 
     match raw.as_slice() {
@@ -186,8 +197,16 @@ mod tests {
         use Endpoint::*;
         let cases = [
             (Method::GET, "/projects/1/jobs", ListProjectJobs),
-            (Method::GET, "/projects/1/pipelines/4/jobs", ListPipelineJobs),
-            (Method::GET, "/projects/1/pipelines/4/bridges", ListPipelineBridges),
+            (
+                Method::GET,
+                "/projects/1/pipelines/4/jobs",
+                ListPipelineJobs,
+            ),
+            (
+                Method::GET,
+                "/projects/1/pipelines/4/bridges",
+                ListPipelineBridges,
+            ),
             (Method::GET, "/job", CurrentJob),
             (Method::GET, "/job/allowed_agents", CurrentJobAllowedAgents),
             (Method::GET, "/projects/1/jobs/9", GetJob),
@@ -197,13 +216,41 @@ mod tests {
             (Method::POST, "/projects/1/jobs/9/retry", Retry),
             (Method::POST, "/projects/1/jobs/9/erase", Erase),
             (Method::POST, "/projects/1/jobs/9/play", Play),
-            (Method::GET, "/projects/1/jobs/9/artifacts", DownloadArtifacts),
-            (Method::DELETE, "/projects/1/jobs/9/artifacts", DeleteArtifacts),
-            (Method::GET, "/projects/1/jobs/artifacts/main/download", DownloadArtifactsByRef),
-            (Method::GET, "/projects/1/jobs/9/artifacts/build/info.txt", ArtifactFile),
-            (Method::GET, "/projects/1/jobs/9/artifacts/keep", ArtifactFile),
-            (Method::GET, "/projects/1/jobs/artifacts/v1.0/raw/dist/a.md", ArtifactFileByRef),
-            (Method::POST, "/projects/1/jobs/9/artifacts/keep", KeepArtifacts),
+            (
+                Method::GET,
+                "/projects/1/jobs/9/artifacts",
+                DownloadArtifacts,
+            ),
+            (
+                Method::DELETE,
+                "/projects/1/jobs/9/artifacts",
+                DeleteArtifacts,
+            ),
+            (
+                Method::GET,
+                "/projects/1/jobs/artifacts/main/download",
+                DownloadArtifactsByRef,
+            ),
+            (
+                Method::GET,
+                "/projects/1/jobs/9/artifacts/build/info.txt",
+                ArtifactFile,
+            ),
+            (
+                Method::GET,
+                "/projects/1/jobs/9/artifacts/keep",
+                ArtifactFile,
+            ),
+            (
+                Method::GET,
+                "/projects/1/jobs/artifacts/v1.0/raw/dist/a.md",
+                ArtifactFileByRef,
+            ),
+            (
+                Method::POST,
+                "/projects/1/jobs/9/artifacts/keep",
+                KeepArtifacts,
+            ),
         ];
         for (method, path, expected) in cases {
             assert_eq!(ep(method.clone(), path), Some(expected), "{method} {path}");
@@ -228,11 +275,15 @@ mod tests {
 
     #[test]
     fn segments_are_decoded_after_matching() {
-        let route = resolve(&Method::GET, "/projects/group%2Fsub%2Fproject/jobs/12").expect("matches");
+        let route =
+            resolve(&Method::GET, "/projects/group%2Fsub%2Fproject/jobs/12").expect("matches");
         assert_eq!(route.project.as_deref(), Some("group/sub/project"));
         assert_eq!(route.resource_id.as_deref(), Some("12"));
-        let route = resolve(&Method::GET, "/projects/1/jobs/artifacts/feature%2Flogin/raw/dir/my%20file.txt")
-            .expect("matches");
+        let route = resolve(
+            &Method::GET,
+            "/projects/1/jobs/artifacts/feature%2Flogin/raw/dir/my%20file.txt",
+        )
+        .expect("matches");
         assert_eq!(route.ref_name.as_deref(), Some("feature/login"));
         assert_eq!(route.artifact_path.as_deref(), Some("dir/my file.txt"));
     }
