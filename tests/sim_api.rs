@@ -467,18 +467,19 @@ async fn erase_keep_and_delete_artifacts() {
 #[tokio::test]
 async fn traces_and_artifact_downloads() {
     let sim = start(config(1)).await;
+    let tag = |jobs| PipelineSpec {
+        git_ref: "v1.2.0".into(),
+        tag: true,
+        jobs,
+    };
     let p = sim.control.add_pipeline(
         1,
-        PipelineSpec {
-            git_ref: "v1.2.0".into(),
-            tag: true,
-            jobs: vec![
-                JobSpec::new("release", "deploy", "success")
-                    .with_log("line 1\nline 2\n")
-                    .with_artifacts(Duration::from_secs(86_400)),
-                JobSpec::new("quiet", "deploy", "pending"),
-            ],
-        },
+        tag(vec![
+            JobSpec::new("release", "deploy", "success")
+                .with_log("line 1\nline 2\n")
+                .with_artifacts(Duration::from_secs(86_400)),
+            JobSpec::new("quiet", "deploy", "success"),
+        ]),
     );
     let release = p.job_ids[0];
     let trace = sim.get(&format!("/projects/1/jobs/{release}/trace")).await;
@@ -531,18 +532,80 @@ async fn traces_and_artifact_downloads() {
         .await;
     assert_eq!(raw.status(), 200);
 
-    let (status, body) = sim
-        .get_json(&format!("/projects/1/jobs/{release}/artifacts/nope.txt"))
+    let cases: Vec<(String, u16, Value)> = vec![
+        (
+            format!("/projects/1/jobs/{release}/artifacts/nope.txt"),
+            404,
+            json!({"message": "404 Not Found"}),
+        ),
+        (
+            format!("/projects/1/jobs/{release}/artifacts/dist%2F..%2F..%2Fetc%2Fpasswd"),
+            400,
+            json!({"message": "400 Bad request"}),
+        ),
+        (
+            format!("/projects/1/jobs/{}/artifacts/a.txt", p.job_ids[1]),
+            404,
+            json!({"message": "404 Not Found"}),
+        ),
+        (
+            "/projects/1/jobs/artifacts/v1.2.0/download".into(),
+            400,
+            json!({"error": "job is missing"}),
+        ),
+        (
+            "/projects/1/jobs/artifacts/main/download?job=release".into(),
+            404,
+            json!({"message": "404 Not found"}),
+        ),
+        (
+            "/projects/1/jobs/artifacts/v1.2.0/download?job=quiet".into(),
+            404,
+            json!({"message": "404 Not found"}),
+        ),
+    ];
+    for (path, status, body) in cases {
+        assert_eq!(sim.get_json(&path).await, (status, body), "{path}");
+    }
+
+    // A newer pipeline that has not succeeded does not count: the latest successful one does.
+    sim.control
+        .add_pipeline(1, tag(vec![JobSpec::new("release", "deploy", "running")]));
+    let latest = sim
+        .get("/projects/1/jobs/artifacts/v1.2.0/download?job=release")
         .await;
-    assert_eq!((status, body), (404, json!({"message": "404 Not Found"})));
-    let (status, body) = sim
-        .get_json("/projects/1/jobs/artifacts/v1.2.0/download")
+    assert_eq!(latest.status(), 200);
+    // A newer successful pipeline without that job hides it, except from the search across
+    // recent successful pipelines.
+    sim.control
+        .add_pipeline(1, tag(vec![JobSpec::new("docs", "deploy", "success")]));
+    let (status, _) = sim
+        .get_json("/projects/1/jobs/artifacts/v1.2.0/download?job=release")
         .await;
-    assert_eq!((status, body), (400, json!({"error": "job is missing"})));
-    let (status, body) = sim
-        .get_json("/projects/1/jobs/artifacts/main/download?job=release")
+    assert_eq!(status, 404);
+    let recent = sim
+        .get("/projects/1/jobs/artifacts/v1.2.0/download?job=release&search_recent_successful_pipelines=true")
         .await;
-    assert_eq!((status, body), (404, json!({"message": "404 Not found"})));
+    assert_eq!(recent.status(), 200);
+    let (status, body) = sim
+        .get_json("/projects/1/jobs/artifacts/v9/download?job=release&search_recent_successful_pipelines=true")
+        .await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"message": "404 Job Not Found"}))
+    );
+
+    // Artifact downloads tolerate anonymous callers, who see no (private) project.
+    let anonymous = sim
+        .client
+        .get(sim.api(&format!("/projects/1/jobs/{release}/artifacts")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        json_of(anonymous).await,
+        (404, json!({"message": "404 Project Not Found"}))
+    );
     sim.stop().await;
 }
 

@@ -232,6 +232,8 @@ async fn the_jobs_list_limit_answers_429_without_headers_until_the_minute_passes
         body,
         json!({"message": {"error": "This endpoint has been requested too many times. Try again later."}})
     );
+    // The limit is checked before the project is looked up.
+    assert_eq!(sim.get("/projects/404/jobs").await.status(), 429);
     // Only the list endpoint is limited.
     assert_eq!(sim.get("/projects/1/pipelines/1/jobs").await.status(), 200);
     sim.control.advance(Duration::from_secs(60));
