@@ -423,18 +423,20 @@ fn new_pipeline(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimT
     enforce_cap(world, project_id, ap.max_pipelines);
 }
 
+/// Drops the oldest fleet pipelines beyond `max` (pipelines added by tests are kept).
 fn enforce_cap(world: &mut World, project_id: u64, max: usize) {
-    loop {
-        let oldest = match world.projects.get(&project_id) {
-            Some(project) if project.pipelines.len() > max => {
-                project.pipelines.keys().next().copied()
-            }
-            _ => None,
-        };
-        match oldest {
-            Some(pipeline_id) => world.remove_pipeline(project_id, pipeline_id),
-            None => return,
-        }
+    let Some(project) = world.projects.get(&project_id) else {
+        return;
+    };
+    let fleet: Vec<u64> = project
+        .pipelines
+        .values()
+        .filter(|p| p.autopilot)
+        .map(|p| p.id)
+        .collect();
+    let excess = fleet.len().saturating_sub(max);
+    for pipeline_id in fleet.into_iter().take(excess) {
+        world.remove_pipeline(project_id, pipeline_id);
     }
 }
 
