@@ -34,7 +34,8 @@ pub struct SimulateArgs {
     #[arg(long, env = "JOBWARDEN_SIM_API_RATE_LIMIT", default_value_t = 2000)]
     pub api_rate_limit: u32,
 
-    /// Simulated clock speed (2.0 = twice as fast as the wall clock).
+    /// Simulated clock speed (2.0 = twice as fast as the wall clock). Job timings and the
+    /// one-minute rate-limit windows follow the simulated clock.
     #[arg(long, env = "JOBWARDEN_SIM_SPEED", default_value_t = 1.0, value_parser = positive_float)]
     pub speed: f64,
 
