@@ -3,9 +3,10 @@
 //! offers in process; see the module docs of [`crate::sim`] for the routes.
 
 use crate::sim::clock::iso8601;
-use crate::sim::control::{JobSpec, PipelineSpec, SimControl};
+use crate::sim::control::{JobSpec, PipelineSpec, ScenarioError, SimControl};
 use crate::sim::faults::FaultConfigWire;
 use crate::sim::server::{ConnInfo, Shared, lock};
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -13,13 +14,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+type Sim = State<Arc<Shared>>;
+type AdminResult = Result<Response, AdminError>;
+
 /// The admin routes (to be nested under `/-/sim`).
-pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/requests", get(requests))
         .route("/counters", get(counters))
@@ -32,8 +37,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/projects/{id}/jobs", get(project_jobs))
         .route("/projects/{id}/jobs/{job_id}", get(job))
         .route("/projects/{id}/jobs/{job_id}/status", post(set_status))
-        .route_layer(middleware::from_fn_with_state(shared, loopback_only))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
+        .fallback(|| async { AdminError::not_found("no such admin route") })
+        .layer(middleware::from_fn(loopback_only))
 }
 
 fn control(shared: &Arc<Shared>) -> SimControl {
@@ -42,12 +47,32 @@ fn control(shared: &Arc<Shared>) -> SimControl {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// An admin error: `{"error": "..."}` with a status.
+#[derive(Debug)]
+struct AdminError(StatusCode, String);
+
+impl AdminError {
+    fn bad_request(message: impl Into<String>) -> AdminError {
+        AdminError(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    fn not_found(message: impl Into<String>) -> AdminError {
+        AdminError(StatusCode::NOT_FOUND, message.into())
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// Parses a JSON body (400 with serde's message when it does not fit).
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|err| AdminError::bad_request(err.to_string()))
 }
 
 async fn loopback_only(
-    State(_shared): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
     request: Request,
     next: Next,
@@ -55,22 +80,23 @@ async fn loopback_only(
     if conn.peer.ip().is_loopback() {
         next.run(request).await
     } else {
-        error(
+        AdminError(
             StatusCode::FORBIDDEN,
-            "the admin endpoint answers loopback clients only",
+            "the admin endpoint answers loopback clients only".to_owned(),
         )
+        .into_response()
     }
 }
 
-async fn requests(State(shared): State<Arc<Shared>>) -> Response {
+async fn requests(State(shared): Sim) -> Response {
     Json(lock(&shared.log).entries()).into_response()
 }
 
-async fn counters(State(shared): State<Arc<Shared>>) -> Response {
+async fn counters(State(shared): Sim) -> Response {
     Json(lock(&shared.log).counters()).into_response()
 }
 
-async fn reset(State(shared): State<Arc<Shared>>) -> Response {
+async fn reset(State(shared): Sim) -> Response {
     let control = control(&shared);
     control.reset_log();
     control.reset_rate_limits();
@@ -81,47 +107,43 @@ fn now_body(shared: &Shared) -> Response {
     Json(json!({ "now": iso8601(shared.now()) })).into_response()
 }
 
-async fn now(State(shared): State<Arc<Shared>>) -> Response {
+async fn now(State(shared): Sim) -> Response {
     now_body(&shared)
 }
 
-async fn advance(
-    State(shared): State<Arc<Shared>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let seconds = query.get("seconds").and_then(|s| s.parse::<f64>().ok());
-    match seconds {
-        Some(s) if s.is_finite() && s >= 0.0 && s < 1e12 => {
-            shared.clock.advance(Duration::from_secs_f64(s));
-            now_body(&shared)
-        }
-        _ => error(
-            StatusCode::BAD_REQUEST,
-            "seconds must be a non-negative number",
-        ),
+/// A non-negative number of seconds.
+fn seconds(value: f64, field: &str) -> Result<Duration, AdminError> {
+    if value.is_finite() && (0.0..1e12).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(AdminError::bad_request(format!(
+            "{field} must be a non-negative number"
+        )))
     }
 }
 
-async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+async fn advance(State(shared): Sim, Query(query): Query<HashMap<String, String>>) -> AdminResult {
+    let raw = query
+        .get("seconds")
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    shared.clock.advance(seconds(raw, "seconds")?);
+    Ok(now_body(&shared))
+}
+
+async fn get_faults(State(shared): Sim) -> Response {
     Json(FaultConfigWire::from(lock(&shared.faults).config())).into_response()
 }
 
-async fn put_faults(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let wire: FaultConfigWire = match serde_json::from_slice(&body) {
-        Ok(wire) => wire,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
-    };
-    match wire.into_config() {
-        Ok(config) => {
-            let echo = FaultConfigWire::from(&config);
-            lock(&shared.faults).set(config);
-            Json(echo).into_response()
-        }
-        Err(message) => error(StatusCode::BAD_REQUEST, message),
-    }
+async fn put_faults(State(shared): Sim, body: Bytes) -> AdminResult {
+    let wire: FaultConfigWire = parse(&body)?;
+    let config = wire.into_config().map_err(AdminError::bad_request)?;
+    let echo = FaultConfigWire::from(&config);
+    lock(&shared.faults).set(config);
+    Ok(Json(echo).into_response())
 }
 
-async fn projects(State(shared): State<Arc<Shared>>) -> Response {
+async fn projects(State(shared): Sim) -> Response {
     let world = shared.world();
     let list: Vec<_> = world
         .projects
@@ -137,28 +159,23 @@ struct NewProjectBody {
     path: String,
 }
 
-async fn create_project(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let body: NewProjectBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
-    };
-    match control(&shared).add_project(&body.path) {
-        Ok(id) => (
-            StatusCode::CREATED,
-            Json(json!({ "id": id, "path": body.path })),
-        )
-            .into_response(),
-        Err(err) => error(StatusCode::CONFLICT, err.to_string()),
-    }
+async fn create_project(State(shared): Sim, body: Bytes) -> AdminResult {
+    let body: NewProjectBody = parse(&body)?;
+    let id = control(&shared)
+        .add_project(&body.path)
+        .map_err(|err| AdminError(StatusCode::CONFLICT, err.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "path": body.path })),
+    )
+        .into_response())
 }
 
-fn resolve(shared: &Shared, reference: &str) -> Result<u64, Response> {
-    shared.world().resolve_project(reference).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            format!("unknown project {reference}"),
-        )
-    })
+fn resolve(shared: &Shared, reference: &str) -> Result<u64, AdminError> {
+    shared
+        .world()
+        .resolve_project(reference)
+        .ok_or_else(|| AdminError::not_found(format!("unknown project {reference}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +205,7 @@ struct JobBody {
     /// `on_success` (default) or `manual`.
     #[serde(default)]
     when: Option<String>,
+    /// Defaults to true for manual jobs, as in GitLab.
     #[serde(default)]
     allow_failure: Option<bool>,
     #[serde(default)]
@@ -208,27 +226,15 @@ fn default_status() -> String {
     "created".to_owned()
 }
 
-fn seconds(value: f64, field: &str) -> Result<Duration, Response> {
-    if value.is_finite() && (0.0..1e12).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{field} must be a non-negative number"),
-        ))
-    }
-}
-
 impl JobBody {
-    fn into_spec(self) -> Result<JobSpec, Response> {
+    fn into_spec(self) -> Result<JobSpec, AdminError> {
         let when_manual = match self.when.as_deref() {
             None | Some("on_success") => false,
             Some("manual") => true,
             Some(other) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unsupported when: {other}"),
-                ));
+                return Err(AdminError::bad_request(format!(
+                    "unsupported when: {other}"
+                )));
             }
         };
         Ok(JobSpec {
@@ -249,56 +255,36 @@ impl JobBody {
     }
 }
 
-async fn create_pipeline(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let project_id = match resolve(&shared, &id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
-    let body: PipelineBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
-    };
-    let mut jobs = Vec::with_capacity(body.jobs.len());
-    for job in body.jobs {
-        match job.into_spec() {
-            Ok(spec) => jobs.push(spec),
-            Err(response) => return response,
-        }
-    }
+async fn create_pipeline(State(shared): Sim, Path(id): Path<String>, body: Bytes) -> AdminResult {
+    let project_id = resolve(&shared, &id)?;
+    let body: PipelineBody = parse(&body)?;
+    let jobs = body
+        .jobs
+        .into_iter()
+        .map(JobBody::into_spec)
+        .collect::<Result<Vec<_>, _>>()?;
     let spec = PipelineSpec {
         git_ref: body.git_ref,
         tag: body.tag,
         jobs,
     };
-    match control(&shared).try_add_pipeline(project_id, spec) {
-        Ok(pipeline) => (StatusCode::CREATED, Json(pipeline)).into_response(),
-        Err(err) => error(StatusCode::BAD_REQUEST, err.to_string()),
-    }
+    let pipeline = control(&shared)
+        .try_add_pipeline(project_id, spec)
+        .map_err(|err| AdminError::bad_request(err.to_string()))?;
+    Ok((StatusCode::CREATED, Json(pipeline)).into_response())
 }
 
-async fn project_jobs(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match resolve(&shared, &id) {
-        Ok(project_id) => Json(control(&shared).jobs(project_id)).into_response(),
-        Err(response) => response,
-    }
+async fn project_jobs(State(shared): Sim, Path(id): Path<String>) -> AdminResult {
+    let project_id = resolve(&shared, &id)?;
+    Ok(Json(control(&shared).jobs(project_id)).into_response())
 }
 
-async fn job(
-    State(shared): State<Arc<Shared>>,
-    Path((id, job_id)): Path<(String, u64)>,
-) -> Response {
-    let project_id = match resolve(&shared, &id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
-    match control(&shared).job(project_id, job_id) {
-        Some(job) => Json(job).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("unknown job {job_id}")),
-    }
+async fn job(State(shared): Sim, Path((id, job_id)): Path<(String, u64)>) -> AdminResult {
+    let project_id = resolve(&shared, &id)?;
+    let job = control(&shared)
+        .job(project_id, job_id)
+        .ok_or_else(|| AdminError::not_found(format!("unknown job {job_id}")))?;
+    Ok(Json(job).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,28 +296,22 @@ struct StatusBody {
 }
 
 async fn set_status(
-    State(shared): State<Arc<Shared>>,
+    State(shared): Sim,
     Path((id, job_id)): Path<(String, u64)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let project_id = match resolve(&shared, &id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
-    let body: StatusBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
-    };
-    match control(&shared).try_set_job_status(
-        project_id,
-        job_id,
-        &body.status,
-        body.failure_reason.as_deref(),
-    ) {
-        Ok(job) => Json(job).into_response(),
-        Err(err @ crate::sim::control::ScenarioError::UnknownStatus(_)) => {
-            error(StatusCode::BAD_REQUEST, err.to_string())
-        }
-        Err(err) => error(StatusCode::NOT_FOUND, err.to_string()),
-    }
+    body: Bytes,
+) -> AdminResult {
+    let project_id = resolve(&shared, &id)?;
+    let body: StatusBody = parse(&body)?;
+    let job = control(&shared)
+        .try_set_job_status(
+            project_id,
+            job_id,
+            &body.status,
+            body.failure_reason.as_deref(),
+        )
+        .map_err(|err| match err {
+            ScenarioError::UnknownStatus(_) => AdminError::bad_request(err.to_string()),
+            _ => AdminError::not_found(err.to_string()),
+        })?;
+    Ok(Json(job).into_response())
 }

@@ -18,7 +18,7 @@ pub(crate) fn files(job: &Job, git_ref: &str) -> Vec<ArtifactFile> {
         content: content.into_bytes(),
     };
     let id = job.id;
-    let name = &job.name;
+    let name: &str = &job.name;
     if name.starts_with("rspec") {
         vec![
             file(

@@ -34,6 +34,8 @@ pub(crate) struct Autopilot {
     seq: u64,
     shape: ProjectShape,
     new_pipeline_every: Option<Duration>,
+    /// When the next pushed pipeline (churn) appears.
+    next_churn: Option<SimTime>,
     max_pipelines: usize,
 }
 
@@ -72,8 +74,8 @@ impl Ord for Scheduled {
 
 #[derive(Debug, Clone, Copy)]
 enum Event {
-    /// A pipeline is pushed; `chained` ones schedule the next (churn).
-    NewPipeline { chained: bool },
+    /// One of the project's initial pipelines is pushed.
+    NewPipeline,
     /// A runner picks a pending job up.
     Pickup { job_id: u64, epoch: u64 },
     /// A running job ends.
@@ -114,6 +116,23 @@ impl Autopilot {
         }));
     }
 
+    /// Moves the churn past the pipelines that would be dropped by the cap before `now`.
+    fn skip_churn_beyond_cap(&mut self, now: SimTime) {
+        let (Some(every), Some(at)) = (self.new_pipeline_every, self.next_churn) else {
+            return;
+        };
+        // Churn intervals are at most 1.5 × `every`, so this window holds more than a cap.
+        let window = duration_millis(every)
+            .saturating_mul(3)
+            .saturating_div(2)
+            .saturating_mul(
+                i64::try_from(self.max_pipelines)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(1),
+            );
+        self.next_churn = Some(at.max(now.plus_millis(-window)));
+    }
+
     fn next_due(&mut self, now: SimTime) -> Option<(SimTime, Event)> {
         if self.queue.peek()?.0.at > now {
             return None;
@@ -140,15 +159,15 @@ pub(crate) fn install(
         seq: 0,
         shape: ProjectShape::of(seed, project_id),
         new_pipeline_every: config.new_pipeline_every.filter(|d| !d.is_zero()),
+        next_churn: None,
         max_pipelines: usize::try_from(config.max_pipelines_per_project.max(1))
             .unwrap_or(usize::MAX),
     };
     for t in times {
-        autopilot.schedule(t, Event::NewPipeline { chained: false });
+        autopilot.schedule(t, Event::NewPipeline);
     }
     if let Some(every) = autopilot.new_pipeline_every {
-        let at = next_churn(&mut autopilot.rng, now, every);
-        autopilot.schedule(at, Event::NewPipeline { chained: true });
+        autopilot.next_churn = Some(next_churn(&mut autopilot.rng, now, every));
     }
     let Some(project) = world.projects.get_mut(&project_id) else {
         return;
@@ -170,7 +189,9 @@ fn freeze(world: &mut World, project_id: u64) {
     }
 }
 
-/// Works off every event of the project due at or before `now`.
+/// Works off every event of the project due at or before `now`, and pushes the pipelines due
+/// by then. After a long jump of the clock, pipelines that the cap would drop again at once
+/// are never created (so a jump costs at most one cap's worth of pipelines).
 pub(crate) fn advance(world: &mut World, project_id: u64, now: SimTime) {
     let Some(mut autopilot) = world
         .projects
@@ -179,8 +200,21 @@ pub(crate) fn advance(world: &mut World, project_id: u64, now: SimTime) {
     else {
         return;
     };
-    while let Some((at, event)) = autopilot.next_due(now) {
-        apply(world, project_id, &mut autopilot, at, event);
+    autopilot.skip_churn_beyond_cap(now);
+    loop {
+        let event_at = autopilot.queue.peek().map(|s| s.0.at);
+        match autopilot.next_churn {
+            Some(churn_at) if churn_at <= now && event_at.is_none_or(|e| churn_at < e) => {
+                new_pipeline(world, project_id, &mut autopilot, churn_at);
+                if let Some(every) = autopilot.new_pipeline_every {
+                    autopilot.next_churn = Some(next_churn(&mut autopilot.rng, churn_at, every));
+                }
+            }
+            _ => match autopilot.next_due(now) {
+                Some((at, event)) => apply(world, project_id, &mut autopilot, at, event),
+                None => break,
+            },
+        }
     }
     if let Some(project) = world.projects.get_mut(&project_id) {
         project.autopilot = Some(autopilot);
@@ -210,13 +244,7 @@ pub(crate) fn after_change(world: &mut World, project_id: u64, pipeline_id: u64,
 
 fn apply(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimTime, event: Event) {
     match event {
-        Event::NewPipeline { chained } => {
-            new_pipeline(world, project_id, ap, at);
-            if chained && let Some(every) = ap.new_pipeline_every {
-                let next = next_churn(&mut ap.rng, at, every);
-                ap.schedule(next, Event::NewPipeline { chained: true });
-            }
-        }
+        Event::NewPipeline => new_pipeline(world, project_id, ap, at),
         Event::Pickup { job_id, epoch } => {
             let runner_id = RUNNERS[ap.rng.random_range(0..RUNNERS.len())].id;
             with_current_job(world, project_id, ap, at, job_id, epoch, |job| {
@@ -395,18 +423,20 @@ fn new_pipeline(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimT
     enforce_cap(world, project_id, ap.max_pipelines);
 }
 
+/// Drops the oldest fleet pipelines beyond `max` (pipelines added by tests are kept).
 fn enforce_cap(world: &mut World, project_id: u64, max: usize) {
-    loop {
-        let oldest = match world.projects.get(&project_id) {
-            Some(project) if project.pipelines.len() > max => {
-                project.pipelines.keys().next().copied()
-            }
-            _ => None,
-        };
-        match oldest {
-            Some(pipeline_id) => world.remove_pipeline(project_id, pipeline_id),
-            None => return,
-        }
+    let Some(project) = world.projects.get(&project_id) else {
+        return;
+    };
+    let fleet: Vec<u64> = project
+        .pipelines
+        .values()
+        .filter(|p| p.autopilot)
+        .map(|p| p.id)
+        .collect();
+    let excess = fleet.len().saturating_sub(max);
+    for pipeline_id in fleet.into_iter().take(excess) {
+        world.remove_pipeline(project_id, pipeline_id);
     }
 }
 
@@ -482,11 +512,11 @@ fn process_pipeline(
             epoch: job.epoch,
             status: job.status,
             kind: job.kind,
-            needs_gpu: job.tag_list.iter().any(|tag| tag == "gpu"),
+            needs_gpu: job.tag_list.iter().any(|tag| &**tag == "gpu"),
             // Build-stage jobs (compiling) fail less often than tests.
             failure_scale: if job.stage_idx == 0 { 0.35 } else { 1.0 },
         };
-        let name = job.name.clone();
+        let name = std::sync::Arc::clone(&job.name);
         plan(ap, t, planned, &name);
     }
 }
@@ -597,19 +627,17 @@ fn plan(ap: &mut Autopilot, t: SimTime, job: Planned, name: &str) {
                 },
             );
         }
-        (Status::Manual, _) => {
-            if rng.random_bool(0.35) {
-                let after = rng.random_range(10 * MINUTE..3 * HOUR);
-                let user_id = rng.random_range(2..=5);
-                ap.schedule(
-                    t.plus_millis(after),
-                    Event::Play {
-                        job_id,
-                        epoch,
-                        user_id,
-                    },
-                );
-            }
+        (Status::Manual, _) if rng.random_bool(0.35) => {
+            let after = rng.random_range(10 * MINUTE..3 * HOUR);
+            let user_id = rng.random_range(2..=5);
+            ap.schedule(
+                t.plus_millis(after),
+                Event::Play {
+                    job_id,
+                    epoch,
+                    user_id,
+                },
+            );
         }
         _ => {}
     }
@@ -642,10 +670,11 @@ mod tests {
         world
     }
 
+    /// A job by project and position, name, status, reason, finish time.
+    type JobSummary = (u64, usize, String, Status, Option<String>, Option<SimTime>);
+
     /// Every job by project and position (ids depend on the order projects are evaluated in).
-    fn summary(
-        world: &World,
-    ) -> Vec<(u64, usize, String, Status, Option<String>, Option<SimTime>)> {
+    fn summary(world: &World) -> Vec<JobSummary> {
         world
             .projects
             .values()
@@ -654,7 +683,7 @@ mod tests {
                 (
                     j.project_id,
                     i,
-                    j.name.clone(),
+                    j.name.to_string(),
                     j.status,
                     j.failure_reason.clone(),
                     j.finished_at,
@@ -762,6 +791,27 @@ mod tests {
     }
 
     #[test]
+    fn a_long_clock_jump_costs_one_cap_of_pipelines() {
+        let now = SimTime(1_795_000_000_000);
+        let mut world = fleet_world(1, 3, &FleetConfig::default(), now);
+        let ids_before = world.allocate_job_id();
+        advance(&mut world, 1, now.plus_millis(365 * 24 * HOUR));
+        let created = world.allocate_job_id() - ids_before;
+        let project = &world.projects[&1];
+        assert_eq!(project.pipelines.len(), 10);
+        assert!(
+            created < 12 * 12,
+            "{created} jobs created for a year's jump"
+        );
+        assert!(
+            project
+                .pipelines
+                .values()
+                .all(|p| p.created_at > now.plus_millis(364 * 24 * HOUR))
+        );
+    }
+
+    #[test]
     fn frozen_fleet_does_not_move() {
         let now = SimTime(1_795_000_000_000);
         let mut world = fleet_world(4, 5, &FleetConfig::frozen(), now);
@@ -786,7 +836,7 @@ mod tests {
         let failed_build = project
             .jobs
             .values()
-            .find(|j| j.name == "build" && j.status == Status::Failed)
+            .find(|j| &*j.name == "build" && j.status == Status::Failed)
             .map(|j| (j.id, j.pipeline_id))
             .expect("40 pipelines contain a failed build");
         let new_id = ops::retry(&mut world, 1, failed_build.0, 1, None, now).expect("retryable");

@@ -115,9 +115,14 @@ impl Clock {
 
     /// Moves the clock forward by `d` (on a real clock this adds to the elapsed time).
     pub fn advance(&self, d: Duration) {
-        self.inner
-            .offset_millis
-            .fetch_add(duration_millis(d), Ordering::SeqCst);
+        let step = duration_millis(d);
+        // Saturate instead of wrapping around on absurd jumps.
+        let _ =
+            self.inner
+                .offset_millis
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |offset| {
+                    Some(offset.saturating_add(step))
+                });
     }
 
     /// Whether this clock moves only when advanced.

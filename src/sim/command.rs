@@ -34,7 +34,8 @@ pub struct SimulateArgs {
     #[arg(long, env = "JOBWARDEN_SIM_API_RATE_LIMIT", default_value_t = 2000)]
     pub api_rate_limit: u32,
 
-    /// Simulated clock speed (2.0 = twice as fast as the wall clock).
+    /// Simulated clock speed (2.0 = twice as fast as the wall clock). Job timings and the
+    /// one-minute rate-limit windows follow the simulated clock.
     #[arg(long, env = "JOBWARDEN_SIM_SPEED", default_value_t = 1.0, value_parser = positive_float)]
     pub speed: f64,
 
@@ -43,7 +44,7 @@ pub struct SimulateArgs {
     pub pipelines_per_project: u32,
 
     /// Most pipelines kept per project (the oldest are dropped).
-    #[arg(long, env = "JOBWARDEN_SIM_MAX_PIPELINES_PER_PROJECT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "JOBWARDEN_SIM_MAX_PIPELINES_PER_PROJECT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pipelines_per_project: u32,
 
     /// Mean seconds between new pipelines in a project (0 = no new pipelines).

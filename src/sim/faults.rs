@@ -172,7 +172,7 @@ impl FaultInjector {
             return plan;
         }
         if let Some(every) = c.rate_limit_burst_every.filter(|n| *n > 0)
-            && self.requests % u64::from(every) == 0
+            && self.requests.is_multiple_of(u64::from(every))
         {
             plan.throttle = true;
             return plan;

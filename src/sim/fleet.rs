@@ -21,7 +21,9 @@ use std::time::Duration;
 pub struct FleetConfig {
     /// Pipelines each project has when the simulator starts.
     pub pipelines_per_project: u32,
-    /// The most pipelines a project keeps; the oldest are dropped beyond it (bounded memory).
+    /// The most fleet pipelines a project keeps; the oldest are dropped beyond it, which bounds
+    /// memory (about 100 MB for 2000 projects at the default of 10). Pipelines added by tests
+    /// are never dropped.
     pub max_pipelines_per_project: u32,
     /// Mean interval between new pipelines in one project (`None` = no new pipelines).
     pub new_pipeline_every: Option<Duration>,
@@ -36,7 +38,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
             pipelines_per_project: 5,
-            max_pipelines_per_project: 20,
+            max_pipelines_per_project: 10,
             new_pipeline_every: Some(Duration::from_secs(15 * 60)),
             history: Duration::from_secs(72 * 3600),
             evolve: true,

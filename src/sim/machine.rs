@@ -234,7 +234,7 @@ pub(crate) mod tests {
             updated_at: SimTime(0),
             coverage: None,
             runner_id: None,
-            tag_list: Vec::new(),
+            tag_list: std::sync::Arc::from(Vec::new()),
             artifacts: None,
             artifacts_expire_in: None,
             trace: None,

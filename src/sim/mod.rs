@@ -31,15 +31,17 @@
 //! | `GET /projects/:id/jobs/:job_id`, `…/trace` | trace: `text/plain`, `Content-Disposition: infile; filename="<id>.log"` |
 //! | `POST …/cancel`, `…/retry`, `…/erase` | 201 |
 //! | `POST …/play` | 200; `job_variables_attributes` as JSON or `[][key]`/`[][value]` form or query |
-//! | `GET …/artifacts`, `GET /projects/:id/jobs/artifacts/:ref_name/download?job=` | a real ZIP archive (stored entries, CRC-32), streamed |
-//! | `GET …/artifacts/*path`, `GET /projects/:id/jobs/artifacts/:ref_name/raw/*path?job=` | one file of the archive |
+//! | `GET …/artifacts`, `GET /projects/:id/jobs/artifacts/:ref_name/download?job=` | a real ZIP archive (stored entries, CRC-32), streamed; by ref: the build of that name in the newest *successful* pipeline of the ref (`search_recent_successful_pipelines=true`: the newest successful build with artifacts in any pipeline of the ref) |
+//! | `GET …/artifacts/*path`, `GET /projects/:id/jobs/artifacts/:ref_name/raw/*path?job=` | one file of the archive (`..` → 400) |
 //! | `POST …/artifacts/keep` (200), `DELETE …/artifacts` (204) | |
 //!
 //! Artifacts are a few small files generated from the job's name (`build/info.txt`,
 //! `rspec.xml`, `dist/CHANGELOG.md`, …); `metadata.gz` is listed in `artifacts[]` but not served.
 //! Authentication: `PRIVATE-TOKEN`, `private_token=`, `access_token=`, `Authorization: Bearer`
 //! with the configured token (user 1, `root`); `JOB-TOKEN`/`job_token=` of a running job on the
-//! endpoints that allow it, and only for the job's own project. Projects are reachable by id
+//! endpoints that allow it, and only for the job's own project. The artifact downloads also
+//! accept no credentials at all, and then find no project (every simulated project is
+//! private: 404 `Project Not Found`). Projects are reachable by id
 //! and by URL-encoded full path (`fleet%2Fproject-7`). The simulated runners do not cancel
 //! gracefully: cancelling a running job cancels it at once (`force` is accepted and checked).
 //!
@@ -261,7 +263,7 @@ impl Simulator {
         });
 
         let app = Router::new()
-            .nest("/-/sim", admin::router(Arc::clone(&shared)))
+            .nest("/-/sim", admin::router())
             .fallback(api::serve)
             .with_state(Arc::clone(&shared));
         let signal = shutdown.clone();

@@ -7,6 +7,7 @@ use crate::sim::clock::SimTime;
 use crate::sim::machine;
 use crate::sim::state::{Artifacts, Commit, Job, JobKind, Pipeline, RUNNERS, Trace, World};
 use crate::sim::status::{Status, When};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A job to create in a new pipeline.
@@ -96,16 +97,16 @@ pub(crate) fn create_pipeline(
     let mut job_ids = Vec::with_capacity(new.jobs.len());
     for spec in new.jobs {
         let id = world.allocate_job_id();
-        let mut tag_list = spec.tags;
-        tag_list.sort();
-        tag_list.dedup();
+        let tag_list = world.interner.tags(&spec.tags);
+        let name = world.interner.str(&spec.name);
+        let stage = world.interner.str(&spec.stage);
         let job = Job {
             id,
             project_id,
             pipeline_id,
             kind: spec.kind,
-            name: spec.name,
-            stage: spec.stage,
+            name,
+            stage,
             stage_idx: spec.stage_idx,
             failure_reason: (spec.status == Status::Failed).then(|| {
                 spec.failure_reason
@@ -183,7 +184,7 @@ pub(crate) fn retry(
         ..old
     };
     let pipeline_id = new.pipeline_id;
-    let name = new.name.clone();
+    let name = Arc::clone(&new.name);
     let stage_idx = new.stage_idx;
     machine::enqueue(&mut new, now);
 

@@ -407,7 +407,7 @@ pub(crate) fn job<'a>(
         })),
         artifacts_expire_at: job.artifacts.and_then(|a| a.expire_at).map(iso8601),
         archived: world.is_archived(job, ctx.now),
-        tag_list: job.tag_list.iter().map(String::as_str).collect(),
+        tag_list: job.tag_list.iter().map(|t| &**t).collect(),
     })
 }
 

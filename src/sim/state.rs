@@ -5,7 +5,8 @@
 use crate::sim::autopilot::Autopilot;
 use crate::sim::clock::SimTime;
 use crate::sim::status::{Status, When};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The user a personal access token belongs to (retries and plays are made as this user).
@@ -191,8 +192,8 @@ pub(crate) struct Job {
     pub project_id: u64,
     pub pipeline_id: u64,
     pub kind: JobKind,
-    pub name: String,
-    pub stage: String,
+    pub name: Arc<str>,
+    pub stage: Arc<str>,
     pub stage_idx: u32,
     pub status: Status,
     /// Kept while the job is failed; rendered only then.
@@ -209,7 +210,8 @@ pub(crate) struct Job {
     pub updated_at: SimTime,
     pub coverage: Option<f64>,
     pub runner_id: Option<u64>,
-    pub tag_list: Vec<String>,
+    /// Sorted, deduplicated runner tags.
+    pub tag_list: TagList,
     pub artifacts: Option<Artifacts>,
     /// How long artifacts live once a successful run uploads them (autopilot jobs).
     pub artifacts_expire_in: Option<Duration>,
@@ -235,13 +237,92 @@ impl Job {
     }
 }
 
+/// A project's jobs in ascending id order. Ids come from one increasing counter, so new jobs
+/// are appended; a dense vector costs far less than a tree for the fleet's 100 000s of jobs.
+#[derive(Debug, Default)]
+pub(crate) struct JobTable {
+    jobs: Vec<Job>,
+}
+
+impl JobTable {
+    fn position(&self, id: u64) -> Result<usize, usize> {
+        self.jobs.binary_search_by_key(&id, |j| j.id)
+    }
+
+    pub fn get(&self, id: &u64) -> Option<&Job> {
+        self.position(*id).ok().map(|i| &self.jobs[i])
+    }
+
+    pub fn get_mut(&mut self, id: &u64) -> Option<&mut Job> {
+        self.position(*id).ok().map(|i| &mut self.jobs[i])
+    }
+
+    /// Inserts (or replaces) the job with id `id`.
+    pub fn insert(&mut self, id: u64, job: Job) {
+        match self.position(id) {
+            Ok(i) => self.jobs[i] = job,
+            Err(i) if i == self.jobs.len() => self.jobs.push(job),
+            Err(i) => self.jobs.insert(i, job),
+        }
+    }
+
+    /// Every job, by ascending id.
+    pub fn values(&self) -> std::slice::Iter<'_, Job> {
+        self.jobs.iter()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Keeps the jobs for which `keep` holds.
+    pub fn retain(&mut self, keep: impl FnMut(&Job) -> bool) {
+        self.jobs.retain(keep);
+    }
+}
+
+/// A shared, sorted list of runner tags.
+pub(crate) type TagList = Arc<[Arc<str>]>;
+
+/// Shares the strings that repeat across thousands of jobs (names, stages, tag lists).
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    strings: HashSet<Arc<str>>,
+    tag_lists: HashSet<TagList>,
+}
+
+impl Interner {
+    pub fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.strings.get(s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.strings.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// The sorted, deduplicated list of `tags`.
+    pub fn tags(&mut self, tags: &[String]) -> TagList {
+        let mut list: Vec<Arc<str>> = tags.iter().map(|t| self.str(t)).collect();
+        list.sort();
+        list.dedup();
+        if let Some(shared) = self.tag_lists.get(list.as_slice()) {
+            return Arc::clone(shared);
+        }
+        let shared: TagList = Arc::from(list);
+        self.tag_lists.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
 /// A project with its pipelines and jobs.
 #[derive(Debug)]
 pub(crate) struct Project {
     pub id: u64,
     pub path: String,
     pub pipelines: BTreeMap<u64, Pipeline>,
-    pub jobs: BTreeMap<u64, Job>,
+    pub jobs: JobTable,
     pub next_iid: u64,
     /// Present while the project's fleet pipelines evolve on their own.
     pub autopilot: Option<Autopilot>,
@@ -253,7 +334,7 @@ impl Project {
             id,
             path,
             pipelines: BTreeMap::new(),
-            jobs: BTreeMap::new(),
+            jobs: JobTable::default(),
             next_iid: 1,
             autopilot: None,
         }
@@ -290,6 +371,7 @@ pub(crate) struct World {
     token_secret: u64,
     /// Jobs created longer ago than this are archived (not retryable, not playable).
     pub archive_after: Option<Duration>,
+    pub interner: Interner,
 }
 
 impl World {
@@ -302,6 +384,7 @@ impl World {
             next_pipeline_id: 1,
             token_secret,
             archive_after,
+            interner: Interner::default(),
         }
     }
 
@@ -367,8 +450,8 @@ impl World {
             return;
         };
         if let Some(pipeline) = project.pipelines.remove(&pipeline_id) {
+            project.jobs.retain(|job| job.pipeline_id != pipeline_id);
             for job_id in pipeline.job_ids {
-                project.jobs.remove(&job_id);
                 self.job_index.remove(&job_id);
             }
         }

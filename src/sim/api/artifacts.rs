@@ -5,6 +5,7 @@ use crate::sim::api::errors::ApiError;
 use crate::sim::api::jobs::{Finder, locate};
 use crate::sim::api::{Call, json};
 use crate::sim::artifacts::{self, ArtifactFile};
+use crate::sim::clock::SimTime;
 use crate::sim::ops::{self, OpError};
 use crate::sim::render;
 use crate::sim::state::{Job, JobKind, Project};
@@ -12,6 +13,13 @@ use crate::sim::status::Status;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+/// Characters RFC 5987 lets through unencoded in `filename*`.
+const RFC5987_ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Chunk size of streamed downloads.
 const CHUNK: usize = 8 * 1024;
@@ -49,8 +57,29 @@ fn project_and_job<'w>(
     Ok((project, job))
 }
 
-/// The newest successful build called `name` on `git_ref`.
-fn latest_successful(project: &Project, git_ref: &str, name: &str) -> Option<u64> {
+/// `latest_successful_build_for_ref`: in the newest pipeline of `git_ref` that succeeded, the
+/// latest build called `name` that has an artifacts archive.
+fn latest_successful_build_for_ref(project: &Project, git_ref: &str, name: &str) -> Option<u64> {
+    let pipeline = project
+        .pipelines
+        .values()
+        .rev()
+        .find(|p| p.git_ref == git_ref && project.pipeline_status(p.id) == Status::Success)?;
+    project
+        .latest_jobs(pipeline.id)
+        .filter(|job| job.kind == JobKind::Build && &*job.name == name && job.artifacts.is_some())
+        .map(|job| job.id)
+        .max()
+}
+
+/// `latest_with_artifacts_for_ref` (`search_recent_successful_pipelines=true`): the newest
+/// successful build called `name` on `git_ref` whose artifacts are still there, in any pipeline.
+fn latest_with_artifacts_for_ref(
+    project: &Project,
+    git_ref: &str,
+    name: &str,
+    now: SimTime,
+) -> Option<u64> {
     project
         .jobs
         .values()
@@ -58,7 +87,9 @@ fn latest_successful(project: &Project, git_ref: &str, name: &str) -> Option<u64
         .find(|job| {
             job.kind == JobKind::Build
                 && job.status == Status::Success
-                && job.name == name
+                && !job.retried
+                && &*job.name == name
+                && job.has_live_artifacts(now)
                 && project
                     .pipelines
                     .get(&job.pipeline_id)
@@ -72,6 +103,10 @@ fn by_ref(call: &mut Call<'_>) -> Result<(u64, u64), ApiError> {
         .params
         .scalar("job")
         .ok_or_else(|| ApiError::param("job is missing"))?;
+    let search_recent = call
+        .params
+        .boolean("search_recent_successful_pipelines")?
+        .unwrap_or(false);
     let project_id = call.project()?;
     let git_ref = call.route.ref_name.clone().unwrap_or_default();
     let project = call
@@ -79,9 +114,19 @@ fn by_ref(call: &mut Call<'_>) -> Result<(u64, u64), ApiError> {
         .projects
         .get(&project_id)
         .ok_or_else(|| ApiError::not_found(Some("Project")))?;
-    let job_id =
-        latest_successful(project, &git_ref, &name).ok_or_else(ApiError::record_not_found)?;
+    let job_id = if search_recent {
+        latest_with_artifacts_for_ref(project, &git_ref, &name, call.now)
+            .ok_or_else(|| ApiError::not_found(Some("Job")))?
+    } else {
+        latest_successful_build_for_ref(project, &git_ref, &name)
+            .ok_or_else(ApiError::record_not_found)?
+    };
     Ok((project_id, job_id))
+}
+
+/// `Gitlab::Ci::Build::Artifacts::Path#valid?`: no NUL bytes, no `..` traversal.
+fn valid_artifact_path(path: &str) -> bool {
+    !path.contains('\0') && path.split('/').all(|segment| segment != "..")
 }
 
 /// A streamed download.
@@ -101,7 +146,7 @@ fn stream(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Respons
         .chars()
         .map(|c| if c == '"' || c.is_control() { '_' } else { c })
         .collect();
-    let encoded = percent_encoding::utf8_percent_encode(&safe, percent_encoding::NON_ALPHANUMERIC);
+    let encoded = percent_encoding::utf8_percent_encode(&safe, RFC5987_ATTR);
     if let Ok(value) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{safe}\"; filename*=UTF-8''{encoded}"
     )) {
@@ -123,7 +168,11 @@ fn archive(call: &Call<'_>, project_id: u64, job_id: u64) -> Result<Response, Ap
 fn single_file(call: &Call<'_>, project_id: u64, job_id: u64) -> Result<Response, ApiError> {
     let path = call.route.artifact_path.clone().unwrap_or_default();
     let (project, job) = project_and_job(call, project_id, job_id)?;
-    let file = live_files(call, project, job)?
+    let files = live_files(call, project, job)?;
+    if !valid_artifact_path(&path) {
+        return Err(ApiError::bad_request_bare());
+    }
+    let file = files
         .into_iter()
         .find(|f| f.path == path)
         .ok_or_else(|| ApiError::not_found(None))?;

@@ -1,7 +1,9 @@
 //! Who is calling (notes §8). A personal access token comes as `PRIVATE-TOKEN`,
 //! `private_token=`, `access_token=` or `Authorization: Bearer`. A CI job token comes as
 //! `JOB-TOKEN` or `job_token=` (or as a bearer token) and counts only on the endpoints that
-//! allow job tokens, and only while its job is running; elsewhere it is ignored.
+//! allow job tokens, and only while its job is running; elsewhere it is ignored. The artifact
+//! downloads (`authenticate_non_get!`) also accept requests without any credentials, which
+//! then see only public projects (the simulator has none).
 
 use crate::sim::api::errors::ApiError;
 use crate::sim::api::params::Params;
@@ -22,20 +24,23 @@ pub(crate) enum Principal {
         job_id: u64,
         user_id: u64,
     },
+    /// No credentials at all, where the endpoint tolerates that.
+    Anonymous,
 }
 
 impl Principal {
-    /// The user the request acts as.
-    pub fn user_id(self) -> u64 {
+    /// The user the request acts as (`None` when anonymous).
+    pub fn user_id(self) -> Option<u64> {
         match self {
-            Principal::Token => TOKEN_USER_ID,
-            Principal::Job { user_id, .. } => user_id,
+            Principal::Token => Some(TOKEN_USER_ID),
+            Principal::Job { user_id, .. } => Some(user_id),
+            Principal::Anonymous => None,
         }
     }
 
-    /// The key rate limits count under (per user, as GitLab does).
-    pub fn rate_limit_key(self) -> String {
-        format!("user:{}", self.user_id())
+    /// The key user rate limits count under (per user, as GitLab does).
+    pub fn rate_limit_key(self) -> Option<String> {
+        self.user_id().map(|id| format!("user:{id}"))
     }
 }
 
@@ -58,14 +63,21 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Authenticates a request. `job_token_allowed` is the endpoint's setting.
+/// What an endpoint accepts besides a personal access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Accepts {
+    pub job_token: bool,
+    pub anonymous: bool,
+}
+
+/// Authenticates a request for an endpoint that accepts `accepts`.
 pub(crate) fn authenticate(
     world: &mut World,
     now: SimTime,
     headers: &HeaderMap,
     params: &Params,
     configured_token: &str,
-    job_token_allowed: bool,
+    accepts: Accepts,
 ) -> Result<Principal, ApiError> {
     let bearer = bearer(headers);
     let personal = header(headers, "private-token")
@@ -74,7 +86,7 @@ pub(crate) fn authenticate(
         .or_else(|| params.scalar("access_token"))
         .or_else(|| bearer.map(str::to_owned));
 
-    if job_token_allowed {
+    if accepts.job_token {
         let job_token = header(headers, "job-token")
             .map(str::to_owned)
             .or_else(|| params.scalar("job_token"))
@@ -89,6 +101,7 @@ pub(crate) fn authenticate(
     }
     match personal {
         Some(token) if same_secret(&token, configured_token) => Ok(Principal::Token),
+        None if accepts.anonymous => Ok(Principal::Anonymous),
         _ => Err(ApiError::unauthorized()),
     }
 }
@@ -120,48 +133,64 @@ mod tests {
     #[test]
     fn personal_token_sources() {
         let mut world = World::new(1, None);
-        let auth = |world: &mut World, h: &HeaderMap, q: &str| {
+        let strict = Accepts {
+            job_token: false,
+            anonymous: false,
+        };
+        let mut auth = |h: &HeaderMap, q: &str, accepts: Accepts| {
             authenticate(
-                world,
+                &mut world,
                 SimTime(0),
                 h,
                 &Params::from_query(q),
                 "s3cret",
-                false,
+                accepts,
             )
         };
+        let token = Ok(Principal::Token);
+        let refused = Err(ApiError::unauthorized());
         assert_eq!(
-            auth(&mut world, &headers(&[("private-token", "s3cret")]), ""),
-            Ok(Principal::Token)
+            auth(&headers(&[("private-token", "s3cret")]), "", strict),
+            token
         );
         assert_eq!(
-            auth(
-                &mut world,
-                &headers(&[("authorization", "Bearer s3cret")]),
-                ""
-            ),
-            Ok(Principal::Token)
+            auth(&headers(&[("authorization", "Bearer s3cret")]), "", strict),
+            token
         );
         assert_eq!(
-            auth(&mut world, &HeaderMap::new(), "private_token=s3cret"),
-            Ok(Principal::Token)
+            auth(&HeaderMap::new(), "private_token=s3cret", strict),
+            token
         );
         assert_eq!(
-            auth(&mut world, &HeaderMap::new(), "access_token=s3cret"),
-            Ok(Principal::Token)
+            auth(&HeaderMap::new(), "access_token=s3cret", strict),
+            token
         );
+        assert_eq!(auth(&HeaderMap::new(), "", strict), refused);
         assert_eq!(
-            auth(&mut world, &HeaderMap::new(), ""),
-            Err(ApiError::unauthorized())
-        );
-        assert_eq!(
-            auth(&mut world, &headers(&[("private-token", "wrong")]), ""),
-            Err(ApiError::unauthorized())
+            auth(&headers(&[("private-token", "wrong")]), "", strict),
+            refused
         );
         // A job token is ignored where job tokens are not allowed.
         assert_eq!(
-            auth(&mut world, &headers(&[("job-token", "glcbt-1_00")]), ""),
-            Err(ApiError::unauthorized())
+            auth(&headers(&[("job-token", "glcbt-1_00")]), "", strict),
+            refused
+        );
+
+        let lenient = Accepts {
+            job_token: true,
+            anonymous: true,
+        };
+        assert_eq!(
+            auth(&HeaderMap::new(), "", lenient),
+            Ok(Principal::Anonymous)
+        );
+        assert_eq!(
+            auth(&headers(&[("private-token", "x")]), "", lenient),
+            refused
+        );
+        assert_eq!(
+            auth(&headers(&[("job-token", "glcbt-1_00")]), "", lenient),
+            refused
         );
     }
 }

@@ -12,7 +12,7 @@ fn current(call: &Call<'_>) -> Result<(u64, u64), ApiError> {
         Principal::Job {
             project_id, job_id, ..
         } => Ok((project_id, job_id)),
-        Principal::Token => Err(ApiError::not_found(Some("Job"))),
+        Principal::Token | Principal::Anonymous => Err(ApiError::not_found(Some("Job"))),
     }
 }
 

@@ -48,6 +48,11 @@ impl ApiError {
         ApiError::message(StatusCode::FORBIDDEN, format!("403 Forbidden - {reason}"))
     }
 
+    /// 400 `{"message":"400 Bad request"}` (`bad_request!` without a reason).
+    pub fn bad_request_bare() -> ApiError {
+        ApiError::message(StatusCode::BAD_REQUEST, "400 Bad request")
+    }
+
     /// 400 `{"message":"400 Bad request - <reason>"}`.
     pub fn bad_request(reason: &str) -> ApiError {
         ApiError::message(

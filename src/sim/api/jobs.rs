@@ -97,7 +97,10 @@ pub(super) fn cancel(call: &mut Call<'_>) -> Result<Response, ApiError> {
 /// `POST /projects/:id/jobs/:job_id/retry`: 201 with the NEW job.
 pub(super) fn retry(call: &mut Call<'_>) -> Result<Response, ApiError> {
     let (project_id, job_id) = locate(call, Finder::Processable)?;
-    let user_id = call.principal.user_id();
+    let user_id = call
+        .principal
+        .user_id()
+        .ok_or_else(ApiError::unauthorized)?;
     let new_id = ops::retry(call.world, project_id, job_id, user_id, None, call.now).map_err(
         |err| match err {
             OpError::NotRetryable => ApiError::forbidden("Job is not retryable"),
@@ -122,7 +125,10 @@ pub(super) fn erase(call: &mut Call<'_>) -> Result<Response, ApiError> {
 pub(super) fn play(call: &mut Call<'_>) -> Result<Response, ApiError> {
     let variables = job_variables(call.params)?;
     let (project_id, job_id) = locate(call, Finder::Processable)?;
-    let user_id = call.principal.user_id();
+    let user_id = call
+        .principal
+        .user_id()
+        .ok_or_else(ApiError::unauthorized)?;
     let played =
         ops::play(call.world, project_id, job_id, user_id, variables, call.now).map_err(|err| {
             match err {

@@ -31,21 +31,22 @@ fn in_scope(job: &Job, scope: Option<&[Status]>) -> bool {
 }
 
 /// `GET /projects/:id/jobs`: every build of the project (retried attempts included), newest
-/// first.
+/// first. Order of checks as in GitLab: parameters (400), the `jobs_index` limit (429), the
+/// project (404), keyset ordering (405).
 pub(super) fn project_jobs(call: &mut Call<'_>) -> Result<Response, ApiError> {
     let scope = scope(call.params)?;
     let offset = OffsetRequest::parse(call.params)?;
-    let project_id = call.project()?;
+    // GitLab checks the limit first, before it even looks the project up.
     {
         let mut limiter = lock(&call.shared.jobs_index_limit);
-        if limiter.enabled()
-            && limiter
-                .hit(&call.principal.rate_limit_key(), call.now)
-                .exceeded()
+        if let Some(key) = call.principal.rate_limit_key()
+            && limiter.enabled()
+            && limiter.hit(&key, call.now).exceeded()
         {
             return Err(ApiError::jobs_index_throttled());
         }
     }
+    let project_id = call.project()?;
     let keyset = KeysetRequest::parse(call.params)?;
     let project = call
         .world
@@ -109,7 +110,7 @@ fn pipeline_list(call: &mut Call<'_>, kind: JobKind) -> Result<Response, ApiErro
             j.kind == kind && (include_retried || !j.retried) && in_scope(j, scope.as_deref())
         })
         .collect();
-    jobs.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    jobs.sort_unstable_by_key(|job| std::cmp::Reverse(job.id));
     let total = jobs.len();
     let page = &jobs[offset.range(total)];
     let ctx = call.ctx();

@@ -4,7 +4,7 @@
 //! `jobs_index` limit 429 → the job). Every request is logged with its route template.
 
 mod artifacts;
-mod auth;
+pub(crate) mod auth;
 mod current;
 pub(crate) mod errors;
 mod jobs;
@@ -91,7 +91,9 @@ pub(crate) async fn serve(
         let window = WindowState {
             limit,
             observed: limit.saturating_add(1),
-            reset_at: SimTime((now.0.div_euclid(THROTTLE_PERIOD_MS) + 1) * THROTTLE_PERIOD_MS),
+            reset_at: SimTime(
+                (now.0.div_euclid(THROTTLE_PERIOD_MS) + 1).saturating_mul(THROTTLE_PERIOD_MS),
+            ),
         };
         let response = finish(&shared, rack_attack_throttled(window, now));
         record(response.status().as_u16());
@@ -164,17 +166,15 @@ fn respond(
         headers,
         params,
         &shared.token,
-        route.endpoint.job_token_allowed(),
+        route.endpoint.accepts(),
     ) {
         Ok(principal) => principal,
         Err(err) => return err.into_response(),
     };
-    let window = {
+    let window = principal.rate_limit_key().and_then(|key| {
         let mut limiter = lock(&shared.authenticated_api_limit);
-        limiter
-            .enabled()
-            .then(|| limiter.hit(&principal.rate_limit_key(), now))
-    };
+        limiter.enabled().then(|| limiter.hit(&key, now))
+    });
     if let Some(window) = window.filter(WindowState::exceeded) {
         return rack_attack_throttled(window, now);
     }
@@ -251,11 +251,15 @@ impl Call<'_> {
             .world
             .resolve_project(reference)
             .ok_or_else(|| ApiError::not_found(Some("Project")))?;
-        if let Principal::Job {
-            project_id: own, ..
-        } = self.principal
-            && own != project_id
-        {
+        let visible = match self.principal {
+            Principal::Token => true,
+            Principal::Job {
+                project_id: own, ..
+            } => own == project_id,
+            // Every simulated project is private.
+            Principal::Anonymous => false,
+        };
+        if !visible {
             return Err(ApiError::not_found(Some("Project")));
         }
         autopilot::advance(self.world, project_id, self.now);

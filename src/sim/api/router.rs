@@ -2,6 +2,7 @@
 //! split at `/`, and each segment is decoded afterwards, so a project path such as
 //! `fleet%2Fproject-7` stays one segment.
 
+use crate::sim::api::auth::Accepts;
 use crate::sim::api::params::path_decode;
 use axum::http::Method;
 
@@ -54,18 +55,27 @@ impl Endpoint {
         }
     }
 
-    /// Whether a CI job token authenticates on this endpoint (notes §8).
-    pub fn job_token_allowed(self) -> bool {
-        matches!(
+    /// What authenticates on this endpoint besides a personal access token: CI job tokens
+    /// (notes §8), and no credentials at all on the artifact downloads
+    /// (`authenticate_non_get!`).
+    pub fn accepts(self) -> Accepts {
+        let download = matches!(
             self,
-            Endpoint::ListProjectJobs
-                | Endpoint::CurrentJob
-                | Endpoint::CurrentJobAllowedAgents
-                | Endpoint::DownloadArtifacts
+            Endpoint::DownloadArtifacts
                 | Endpoint::DownloadArtifactsByRef
                 | Endpoint::ArtifactFile
                 | Endpoint::ArtifactFileByRef
-        )
+        );
+        Accepts {
+            job_token: download
+                || matches!(
+                    self,
+                    Endpoint::ListProjectJobs
+                        | Endpoint::CurrentJob
+                        | Endpoint::CurrentJobAllowedAgents
+                ),
+            anonymous: download,
+        }
     }
 }
 
