@@ -1,6 +1,6 @@
 //! `jobwarden run --policies DIR`: the controller without a cluster.
 
-use super::{GitLabArgs, output, termination_signal};
+use super::{GitLabArgs, termination_signal};
 use crate::engine::{Engine, system_clock};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
@@ -36,7 +36,6 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let server =
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
-    tracing::info!(addr = %server.local_addr, "serving /metrics, /healthz and /readyz");
     server.ready.set_ready();
 
     let config = RunnerConfig {
@@ -48,7 +47,19 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     };
     let sink = Arc::new(|report: &crate::engine::RunReport| {
         for record in &report.actions {
-            tracing::info!(target: "jobwarden::action", "{}", output::action_line(report, record));
+            tracing::info!(
+                target: "jobwarden::action",
+                policy = %report.policy,
+                project = %record.project,
+                job_id = record.job_id,
+                job_name = %record.job_name,
+                rule = %record.rule,
+                action = record.action,
+                outcome = record.outcome.label(),
+                reason = %record.reason,
+                "{}",
+                record.outcome
+            );
         }
         tracing::info!(
             policy = %report.policy,

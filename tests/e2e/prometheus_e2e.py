@@ -85,6 +85,7 @@ def main() -> int:
     parser.add_argument("--prometheus", default=shutil.which("prometheus") or "prometheus")
     parser.add_argument("--promtool", default=shutil.which("promtool") or "promtool")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each wait, seconds")
+    parser.add_argument("--speed", type=float, default=240.0, help="the demo's simulated clock speed")
     parser.add_argument("--keep-running", type=float, default=0.0, help="seconds to stay up after the checks")
     parser.add_argument("--print-urls", action="store_true", help="print the Prometheus URL when ready")
     args = parser.parse_args()
@@ -100,7 +101,7 @@ def main() -> int:
         demo_log = open(workdir / "demo.log", "wb")
         demo = subprocess.Popen(
             [args.bin, "demo", "--for", f"{int(args.timeout * 3 + args.keep_running)}s",
-             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
+             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--speed", str(args.speed)],
             stdout=demo_log, stderr=subprocess.STDOUT, cwd=workdir,
         )
         processes.append(demo)
