@@ -216,6 +216,9 @@ struct JobBody {
     log: String,
     #[serde(default)]
     tags: Vec<String>,
+    /// A trigger job (bridge) instead of a build.
+    #[serde(default)]
+    bridge: bool,
 }
 
 fn default_stage() -> String {
@@ -251,6 +254,7 @@ impl JobBody {
                 .transpose()?,
             log: self.log,
             tags: self.tags,
+            bridge: self.bridge,
         })
     }
 }

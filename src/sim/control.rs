@@ -56,7 +56,7 @@ impl PipelineSpec {
 /// Timestamps follow from `age` and `status`: the job was created `age` ago; a job past
 /// `pending` was queued then; a job that ran (`running`, `success`, `failed`, `canceled`,
 /// `canceling`) started half-way through its age; a finished one (`success`, `failed`,
-/// `canceled`) finished now. A job that ran has runner 11 assigned.
+/// `canceled`) finished now. A build that ran has runner 11 assigned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
     pub name: String,
@@ -77,6 +77,9 @@ pub struct JobSpec {
     pub log: String,
     /// Runner tags.
     pub tags: Vec<String>,
+    /// A trigger job (bridge) rather than a build: listed under the pipeline's bridges, never
+    /// with the jobs; it has no runner, and `artifacts_expire_in`, `log` and `tags` are ignored.
+    pub bridge: bool,
 }
 
 impl JobSpec {
@@ -97,7 +100,14 @@ impl JobSpec {
             artifacts_expire_in: None,
             log: String::new(),
             tags: Vec::new(),
+            bridge: false,
         }
+    }
+
+    /// Makes it a trigger job (bridge).
+    pub fn bridge(mut self) -> Self {
+        self.bridge = true;
+        self
     }
 
     /// Sets `status: failed` with this reason.
@@ -527,30 +537,74 @@ fn new_job(spec: JobSpec, status: Status, stage_idx: u32, now: SimTime) -> NewJo
         status,
         Status::Running | Status::Success | Status::Failed | Status::Canceled | Status::Canceling
     );
+    let build = !spec.bridge;
     NewJob {
         name: spec.name,
         stage: spec.stage,
         stage_idx,
-        kind: JobKind::Build,
+        kind: if build {
+            JobKind::Build
+        } else {
+            JobKind::Bridge
+        },
         when: if spec.when_manual {
             When::Manual
         } else {
             When::OnSuccess
         },
         allow_failure: spec.allow_failure,
-        tags: spec.tags,
+        tags: if build { spec.tags } else { Vec::new() },
         status,
         failure_reason: spec.failure_reason,
         created_at,
         queued_at: queued.then_some(created_at),
         started_at: ran.then_some(half_age),
         finished_at: status.sets_finished_at().then_some(now),
-        runner_id: ran.then_some(RUNNERS[0].id),
-        artifacts: spec.artifacts_expire_in.map(|d| Artifacts {
-            expire_at: Some(now.plus(d)),
-        }),
+        runner_id: (ran && build).then_some(RUNNERS[0].id),
+        artifacts: spec
+            .artifacts_expire_in
+            .filter(|_| build)
+            .map(|d| Artifacts {
+                expire_at: Some(now.plus(d)),
+            }),
         artifacts_expire_in: None,
-        trace: (!spec.log.is_empty()).then_some(Trace::Custom(spec.log)),
+        trace: (build && !spec.log.is_empty()).then_some(Trace::Custom(spec.log)),
         user_id: 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_bridges_are_trigger_jobs_without_runner_artifacts_or_log() {
+        let mut world = World::new(7, None);
+        world.add_project(1, "group/project");
+        let now = SimTime(1_795_000_000_000);
+        let spec = PipelineSpec::new(
+            "main",
+            vec![
+                JobSpec::new("build", "build", "success")
+                    .with_artifacts(Duration::from_secs(3600))
+                    .with_log("built\n"),
+                JobSpec::new("trigger-docs", "deploy", "success")
+                    .with_artifacts(Duration::from_secs(3600))
+                    .with_log("ignored\n")
+                    .bridge(),
+            ],
+        );
+        let pipeline = build_pipeline(&mut world, 1, spec, now, false).expect("known project");
+        let project = world.projects.get(&1).expect("project");
+        let build = project.jobs.get(&pipeline.job_ids[0]).expect("build");
+        let bridge = project.jobs.get(&pipeline.job_ids[1]).expect("bridge");
+        assert_eq!(build.kind, JobKind::Build);
+        assert!(build.runner_id.is_some() && build.artifacts.is_some() && build.trace.is_some());
+        assert_eq!(bridge.kind, JobKind::Bridge);
+        assert_eq!(bridge.status, Status::Success);
+        assert_eq!(bridge.runner_id, None);
+        assert_eq!(bridge.artifacts, None);
+        assert_eq!(bridge.trace, None);
+        assert!(snapshot(&world, project, bridge).bridge);
     }
 }

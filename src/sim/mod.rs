@@ -30,7 +30,7 @@
 //! | `GET /job`, `GET /job/allowed_agents` | CI job token of a running job |
 //! | `GET /projects/:id/jobs/:job_id`, `…/trace` | trace: `text/plain`, `Content-Disposition: infile; filename="<id>.log"` |
 //! | `POST …/cancel`, `…/retry`, `…/erase` | 201 |
-//! | `POST …/play` | 200; `job_variables_attributes` as JSON or `[][key]`/`[][value]` form or query |
+//! | `POST …/play` | 200; `job_variables_attributes` as JSON or `[][key]`/`[][value]` form or query (a plain value is 400 `job_variables_attributes is invalid`) |
 //! | `GET …/artifacts`, `GET /projects/:id/jobs/artifacts/:ref_name/download?job=` | a real ZIP archive (stored entries, CRC-32), streamed; by ref: the build of that name in the newest *successful* pipeline of the ref (`search_recent_successful_pipelines=true`: the newest successful build with artifacts in any pipeline of the ref) |
 //! | `GET …/artifacts/*path`, `GET /projects/:id/jobs/artifacts/:ref_name/raw/*path?job=` | one file of the archive (`..` → 400) |
 //! | `POST …/artifacts/keep` (200), `DELETE …/artifacts` (204) | |
@@ -70,7 +70,7 @@
 //! | `GET /-/sim/faults`, `PUT /-/sim/faults` | `{"error_5xx_ratio", "latency_ms", "timeout_ratio", "timeout_hold_ms", "rate_limit_burst_every", "malformed_json_ratio", "drop_connection_ratio"}` (missing fields = off) |
 //! | `GET /-/sim/projects` | `[{"id", "path"}]` |
 //! | `POST /-/sim/projects` | `{"path": "group/project"}` → 201 `{"id", "path"}` |
-//! | `POST /-/sim/projects/:id/pipelines` | `{"ref": "main", "tag": false, "jobs": [{"name", "stage", "status", "failure_reason", "when": "manual", "allow_failure", "age_seconds", "artifacts_expire_in_seconds", "log", "tags"}]}` → 201 `{"id", "job_ids"}` |
+//! | `POST /-/sim/projects/:id/pipelines` | `{"ref": "main", "tag": false, "jobs": [{"name", "stage", "status", "failure_reason", "when": "manual", "allow_failure", "age_seconds", "artifacts_expire_in_seconds", "log", "tags", "bridge": true}]}` → 201 `{"id", "job_ids"}` |
 //! | `GET /-/sim/projects/:id/jobs` | snapshots of every job ([`SimJob`], with `token`, `retried`, `variables`) |
 //! | `GET /-/sim/projects/:id/jobs/:job_id` | one snapshot |
 //! | `POST /-/sim/projects/:id/jobs/:job_id/status` | `{"status": "running", "failure_reason": null}` → the snapshot |

@@ -142,7 +142,7 @@ pub(super) fn play(call: &mut Call<'_>) -> Result<Response, ApiError> {
 /// `job_variables_attributes`: each entry needs `key` and `value` (Grape's messages, joined
 /// the way Grape joins them).
 fn job_variables(params: &Params) -> Result<Vec<(String, String)>, ApiError> {
-    let Some(entries) = params.hash_array("job_variables_attributes") else {
+    let Some(entries) = params.hash_array("job_variables_attributes")? else {
         return Ok(Vec::new());
     };
     let mut missing = Vec::new();

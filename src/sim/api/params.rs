@@ -6,6 +6,10 @@ use crate::sim::api::errors::ApiError;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// One hash of an array-of-hashes parameter (`name[][key]=k`): field → value (`None` for a
+/// JSON `null`).
+pub(crate) type HashParam = BTreeMap<String, Option<String>>;
+
 /// The parameters of one request.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Params {
@@ -106,15 +110,21 @@ impl Params {
     }
 
     /// An array of hashes (`name[][key]=k&name[][value]=v…`, `name[0][key]=k…`, or a JSON
-    /// array of objects). `None` when the parameter is absent; hashes keep only string values.
-    pub fn hash_array(&self, name: &str) -> Option<Vec<BTreeMap<String, Option<String>>>> {
+    /// array of objects). `Ok(None)` when the parameter is absent; hashes keep only string
+    /// values. A plain value where the array belongs (`name=x`, a JSON string, number or
+    /// boolean) fails Grape's `type: Array` coercion: 400 `"<name> is invalid"` (an empty
+    /// string coerces to an empty array).
+    pub fn hash_array(&self, name: &str) -> Result<Option<Vec<HashParam>>, ApiError> {
+        let invalid = || ApiError::param(format!("{name} is invalid"));
         if let Some(value) = self.json.get(name) {
             let items = match value {
                 Value::Array(items) => items.clone(),
                 Value::Object(map) => map.values().cloned().collect(),
-                _ => Vec::new(),
+                Value::String(s) if s.is_empty() => Vec::new(),
+                Value::Null => Vec::new(),
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => return Err(invalid()),
             };
-            return Some(
+            return Ok(Some(
                 items
                     .iter()
                     .map(|item| match item {
@@ -128,13 +138,15 @@ impl Params {
                         _ => BTreeMap::new(),
                     })
                     .collect(),
-            );
+            ));
         }
         let array_prefix = format!("{name}[][");
         let indexed_prefix = format!("{name}[");
-        let mut rack_array: Vec<BTreeMap<String, Option<String>>> = Vec::new();
-        let mut indexed: Vec<(String, BTreeMap<String, Option<String>>)> = Vec::new();
+        let mut rack_array: Vec<HashParam> = Vec::new();
+        let mut indexed: Vec<(String, HashParam)> = Vec::new();
         let mut seen = false;
+        // `name=value` (Rack keeps the last): a scalar, unless bracketed forms are given too.
+        let mut plain: Option<&str> = None;
         for (key, value) in &self.pairs {
             if let Some(field) = key
                 .strip_prefix(&array_prefix)
@@ -167,15 +179,21 @@ impl Params {
                 indexed[slot]
                     .1
                     .insert(field.to_owned(), Some(value.clone()));
-            } else if key == name || *key == format!("{name}[]") {
+            } else if key == name {
+                plain = Some(value);
+            } else if *key == format!("{name}[]") {
                 seen = true;
             }
         }
         if !seen {
-            return None;
+            return match plain {
+                None => Ok(None),
+                Some("") => Ok(Some(Vec::new())),
+                Some(_) => Err(invalid()),
+            };
         }
         rack_array.extend(indexed.into_iter().map(|(_, hash)| hash));
-        Some(rack_array)
+        Ok(Some(rack_array))
     }
 
     /// An optional integer (Grape `type: Integer`): `"<name> is invalid"` when not one.
@@ -261,14 +279,14 @@ mod tests {
         let p = Params::from_query(
             "vars[][key]=A&vars[][value]=1&vars[][key]=B&vars[][value]=2&vars[][value]=3",
         );
-        let got = p.hash_array("vars").expect("present");
+        let got = p.hash_array("vars").expect("valid").expect("present");
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].get("key"), Some(&Some("A".to_owned())));
         assert_eq!(got[1].get("value"), Some(&Some("2".to_owned())));
         assert_eq!(got[2].get("key"), None);
 
         let p = Params::from_query("vars[0][key]=A&vars[1][value]=2&vars[0][value]=1");
-        let got = p.hash_array("vars").expect("present");
+        let got = p.hash_array("vars").expect("valid").expect("present");
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].get("value"), Some(&Some("1".to_owned())));
         assert_eq!(got[1].get("key"), None);
@@ -276,9 +294,37 @@ mod tests {
         let mut p = Params::default();
         p.add_json(br#"{"vars":[{"key":"K","value":"V"},{"value":"x"}]}"#)
             .expect("object");
-        let got = p.hash_array("vars").expect("present");
+        let got = p.hash_array("vars").expect("valid").expect("present");
         assert_eq!(got[1].get("key"), None);
-        assert_eq!(Params::default().hash_array("vars"), None);
+        assert_eq!(Params::default().hash_array("vars"), Ok(None));
+    }
+
+    #[test]
+    fn a_plain_value_is_not_an_array_of_hashes() {
+        // What python-gitlab sends for `job.play(job_variables_attributes=[{...}])`: its
+        // kwargs become query parameters, and a list of dicts flattens to the dicts' keys.
+        let p = Params::from_query("vars=key&vars=value");
+        assert_eq!(
+            p.hash_array("vars"),
+            Err(ApiError::param("vars is invalid"))
+        );
+        let mut p = Params::default();
+        p.add_json(br#"{"vars": "K=V"}"#).expect("object");
+        assert_eq!(
+            p.hash_array("vars"),
+            Err(ApiError::param("vars is invalid"))
+        );
+        let mut p = Params::default();
+        p.add_json(br#"{"vars": 3}"#).expect("object");
+        assert_eq!(
+            p.hash_array("vars"),
+            Err(ApiError::param("vars is invalid"))
+        );
+        // An empty value coerces to an empty array.
+        assert_eq!(
+            Params::from_query("vars=").hash_array("vars"),
+            Ok(Some(Vec::new()))
+        );
     }
 
     #[test]
