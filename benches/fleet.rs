@@ -53,7 +53,7 @@ spec:
   projects: [{}]
   interval: 10s
   dryRun: true
-  limits: {{maxActionsPerRun: 100000, maxActionsPerHour: 1000000}}
+  limits: {{maxActionsPerRun: 10000, maxActionsPerHour: 100000}}
   rules:
     - name: retry-transient
       match: {{statuses: [failed], failureReasons: [stuck_or_timeout_failure, runner_system_failure]}}

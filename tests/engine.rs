@@ -582,3 +582,64 @@ async fn a_job_policy_on_an_unknown_project_reports_gitlabs_error() {
     assert!(message.contains("404"), "{message}");
     assert!(message.contains("Project Not Found"), "{message}");
 }
+
+#[tokio::test]
+async fn an_old_unfinished_job_does_not_make_every_sync_reread_the_project() {
+    let w = World::start(MONDAY_MORNING).await;
+    let old = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("stuck-in-queue", "test", "pending").aged(Duration::from_secs(20 * 3600))],
+    );
+    for p in 0..5 {
+        let jobs: Vec<JobSpec> = (0..50)
+            .map(|i| JobSpec::new(format!("job-{p}-{i}"), "test", "success").aged(Duration::from_secs(3600)))
+            .collect();
+        w.pipeline("main", false, jobs);
+    }
+    // A failure whose backoff keeps it a candidate for several runs: its pipeline's job list is
+    // needed every run, and read once.
+    w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "failed").failed_with("stuck_or_timeout_failure")],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: retry-transient
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 2, backoff: {duration: 10m}}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(report.jobs_seen, 252);
+    assert_eq!(outcomes(&report, "retry"), ["deferred"]);
+
+    for _ in 0..3 {
+        w.ctl.reset_log();
+        w.advance(10);
+        let report = w.run(&engine, &policy).await;
+        assert_eq!(outcomes(&report, "retry"), ["deferred"]);
+        let counters = w.ctl.counters();
+        assert_eq!(counters.get(LIST_JOBS), Some(&2), "new jobs + unfinished jobs: {counters:?}");
+        assert_eq!(counters.values().sum::<u64>(), 2, "the pipeline's job list is not re-read: {counters:?}");
+    }
+
+    // The old job finally runs and fails: the next sync notices it and re-reads it by id.
+    w.ctl.set_job_status(w.project, old[0], "running", None);
+    w.ctl
+        .set_job_status(w.project, old[0], "failed", Some("stuck_or_timeout_failure"));
+    w.ctl.reset_log();
+    w.advance(601);
+    let report = w.run(&engine, &policy).await;
+    let mut retried: Vec<u64> = report
+        .actions
+        .iter()
+        .filter(|a| a.outcome.label() == "succeeded")
+        .map(|a| a.job_id)
+        .collect();
+    retried.sort_unstable();
+    assert!(retried.contains(&old[0]), "{:?}", report.actions);
+    assert_eq!(w.count("GET /projects/:id/jobs/:job_id"), 1);
+}

@@ -22,6 +22,9 @@ pub const DEFAULT_HISTORY: SignedDuration = SignedDuration::from_hours(72);
 const MAX_PAGES_PER_SYNC: usize = 50;
 const PER_PAGE: usize = 100;
 
+/// At most this many jobs are re-read by id in one sync; the rest wait for the next one.
+const MAX_REREADS_PER_SYNC: usize = 200;
+
 /// Completed jobs' log tails are cached (a finished log never changes); bounded.
 const LOG_CACHE_CAPACITY: usize = 512;
 
@@ -32,8 +35,8 @@ pub struct SyncStats {
     pub jobs_read: usize,
     /// Jobs that were new to the cache.
     pub jobs_new: usize,
-    /// Manual/scheduled jobs that left that state and were re-read one by one.
-    pub blocked_rechecked: usize,
+    /// Jobs re-read one by one because they left a listing (played, finished, deleted).
+    pub jobs_reread: usize,
 }
 
 /// A job whose snapshot changed in a sync, handed to metrics accounting.
@@ -49,6 +52,10 @@ pub struct ProjectObserver {
     last_sync: Option<Timestamp>,
     log_tails: HashMap<u64, String>,
     log_order: VecDeque<u64>,
+    /// Bumped whenever a job of the pipeline appears or changes in the project list (which
+    /// lists every attempt), so a pipeline's job list fetched earlier is known to be current.
+    pipeline_versions: HashMap<u64, u64>,
+    pipeline_jobs: HashMap<u64, (u64, Vec<Job>)>,
 }
 
 impl ProjectObserver {
@@ -61,6 +68,8 @@ impl ProjectObserver {
             last_sync: None,
             log_tails: HashMap::new(),
             log_order: VecDeque::new(),
+            pipeline_versions: HashMap::new(),
+            pipeline_jobs: HashMap::new(),
         }
     }
 
@@ -104,7 +113,35 @@ impl ProjectObserver {
         let mut refreshed = Vec::new();
         let mark = self.low_water_mark();
         let horizon = now - self.history;
+        let behind_mark = mark.map_or(0, |m| self.jobs.range(m..).count());
+        if mark.is_some() && behind_mark > PER_PAGE {
+            // An old unfinished job holds the mark far back: paging down to it would re-read
+            // every newer job. Read the new jobs, then the unfinished ones through their scope.
+            self.sync_new_and_active(client, &mut stats, &mut refreshed)
+                .await?;
+        } else {
+            self.sync_down_to_mark(client, mark, horizon, &mut stats, &mut refreshed)
+                .await?;
+        }
+        if follow_blocked {
+            self.sync_blocked(client, &mut stats, &mut refreshed)
+                .await?;
+        }
+        self.prune(horizon);
+        self.last_sync = Some(now);
+        Ok((stats, refreshed))
+    }
 
+    /// Pages from the newest job down past the mark (or, on the first sync, the history
+    /// horizon), refreshing everything on the way.
+    async fn sync_down_to_mark(
+        &mut self,
+        client: &GitLabClient,
+        mark: Option<u64>,
+        horizon: Timestamp,
+        stats: &mut SyncStats,
+        refreshed: &mut Refreshed,
+    ) -> Result<(), GitLabError> {
         let mut stream =
             Box::pin(client.list_project_jobs(&self.project, &ListJobsQuery::default()));
         let mut seen = std::collections::HashSet::new();
@@ -122,7 +159,7 @@ impl ProjectObserver {
             }
             seen.insert(job.id);
             stats.jobs_read += 1;
-            self.absorb(job, &mut stats, &mut refreshed);
+            self.absorb(job, stats, refreshed);
         }
         drop(stream);
         if complete && let Some(mark) = mark {
@@ -133,13 +170,81 @@ impl ProjectObserver {
             });
         }
 
-        if follow_blocked {
-            self.sync_blocked(client, &mut stats, &mut refreshed)
-                .await?;
+        Ok(())
+    }
+
+    /// Reads the jobs newer than any seen, then every unfinished job through a `scope[]`
+    /// listing; a cached unfinished job that is no longer listed has moved on and is re-read.
+    async fn sync_new_and_active(
+        &mut self,
+        client: &GitLabClient,
+        stats: &mut SyncStats,
+        refreshed: &mut Refreshed,
+    ) -> Result<(), GitLabError> {
+        let newest = self.newest_seen;
+        let mut stream =
+            Box::pin(client.list_project_jobs(&self.project, &ListJobsQuery::default()));
+        let mut read = 0usize;
+        while let Some(job) = stream.try_next().await? {
+            if newest.is_some_and(|n| job.id <= n) || read >= MAX_PAGES_PER_SYNC * PER_PAGE {
+                break;
+            }
+            read += 1;
+            stats.jobs_read += 1;
+            self.absorb(job, stats, refreshed);
         }
-        self.prune(horizon);
-        self.last_sync = Some(now);
-        Ok((stats, refreshed))
+        drop(stream);
+
+        // The statuses every GitLab version accepts as a scope (newer ones would be a 400 on
+        // older servers); jobs in the others are re-read one by one below.
+        let query = ListJobsQuery::with_scopes([
+            JobStatus::Created,
+            JobStatus::WaitingForResource,
+            JobStatus::Preparing,
+            JobStatus::Pending,
+            JobStatus::Running,
+        ]);
+        let active: Vec<Job> = client
+            .list_project_jobs(&self.project, &query)
+            .try_collect()
+            .await?;
+        let listed: std::collections::HashSet<u64> = active.iter().map(|j| j.id).collect();
+        for job in active {
+            stats.jobs_read += 1;
+            self.absorb(job, stats, refreshed);
+        }
+        let moved_on: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
+            .filter(|j| !listed.contains(&j.id))
+            .map(|j| j.id)
+            .take(MAX_REREADS_PER_SYNC)
+            .collect();
+        self.reread(client, moved_on, stats, refreshed).await
+    }
+
+    /// Re-reads jobs by id; a job GitLab no longer has is forgotten.
+    async fn reread(
+        &mut self,
+        client: &GitLabClient,
+        ids: Vec<u64>,
+        stats: &mut SyncStats,
+        refreshed: &mut Refreshed,
+    ) -> Result<(), GitLabError> {
+        for id in ids {
+            match client.get_job(&self.project, id).await {
+                Ok(job) => {
+                    stats.jobs_reread += 1;
+                    self.absorb(job, stats, refreshed);
+                }
+                Err(err) if err.is_not_found() => {
+                    self.jobs.remove(&id);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// Lists manual and scheduled jobs; any cached job that was blocked and is no longer listed
@@ -169,34 +274,36 @@ impl ProjectObserver {
             stats.jobs_read += 1;
             self.absorb(job, stats, refreshed);
         }
-        for id in moved_on {
-            match client.get_job(&self.project, id).await {
-                Ok(job) => {
-                    stats.blocked_rechecked += 1;
-                    self.absorb(job, stats, refreshed);
-                }
-                Err(err) if err.is_not_found() => {
-                    self.jobs.remove(&id);
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
+        self.reread(client, moved_on, stats, refreshed).await
     }
 
     fn absorb(&mut self, job: Job, stats: &mut SyncStats, refreshed: &mut Refreshed) {
         self.newest_seen = Some(self.newest_seen.map_or(job.id, |n| n.max(job.id)));
         match self.jobs.get(&job.id) {
-            Some(old) if *old == job => {}
-            Some(_) => {
-                refreshed.push(job.clone());
-                self.jobs.insert(job.id, job);
-            }
-            None => {
-                stats.jobs_new += 1;
-                refreshed.push(job.clone());
-                self.jobs.insert(job.id, job);
-            }
+            Some(old) if *old == job => return,
+            Some(_) => {}
+            None => stats.jobs_new += 1,
+        }
+        *self.pipeline_versions.entry(job.pipeline.id).or_default() += 1;
+        refreshed.push(job.clone());
+        self.jobs.insert(job.id, job);
+    }
+
+    /// The job list of a pipeline (every attempt) read earlier, if no job of the pipeline has
+    /// appeared or changed since.
+    pub fn cached_pipeline_jobs(&self, pipeline_id: u64) -> Option<&Vec<Job>> {
+        let current = self.pipeline_versions.get(&pipeline_id)?;
+        match self.pipeline_jobs.get(&pipeline_id) {
+            Some((version, jobs)) if version == current => Some(jobs),
+            _ => None,
+        }
+    }
+
+    /// Remembers a pipeline's job list as of the current state of the cache.
+    pub fn cache_pipeline_jobs(&mut self, pipeline_id: u64, jobs: &[Job]) {
+        if let Some(version) = self.pipeline_versions.get(&pipeline_id) {
+            self.pipeline_jobs
+                .insert(pipeline_id, (*version, jobs.to_vec()));
         }
     }
 
@@ -208,6 +315,10 @@ impl ProjectObserver {
         let jobs = &self.jobs;
         self.log_tails.retain(|id, _| jobs.contains_key(id));
         self.log_order.retain(|id| jobs.contains_key(id));
+        let pipelines: std::collections::HashSet<u64> =
+            jobs.values().map(|j| j.pipeline.id).collect();
+        self.pipeline_versions.retain(|id, _| pipelines.contains(id));
+        self.pipeline_jobs.retain(|id, _| pipelines.contains(id));
     }
 
     /// A cached log tail of a completed job.
@@ -236,6 +347,7 @@ impl ProjectObserver {
     /// Replaces a cached job by a fresher snapshot (after an action).
     pub fn update_job(&mut self, job: Job) {
         self.newest_seen = Some(self.newest_seen.map_or(job.id, |n| n.max(job.id)));
+        *self.pipeline_versions.entry(job.pipeline.id).or_default() += 1;
         self.jobs.insert(job.id, job);
     }
 

@@ -472,10 +472,15 @@ impl Engine {
                 project,
                 pipeline_id,
             } => {
+                let slot = self.observer_for(instance, project);
+                if let Some(jobs) = slot.lock().await.cached_pipeline_jobs(*pipeline_id) {
+                    return Ok(Fact::PipelineJobs(*pipeline_id, jobs.clone()));
+                }
                 let jobs: Vec<Job> = client
                     .list_pipeline_jobs(project, *pipeline_id, &[], true)
                     .try_collect()
                     .await?;
+                slot.lock().await.cache_pipeline_jobs(*pipeline_id, &jobs);
                 Ok(Fact::PipelineJobs(*pipeline_id, jobs))
             }
             FactRequest::LogTail { project, job_id } => {

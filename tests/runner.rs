@@ -1,0 +1,139 @@
+//! File mode (`jobwarden run --policies DIR`): policies run from a directory, a bad manifest does
+//! not stop the others, a changed file is picked up, a Secret is read only from the policy's
+//! namespace, and the loop stops when asked.
+
+use jobwarden::engine::{Engine, EngineConfig, RunReport};
+use jobwarden::metrics::Metrics;
+use jobwarden::runner::{RunnerConfig, run_policies};
+use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, Simulator};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "runner-test-token";
+
+fn policy_manifest(name: &str, url: &str, secret_namespace_note: &str, dry_run: bool) -> String {
+    format!(
+        "# {secret_namespace_note}
+apiVersion: jobwarden.dev/v1alpha1
+kind: JobPolicy
+metadata: {{name: {name}, namespace: ci}}
+spec:
+  gitlab: {{url: \"{url}\", tokenSecretRef: {{name: gitlab, key: token}}}}
+  projects: [\"team/app\"]
+  interval: 10s
+  dryRun: {dry_run}
+  rules:
+    - name: cancel-stale
+      match: {{statuses: [pending], olderThan: 1h}}
+      cancel: {{}}
+"
+    )
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_policy_directory_runs_reloads_and_stops() {
+    let mut config = SimConfig::new(TOKEN);
+    config.projects = 0;
+    config.clock = Clock::manual("2026-11-23T10:00:00Z".parse().expect("time"));
+    let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("loopback"))
+        .await
+        .expect("simulator");
+    let ctl = sim.control();
+    let project = ctl.add_project("team/app").expect("project");
+    let stale = ctl.add_pipeline(
+        project,
+        PipelineSpec::new(
+            "main",
+            vec![JobSpec::new("build", "build", "pending").aged(Duration::from_secs(7200))],
+        ),
+    );
+    let url = sim.base_url().to_string();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("secret.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: gitlab, namespace: ci}}\nstringData: {{token: {TOKEN}}}\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("cleanup.yaml"),
+        policy_manifest("cleanup", &url, "dry-run first", true),
+    )
+    .expect("write");
+    // A policy in another namespace cannot use the Secret of namespace `ci`.
+    std::fs::write(
+        dir.path().join("elsewhere.yaml"),
+        policy_manifest("elsewhere", &url, "other namespace", false).replace("namespace: ci", "namespace: other"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {name: broken}\nspec:\n  projects: [1]\n  rules: []\n",
+    )
+    .expect("write");
+
+    let metrics = Arc::new(Metrics::new());
+    let clock = ctl.clone();
+    let engine = Engine::new(EngineConfig::default(), Arc::new(move || clock.now()), metrics.clone());
+    let reports: Arc<Mutex<Vec<RunReport>>> = Arc::default();
+    let sink_reports = reports.clone();
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(run_policies(
+        engine,
+        RunnerConfig {
+            paths: vec![dir.path().to_path_buf()],
+            token_env: "JOBWARDEN_TEST_TOKEN_THAT_IS_NOT_SET".into(),
+            token_override: None,
+            override_policy: None,
+            reload_every: Duration::from_millis(100),
+        },
+        Arc::new(move |r: &RunReport| sink_reports.lock().expect("lock").push(r.clone())),
+        shutdown.clone(),
+    ));
+
+    let count = |policy: &str, outcome: &str| {
+        reports
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.policy.name == policy)
+            .map(|r| r.count("cancel", outcome))
+            .sum::<usize>()
+    };
+    wait_until("a dry run of the valid policy", || count("cleanup", "dry_run") >= 1).await;
+    assert_eq!(ctl.job(project, stale.job_ids[0]).expect("job").status, "pending");
+    let rendered = metrics.render();
+    assert!(rendered.contains("jobwarden_policies{state=\"ready\"} 1"), "{rendered}");
+    assert!(rendered.contains("jobwarden_policies{state=\"invalid\"} 1"), "{rendered}");
+    assert!(rendered.contains("jobwarden_policies{state=\"error\"} 1"), "{rendered}");
+    assert!(
+        reports.lock().expect("lock").iter().all(|r| r.policy.name == "cleanup"),
+        "the policy without a readable Secret never ran"
+    );
+
+    // The operator turns dry-run off: the change is picked up and the stale job is cancelled.
+    std::fs::write(
+        dir.path().join("cleanup.yaml"),
+        policy_manifest("cleanup", &url, "now for real", false),
+    )
+    .expect("write");
+    wait_until("the reloaded policy to cancel", || count("cleanup", "succeeded") == 1).await;
+    assert_eq!(ctl.job(project, stale.job_ids[0]).expect("job").status, "canceled");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .expect("the runner stops when asked")
+        .expect("the runner task ends cleanly");
+}
