@@ -349,7 +349,20 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
         ctx.engine.now(),
     ) {
         tracing::debug!(policy = %key, ?wait, "not due yet");
+        ctx.settle(&key, PolicyState::Ready);
         return Ok(Action::requeue(wait));
+    }
+    let new_generation = previous.as_ref().and_then(|s| s.observed_generation) != generation;
+    if new_generation && compiled.ca_bundle_secret_ref.is_some() {
+        ctx.publish(
+            &policy,
+            &PolicyEvent::warning(
+                "CABundleIgnored",
+                "spec.gitlab.caBundleSecretRef is not used yet: GitLab's certificate is checked \
+                 against the system roots and the controller's --ca-bundle",
+            ),
+        )
+        .await;
     }
 
     let token =

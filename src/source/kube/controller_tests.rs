@@ -485,3 +485,73 @@ fn the_error_backoff_doubles_up_to_its_bound() {
     assert_eq!(delays, [5, 10, 20, 40, 80, 120, 120, 120]);
     assert_eq!(backoff.delay(u32::MAX), backoff.max);
 }
+
+#[tokio::test]
+async fn a_ca_bundle_reference_that_is_not_used_is_said_once_per_spec() {
+    let (client, mut api) = mock_client();
+    let ctx = context(client, offline_engine());
+    let p = policy(
+        "ci",
+        "private-ca",
+        "https://gitlab.example.com",
+        retry_rules(),
+        json!({"gitlab": {
+            "url": "https://gitlab.example.com",
+            "tokenSecretRef": {"name": "gitlab-token", "key": "token"},
+            "caBundleSecretRef": {"name": "gitlab-ca", "key": "ca.crt"}
+        }}),
+    );
+    let object = p.clone();
+    let verifier = tokio::spawn(async move {
+        let warning = answer_event(expect(&mut api, &events_path("ci")).await);
+        expect(&mut api, &secret_path("ci")).await.fail(
+            404,
+            "NotFound",
+            "secrets \"gitlab-token\" not found",
+        );
+        answer_status_patch(
+            expect(&mut api, &status_path("ci", "private-ca")).await,
+            &object,
+        );
+        answer_event(expect(&mut api, &events_path("ci")).await);
+        // The retry of the same generation reads the Secret again, without the CA warning; the
+        // same SecretNotFound again joins the first Event's series instead of adding one.
+        expect(&mut api, &secret_path("ci")).await.fail(
+            404,
+            "NotFound",
+            "secrets \"gitlab-token\" not found",
+        );
+        let repeat = next(&mut api).await.expect("the repeated Event");
+        assert_eq!(repeat.method, "PATCH");
+        assert!(
+            repeat
+                .uri
+                .starts_with("/apis/events.k8s.io/v1/namespaces/ci/events/private-ca."),
+            "{}",
+            repeat.uri
+        );
+        assert_eq!(repeat.body["reason"], "SecretNotFound");
+        assert_eq!(repeat.body["series"]["count"], 2);
+        answer_event(repeat);
+        (warning, api)
+    });
+
+    let policy = Arc::new(p);
+    for _ in 0..2 {
+        let err = reconcile(policy.clone(), ctx.clone())
+            .await
+            .expect_err("no Secret");
+        assert!(matches!(err, Error::Secret(SecretError::NotFound { .. })));
+    }
+    drop(ctx);
+    let (warning, api) = verifier.await.expect("the verifier finished");
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(warning["reason"], "CABundleIgnored");
+    assert!(
+        warning["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("caBundleSecretRef")),
+        "{warning}"
+    );
+    assert_no_more_requests(api).await;
+}
