@@ -23,6 +23,8 @@ pub enum Error {
     InvalidArgument(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::source::kube::ClusterError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -384,7 +384,7 @@ fn rbac_is_least_privilege() {
     assert_eq!(verbs("ClusterRole/secrets"), ["get"]);
     // Leases only in jobwarden's own namespace.
     assert!(verbs("ClusterRole/leases").is_empty());
-    assert_eq!(verbs("Role/leases"), ["create", "get", "patch", "update"]);
+    assert_eq!(verbs("Role/leases"), ["create", "get", "update"]);
     assert!(
         !verbs_by_resource.keys().any(|k| k.ends_with("/*")),
         "no wildcard resources"

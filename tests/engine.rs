@@ -589,11 +589,16 @@ async fn an_old_unfinished_job_does_not_make_every_sync_reread_the_project() {
     let old = w.pipeline(
         "main",
         false,
-        vec![JobSpec::new("stuck-in-queue", "test", "pending").aged(Duration::from_secs(20 * 3600))],
+        vec![
+            JobSpec::new("stuck-in-queue", "test", "pending").aged(Duration::from_secs(20 * 3600)),
+        ],
     );
     for p in 0..5 {
         let jobs: Vec<JobSpec> = (0..50)
-            .map(|i| JobSpec::new(format!("job-{p}-{i}"), "test", "success").aged(Duration::from_secs(3600)))
+            .map(|i| {
+                JobSpec::new(format!("job-{p}-{i}"), "test", "success")
+                    .aged(Duration::from_secs(3600))
+            })
             .collect();
         w.pipeline("main", false, jobs);
     }
@@ -622,14 +627,26 @@ async fn an_old_unfinished_job_does_not_make_every_sync_reread_the_project() {
         let report = w.run(&engine, &policy).await;
         assert_eq!(outcomes(&report, "retry"), ["deferred"]);
         let counters = w.ctl.counters();
-        assert_eq!(counters.get(LIST_JOBS), Some(&2), "new jobs + unfinished jobs: {counters:?}");
-        assert_eq!(counters.values().sum::<u64>(), 2, "the pipeline's job list is not re-read: {counters:?}");
+        assert_eq!(
+            counters.get(LIST_JOBS),
+            Some(&2),
+            "new jobs + unfinished jobs: {counters:?}"
+        );
+        assert_eq!(
+            counters.values().sum::<u64>(),
+            2,
+            "the pipeline's job list is not re-read: {counters:?}"
+        );
     }
 
     // The old job finally runs and fails: the next sync notices it and re-reads it by id.
     w.ctl.set_job_status(w.project, old[0], "running", None);
-    w.ctl
-        .set_job_status(w.project, old[0], "failed", Some("stuck_or_timeout_failure"));
+    w.ctl.set_job_status(
+        w.project,
+        old[0],
+        "failed",
+        Some("stuck_or_timeout_failure"),
+    );
     w.ctl.reset_log();
     w.advance(601);
     let report = w.run(&engine, &policy).await;

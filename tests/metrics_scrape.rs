@@ -144,16 +144,29 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
         PipelineSpec::new(
             "main",
             (0..6)
-                .map(|i| JobSpec::new(format!("job-{i}"), if i < 2 { "build" } else { "test" }, "pending"))
+                .map(|i| {
+                    JobSpec::new(
+                        format!("job-{i}"),
+                        if i < 2 { "build" } else { "test" },
+                        "pending",
+                    )
+                })
                 .collect(),
         ),
     );
     reconcile(&watched.engine, &policy).await;
     let text = watched.scrape().await;
-    assert_eq!(sample_sum(&text, "jobwarden_job_queued_duration_seconds_count", &[]), 0.0);
+    assert_eq!(
+        sample_sum(&text, "jobwarden_job_queued_duration_seconds_count", &[]),
+        0.0
+    );
     assert_eq!(sample_sum(&text, "jobwarden_job_failures_total", &[]), 0.0);
     assert_eq!(
-        sample_sum(&text, "jobwarden_jobs", &[("project", "team/app"), ("status", "pending")]),
+        sample_sum(
+            &text,
+            "jobwarden_jobs",
+            &[("project", "team/app"), ("status", "pending")]
+        ),
         6.0
     );
 
@@ -185,7 +198,10 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
         .filter(|j| fresh.job_ids.contains(&j.id) && j.started_at.is_some())
         .collect();
     let mut failed_by_reason: BTreeMap<String, f64> = BTreeMap::new();
-    for j in jobs.iter().filter(|j| fresh.job_ids.contains(&j.id) && j.status == "failed") {
+    for j in jobs
+        .iter()
+        .filter(|j| fresh.job_ids.contains(&j.id) && j.status == "failed")
+    {
         *failed_by_reason
             .entry(j.failure_reason.clone().expect("a failed job has a reason"))
             .or_default() += 1.0;
@@ -199,32 +215,61 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
         "one queue-time observation per started job, however many syncs saw it"
     );
     assert_eq!(
-        sample_sum(&text, "jobwarden_job_queued_duration_seconds_count", &[("stage", "build")]),
+        sample_sum(
+            &text,
+            "jobwarden_job_queued_duration_seconds_count",
+            &[("stage", "build")]
+        ),
         2.0
     );
     let queued_seconds = sample_sum(&text, "jobwarden_job_queued_duration_seconds_sum", &[]);
-    assert!((queued_seconds - 5.0 * 90.0).abs() < 1.0, "{queued_seconds}");
+    assert!(
+        (queued_seconds - 5.0 * 90.0).abs() < 1.0,
+        "{queued_seconds}"
+    );
     for (reason, count) in &failed_by_reason {
         assert_eq!(
-            sample_sum(&text, "jobwarden_job_failures_total", &[("failure_reason", reason)]),
+            sample_sum(
+                &text,
+                "jobwarden_job_failures_total",
+                &[("failure_reason", reason)]
+            ),
             *count,
             "{reason}"
         );
     }
     assert_eq!(sample_sum(&text, "jobwarden_job_failures_total", &[]), 3.0);
     assert_eq!(
-        sample_sum(&text, "jobwarden_job_failures_total", &[("failure_reason", "script_failure")]),
+        sample_sum(
+            &text,
+            "jobwarden_job_failures_total",
+            &[("failure_reason", "script_failure")]
+        ),
         0.0,
         "a failure from before the process started is not counted"
     );
     assert_eq!(
-        sample_sum(&text, "jobwarden_jobs", &[("project", "team/app"), ("status", "pending")]),
+        sample_sum(
+            &text,
+            "jobwarden_jobs",
+            &[("project", "team/app"), ("status", "pending")]
+        ),
         1.0
     );
     assert!(
-        sample_sum(&text, "jobwarden_gitlab_requests_total", &[("endpoint", "/projects/:id/jobs"), ("code", "200")]) >= 4.0
+        sample_sum(
+            &text,
+            "jobwarden_gitlab_requests_total",
+            &[("endpoint", "/projects/:id/jobs"), ("code", "200")]
+        ) >= 4.0
     );
-    assert!(sample_sum(&text, "jobwarden_reconcile_duration_seconds_count", &[("policy", "watch")]) == 4.0);
+    assert!(
+        sample_sum(
+            &text,
+            "jobwarden_reconcile_duration_seconds_count",
+            &[("policy", "watch")]
+        ) == 4.0
+    );
     assert!(!text.contains("job-0"), "job names never become labels");
 
     // A restart counts nothing that happened before it.
@@ -233,7 +278,10 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
     ctl.advance(Duration::from_secs(15));
     reconcile(&restarted.engine, &policy).await;
     let text = restarted.scrape().await;
-    assert_eq!(sample_sum(&text, "jobwarden_job_queued_duration_seconds_count", &[]), 0.0);
+    assert_eq!(
+        sample_sum(&text, "jobwarden_job_queued_duration_seconds_count", &[]),
+        0.0
+    );
     assert_eq!(sample_sum(&text, "jobwarden_job_failures_total", &[]), 0.0);
     // …and counts what happens after it.
     let last = fresh.job_ids[5];
@@ -243,9 +291,16 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
     ctl.advance(Duration::from_secs(15));
     reconcile(&restarted.engine, &policy).await;
     let text = restarted.scrape().await;
-    assert_eq!(sample_sum(&text, "jobwarden_job_queued_duration_seconds_count", &[]), 1.0);
     assert_eq!(
-        sample_sum(&text, "jobwarden_job_failures_total", &[("failure_reason", "job_execution_timeout")]),
+        sample_sum(&text, "jobwarden_job_queued_duration_seconds_count", &[]),
+        1.0
+    );
+    assert_eq!(
+        sample_sum(
+            &text,
+            "jobwarden_job_failures_total",
+            &[("failure_reason", "job_execution_timeout")]
+        ),
         1.0
     );
 }

@@ -74,7 +74,8 @@ async fn a_policy_directory_runs_reloads_and_stops() {
     // A policy in another namespace cannot use the Secret of namespace `ci`.
     std::fs::write(
         dir.path().join("elsewhere.yaml"),
-        policy_manifest("elsewhere", &url, "other namespace", false).replace("namespace: ci", "namespace: other"),
+        policy_manifest("elsewhere", &url, "other namespace", false)
+            .replace("namespace: ci", "namespace: other"),
     )
     .expect("write");
     std::fs::write(
@@ -85,7 +86,11 @@ async fn a_policy_directory_runs_reloads_and_stops() {
 
     let metrics = Arc::new(Metrics::new());
     let clock = ctl.clone();
-    let engine = Engine::new(EngineConfig::default(), Arc::new(move || clock.now()), metrics.clone());
+    let engine = Engine::new(
+        EngineConfig::default(),
+        Arc::new(move || clock.now()),
+        metrics.clone(),
+    );
     let reports: Arc<Mutex<Vec<RunReport>>> = Arc::default();
     let sink_reports = reports.clone();
     let shutdown = CancellationToken::new();
@@ -111,14 +116,33 @@ async fn a_policy_directory_runs_reloads_and_stops() {
             .map(|r| r.count("cancel", outcome))
             .sum::<usize>()
     };
-    wait_until("a dry run of the valid policy", || count("cleanup", "dry_run") >= 1).await;
-    assert_eq!(ctl.job(project, stale.job_ids[0]).expect("job").status, "pending");
+    wait_until("a dry run of the valid policy", || {
+        count("cleanup", "dry_run") >= 1
+    })
+    .await;
+    assert_eq!(
+        ctl.job(project, stale.job_ids[0]).expect("job").status,
+        "pending"
+    );
     let rendered = metrics.render();
-    assert!(rendered.contains("jobwarden_policies{state=\"ready\"} 1"), "{rendered}");
-    assert!(rendered.contains("jobwarden_policies{state=\"invalid\"} 1"), "{rendered}");
-    assert!(rendered.contains("jobwarden_policies{state=\"error\"} 1"), "{rendered}");
     assert!(
-        reports.lock().expect("lock").iter().all(|r| r.policy.name == "cleanup"),
+        rendered.contains("jobwarden_policies{state=\"ready\"} 1"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("jobwarden_policies{state=\"invalid\"} 1"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("jobwarden_policies{state=\"error\"} 1"),
+        "{rendered}"
+    );
+    assert!(
+        reports
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|r| r.policy.name == "cleanup"),
         "the policy without a readable Secret never ran"
     );
 
@@ -128,8 +152,14 @@ async fn a_policy_directory_runs_reloads_and_stops() {
         policy_manifest("cleanup", &url, "now for real", false),
     )
     .expect("write");
-    wait_until("the reloaded policy to cancel", || count("cleanup", "succeeded") == 1).await;
-    assert_eq!(ctl.job(project, stale.job_ids[0]).expect("job").status, "canceled");
+    wait_until("the reloaded policy to cancel", || {
+        count("cleanup", "succeeded") == 1
+    })
+    .await;
+    assert_eq!(
+        ctl.job(project, stale.job_ids[0]).expect("job").status,
+        "canceled"
+    );
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), runner)

@@ -1,9 +1,13 @@
-//! `jobwarden run --policies DIR`: the controller without a cluster.
+//! `jobwarden run`: the controller. With `--policies DIR` it runs the policies of a directory
+//! (file mode, no cluster); without, it watches JobPolicy objects in the cluster (cluster mode).
 
 use super::{GitLabArgs, termination_signal};
 use crate::engine::{Engine, system_clock};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
+use crate::source::kube::leader::LeaseSettings;
+use crate::source::kube::shard::Shard;
+use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,67 +18,215 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Directories or files of JobPolicy (and Secret) manifests; reloaded when they change.
-    #[arg(long = "policies", env = "JOBWARDEN_POLICIES", required = true, num_args = 1..)]
+    /// Without it, jobwarden runs in cluster mode (JobPolicies from the Kubernetes API).
+    #[arg(long = "policies", env = "JOBWARDEN_POLICIES", num_args = 1..)]
     pub policies: Vec<PathBuf>,
-    /// Environment variable holding the GitLab token when a policy's Secret is not in the
-    /// directory.
+    /// File mode: environment variable holding the GitLab token when a policy's Secret is not
+    /// in the directory.
     #[arg(long, env = "JOBWARDEN_TOKEN_ENV", default_value = "GITLAB_TOKEN")]
     pub token_env: String,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "JOBWARDEN_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
-    /// How often the policy files are checked for changes, in seconds.
+    /// File mode: how often the policy files are checked for changes, in seconds.
     #[arg(long, env = "JOBWARDEN_RELOAD_SECONDS", default_value_t = 2)]
     pub reload_seconds: u64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub gitlab: GitLabArgs,
 }
 
+/// Flags of cluster mode (ignored with `--policies`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Cluster mode (without --policies)")]
+pub struct ClusterArgs {
+    /// Watch JobPolicies in this namespace only (default: all namespaces).
+    #[arg(long, env = "JOBWARDEN_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace of the leader-election Lease (jobwarden's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease; with several shards, each shard uses
+    /// `<name>-shard-<index>-of-<count>`.
+    #[arg(long, env = "JOBWARDEN_LEASE_NAME", default_value = "jobwarden")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: the host name with a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// This replica's shard: it reconciles the policies whose namespace/name hashes to it.
+    #[arg(long, env = "JOBWARDEN_SHARD_INDEX", default_value_t = 0)]
+    pub shard_index: u32,
+    /// How many shards split the policies (each shard elects its own leader).
+    #[arg(long, env = "JOBWARDEN_SHARD_COUNT", default_value_t = 1)]
+    pub shard_count: u32,
+    /// How long the Lease stays valid without renewal, in seconds.
+    #[arg(long, env = "JOBWARDEN_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// How often the leader renews the Lease, in seconds (less than two thirds of the
+    /// duration).
+    #[arg(long, env = "JOBWARDEN_LEASE_RENEW_SECONDS", default_value_t = 5)]
+    pub lease_renew_seconds: u64,
+}
+
+impl ClusterArgs {
+    /// The cluster configuration these flags describe.
+    pub fn config(&self) -> Result<ClusterConfig, ClusterError> {
+        let shard = Shard::new(self.shard_index, self.shard_count)?;
+        let identity = self
+            .identity
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map_or_else(generated_identity, str::to_owned);
+        let lease = LeaseSettings::new(
+            self.lease_namespace.clone(),
+            lease_name(&self.lease_name, shard),
+            identity,
+            Duration::from_secs(self.lease_duration_seconds),
+            Duration::from_secs(self.lease_renew_seconds),
+        )?;
+        Ok(ClusterConfig {
+            namespace: self.namespace.clone().filter(|ns| !ns.is_empty()),
+            lease,
+            shard,
+        })
+    }
+}
+
 pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
+    let cluster = if args.policies.is_empty() {
+        let config = args.cluster.config()?;
+        let client = kube::Client::try_default()
+            .await
+            .map_err(ClusterError::Client)?;
+        Some((config, client))
+    } else {
+        None
+    };
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::new(args.gitlab.engine_config(), system_clock(), metrics.clone());
     let shutdown = CancellationToken::new();
     let server =
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
+    // Ready means serving: a standby replica is as ready as the leader.
     server.ready.set_ready();
 
-    let config = RunnerConfig {
-        paths: args.policies,
-        token_env: args.token_env,
-        token_override: None,
-        override_policy: None,
-        reload_every: Duration::from_secs(args.reload_seconds.max(1)),
-    };
-    let sink = Arc::new(|report: &crate::engine::RunReport| {
-        for record in &report.actions {
-            tracing::info!(
-                target: "jobwarden::action",
-                policy = %report.policy,
-                project = %record.project,
-                job_id = record.job_id,
-                job_name = %record.job_name,
-                rule = %record.rule,
-                action = record.action,
-                outcome = record.outcome.label(),
-                reason = %record.reason,
-                "{}",
-                record.outcome
-            );
+    let task = match cluster {
+        Some((config, client)) => tokio::spawn(crate::source::kube::run(
+            config,
+            engine,
+            client,
+            shutdown.clone(),
+        )),
+        None => {
+            let config = RunnerConfig {
+                paths: args.policies,
+                token_env: args.token_env,
+                token_override: None,
+                override_policy: None,
+                reload_every: Duration::from_secs(args.reload_seconds.max(1)),
+            };
+            let sink = Arc::new(|report: &crate::engine::RunReport| {
+                for record in &report.actions {
+                    tracing::info!(
+                        target: "jobwarden::action",
+                        policy = %report.policy,
+                        project = %record.project,
+                        job_id = record.job_id,
+                        job_name = %record.job_name,
+                        rule = %record.rule,
+                        action = record.action,
+                        outcome = record.outcome.label(),
+                        reason = %record.reason,
+                        "{}",
+                        record.outcome
+                    );
+                }
+                tracing::info!(
+                    policy = %report.policy,
+                    projects = report.projects,
+                    jobs = report.jobs_seen,
+                    actions = report.actions.len(),
+                    failures = report.failures.len(),
+                    "reconciled"
+                );
+            });
+            tokio::spawn(run_policies(engine, config, sink, shutdown.clone()))
         }
-        tracing::info!(
-            policy = %report.policy,
-            projects = report.projects,
-            jobs = report.jobs_seen,
-            actions = report.actions.len(),
-            failures = report.failures.len(),
-            "reconciled"
-        );
-    });
-    let runner = tokio::spawn(run_policies(engine, config, sink, shutdown.clone()));
+    };
     termination_signal().await;
     tracing::info!("stopping: finishing in-flight actions");
     shutdown.cancel();
-    let _ = runner.await;
+    let _ = task.await;
     server.join().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("valid flags").args
+    }
+
+    #[test]
+    fn without_policies_the_flags_describe_cluster_mode() {
+        let args = parse(&[
+            "--namespace",
+            "ci",
+            "--lease-namespace",
+            "jobwarden-system",
+            "--identity",
+            "pod-a",
+            "--shard-index",
+            "1",
+            "--shard-count",
+            "2",
+        ]);
+        assert!(args.policies.is_empty());
+        let config = args.cluster.config().expect("a valid cluster config");
+        assert_eq!(config.namespace.as_deref(), Some("ci"));
+        assert_eq!(config.lease.namespace, "jobwarden-system");
+        assert_eq!(config.lease.name, "jobwarden-shard-1-of-2");
+        assert_eq!(config.lease.identity, "pod-a");
+        assert_eq!(config.shard, Shard::new(1, 2).expect("valid shard"));
+        assert_eq!(config.lease.duration, Duration::from_secs(15));
+        assert_eq!(config.lease.renew_every, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn with_policies_it_is_file_mode() {
+        let args = parse(&["--policies", "deploy/examples"]);
+        assert_eq!(args.policies, [PathBuf::from("deploy/examples")]);
+    }
+
+    #[test]
+    fn impossible_shards_and_lease_timings_are_refused() {
+        let shard = parse(&["--shard-index", "2", "--shard-count", "2"]);
+        assert!(matches!(
+            shard.cluster.config(),
+            Err(ClusterError::Shard(_))
+        ));
+        let lease = parse(&[
+            "--lease-duration-seconds",
+            "6",
+            "--lease-renew-seconds",
+            "5",
+        ]);
+        assert!(matches!(
+            lease.cluster.config(),
+            Err(ClusterError::Lease(_))
+        ));
+    }
 }

@@ -317,7 +317,8 @@ impl ProjectObserver {
         self.log_order.retain(|id| jobs.contains_key(id));
         let pipelines: std::collections::HashSet<u64> =
             jobs.values().map(|j| j.pipeline.id).collect();
-        self.pipeline_versions.retain(|id, _| pipelines.contains(id));
+        self.pipeline_versions
+            .retain(|id, _| pipelines.contains(id));
         self.pipeline_jobs.retain(|id, _| pipelines.contains(id));
     }
 

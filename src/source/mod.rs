@@ -1,3 +1,5 @@
-//! Where policies come from: files (`files`) — the cluster source lives beside it.
+//! Where policies come from: files (`files`, `jobwarden run --policies DIR`) or the Kubernetes
+//! API (`kube`, cluster mode).
 
 pub mod files;
+pub mod kube;

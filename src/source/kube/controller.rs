@@ -1,0 +1,592 @@
+//! The JobPolicy controller: a `kube::runtime::Controller` whose reconcile compiles the spec,
+//! reads the token from the policy's own namespace, runs the engine and reports through
+//! `/status` and Events.
+//!
+//! Wake-ups: the watch is filtered with `predicates::generation`, so only spec changes (and new
+//! policies) trigger a reconcile — jobwarden's own status patches do not. Each successful run
+//! requeues the policy after its `interval`; an invalid or suspended spec waits for the next
+//! change; errors requeue with a bounded exponential backoff ([`ErrorBackoff`]).
+
+use super::events::{EventPublisher, PolicyEvent, action_event};
+use super::secrets::{self, SecretError};
+use super::shard::Shard;
+use super::status::{self, ReadyReason};
+use crate::crd::{JobPolicy, JobPolicyStatus};
+use crate::engine::{Engine, Outcome, ReconcileError, RunMode, RunReport};
+use crate::policy::{CompiledPolicy, PolicyKey, compile};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The field manager of jobwarden's status patches.
+pub const FIELD_MANAGER: &str = "jobwarden";
+
+/// Policies reconciled at the same time (one policy is never reconciled twice at once).
+pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
+
+/// Requeue delays after consecutive errors of one policy: `base * 2^(n-1)`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorBackoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for ErrorBackoff {
+    fn default() -> Self {
+        ErrorBackoff {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ErrorBackoff {
+    /// The delay after the `failures`-th consecutive error (1-based).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        self.base
+            .checked_mul(1u32 << doublings)
+            .map_or(self.max, |d| d.min(self.max))
+    }
+}
+
+/// Why a reconcile failed. Every variant is also reported in the policy's status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object has no {0}")]
+    MissingMetadata(&'static str),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    GitLab(ReconcileError),
+    #[error("cannot patch the status of JobPolicy {policy}: {source}")]
+    StatusPatch {
+        policy: PolicyKey,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A stable name for `jobwarden_reconcile_errors_total{error}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "missing_metadata",
+            Error::Secret(err) => err.kind(),
+            Error::GitLab(err) => err.kind(),
+            Error::StatusPatch { .. } => "status_patch",
+        }
+    }
+
+    /// True when the engine already counted this error in `reconcile_errors_total`.
+    fn counted_by_engine(&self) -> bool {
+        matches!(self, Error::GitLab(_))
+    }
+}
+
+/// A policy's state for `jobwarden_policies{state}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyState {
+    Ready,
+    Invalid,
+    Suspended,
+    Error,
+}
+
+impl PolicyState {
+    fn label(self) -> &'static str {
+        match self {
+            PolicyState::Ready => "ready",
+            PolicyState::Invalid => "invalid",
+            PolicyState::Suspended => "suspended",
+            PolicyState::Error => "error",
+        }
+    }
+}
+
+/// What this replica remembers between reconciles.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The status last computed per policy, with the uid of the object it was computed for.
+    /// Right after a patch the watch cache may still hold the older status; this one is never
+    /// older, so counters are never lost.
+    statuses: HashMap<PolicyKey, (String, JobPolicyStatus)>,
+    /// Consecutive failed reconciles per policy.
+    failures: HashMap<PolicyKey, u32>,
+    /// The state of each policy, for the `policies` gauge.
+    states: HashMap<PolicyKey, PolicyState>,
+}
+
+/// Everything a reconcile needs. One context per leadership term.
+pub struct Context {
+    /// The engine shared by every policy (GitLab clients, caches, budgets, metrics).
+    pub engine: Engine,
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Where Events go.
+    pub events: Arc<EventPublisher>,
+    /// The policies this replica owns.
+    pub shard: Shard,
+    /// Fires when this term ends (leadership lost or shutdown); the engine stops between
+    /// actions.
+    pub stop: CancellationToken,
+    /// Requeue delays after errors.
+    pub backoff: ErrorBackoff,
+    memory: Mutex<Memory>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("shard", &self.shard)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        engine: Engine,
+        client: Client,
+        events: Arc<EventPublisher>,
+        shard: Shard,
+        stop: CancellationToken,
+    ) -> Context {
+        Context {
+            engine,
+            client,
+            events,
+            shard,
+            stop,
+            backoff: ErrorBackoff::default(),
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The policy's latest status: the one this replica computed last, else the object's.
+    fn previous_status(&self, key: &PolicyKey, policy: &JobPolicy) -> Option<JobPolicyStatus> {
+        let remembered = match (&policy.metadata.uid, self.memory().statuses.get(key)) {
+            // A policy deleted and created again under the same name starts afresh.
+            (Some(uid), Some((remembered_uid, status))) if uid == remembered_uid => {
+                Some(status.clone())
+            }
+            _ => None,
+        };
+        remembered.or_else(|| policy.status.clone())
+    }
+
+    /// Remembers `status` and patches it unless it equals `previous`.
+    async fn write_status(
+        &self,
+        policy: &JobPolicy,
+        key: &PolicyKey,
+        previous: Option<&JobPolicyStatus>,
+        status: JobPolicyStatus,
+    ) -> Result<(), Error> {
+        if let Some(uid) = &policy.metadata.uid {
+            self.memory()
+                .statuses
+                .insert(key.clone(), (uid.clone(), status.clone()));
+        }
+        if previous == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<JobPolicy> = Api::namespaced(self.client.clone(), &key.namespace);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(&key.name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::StatusPatch {
+                policy: key.clone(),
+                source,
+            })
+    }
+
+    async fn publish(&self, policy: &JobPolicy, event: &PolicyEvent) {
+        self.events.publish(&policy.object_ref(&()), event).await;
+    }
+
+    /// Records the outcome of a reconcile for the error backoff and the `policies` gauge.
+    fn settle(&self, key: &PolicyKey, state: PolicyState) {
+        let counts = {
+            let mut memory = self.memory();
+            if state != PolicyState::Error {
+                memory.failures.remove(key);
+            }
+            memory.states.insert(key.clone(), state);
+            state_counts(&memory.states)
+        };
+        self.set_policies_gauge(&counts);
+    }
+
+    /// Counts one more consecutive failure of `key` and returns the delay before the retry.
+    fn next_retry(&self, key: &PolicyKey) -> Duration {
+        let mut memory = self.memory();
+        let failures = memory.failures.entry(key.clone()).or_insert(0);
+        *failures = failures.saturating_add(1);
+        self.backoff.delay(*failures)
+    }
+
+    /// Forgets policies that no longer exist (deleted, or moved out of this shard).
+    fn retain_policies(&self, exists: impl Fn(&PolicyKey) -> bool) {
+        let counts = {
+            let mut memory = self.memory();
+            let before = memory.states.len();
+            memory.states.retain(|key, _| exists(key));
+            memory.failures.retain(|key, _| exists(key));
+            memory.statuses.retain(|key, _| exists(key));
+            if memory.states.len() == before {
+                return;
+            }
+            state_counts(&memory.states)
+        };
+        self.set_policies_gauge(&counts);
+    }
+
+    /// Forgets every policy (this replica no longer leads).
+    fn forget_all(&self) {
+        *self.memory() = Memory::default();
+        self.set_policies_gauge(&[]);
+    }
+
+    fn set_policies_gauge(&self, counts: &[(&'static str, i64)]) {
+        self.engine.metrics().set_policies(counts);
+    }
+}
+
+fn state_counts(states: &HashMap<PolicyKey, PolicyState>) -> Vec<(&'static str, i64)> {
+    let mut counts: HashMap<&'static str, i64> = HashMap::new();
+    for state in states.values() {
+        *counts.entry(state.label()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+fn policy_key(policy: &JobPolicy) -> Result<PolicyKey, Error> {
+    let namespace = policy
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
+    let name = policy
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("metadata.name"))?;
+    Ok(PolicyKey::new(namespace, name))
+}
+
+/// Reconciles one JobPolicy: see the module documentation.
+pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = policy_key(&policy)?;
+    if !ctx.shard.owns(&key.namespace, &key.name) {
+        return Ok(Action::await_change());
+    }
+    let generation = policy.metadata.generation;
+    let previous = ctx.previous_status(&key, &policy);
+    let compiled = match compile(key.clone(), &policy.spec) {
+        Ok(compiled) => compiled,
+        Err(errors) => {
+            tracing::warn!(policy = %key, "invalid spec:\n{errors}");
+            let status =
+                status::invalid_spec(previous.as_ref(), &errors, generation, ctx.engine.now());
+            let written = ctx
+                .write_status(&policy, &key, previous.as_ref(), status)
+                .await;
+            ctx.publish(
+                &policy,
+                &PolicyEvent::warning(ReadyReason::InvalidSpec.as_str(), errors.to_string()),
+            )
+            .await;
+            written?;
+            ctx.settle(&key, PolicyState::Invalid);
+            return Ok(Action::await_change());
+        }
+    };
+    if compiled.suspend {
+        let was_suspended = previous
+            .as_ref()
+            .and_then(status::ready_of)
+            .is_some_and(|c| c.reason == ReadyReason::Suspended.as_str());
+        let status = status::suspended(previous.as_ref(), generation, ctx.engine.now());
+        let written = ctx
+            .write_status(&policy, &key, previous.as_ref(), status)
+            .await;
+        if !was_suspended {
+            tracing::info!(policy = %key, "suspended");
+            ctx.publish(
+                &policy,
+                &PolicyEvent::normal(
+                    ReadyReason::Suspended.as_str(),
+                    "spec.suspend is true: reconciling stops until it is false",
+                ),
+            )
+            .await;
+        }
+        written?;
+        ctx.settle(&key, PolicyState::Suspended);
+        return Ok(Action::await_change());
+    }
+    if let Some(wait) = status::not_due_for(
+        previous.as_ref(),
+        generation,
+        compiled.interval,
+        ctx.engine.now(),
+    ) {
+        tracing::debug!(policy = %key, ?wait, "not due yet");
+        ctx.settle(&key, PolicyState::Ready);
+        return Ok(Action::requeue(wait));
+    }
+    let new_generation = previous.as_ref().and_then(|s| s.observed_generation) != generation;
+    if new_generation && compiled.ca_bundle_secret_ref.is_some() {
+        ctx.publish(
+            &policy,
+            &PolicyEvent::warning(
+                "CABundleIgnored",
+                "spec.gitlab.caBundleSecretRef is not used yet: GitLab's certificate is checked \
+                 against the system roots and the controller's --ca-bundle",
+            ),
+        )
+        .await;
+    }
+
+    let token =
+        match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
+            Ok(token) => token,
+            Err(err) => {
+                let reason = match &err {
+                    SecretError::NotFound { .. } => ReadyReason::SecretNotFound,
+                    SecretError::KeyNotFound { .. }
+                    | SecretError::EmptyValue { .. }
+                    | SecretError::NotText { .. } => ReadyReason::SecretKeyNotFound,
+                    SecretError::Unreadable { .. } => ReadyReason::SecretUnreadable,
+                };
+                report_failure(
+                    &ctx,
+                    &policy,
+                    &key,
+                    previous.as_ref(),
+                    reason,
+                    err.to_string(),
+                )
+                .await;
+                return Err(Error::Secret(err));
+            }
+        };
+
+    match ctx
+        .engine
+        .reconcile(&compiled, &token, RunMode::Normal, &ctx.stop)
+        .await
+    {
+        Ok(report) => {
+            log_run(&report);
+            let status =
+                status::reconciled(previous.as_ref(), &report, generation, ctx.engine.now());
+            let written = ctx
+                .write_status(&policy, &key, previous.as_ref(), status)
+                .await;
+            publish_run_events(&ctx, &policy, &compiled, &report).await;
+            written?;
+            ctx.settle(&key, PolicyState::Ready);
+            Ok(Action::requeue(compiled.interval))
+        }
+        Err(err) => {
+            let reason = match &err {
+                ReconcileError::Client { .. } => ReadyReason::GitLabClientError,
+                ReconcileError::AllProjectsFailed(_) => ReadyReason::GitLabError,
+            };
+            report_failure(
+                &ctx,
+                &policy,
+                &key,
+                previous.as_ref(),
+                reason,
+                err.to_string(),
+            )
+            .await;
+            Err(Error::GitLab(err))
+        }
+    }
+}
+
+/// One log line per action and one for the run.
+fn log_run(report: &RunReport) {
+    for record in &report.actions {
+        if let Outcome::Deferred { .. } = record.outcome {
+            continue;
+        }
+        tracing::info!(
+            target: "jobwarden::action",
+            policy = %report.policy,
+            project = %record.project,
+            job = record.job_id,
+            job_name = %record.job_name,
+            rule = %record.rule,
+            action = record.action,
+            outcome = %record.outcome,
+            "action"
+        );
+    }
+    tracing::info!(
+        policy = %report.policy,
+        projects = report.projects,
+        jobs = report.jobs_seen,
+        actions = report.actions.len(),
+        failures = report.failures.len(),
+        "reconciled"
+    );
+}
+
+/// Writes `Ready=False` with `reason` and the error's text, and a Warning Event. A failure to
+/// write the status is logged: the caller returns the error that caused all this.
+async fn report_failure(
+    ctx: &Context,
+    policy: &JobPolicy,
+    key: &PolicyKey,
+    previous: Option<&JobPolicyStatus>,
+    reason: ReadyReason,
+    message: String,
+) {
+    let generation = policy.metadata.generation;
+    let status = status::not_reconciled(previous, reason, &message, generation, ctx.engine.now());
+    if let Err(err) = ctx.write_status(policy, key, previous, status).await {
+        tracing::warn!(policy = %key, error = %err, "cannot report the failure in the status");
+    }
+    ctx.publish(policy, &PolicyEvent::warning(reason.as_str(), &message))
+        .await;
+    ctx.settle(key, PolicyState::Error);
+}
+
+/// An Event per action that reached GitLab, per project that could not be read, and one for
+/// decisions skipped over budget.
+async fn publish_run_events(
+    ctx: &Context,
+    policy: &JobPolicy,
+    compiled: &CompiledPolicy,
+    report: &RunReport,
+) {
+    for event in report.actions.iter().filter_map(action_event) {
+        ctx.publish(policy, &event).await;
+    }
+    for failure in &report.failures {
+        let note = format!("project {}: {}", failure.project, failure.message);
+        ctx.publish(
+            policy,
+            &PolicyEvent::warning(ReadyReason::GitLabError.as_str(), note),
+        )
+        .await;
+    }
+    let over_budget = report
+        .actions
+        .iter()
+        .filter(|a| a.outcome == Outcome::SkippedOverBudget)
+        .count();
+    if over_budget > 0 {
+        let note = format!(
+            "{over_budget} decision(s) skipped: limits reached (maxActionsPerRun {}, \
+             maxActionsPerHour {}); decided again next run",
+            compiled.limits.max_actions_per_run, compiled.limits.max_actions_per_hour
+        );
+        ctx.publish(policy, &PolicyEvent::warning("OverBudget", note))
+            .await;
+    }
+}
+
+/// After a failed reconcile: count it, and retry after a growing, bounded delay.
+pub fn error_policy(policy: Arc<JobPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = policy_key(&policy).unwrap_or_else(|_| {
+        PolicyKey::new(policy.namespace().unwrap_or_default(), policy.name_any())
+    });
+    if !error.counted_by_engine() {
+        ctx.engine
+            .metrics()
+            .count_reconcile_error(&key.namespace, &key.name, error.kind());
+    }
+    let delay = ctx.next_retry(&key);
+    tracing::warn!(policy = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Watches JobPolicies through `api` and reconciles the ones of `ctx.shard` until `ctx.stop`
+/// fires; then lets the reconciles in flight finish and returns.
+pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
+    let (reader, writer) = reflector::store::<JobPolicy>();
+    let shard = ctx.shard;
+    let policies = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .try_filter(move |policy| futures::future::ready(owned_by(shard, policy)))
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    let stop = ctx.stop.clone();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        let _ = stopped_tx.send(());
+    });
+    let config = controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES);
+    Controller::for_stream(policies, reader.clone())
+        .with_config(config)
+        .graceful_shutdown_on(async move {
+            let _ = stopped_rx.await;
+        })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            log_result(&result);
+            ctx.retain_policies(|key| exists_in(&reader, key));
+            futures::future::ready(())
+        })
+        .await;
+    ctx.forget_all();
+}
+
+fn owned_by(shard: Shard, policy: &JobPolicy) -> bool {
+    policy
+        .metadata
+        .namespace
+        .as_deref()
+        .is_some_and(|ns| shard.owns(ns, &policy.name_any()))
+}
+
+fn exists_in(store: &Store<JobPolicy>, key: &PolicyKey) -> bool {
+    store
+        .get(&ObjectRef::new(&key.name).within(&key.namespace))
+        .is_some()
+}
+
+type RunResult = Result<(ObjectRef<JobPolicy>, Action), controller::Error<Error, watcher::Error>>;
+
+fn log_result(result: &RunResult) {
+    match result {
+        Ok((policy, action)) => tracing::debug!(%policy, ?action, "reconciled"),
+        // error_policy has logged it.
+        Err(controller::Error::ReconcilerFailed(..)) => {}
+        Err(controller::Error::ObjectNotFound(policy)) => {
+            tracing::debug!(%policy, "policy gone before its turn")
+        }
+        Err(err @ controller::Error::QueueError(_)) => {
+            tracing::warn!(error = %err, "watching JobPolicies failed; retrying")
+        }
+        Err(err) => tracing::warn!(error = %err, "controller error"),
+    }
+}
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;
