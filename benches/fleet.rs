@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "bench-token";
 
+/// A project, its jobs, and its jobs by pipeline.
+type ProjectJobs = (ProjectRef, Vec<Job>, HashMap<u64, Vec<Job>>);
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -160,7 +163,7 @@ async fn main() {
         ))),
     ))
     .expect("client");
-    let mut worlds: Vec<(ProjectRef, Vec<Job>, HashMap<u64, Vec<Job>>)> = Vec::new();
+    let mut worlds: Vec<ProjectJobs> = Vec::new();
     for p in 1..=u64::from(projects) {
         let project = ProjectRef::Id(p);
         let jobs: Vec<Job> = client

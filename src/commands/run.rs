@@ -127,31 +127,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
                 override_policy: None,
                 reload_every: Duration::from_secs(args.reload_seconds.max(1)),
             };
-            let sink = Arc::new(|report: &crate::engine::RunReport| {
-                for record in &report.actions {
-                    tracing::info!(
-                        target: "jobwarden::action",
-                        policy = %report.policy,
-                        project = %record.project,
-                        job_id = record.job_id,
-                        job_name = %record.job_name,
-                        rule = %record.rule,
-                        action = record.action,
-                        outcome = record.outcome.label(),
-                        reason = %record.reason,
-                        "{}",
-                        record.outcome
-                    );
-                }
-                tracing::info!(
-                    policy = %report.policy,
-                    projects = report.projects,
-                    jobs = report.jobs_seen,
-                    actions = report.actions.len(),
-                    failures = report.failures.len(),
-                    "reconciled"
-                );
-            });
+            let sink = Arc::new(|report: &crate::engine::RunReport| report.log());
             tokio::spawn(run_policies(engine, config, sink, shutdown.clone()))
         }
     };

@@ -123,6 +123,37 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Logs the run: one structured line per action (deferred ones are not news), then one
+    /// for the run.
+    pub fn log(&self) {
+        for record in &self.actions {
+            if matches!(record.outcome, Outcome::Deferred { .. }) {
+                continue;
+            }
+            tracing::info!(
+                target: "jobwarden::action",
+                policy = %self.policy,
+                project = %record.project,
+                job_id = record.job_id,
+                job_name = %record.job_name,
+                rule = %record.rule,
+                action = record.action,
+                outcome = record.outcome.label(),
+                reason = %record.reason,
+                "{}",
+                record.outcome
+            );
+        }
+        tracing::info!(
+            policy = %self.policy,
+            projects = self.projects,
+            jobs = self.jobs_seen,
+            actions = self.actions.len(),
+            failures = self.failures.len(),
+            "reconciled"
+        );
+    }
+
     /// Count of records with this outcome label.
     pub fn count(&self, action: &str, outcome: &str) -> usize {
         self.actions

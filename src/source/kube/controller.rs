@@ -395,7 +395,7 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
         .await
     {
         Ok(report) => {
-            log_run(&report);
+            report.log();
             let status =
                 status::reconciled(previous.as_ref(), &report, generation, ctx.engine.now());
             let written = ctx
@@ -423,34 +423,6 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
             Err(Error::GitLab(err))
         }
     }
-}
-
-/// One log line per action and one for the run.
-fn log_run(report: &RunReport) {
-    for record in &report.actions {
-        if let Outcome::Deferred { .. } = record.outcome {
-            continue;
-        }
-        tracing::info!(
-            target: "jobwarden::action",
-            policy = %report.policy,
-            project = %record.project,
-            job = record.job_id,
-            job_name = %record.job_name,
-            rule = %record.rule,
-            action = record.action,
-            outcome = %record.outcome,
-            "action"
-        );
-    }
-    tracing::info!(
-        policy = %report.policy,
-        projects = report.projects,
-        jobs = report.jobs_seen,
-        actions = report.actions.len(),
-        failures = report.failures.len(),
-        "reconciled"
-    );
 }
 
 /// Writes `Ready=False` with `reason` and the error's text, and a Warning Event. A failure to
