@@ -76,7 +76,9 @@ fn apply(
     for error in &manifests.errors {
         tracing::error!(%error, "manifest rejected");
     }
-    let mut counts: HashMap<&'static str, i64> = HashMap::new();
+    // A document rejected before it could even be read as a policy counts as invalid too.
+    let mut counts: HashMap<&'static str, i64> =
+        HashMap::from([("invalid", i64::try_from(manifests.errors.len()).unwrap_or(i64::MAX))]);
     let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)> = HashMap::new();
     for loaded in &manifests.policies {
         let compiled = match &loaded.compiled {
