@@ -77,8 +77,10 @@ fn apply(
         tracing::error!(%error, "manifest rejected");
     }
     // A document rejected before it could even be read as a policy counts as invalid too.
-    let mut counts: HashMap<&'static str, i64> =
-        HashMap::from([("invalid", i64::try_from(manifests.errors.len()).unwrap_or(i64::MAX))]);
+    let mut counts: HashMap<&'static str, i64> = HashMap::from([(
+        "invalid",
+        i64::try_from(manifests.errors.len()).unwrap_or(i64::MAX),
+    )]);
     let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)> = HashMap::new();
     for loaded in &manifests.policies {
         let compiled = match &loaded.compiled {
