@@ -382,7 +382,10 @@ mod tests {
                 .flat_map(|at| std::iter::repeat_n(t0 + ms(at), budget))
                 .collect();
             let concurrent = grants(&limiter(), &waves, false);
-            assert!(busiest_minute(&concurrent) <= budget, "{rpm}/min, burst {burst}");
+            assert!(
+                busiest_minute(&concurrent) <= budget,
+                "{rpm}/min, burst {burst}"
+            );
         }
     }
 
