@@ -2,7 +2,8 @@
 //!
 //! A [`RateLimiter`] combines two things:
 //! - its own budget: a token bucket of `requests_per_minute`, refilled continuously, with a small
-//!   burst (implemented as GCRA, the "virtual scheduling" form of a token bucket);
+//!   burst that is part of the budget, so that no minute ever holds more than the budget
+//!   (implemented as GCRA, the "virtual scheduling" form of a token bucket);
 //! - what GitLab says: `RateLimit-Remaining: 0` pauses every request until `RateLimit-Reset`;
 //!   a 429 pauses until `Retry-After` (seconds or an HTTP-date). The `jobs_index` 429 on
 //!   `GET /projects/:id/jobs` carries no headers at all (API notes §7.1); it pauses only that
@@ -86,10 +87,11 @@ impl RateLimiter {
         RateLimiter::with_settings(RateLimiterSettings::new(requests_per_minute))
     }
 
-    /// A limiter with explicit settings (zeros are raised to 1).
+    /// A limiter with explicit settings (zeros are raised to 1; the burst is capped at the
+    /// budget).
     pub fn with_settings(mut settings: RateLimiterSettings) -> RateLimiter {
         settings.requests_per_minute = settings.requests_per_minute.max(1);
-        settings.burst = settings.burst.max(1);
+        settings.burst = settings.burst.clamp(1, settings.requests_per_minute);
         RateLimiter {
             settings,
             state: Mutex::new(State::default()),
@@ -134,9 +136,14 @@ impl RateLimiter {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The spacing between requests at the steady budget.
+    /// The spacing between requests once the burst is spent. The burst is part of the budget,
+    /// not extra: a minute may start with `burst` requests back to back, and then
+    /// `requests_per_minute - burst` more fit in it, so that no 60-second window (GitLab counts
+    /// in fixed one-minute windows starting at any moment) holds more than the budget. Rounded
+    /// up, so that rounding never makes room for one request too many.
     fn interval(&self) -> Duration {
-        Duration::from_secs(60) / self.settings.requests_per_minute
+        let steady = u64::from(self.settings.requests_per_minute - self.settings.burst + 1);
+        Duration::from_nanos(60_000_000_000u64.div_ceil(steady))
     }
 
     /// Books the next slot of the budget and returns how long to wait for it (GCRA: a request is
@@ -288,22 +295,25 @@ mod tests {
 
     #[test]
     fn the_bucket_allows_a_burst_then_spaces_requests() {
-        // 600/min = one request per 100 ms, burst 30.
+        // 600/min with a burst of 30: 30 at once, then the other 570 of the minute spaced
+        // 60 s / 571 apart (the 571st lands on the next minute).
         let limiter = RateLimiter::new(600);
         assert_eq!(limiter.settings().burst, 30);
+        let interval = limiter.interval();
+        assert_eq!(interval, Duration::from_nanos(105_078_810));
         let t0 = Instant::now();
         for _ in 0..30 {
             assert_eq!(limiter.reserve(t0), Duration::ZERO);
         }
-        assert_eq!(limiter.reserve(t0), Duration::from_millis(100));
-        assert_eq!(limiter.reserve(t0), Duration::from_millis(200));
-        // Time refills the bucket: by t0 + 1 s the budget was 30 + 10 requests, 32 are booked,
-        // so 8 more go at once and the next ones are spaced again.
-        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(limiter.reserve(t0), interval);
+        assert_eq!(limiter.reserve(t0), interval * 2);
+        // Time refills the bucket: by t0 + 10 intervals the budget was 30 + 10 requests, 32 are
+        // booked, so 8 more go at once and the next ones are spaced again.
+        let t1 = t0 + interval * 10;
         let waits: Vec<Duration> = (0..10).map(|_| limiter.reserve(t1)).collect();
         assert!(waits[..8].iter().all(|w| w.is_zero()), "{waits:?}");
-        assert_eq!(waits[8], Duration::from_millis(100));
-        assert_eq!(waits[9], Duration::from_millis(200));
+        assert_eq!(waits[8], interval);
+        assert_eq!(waits[9], interval * 2);
     }
 
     #[test]
@@ -316,6 +326,67 @@ mod tests {
         // 61 requests asked for at once: the last one waits a full minute.
         let last = (0..61).map(|_| limiter.reserve(t0)).last().unwrap();
         assert_eq!(last, Duration::from_secs(60));
+    }
+
+    /// The grant times of requests asked for at `arrivals` (in order), each sent the moment its
+    /// wait is over; `sequential` callers ask for the next slot only once the previous one was
+    /// granted.
+    fn grants(limiter: &RateLimiter, arrivals: &[Instant], sequential: bool) -> Vec<Instant> {
+        let mut granted: Vec<Instant> = Vec::with_capacity(arrivals.len());
+        for arrival in arrivals {
+            let asked = match granted.last() {
+                Some(previous) if sequential => (*previous).max(*arrival),
+                _ => *arrival,
+            };
+            granted.push(asked + limiter.reserve(asked));
+        }
+        granted
+    }
+
+    /// The most grants inside any half-open window `[t, t + 60 s)`.
+    fn busiest_minute(grants: &[Instant]) -> usize {
+        let mut sorted = grants.to_vec();
+        sorted.sort();
+        let mut end = 0;
+        let mut busiest = 0;
+        for (start, first) in sorted.iter().enumerate() {
+            while end < sorted.len() && sorted[end] < *first + Duration::from_secs(60) {
+                end += 1;
+            }
+            busiest = busiest.max(end - start);
+        }
+        busiest
+    }
+
+    #[test]
+    fn no_minute_ever_holds_more_than_the_budget() {
+        // GitLab counts the `jobs_index` limit in fixed one-minute windows that may start at any
+        // moment of the client's life, so the budget must hold for every 60-second window,
+        // bursts included.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for (rpm, burst) in [(600, 30), (60, 3), (2000, 100), (600, 1), (7, 7), (5, 9)] {
+            let limiter = || {
+                RateLimiter::with_settings(RateLimiterSettings {
+                    burst,
+                    ..RateLimiterSettings::new(rpm)
+                })
+            };
+            let budget = rpm as usize;
+            // One caller asking as fast as it is allowed, for three minutes and more.
+            let greedy = grants(&limiter(), &vec![t0; budget * 3 + 5], true);
+            assert_eq!(busiest_minute(&greedy), budget, "{rpm}/min, burst {burst}");
+            // Many callers at once, then a pause long enough to refill the burst, then more.
+            let waves: Vec<Instant> = [0, 45_000, 52_000, 130_000]
+                .into_iter()
+                .flat_map(|at| std::iter::repeat_n(t0 + ms(at), budget))
+                .collect();
+            let concurrent = grants(&limiter(), &waves, false);
+            assert!(
+                busiest_minute(&concurrent) <= budget,
+                "{rpm}/min, burst {burst}"
+            );
+        }
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
