@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// Fact requests (pipeline job lists, logs) fetched concurrently within one run.
     pub fact_concurrency: usize,
+    /// Projects observed concurrently within one run.
+    pub observe_concurrency: usize,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +54,7 @@ impl Default for EngineConfig {
             request_timeout: Duration::from_secs(30),
             ca_bundle: None,
             fact_concurrency: 4,
+            observe_concurrency: 8,
         }
     }
 }
@@ -327,17 +330,29 @@ impl Engine {
         // Observe.
         let mut observed: Vec<ProjectFacts> = Vec::new();
         let mut first_error = None;
-        for project in &policy.projects {
-            match self.observe(&client, &instance, project, policy, now).await {
-                Ok(jobs) => observed.push(ProjectFacts::new(project.clone(), jobs)),
-                Err(err) => {
-                    tracing::warn!(policy = %policy.key, %project, error = %err, "cannot observe project");
-                    report.failures.push(ProjectFailure {
-                        project: project.clone(),
-                        kind: err.kind(),
-                        message: err.to_string(),
-                    });
-                    first_error.get_or_insert(err);
+        // Projects are observed a few at a time: over a real network a fleet observed one
+        // project after another would take a round trip per project per run.
+        for chunk in policy
+            .projects
+            .chunks(self.inner.config.observe_concurrency.max(1))
+        {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for project in chunk {
+                pending.push(self.observe(&client, &instance, project, policy, now));
+            }
+            let results = futures::future::join_all(pending).await;
+            for (project, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(jobs) => observed.push(ProjectFacts::new(project.clone(), jobs)),
+                    Err(err) => {
+                        tracing::warn!(policy = %policy.key, %project, error = %err, "cannot observe project");
+                        report.failures.push(ProjectFailure {
+                            project: project.clone(),
+                            kind: err.kind(),
+                            message: err.to_string(),
+                        });
+                        first_error.get_or_insert(err);
+                    }
                 }
             }
         }
