@@ -302,7 +302,8 @@ pub struct RuleMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_failure: Option<bool>,
 
-    /// The job was created at least this long ago (Go duration).
+    /// The job has been in its current state at least this long (Go duration): a pending job
+    /// since it was queued, a running job since it started, any other since it was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub older_than: Option<String>,

@@ -73,10 +73,6 @@ impl ProjectObserver {
         }
     }
 
-    pub fn project(&self) -> &ProjectRef {
-        &self.project
-    }
-
     /// When the last successful sync finished (on the engine's clock).
     pub fn last_sync(&self) -> Option<Timestamp> {
         self.last_sync
@@ -85,10 +81,6 @@ impl ProjectObserver {
     /// The jobs known, newest first.
     pub fn jobs_newest_first(&self) -> Vec<Job> {
         self.jobs.values().rev().cloned().collect()
-    }
-
-    pub fn job_count(&self) -> usize {
-        self.jobs.len()
     }
 
     /// The smallest id whose status may still change without a new job being created, i.e.
