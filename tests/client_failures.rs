@@ -370,97 +370,131 @@ async fn a_throttled_state_change_gives_up_after_the_retry_budget() {
     assert_eq!(server.request_count(), 2);
 }
 
-/// Every malformed answer to `GET /projects/:id/jobs/:job_id`, and the error kind it must give.
+/// Every malformed answer to `GET /projects/:id/jobs/:job_id`, the error kind it must give, and
+/// whether it is sent again: a body cut off or garbled in transit is retried like a 5xx, valid
+/// JSON of the wrong shape and an oversized body are not.
 #[tokio::test]
 async fn malformed_answers_are_typed_errors() {
-    let cases: Vec<(&str, axum::response::Response, &str, &str)> = vec![
+    type Answer = Box<dyn Fn() -> axum::response::Response + Send + Sync>;
+    let json_type = [("content-type", "application/json")];
+    let cases: Vec<(&str, Answer, &str, &str, bool)> = vec![
         (
             "truncated JSON",
-            respond(
-                200,
-                &[("content-type", "application/json")],
-                r#"{"id": 5, "status": "fai"#,
-            ),
+            Box::new(move || respond(200, &json_type, r#"{"id": 5, "status": "fai"#)),
             "decode",
             "truncated JSON",
+            true,
         ),
         (
             "wrong types",
-            json(200, &[], &serde_json::json!({"id": "five", "status": 3})),
+            Box::new(|| json(200, &[], &serde_json::json!({"id": "five", "status": 3}))),
             "decode",
             "unexpected JSON content",
+            false,
         ),
         (
             "missing fields",
-            json(200, &[], &serde_json::json!({"id": 5})),
+            Box::new(|| json(200, &[], &serde_json::json!({"id": 5}))),
             "decode",
             "missing field",
+            false,
         ),
         (
             "not UTF-8",
-            respond(
-                200,
-                &[("content-type", "application/json")],
-                Bytes::from_static(b"{\"id\": 5, \"name\": \"\xff\xfe\"}"),
-            ),
+            Box::new(move || {
+                respond(
+                    200,
+                    &json_type,
+                    Bytes::from_static(b"{\"id\": 5, \"name\": \"\xff\xfe\"}"),
+                )
+            }),
             "decode",
             "malformed JSON: invalid unicode",
+            true,
         ),
         (
             "an HTML page",
-            respond(
-                200,
-                &[("content-type", "text/html; charset=utf-8")],
-                "<html>Sign in</html>",
-            ),
+            Box::new(|| {
+                respond(
+                    200,
+                    &[("content-type", "text/html; charset=utf-8")],
+                    "<html>Sign in</html>",
+                )
+            }),
             "decode",
             "text/html",
+            true,
         ),
         (
             "an empty body",
-            respond(200, &[("content-type", "application/json")], ""),
+            Box::new(move || respond(200, &json_type, "")),
             "decode",
             "truncated JSON",
+            true,
         ),
         (
             "a huge body with a length",
-            respond(
-                200,
-                &[("content-type", "application/json")],
-                vec![b' '; 1024 * 1024],
-            ),
+            Box::new(move || respond(200, &json_type, vec![b' '; 1024 * 1024])),
             "body_too_large",
             "limit of 65536 bytes",
+            false,
         ),
         (
             "a huge streamed body",
-            respond(
-                200,
-                &[("content-type", "application/json")],
-                Body::from_stream(futures::stream::iter(
-                    (0..64).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 16 * 1024]))),
-                )),
-            ),
+            Box::new(move || {
+                respond(
+                    200,
+                    &json_type,
+                    Body::from_stream(futures::stream::iter(
+                        (0..64)
+                            .map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 16 * 1024]))),
+                    )),
+                )
+            }),
             "body_too_large",
             "limit of 65536 bytes",
+            false,
         ),
     ];
-    for (what, response, kind, detail) in cases {
-        let response = std::sync::Mutex::new(Some(response));
-        let server = MockServer::start(move |_, _| {
-            response
-                .lock()
-                .unwrap()
-                .take()
-                .unwrap_or_else(|| respond(500, &[], "asked twice"))
-        })
-        .await;
+    for (what, answer, kind, detail, retried) in cases {
+        let server = MockServer::start(move |_, _| answer()).await;
         let mut config = test_config(&server);
         config.max_body_bytes = 64 * 1024;
+        config.max_get_retries = 2;
         let client = GitLabClient::new(config).unwrap();
         let err = client.get_job(&ProjectRef::Id(1), 5).await.unwrap_err();
         assert_eq!(err.kind(), kind, "{what}: {err}");
         assert!(err.to_string().contains(detail), "{what}: {err}");
-        assert_eq!(server.request_count(), 1, "{what}: not retried");
+        let sent = if retried { 3 } else { 1 };
+        assert_eq!(server.request_count(), sent, "{what}: attempts");
     }
+}
+
+/// A page that arrives cut off once is fetched again, and the listing goes on as if nothing
+/// happened: the project is not skipped for the run.
+#[tokio::test]
+async fn a_truncated_page_is_fetched_again() {
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let server = MockServer::start(move |_, _| {
+        let job = job_json(5, "failed");
+        if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            let full = serde_json::to_string(&vec![job]).unwrap();
+            respond(
+                200,
+                &[("content-type", "application/json")],
+                full[..full.len() / 2].to_owned(),
+            )
+        } else {
+            json(200, &[("x-next-page", "")], &serde_json::json!([job]))
+        }
+    })
+    .await;
+    let client = GitLabClient::new(test_config(&server)).unwrap();
+    let jobs: Vec<Job> = client
+        .list_project_jobs(&ProjectRef::Id(1), &ListJobsQuery::default())
+        .try_collect()
+        .await
+        .expect("the second answer is whole");
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(server.request_count(), 2);
 }

@@ -1000,8 +1000,8 @@ async fn malformed_json_is_a_decode_error_never_a_panic() {
         ..FaultConfig::default()
     });
 
-    // A complete 200 answer whose body is not valid JSON is not a transient transport failure:
-    // the client reports it at once, without retrying.
+    // A 200 answer whose body is cut off is retried like a 5xx; when every answer is cut off,
+    // the client reports a decode error after its retries.
     let get = client
         .get_job(&project, jobs[0])
         .await
@@ -1009,7 +1009,7 @@ async fn malformed_json_is_a_decode_error_never_a_panic() {
     assert_eq!(get.kind(), "decode", "{get}");
     assert!(get.to_string().contains("truncated JSON"), "{get}");
     assert!(!get.is_ambiguous());
-    assert_eq!(lab.requests("GET /projects/:id/jobs/:job_id").len(), 1);
+    assert_eq!(lab.requests("GET /projects/:id/jobs/:job_id").len(), 3);
 
     // A listing yields the page's error and ends.
     let items: Vec<Result<Job, GitLabError>> = client

@@ -7,7 +7,9 @@
 //!
 //! Retry policy:
 //! - `GET`s are retried with exponential backoff and full jitter on connection errors, timeouts,
-//!   dropped connections, 429 and 5xx (except 501), at most `max_get_retries` times, waiting
+//!   dropped connections, 429, 5xx (except 501) and bodies that arrive truncated or garbled
+//!   (cut-off or malformed JSON, a proxy's HTML page; well-formed JSON of the wrong shape is not
+//!   retried), at most `max_get_retries` times, waiting
 //!   `Retry-After` when GitLab sends one. Downloads are retried only until their first byte has
 //!   been written.
 //! - State-changing requests (`POST`, `DELETE`) are sent once. When the outcome is unknown
@@ -160,6 +162,9 @@ pub(crate) struct AttemptError {
     pub(crate) error: GitLabError,
     /// `Retry-After`, when the response carried one.
     pub(crate) retry_after: Option<Duration>,
+    /// The body arrived cut off or garbled (truncated or malformed JSON, a proxy's HTML page):
+    /// a GET answered like this is as worth re-sending as one answered 5xx.
+    pub(crate) garbled_body: bool,
 }
 
 impl From<GitLabError> for AttemptError {
@@ -167,6 +172,7 @@ impl From<GitLabError> for AttemptError {
         AttemptError {
             error,
             retry_after: None,
+            garbled_body: false,
         }
     }
 }
@@ -174,6 +180,9 @@ impl From<GitLabError> for AttemptError {
 impl AttemptError {
     /// Whether a GET that failed like this is worth sending again.
     fn is_retryable_get(&self) -> bool {
+        if self.garbled_body {
+            return true;
+        }
         match &self.error {
             GitLabError::Transport { .. } => true,
             GitLabError::Api { status, .. } => *status == 429 || (*status >= 500 && *status != 501),
@@ -399,6 +408,7 @@ impl GitLabClient {
                     message,
                 },
                 retry_after,
+                garbled_body: false,
             });
         }
     }
@@ -500,17 +510,29 @@ impl GitLabClient {
         }
     }
 
-    /// GETs a JSON endpoint (with retries) and returns the raw body and headers.
-    pub(crate) async fn get_raw(
+    /// GETs a JSON endpoint and decodes the body with `decode`, retrying (like a 5xx) when the
+    /// body arrives truncated or malformed. Returns the decoded value and the headers.
+    pub(crate) async fn get_decoded<T, D>(
         &self,
         endpoint: Endpoint,
         url: &Url,
-    ) -> Result<(Bytes, HeaderMap), GitLabError> {
+        decode: D,
+    ) -> Result<(T, HeaderMap), GitLabError>
+    where
+        D: Fn(&HeaderMap, &[u8]) -> Result<T, BodyError>,
+    {
         self.with_get_retries(endpoint, || async {
             let opened = self
                 .open(endpoint, url.clone(), None, ACCEPT_JSON, Deadline::Total)
                 .await?;
-            Ok(self.read_json_body(endpoint, opened).await?)
+            let (body, headers) = self.read_json_body(endpoint, opened).await?;
+            match decode(&headers, &body) {
+                Ok(value) => Ok((value, headers)),
+                Err(failure) => Err(AttemptError {
+                    garbled_body: failure.garbled,
+                    ..AttemptError::from(failure.error)
+                }),
+            }
         })
         .await
     }
@@ -521,8 +543,12 @@ impl GitLabClient {
         endpoint: Endpoint,
         url: &Url,
     ) -> Result<T, GitLabError> {
-        let (body, headers) = self.get_raw(endpoint, url).await?;
-        decode_json(endpoint, &headers, &body)
+        let (value, _) = self
+            .get_decoded(endpoint, url, |headers, body| {
+                decode_body(endpoint, headers, body)
+            })
+            .await?;
+        Ok(value)
     }
 
     /// Sends a state-changing request once (re-sending only after a 429, see the module docs)
@@ -654,35 +680,56 @@ pub(crate) fn timeout_error(endpoint: Endpoint, timeout: Duration) -> GitLabErro
     }
 }
 
+/// A body that could not be decoded, and whether it looked cut off or garbled in transit (so a
+/// GET is worth re-sending) rather than well-formed JSON of the wrong shape.
+#[derive(Debug)]
+pub(crate) struct BodyError {
+    pub(crate) error: GitLabError,
+    pub(crate) garbled: bool,
+}
+
 /// Decodes a JSON body, refusing bodies whose content type says they are something else (a
 /// proxy's HTML login page, for example).
+pub(crate) fn decode_body<'de, T: serde::Deserialize<'de>>(
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: &'de [u8],
+) -> Result<T, BodyError> {
+    let decode_error = |detail: String, garbled: bool| BodyError {
+        error: GitLabError::Decode {
+            method: endpoint.method.as_str(),
+            endpoint: endpoint.template,
+            detail,
+        },
+        garbled,
+    };
+    if let Some(content_type) = headers.get(CONTENT_TYPE) {
+        let content_type = String::from_utf8_lossy(content_type.as_bytes());
+        if !is_json_content_type(&content_type) {
+            return Err(decode_error(
+                format!("expected a JSON response, got content type `{content_type}`"),
+                true,
+            ));
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let (what, garbled) = match e.classify() {
+            serde_json::error::Category::Eof => ("truncated JSON", true),
+            serde_json::error::Category::Syntax => ("malformed JSON", true),
+            serde_json::error::Category::Data => ("unexpected JSON content", false),
+            serde_json::error::Category::Io => ("unreadable body", true),
+        };
+        decode_error(format!("{what}: {e}"), garbled)
+    })
+}
+
+/// [`decode_body`] for callers that do not retry (answers to state-changing requests).
 pub(crate) fn decode_json<T: DeserializeOwned>(
     endpoint: Endpoint,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, GitLabError> {
-    let decode_error = |detail: String| GitLabError::Decode {
-        method: endpoint.method.as_str(),
-        endpoint: endpoint.template,
-        detail,
-    };
-    if let Some(content_type) = headers.get(CONTENT_TYPE) {
-        let content_type = String::from_utf8_lossy(content_type.as_bytes());
-        if !is_json_content_type(&content_type) {
-            return Err(decode_error(format!(
-                "expected a JSON response, got content type `{content_type}`"
-            )));
-        }
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Eof => "truncated JSON",
-            serde_json::error::Category::Syntax => "malformed JSON",
-            serde_json::error::Category::Data => "unexpected JSON content",
-            serde_json::error::Category::Io => "unreadable body",
-        };
-        decode_error(format!("{what}: {e}"))
-    })
+    decode_body(endpoint, headers, body).map_err(|failure| failure.error)
 }
 
 /// `application/json`, or any `+json` media type, parameters ignored.

@@ -14,7 +14,7 @@
 //! consumer that stops early stops paging. A stream ends after yielding a page-level error;
 //! a single item that does not decode is yielded as an error in its place and paging goes on.
 
-use crate::gitlab::client::{GitLabClient, decode_json};
+use crate::gitlab::client::{GitLabClient, decode_body};
 use crate::gitlab::endpoints::{Endpoint, Query};
 use crate::gitlab::error::GitLabError;
 use futures::Stream;
@@ -222,19 +222,31 @@ impl<T: DeserializeOwned> Pager<T> {
             return Err(self.pagination_error("GitLab pointed back to a page already fetched"));
         }
         self.pages += 1;
-        let (body, headers) = self.client.get_raw(self.endpoint, &url).await?;
-        let items: Vec<serde_json::Value> = decode_json(self.endpoint, &headers, &body)?;
+        let (endpoint, page) = (self.endpoint, self.pages);
+        // The page is split into its items without building a JSON tree, then each item is
+        // decoded on its own, so one odd item is reported in its place and paging goes on. A
+        // page cut off in transit fails the split and is fetched again.
+        let (items, headers) = self
+            .client
+            .get_decoded(endpoint, &url, |headers, body| {
+                let items: Vec<&serde_json::value::RawValue> =
+                    decode_body(endpoint, headers, body)?;
+                Ok(items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, item)| {
+                        serde_json::from_str::<T>(item.get()).map_err(|e| GitLabError::Decode {
+                            method: endpoint.method.as_str(),
+                            endpoint: endpoint.template,
+                            detail: format!("item {index} of page {page}: {e}"),
+                        })
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
         self.next =
             next_page_url(&url, &headers, self.mode).map_err(|e| self.pagination_error(e))?;
-        let (endpoint, page) = (self.endpoint, self.pages);
-        self.buffered
-            .extend(items.into_iter().enumerate().map(|(index, item)| {
-                serde_json::from_value(item).map_err(|e| GitLabError::Decode {
-                    method: endpoint.method.as_str(),
-                    endpoint: endpoint.template,
-                    detail: format!("item {index} of page {page}: {e}"),
-                })
-            }));
+        self.buffered.extend(items);
         Ok(())
     }
 }
