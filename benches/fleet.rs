@@ -10,11 +10,12 @@
 use futures::TryStreamExt;
 use jobwarden::crd::JobPolicy;
 use jobwarden::engine::{Engine, EngineConfig, RunMode};
-use jobwarden::gitlab::models::{Job, ProjectRef};
+use jobwarden::gitlab::models::ProjectRef;
+use jobwarden::gitlab::records::{JobRecord, JobWire, Names};
 use jobwarden::gitlab::{ClientConfig, Credential, GitLabClient, ListJobsQuery};
 use jobwarden::metrics::Metrics;
 use jobwarden::policy::{
-    Budget, CompiledPolicy, Observation, PolicyKey, compile, decide, facts_needed,
+    Budget, CompiledPolicy, Observation, PolicyKey, ProjectJobs, compile, decide, facts_needed,
 };
 use jobwarden::sim::{Clock, FleetConfig, SimConfig, SimControl, Simulator};
 use secrecy::SecretString;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "bench-token";
 
 /// A project, its jobs, and its jobs by pipeline.
-type ProjectJobs = (ProjectRef, Vec<Job>, HashMap<u64, Vec<Job>>);
+type World = (ProjectRef, ProjectJobs, HashMap<u64, Vec<JobRecord>>);
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -163,21 +164,27 @@ async fn main() {
         ))),
     ))
     .expect("client");
-    let mut worlds: Vec<ProjectJobs> = Vec::new();
+    let mut worlds: Vec<World> = Vec::new();
     for p in 1..=u64::from(projects) {
         let project = ProjectRef::Id(p);
-        let jobs: Vec<Job> = client
-            .list_project_jobs(&project, &ListJobsQuery::default())
+        let wires: Vec<JobWire> = client
+            .list_project_jobs_as(&project, &ListJobsQuery::default())
             .try_collect()
             .await
             .expect("jobs");
-        let mut by_pipeline: HashMap<u64, Vec<Job>> = HashMap::new();
-        for job in &jobs {
+        let mut names = Names::default();
+        let records: Vec<JobRecord> = wires
+            .into_iter()
+            .map(|w| JobRecord::from_wire(w, ctl.now(), &mut names))
+            .collect();
+        let mut by_pipeline: HashMap<u64, Vec<JobRecord>> = HashMap::new();
+        for job in &records {
             by_pipeline
-                .entry(job.pipeline.id)
+                .entry(job.pipeline_id)
                 .or_default()
                 .push(job.clone());
         }
+        let jobs: ProjectJobs = records.into_iter().collect();
         worlds.push((project, jobs, by_pipeline));
     }
     let no_logs = HashMap::new();

@@ -151,7 +151,7 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
 /// The human plan of one policy: a table of jobs, rules, actions and reasons.
 pub fn render_text(report: &RunReport) -> String {
     let mut out = format!(
-        "Policy {} — {} project(s), {} job(s) seen{}\n",
+        "Policy {} — {} project(s), {} job(s) tracked{}\n",
         report.policy,
         report.projects,
         report.jobs_seen,

@@ -1,5 +1,5 @@
 //! The per-project job cache: one observer per (GitLab instance, project), shared by every policy
-//! that targets the project, synced incrementally.
+//! that targets the project, synced incrementally, holding compact records.
 //!
 //! GitLab lists a project's jobs newest id first, and a job's status can change only while it is
 //! unfinished (a retry makes a new job). After a sync the observer keeps a low-water mark: the
@@ -7,26 +7,53 @@
 //! pages from the newest job until it passes that mark and stops, so a quiet project costs one
 //! request. Jobs that can wait for weeks (`manual`, `scheduled`) do not hold the mark back: they
 //! are followed through their own `scope[]` listing, and only when a policy needs them.
+//!
+//! # What is kept
+//! - Every unfinished job, whatever its age: the first sync lists the unfinished statuses through
+//!   `scope[]` besides reading back to the history horizon, so a job pending for 100 h is seen.
+//! - Finished jobs that a policy watching the project may act on
+//!   ([`may_act_on`](crate::policy::may_act_on)), until they fall behind the history horizon
+//!   (or, for a policy with `artifactsExpireWithin`, the artifacts horizon).
+//! - Nothing else: a finished job no rule can touch only updates the lookups of
+//!   [`ProjectJobs`] (newest pipeline per ref, newest attempt per pipeline) and is dropped; its id
+//!   is remembered while it is above the mark, so it is not taken for news at the next listing.
 
-use crate::gitlab::models::{Job, JobStatus, ProjectRef};
+use crate::gitlab::models::{JobStatus, ProjectRef};
+use crate::gitlab::records::{JobRecord, JobWire, Names};
 use crate::gitlab::{GitLabClient, GitLabError, ListJobsQuery};
+use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, may_act_on};
 use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
-/// How far back the first sync of a project reads, and how long finished jobs stay cached.
+/// How far back a project's first sync reads, and how long finished jobs stay cached.
 pub const DEFAULT_HISTORY: SignedDuration = SignedDuration::from_hours(72);
 
-/// At most this many pages are read in one sync, whatever the mark says: a safety brake against
-/// a project with an ancient unfinished job.
-const MAX_PAGES_PER_SYNC: usize = 50;
+/// How far back jobs are looked at for a policy with an `artifactsExpireWithin` rule: GitLab's
+/// default `expire_in` is 30 days, so a job's artifacts can expire that long after it ran.
+pub const ARTIFACTS_HISTORY: SignedDuration = SignedDuration::from_hours(30 * 24);
+
 const PER_PAGE: usize = 100;
+
+/// At most this many settled ids are remembered (the newest ones).
+const MAX_SETTLED: usize = 2 * PER_PAGE + 1;
 
 /// At most this many jobs are re-read by id in one sync; the rest wait for the next one.
 const MAX_REREADS_PER_SYNC: usize = 200;
 
 /// Completed jobs' log tails are cached (a finished log never changes); bounded.
 const LOG_CACHE_CAPACITY: usize = 512;
+
+/// The statuses every GitLab version accepts as a scope that an unfinished, unblocked job can
+/// be in (newer ones would be a 400 on older servers); jobs in others are re-read one by one.
+const ACTIVE_SCOPES: [JobStatus; 5] = [
+    JobStatus::Created,
+    JobStatus::WaitingForResource,
+    JobStatus::Preparing,
+    JobStatus::Pending,
+    JobStatus::Running,
+];
 
 /// What one sync did, for tests and logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,23 +66,26 @@ pub struct SyncStats {
     pub jobs_reread: usize,
 }
 
-/// A job whose snapshot changed in a sync, handed to metrics accounting.
-pub type Refreshed = Vec<Job>;
+/// The jobs whose snapshot changed in a sync, handed to metrics accounting.
+pub type Refreshed = Vec<JobRecord>;
 
 /// The cache of one project's jobs.
 #[derive(Debug)]
 pub struct ProjectObserver {
     project: ProjectRef,
     history: SignedDuration,
-    jobs: BTreeMap<u64, Job>,
+    jobs: ProjectJobs,
+    names: Names,
+    /// Finished jobs above the mark that were dropped: listed again, they are not news.
+    settled: BTreeSet<u64>,
     newest_seen: Option<u64>,
     last_sync: Option<Timestamp>,
     log_tails: HashMap<u64, String>,
     log_order: VecDeque<u64>,
-    /// Bumped whenever a job of the pipeline appears or changes in the project list (which
-    /// lists every attempt), so a pipeline's job list fetched earlier is known to be current.
-    pipeline_versions: HashMap<u64, u64>,
-    pipeline_jobs: HashMap<u64, (u64, Vec<Job>)>,
+    /// Pipeline job lists (every attempt) read since no job of the pipeline changed.
+    pipeline_jobs: HashMap<u64, Vec<JobRecord>>,
+    /// The policies that watch this project, as of their last run.
+    watchers: Vec<Arc<CompiledPolicy>>,
 }
 
 impl ProjectObserver {
@@ -63,14 +93,20 @@ impl ProjectObserver {
         ProjectObserver {
             project,
             history,
-            jobs: BTreeMap::new(),
+            jobs: ProjectJobs::new(),
+            names: Names::default(),
+            settled: BTreeSet::new(),
             newest_seen: None,
             last_sync: None,
             log_tails: HashMap::new(),
             log_order: VecDeque::new(),
-            pipeline_versions: HashMap::new(),
             pipeline_jobs: HashMap::new(),
+            watchers: Vec::new(),
         }
+    }
+
+    pub fn project(&self) -> &ProjectRef {
+        &self.project
     }
 
     /// When the last successful sync finished (on the engine's clock).
@@ -78,19 +114,59 @@ impl ProjectObserver {
         self.last_sync
     }
 
-    /// The jobs known, newest first.
-    pub fn jobs_newest_first(&self) -> Vec<Job> {
-        self.jobs.values().rev().cloned().collect()
+    /// The jobs kept.
+    pub fn jobs(&self) -> &ProjectJobs {
+        &self.jobs
+    }
+
+    /// The pipeline job lists known to be current.
+    pub fn pipeline_jobs(&self) -> &HashMap<u64, Vec<JobRecord>> {
+        &self.pipeline_jobs
+    }
+
+    /// The cached log tails of completed jobs.
+    pub fn log_tails(&self) -> &HashMap<u64, String> {
+        &self.log_tails
+    }
+
+    /// Records that `policy` watches this project (replacing its earlier version).
+    pub fn watch(&mut self, policy: &Arc<CompiledPolicy>) {
+        match self.watchers.iter_mut().find(|w| w.key == policy.key) {
+            Some(slot) => *slot = policy.clone(),
+            None => self.watchers.push(policy.clone()),
+        }
+    }
+
+    /// Forgets a policy; returns true when no policy watches the project any more.
+    pub fn unwatch(&mut self, key: &PolicyKey) -> bool {
+        self.watchers.retain(|w| &w.key != key);
+        self.watchers.is_empty()
     }
 
     /// The smallest id whose status may still change without a new job being created, i.e.
     /// where the next sync may stop paging.
     pub fn low_water_mark(&self) -> Option<u64> {
         self.jobs
-            .values()
+            .from_id(0)
             .find(|j| !j.status.is_completed() && !j.status.is_blocked())
             .map(|j| j.id)
             .or(self.newest_seen)
+    }
+
+    /// How far back finished jobs are looked at and kept: the history, or the artifacts history
+    /// when a watching policy has an `artifactsExpireWithin` rule.
+    fn horizon(&self, now: Timestamp) -> Timestamp {
+        let wants_artifacts = self.watchers.iter().any(|p| {
+            p.rules
+                .iter()
+                .any(|r| r.conditions.artifacts_expire_within.is_some())
+        });
+        let reach = if wants_artifacts {
+            self.history.max(ARTIFACTS_HISTORY)
+        } else {
+            self.history
+        };
+        now.checked_sub(reach).unwrap_or(Timestamp::MIN)
     }
 
     /// Reads what changed since the last sync. `follow_blocked` also refreshes manual and
@@ -101,119 +177,117 @@ impl ProjectObserver {
         now: Timestamp,
         follow_blocked: bool,
     ) -> Result<(SyncStats, Refreshed), GitLabError> {
-        let mut stats = SyncStats::default();
-        let mut refreshed = Vec::new();
+        let mut run = Sync {
+            now,
+            stats: SyncStats::default(),
+            refreshed: Vec::new(),
+        };
+        let first = self.newest_seen.is_none();
         let mark = self.low_water_mark();
-        let horizon = now - self.history;
-        let behind_mark = mark.map_or(0, |m| self.jobs.range(m..).count());
-        if mark.is_some() && behind_mark > PER_PAGE {
+        let behind_mark = mark.map_or(0, |m| {
+            self.jobs.from_id(m).count() + self.settled.range(m..).count()
+        });
+        if first {
+            // Every job back to the horizon, then the unfinished ones older than it.
+            self.sync_down_to(client, None, self.horizon(now), &mut run)
+                .await?;
+            self.sync_active(client, &mut run).await?;
+        } else if behind_mark > PER_PAGE {
             // An old unfinished job holds the mark far back: paging down to it would re-read
             // every newer job. Read the new jobs, then the unfinished ones through their scope.
-            self.sync_new_and_active(client, &mut stats, &mut refreshed)
-                .await?;
+            self.sync_new(client, &mut run).await?;
+            self.sync_active(client, &mut run).await?;
         } else {
-            self.sync_down_to_mark(client, mark, horizon, &mut stats, &mut refreshed)
+            self.sync_down_to(client, mark, Timestamp::MIN, &mut run)
                 .await?;
         }
         if follow_blocked {
-            self.sync_blocked(client, &mut stats, &mut refreshed)
-                .await?;
+            self.sync_blocked(client, &mut run).await?;
         }
-        self.prune(horizon);
+        self.prune(self.horizon(now));
         self.last_sync = Some(now);
-        Ok((stats, refreshed))
+        Ok((run.stats, run.refreshed))
     }
 
-    /// Pages from the newest job down past the mark (or, on the first sync, the history
-    /// horizon), refreshing everything on the way.
-    async fn sync_down_to_mark(
+    /// Pages from the newest job down past `mark` (or, without one, past `horizon`), refreshing
+    /// everything on the way.
+    async fn sync_down_to(
         &mut self,
         client: &GitLabClient,
         mark: Option<u64>,
         horizon: Timestamp,
-        stats: &mut SyncStats,
-        refreshed: &mut Refreshed,
+        run: &mut Sync,
     ) -> Result<(), GitLabError> {
-        let mut stream =
-            Box::pin(client.list_project_jobs(&self.project, &ListJobsQuery::default()));
-        let mut seen = std::collections::HashSet::new();
-        let mut complete = true;
+        let mut stream = Box::pin(
+            client.list_project_jobs_as::<JobWire>(&self.project, &ListJobsQuery::default()),
+        );
+        let mut seen = HashSet::new();
         while let Some(job) = stream.try_next().await? {
             let past_mark = mark.is_some_and(|m| job.id < m);
-            let past_horizon = job.created_at < horizon;
-            if past_mark || (mark.is_none() && past_horizon) {
-                break;
-            }
-            if seen.len() >= MAX_PAGES_PER_SYNC * PER_PAGE {
-                tracing::warn!(project = %self.project, "sync stopped at the page limit");
-                complete = false;
+            if past_mark || (mark.is_none() && job.created_at < horizon) {
                 break;
             }
             seen.insert(job.id);
-            stats.jobs_read += 1;
-            self.absorb(job, stats, refreshed);
+            self.absorb(job, run);
         }
         drop(stream);
-        if complete && let Some(mark) = mark {
+        if let Some(mark) = mark {
             // Everything at or above the mark was listed: an unfinished job that was not is
             // gone from GitLab (deleted with its pipeline) and must not hold the mark forever.
-            self.jobs.retain(|id, j| {
-                *id < mark || seen.contains(id) || j.status.is_completed() || j.status.is_blocked()
-            });
+            let gone: Vec<u64> = self
+                .jobs
+                .from_id(mark)
+                .filter(|j| !seen.contains(&j.id))
+                .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
+                .map(|j| j.id)
+                .collect();
+            for id in gone {
+                self.jobs.remove(id);
+            }
         }
-
         Ok(())
     }
 
-    /// Reads the jobs newer than any seen, then every unfinished job through a `scope[]`
-    /// listing; a cached unfinished job that is no longer listed has moved on and is re-read.
-    async fn sync_new_and_active(
-        &mut self,
-        client: &GitLabClient,
-        stats: &mut SyncStats,
-        refreshed: &mut Refreshed,
-    ) -> Result<(), GitLabError> {
+    /// Reads the jobs newer than any seen.
+    async fn sync_new(&mut self, client: &GitLabClient, run: &mut Sync) -> Result<(), GitLabError> {
         let newest = self.newest_seen;
-        let mut stream =
-            Box::pin(client.list_project_jobs(&self.project, &ListJobsQuery::default()));
-        let mut read = 0usize;
+        let mut stream = Box::pin(
+            client.list_project_jobs_as::<JobWire>(&self.project, &ListJobsQuery::default()),
+        );
         while let Some(job) = stream.try_next().await? {
-            if newest.is_some_and(|n| job.id <= n) || read >= MAX_PAGES_PER_SYNC * PER_PAGE {
+            if newest.is_some_and(|n| job.id <= n) {
                 break;
             }
-            read += 1;
-            stats.jobs_read += 1;
-            self.absorb(job, stats, refreshed);
+            self.absorb(job, run);
         }
-        drop(stream);
+        Ok(())
+    }
 
-        // The statuses every GitLab version accepts as a scope (newer ones would be a 400 on
-        // older servers); jobs in the others are re-read one by one below.
-        let query = ListJobsQuery::with_scopes([
-            JobStatus::Created,
-            JobStatus::WaitingForResource,
-            JobStatus::Preparing,
-            JobStatus::Pending,
-            JobStatus::Running,
-        ]);
-        let active: Vec<Job> = client
-            .list_project_jobs(&self.project, &query)
+    /// Lists every unfinished job through a `scope[]` listing, whatever its age; a cached
+    /// unfinished job that is no longer listed has moved on and is re-read.
+    async fn sync_active(
+        &mut self,
+        client: &GitLabClient,
+        run: &mut Sync,
+    ) -> Result<(), GitLabError> {
+        let query = ListJobsQuery::with_scopes(ACTIVE_SCOPES);
+        let active: Vec<JobWire> = client
+            .list_project_jobs_as(&self.project, &query)
             .try_collect()
             .await?;
-        let listed: std::collections::HashSet<u64> = active.iter().map(|j| j.id).collect();
+        let listed: HashSet<u64> = active.iter().map(|j| j.id).collect();
         for job in active {
-            stats.jobs_read += 1;
-            self.absorb(job, stats, refreshed);
+            self.absorb(job, run);
         }
         let moved_on: Vec<u64> = self
             .jobs
-            .values()
+            .newest_first()
             .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
             .filter(|j| !listed.contains(&j.id))
             .map(|j| j.id)
             .take(MAX_REREADS_PER_SYNC)
             .collect();
-        self.reread(client, moved_on, stats, refreshed).await
+        self.reread(client, moved_on, run).await
     }
 
     /// Re-reads jobs by id; a job GitLab no longer has is forgotten.
@@ -221,17 +295,16 @@ impl ProjectObserver {
         &mut self,
         client: &GitLabClient,
         ids: Vec<u64>,
-        stats: &mut SyncStats,
-        refreshed: &mut Refreshed,
+        run: &mut Sync,
     ) -> Result<(), GitLabError> {
         for id in ids {
-            match client.get_job(&self.project, id).await {
+            match client.get_job_as::<JobWire>(&self.project, id).await {
                 Ok(job) => {
-                    stats.jobs_reread += 1;
-                    self.absorb(job, stats, refreshed);
+                    run.stats.jobs_reread += 1;
+                    self.absorb(job, run);
                 }
                 Err(err) if err.is_not_found() => {
-                    self.jobs.remove(&id);
+                    self.jobs.remove(id);
                 }
                 Err(err) => return Err(err),
             }
@@ -244,88 +317,108 @@ impl ProjectObserver {
     async fn sync_blocked(
         &mut self,
         client: &GitLabClient,
-        stats: &mut SyncStats,
-        refreshed: &mut Refreshed,
+        run: &mut Sync,
     ) -> Result<(), GitLabError> {
-        let query = ListJobsQuery {
-            scopes: vec![JobStatus::Manual, JobStatus::Scheduled],
-            ..ListJobsQuery::default()
-        };
-        let listed: Vec<Job> = client
-            .list_project_jobs(&self.project, &query)
+        let query = ListJobsQuery::with_scopes([JobStatus::Manual, JobStatus::Scheduled]);
+        let listed: Vec<JobWire> = client
+            .list_project_jobs_as(&self.project, &query)
             .try_collect()
             .await?;
-        let listed_ids: std::collections::HashSet<u64> = listed.iter().map(|j| j.id).collect();
+        let listed_ids: HashSet<u64> = listed.iter().map(|j| j.id).collect();
         let moved_on: Vec<u64> = self
             .jobs
-            .values()
+            .newest_first()
             .filter(|j| j.status.is_blocked() && !listed_ids.contains(&j.id))
             .map(|j| j.id)
             .collect();
         for job in listed {
-            stats.jobs_read += 1;
-            self.absorb(job, stats, refreshed);
+            self.absorb(job, run);
         }
-        self.reread(client, moved_on, stats, refreshed).await
+        self.reread(client, moved_on, run).await
     }
 
-    fn absorb(&mut self, job: Job, stats: &mut SyncStats, refreshed: &mut Refreshed) {
-        self.newest_seen = Some(self.newest_seen.map_or(job.id, |n| n.max(job.id)));
-        match self.jobs.get(&job.id) {
-            Some(old) if *old == job => return,
+    /// Takes in one listed job: new or changed jobs are reported for accounting, kept if a rule
+    /// may still use them, and invalidate their pipeline's cached job list.
+    fn absorb(&mut self, wire: JobWire, run: &mut Sync) {
+        run.stats.jobs_read += 1;
+        self.newest_seen = Some(self.newest_seen.map_or(wire.id, |n| n.max(wire.id)));
+        if self.settled.contains(&wire.id) && wire.status.is_completed() {
+            return;
+        }
+        let record = JobRecord::from_wire(wire, run.now, &mut self.names);
+        match self.jobs.get(record.id) {
+            Some(old) if old.same_state(&record) => return,
             Some(_) => {}
-            None => stats.jobs_new += 1,
+            None => run.stats.jobs_new += 1,
         }
-        *self.pipeline_versions.entry(job.pipeline.id).or_default() += 1;
-        refreshed.push(job.clone());
-        self.jobs.insert(job.id, job);
+        self.pipeline_jobs.remove(&record.pipeline_id);
+        run.refreshed.push(record.clone());
+        self.keep_or_settle(record);
     }
 
-    /// The job list of a pipeline (every attempt) read earlier, if no job of the pipeline has
-    /// appeared or changed since.
-    pub fn cached_pipeline_jobs(&self, pipeline_id: u64) -> Option<&Vec<Job>> {
-        let current = self.pipeline_versions.get(&pipeline_id)?;
-        match self.pipeline_jobs.get(&pipeline_id) {
-            Some((version, jobs)) if version == current => Some(jobs),
-            _ => None,
-        }
-    }
-
-    /// Remembers a pipeline's job list as of the current state of the cache.
-    pub fn cache_pipeline_jobs(&mut self, pipeline_id: u64, jobs: &[Job]) {
-        if let Some(version) = self.pipeline_versions.get(&pipeline_id) {
-            self.pipeline_jobs
-                .insert(pipeline_id, (*version, jobs.to_vec()));
+    /// Keeps a job, or, when it is finished and no watching policy may act on it, only notes it
+    /// in the lookups and remembers its id as settled.
+    fn keep_or_settle(&mut self, record: JobRecord) {
+        if self.is_worth_keeping(&record) {
+            self.jobs.insert(record);
+        } else {
+            self.jobs.note(&record);
+            self.jobs.remove(record.id);
+            self.settled.insert(record.id);
         }
     }
 
-    /// Forgets finished jobs older than the history horizon; unfinished ones stay (they hold
-    /// the mark) and so do blocked ones (they are followed separately).
+    fn is_worth_keeping(&self, job: &JobRecord) -> bool {
+        !job.status.is_completed()
+            || self.watchers.is_empty()
+            || self
+                .watchers
+                .iter()
+                .any(|policy| may_act_on(policy, &self.jobs, job))
+    }
+
+    /// Remembers a pipeline's job list (every attempt), valid until a job of it changes.
+    pub fn cache_pipeline_jobs(&mut self, pipeline_id: u64, jobs: Vec<JobWire>, now: Timestamp) {
+        let records = jobs
+            .into_iter()
+            .map(|wire| JobRecord::from_wire(wire, now, &mut self.names))
+            .collect();
+        self.pipeline_jobs.insert(pipeline_id, records);
+    }
+
+    /// Forgets finished jobs behind the horizon and those no watching policy may act on any
+    /// more, and every cache entry that belonged to them.
     fn prune(&mut self, horizon: Timestamp) {
-        self.jobs
-            .retain(|_, j| j.created_at >= horizon || !j.status.is_completed());
-        let jobs = &self.jobs;
-        self.log_tails.retain(|id, _| jobs.contains_key(id));
-        self.log_order.retain(|id| jobs.contains_key(id));
-        let pipelines: std::collections::HashSet<u64> =
-            jobs.values().map(|j| j.pipeline.id).collect();
-        self.pipeline_versions
-            .retain(|id, _| pipelines.contains(id));
-        self.pipeline_jobs.retain(|id, _| pipelines.contains(id));
-    }
-
-    /// A cached log tail of a completed job.
-    pub fn cached_log_tail(&self, job_id: u64) -> Option<&String> {
-        self.log_tails.get(&job_id)
-    }
-
-    /// Caches the log tail of a job if it is completed (its log can no longer change).
-    pub fn cache_log_tail(&mut self, job_id: u64, tail: &str) {
-        let completed = self
+        let drop: HashSet<u64> = self
             .jobs
-            .get(&job_id)
-            .is_some_and(|j| j.status.is_completed());
-        if !completed || self.log_tails.contains_key(&job_id) {
+            .newest_first()
+            .filter(|j| j.status.is_completed())
+            .filter(|j| j.created_at < horizon || !self.is_worth_keeping(j))
+            .map(|j| j.id)
+            .collect();
+        if !drop.is_empty() {
+            self.jobs.retain(|j| !drop.contains(&j.id));
+        }
+        if let Some(mark) = self.low_water_mark() {
+            self.settled = self.settled.split_off(&mark);
+        }
+        // Past a few pages above the mark the next sync reads only newer jobs, which the settled
+        // ids cannot be; keeping the newest few is enough to know that.
+        while self.settled.len() > MAX_SETTLED {
+            self.settled.pop_first();
+        }
+        let jobs = &self.jobs;
+        self.log_tails.retain(|id, _| jobs.contains(*id));
+        self.log_order.retain(|id| jobs.contains(*id));
+        let pipelines: HashSet<u64> = jobs.newest_first().map(|j| j.pipeline_id).collect();
+        self.pipeline_jobs.retain(|id, _| pipelines.contains(id));
+        self.names.prune();
+    }
+
+    /// Caches the log tail of a job. The tail of a completed job is kept (its log can no longer
+    /// change); that of an unfinished one only until [`forget_unfinished_log_tails`](Self::forget_unfinished_log_tails).
+    pub fn cache_log_tail(&mut self, job_id: u64, tail: String) {
+        if self.log_tails.contains_key(&job_id) {
             return;
         }
         if self.log_order.len() >= LOG_CACHE_CAPACITY
@@ -334,21 +427,35 @@ impl ProjectObserver {
             self.log_tails.remove(&oldest);
         }
         self.log_order.push_back(job_id);
-        self.log_tails.insert(job_id, tail.to_owned());
+        self.log_tails.insert(job_id, tail);
+    }
+
+    /// Forgets the log tails of jobs still running (their logs grow): read again when asked.
+    pub fn forget_unfinished_log_tails(&mut self) {
+        let jobs = &self.jobs;
+        self.log_tails
+            .retain(|id, _| jobs.get(*id).is_some_and(|j| j.status.is_completed()));
+        let tails = &self.log_tails;
+        self.log_order.retain(|id| tails.contains_key(id));
     }
 
     /// Replaces a cached job by a fresher snapshot (after an action).
-    pub fn update_job(&mut self, job: Job) {
-        self.newest_seen = Some(self.newest_seen.map_or(job.id, |n| n.max(job.id)));
-        *self.pipeline_versions.entry(job.pipeline.id).or_default() += 1;
-        self.jobs.insert(job.id, job);
+    pub fn update_job(&mut self, wire: JobWire, now: Timestamp) {
+        self.newest_seen = Some(self.newest_seen.map_or(wire.id, |n| n.max(wire.id)));
+        let record = JobRecord::from_wire(wire, now, &mut self.names);
+        self.pipeline_jobs.remove(&record.pipeline_id);
+        self.settled.remove(&record.id);
+        self.keep_or_settle(record);
     }
 
-    /// Jobs per status, for the `jobs` gauge.
-    pub fn status_counts(&self) -> BTreeMap<String, i64> {
-        let mut counts = BTreeMap::new();
-        for job in self.jobs.values() {
-            *counts.entry(job.status.as_str().to_owned()).or_insert(0) += 1;
+    /// Jobs kept per status, for the `jobs` gauge.
+    pub fn status_counts(&self) -> Vec<(&str, i64)> {
+        let mut counts: Vec<(&str, i64)> = Vec::new();
+        for job in self.jobs.newest_first() {
+            match counts.iter_mut().find(|(s, _)| *s == job.status.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((job.status.as_str(), 1)),
+            }
         }
         counts
     }
@@ -356,14 +463,21 @@ impl ProjectObserver {
     /// Seconds the oldest job still waiting for a runner has waited, if any waits.
     pub fn oldest_pending_age(&self, now: Timestamp) -> Option<f64> {
         self.jobs
-            .values()
+            .newest_first()
             .filter(|j| j.status.is_waiting_for_runner())
             .map(|j| {
-                j.queued_duration
-                    .unwrap_or_else(|| (now - j.created_at).as_secs_f64())
+                j.queued_seconds(now)
+                    .unwrap_or_else(|| now.duration_since(j.created_at).as_secs_f64())
             })
             .fold(None, |acc: Option<f64>, age| {
                 Some(acc.map_or(age, |a| a.max(age)))
             })
     }
+}
+
+/// The state of one sync in progress.
+struct Sync {
+    now: Timestamp,
+    stats: SyncStats,
+    refreshed: Refreshed,
 }

@@ -3,17 +3,19 @@
 use super::act::{self, Outcome};
 use super::budget::ActionHistory;
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
-use crate::gitlab::models::{Job, ProjectRef};
+use crate::gitlab::models::ProjectRef;
+use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{ClientConfig, Credential, GitLabClient, GitLabError, RateLimiter};
 use crate::metrics::{JobAccounting, Metrics};
 use crate::policy::{
     Budget, CompiledPolicy, Decision, FactRequest, Observation, PolicyKey, Verdict, decide,
     facts_needed,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +122,7 @@ pub struct RunReport {
     pub dry_run: bool,
     pub suspended: bool,
     pub projects: usize,
+    /// Jobs tracked over the projects observed: unfinished jobs and finished ones a rule may act on.
     pub jobs_seen: usize,
     pub actions: Vec<ActionRecord>,
     pub failures: Vec<ProjectFailure>,
@@ -167,15 +170,21 @@ impl RunReport {
 }
 
 type ObserverSlot = Arc<tokio::sync::Mutex<ProjectObserver>>;
+/// An observer's key: the instance and the project.
+type ObserverKey = (String, ProjectRef);
 
 struct Inner {
     config: EngineConfig,
     clock: Clock,
     metrics: Arc<Metrics>,
     started_at: Timestamp,
-    clients: Mutex<HashMap<(String, String), GitLabClient>>,
+    /// One client per policy: its instance, a digest of its token, and the client. A rotated
+    /// token replaces the policy's client; a forgotten policy drops it.
+    clients: Mutex<HashMap<PolicyKey, (String, u64, GitLabClient)>>,
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
-    observers: Mutex<HashMap<(String, ProjectRef), ObserverSlot>>,
+    observers: Mutex<HashMap<ObserverKey, ObserverSlot>>,
+    /// The observers each policy watched in its last run.
+    watched: Mutex<HashMap<PolicyKey, HashSet<ObserverKey>>>,
     budgets: Mutex<HashMap<PolicyKey, ActionHistory>>,
     accounting: Mutex<JobAccounting>,
 }
@@ -212,6 +221,7 @@ impl Engine {
                 clients: Mutex::new(HashMap::new()),
                 limiters: Mutex::new(HashMap::new()),
                 observers: Mutex::new(HashMap::new()),
+                watched: Mutex::new(HashMap::new()),
                 budgets: Mutex::new(HashMap::new()),
                 accounting: Mutex::new(JobAccounting::new()),
             }),
@@ -226,23 +236,26 @@ impl Engine {
         (self.inner.clock)()
     }
 
-    /// The client for a GitLab instance and token. Clients of one instance share one rate
-    /// limiter, whatever the token.
+    /// The client of a policy, for its GitLab instance and token. Clients of one instance share
+    /// one rate limiter, whatever the token.
     fn client_for(
         &self,
+        key: &PolicyKey,
         url: &url::Url,
         token: &SecretString,
     ) -> Result<GitLabClient, ReconcileError> {
-        let instance = url.as_str().trim_end_matches('/').to_owned();
+        let instance = instance_key(url);
         // The token is part of the key only as a digest: it never leaves this function.
         let digest = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             token.expose_secret().hash(&mut h);
-            format!("{:x}", h.finish())
+            h.finish()
         };
-        let key = (instance.clone(), digest);
-        if let Some(client) = lock(&self.inner.clients).get(&key) {
+        if let Some((i, d, client)) = lock(&self.inner.clients).get(key)
+            && *i == instance
+            && *d == digest
+        {
             return Ok(client.clone());
         }
         let limiter = lock(&self.inner.limiters)
@@ -260,8 +273,13 @@ impl Engine {
             url: instance.clone(),
             source,
         })?;
-        lock(&self.inner.clients).insert(key, client.clone());
+        lock(&self.inner.clients).insert(key.clone(), (instance, digest, client.clone()));
         Ok(client)
+    }
+
+    /// The version of `policy` this run works with, shared with the observers it watches.
+    fn watch(&self, policy: &CompiledPolicy) -> Arc<CompiledPolicy> {
+        Arc::new(policy.clone())
     }
 
     fn observer_for(&self, instance: &str, project: &ProjectRef) -> ObserverSlot {
@@ -274,6 +292,53 @@ impl Engine {
                 )))
             })
             .clone()
+    }
+
+    /// Forgets a policy that is gone (deleted, or its file removed): its client and budget,
+    /// and every observer no other policy watches, with their metric series.
+    pub async fn forget_policy(&self, key: &PolicyKey) {
+        lock(&self.inner.clients).remove(key);
+        lock(&self.inner.budgets).remove(key);
+        let watched = lock(&self.inner.watched).remove(key).unwrap_or_default();
+        self.unwatch(key, watched).await;
+    }
+
+    /// Records which projects a policy watches in this run, and lets go of those it watched
+    /// before and no longer does.
+    async fn rewatch(&self, policy: &CompiledPolicy, instance: &str) {
+        let now: HashSet<ObserverKey> = policy
+            .projects
+            .iter()
+            .map(|p| (instance.to_owned(), p.clone()))
+            .collect();
+        let before = lock(&self.inner.watched).insert(policy.key.clone(), now.clone());
+        let dropped: Vec<ObserverKey> = before
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !now.contains(k))
+            .collect();
+        self.unwatch(&policy.key, dropped).await;
+    }
+
+    /// Removes `key` from the watchers of these observers; an observer nobody watches any more
+    /// is dropped with its accounting and metric series.
+    async fn unwatch(&self, key: &PolicyKey, observers: impl IntoIterator<Item = ObserverKey>) {
+        for observer_key in observers {
+            let Some(slot) = lock(&self.inner.observers).get(&observer_key).cloned() else {
+                continue;
+            };
+            if slot.lock().await.unwatch(key) {
+                lock(&self.inner.observers).remove(&observer_key);
+                let label = observer_key.1.to_string();
+                lock(&self.inner.accounting).forget_project(&label);
+                self.inner.metrics.forget_project(&label);
+            }
+        }
+    }
+
+    /// How many projects are observed, over all instances.
+    pub fn observed_projects(&self) -> usize {
+        lock(&self.inner.observers).len()
     }
 
     /// Runs one reconcile of a policy. Per-project failures are reported in the run report and
@@ -324,95 +389,120 @@ impl Engine {
         if policy.suspend {
             return Ok(report);
         }
-        let client = self.client_for(&policy.gitlab_url, token)?;
-        let instance = policy.gitlab_url.as_str().trim_end_matches('/').to_owned();
+        let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
+        let instance = instance_key(&policy.gitlab_url);
+        self.rewatch(policy, &instance).await;
+        let allowance = Allowance::new(self.budget(&policy.key, &policy.limits, now));
+        let policy = self.watch(policy);
+        let run = PolicyRun {
+            client,
+            instance,
+            policy,
+            now,
+            dry_run,
+            allowance,
+        };
 
-        // Observe.
-        let mut observed: Vec<ProjectFacts> = Vec::new();
+        // Each project goes observe → facts → decide → act on its own, a few at a time, so the
+        // first action comes as soon as its project is observed, not after the whole pass.
+        let concurrency = self.inner.config.observe_concurrency.max(1);
+        let mut queue = run.policy.projects.iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut observed = 0usize;
         let mut first_error = None;
-        // Projects are observed a few at a time: over a real network a fleet observed one
-        // project after another would take a round trip per project per run.
-        for chunk in policy
-            .projects
-            .chunks(self.inner.config.observe_concurrency.max(1))
-        {
-            let mut pending = Vec::with_capacity(chunk.len());
-            for project in chunk {
-                pending.push(self.observe(&client, &instance, project, policy, now));
+        loop {
+            while running.len() < concurrency && !stop.is_cancelled() {
+                let Some(project) = queue.next() else { break };
+                running.push(self.run_project(&run, project, stop));
             }
-            let results = futures::future::join_all(pending).await;
-            for (project, result) in chunk.iter().zip(results) {
-                match result {
-                    Ok(jobs) => observed.push(ProjectFacts::new(project.clone(), jobs)),
-                    Err(err) => {
-                        tracing::warn!(policy = %policy.key, %project, error = %err, "cannot observe project");
-                        report.failures.push(ProjectFailure {
-                            project: project.clone(),
-                            kind: err.kind(),
-                            message: err.to_string(),
-                        });
-                        first_error.get_or_insert(err);
-                    }
+            let Some(project_run) = running.next().await else {
+                break;
+            };
+            match project_run.observe_error {
+                Some(err) => {
+                    report
+                        .failures
+                        .push(ProjectFailure::of(&project_run.project, &err));
+                    first_error.get_or_insert(err);
                 }
+                None => observed += 1,
             }
+            report.jobs_seen += project_run.jobs_seen;
+            report.actions.extend(project_run.actions);
+            report.failures.extend(project_run.fact_failures);
         }
-        if observed.is_empty()
+        if stop.is_cancelled() {
+            tracing::info!(policy = %run.policy.key, "stopping: remaining projects left for the next run");
+        }
+        if observed == 0
             && let Some(err) = first_error
         {
             return Err(ReconcileError::AllProjectsFailed(err));
         }
-        report.jobs_seen = observed.iter().map(|p| p.jobs.len()).sum();
-
-        // Gather the facts that the candidates need, round by round.
-        self.gather_facts(&client, &instance, policy, &mut observed, now, &mut report)
-            .await;
-
-        // Decide.
-        let budget = self.budget(policy, now);
-        let observations: Vec<Observation<'_>> = observed.iter().map(ProjectFacts::view).collect();
-        let decisions = decide(policy, &observations, now, &budget);
-        drop(observations);
-
-        // Act.
-        for decision in decisions {
-            if stop.is_cancelled() {
-                tracing::info!(policy = %policy.key, "stopping: remaining decisions left for the next run");
-                break;
-            }
-            if let Some(record) = self
-                .carry_out(&client, &instance, policy, decision, dry_run)
-                .await
-            {
-                report.actions.push(record);
-            }
-        }
         Ok(report)
     }
 
-    /// Syncs the shared observer of a project when it is older than half the policy interval,
-    /// feeds metrics, and returns the project's jobs, newest first.
-    async fn observe(
+    /// One project of a policy run: sync its shared observer when it is older than half the
+    /// policy interval, gather the facts the candidates need, decide, act. The observer stays
+    /// locked throughout, so two policies never act on one project's stale view at once.
+    async fn run_project(
         &self,
-        client: &GitLabClient,
-        instance: &str,
+        run: &PolicyRun,
         project: &ProjectRef,
-        policy: &CompiledPolicy,
-        now: Timestamp,
-    ) -> Result<Vec<Job>, GitLabError> {
-        let slot = self.observer_for(instance, project);
+        stop: &CancellationToken,
+    ) -> ProjectRun {
+        let mut out = ProjectRun::new(project);
+        let slot = self.observer_for(&run.instance, project);
         let mut observer = slot.lock().await;
+        observer.watch(&run.policy);
         let fresh_for =
-            SignedDuration::try_from(policy.interval / 2).unwrap_or(SignedDuration::ZERO);
-        let stale = observer.last_sync().is_none_or(|t| now - t >= fresh_for);
-        if stale {
-            let follow_blocked = policy
+            SignedDuration::try_from(run.policy.interval / 2).unwrap_or(SignedDuration::ZERO);
+        if observer
+            .last_sync()
+            .is_none_or(|t| run.now - t >= fresh_for)
+        {
+            let follow_blocked = run
+                .policy
                 .statuses_of_interest()
                 .is_none_or(|statuses| statuses.iter().any(|s| s.is_blocked()));
-            let (stats, refreshed) = observer.sync(client, now, follow_blocked).await?;
-            tracing::debug!(%project, ?stats, "synced");
-            self.account(project, &observer, &refreshed, now);
+            match observer.sync(&run.client, run.now, follow_blocked).await {
+                Ok((stats, refreshed)) => {
+                    tracing::debug!(%project, ?stats, "synced");
+                    self.account(project, &observer, &refreshed, run.now);
+                }
+                Err(err) => {
+                    tracing::warn!(policy = %run.policy.key, %project, error = %err, "cannot observe project");
+                    out.observe_error = Some(err);
+                    return out;
+                }
+            }
         }
-        Ok(observer.jobs_newest_first())
+        out.jobs_seen = observer.jobs().len();
+        self.gather_facts(run, &mut observer, &mut out).await;
+
+        let decisions = {
+            let observation = Observation {
+                project,
+                jobs: observer.jobs(),
+                pipeline_jobs: observer.pipeline_jobs(),
+                log_tails: observer.log_tails(),
+            };
+            decide(
+                &run.policy,
+                &[observation],
+                run.now,
+                &run.allowance.budget(),
+            )
+        };
+        for decision in decisions {
+            if stop.is_cancelled() {
+                break;
+            }
+            if let Some(record) = self.carry_out(run, &mut observer, decision).await {
+                out.actions.push(record);
+            }
+        }
+        out
     }
 
     /// Feeds job metrics: queue times and failures exactly once per job, current counts.
@@ -420,7 +510,7 @@ impl Engine {
         &self,
         project: &ProjectRef,
         observer: &ProjectObserver,
-        refreshed: &[Job],
+        refreshed: &[JobRecord],
         now: Timestamp,
     ) {
         let label = project.to_string();
@@ -429,39 +519,36 @@ impl Engine {
             let mut accounting = lock(&self.inner.accounting);
             for job in refreshed {
                 let events = accounting.observe(&label, job, self.inner.started_at);
-                if let Some(seconds) = events.queued_seconds {
-                    metrics.observe_job_queued(&label, &job.stage, seconds);
-                }
-                if let Some(reason) = events.failure_reason.as_deref() {
-                    metrics.count_job_failure(&label, &job.stage, reason);
-                }
+                metrics.record_job_events(&label, &job.stage, &events);
             }
             if let Some(mark) = observer.low_water_mark() {
                 accounting.prune_below(&label, mark);
             }
         }
-        let counts = observer.status_counts();
-        let counts: Vec<(&str, i64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-        metrics.set_jobs_by_status(&label, &counts);
+        metrics.set_jobs_by_status(&label, &observer.status_counts());
         metrics.set_pending_age(&label, observer.oldest_pending_age(now));
     }
 
+    /// Fetches the facts (pipeline job lists, log tails) that the candidates of one project
+    /// need, round by round, into the project's observer.
     async fn gather_facts(
         &self,
-        client: &GitLabClient,
-        instance: &str,
-        policy: &CompiledPolicy,
-        observed: &mut [ProjectFacts],
-        now: Timestamp,
-        report: &mut RunReport,
+        run: &PolicyRun,
+        observer: &mut ProjectObserver,
+        out: &mut ProjectRun,
     ) {
+        observer.forget_unfinished_log_tails();
         let mut asked: HashSet<FactRequest> = HashSet::new();
         // Each round can only move a job one rule further; the rule count bounds the rounds.
-        for _ in 0..=policy.rules.len() {
+        for _ in 0..=run.policy.rules.len() {
             let wanted: Vec<FactRequest> = {
-                let observations: Vec<Observation<'_>> =
-                    observed.iter().map(ProjectFacts::view).collect();
-                facts_needed(policy, &observations, now)
+                let observation = Observation {
+                    project: &out.project,
+                    jobs: observer.jobs(),
+                    pipeline_jobs: observer.pipeline_jobs(),
+                    log_tails: observer.log_tails(),
+                };
+                facts_needed(&run.policy, &[observation], run.now)
                     .into_iter()
                     .filter(|f| !asked.contains(f))
                     .collect()
@@ -470,37 +557,23 @@ impl Engine {
                 return;
             }
             asked.extend(wanted.iter().cloned());
-            let mut fetched: Vec<(FactRequest, Result<Fact, GitLabError>)> = Vec::new();
+            let mut fetched: Vec<Result<Fact, GitLabError>> = Vec::with_capacity(wanted.len());
             for chunk in wanted.chunks(self.inner.config.fact_concurrency.max(1)) {
-                let mut pending = Vec::with_capacity(chunk.len());
-                for request in chunk {
-                    pending.push(self.fetch_fact(client, instance, request));
-                }
-                let results = futures::future::join_all(pending).await;
-                fetched.extend(chunk.iter().cloned().zip(results));
+                let pending = chunk
+                    .iter()
+                    .map(|request| self.fetch_fact(&run.client, request));
+                fetched.extend(futures::future::join_all(pending).await);
             }
-            for (request, fact) in fetched {
-                let project = match &request {
-                    FactRequest::PipelineJobs { project, .. }
-                    | FactRequest::LogTail { project, .. } => project,
-                };
-                let Some(slot) = observed.iter_mut().find(|p| &p.project == project) else {
-                    continue;
-                };
+            for fact in fetched {
                 match fact {
                     Ok(Fact::PipelineJobs(id, jobs)) => {
-                        slot.pipeline_jobs.insert(id, jobs);
+                        observer.cache_pipeline_jobs(id, jobs, run.now);
                     }
-                    Ok(Fact::LogTail(id, tail)) => {
-                        slot.log_tails.insert(id, tail);
-                    }
+                    Ok(Fact::LogTail(id, tail)) => observer.cache_log_tail(id, tail),
                     Err(err) => {
-                        tracing::warn!(policy = %policy.key, %project, error = %err, "cannot read a fact");
-                        report.failures.push(ProjectFailure {
-                            project: project.clone(),
-                            kind: err.kind(),
-                            message: err.to_string(),
-                        });
+                        tracing::warn!(policy = %run.policy.key, project = %out.project, error = %err, "cannot read a fact");
+                        out.fact_failures
+                            .push(ProjectFailure::of(&out.project, &err));
                     }
                 }
             }
@@ -510,7 +583,6 @@ impl Engine {
     async fn fetch_fact(
         &self,
         client: &GitLabClient,
-        instance: &str,
         request: &FactRequest,
     ) -> Result<Fact, GitLabError> {
         match request {
@@ -518,71 +590,61 @@ impl Engine {
                 project,
                 pipeline_id,
             } => {
-                let slot = self.observer_for(instance, project);
-                if let Some(jobs) = slot.lock().await.cached_pipeline_jobs(*pipeline_id) {
-                    return Ok(Fact::PipelineJobs(*pipeline_id, jobs.clone()));
-                }
-                let jobs: Vec<Job> = client
-                    .list_pipeline_jobs(project, *pipeline_id, &[], true)
+                let jobs: Vec<JobWire> = client
+                    .list_pipeline_jobs_as(project, *pipeline_id, &[], true)
                     .try_collect()
                     .await?;
-                slot.lock().await.cache_pipeline_jobs(*pipeline_id, &jobs);
                 Ok(Fact::PipelineJobs(*pipeline_id, jobs))
             }
             FactRequest::LogTail { project, job_id } => {
-                let slot = self.observer_for(instance, project);
-                if let Some(tail) = slot.lock().await.cached_log_tail(*job_id) {
-                    return Ok(Fact::LogTail(*job_id, tail.clone()));
-                }
                 let tail = client
                     .job_log_tail(project, *job_id, self.inner.config.log_tail_bytes)
                     .await?;
-                slot.lock().await.cache_log_tail(*job_id, &tail);
                 Ok(Fact::LogTail(*job_id, tail))
             }
         }
     }
 
-    fn budget(&self, policy: &CompiledPolicy, now: Timestamp) -> Budget {
+    fn budget(&self, key: &PolicyKey, limits: &crate::crd::Limits, now: Timestamp) -> Budget {
         let used = lock(&self.inner.budgets)
-            .entry(policy.key.clone())
+            .entry(key.clone())
             .or_default()
             .in_last_hour(now);
-        Budget {
-            remaining_this_run: policy.limits.max_actions_per_run,
-            remaining_this_hour: policy.limits.max_actions_per_hour.saturating_sub(used),
-        }
+        Budget::for_run(limits, used)
     }
 
-    /// Turns one decision into an outcome: sends it when the verdict says act.
+    /// Turns one decision into an outcome: sends it when the verdict says act and the run's
+    /// allowance (shared by the policy's projects) still has room.
     async fn carry_out(
         &self,
-        client: &GitLabClient,
-        instance: &str,
-        policy: &CompiledPolicy,
+        run: &PolicyRun,
+        observer: &mut ProjectObserver,
         decision: Decision,
-        dry_run: bool,
     ) -> Option<ActionRecord> {
-        let outcome = match decision.verdict {
-            Verdict::Act if dry_run => Outcome::DryRun,
-            Verdict::Act => {
-                let (outcome, fresh) = act::execute(client, &decision).await;
-                if outcome.was_attempted() {
-                    lock(&self.inner.budgets)
-                        .entry(policy.key.clone())
-                        .or_default()
-                        .record(self.now());
+        let wants_budget = matches!(decision.verdict, Verdict::Act | Verdict::DryRun);
+        let outcome = if wants_budget && !run.allowance.take() {
+            Outcome::SkippedOverBudget
+        } else {
+            match decision.verdict {
+                Verdict::Act if run.dry_run => Outcome::DryRun,
+                Verdict::Act => {
+                    let (outcome, fresh) = act::execute(&run.client, &decision).await;
+                    if outcome.was_attempted() {
+                        lock(&self.inner.budgets)
+                            .entry(run.policy.key.clone())
+                            .or_default()
+                            .record(self.now());
+                    }
+                    if let Some(job) = fresh {
+                        observer.update_job(JobWire::from(&job), self.now());
+                    }
+                    outcome
                 }
-                if let Some(job) = fresh {
-                    let slot = self.observer_for(instance, &decision.project);
-                    slot.lock().await.update_job(job);
-                }
-                outcome
+                Verdict::DryRun => Outcome::DryRun,
+                Verdict::OverBudget => Outcome::SkippedOverBudget,
+                Verdict::NotBefore(not_before) => Outcome::Deferred { not_before },
+                Verdict::AwaitingFacts => return None,
             }
-            Verdict::DryRun => Outcome::DryRun,
-            Verdict::OverBudget => Outcome::SkippedOverBudget,
-            Verdict::NotBefore(not_before) => Outcome::Deferred { not_before },
-            Verdict::AwaitingFacts => return None,
         };
         let record = ActionRecord {
             time: self.now(),
@@ -596,8 +658,8 @@ impl Engine {
         };
         if !matches!(record.outcome, Outcome::Deferred { .. }) {
             self.inner.metrics.count_action(
-                &policy.key.namespace,
-                &policy.key.name,
+                &run.policy.key.namespace,
+                &run.policy.key.name,
                 &record.rule,
                 record.action,
                 record.outcome.label(),
@@ -607,35 +669,84 @@ impl Engine {
     }
 }
 
-enum Fact {
-    PipelineJobs(u64, Vec<Job>),
-    LogTail(u64, String),
+/// What one policy run shares between its projects.
+struct PolicyRun {
+    client: GitLabClient,
+    instance: String,
+    policy: Arc<CompiledPolicy>,
+    now: Timestamp,
+    dry_run: bool,
+    allowance: Allowance,
 }
 
-/// What is known of one project during a run.
-struct ProjectFacts {
+/// The actions a run may still take, shared by the projects it runs concurrently.
+struct Allowance {
+    budget: Budget,
+    left: AtomicU32,
+}
+
+impl Allowance {
+    fn new(budget: Budget) -> Allowance {
+        Allowance {
+            left: AtomicU32::new(budget.allowance()),
+            budget,
+        }
+    }
+
+    /// The budget to decide one project with: what is left of the run's.
+    fn budget(&self) -> Budget {
+        let left = self.left.load(Ordering::SeqCst);
+        Budget {
+            remaining_this_run: self.budget.remaining_this_run.min(left),
+            remaining_this_hour: self.budget.remaining_this_hour.min(left),
+        }
+    }
+
+    /// Takes one action from the allowance; false when none is left.
+    fn take(&self) -> bool {
+        self.left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// What one project contributed to a policy run.
+struct ProjectRun {
     project: ProjectRef,
-    jobs: Vec<Job>,
-    pipeline_jobs: HashMap<u64, Vec<Job>>,
-    log_tails: HashMap<u64, String>,
+    observe_error: Option<GitLabError>,
+    jobs_seen: usize,
+    actions: Vec<ActionRecord>,
+    fact_failures: Vec<ProjectFailure>,
 }
 
-impl ProjectFacts {
-    fn new(project: ProjectRef, jobs: Vec<Job>) -> Self {
-        ProjectFacts {
-            project,
-            jobs,
-            pipeline_jobs: HashMap::new(),
-            log_tails: HashMap::new(),
+impl ProjectRun {
+    fn new(project: &ProjectRef) -> ProjectRun {
+        ProjectRun {
+            project: project.clone(),
+            observe_error: None,
+            jobs_seen: 0,
+            actions: Vec::new(),
+            fact_failures: Vec::new(),
         }
     }
+}
 
-    fn view(&self) -> Observation<'_> {
-        Observation {
-            project: &self.project,
-            jobs: &self.jobs,
-            pipeline_jobs: &self.pipeline_jobs,
-            log_tails: &self.log_tails,
+impl ProjectFailure {
+    fn of(project: &ProjectRef, err: &GitLabError) -> ProjectFailure {
+        ProjectFailure {
+            project: project.clone(),
+            kind: err.kind(),
+            message: err.to_string(),
         }
     }
+}
+
+/// The key of a GitLab instance: its URL without a trailing slash.
+fn instance_key(url: &url::Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+enum Fact {
+    PipelineJobs(u64, Vec<JobWire>),
+    LogTail(u64, String),
 }

@@ -12,6 +12,7 @@ use crate::gitlab::pagination::{PaginationMode, paginate};
 use bytes::Bytes;
 use futures::Stream;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::AsyncWrite;
 use url::Url;
 
@@ -95,6 +96,16 @@ impl GitLabClient {
         project: &ProjectRef,
         query: &ListJobsQuery,
     ) -> impl Stream<Item = Result<Job, GitLabError>> + Send + 'static {
+        self.list_project_jobs_as(project, query)
+    }
+
+    /// [`list_project_jobs`](Self::list_project_jobs), items decoded as `T` (e.g. a
+    /// [`JobWire`](crate::gitlab::records::JobWire), which skips what it does not keep).
+    pub fn list_project_jobs_as<T: DeserializeOwned + Send + 'static>(
+        &self,
+        project: &ProjectRef,
+        query: &ListJobsQuery,
+    ) -> impl Stream<Item = Result<T, GitLabError>> + Send + 'static {
         let mut q = Query::new();
         push_scopes(&mut q, &query.scopes);
         query.pagination.apply(&mut q);
@@ -116,6 +127,17 @@ impl GitLabClient {
         scopes: &[JobStatus],
         include_retried: bool,
     ) -> impl Stream<Item = Result<Job, GitLabError>> + Send + 'static {
+        self.list_pipeline_jobs_as(project, pipeline_id, scopes, include_retried)
+    }
+
+    /// [`list_pipeline_jobs`](Self::list_pipeline_jobs), items decoded as `T`.
+    pub fn list_pipeline_jobs_as<T: DeserializeOwned + Send + 'static>(
+        &self,
+        project: &ProjectRef,
+        pipeline_id: u64,
+        scopes: &[JobStatus],
+        include_retried: bool,
+    ) -> impl Stream<Item = Result<T, GitLabError>> + Send + 'static {
         let mut q = Query::new();
         push_scopes(&mut q, scopes);
         if include_retried {
@@ -153,6 +175,16 @@ impl GitLabClient {
 
     /// `GET /projects/:id/jobs/:job_id`.
     pub async fn get_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
+        self.get_job_as(project, job_id).await
+    }
+
+    /// [`get_job`](Self::get_job), decoded as `T` (e.g. a
+    /// [`JobWire`](crate::gitlab::records::JobWire), which skips what it does not keep).
+    pub async fn get_job_as<T: DeserializeOwned>(
+        &self,
+        project: &ProjectRef,
+        job_id: u64,
+    ) -> Result<T, GitLabError> {
         let url = self.api_url(&job_path(project, job_id), &Query::new())?;
         self.get_json(Endpoint::GET_JOB, &url).await
     }

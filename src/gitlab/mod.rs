@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod models;
 pub mod pagination;
 pub mod ratelimit;
+pub mod records;
 pub mod telemetry;
 
 pub use auth::Credential;

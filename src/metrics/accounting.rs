@@ -7,7 +7,7 @@
 //!
 //! # What is counted
 //! * **Queue time**: once per job whose `started_at` is at or after `process_start` and whose
-//!   `queued_duration` is known (GitLab 13.x and later).
+//!   queued time is known (GitLab's `queued_duration`, 13.x and later).
 //! * **Failure**: once per job with status `failed` whose `finished_at` is at or after
 //!   `process_start`.
 //!
@@ -31,7 +31,8 @@
 //!   smallest ids are evicted and the mark is raised above them, so an evicted job is never
 //!   counted twice — at worst, under that much pressure, the end of a very old job is not counted.
 
-use crate::gitlab::models::{Job, JobStatus};
+use crate::gitlab::models::JobStatus;
+use crate::gitlab::records::JobRecord;
 use jiff::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 
@@ -114,7 +115,12 @@ impl JobAccounting {
     /// Feeds one snapshot of a job of `project` and returns what to record for it now.
     /// `process_start` is when this process began observing (see the module docs); pass the same
     /// value for the life of the process.
-    pub fn observe(&mut self, project: &str, job: &Job, process_start: Timestamp) -> JobEvents {
+    pub fn observe(
+        &mut self,
+        project: &str,
+        job: &JobRecord,
+        process_start: Timestamp,
+    ) -> JobEvents {
         let max_ids = self.max_ids_per_project;
         if !self.ledgers.contains_key(project) {
             self.ledgers.insert(project.to_owned(), Ledger::default());
@@ -138,8 +144,9 @@ impl JobAccounting {
             seen.failure_counted = true;
             events.failure_reason = Some(
                 job.failure_reason
-                    .clone()
-                    .unwrap_or_else(|| crate::metrics::UNKNOWN_FAILURE_REASON.to_owned()),
+                    .as_deref()
+                    .unwrap_or(crate::metrics::UNKNOWN_FAILURE_REASON)
+                    .to_owned(),
             );
         }
         seen.alive = !job.status.is_completed();
@@ -211,17 +218,16 @@ impl Ledger {
 
 /// The job's queue time, if it started at or after `process_start` and GitLab reports a sane
 /// `queued_duration`.
-fn queued_seconds_since(job: &Job, process_start: Timestamp) -> Option<f64> {
+fn queued_seconds_since(job: &JobRecord, process_start: Timestamp) -> Option<f64> {
     let started_at = job.started_at?;
     if started_at < process_start {
         return None;
     }
-    job.queued_duration
-        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+    job.queued_seconds(started_at)
 }
 
 /// True if the job failed at or after `process_start`.
-fn failed_since(job: &Job, process_start: Timestamp) -> bool {
+fn failed_since(job: &JobRecord, process_start: Timestamp) -> bool {
     job.status == JobStatus::Failed
         && job
             .finished_at

@@ -7,7 +7,8 @@ use super::duration::parse_go_duration;
 use super::reasons::FailureReasonSet;
 use super::window::{ClockTime, Window};
 use crate::crd::{self, JobFilter, JobPolicySpec, Limits, RuleMatch, SecretKeyRef};
-use crate::gitlab::models::{Job, JobStatus, ProjectRef};
+use crate::gitlab::models::{JobStatus, ProjectRef};
+use crate::gitlab::records::JobRecord;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use jiff::SignedDuration;
 use regex::{Regex, RegexBuilder};
@@ -102,7 +103,7 @@ pub struct JobGlobs {
 
 impl JobGlobs {
     /// True when the job passes every list.
-    pub fn matches(&self, job: &Job) -> bool {
+    pub fn matches(&self, job: &JobRecord) -> bool {
         let pass =
             |list: &Option<GlobList>, value: &str| list.as_ref().is_none_or(|l| l.matches(value));
         pass(&self.refs, &job.git_ref)

@@ -25,23 +25,13 @@
 
 use super::compile::{CompiledPolicy, CompiledRule, RuleAction};
 use super::duration::HumanDuration;
+use super::observation::{Observation, ProjectJobs};
 use crate::crd::{ActionKind, Limits};
-use crate::gitlab::models::{Job, JobStatus, ProjectRef};
+use crate::gitlab::models::{JobStatus, ProjectRef};
+use crate::gitlab::records::JobRecord;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-
-/// What the engine knows about one project of the policy.
-#[derive(Debug, Clone, Copy)]
-pub struct Observation<'a> {
-    pub project: &'a ProjectRef,
-    /// The project's jobs (newest first); may include retried attempts.
-    pub jobs: &'a [Job],
-    /// Job lists of pipelines by pipeline id, fetched with `include_retried=true`.
-    pub pipeline_jobs: &'a HashMap<u64, Vec<Job>>,
-    /// The tail of job logs by job id.
-    pub log_tails: &'a HashMap<u64, String>,
-}
 
 /// A piece of data `decide` needs before it can decide about some job.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -260,12 +250,11 @@ fn evaluate(
     let mut seen_jobs = HashSet::new();
     let mut out = Vec::new();
     for obs in observations {
-        let index = ProjectIndex::new(obs.jobs);
-        for job in obs.jobs {
-            if !seen_jobs.insert(job.id) || !policy.filter.matches(job) {
+        for job in obs.jobs.newest_first() {
+            if !seen_jobs.insert((obs.project, job.id)) || !policy.filter.matches(job) {
                 continue;
             }
-            if let Some(eval) = evaluate_job(policy, obs, &index, job, now) {
+            if let Some(eval) = evaluate_job(policy, obs, job, now) {
                 out.push(eval);
             }
         }
@@ -273,60 +262,45 @@ fn evaluate(
     out
 }
 
-/// Lookups over the project job list, built once per observation.
-struct ProjectIndex<'o> {
-    /// `(tag, ref, job name)` → the newest pipeline with a job of that name on that ref.
-    newest_pipeline: HashMap<(bool, &'o str, &'o str), u64>,
-    /// `(pipeline, job name)` → the newest attempt visible in the project list.
-    newest_attempt: HashMap<(u64, &'o str), u64>,
-}
-
-impl<'o> ProjectIndex<'o> {
-    fn new(jobs: &'o [Job]) -> ProjectIndex<'o> {
-        let mut newest_pipeline: HashMap<(bool, &str, &str), u64> = HashMap::new();
-        let mut newest_attempt: HashMap<(u64, &str), u64> = HashMap::new();
-        for job in jobs {
-            let p = newest_pipeline
-                .entry((job.tag, job.git_ref.as_str(), job.name.as_str()))
-                .or_insert(job.pipeline.id);
-            *p = (*p).max(job.pipeline.id);
-            let a = newest_attempt
-                .entry((job.pipeline.id, job.name.as_str()))
-                .or_insert(job.id);
-            *a = (*a).max(job.id);
-        }
-        ProjectIndex {
-            newest_pipeline,
-            newest_attempt,
-        }
+/// True when some rule of `policy` may act on `job`, now or later: it passes `spec.jobs`, and
+/// the conditions of a rule that only the job's own fields decide hold, and the rule's action
+/// can still apply to it. Conditions of time (`olderThan`, windows, `artifactsExpireWithin`),
+/// of the pipeline and of the log may come to hold later and are taken to hold. The engine keeps
+/// a finished job only while this is true for a policy that watches its project.
+pub fn may_act_on(policy: &CompiledPolicy, jobs: &ProjectJobs, job: &JobRecord) -> bool {
+    if policy.suspend || !policy.filter.matches(job) {
+        return false;
     }
-
-    fn newer_pipeline(&self, job: &Job) -> Option<u64> {
-        self.newest_pipeline
-            .get(&(job.tag, job.git_ref.as_str(), job.name.as_str()))
-            .copied()
-            .filter(|p| *p > job.pipeline.id)
-    }
-
-    fn newer_attempt_visible(&self, job: &Job) -> bool {
-        self.newest_attempt
-            .get(&(job.pipeline.id, job.name.as_str()))
-            .is_some_and(|id| *id > job.id)
-    }
+    policy.rules.iter().any(|rule| {
+        let c = &rule.conditions;
+        let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
+            job.status == JobStatus::Failed
+                && job
+                    .failure_reason
+                    .as_deref()
+                    .is_some_and(|r| reasons.matches(r))
+        });
+        (c.statuses.is_empty() || c.statuses.contains(&job.status))
+            && reason_ok
+            && c.globs.matches(job)
+            && c.tag.is_none_or(|tag| job.tag == tag)
+            && c.allow_failure.is_none_or(|a| job.allow_failure == a)
+            && action_applies_to_job(&rule.action, job, jobs)
+    })
 }
 
 fn evaluate_job(
     policy: &CompiledPolicy,
     obs: &Observation<'_>,
-    index: &ProjectIndex<'_>,
-    job: &Job,
+    job: &JobRecord,
     now: Timestamp,
 ) -> Option<Evaluation> {
+    let index = obs.jobs;
     let evaluation = |rule_index: usize, why: Vec<String>, state: State| Evaluation {
         project: obs.project.clone(),
         job_id: job.id,
-        job_name: job.name.clone(),
-        pipeline_id: job.pipeline.id,
+        job_name: job.name.to_string(),
+        pipeline_id: job.pipeline_id,
         created_at: job.created_at,
         rule_index,
         reason: why.join("; "),
@@ -347,14 +321,14 @@ fn evaluate_job(
         let needs_pipeline = !rule.conditions.stages_succeeded.is_empty()
             || matches!(rule.action, RuleAction::Retry { .. });
         if needs_pipeline {
-            let Some(pipeline_jobs) = obs.pipeline_jobs.get(&job.pipeline.id) else {
+            let Some(pipeline_jobs) = obs.pipeline_jobs.get(&job.pipeline_id) else {
                 why.push(format!(
                     "waiting for the job list of pipeline #{}",
-                    job.pipeline.id
+                    job.pipeline_id
                 ));
                 let fact = FactRequest::PipelineJobs {
                     project: obs.project.clone(),
-                    pipeline_id: job.pipeline.id,
+                    pipeline_id: job.pipeline_id,
                 };
                 return Some(evaluation(rule_index, why, State::Awaiting(fact)));
             };
@@ -432,7 +406,7 @@ fn evaluate_job(
 
 /// Says (at debug level) why a rule whose cheaper conditions matched a job did not apply after
 /// all: these are the cases an operator may wonder about ("why was this job not retried?").
-fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &Job, why: &str) {
+fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &JobRecord, why: &str) {
     tracing::debug!(
         policy = %policy.key,
         rule = %rule.name,
@@ -445,8 +419,8 @@ fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &Job, why: &str) {
 /// Tier-0 conditions. `Some(reasons)` when all hold.
 fn cheap_conditions(
     rule: &CompiledRule,
-    job: &Job,
-    index: &ProjectIndex<'_>,
+    job: &JobRecord,
+    index: &ProjectJobs,
     now: Timestamp,
 ) -> Option<Vec<String>> {
     let c = &rule.conditions;
@@ -549,20 +523,19 @@ fn cheap_conditions(
 }
 
 /// The action's own preconditions that the job's fields decide.
-fn action_applies_to_job(action: &RuleAction, job: &Job, index: &ProjectIndex<'_>) -> bool {
-    let archived = job.archived == Some(true);
+fn action_applies_to_job(action: &RuleAction, job: &JobRecord, index: &ProjectJobs) -> bool {
     match action {
         RuleAction::Retry { .. } => {
             matches!(
                 job.status,
                 JobStatus::Success | JobStatus::Failed | JobStatus::Canceled
-            ) && job.erased_at.is_none()
-                && !archived
-                && !index.newer_attempt_visible(job)
+            ) && !job.erased
+                && !job.archived
+                && !index.newer_attempt_seen(job)
         }
         RuleAction::Cancel => job.status.is_cancelable(),
         RuleAction::Play { .. } => {
-            matches!(job.status, JobStatus::Manual | JobStatus::Scheduled) && !archived
+            matches!(job.status, JobStatus::Manual | JobStatus::Scheduled) && !job.archived
         }
         RuleAction::KeepArtifacts => job.artifacts_expire_at.is_some(),
     }
@@ -570,10 +543,10 @@ fn action_applies_to_job(action: &RuleAction, job: &Job, index: &ProjectIndex<'_
 
 /// The attempt number of `job` (1 for the first run), or `None` when a newer attempt exists.
 /// Attempts are the jobs of the same name in the pipeline, retried ones included.
-fn retry_attempt(job: &Job, pipeline_jobs: &[Job]) -> Option<u32> {
+fn retry_attempt(job: &JobRecord, pipeline_jobs: &[JobRecord]) -> Option<u32> {
     let mut ids: HashSet<u64> = HashSet::from([job.id]);
     for other in pipeline_jobs {
-        if other.name == job.name && other.pipeline.id == job.pipeline.id {
+        if other.name == job.name && other.pipeline_id == job.pipeline_id {
             if other.id > job.id {
                 return None;
             }
@@ -585,23 +558,27 @@ fn retry_attempt(job: &Job, pipeline_jobs: &[Job]) -> Option<u32> {
 
 /// Checks `pipeline.stagesSucceeded`: every latest job of each stage succeeded. `Err` says why
 /// not (a stage without jobs does not count as succeeded).
-fn stages_succeeded(stages: &[String], job: &Job, pipeline_jobs: &[Job]) -> Result<String, String> {
-    let mut latest: HashMap<&str, &Job> = HashMap::new();
+fn stages_succeeded(
+    stages: &[String],
+    job: &JobRecord,
+    pipeline_jobs: &[JobRecord],
+) -> Result<String, String> {
+    let mut latest: HashMap<&str, &JobRecord> = HashMap::new();
     for j in pipeline_jobs
         .iter()
-        .filter(|j| j.pipeline.id == job.pipeline.id)
+        .filter(|j| j.pipeline_id == job.pipeline_id)
     {
-        let entry = latest.entry(j.name.as_str()).or_insert(j);
+        let entry = latest.entry(&j.name).or_insert(j);
         if j.id > entry.id {
             *entry = j;
         }
     }
     for stage in stages {
-        let mut jobs = latest.values().filter(|j| &j.stage == stage).peekable();
+        let mut jobs = latest.values().filter(|j| *j.stage == **stage).peekable();
         if jobs.peek().is_none() {
             return Err(format!(
                 "stage {stage} has no jobs in pipeline #{}",
-                job.pipeline.id
+                job.pipeline_id
             ));
         }
         if let Some(not_ok) = jobs.find(|j| j.status != JobStatus::Success) {
@@ -614,7 +591,7 @@ fn stages_succeeded(stages: &[String], job: &Job, pipeline_jobs: &[Job]) -> Resu
     Ok(format!(
         "stages {} succeeded in pipeline #{}",
         stages.join(", "),
-        job.pipeline.id
+        job.pipeline_id
     ))
 }
 
@@ -626,13 +603,12 @@ mod tests;
 /// began with. A pending job counts from when it was queued (`queued_duration`), a running one
 /// from when it started, anything else from its creation. So a manual job that was just played,
 /// or a job that was just re-queued, is not "old" because its record is.
-fn time_in_current_state(job: &Job, now: Timestamp) -> (SignedDuration, &'static str) {
+fn time_in_current_state(job: &JobRecord, now: Timestamp) -> (SignedDuration, &'static str) {
     let since_created = (now.duration_since(job.created_at), "created");
     match job.status {
         JobStatus::Pending => job
-            .queued_duration
-            .and_then(|s| SignedDuration::try_from_secs_f64(s).ok())
-            .map_or(since_created, |d| (d, "queued")),
+            .queued_at
+            .map_or(since_created, |t| (now.duration_since(t), "queued")),
         JobStatus::Running => job
             .started_at
             .map_or(since_created, |t| (now.duration_since(t), "started")),

@@ -133,10 +133,10 @@ fn older_than_counts_a_pending_job_from_when_it_was_queued() {
     );
     let mut just_played = job(1, 10, "deploy", Pending);
     just_played.created_at = now() - mins(180);
-    just_played.queued_duration = Some(60.0);
+    just_played.queued_at = Some(now() - mins(1));
     let mut queued_long = job(2, 11, "build", Pending);
     queued_long.created_at = now() - mins(180);
-    queued_long.queued_duration = Some(40.0 * 60.0);
+    queued_long.queued_at = Some(now() - mins(40));
     let mut just_started = job(3, 12, "test", Running);
     just_started.created_at = now() - mins(180);
     just_started.started_at = Some(now() - mins(2));
@@ -290,9 +290,11 @@ fn log_pattern_is_checked_last_and_needs_the_log() {
         failed(3, 12, "c", "script_failure"),
     ];
     let w = World::new(jobs.clone());
+    // Jobs are evaluated newest first.
     assert_eq!(
         needed(&p, &w, now()),
         (1..=3)
+            .rev()
             .map(|job_id| FactRequest::LogTail {
                 project: ProjectRef::Id(1),
                 job_id
@@ -347,9 +349,9 @@ fn retry_never_touches_an_old_attempt_even_when_the_project_list_hides_the_new_o
 fn retry_needs_a_retryable_job() {
     let p = policy("rules: [{name: r, match: {}, retry: {limit: 5}}]");
     let mut erased = failed(1, 10, "a", "script_failure");
-    erased.erased_at = Some(now());
+    erased.erased = true;
     let mut archived = failed(2, 11, "b", "script_failure");
-    archived.archived = Some(true);
+    archived.archived = true;
     let w = World::new(vec![
         erased,
         archived,
@@ -371,7 +373,7 @@ fn backoff_grows_by_factor_and_is_capped() {
     let finished = now() - mins(60) + mins(5);
     // attempt n of rspec finished at `finished`; delays 1m, 2m, 3m (capped from 4m).
     for (attempts, delay) in [(1u64, 1), (2, 2), (3, 3), (4, 3)] {
-        let jobs: Vec<Job> = (1..=attempts)
+        let jobs: Vec<JobRecord> = (1..=attempts)
             .map(|id| failed(id, 10, "rspec", "runner_system_failure"))
             .collect();
         let w = World::new(jobs);
@@ -411,7 +413,7 @@ fn backoff_example_from_the_design() {
 fn cancel_only_cancelable_jobs() {
     let p = policy("rules: [{name: r, match: {}, cancel: {}}]");
     let statuses = JobStatus::KNOWN;
-    let jobs: Vec<Job> = statuses
+    let jobs: Vec<JobRecord> = statuses
         .iter()
         .enumerate()
         .map(|(i, s)| job(i as u64 + 1, 100 + i as u64, "j", s.clone()))
@@ -438,7 +440,7 @@ fn cancel_only_cancelable_jobs() {
 fn play_only_manual_or_scheduled_jobs() {
     let p = policy("rules: [{name: r, match: {}, play: {}}]");
     let mut archived = job(4, 13, "d", Manual);
-    archived.archived = Some(true);
+    archived.archived = true;
     let w = World::new(vec![
         job(1, 10, "a", Manual),
         job(2, 11, "b", Scheduled),
@@ -487,7 +489,7 @@ fn a_rule_whose_action_cannot_apply_does_not_claim_the_job() {
 #[test]
 fn budget_per_run_and_per_hour() {
     let p = policy(CANCEL_PENDING);
-    let jobs: Vec<Job> = (1..=5).map(|i| job(i, 10 + i, "a", Pending)).collect();
+    let jobs: Vec<JobRecord> = (1..=5).map(|i| job(i, 10 + i, "a", Pending)).collect();
     let w = World::new(jobs);
     let verdicts = |budget: Budget| -> Vec<Verdict> {
         decide(&p, &[w.observation()], now(), &budget)
@@ -630,18 +632,18 @@ fn facts_are_requested_only_for_candidates_and_once() {
             pipeline_id: 10
         }]
     );
-    // With the pipeline known, the logs of the two candidates.
-    let w = World::new(w.jobs.clone());
+    // With the pipeline known, the logs of the two candidates, newest first.
+    let w = World::new(w.jobs.newest_first().cloned().collect());
     assert_eq!(
         needed(&p, &w, now()),
         vec![
             FactRequest::LogTail {
                 project: ProjectRef::Id(1),
-                job_id: 1
+                job_id: 2
             },
             FactRequest::LogTail {
                 project: ProjectRef::Id(1),
-                job_id: 2
+                job_id: 1
             },
         ]
     );
@@ -686,7 +688,7 @@ fn facts_follow_the_next_rule_when_an_expensive_condition_fails() {
                 FactRequest::PipelineJobs { pipeline_id, .. } => {
                     let list = jobs
                         .iter()
-                        .filter(|j| j.pipeline.id == pipeline_id)
+                        .filter(|j| j.pipeline_id == pipeline_id)
                         .cloned()
                         .collect();
                     w.pipeline_jobs.insert(pipeline_id, list);
@@ -727,7 +729,7 @@ mod properties {
     const STATUSES: [JobStatus; 6] = [Failed, Success, Canceled, Pending, Running, Manual];
 
     /// Jobs with ids in creation order, in a few pipelines, several attempts per name.
-    fn arb_jobs() -> impl Strategy<Value = Vec<Job>> {
+    fn arb_jobs() -> impl Strategy<Value = Vec<JobRecord>> {
         prop::collection::vec(
             (0u64..4, 0usize..3, 0usize..6, 0i64..240, any::<bool>()),
             1..40,
@@ -789,7 +791,7 @@ mod properties {
                 if d.action == Action::Retry {
                     let retried = jobs.iter().find(|j| j.id == d.job_id).unwrap();
                     let newer = jobs.iter().any(|j| j.name == retried.name
-                        && j.pipeline.id == retried.pipeline.id && j.id > retried.id);
+                        && j.pipeline_id == retried.pipeline_id && j.id > retried.id);
                     prop_assert!(!newer, "retried a non-latest attempt: job {}", d.job_id);
                 }
             }

@@ -4,6 +4,7 @@
 pub mod compile;
 pub mod decide;
 pub mod duration;
+pub mod observation;
 pub mod reasons;
 pub mod window;
 
@@ -15,5 +16,6 @@ pub use compile::{
     SpecErrors, compile,
 };
 pub use decide::{
-    Action, Budget, Decision, FactRequest, Observation, Verdict, decide, facts_needed,
+    Action, Budget, Decision, FactRequest, Verdict, decide, facts_needed, may_act_on,
 };
+pub use observation::{Observation, ProjectJobs};

@@ -1,9 +1,12 @@
 //! Builders shared by the policy unit tests.
 
 use super::compile::{CompiledPolicy, PolicyKey, compile};
-use super::decide::{Budget, Decision, FactRequest, Observation, decide, facts_needed};
+use super::decide::{Budget, Decision, FactRequest, decide, facts_needed};
+use super::observation::Observation;
+use super::observation::ProjectJobs;
 use crate::crd::JobPolicySpec;
-use crate::gitlab::models::{Job, JobStatus, PipelineBasic, ProjectRef};
+use crate::gitlab::models::{JobStatus, ProjectRef};
+use crate::gitlab::records::JobRecord;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::HashMap;
 
@@ -24,54 +27,31 @@ pub fn mins(m: i64) -> SignedDuration {
 
 /// A job created an hour before [`NOW`] on `main`, stage `test`; finished jobs finished five
 /// minutes after creation.
-pub fn job(id: u64, pipeline: u64, name: &str, status: JobStatus) -> Job {
+pub fn job(id: u64, pipeline: u64, name: &str, status: JobStatus) -> JobRecord {
     let created_at = now() - mins(60);
     let finished_at = status.is_completed().then(|| created_at + mins(5));
-    Job {
+    JobRecord {
         id,
+        pipeline_id: pipeline,
         status,
-        stage: "test".into(),
         name: name.into(),
+        stage: "test".into(),
         git_ref: "main".into(),
-        tag: false,
-        coverage: None,
-        allow_failure: false,
+        failure_reason: None,
         created_at,
         started_at: None,
         finished_at,
-        erased_at: None,
-        duration: None,
-        queued_duration: None,
-        user: None,
-        commit: None,
-        pipeline: PipelineBasic {
-            id: pipeline,
-            iid: None,
-            project_id: Some(1),
-            sha: None,
-            git_ref: Some("main".into()),
-            status: None,
-            source: None,
-            created_at: None,
-            updated_at: None,
-            web_url: None,
-        },
-        failure_reason: None,
-        web_url: None,
-        project: None,
-        artifacts_file: None,
-        artifacts: Vec::new(),
-        runner: None,
-        runner_manager: None,
+        queued_at: None,
         artifacts_expire_at: None,
-        archived: None,
-        tag_list: Vec::new(),
-        downstream_pipeline: None,
+        tag: false,
+        allow_failure: false,
+        erased: false,
+        archived: false,
     }
 }
 
 /// A failed job with a failure reason.
-pub fn failed(id: u64, pipeline: u64, name: &str, reason: &str) -> Job {
+pub fn failed(id: u64, pipeline: u64, name: &str, reason: &str) -> JobRecord {
     let mut j = job(id, pipeline, name, JobStatus::Failed);
     j.failure_reason = Some(reason.into());
     j
@@ -89,18 +69,18 @@ pub fn policy(rest: &str) -> CompiledPolicy {
 /// One project's state, as GitLab would report it.
 pub struct World {
     pub project: ProjectRef,
-    pub jobs: Vec<Job>,
-    pub pipeline_jobs: HashMap<u64, Vec<Job>>,
+    pub jobs: ProjectJobs,
+    pub pipeline_jobs: HashMap<u64, Vec<JobRecord>>,
     pub log_tails: HashMap<u64, String>,
 }
 
 impl World {
     /// A project whose pipeline job lists are all known (derived from `jobs`).
-    pub fn new(jobs: Vec<Job>) -> World {
+    pub fn new(jobs: Vec<JobRecord>) -> World {
         let mut w = World::without_facts(jobs);
-        for j in &w.jobs {
+        for j in w.jobs.newest_first() {
             w.pipeline_jobs
-                .entry(j.pipeline.id)
+                .entry(j.pipeline_id)
                 .or_default()
                 .push(j.clone());
         }
@@ -108,10 +88,10 @@ impl World {
     }
 
     /// A project of which only the job list is known.
-    pub fn without_facts(jobs: Vec<Job>) -> World {
+    pub fn without_facts(jobs: Vec<JobRecord>) -> World {
         World {
             project: ProjectRef::Id(1),
-            jobs,
+            jobs: jobs.into_iter().collect(),
             pipeline_jobs: HashMap::new(),
             log_tails: HashMap::new(),
         }

@@ -401,7 +401,7 @@ def test_a_policy_is_reconciled_and_reports_what_it_did(kube: Kube, controller: 
     ready = ready_condition(policy)
     assert ready is not None
     assert (ready["status"], ready["reason"]) == ("True", "Reconciled"), ready
-    assert re.fullmatch(r"2 projects, \d+ jobs seen", ready["message"]), ready["message"]
+    assert re.fullmatch(r"2 projects, \d+ jobs tracked", ready["message"]), ready["message"]
     assert ready["lastTransitionTime"]
     assert status["observedGeneration"] == policy["metadata"]["generation"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", status["lastSyncTime"])

@@ -1,4 +1,5 @@
 use super::*;
+use crate::gitlab::records::{JobWire, Names};
 use proptest::prelude::*;
 
 const PROJECT: &str = "platform/api";
@@ -22,8 +23,8 @@ fn job(
     finished: Option<i64>,
     queued: Option<f64>,
     failure_reason: Option<&str>,
-) -> Job {
-    serde_json::from_value(serde_json::json!({
+) -> JobRecord {
+    let wire: JobWire = serde_json::from_value(serde_json::json!({
         "id": id,
         "status": status,
         "stage": "test",
@@ -36,18 +37,19 @@ fn job(
         "failure_reason": failure_reason,
         "pipeline": {"id": 1},
     }))
-    .expect("valid test job")
+    .expect("valid test job");
+    JobRecord::from_wire(wire, at(0), &mut Names::default())
 }
 
-fn pending(id: u64) -> Job {
+fn pending(id: u64) -> JobRecord {
     job(id, "pending", None, None, None, None)
 }
 
-fn running(id: u64, started: i64, queued: f64) -> Job {
+fn running(id: u64, started: i64, queued: f64) -> JobRecord {
     job(id, "running", Some(started), None, Some(queued), None)
 }
 
-fn failed(id: u64, started: i64, finished: i64, queued: f64, reason: Option<&str>) -> Job {
+fn failed(id: u64, started: i64, finished: i64, queued: f64, reason: Option<&str>) -> JobRecord {
     job(
         id,
         "failed",
@@ -58,7 +60,7 @@ fn failed(id: u64, started: i64, finished: i64, queued: f64, reason: Option<&str
     )
 }
 
-fn succeeded(id: u64, started: i64, finished: i64, queued: f64) -> Job {
+fn succeeded(id: u64, started: i64, finished: i64, queued: f64) -> JobRecord {
     job(
         id,
         "success",
@@ -69,12 +71,12 @@ fn succeeded(id: u64, started: i64, finished: i64, queued: f64) -> Job {
     )
 }
 
-fn manual(id: u64) -> Job {
+fn manual(id: u64) -> JobRecord {
     job(id, "manual", None, None, None, None)
 }
 
 /// Feeds the snapshots and collects every non-empty result.
-fn feed(accounting: &mut JobAccounting, jobs: &[Job]) -> Vec<JobEvents> {
+fn feed(accounting: &mut JobAccounting, jobs: &[JobRecord]) -> Vec<JobEvents> {
     jobs.iter()
         .map(|j| accounting.observe(PROJECT, j, process_start()))
         .filter(|events| !events.is_empty())
@@ -204,7 +206,7 @@ fn a_retry_is_a_new_job_and_is_counted_again() {
 #[test]
 fn pruning_forgets_settled_jobs_and_never_counts_them_again() {
     let mut accounting = JobAccounting::new();
-    let jobs: Vec<Job> = (100..110)
+    let jobs: Vec<JobRecord> = (100..110)
         .map(|id| failed(id, 1, 2, 1.0, Some("script_failure")))
         .collect();
     assert_eq!(feed(&mut accounting, &jobs).len(), 10);
@@ -271,12 +273,12 @@ fn a_manual_job_below_the_mark_is_still_counted_when_played() {
 #[test]
 fn the_cap_bounds_memory_and_evicted_jobs_are_not_counted_twice() {
     let mut accounting = JobAccounting::with_max_ids_per_project(3);
-    let jobs: Vec<Job> = (1..=5).map(|id| running(id, 1, 1.0)).collect();
+    let jobs: Vec<JobRecord> = (1..=5).map(|id| running(id, 1, 1.0)).collect();
     assert_eq!(feed(&mut accounting, &jobs).len(), 5);
     assert_eq!(accounting.tracked_ids(PROJECT), 3);
 
     // Ids 1 and 2 were evicted (the smallest); the rest are remembered.
-    let finished: Vec<Job> = (1..=5)
+    let finished: Vec<JobRecord> = (1..=5)
         .map(|id| succeeded(id, 1, 9, 1.0))
         .chain((1..=5).map(|id| running(id, 1, 1.0)))
         .collect();
@@ -349,7 +351,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// The snapshot of job `id` in one of its phases. Every job starts 1 s after the process start.
-fn snapshot(id: u64, phase: u8) -> Job {
+fn snapshot(id: u64, phase: u8) -> JobRecord {
     match phase {
         0 => pending(id),
         1 => running(id, 1, 2.0),

@@ -442,7 +442,7 @@ async fn a_run_patches_ready_counters_and_recent_actions_and_records_an_event_pe
         (ready["status"].as_str(), ready["reason"].as_str()),
         (Some("True"), Some("Reconciled"))
     );
-    assert_eq!(ready["message"], "1 project, 1 job seen");
+    assert_eq!(ready["message"], "1 project, 1 job tracked");
     assert_eq!(status["lastSyncTime"], "2026-11-23T10:00:00Z");
     assert_eq!(status["counters"]["retried"], 1);
     let recent = &status["recentActions"][0];

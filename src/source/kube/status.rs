@@ -270,10 +270,10 @@ pub fn action_kind(name: &str) -> Option<ActionKind> {
     .find(|kind| kind.as_str() == name)
 }
 
-/// "3 projects, 412 jobs seen", plus the dry-run mode and the projects that failed.
+/// "3 projects, 412 jobs tracked", plus the dry-run mode and the projects that failed.
 pub fn run_summary(report: &RunReport) -> String {
     let mut message = format!(
-        "{} {}, {} {} seen",
+        "{} {}, {} {} tracked",
         report.projects,
         plural(report.projects, "project", "projects"),
         report.jobs_seen,

@@ -51,7 +51,7 @@ fn a_first_run_is_ready_with_a_summary_and_the_run_time() {
     let ready = ready_of(&status).expect("a Ready condition");
     assert_eq!(ready.status, "True");
     assert_eq!(ready.reason, "Reconciled");
-    assert_eq!(ready.message, "3 projects, 412 jobs seen");
+    assert_eq!(ready.message, "3 projects, 412 jobs tracked");
     assert_eq!(ready.observed_generation, Some(4));
     assert_eq!(ready.last_transition_time, kube_time(now));
     assert_eq!(status.conditions.len(), 1);
@@ -361,7 +361,7 @@ fn the_summary_mentions_dry_run_and_failed_projects() {
     let mut run = report(now, Vec::new());
     run.projects = 1;
     run.jobs_seen = 1;
-    assert_eq!(run_summary(&run), "1 project, 1 job seen");
+    assert_eq!(run_summary(&run), "1 project, 1 job tracked");
 
     run.projects = 3;
     run.jobs_seen = 40;
@@ -373,7 +373,7 @@ fn the_summary_mentions_dry_run_and_failed_projects() {
     });
     let summary = run_summary(&run);
     assert!(
-        summary.starts_with("3 projects, 40 jobs seen; dry-run"),
+        summary.starts_with("3 projects, 40 jobs tracked; dry-run"),
         "{summary}"
     );
     assert!(

@@ -1,0 +1,258 @@
+//! Compact job records: the part of a GitLab job that jobwarden's decisions and metrics read.
+//!
+//! A job as GitLab sends it is a few KB of JSON (user, commit, runner, runner manager, project,
+//! artifacts…). The engine keeps jobs for as long as a rule may act on them, for thousands of
+//! projects, so it keeps only this record: ids, status, failure reason, name/stage/ref (interned
+//! per project, see [`Names`]), timestamps, and four flags. GitLab's JSON is decoded once,
+//! straight into a [`JobWire`]; fields nobody reads are skipped by serde and never materialised.
+
+use crate::gitlab::models::{Job, JobStatus};
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// An interned string (a job name, stage, ref or failure reason).
+pub type Name = Arc<str>;
+
+/// The fields of a GitLab job (`Entities::Ci::Job`, `JobBasic` or `Bridge`) that a record is
+/// made of, as decoded from GitLab's JSON. Every other field is skipped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct JobWire {
+    pub id: u64,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub stage: String,
+    pub name: String,
+    #[serde(rename = "ref", default)]
+    pub git_ref: String,
+    #[serde(default)]
+    pub tag: bool,
+    #[serde(default)]
+    pub allow_failure: bool,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default)]
+    pub erased_at: Option<Timestamp>,
+    /// Seconds from entering `pending` to start, or to the moment GitLab answered.
+    #[serde(default)]
+    pub queued_duration: Option<f64>,
+    #[serde(default)]
+    pub pipeline: PipelineId,
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+    #[serde(default)]
+    pub artifacts_expire_at: Option<Timestamp>,
+    #[serde(default)]
+    pub archived: Option<bool>,
+}
+
+/// The `pipeline` object of a job, of which only the id is read. Some documentation examples
+/// leave it out; then the id is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PipelineId {
+    pub id: u64,
+}
+
+impl From<&Job> for JobWire {
+    /// The record fields of a fully decoded job (the answer to a retry, cancel or play).
+    fn from(job: &Job) -> JobWire {
+        JobWire {
+            id: job.id,
+            status: job.status.clone(),
+            stage: job.stage.clone(),
+            name: job.name.clone(),
+            git_ref: job.git_ref.clone(),
+            tag: job.tag,
+            allow_failure: job.allow_failure,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            erased_at: job.erased_at,
+            queued_duration: job.queued_duration,
+            pipeline: PipelineId {
+                id: job.pipeline.id,
+            },
+            failure_reason: job.failure_reason.clone(),
+            artifacts_expire_at: job.artifacts_expire_at,
+            archived: job.archived,
+        }
+    }
+}
+
+/// What jobwarden keeps of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: u64,
+    pub pipeline_id: u64,
+    pub status: JobStatus,
+    pub name: Name,
+    pub stage: Name,
+    pub git_ref: Name,
+    /// Only set when the job failed; unknown reasons are kept as they come.
+    pub failure_reason: Option<Name>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// When the job entered `pending`: GitLab's `queued_duration` counted back from its start,
+    /// or, while it still waits, from the moment GitLab answered. So the wait of a pending job
+    /// is known at any later time without listing it again.
+    pub queued_at: Option<Timestamp>,
+    pub artifacts_expire_at: Option<Timestamp>,
+    pub tag: bool,
+    pub allow_failure: bool,
+    pub erased: bool,
+    pub archived: bool,
+}
+
+impl JobRecord {
+    /// The record of a job GitLab described at `observed_at`, its strings interned in `names`.
+    pub fn from_wire(wire: JobWire, observed_at: Timestamp, names: &mut Names) -> JobRecord {
+        let queued_at = wire
+            .queued_duration
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            .and_then(|seconds| SignedDuration::try_from_secs_f64(seconds).ok())
+            .and_then(|waited| match wire.started_at {
+                Some(started) => started.checked_sub(waited).ok(),
+                // Still waiting: counted back from the answer, in whole seconds, so the same
+                // wait listed twice gives the same record.
+                None => {
+                    let at = observed_at.checked_sub(waited).ok()?;
+                    Timestamp::from_second(at.as_second()).ok()
+                }
+            });
+        JobRecord {
+            id: wire.id,
+            pipeline_id: wire.pipeline.id,
+            status: wire.status,
+            name: names.intern(&wire.name),
+            stage: names.intern(&wire.stage),
+            git_ref: names.intern(&wire.git_ref),
+            failure_reason: wire.failure_reason.as_deref().map(|r| names.intern(r)),
+            created_at: wire.created_at,
+            started_at: wire.started_at,
+            finished_at: wire.finished_at,
+            queued_at,
+            artifacts_expire_at: wire.artifacts_expire_at,
+            tag: wire.tag,
+            allow_failure: wire.allow_failure,
+            erased: wire.erased_at.is_some(),
+            archived: wire.archived == Some(true),
+        }
+    }
+
+    /// Seconds the job waited for a runner: until it started, or until `now` while it waits.
+    pub fn queued_seconds(&self, now: Timestamp) -> Option<f64> {
+        let queued_at = self.queued_at?;
+        let until = self.started_at.unwrap_or(now);
+        Some(until.duration_since(queued_at).as_secs_f64().max(0.0))
+    }
+
+    /// True when `newer` describes the same state of the job: nothing a rule or a metric reads
+    /// has changed. A pending job's `queued_at` moves by the rounding of each listing, so it is
+    /// compared only once the job has started.
+    pub fn same_state(&self, newer: &JobRecord) -> bool {
+        let queued_same = self.started_at.is_none() || self.queued_at == newer.queued_at;
+        queued_same
+            && JobRecord {
+                queued_at: self.queued_at,
+                ..newer.clone()
+            } == *self
+    }
+}
+
+/// The strings of one project's jobs, stored once each: a project has a few dozen job names,
+/// stages and refs, repeated over thousands of jobs.
+#[derive(Debug, Default)]
+pub struct Names {
+    set: HashSet<Name>,
+}
+
+impl Names {
+    /// The shared copy of `s`.
+    pub fn intern(&mut self, s: &str) -> Name {
+        if let Some(name) = self.set.get(s) {
+            return name.clone();
+        }
+        let name: Name = Arc::from(s);
+        self.set.insert(name.clone());
+        name
+    }
+
+    /// Forgets the strings no record holds any more.
+    pub fn prune(&mut self) {
+        self.set.retain(|name| Arc::strong_count(name) > 1);
+    }
+
+    /// How many distinct strings are stored.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// True when no string is stored.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(json: serde_json::Value) -> JobWire {
+        serde_json::from_value(json).expect("a job")
+    }
+
+    #[test]
+    fn decodes_only_what_it_keeps_and_interns_strings() {
+        let json = serde_json::json!({
+            "id": 7, "status": "failed", "stage": "test", "name": "rspec", "ref": "main",
+            "tag": false, "allow_failure": false, "created_at": "2026-11-23T10:00:00Z",
+            "started_at": "2026-11-23T10:01:40Z", "finished_at": "2026-11-23T10:05:00Z",
+            "queued_duration": 99.6, "failure_reason": "stuck_or_timeout_failure",
+            "pipeline": {"id": 3, "sha": "abc", "status": "failed"},
+            "user": {"id": 1, "username": "x"}, "runner_manager": {"contacted_at": "now"},
+            "artifacts": [{"file_type": "trace"}]
+        });
+        let mut names = Names::default();
+        let now: Timestamp = "2026-11-23T11:00:00Z".parse().unwrap();
+        let a = JobRecord::from_wire(wire(json.clone()), now, &mut names);
+        let b = JobRecord::from_wire(wire(json), now, &mut names);
+        assert_eq!(a.pipeline_id, 3);
+        assert_eq!(
+            a.failure_reason.as_deref(),
+            Some("stuck_or_timeout_failure")
+        );
+        assert!(Arc::ptr_eq(&a.name, &b.name), "one copy of each string");
+        assert_eq!(names.len(), 4);
+        assert_eq!(a.queued_seconds(now), Some(99.6));
+        drop((a, b));
+        names.prune();
+        assert!(names.is_empty());
+    }
+
+    #[test]
+    fn a_pending_job_keeps_its_wait_and_its_state_across_listings() {
+        let listed = |queued: f64, at: &str| {
+            let json = serde_json::json!({
+                "id": 9, "status": "pending", "name": "deploy", "created_at": "2026-11-19T00:00:00Z",
+                "queued_duration": queued, "pipeline": {"id": 4}
+            });
+            JobRecord::from_wire(wire(json), at.parse().unwrap(), &mut Names::default())
+        };
+        let first = listed(360_000.2, "2026-11-23T04:00:00Z");
+        let later = listed(360_030.9, "2026-11-23T04:00:30Z");
+        assert!(
+            first.same_state(&later),
+            "the wait grew, the job did not change"
+        );
+        let hundred_hours: Timestamp = "2026-11-23T04:00:00Z".parse().unwrap();
+        assert_eq!(first.queued_seconds(hundred_hours), Some(360_001.0));
+        let mut started = later.clone();
+        started.status = JobStatus::Running;
+        assert!(!first.same_state(&started));
+    }
+}
