@@ -131,6 +131,11 @@ fn apply(
             tracing::info!(policy = %key, "policy changed or removed: stopping its loop");
             run.stop.cancel();
         }
+        if !wanted.contains_key(key) {
+            // Gone for good: free its client, budget, observers and metric series.
+            let (engine, key) = (engine.clone(), key.clone());
+            tokio::spawn(async move { engine.forget_policy(&key).await });
+        }
         keep
     });
     for (key, (policy, token, fingerprint)) in wanted {

@@ -666,3 +666,77 @@ async fn an_old_unfinished_job_does_not_make_every_sync_reread_the_project() {
     assert!(retried.contains(&old[0]), "{:?}", report.actions);
     assert_eq!(w.count("GET /projects/:id/jobs/:job_id"), 1);
 }
+
+/// A job pending for 100 h, far behind the 72 h history, is seen (through the listing of
+/// unfinished jobs), cancelled by `olderThan: 2h`, and its wait is what the gauge shows.
+#[tokio::test]
+async fn a_job_pending_for_100_hours_is_cancelled_and_its_wait_is_reported() {
+    let w = World::start(MONDAY_MORNING).await;
+    let old = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("deploy", "deploy", "pending").aged(Duration::from_secs(100 * 3600))],
+    );
+    for p in 0..3 {
+        let jobs: Vec<JobSpec> = (0..40)
+            .map(|i| JobSpec::new(format!("job-{p}-{i}"), "test", "success"))
+            .collect();
+        w.pipeline("main", false, jobs);
+    }
+    let engine = w.engine();
+    let policy = w.policy(
+        "  dryRun: true
+  rules:
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 2h}
+      cancel: {}
+",
+    );
+    let report = w.run(&engine, &policy).await;
+    let cancel = report
+        .actions
+        .iter()
+        .find(|a| a.job_id == old[0])
+        .expect("the 100 h old job is a candidate");
+    assert_eq!(cancel.outcome.label(), "dry_run");
+    assert!(cancel.reason.contains("olderThan 2h"), "{}", cancel.reason);
+    let scrape = engine.metrics().render();
+    let age: f64 = scrape
+        .lines()
+        .find(|l| l.starts_with("jobwarden_job_pending_age_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("the pending age gauge");
+    assert!(age >= 100.0 * 3600.0 - 60.0, "pending age {age}");
+}
+
+/// A policy that goes away frees the observers only it watched, and their metric series.
+#[tokio::test]
+async fn a_forgotten_policy_frees_its_observers_and_series() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("build", "build", "pending")],
+    );
+    let engine = w.engine();
+    let policy = w.policy(RETRY_POLICY);
+    w.run(&engine, &policy).await;
+    assert_eq!(engine.observed_projects(), 1);
+    assert!(
+        engine
+            .metrics()
+            .render()
+            .contains(&format!("project=\"{PROJECT}\""))
+    );
+
+    engine.forget_policy(&policy.key).await;
+    assert_eq!(engine.observed_projects(), 0);
+    let scrape = engine.metrics().render();
+    assert!(
+        !scrape
+            .lines()
+            .any(|l| l.starts_with("jobwarden_jobs{") && l.contains(PROJECT)),
+        "{scrape}"
+    );
+}
