@@ -22,6 +22,7 @@ const PLAY: &str = "POST /projects/:id/jobs/:job_id/play";
 const KEEP: &str = "POST /projects/:id/jobs/:job_id/artifacts/keep";
 const LIST_JOBS: &str = "GET /projects/:id/jobs";
 const TRACE: &str = "GET /projects/:id/jobs/:job_id/trace";
+const LIST_PIPELINE_JOBS: &str = "GET /projects/:id/pipelines/:pipeline_id/jobs";
 
 /// Monday 23 November 2026, 10:00 UTC = 11:00 in Berlin.
 const MONDAY_MORNING: &str = "2026-11-23T10:00:00Z";
@@ -517,6 +518,70 @@ async fn a_quiet_project_costs_one_request_per_run() {
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
     assert_eq!(w.count(LIST_JOBS), 1);
+    assert_eq!(
+        w.count(LIST_PIPELINE_JOBS),
+        0,
+        "the attempts of a pipeline created since the first sync are counted from the project listing"
+    );
+}
+
+#[tokio::test]
+async fn attempts_come_from_the_project_listing_and_an_unchanged_pipeline_is_listed_once() {
+    let w = World::start(MONDAY_MORNING).await;
+    let stuck = |name: &str, age_secs: u64| {
+        JobSpec::new(name, "test", "failed")
+            .failed_with("stuck_or_timeout_failure")
+            .aged(Duration::from_secs(age_secs))
+    };
+    // Created before the 72 h history, retried within it: the first attempt is older than
+    // anything the first sync lists.
+    let old = w.pipeline(
+        "main",
+        false,
+        vec![stuck("lint", 100 * 3600), stuck("lint", 600)],
+    );
+    // Created within it: every attempt of its jobs is in the project listing.
+    w.pipeline("main", false, vec![stuck("rspec", 300)]);
+    let policy = w.policy(
+        "  rules:
+    - name: retry-slowly
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 2, backoff: {duration: 300h}}
+",
+    );
+    let engine = w.engine();
+    for _ in 0..5 {
+        let report = w.run(&engine, &policy).await;
+        assert_eq!(outcomes(&report, "retry"), ["deferred", "deferred"]);
+        let mut attempts: Vec<(String, bool)> = report
+            .actions
+            .iter()
+            .map(|a| (a.job_name.clone(), a.reason.contains("attempt 2 of 3")))
+            .collect();
+        attempts.sort();
+        assert_eq!(
+            attempts,
+            [("lint".to_owned(), true), ("rspec".to_owned(), false)],
+            "{:?}",
+            report.actions
+        );
+        w.advance(30);
+    }
+    let pipeline_listings: Vec<String> = w
+        .ctl
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == "/projects/:id/pipelines/:pipeline_id/jobs")
+        .map(|r| r.path)
+        .collect();
+    let old_pipeline = w.ctl.job(w.project, old[0]).expect("old job").pipeline_id;
+    assert_eq!(
+        pipeline_listings,
+        [format!(
+            "/api/v4/projects/team%2Fapp/pipelines/{old_pipeline}/jobs"
+        )],
+        "only the pipeline from before the history is listed, and only once in five runs"
+    );
 }
 
 #[tokio::test]

@@ -17,6 +17,13 @@
 //! - Nothing else: a finished job no rule can touch only updates the lookups of
 //!   [`ProjectJobs`] (newest pipeline per ref, newest attempt per pipeline) and is dropped; its id
 //!   is remembered while it is above the mark, so it is not taken for news at the next listing.
+//!
+//! # Attempts
+//! Every job is counted once, when first seen, as an attempt of its name in its pipeline. After
+//! the first sync every job created since its horizon has been seen, so the attempts of every
+//! pipeline created since then are known without listing the pipeline
+//! ([`ProjectJobs::attempts_of`]). Only a listing that completed moves the point where the next
+//! sync stops, so a sync cut short by an error leaves no gap.
 
 use crate::gitlab::models::{JobStatus, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire, Names};
@@ -35,6 +42,10 @@ pub const DEFAULT_HISTORY: SignedDuration = SignedDuration::from_hours(72);
 pub const ARTIFACTS_HISTORY: SignedDuration = SignedDuration::from_hours(30 * 24);
 
 const PER_PAGE: usize = 100;
+
+/// Jobs are listed by id and their pipelines' creation is compared by time: a pipeline created
+/// this soon after the first sync's horizon is not taken as completely seen.
+const COMPLETENESS_MARGIN: SignedDuration = SignedDuration::from_mins(5);
 
 /// At most this many settled ids are remembered (the newest ones).
 const MAX_SETTLED: usize = 2 * PER_PAGE + 1;
@@ -179,18 +190,27 @@ impl ProjectObserver {
     ) -> Result<(SyncStats, Refreshed), GitLabError> {
         let mut run = Sync {
             now,
+            newest_before: self.newest_seen,
             stats: SyncStats::default(),
             refreshed: Vec::new(),
         };
-        let first = self.newest_seen.is_none();
+        let first = self.last_sync.is_none();
         let mark = self.low_water_mark();
         let behind_mark = mark.map_or(0, |m| {
             self.jobs.from_id(m).count() + self.settled.range(m..).count()
         });
         if first {
             // Every job back to the horizon, then the unfinished ones older than it.
-            self.sync_down_to(client, None, self.horizon(now), &mut run)
-                .await?;
+            let horizon = self.horizon(now);
+            let reached = self.sync_down_to(client, None, horizon, &mut run).await?;
+            // Every job since the horizon has now been seen once: so has every attempt of the
+            // pipelines created since (with a margin for ids and clocks that disagree).
+            self.jobs.set_complete_since(match reached {
+                Reached::Horizon => horizon
+                    .checked_add(COMPLETENESS_MARGIN)
+                    .unwrap_or(Timestamp::MAX),
+                Reached::End => Timestamp::MIN,
+            });
             self.sync_active(client, &mut run).await?;
         } else if behind_mark > PER_PAGE {
             // An old unfinished job holds the mark far back: paging down to it would re-read
@@ -210,27 +230,33 @@ impl ProjectObserver {
     }
 
     /// Pages from the newest job down past `mark` (or, without one, past `horizon`), refreshing
-    /// everything on the way.
+    /// everything on the way. Says whether it stopped at the mark or horizon, or at the end of
+    /// the list.
     async fn sync_down_to(
         &mut self,
         client: &GitLabClient,
         mark: Option<u64>,
         horizon: Timestamp,
         run: &mut Sync,
-    ) -> Result<(), GitLabError> {
+    ) -> Result<Reached, GitLabError> {
         let mut stream = Box::pin(
             client.list_project_jobs_as::<JobWire>(&self.project, &ListJobsQuery::default()),
         );
         let mut seen = HashSet::new();
+        let mut newest = None;
+        let mut reached = Reached::End;
         while let Some(job) = stream.try_next().await? {
             let past_mark = mark.is_some_and(|m| job.id < m);
             if past_mark || (mark.is_none() && job.created_at < horizon) {
+                reached = Reached::Horizon;
                 break;
             }
+            newest.get_or_insert(job.id);
             seen.insert(job.id);
             self.absorb(job, run);
         }
         drop(stream);
+        self.listed_down_from(newest);
         if let Some(mark) = mark {
             // Everything at or above the mark was listed: an unfinished job that was not is
             // gone from GitLab (deleted with its pipeline) and must not hold the mark forever.
@@ -245,21 +271,34 @@ impl ProjectObserver {
                 self.jobs.remove(id);
             }
         }
-        Ok(())
+        Ok(reached)
+    }
+
+    /// Every job from `newest` down to where the last listing stopped has been read: the next
+    /// sync may stop there. Only a listing that completed moves this mark, so a listing cut
+    /// short by an error is read again, and no job between two listings is skipped.
+    fn listed_down_from(&mut self, newest: Option<u64>) {
+        if let Some(newest) = newest {
+            self.newest_seen = Some(self.newest_seen.map_or(newest, |n| n.max(newest)));
+        }
     }
 
     /// Reads the jobs newer than any seen.
     async fn sync_new(&mut self, client: &GitLabClient, run: &mut Sync) -> Result<(), GitLabError> {
-        let newest = self.newest_seen;
+        let known = self.newest_seen;
         let mut stream = Box::pin(
             client.list_project_jobs_as::<JobWire>(&self.project, &ListJobsQuery::default()),
         );
+        let mut newest = None;
         while let Some(job) = stream.try_next().await? {
-            if newest.is_some_and(|n| job.id <= n) {
+            if known.is_some_and(|n| job.id <= n) {
                 break;
             }
+            newest.get_or_insert(job.id);
             self.absorb(job, run);
         }
+        drop(stream);
+        self.listed_down_from(newest);
         Ok(())
     }
 
@@ -341,10 +380,10 @@ impl ProjectObserver {
     /// may still use them, and invalidate their pipeline's cached job list.
     fn absorb(&mut self, wire: JobWire, run: &mut Sync) {
         run.stats.jobs_read += 1;
-        self.newest_seen = Some(self.newest_seen.map_or(wire.id, |n| n.max(wire.id)));
         if self.settled.contains(&wire.id) && wire.status.is_completed() {
             return;
         }
+        let first_sight = self.is_first_sight(wire.id, run.newest_before);
         let record = JobRecord::from_wire(wire, run.now, &mut self.names);
         match self.jobs.get(record.id) {
             Some(old) if old.same_state(&record) => return,
@@ -353,16 +392,29 @@ impl ProjectObserver {
         }
         self.pipeline_jobs.remove(&record.pipeline_id);
         run.refreshed.push(record.clone());
-        self.keep_or_settle(record);
+        self.keep_or_settle(record, first_sight);
+    }
+
+    /// True when job `id` has never been seen: newer than every job the listings before this
+    /// sync read, and neither kept nor settled (a listing cut short may have read it already).
+    fn is_first_sight(&self, id: u64, newest_before: Option<u64>) -> bool {
+        newest_before.is_none_or(|n| id > n)
+            && !self.jobs.contains(id)
+            && !self.settled.contains(&id)
     }
 
     /// Keeps a job, or, when it is finished and no watching policy may act on it, only notes it
-    /// in the lookups and remembers its id as settled.
-    fn keep_or_settle(&mut self, record: JobRecord) {
+    /// in the lookups and remembers its id as settled. `first_sight` counts it as an attempt.
+    fn keep_or_settle(&mut self, record: JobRecord, first_sight: bool) {
         if self.is_worth_keeping(&record) {
-            self.jobs.insert(record);
+            self.settled.remove(&record.id);
+            if first_sight {
+                self.jobs.insert_new(record);
+            } else {
+                self.jobs.insert(record);
+            }
         } else {
-            self.jobs.note(&record);
+            self.jobs.note(&record, first_sight);
             self.jobs.remove(record.id);
             self.settled.insert(record.id);
         }
@@ -389,6 +441,9 @@ impl ProjectObserver {
     /// Forgets finished jobs behind the horizon and those no watching policy may act on any
     /// more, and every cache entry that belonged to them.
     fn prune(&mut self, horizon: Timestamp) {
+        if self.jobs.complete_since().is_some() {
+            self.jobs.set_complete_since(horizon);
+        }
         let drop: HashSet<u64> = self
             .jobs
             .newest_first()
@@ -440,12 +495,13 @@ impl ProjectObserver {
     }
 
     /// Replaces a cached job by a fresher snapshot (after an action).
+    /// The job may be new (the attempt a retry created): it is counted once, and the next
+    /// listing, which reads it again, does not count it twice.
     pub fn update_job(&mut self, wire: JobWire, now: Timestamp) {
-        self.newest_seen = Some(self.newest_seen.map_or(wire.id, |n| n.max(wire.id)));
+        let first_sight = self.is_first_sight(wire.id, self.newest_seen);
         let record = JobRecord::from_wire(wire, now, &mut self.names);
         self.pipeline_jobs.remove(&record.pipeline_id);
-        self.settled.remove(&record.id);
-        self.keep_or_settle(record);
+        self.keep_or_settle(record, first_sight);
     }
 
     /// Jobs kept per status, for the `jobs` gauge.
@@ -475,9 +531,19 @@ impl ProjectObserver {
     }
 }
 
+/// Where a listing down to a mark or horizon stopped.
+enum Reached {
+    /// At the mark or horizon.
+    Horizon,
+    /// At the end of the list: the project has no older job.
+    End,
+}
+
 /// The state of one sync in progress.
 struct Sync {
     now: Timestamp,
+    /// The newest job id the listings before this sync read.
+    newest_before: Option<u64>,
     stats: SyncStats,
     refreshed: Refreshed,
 }

@@ -41,7 +41,7 @@ pub struct JobWire {
     #[serde(default)]
     pub queued_duration: Option<f64>,
     #[serde(default)]
-    pub pipeline: PipelineId,
+    pub pipeline: PipelineWire,
     #[serde(default)]
     pub failure_reason: Option<String>,
     #[serde(default)]
@@ -50,11 +50,13 @@ pub struct JobWire {
     pub archived: Option<bool>,
 }
 
-/// The `pipeline` object of a job, of which only the id is read. Some documentation examples
-/// leave it out; then the id is 0.
+/// The `pipeline` object of a job (`PipelineBasic`), of which the id and the creation time are
+/// read. Some documentation examples leave it out; then the id is 0 and the time unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct PipelineId {
+pub struct PipelineWire {
     pub id: u64,
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
 }
 
 impl From<&Job> for JobWire {
@@ -73,8 +75,9 @@ impl From<&Job> for JobWire {
             finished_at: job.finished_at,
             erased_at: job.erased_at,
             queued_duration: job.queued_duration,
-            pipeline: PipelineId {
+            pipeline: PipelineWire {
                 id: job.pipeline.id,
+                created_at: job.pipeline.created_at,
             },
             failure_reason: job.failure_reason.clone(),
             artifacts_expire_at: job.artifacts_expire_at,
@@ -88,6 +91,9 @@ impl From<&Job> for JobWire {
 pub struct JobRecord {
     pub id: u64,
     pub pipeline_id: u64,
+    /// When the job's pipeline was created, when GitLab says (it tells whether every attempt of
+    /// the pipeline's jobs has been seen: see [`ProjectJobs`](crate::policy::ProjectJobs)).
+    pub pipeline_created_at: Option<Timestamp>,
     pub status: JobStatus,
     pub name: Name,
     pub stage: Name,
@@ -127,6 +133,7 @@ impl JobRecord {
         JobRecord {
             id: wire.id,
             pipeline_id: wire.pipeline.id,
+            pipeline_created_at: wire.pipeline.created_at,
             status: wire.status,
             name: names.intern(&wire.name),
             stage: names.intern(&wire.stage),

@@ -8,7 +8,9 @@
 //! log (`logPattern`). The engine loops: [`facts_needed()`] → fetch → … until it returns nothing,
 //! then [`decide()`]. Facts are asked for in tiers, only for the first rule still undecided for a
 //! job, and only when everything cheaper already matched: first the job's own fields and the
-//! project job list, then the pipeline's job list, then the log.
+//! project job list, then the pipeline's job list, then the log. A retry rule counts attempts
+//! from the project job list when that list is known to hold every attempt
+//! ([`ProjectJobs::attempts_of`]), and asks for the pipeline's job list only when it is not.
 //!
 //! # Semantics
 //! - A job passes `spec.jobs` first, then rules are tried in order. A rule applies to a job when
@@ -316,47 +318,61 @@ fn evaluate_job(
             continue;
         }
 
-        // Tier 1: the pipeline's job list.
+        // Tier 1: the pipeline's job list, unless the project job list already counted every
+        // attempt of the job.
         let mut attempt = None;
+        let retry_limit = match rule.action {
+            RuleAction::Retry { limit, .. } => Some(limit),
+            _ => None,
+        };
+        let counted = retry_limit.and_then(|_| index.attempts_of(job));
         let needs_pipeline = !rule.conditions.stages_succeeded.is_empty()
-            || matches!(rule.action, RuleAction::Retry { .. });
-        if needs_pipeline {
-            let Some(pipeline_jobs) = obs.pipeline_jobs.get(&job.pipeline_id) else {
-                why.push(format!(
-                    "waiting for the job list of pipeline #{}",
-                    job.pipeline_id
-                ));
-                let fact = FactRequest::PipelineJobs {
-                    project: obs.project.clone(),
-                    pipeline_id: job.pipeline_id,
-                };
-                return Some(evaluation(rule_index, why, State::Awaiting(fact)));
+            || (retry_limit.is_some() && counted.is_none());
+        let pipeline_jobs = obs.pipeline_jobs.get(&job.pipeline_id);
+        if needs_pipeline && pipeline_jobs.is_none() {
+            why.push(format!(
+                "waiting for the job list of pipeline #{}",
+                job.pipeline_id
+            ));
+            let fact = FactRequest::PipelineJobs {
+                project: obs.project.clone(),
+                pipeline_id: job.pipeline_id,
             };
-            if !rule.conditions.stages_succeeded.is_empty() {
-                match stages_succeeded(&rule.conditions.stages_succeeded, job, pipeline_jobs) {
-                    Ok(note) => why.push(note),
-                    Err(not) => {
-                        skipped(policy, rule, job, &not);
-                        continue;
-                    }
+            return Some(evaluation(rule_index, why, State::Awaiting(fact)));
+        }
+        if !rule.conditions.stages_succeeded.is_empty()
+            && let Some(pipeline_jobs) = pipeline_jobs
+        {
+            match stages_succeeded(&rule.conditions.stages_succeeded, job, pipeline_jobs) {
+                Ok(note) => why.push(note),
+                Err(not) => {
+                    skipped(policy, rule, job, &not);
+                    continue;
                 }
             }
-            if let RuleAction::Retry { limit, .. } = rule.action {
-                match retry_attempt(job, pipeline_jobs) {
-                    Some(n) if n - 1 < limit => attempt = Some((n, limit)),
-                    Some(n) => {
-                        skipped(
-                            policy,
-                            rule,
-                            job,
-                            &format!("retry limit {limit} reached (attempt {n})"),
-                        );
-                        continue;
-                    }
-                    None => {
-                        skipped(policy, rule, job, "a newer attempt of the job exists");
-                        continue;
-                    }
+        }
+        if let Some(limit) = retry_limit {
+            // Counted from the project job list when complete; else from the pipeline's (which
+            // is then present: it was waited for above).
+            let number = match (counted, pipeline_jobs) {
+                (Some(n), _) => Some(n),
+                (None, Some(pipeline_jobs)) => retry_attempt(job, pipeline_jobs),
+                (None, None) => continue,
+            };
+            match number {
+                Some(n) if n - 1 < limit => attempt = Some((n, limit)),
+                Some(n) => {
+                    skipped(
+                        policy,
+                        rule,
+                        job,
+                        &format!("retry limit {limit} reached (attempt {n})"),
+                    );
+                    continue;
+                }
+                None => {
+                    skipped(policy, rule, job, "a newer attempt of the job exists");
+                    continue;
                 }
             }
         }

@@ -816,3 +816,22 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn retry_counts_attempts_from_a_complete_project_listing_without_asking_for_facts() {
+    let p = policy(
+        "rules: [{name: r, match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}, retry: {limit: 1}}]",
+    );
+    let mut w = World::without_facts(vec![failed(1, 10, "rspec", "stuck_or_timeout_failure")]);
+    w.jobs.set_complete_since(now() - mins(24 * 60));
+    assert!(needed(&p, &w, now()).is_empty(), "no pipeline job list");
+    let d = only(decide_all(&p, &w, now()));
+    assert_eq!(d.verdict, Verdict::Act);
+    assert!(d.reason.contains("attempt 1 of 2"), "{}", d.reason);
+
+    // The retry failed the same way: that was the one retry allowed.
+    w.jobs
+        .insert_new(failed(2, 10, "rspec", "stuck_or_timeout_failure"));
+    assert!(needed(&p, &w, now()).is_empty());
+    assert!(decide_all(&p, &w, now()).is_empty());
+}

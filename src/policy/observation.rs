@@ -3,7 +3,8 @@
 
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, Name};
-use std::collections::{BTreeMap, HashMap};
+use jiff::Timestamp;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the engine knows about one project of the policy, borrowed for one decision.
 #[derive(Debug, Clone, Copy)]
@@ -19,17 +20,39 @@ pub struct Observation<'a> {
 
 /// One project's jobs by id, with:
 /// - the newest pipeline seen per `(tag, ref, job name)`, for `superseded`;
-/// - the newest attempt seen per `(pipeline, job name)`, so a retried job is known not to be
-///   the latest attempt.
+/// - per `(pipeline, job name)`: the newest attempt seen, so a retried job is known not to be
+///   the latest attempt, and how many attempts were seen, so a retry rule can count attempts
+///   without listing the pipeline's jobs ([`attempts_of`](ProjectJobs::attempts_of)).
 ///
-/// Both lookups remember jobs that are no longer kept: a finished job dropped because no rule
-/// can act on it still tells that its pipeline superseded an older one, or that it is a newer
+/// The lookups remember jobs that are no longer kept: a finished job dropped because no rule can
+/// act on it still tells that its pipeline superseded an older one, or that it is a newer
 /// attempt. Their entries go when no kept job can ask for them ([`ProjectJobs::retain`]).
+///
+/// # When attempt counts are complete
+/// The project job list includes retried attempts (notes §5), so an observer that has listed
+/// every job created since some time `T` has seen every attempt of every pipeline created since
+/// `T`: it says so with [`set_complete_since`](ProjectJobs::set_complete_since), and counts each
+/// job once, when it is first seen ([`insert_new`](ProjectJobs::insert_new)). A pipeline's counts
+/// stay complete while it has a kept job; once its entries are dropped the pipeline is
+/// remembered as *forgotten* (an id and a time, until it falls behind `T`), and a later attempt
+/// of it is counted from the pipeline's job list again.
 #[derive(Debug, Default, Clone)]
 pub struct ProjectJobs {
     jobs: BTreeMap<u64, JobRecord>,
     newest_pipeline: HashMap<(bool, Name, Name), u64>,
-    newest_attempt: HashMap<(u64, Name), u64>,
+    attempts: HashMap<(u64, Name), Attempts>,
+    complete_since: Option<Timestamp>,
+    /// Pipelines created since `complete_since` whose attempt entries were dropped, with the
+    /// second each was created.
+    forgotten: HashMap<u64, i64>,
+}
+
+/// The attempts of one job name in one pipeline.
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    newest: u64,
+    seen: u32,
+    pipeline_created_at: Option<Timestamp>,
 }
 
 impl ProjectJobs {
@@ -38,23 +61,37 @@ impl ProjectJobs {
         ProjectJobs::default()
     }
 
-    /// Counts `job` in the lookups without keeping it.
-    pub fn note(&mut self, job: &JobRecord) {
+    /// Counts `job` in the lookups without keeping it. `first_sight` counts it as one more
+    /// attempt of its name in its pipeline: say it only the first time a job is seen.
+    pub fn note(&mut self, job: &JobRecord, first_sight: bool) {
         let pipeline = self
             .newest_pipeline
             .entry((job.tag, job.git_ref.clone(), job.name.clone()))
             .or_insert(job.pipeline_id);
         *pipeline = (*pipeline).max(job.pipeline_id);
-        let attempt = self
-            .newest_attempt
+        let attempts = self
+            .attempts
             .entry((job.pipeline_id, job.name.clone()))
-            .or_insert(job.id);
-        *attempt = (*attempt).max(job.id);
+            .or_insert(Attempts {
+                newest: job.id,
+                seen: 0,
+                pipeline_created_at: job.pipeline_created_at,
+            });
+        attempts.newest = attempts.newest.max(job.id);
+        if first_sight {
+            attempts.seen = attempts.seen.saturating_add(1);
+        }
     }
 
-    /// Counts and keeps `job`, replacing an older record of it.
+    /// Counts and keeps `job`, replacing an older record of it (a job seen before).
     pub fn insert(&mut self, job: JobRecord) {
-        self.note(&job);
+        self.note(&job, false);
+        self.jobs.insert(job.id, job);
+    }
+
+    /// Counts and keeps `job`, seen for the first time.
+    pub fn insert_new(&mut self, job: JobRecord) {
+        self.note(&job, true);
         self.jobs.insert(job.id, job);
     }
 
@@ -64,19 +101,59 @@ impl ProjectJobs {
     }
 
     /// Keeps the jobs for which `keep` holds, then drops the lookup entries no kept job uses.
+    /// A pipeline without a kept job loses its attempt counts and becomes forgotten.
     pub fn retain(&mut self, mut keep: impl FnMut(&JobRecord) -> bool) {
         self.jobs.retain(|_, job| keep(job));
-        let mut pipeline_keys = HashMap::new();
-        let mut attempt_keys = HashMap::new();
+        let mut pipeline_keys = HashSet::new();
+        let mut pipelines = HashSet::new();
         for job in self.jobs.values() {
-            pipeline_keys.insert((job.tag, &*job.git_ref, &*job.name), ());
-            attempt_keys.insert((job.pipeline_id, &*job.name), ());
+            pipeline_keys.insert((job.tag, &*job.git_ref, &*job.name));
+            pipelines.insert(job.pipeline_id);
         }
-        self.newest_pipeline.retain(|(tag, git_ref, name), _| {
-            pipeline_keys.contains_key(&(*tag, &**git_ref, &**name))
+        self.newest_pipeline
+            .retain(|(tag, git_ref, name), _| pipeline_keys.contains(&(*tag, &**git_ref, &**name)));
+        let complete_since = self.complete_since;
+        let forgotten = &mut self.forgotten;
+        self.attempts.retain(|(pipeline, _), attempts| {
+            let keep = pipelines.contains(pipeline);
+            if !keep
+                && let (Some(since), Some(created)) = (complete_since, attempts.pipeline_created_at)
+                && created >= since
+            {
+                forgotten.insert(*pipeline, created.as_second());
+            }
+            keep
         });
-        self.newest_attempt
-            .retain(|(pipeline, name), _| attempt_keys.contains_key(&(*pipeline, &**name)));
+    }
+
+    /// Says that every job created at or after `since` has been seen (and counted once), and
+    /// forgets what is older than that. Only ever moves forward.
+    pub fn set_complete_since(&mut self, since: Timestamp) {
+        if self.complete_since.is_some_and(|t| t >= since) {
+            return;
+        }
+        self.complete_since = Some(since);
+        let floor = since.as_second();
+        self.forgotten.retain(|_, created| *created >= floor);
+    }
+
+    /// Since when every job has been seen, if known.
+    pub fn complete_since(&self) -> Option<Timestamp> {
+        self.complete_since
+    }
+
+    /// How many attempts of `job` (same name, same pipeline, `job` included) exist, when every
+    /// one of them has been seen; `None` when only the pipeline's job list can tell.
+    pub fn attempts_of(&self, job: &JobRecord) -> Option<u32> {
+        let since = self.complete_since?;
+        let created = job.pipeline_created_at?;
+        if created < since || self.forgotten.contains_key(&job.pipeline_id) {
+            return None;
+        }
+        self.attempts
+            .get(&(job.pipeline_id, job.name.clone()))
+            .filter(|a| a.seen > 0)
+            .map(|a| a.seen)
     }
 
     pub fn get(&self, id: u64) -> Option<&JobRecord> {
@@ -115,9 +192,9 @@ impl ProjectJobs {
 
     /// True when a newer attempt of the job (same name, same pipeline) has been seen.
     pub fn newer_attempt_seen(&self, job: &JobRecord) -> bool {
-        self.newest_attempt
+        self.attempts
             .get(&(job.pipeline_id, job.name.clone()))
-            .is_some_and(|id| *id > job.id)
+            .is_some_and(|a| a.newest > job.id)
     }
 }
 
@@ -125,8 +202,90 @@ impl FromIterator<JobRecord> for ProjectJobs {
     fn from_iter<I: IntoIterator<Item = JobRecord>>(iter: I) -> ProjectJobs {
         let mut jobs = ProjectJobs::new();
         for job in iter {
-            jobs.insert(job);
+            jobs.insert_new(job);
         }
         jobs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gitlab::models::JobStatus;
+    use crate::policy::test_support::{failed, job, mins, now};
+
+    fn complete_jobs() -> ProjectJobs {
+        let mut jobs = ProjectJobs::new();
+        jobs.set_complete_since(now() - mins(24 * 60));
+        jobs
+    }
+
+    #[test]
+    fn attempts_are_counted_once_each_when_every_job_was_seen() {
+        let mut jobs = complete_jobs();
+        let first = failed(10, 3, "rspec", "stuck_or_timeout_failure");
+        let second = failed(12, 3, "rspec", "stuck_or_timeout_failure");
+        jobs.note(&first, true);
+        jobs.insert_new(second.clone());
+        // Seen again by later listings: not new attempts.
+        jobs.insert(second.clone());
+        jobs.note(&first, false);
+        assert_eq!(jobs.attempts_of(&second), Some(2));
+        assert!(jobs.newer_attempt_seen(&first));
+        assert!(!jobs.newer_attempt_seen(&second));
+    }
+
+    #[test]
+    fn counts_are_unknown_without_complete_history_or_for_older_pipelines() {
+        let recent = failed(12, 3, "rspec", "stuck_or_timeout_failure");
+        let unknown: ProjectJobs = [recent.clone()].into_iter().collect();
+        assert_eq!(
+            unknown.attempts_of(&recent),
+            None,
+            "no completeness claimed"
+        );
+
+        let mut jobs = complete_jobs();
+        let mut old = failed(5, 1, "lint", "stuck_or_timeout_failure");
+        old.pipeline_created_at = Some(now() - mins(25 * 60));
+        jobs.insert_new(old.clone());
+        assert_eq!(
+            jobs.attempts_of(&old),
+            None,
+            "pipeline older than the history"
+        );
+        let mut undated = recent.clone();
+        undated.pipeline_created_at = None;
+        jobs.insert_new(undated.clone());
+        assert_eq!(jobs.attempts_of(&undated), None, "pipeline time unknown");
+    }
+
+    #[test]
+    fn a_pipeline_whose_counts_were_dropped_is_never_counted_again() {
+        let mut jobs = complete_jobs();
+        let passed = job(20, 7, "deploy", JobStatus::Success);
+        jobs.insert_new(passed.clone());
+        jobs.retain(|_| false);
+        // Someone retries the job much later: this attempt is the second, not the first.
+        let again = failed(30, 7, "deploy", "stuck_or_timeout_failure");
+        jobs.insert_new(again.clone());
+        assert_eq!(jobs.attempts_of(&again), None);
+        // Other pipelines are unaffected.
+        let other = failed(31, 8, "deploy", "stuck_or_timeout_failure");
+        jobs.insert_new(other.clone());
+        assert_eq!(jobs.attempts_of(&other), Some(1));
+    }
+
+    #[test]
+    fn forgotten_pipelines_age_out_with_the_history() {
+        let mut jobs = complete_jobs();
+        jobs.insert_new(job(20, 7, "deploy", JobStatus::Success));
+        jobs.retain(|_| false);
+        assert_eq!(jobs.forgotten.len(), 1);
+        jobs.set_complete_since(now());
+        assert!(
+            jobs.forgotten.is_empty(),
+            "older than what is trusted anyway"
+        );
     }
 }

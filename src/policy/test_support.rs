@@ -33,6 +33,7 @@ pub fn job(id: u64, pipeline: u64, name: &str, status: JobStatus) -> JobRecord {
     JobRecord {
         id,
         pipeline_id: pipeline,
+        pipeline_created_at: Some(created_at),
         status,
         name: name.into(),
         stage: "test".into(),
