@@ -362,6 +362,43 @@ async fn a_job_and_its_log_read_as_the_simulator_holds_them() {
 }
 
 #[tokio::test]
+async fn a_project_reads_the_same_by_id_and_by_path_and_an_unknown_one_is_404() {
+    let lab = Lab::start(sim_config()).await;
+    let (project_id, by_path) = lab.project("group/sub/App");
+    let client = lab.client();
+
+    let project = client.get_project(&by_path).await.expect("by path");
+    assert_eq!(project.id, project_id);
+    assert_eq!(project.path_with_namespace, "group/sub/App");
+    assert!(!project.archived);
+    let by_id = client
+        .get_project(&ProjectRef::Id(project_id))
+        .await
+        .expect("by id");
+    assert_eq!(by_id, project);
+    let lowercase = ProjectRef::Path("group/sub/app".to_owned());
+    assert_eq!(
+        client
+            .get_project(&lowercase)
+            .await
+            .expect("paths are case-insensitive"),
+        project
+    );
+
+    for unknown in [
+        ProjectRef::Id(project_id + 1),
+        ProjectRef::parse("group/nope"),
+    ] {
+        let err = client.get_project(&unknown).await.expect_err("unknown");
+        assert_api_error(&err, 404, "404 Project Not Found");
+    }
+    let logged = lab.requests("GET /projects/:id");
+    assert_eq!(logged.len(), 5);
+    assert_eq!(logged[0].path, "/api/v4/projects/group%2Fsub%2FApp");
+    lab.stop().await;
+}
+
+#[tokio::test]
 async fn cancel_stops_an_unfinished_job_and_leaves_a_finished_one_unchanged() {
     let lab = Lab::start(sim_config()).await;
     let (project_id, project) = lab.project("group/app");

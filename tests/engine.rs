@@ -57,12 +57,17 @@ impl World {
     }
 
     fn policy(&self, spec_body: &str) -> CompiledPolicy {
+        self.named_policy("test", PROJECT, spec_body)
+    }
+
+    /// A policy named `name` on one project, spelled `project`.
+    fn named_policy(&self, name: &str, project: &str, spec_body: &str) -> CompiledPolicy {
         let manifest = format!(
-            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {{name: test, namespace: ci}}\nspec:\n  gitlab:\n    url: {url}\n    tokenSecretRef: {{name: gitlab, key: token}}\n  projects: [\"{PROJECT}\"]\n  interval: 10s\n{spec_body}",
+            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {{name: {name}, namespace: ci}}\nspec:\n  gitlab:\n    url: {url}\n    tokenSecretRef: {{name: gitlab, key: token}}\n  projects: [\"{project}\"]\n  interval: 10s\n{spec_body}",
             url = self.sim.base_url(),
         );
         let policy: JobPolicy = serde_yaml::from_str(&manifest).expect("test manifest parses");
-        compile(PolicyKey::new("ci", "test"), &policy.spec).expect("test policy compiles")
+        compile(PolicyKey::new("ci", name), &policy.spec).expect("test policy compiles")
     }
 
     async fn run(&self, engine: &Engine, policy: &CompiledPolicy) -> RunReport {
@@ -788,12 +793,8 @@ async fn a_forgotten_policy_frees_its_observers_and_series() {
     let policy = w.policy(RETRY_POLICY);
     w.run(&engine, &policy).await;
     assert_eq!(engine.observed_projects(), 1);
-    assert!(
-        engine
-            .metrics()
-            .render()
-            .contains(&format!("project=\"{PROJECT}\""))
-    );
+    let label = format!("project=\"{}\"", w.project);
+    assert!(engine.metrics().render().contains(&label));
 
     engine.forget_policy(&policy.key).await;
     assert_eq!(engine.observed_projects(), 0);
@@ -801,7 +802,50 @@ async fn a_forgotten_policy_frees_its_observers_and_series() {
     assert!(
         !scrape
             .lines()
-            .any(|l| l.starts_with("jobwarden_jobs{") && l.contains(PROJECT)),
+            .any(|l| l.starts_with("jobwarden_jobs{") && l.contains(&label)),
         "{scrape}"
     );
+}
+
+/// `"12"` in one policy and `"team/app"` in another are one project: listed once, its failures
+/// counted once, one metric label.
+#[tokio::test]
+async fn one_project_spelled_by_id_and_by_path_is_observed_and_counted_once() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("rspec", "test", "failed")
+                .failed_with("script_failure")
+                .aged(Duration::from_secs(300)),
+        ],
+    );
+    let engine = w.engine();
+    let by_id = w.named_policy("by-id", &w.project.to_string(), RETRY_POLICY);
+    let by_path = w.named_policy("by-path", PROJECT, RETRY_POLICY);
+    for _ in 0..3 {
+        w.run(&engine, &by_id).await;
+        w.run(&engine, &by_path).await;
+        w.advance(10);
+    }
+    assert_eq!(engine.observed_projects(), 1);
+    assert_eq!(w.count("GET /projects/:id"), 1, "the path is resolved once");
+    // First sync (2 listings), then one listing per 10 s interval (the second policy finds
+    // the project synced within half its interval).
+    assert_eq!(w.count(LIST_JOBS), 4);
+    let scrape = engine.metrics().render();
+    let failures: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("jobwarden_job_failures_total{"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{scrape}");
+    assert!(failures[0].contains(&format!("project=\"{}\"", w.project)));
+    assert!(failures[0].ends_with(" 1"), "{}", failures[0]);
+
+    // Forgetting one policy keeps the project for the other.
+    engine.forget_policy(&by_path.key).await;
+    assert_eq!(engine.observed_projects(), 1);
+    engine.forget_policy(&by_id.key).await;
+    assert_eq!(engine.observed_projects(), 0);
 }

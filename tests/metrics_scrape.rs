@@ -122,6 +122,8 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
         .expect("simulator");
     let ctl = sim.control();
     let project = ctl.add_project("team/app").expect("project");
+    // The policy names the project by path; metrics label it by its id.
+    let label = project.to_string();
     // History from before jobwarden started: never counted.
     ctl.add_pipeline(
         project,
@@ -165,7 +167,7 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
         sample_sum(
             &text,
             "jobwarden_jobs",
-            &[("project", "team/app"), ("status", "pending")]
+            &[("project", label.as_str()), ("status", "pending")]
         ),
         6.0
     );
@@ -252,7 +254,7 @@ async fn metrics_match_what_the_simulator_did_and_count_each_job_once() {
         sample_sum(
             &text,
             "jobwarden_jobs",
-            &[("project", "team/app"), ("status", "pending")]
+            &[("project", label.as_str()), ("status", "pending")]
         ),
         1.0
     );

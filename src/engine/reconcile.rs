@@ -170,8 +170,12 @@ impl RunReport {
 }
 
 type ObserverSlot = Arc<tokio::sync::Mutex<ProjectObserver>>;
-/// An observer's key: the instance and the project.
-type ObserverKey = (String, ProjectRef);
+/// An observer's key: the instance and the project's numeric id (its one identity, however the
+/// policies spell it).
+type ObserverKey = (String, u64);
+/// A project path as written in a policy, on an instance (lowercase: GitLab finds paths
+/// case-insensitively).
+type AliasKey = (String, String);
 
 struct Inner {
     config: EngineConfig,
@@ -183,6 +187,8 @@ struct Inner {
     clients: Mutex<HashMap<PolicyKey, (String, u64, GitLabClient)>>,
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
     observers: Mutex<HashMap<ObserverKey, ObserverSlot>>,
+    /// Project paths resolved to ids (`GET /projects/:id`), while the project is observed.
+    aliases: Mutex<HashMap<AliasKey, u64>>,
     /// The observers each policy watched in its last run.
     watched: Mutex<HashMap<PolicyKey, HashSet<ObserverKey>>>,
     budgets: Mutex<HashMap<PolicyKey, ActionHistory>>,
@@ -221,6 +227,7 @@ impl Engine {
                 clients: Mutex::new(HashMap::new()),
                 limiters: Mutex::new(HashMap::new()),
                 observers: Mutex::new(HashMap::new()),
+                aliases: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
                 budgets: Mutex::new(HashMap::new()),
                 accounting: Mutex::new(JobAccounting::new()),
@@ -282,16 +289,42 @@ impl Engine {
         Arc::new(policy.clone())
     }
 
-    fn observer_for(&self, instance: &str, project: &ProjectRef) -> ObserverSlot {
+    fn observer_for(&self, instance: &str, project_id: u64) -> ObserverSlot {
         lock(&self.inner.observers)
-            .entry((instance.to_owned(), project.clone()))
+            .entry((instance.to_owned(), project_id))
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(ProjectObserver::new(
-                    project.clone(),
+                    ProjectRef::Id(project_id),
                     self.inner.config.history,
                 )))
             })
             .clone()
+    }
+
+    /// The numeric id of a project as a policy spells it: an id is one; a path is looked up
+    /// once (`GET /projects/:id`) and remembered while the project is observed.
+    async fn resolve(&self, run: &PolicyRun, project: &ProjectRef) -> Result<u64, GitLabError> {
+        let path = match project {
+            ProjectRef::Id(id) => return Ok(*id),
+            ProjectRef::Path(path) => path,
+        };
+        if let Some(id) = self.known_id(&run.instance, project) {
+            return Ok(id);
+        }
+        let found = run.client.get_project(project).await?;
+        lock(&self.inner.aliases)
+            .insert((run.instance.clone(), path.to_ascii_lowercase()), found.id);
+        Ok(found.id)
+    }
+
+    /// The id of a project without asking GitLab: an id, or a path resolved before.
+    fn known_id(&self, instance: &str, project: &ProjectRef) -> Option<u64> {
+        match project {
+            ProjectRef::Id(id) => Some(*id),
+            ProjectRef::Path(path) => lock(&self.inner.aliases)
+                .get(&(instance.to_owned(), path.to_ascii_lowercase()))
+                .copied(),
+        }
     }
 
     /// Forgets a policy that is gone (deleted, or its file removed): its client and budget,
@@ -303,13 +336,19 @@ impl Engine {
         self.unwatch(key, watched).await;
     }
 
-    /// Records which projects a policy watches in this run, and lets go of those it watched
-    /// before and no longer does.
-    async fn rewatch(&self, policy: &CompiledPolicy, instance: &str) {
-        let now: HashSet<ObserverKey> = policy
-            .projects
-            .iter()
-            .map(|p| (instance.to_owned(), p.clone()))
+    /// Records which projects a policy watches after a run (those it observed, and those it did
+    /// not reach but knows the id of), and lets go of those it watched before and no longer does.
+    async fn rewatch(&self, policy: &CompiledPolicy, instance: &str, observed: HashSet<u64>) {
+        let mut ids = observed;
+        ids.extend(
+            policy
+                .projects
+                .iter()
+                .filter_map(|p| self.known_id(instance, p)),
+        );
+        let now: HashSet<ObserverKey> = ids
+            .into_iter()
+            .map(|id| (instance.to_owned(), id))
             .collect();
         let before = lock(&self.inner.watched).insert(policy.key.clone(), now.clone());
         let dropped: Vec<ObserverKey> = before
@@ -329,7 +368,10 @@ impl Engine {
             };
             if slot.lock().await.unwatch(key) {
                 lock(&self.inner.observers).remove(&observer_key);
-                let label = observer_key.1.to_string();
+                let (instance, id) = &observer_key;
+                lock(&self.inner.aliases)
+                    .retain(|(i, _), aliased| !(i == instance && aliased == id));
+                let label = id.to_string();
                 lock(&self.inner.accounting).forget_project(&label);
                 self.inner.metrics.forget_project(&label);
             }
@@ -391,7 +433,6 @@ impl Engine {
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
         let instance = instance_key(&policy.gitlab_url);
-        self.rewatch(policy, &instance).await;
         let allowance = Allowance::new(self.budget(&policy.key, &policy.limits, now));
         let policy = self.watch(policy);
         let run = PolicyRun {
@@ -401,6 +442,7 @@ impl Engine {
             now,
             dry_run,
             allowance,
+            claimed: Mutex::new(HashSet::new()),
         };
 
         // Each project goes observe → facts → decide → act on its own, a few at a time, so the
@@ -434,6 +476,8 @@ impl Engine {
         if stop.is_cancelled() {
             tracing::info!(policy = %run.policy.key, "stopping: remaining projects left for the next run");
         }
+        let claimed = std::mem::take(&mut *lock(&run.claimed));
+        self.rewatch(&run.policy, &run.instance, claimed).await;
         if observed == 0
             && let Some(err) = first_error
         {
@@ -452,8 +496,28 @@ impl Engine {
         stop: &CancellationToken,
     ) -> ProjectRun {
         let mut out = ProjectRun::new(project);
-        let slot = self.observer_for(&run.instance, project);
+        let resolved = tokio::select! {
+            biased;
+            () = stop.cancelled() => return out,
+            resolved = self.resolve(run, project) => resolved,
+        };
+        let project_id = match resolved {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(policy = %run.policy.key, %project, error = %err, "cannot find project");
+                out.observe_error = Some(err);
+                return out;
+            }
+        };
+        if !lock(&run.claimed).insert(project_id) {
+            // The same project spelled twice (by id and by path): observed once per run.
+            return out;
+        }
+        let slot = self.observer_for(&run.instance, project_id);
         let mut observer = slot.lock().await;
+        // Metrics label the project by its id; decisions, logs and Events name it as the policy
+        // spells it.
+        let label = project_id.to_string();
         observer.watch(&run.policy);
         let fresh_for =
             SignedDuration::try_from(run.policy.interval / 2).unwrap_or(SignedDuration::ZERO);
@@ -465,10 +529,17 @@ impl Engine {
                 .policy
                 .statuses_of_interest()
                 .is_none_or(|statuses| statuses.iter().any(|s| s.is_blocked()));
-            match observer.sync(&run.client, run.now, follow_blocked).await {
+            // A sync can wait long for the rate limit: it is abandoned on stop (the next sync
+            // reads again whatever this one did not finish).
+            let synced = tokio::select! {
+                biased;
+                () = stop.cancelled() => return out,
+                synced = observer.sync(&run.client, run.now, follow_blocked) => synced,
+            };
+            match synced {
                 Ok((stats, refreshed)) => {
                     tracing::debug!(%project, ?stats, "synced");
-                    self.account(project, &observer, &refreshed, run.now);
+                    self.account(&label, &observer, &refreshed, run.now);
                 }
                 Err(err) => {
                     tracing::warn!(policy = %run.policy.key, %project, error = %err, "cannot observe project");
@@ -478,7 +549,11 @@ impl Engine {
             }
         }
         out.jobs_seen = observer.jobs().len();
-        self.gather_facts(run, &mut observer, &mut out).await;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return out,
+            () = self.gather_facts(run, &mut observer, &mut out) => {}
+        }
 
         let decisions = {
             let observation = Observation {
@@ -508,25 +583,24 @@ impl Engine {
     /// Feeds job metrics: queue times and failures exactly once per job, current counts.
     fn account(
         &self,
-        project: &ProjectRef,
+        label: &str,
         observer: &ProjectObserver,
         refreshed: &[JobRecord],
         now: Timestamp,
     ) {
-        let label = project.to_string();
         let metrics = &self.inner.metrics;
         {
             let mut accounting = lock(&self.inner.accounting);
             for job in refreshed {
-                let events = accounting.observe(&label, job, self.inner.started_at);
-                metrics.record_job_events(&label, &job.stage, &events);
+                let events = accounting.observe(label, job, self.inner.started_at);
+                metrics.record_job_events(label, &job.stage, &events);
             }
             if let Some(mark) = observer.low_water_mark() {
-                accounting.prune_below(&label, mark);
+                accounting.prune_below(label, mark);
             }
         }
-        metrics.set_jobs_by_status(&label, &observer.status_counts());
-        metrics.set_pending_age(&label, observer.oldest_pending_age(now));
+        metrics.set_jobs_by_status(label, &observer.status_counts());
+        metrics.set_pending_age(label, observer.oldest_pending_age(now));
     }
 
     /// Fetches the facts (pipeline job lists, log tails) that the candidates of one project
@@ -677,6 +751,8 @@ struct PolicyRun {
     now: Timestamp,
     dry_run: bool,
     allowance: Allowance,
+    /// The projects (ids) this run has taken on.
+    claimed: Mutex<HashSet<u64>>,
 }
 
 /// The actions a run may still take, shared by the projects it runs concurrently.

@@ -74,6 +74,8 @@ impl Endpoint {
         }
     }
 
+    /// `GET /projects/:id`: the project (its numeric id, full path, `archived`).
+    pub const GET_PROJECT: Endpoint = Endpoint::get("/projects/:id");
     /// `GET /projects/:id/jobs`: the project's jobs, newest first (subject to GitLab's
     /// `jobs_index` application rate limit).
     pub const LIST_PROJECT_JOBS: Endpoint = Endpoint::get("/projects/:id/jobs");
@@ -117,8 +119,10 @@ impl Endpoint {
     pub const DOWNLOAD_ARTIFACT_FILE_BY_REF: Endpoint =
         Endpoint::get("/projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path");
 
-    /// Every endpoint of the client (the union of the seed documents: 17 endpoints).
-    pub const ALL: [Endpoint; 17] = [
+    /// Every endpoint of the client (the union of the seed documents: 17 endpoints, and
+    /// `GET /projects/:id` to resolve a project path to its id).
+    pub const ALL: [Endpoint; 18] = [
+        Endpoint::GET_PROJECT,
         Endpoint::LIST_PROJECT_JOBS,
         Endpoint::LIST_PIPELINE_JOBS,
         Endpoint::LIST_PIPELINE_BRIDGES,

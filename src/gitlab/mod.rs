@@ -30,6 +30,7 @@ pub mod error;
 pub mod jobs;
 pub mod models;
 pub mod pagination;
+pub mod projects;
 pub mod ratelimit;
 pub mod records;
 pub mod telemetry;
@@ -44,5 +45,6 @@ pub use models::{
     AllowedAgent, AllowedAgents, Job, JobStatus, JobVariable, PipelineBasic, ProjectRef,
 };
 pub use pagination::{PER_PAGE, PaginationMode};
+pub use projects::Project;
 pub use ratelimit::{LimitScope, RateLimiter, RateLimiterSettings};
 pub use telemetry::{NoopObserver, RequestObserver};

@@ -24,6 +24,7 @@
 //!
 //! | Endpoint | Notes |
 //! |---|---|
+//! | `GET /projects/:id` | `Entities::Project` (id, full path, namespace, `archived`…), by id or full path; 404 `Project Not Found` |
 //! | `GET /projects/:id/jobs` | builds incl. retried attempts, id desc; `scope` (string, `scope[]`, `scope[k]`); offset pagination without `X-Total`/`X-Total-Pages`/`rel="last"`, or keyset (`pagination=keyset`, `order_by=id`, `sort=desc` only); the `jobs_index` limit |
 //! | `GET /projects/:id/pipelines/:pipeline_id/jobs` | latest attempts unless `include_retried=true`; counted offset pagination |
 //! | `GET /projects/:id/pipelines/:pipeline_id/bridges` | `Entities::Ci::Bridge` (`downstream_pipeline` is always null) |

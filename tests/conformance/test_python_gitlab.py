@@ -261,8 +261,7 @@ def test_get_a_job_by_id_and_by_url_encoded_project_path(
     build_id, rspec_id = created.job_ids
 
     by_id = project.api.jobs.get(rspec_id)
-    # The simulator serves the Jobs API only, not GET /projects/:id, so the project object
-    # is lazy; python-gitlab URL-encodes the path into every job URL.
+    # A lazy project object: python-gitlab URL-encodes the path into every job URL.
     by_path = gl.projects.get(project.path, lazy=True).jobs.get(rspec_id)
     # project_id is python-gitlab's own parent attribute; the runner manager's contacted_at
     # moves with the clock.
@@ -290,6 +289,27 @@ def test_get_a_job_by_id_and_by_url_encoded_project_path(
         fleet_job["pipeline_id"],
     )
     assert fleet.web_url.endswith(f"/fleet/project-1/-/jobs/{fleet_job['id']}")
+
+
+def test_a_project_reads_the_same_by_id_and_by_full_path(
+    gl: gitlab.Gitlab, project: Scenario
+) -> None:
+    by_path = gl.projects.get(project.path)
+    by_id = gl.projects.get(project.id)
+    assert by_path.attributes == by_id.attributes
+    assert (by_path.id, by_path.path_with_namespace) == (project.id, project.path)
+    assert by_path.archived is False
+    assert by_path.namespace["full_path"] == project.path.rsplit("/", 1)[0]
+    # GitLab finds a project by its path case-insensitively.
+    assert gl.projects.get(project.path.upper()).id == project.id
+
+
+@pytest.mark.parametrize("reference", [987654, "nobody/nothing"])
+def test_unknown_project_itself_is_404_project_not_found(gl: gitlab.Gitlab, reference: Any) -> None:
+    with pytest.raises(GitlabGetError) as raised:
+        gl.projects.get(reference)
+    assert raised.value.response_code == 404
+    assert raised.value.error_message == "404 Project Not Found"
 
 
 def test_trace_is_the_job_log(project: Scenario) -> None:

@@ -11,6 +11,7 @@ mod jobs;
 mod lists;
 pub(crate) mod pagination;
 pub(crate) mod params;
+mod projects;
 pub(crate) mod router;
 
 use crate::sim::autopilot;
@@ -188,6 +189,7 @@ fn respond(
         link,
     };
     let result = match route.endpoint {
+        Endpoint::GetProject => projects::get(&mut call),
         Endpoint::ListProjectJobs => lists::project_jobs(&mut call),
         Endpoint::ListPipelineJobs => lists::pipeline_jobs(&mut call),
         Endpoint::ListPipelineBridges => lists::pipeline_bridges(&mut call),

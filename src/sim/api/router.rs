@@ -6,9 +6,10 @@ use crate::sim::api::auth::Accepts;
 use crate::sim::api::params::path_decode;
 use axum::http::Method;
 
-/// Every endpoint the simulator serves (the seeds' 17 endpoints).
+/// Every endpoint the simulator serves (the seeds' 17 endpoints, and `GET /projects/:id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
+    GetProject,
     ListProjectJobs,
     ListPipelineJobs,
     ListPipelineBridges,
@@ -32,6 +33,7 @@ impl Endpoint {
     /// The route template (without `/api/v4`) used in the request log and counters.
     pub fn template(self) -> &'static str {
         match self {
+            Endpoint::GetProject => "/projects/:id",
             Endpoint::ListProjectJobs => "/projects/:id/jobs",
             Endpoint::ListPipelineJobs => "/projects/:id/pipelines/:pipeline_id/jobs",
             Endpoint::ListPipelineBridges => "/projects/:id/pipelines/:pipeline_id/bridges",
@@ -142,6 +144,7 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Option<Route> {
         ..Route::new(endpoint)
     };
     let endpoint_route = match &raw[2..] {
+        [] if get => with(Endpoint::GetProject),
         ["jobs"] if get => with(Endpoint::ListProjectJobs),
         ["pipelines", pid, "jobs"] if get && !pid.is_empty() => Route {
             resource_id: seg(3),
@@ -206,6 +209,8 @@ mod tests {
     fn every_endpoint_matches() {
         use Endpoint::*;
         let cases = [
+            (Method::GET, "/projects/1", GetProject),
+            (Method::GET, "/projects/group%2Fapp", GetProject),
             (Method::GET, "/projects/1/jobs", ListProjectJobs),
             (
                 Method::GET,
@@ -271,7 +276,7 @@ mod tests {
     fn unknown_routes_and_methods() {
         for (method, path) in [
             (Method::GET, "/projects"),
-            (Method::GET, "/projects/1"),
+            (Method::POST, "/projects/1"),
             (Method::DELETE, "/projects/1/jobs"),
             (Method::GET, "/projects/1/jobs/9/retry"),
             (Method::POST, "/projects/1/jobs/9"),

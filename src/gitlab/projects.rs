@@ -1,0 +1,29 @@
+//! The one Projects API call jobwarden needs: `GET /projects/:id`, to learn a project's numeric
+//! id (its identity: a full path can be renamed, and the same project can be spelled by id or
+//! by path) and whether it is archived.
+
+use crate::gitlab::client::GitLabClient;
+use crate::gitlab::endpoints::{Endpoint, Query};
+use crate::gitlab::error::GitLabError;
+use crate::gitlab::models::ProjectRef;
+use serde::Deserialize;
+
+/// What jobwarden reads of `Entities::Project`; every other field is skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Project {
+    pub id: u64,
+    /// The full path, e.g. `group/sub/project`.
+    pub path_with_namespace: String,
+    #[serde(default)]
+    pub archived: bool,
+}
+
+impl GitLabClient {
+    /// `GET /projects/:id`, by id or full path (404 `Project Not Found` when the token cannot
+    /// see it).
+    pub async fn get_project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
+        let path = format!("/projects/{}", project.to_path_segment());
+        let url = self.api_url(&path, &Query::new())?;
+        self.get_json(Endpoint::GET_PROJECT, &url).await
+    }
+}
