@@ -849,3 +849,31 @@ async fn one_project_spelled_by_id_and_by_path_is_observed_and_counted_once() {
     engine.forget_policy(&by_id.key).await;
     assert_eq!(engine.observed_projects(), 0);
 }
+
+/// SIGTERM in the middle of a pass: the run ends at once, not after the slow requests (or the
+/// rate-limit waits) of the projects still to observe.
+#[tokio::test]
+async fn a_stop_mid_pass_ends_the_run_without_waiting_for_slow_requests() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline("main", false, vec![JobSpec::new("build", "build", "pending")]);
+    w.ctl.set_faults(jobwarden::sim::FaultConfig {
+        latency: Duration::from_secs(60),
+        ..jobwarden::sim::FaultConfig::default()
+    });
+    let policy = w.policy(RETRY_POLICY);
+    let engine = w.engine();
+    let stop = CancellationToken::new();
+    let token = SecretString::from(TOKEN.to_owned());
+    let run = engine.reconcile(&policy, &token, RunMode::Normal, &stop);
+    let stopper = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+    };
+    let (result, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(run, stopper)
+    })
+    .await
+    .expect("the run ends soon after the stop, not after the 60 s request");
+    let report = result.expect("a stopped run is not a failure");
+    assert!(report.actions.is_empty());
+}
