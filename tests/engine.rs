@@ -855,7 +855,11 @@ async fn one_project_spelled_by_id_and_by_path_is_observed_and_counted_once() {
 #[tokio::test]
 async fn a_stop_mid_pass_ends_the_run_without_waiting_for_slow_requests() {
     let w = World::start(MONDAY_MORNING).await;
-    w.pipeline("main", false, vec![JobSpec::new("build", "build", "pending")]);
+    w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("build", "build", "pending")],
+    );
     w.ctl.set_faults(jobwarden::sim::FaultConfig {
         latency: Duration::from_secs(60),
         ..jobwarden::sim::FaultConfig::default()
@@ -876,4 +880,76 @@ async fn a_stop_mid_pass_ends_the_run_without_waiting_for_slow_requests() {
     .expect("the run ends soon after the stop, not after the 60 s request");
     let report = result.expect("a stopped run is not a failure");
     assert!(report.actions.is_empty());
+}
+
+/// The `per_page` of each job listing in the request log.
+fn listing_page_sizes(w: &World) -> Vec<u32> {
+    w.ctl
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == "/projects/:id/jobs")
+        .map(|r| {
+            r.query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("per_page="))
+                .and_then(|v| v.parse().ok())
+                .expect("every listing says per_page")
+        })
+        .collect()
+}
+
+/// A quiet project's sync asks GitLab for a handful of jobs, not a hundred; when many jobs
+/// arrive at once the listing goes on with full pages, and misses none.
+#[tokio::test]
+async fn a_quiet_project_is_asked_for_a_small_page_and_a_busy_one_for_full_pages() {
+    let w = World::start(MONDAY_MORNING).await;
+    let done = |n: usize| -> Vec<JobSpec> {
+        (0..n)
+            .map(|i| {
+                JobSpec::new(format!("job-{i}"), "test", "success").aged(Duration::from_secs(600))
+            })
+            .collect()
+    };
+    w.pipeline("main", false, done(30));
+    let policy = w.policy(RETRY_POLICY);
+    let engine = w.engine();
+    w.run(&engine, &policy).await;
+    assert_eq!(
+        listing_page_sizes(&w),
+        [100, 5],
+        "first sync: full pages, then the unfinished ones"
+    );
+
+    w.ctl.reset_log();
+    w.advance(10);
+    w.run(&engine, &policy).await;
+    assert_eq!(
+        listing_page_sizes(&w),
+        [7],
+        "one job at the mark, room for a few more"
+    );
+
+    // 150 jobs arrive, one of them stuck: a small page fills, full pages follow.
+    let mut busy = done(149);
+    busy.push(
+        JobSpec::new("rspec", "test", "failed")
+            .failed_with("stuck_or_timeout_failure")
+            .aged(Duration::from_secs(300)),
+    );
+    w.pipeline("main", false, busy);
+    w.ctl.reset_log();
+    w.advance(120);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(listing_page_sizes(&w), [7, 100, 100]);
+
+    // The next quiet sync expects about as many arrivals as the last one saw, then settles.
+    w.ctl.reset_log();
+    w.advance(10);
+    w.run(&engine, &policy).await;
+    w.advance(10);
+    w.run(&engine, &policy).await;
+    let sizes = listing_page_sizes(&w);
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(sizes[1] <= 10, "{sizes:?}");
 }

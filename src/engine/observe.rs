@@ -42,6 +42,10 @@ pub const DEFAULT_HISTORY: SignedDuration = SignedDuration::from_hours(72);
 pub const ARTIFACTS_HISTORY: SignedDuration = SignedDuration::from_hours(30 * 24);
 
 const PER_PAGE: usize = 100;
+/// GitLab's largest page.
+const PER_PAGE_MAX: u32 = crate::gitlab::PER_PAGE;
+/// The smallest page asked for.
+const MIN_PAGE: u32 = 5;
 
 /// Jobs are listed by id and their pipelines' creation is compared by time: a pipeline created
 /// this soon after the first sync's horizon is not taken as completely seen.
@@ -97,6 +101,8 @@ pub struct ProjectObserver {
     pipeline_jobs: HashMap<u64, Vec<JobRecord>>,
     /// The policies that watch this project, as of their last run.
     watchers: Vec<Arc<CompiledPolicy>>,
+    /// Jobs created between the last two syncs: how many the next one may expect.
+    recent_arrivals: usize,
 }
 
 impl ProjectObserver {
@@ -113,6 +119,7 @@ impl ProjectObserver {
             log_order: VecDeque::new(),
             pipeline_jobs: HashMap::new(),
             watchers: Vec::new(),
+            recent_arrivals: 0,
         }
     }
 
@@ -191,6 +198,7 @@ impl ProjectObserver {
         let mut run = Sync {
             now,
             newest_before: self.newest_seen,
+            arrivals: 0,
             stats: SyncStats::default(),
             refreshed: Vec::new(),
         };
@@ -199,79 +207,119 @@ impl ProjectObserver {
         let behind_mark = mark.map_or(0, |m| {
             self.jobs.from_id(m).count() + self.settled.range(m..).count()
         });
+        let arrivals = page_for(self.recent_arrivals);
         if first {
             // Every job back to the horizon, then the unfinished ones older than it.
             let horizon = self.horizon(now);
-            let reached = self.sync_down_to(client, None, horizon, &mut run).await?;
+            let (reached, _) = self
+                .list_down(client, Until::OlderThan(horizon), PER_PAGE_MAX, &mut run)
+                .await?;
             // Every job since the horizon has now been seen once: so has every attempt of the
             // pipelines created since (with a margin for ids and clocks that disagree).
             self.jobs.set_complete_since(match reached {
-                Reached::Horizon => horizon
+                Reached::Until => horizon
                     .checked_add(COMPLETENESS_MARGIN)
                     .unwrap_or(Timestamp::MAX),
                 Reached::End => Timestamp::MIN,
             });
             self.sync_active(client, &mut run).await?;
-        } else if behind_mark > PER_PAGE {
-            // An old unfinished job holds the mark far back: paging down to it would re-read
-            // every newer job. Read the new jobs, then the unfinished ones through their scope.
-            self.sync_new(client, &mut run).await?;
-            self.sync_active(client, &mut run).await?;
         } else {
-            self.sync_down_to(client, mark, Timestamp::MIN, &mut run)
-                .await?;
+            match mark {
+                Some(mark) if behind_mark <= PER_PAGE => {
+                    let first_page = page_for(behind_mark + self.recent_arrivals);
+                    self.sync_down_to_mark(client, mark, first_page, &mut run)
+                        .await?;
+                }
+                Some(_) => {
+                    // An old unfinished job holds the mark far back: paging down to it would
+                    // re-read every newer job. Read the new jobs, then the unfinished ones
+                    // through their scope.
+                    let known = self.newest_seen.unwrap_or(0);
+                    self.list_down(client, Until::Known(known), arrivals, &mut run)
+                        .await?;
+                    self.sync_active(client, &mut run).await?;
+                }
+                // Nothing listed yet: every job is new.
+                None => {
+                    self.list_down(client, Until::Known(0), arrivals, &mut run)
+                        .await?;
+                }
+            }
         }
         if follow_blocked {
             self.sync_blocked(client, &mut run).await?;
         }
         self.prune(self.horizon(now));
         self.last_sync = Some(now);
+        self.recent_arrivals = run.arrivals;
         Ok((run.stats, run.refreshed))
     }
 
-    /// Pages from the newest job down past `mark` (or, without one, past `horizon`), refreshing
-    /// everything on the way. Says whether it stopped at the mark or horizon, or at the end of
-    /// the list.
-    async fn sync_down_to(
+    /// Pages from the newest job down until `until`, refreshing everything on the way. Says
+    /// whether it stopped there or at the end of the list, and which jobs it read.
+    ///
+    /// The first page asks for `first_page` jobs (a quiet project's sync reads a handful of
+    /// jobs, not a hundred); when that page fills before `until`, the project is busier than
+    /// expected and is listed again from the top with full pages.
+    async fn list_down(
         &mut self,
         client: &GitLabClient,
-        mark: Option<u64>,
-        horizon: Timestamp,
+        until: Until,
+        first_page: u32,
         run: &mut Sync,
-    ) -> Result<Reached, GitLabError> {
-        let mut stream = Box::pin(
-            client.list_project_jobs_as::<JobWire>(&self.project, &ListJobsQuery::default()),
-        );
+    ) -> Result<(Reached, HashSet<u64>), GitLabError> {
+        let mut per_page = first_page.clamp(MIN_PAGE, PER_PAGE_MAX);
         let mut seen = HashSet::new();
-        let mut newest = None;
-        let mut reached = Reached::End;
-        while let Some(job) = stream.try_next().await? {
-            let past_mark = mark.is_some_and(|m| job.id < m);
-            if past_mark || (mark.is_none() && job.created_at < horizon) {
-                reached = Reached::Horizon;
-                break;
+        let mut newest: Option<u64> = None;
+        let reached = 'listing: loop {
+            let query = ListJobsQuery::default().per_page(per_page);
+            let mut stream =
+                Box::pin(client.list_project_jobs_as::<JobWire>(&self.project, &query));
+            let mut read = 0u32;
+            while let Some(job) = stream.try_next().await? {
+                if until.reached(&job) {
+                    break 'listing Reached::Until;
+                }
+                newest = Some(newest.map_or(job.id, |n| n.max(job.id)));
+                seen.insert(job.id);
+                self.absorb(job, run);
+                read += 1;
+                if read == per_page && per_page < PER_PAGE_MAX {
+                    per_page = PER_PAGE_MAX;
+                    continue 'listing;
+                }
             }
-            newest.get_or_insert(job.id);
-            seen.insert(job.id);
-            self.absorb(job, run);
-        }
-        drop(stream);
+            break Reached::End;
+        };
         self.listed_down_from(newest);
-        if let Some(mark) = mark {
-            // Everything at or above the mark was listed: an unfinished job that was not is
-            // gone from GitLab (deleted with its pipeline) and must not hold the mark forever.
-            let gone: Vec<u64> = self
-                .jobs
-                .from_id(mark)
-                .filter(|j| !seen.contains(&j.id))
-                .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
-                .map(|j| j.id)
-                .collect();
-            for id in gone {
-                self.jobs.remove(id);
-            }
+        Ok((reached, seen))
+    }
+
+    /// Pages down past the low-water mark, and forgets the unfinished jobs at or above it that
+    /// are no longer listed.
+    async fn sync_down_to_mark(
+        &mut self,
+        client: &GitLabClient,
+        mark: u64,
+        first_page: u32,
+        run: &mut Sync,
+    ) -> Result<(), GitLabError> {
+        let (_, seen) = self
+            .list_down(client, Until::Below(mark), first_page, run)
+            .await?;
+        // Everything at or above the mark was listed: an unfinished job that was not is gone
+        // from GitLab (deleted with its pipeline) and must not hold the mark forever.
+        let gone: Vec<u64> = self
+            .jobs
+            .from_id(mark)
+            .filter(|j| !seen.contains(&j.id))
+            .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
+            .map(|j| j.id)
+            .collect();
+        for id in gone {
+            self.jobs.remove(id);
         }
-        Ok(reached)
+        Ok(())
     }
 
     /// Every job from `newest` down to where the last listing stopped has been read: the next
@@ -283,25 +331,6 @@ impl ProjectObserver {
         }
     }
 
-    /// Reads the jobs newer than any seen.
-    async fn sync_new(&mut self, client: &GitLabClient, run: &mut Sync) -> Result<(), GitLabError> {
-        let known = self.newest_seen;
-        let mut stream = Box::pin(
-            client.list_project_jobs_as::<JobWire>(&self.project, &ListJobsQuery::default()),
-        );
-        let mut newest = None;
-        while let Some(job) = stream.try_next().await? {
-            if known.is_some_and(|n| job.id <= n) {
-                break;
-            }
-            newest.get_or_insert(job.id);
-            self.absorb(job, run);
-        }
-        drop(stream);
-        self.listed_down_from(newest);
-        Ok(())
-    }
-
     /// Lists every unfinished job through a `scope[]` listing, whatever its age; a cached
     /// unfinished job that is no longer listed has moved on and is re-read.
     async fn sync_active(
@@ -309,7 +338,12 @@ impl ProjectObserver {
         client: &GitLabClient,
         run: &mut Sync,
     ) -> Result<(), GitLabError> {
-        let query = ListJobsQuery::with_scopes(ACTIVE_SCOPES);
+        let unfinished = self
+            .jobs
+            .newest_first()
+            .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
+            .count();
+        let query = ListJobsQuery::with_scopes(ACTIVE_SCOPES).per_page(page_for(unfinished));
         let active: Vec<JobWire> = client
             .list_project_jobs_as(&self.project, &query)
             .try_collect()
@@ -358,7 +392,13 @@ impl ProjectObserver {
         client: &GitLabClient,
         run: &mut Sync,
     ) -> Result<(), GitLabError> {
-        let query = ListJobsQuery::with_scopes([JobStatus::Manual, JobStatus::Scheduled]);
+        let blocked = self
+            .jobs
+            .newest_first()
+            .filter(|j| j.status.is_blocked())
+            .count();
+        let query = ListJobsQuery::with_scopes([JobStatus::Manual, JobStatus::Scheduled])
+            .per_page(page_for(blocked));
         let listed: Vec<JobWire> = client
             .list_project_jobs_as(&self.project, &query)
             .try_collect()
@@ -384,6 +424,9 @@ impl ProjectObserver {
             return;
         }
         let first_sight = self.is_first_sight(wire.id, run.newest_before);
+        if first_sight && run.newest_before.is_some() {
+            run.arrivals += 1;
+        }
         let record = JobRecord::from_wire(wire, run.now, &mut self.names);
         match self.jobs.get(record.id) {
             Some(old) if old.same_state(&record) => return,
@@ -531,12 +574,42 @@ impl ProjectObserver {
     }
 }
 
-/// Where a listing down to a mark or horizon stopped.
+/// Where a listing from the newest job down stops.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// At the first job created before this time (the first sync's horizon).
+    OlderThan(Timestamp),
+    /// At the first job below the low-water mark.
+    Below(u64),
+    /// At the first job an earlier listing read.
+    Known(u64),
+}
+
+impl Until {
+    fn reached(self, job: &JobWire) -> bool {
+        match self {
+            Until::OlderThan(horizon) => job.created_at < horizon,
+            Until::Below(mark) => job.id < mark,
+            Until::Known(newest) => job.id <= newest,
+        }
+    }
+}
+
+/// Where a listing from the newest job down stopped.
 enum Reached {
-    /// At the mark or horizon.
-    Horizon,
+    /// Where it was told to.
+    Until,
     /// At the end of the list: the project has no older job.
     End,
+}
+
+/// The page size for a listing expected to read `expected` jobs: room for twice as many, and
+/// a few more, up to GitLab's maximum.
+fn page_for(expected: usize) -> u32 {
+    let wanted = expected.saturating_mul(2).saturating_add(MIN_PAGE as usize);
+    u32::try_from(wanted)
+        .unwrap_or(PER_PAGE_MAX)
+        .min(PER_PAGE_MAX)
 }
 
 /// The state of one sync in progress.
@@ -544,6 +617,8 @@ struct Sync {
     now: Timestamp,
     /// The newest job id the listings before this sync read.
     newest_before: Option<u64>,
+    /// Jobs created since the last sync.
+    arrivals: usize,
     stats: SyncStats,
     refreshed: Refreshed,
 }

@@ -8,7 +8,7 @@ use crate::gitlab::client::{GitLabClient, decode_json};
 use crate::gitlab::endpoints::{Endpoint, Query, encode_artifact_path, encode_segment};
 use crate::gitlab::error::GitLabError;
 use crate::gitlab::models::{AllowedAgents, Job, JobStatus, JobVariable, ProjectRef};
-use crate::gitlab::pagination::{PaginationMode, paginate};
+use crate::gitlab::pagination::{PER_PAGE, PaginationMode, paginate};
 use bytes::Bytes;
 use futures::Stream;
 use serde::Serialize;
@@ -23,6 +23,9 @@ pub struct ListJobsQuery {
     pub scopes: Vec<JobStatus>,
     /// How to page through the list.
     pub pagination: PaginationMode,
+    /// Items a page (1–100); `None` is 100, GitLab's maximum. A smaller page costs GitLab and
+    /// the client less when only the newest few jobs are wanted.
+    pub per_page: Option<u32>,
 }
 
 impl ListJobsQuery {
@@ -36,7 +39,14 @@ impl ListJobsQuery {
         ListJobsQuery {
             scopes: scopes.into_iter().collect(),
             pagination: PaginationMode::Offset,
+            per_page: None,
         }
+    }
+
+    /// The same query with `per_page` items a page (clamped to 1–100).
+    pub fn per_page(mut self, per_page: u32) -> ListJobsQuery {
+        self.per_page = Some(per_page.clamp(1, PER_PAGE));
+        self
     }
 
     /// The same query with another pagination mode.
@@ -90,7 +100,7 @@ fn artifact_file_path(artifact_path: &str) -> Result<String, GitLabError> {
 impl GitLabClient {
     /// `GET /projects/:id/jobs`: the project's jobs, newest first, retried attempts included.
     /// The stream is lazy: the next page is fetched only when the consumer polls past the current
-    /// one. Always `per_page=100`; scopes are sent as `scope[]=…`.
+    /// one. `per_page=100` unless the query says less; scopes are sent as `scope[]=…`.
     pub fn list_project_jobs(
         &self,
         project: &ProjectRef,
@@ -108,7 +118,9 @@ impl GitLabClient {
     ) -> impl Stream<Item = Result<T, GitLabError>> + Send + 'static {
         let mut q = Query::new();
         push_scopes(&mut q, &query.scopes);
-        query.pagination.apply(&mut q);
+        query
+            .pagination
+            .apply(&mut q, query.per_page.unwrap_or(PER_PAGE));
         let url = self.api_url(&format!("{}/jobs", project_path(project)), &q);
         paginate(
             self.clone(),
@@ -143,7 +155,7 @@ impl GitLabClient {
         if include_retried {
             q.push("include_retried", "true");
         }
-        PaginationMode::Offset.apply(&mut q);
+        PaginationMode::Offset.apply(&mut q, PER_PAGE);
         let path = format!("{}/pipelines/{pipeline_id}/jobs", project_path(project));
         paginate(
             self.clone(),
@@ -163,7 +175,7 @@ impl GitLabClient {
     ) -> impl Stream<Item = Result<Job, GitLabError>> + Send + 'static {
         let mut q = Query::new();
         push_scopes(&mut q, scopes);
-        PaginationMode::Offset.apply(&mut q);
+        PaginationMode::Offset.apply(&mut q, PER_PAGE);
         let path = format!("{}/pipelines/{pipeline_id}/bridges", project_path(project));
         paginate(
             self.clone(),

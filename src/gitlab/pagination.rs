@@ -39,16 +39,17 @@ pub enum PaginationMode {
 }
 
 impl PaginationMode {
-    /// Adds this mode's parameters (always `per_page=100`) to a listing's query.
-    pub(crate) fn apply(self, query: &mut Query) {
+    /// Adds this mode's parameters, with `per_page` items a page (1–100), to a listing's query.
+    pub(crate) fn apply(self, query: &mut Query, per_page: u32) {
+        let per_page = per_page.clamp(1, PER_PAGE).to_string();
         match self {
             PaginationMode::Offset => {
-                query.push("per_page", PER_PAGE.to_string());
+                query.push("per_page", per_page);
             }
             PaginationMode::Keyset => {
                 query
                     .push("pagination", "keyset")
-                    .push("per_page", PER_PAGE.to_string())
+                    .push("per_page", per_page)
                     .push("order_by", "id")
                     .push("sort", "desc");
             }
@@ -414,10 +415,10 @@ mod tests {
     #[test]
     fn modes_add_their_parameters() {
         let mut q = Query::new();
-        PaginationMode::Offset.apply(&mut q);
+        PaginationMode::Offset.apply(&mut q, PER_PAGE);
         assert_eq!(q.to_query_string(), "per_page=100");
         let mut q = Query::new();
-        PaginationMode::Keyset.apply(&mut q);
+        PaginationMode::Keyset.apply(&mut q, PER_PAGE);
         assert_eq!(
             q.to_query_string(),
             "pagination=keyset&per_page=100&order_by=id&sort=desc"
