@@ -953,3 +953,42 @@ async fn a_quiet_project_is_asked_for_a_small_page_and_a_busy_one_for_full_pages
     assert_eq!(sizes.len(), 2, "{sizes:?}");
     assert!(sizes[1] <= 10, "{sizes:?}");
 }
+
+/// Thousands of jobs waiting for the budget do not make thousands of records every run: the
+/// report lists the first 100 held back and counts the rest exactly.
+#[tokio::test]
+async fn held_back_decisions_are_listed_up_to_a_cap_and_counted_exactly() {
+    let w = World::start(MONDAY_MORNING).await;
+    let stuck: Vec<JobSpec> = (0..150)
+        .map(|i| {
+            JobSpec::new(format!("shard-{i}"), "test", "failed")
+                .failed_with("stuck_or_timeout_failure")
+                .aged(Duration::from_secs(600))
+        })
+        .collect();
+    w.pipeline("main", false, stuck);
+    let policy = w.policy(
+        "  limits: {maxActionsPerRun: 10, maxActionsPerHour: 1000}
+  rules:
+    - name: retry-stuck
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 2}
+",
+    );
+    let report = w.run(&w.engine(), &policy).await;
+    assert_eq!(
+        outcomes(&report, "retry")
+            .iter()
+            .filter(|o| **o == "succeeded")
+            .count(),
+        10
+    );
+    let listed = outcomes(&report, "retry")
+        .iter()
+        .filter(|o| **o == "skipped_over_budget")
+        .count();
+    assert_eq!(listed, jobwarden::engine::MAX_LISTED_HELD_BACK);
+    assert_eq!(report.unlisted.over_budget, 40);
+    assert_eq!(report.over_budget_total(), 140);
+    assert_eq!(w.count(RETRY), 10);
+}

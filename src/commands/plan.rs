@@ -192,16 +192,8 @@ pub fn render_text(report: &RunReport) -> String {
         .count();
     out.push_str(&format!(
         "\nPlan: {now} action(s) now, {} later, {} over budget.\n",
-        report
-            .actions
-            .iter()
-            .filter(|a| matches!(a.outcome, Outcome::Deferred { .. }))
-            .count(),
-        report
-            .actions
-            .iter()
-            .filter(|a| matches!(a.outcome, Outcome::SkippedOverBudget))
-            .count(),
+        report.deferred_total(),
+        report.over_budget_total(),
     ));
     out
 }

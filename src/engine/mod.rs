@@ -8,6 +8,6 @@ pub mod reconcile;
 
 pub use act::Outcome;
 pub use reconcile::{
-    ActionRecord, Clock, Engine, EngineConfig, ProjectFailure, ReconcileError, RunMode, RunReport,
-    system_clock,
+    ActionRecord, Clock, Engine, EngineConfig, HeldBack, MAX_LISTED_HELD_BACK, ProjectFailure,
+    ReconcileError, RunMode, RunReport, system_clock,
 };

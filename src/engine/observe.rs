@@ -28,10 +28,10 @@
 use crate::gitlab::models::{JobStatus, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire, Names};
 use crate::gitlab::{GitLabClient, GitLabError, ListJobsQuery};
-use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, may_act_on};
+use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, Reach, may_act_on};
 use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// How far back a project's first sync reads, and how long finished jobs stay cached.
@@ -51,8 +51,10 @@ const MIN_PAGE: u32 = 5;
 /// this soon after the first sync's horizon is not taken as completely seen.
 const COMPLETENESS_MARGIN: SignedDuration = SignedDuration::from_mins(5);
 
-/// At most this many settled ids are remembered (the newest ones).
-const MAX_SETTLED: usize = 2 * PER_PAGE + 1;
+/// At most this many settled ids are remembered (the newest ones): enough to know that more
+/// than a page of jobs lies above the mark, when the next sync reads only newer jobs, which
+/// the settled ids cannot be.
+const MAX_SETTLED: usize = PER_PAGE + 1;
 
 /// At most this many jobs are re-read by id in one sync; the rest wait for the next one.
 const MAX_REREADS_PER_SYNC: usize = 200;
@@ -92,7 +94,7 @@ pub struct ProjectObserver {
     jobs: ProjectJobs,
     names: Names,
     /// Finished jobs above the mark that were dropped: listed again, they are not news.
-    settled: BTreeSet<u64>,
+    settled: SettledIds,
     newest_seen: Option<u64>,
     last_sync: Option<Timestamp>,
     log_tails: HashMap<u64, String>,
@@ -103,6 +105,8 @@ pub struct ProjectObserver {
     watchers: Vec<Arc<CompiledPolicy>>,
     /// Jobs created between the last two syncs: how many the next one may expect.
     recent_arrivals: usize,
+    /// How far back jobs are looked at, as of the last sync.
+    reach: Reach,
 }
 
 impl ProjectObserver {
@@ -112,7 +116,7 @@ impl ProjectObserver {
             history,
             jobs: ProjectJobs::new(),
             names: Names::default(),
-            settled: BTreeSet::new(),
+            settled: SettledIds::default(),
             newest_seen: None,
             last_sync: None,
             log_tails: HashMap::new(),
@@ -120,6 +124,10 @@ impl ProjectObserver {
             pipeline_jobs: HashMap::new(),
             watchers: Vec::new(),
             recent_arrivals: 0,
+            reach: Reach {
+                history_start: Timestamp::MIN,
+                artifacts_start: Timestamp::MIN,
+            },
         }
     }
 
@@ -171,20 +179,29 @@ impl ProjectObserver {
             .or(self.newest_seen)
     }
 
-    /// How far back finished jobs are looked at and kept: the history, or the artifacts history
+    /// How far back jobs are looked at, at `now`: the history for every rule, and as far back
+    /// as artifacts can live for rules with `artifactsExpireWithin`.
+    fn reach_at(&self, now: Timestamp) -> Reach {
+        let back = |span: SignedDuration| now.checked_sub(span).unwrap_or(Timestamp::MIN);
+        Reach {
+            history_start: back(self.history),
+            artifacts_start: back(self.history.max(ARTIFACTS_HISTORY)),
+        }
+    }
+
+    /// How far back finished jobs are listed and kept: the history, or the artifacts history
     /// when a watching policy has an `artifactsExpireWithin` rule.
-    fn horizon(&self, now: Timestamp) -> Timestamp {
+    fn horizon(&self) -> Timestamp {
         let wants_artifacts = self.watchers.iter().any(|p| {
             p.rules
                 .iter()
                 .any(|r| r.conditions.artifacts_expire_within.is_some())
         });
-        let reach = if wants_artifacts {
-            self.history.max(ARTIFACTS_HISTORY)
+        if wants_artifacts {
+            self.reach.artifacts_start
         } else {
-            self.history
-        };
-        now.checked_sub(reach).unwrap_or(Timestamp::MIN)
+            self.reach.history_start
+        }
     }
 
     /// Reads what changed since the last sync. `follow_blocked` also refreshes manual and
@@ -203,14 +220,15 @@ impl ProjectObserver {
             refreshed: Vec::new(),
         };
         let first = self.last_sync.is_none();
+        self.reach = self.reach_at(now);
         let mark = self.low_water_mark();
         let behind_mark = mark.map_or(0, |m| {
-            self.jobs.from_id(m).count() + self.settled.range(m..).count()
+            self.jobs.from_id(m).count() + self.settled.count_from(m)
         });
         let arrivals = page_for(self.recent_arrivals);
         if first {
             // Every job back to the horizon, then the unfinished ones older than it.
-            let horizon = self.horizon(now);
+            let horizon = self.horizon();
             let (reached, _) = self
                 .list_down(client, Until::OlderThan(horizon), PER_PAGE_MAX, &mut run)
                 .await?;
@@ -249,7 +267,7 @@ impl ProjectObserver {
         if follow_blocked {
             self.sync_blocked(client, &mut run).await?;
         }
-        self.prune(self.horizon(now));
+        self.prune();
         self.last_sync = Some(now);
         self.recent_arrivals = run.arrivals;
         Ok((run.stats, run.refreshed))
@@ -420,7 +438,7 @@ impl ProjectObserver {
     /// may still use them, and invalidate their pipeline's cached job list.
     fn absorb(&mut self, wire: JobWire, run: &mut Sync) {
         run.stats.jobs_read += 1;
-        if self.settled.contains(&wire.id) && wire.status.is_completed() {
+        if self.settled.contains(wire.id) && wire.status.is_completed() {
             return;
         }
         let first_sight = self.is_first_sight(wire.id, run.newest_before);
@@ -443,14 +461,14 @@ impl ProjectObserver {
     fn is_first_sight(&self, id: u64, newest_before: Option<u64>) -> bool {
         newest_before.is_none_or(|n| id > n)
             && !self.jobs.contains(id)
-            && !self.settled.contains(&id)
+            && !self.settled.contains(id)
     }
 
     /// Keeps a job, or, when it is finished and no watching policy may act on it, only notes it
     /// in the lookups and remembers its id as settled. `first_sight` counts it as an attempt.
     fn keep_or_settle(&mut self, record: JobRecord, first_sight: bool) {
         if self.is_worth_keeping(&record) {
-            self.settled.remove(&record.id);
+            self.settled.remove(record.id);
             if first_sight {
                 self.jobs.insert_new(record);
             } else {
@@ -469,7 +487,7 @@ impl ProjectObserver {
             || self
                 .watchers
                 .iter()
-                .any(|policy| may_act_on(policy, &self.jobs, job))
+                .any(|policy| may_act_on(policy, &self.jobs, job, &self.reach))
     }
 
     /// Remembers a pipeline's job list (every attempt), valid until a job of it changes.
@@ -483,10 +501,11 @@ impl ProjectObserver {
 
     /// Forgets finished jobs behind the horizon and those no watching policy may act on any
     /// more, and every cache entry that belonged to them.
-    fn prune(&mut self, horizon: Timestamp) {
+    fn prune(&mut self) {
         if self.jobs.complete_since().is_some() {
-            self.jobs.set_complete_since(horizon);
+            self.jobs.set_complete_since(self.reach.history_start);
         }
+        let horizon = self.horizon();
         let drop: HashSet<u64> = self
             .jobs
             .newest_first()
@@ -494,16 +513,10 @@ impl ProjectObserver {
             .filter(|j| j.created_at < horizon || !self.is_worth_keeping(j))
             .map(|j| j.id)
             .collect();
-        if !drop.is_empty() {
-            self.jobs.retain(|j| !drop.contains(&j.id));
-        }
+        // Also when no kept job goes: the lookups still hold the jobs settled in this sync.
+        self.jobs.retain(|j| !drop.contains(&j.id));
         if let Some(mark) = self.low_water_mark() {
-            self.settled = self.settled.split_off(&mark);
-        }
-        // Past a few pages above the mark the next sync reads only newer jobs, which the settled
-        // ids cannot be; keeping the newest few is enough to know that.
-        while self.settled.len() > MAX_SETTLED {
-            self.settled.pop_first();
+            self.settled.forget_below(mark);
         }
         let jobs = &self.jobs;
         self.log_tails.retain(|id, _| jobs.contains(*id));
@@ -542,6 +555,7 @@ impl ProjectObserver {
     /// listing, which reads it again, does not count it twice.
     pub fn update_job(&mut self, wire: JobWire, now: Timestamp) {
         let first_sight = self.is_first_sight(wire.id, self.newest_seen);
+        self.reach = self.reach_at(now);
         let record = JobRecord::from_wire(wire, now, &mut self.names);
         self.pipeline_jobs.remove(&record.pipeline_id);
         self.keep_or_settle(record, first_sight);
@@ -621,4 +635,43 @@ struct Sync {
     arrivals: usize,
     stats: SyncStats,
     refreshed: Refreshed,
+}
+
+/// The ids of finished jobs above the low-water mark that were dropped, ascending, at most
+/// [`MAX_SETTLED`] (the newest): a sorted vector is a tenth of the memory of a tree set.
+#[derive(Debug, Default)]
+struct SettledIds(Vec<u64>);
+
+impl SettledIds {
+    fn contains(&self, id: u64) -> bool {
+        self.0.binary_search(&id).is_ok()
+    }
+
+    fn insert(&mut self, id: u64) {
+        if let Err(at) = self.0.binary_search(&id) {
+            self.0.insert(at, id);
+            if self.0.len() > MAX_SETTLED {
+                self.0.remove(0);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Ok(at) = self.0.binary_search(&id) {
+            self.0.remove(at);
+        }
+    }
+
+    /// How many are at or above `mark`.
+    fn count_from(&self, mark: u64) -> usize {
+        self.0.len() - self.0.partition_point(|id| *id < mark)
+    }
+
+    fn forget_below(&mut self, mark: u64) {
+        let below = self.0.partition_point(|id| *id < mark);
+        self.0.drain(..below);
+        if self.0.capacity() > 2 * self.0.len() + 8 {
+            self.0.shrink_to_fit();
+        }
+    }
 }

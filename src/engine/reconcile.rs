@@ -124,11 +124,59 @@ pub struct RunReport {
     pub projects: usize,
     /// Jobs tracked over the projects observed: unfinished jobs and finished ones a rule may act on.
     pub jobs_seen: usize,
+    /// What was done, and the decisions held back (deferred, over budget): the first
+    /// [`MAX_LISTED_HELD_BACK`] of those, so a policy with thousands of jobs waiting for its
+    /// budget does not build thousands of records every run.
     pub actions: Vec<ActionRecord>,
+    /// Held-back decisions beyond those listed in `actions`, counted.
+    pub unlisted: HeldBack,
     pub failures: Vec<ProjectFailure>,
 }
 
+/// Decisions that did not act in a run, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldBack {
+    /// Waiting for a retry backoff.
+    pub deferred: usize,
+    /// Skipped because a limit was reached.
+    pub over_budget: usize,
+}
+
+/// At most this many held-back decisions are listed in a run report.
+pub const MAX_LISTED_HELD_BACK: usize = 100;
+
 impl RunReport {
+    /// Every decision skipped over budget in this run, listed or not.
+    pub fn over_budget_total(&self) -> usize {
+        self.count_outcome(|o| matches!(o, Outcome::SkippedOverBudget)) + self.unlisted.over_budget
+    }
+
+    /// Every decision deferred (retry backoff) in this run, listed or not.
+    pub fn deferred_total(&self) -> usize {
+        self.count_outcome(|o| matches!(o, Outcome::Deferred { .. })) + self.unlisted.deferred
+    }
+
+    fn count_outcome(&self, which: impl Fn(&Outcome) -> bool) -> usize {
+        self.actions.iter().filter(|a| which(&a.outcome)).count()
+    }
+
+    /// Adds one decision: listed, or, once [`MAX_LISTED_HELD_BACK`] held-back ones are, counted.
+    fn add(&mut self, record: ActionRecord, listed_held_back: &mut usize) {
+        let held_back = match record.outcome {
+            Outcome::Deferred { .. } => Some(&mut self.unlisted.deferred),
+            Outcome::SkippedOverBudget => Some(&mut self.unlisted.over_budget),
+            _ => None,
+        };
+        match held_back {
+            Some(count) if *listed_held_back >= MAX_LISTED_HELD_BACK => *count += 1,
+            Some(_) => {
+                *listed_held_back += 1;
+                self.actions.push(record);
+            }
+            None => self.actions.push(record),
+        }
+    }
+
     /// Logs the run: one structured line per action (deferred ones are not news), then one
     /// for the run.
     pub fn log(&self) {
@@ -426,6 +474,7 @@ impl Engine {
             projects: policy.projects.len(),
             jobs_seen: 0,
             actions: Vec::new(),
+            unlisted: HeldBack::default(),
             failures: Vec::new(),
         };
         if policy.suspend {
@@ -452,6 +501,7 @@ impl Engine {
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
         let mut first_error = None;
+        let mut listed_held_back = 0;
         loop {
             while running.len() < concurrency && !stop.is_cancelled() {
                 let Some(project) = queue.next() else { break };
@@ -470,7 +520,9 @@ impl Engine {
                 None => observed += 1,
             }
             report.jobs_seen += project_run.jobs_seen;
-            report.actions.extend(project_run.actions);
+            for record in project_run.actions {
+                report.add(record, &mut listed_held_back);
+            }
             report.failures.extend(project_run.fact_failures);
         }
         if stop.is_cancelled() {

@@ -264,17 +264,47 @@ fn evaluate(
     out
 }
 
-/// True when some rule of `policy` may act on `job`, now or later: it passes `spec.jobs`, and
-/// the conditions of a rule that only the job's own fields decide hold, and the rule's action
-/// can still apply to it. Conditions of time (`olderThan`, windows, `artifactsExpireWithin`),
-/// of the pipeline and of the log may come to hold later and are taken to hold. The engine keeps
-/// a finished job only while this is true for a policy that watches its project.
-pub fn may_act_on(policy: &CompiledPolicy, jobs: &ProjectJobs, job: &JobRecord) -> bool {
+/// How far back jobs are looked at: rules with `artifactsExpireWithin` look back as far as
+/// artifacts can live, the others over the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Jobs created before this are out of reach of rules without `artifactsExpireWithin`.
+    pub history_start: Timestamp,
+    /// Jobs created before this are out of reach of every rule.
+    pub artifacts_start: Timestamp,
+}
+
+impl Reach {
+    /// Where `rule` stops looking back.
+    fn start_for(&self, rule: &CompiledRule) -> Timestamp {
+        if rule.conditions.artifacts_expire_within.is_some() {
+            self.artifacts_start
+        } else {
+            self.history_start
+        }
+    }
+}
+
+/// True when some rule of `policy` may act on `job`, now or later: the job is within the rule's
+/// reach, passes `spec.jobs`, the conditions of the rule that only the job's own fields decide
+/// hold, and the rule's action can still apply to it. Conditions of time (`olderThan`, windows,
+/// `artifactsExpireWithin`), of the pipeline and of the log may come to hold later and are
+/// taken to hold. The engine keeps a finished job only while this is true for a policy that
+/// watches its project.
+pub fn may_act_on(
+    policy: &CompiledPolicy,
+    jobs: &ProjectJobs,
+    job: &JobRecord,
+    reach: &Reach,
+) -> bool {
     if policy.suspend || !policy.filter.matches(job) {
         return false;
     }
     policy.rules.iter().any(|rule| {
         let c = &rule.conditions;
+        if job.created_at < reach.start_for(rule) {
+            return false;
+        }
         let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
             job.status == JobStatus::Failed
                 && job
@@ -548,12 +578,21 @@ fn action_applies_to_job(action: &RuleAction, job: &JobRecord, index: &ProjectJo
             ) && !job.erased
                 && !job.archived
                 && !index.newer_attempt_seen(job)
+                && !limit_reached(action, job, index)
         }
         RuleAction::Cancel => job.status.is_cancelable(),
         RuleAction::Play { .. } => {
             matches!(job.status, JobStatus::Manual | JobStatus::Scheduled) && !job.archived
         }
         RuleAction::KeepArtifacts => job.artifacts_expire_at.is_some(),
+    }
+}
+
+/// True when the project job list tells that `job` has had every retry `action` allows.
+fn limit_reached(action: &RuleAction, job: &JobRecord, index: &ProjectJobs) -> bool {
+    match action {
+        RuleAction::Retry { limit, .. } => index.attempts_of(job).is_some_and(|n| n > *limit),
+        _ => false,
     }
 }
 

@@ -47,13 +47,17 @@ pub struct ProjectJobs {
     forgotten: HashMap<u64, i64>,
 }
 
-/// The attempts of one job name in one pipeline.
+/// The attempts of one job name in one pipeline (24 bytes: there is one per kept job).
 #[derive(Debug, Clone, Copy)]
 struct Attempts {
     newest: u64,
     seen: u32,
-    pipeline_created_at: Option<Timestamp>,
+    /// The second the pipeline was created, or [`UNKNOWN_SECOND`].
+    pipeline_created: i64,
 }
+
+/// A pipeline creation time GitLab did not tell.
+const UNKNOWN_SECOND: i64 = i64::MIN;
 
 impl ProjectJobs {
     /// An empty set.
@@ -75,7 +79,9 @@ impl ProjectJobs {
             .or_insert(Attempts {
                 newest: job.id,
                 seen: 0,
-                pipeline_created_at: job.pipeline_created_at,
+                pipeline_created: job
+                    .pipeline_created_at
+                    .map_or(UNKNOWN_SECOND, |t| t.as_second()),
             });
         attempts.newest = attempts.newest.max(job.id);
         if first_sight {
@@ -117,13 +123,18 @@ impl ProjectJobs {
         self.attempts.retain(|(pipeline, _), attempts| {
             let keep = pipelines.contains(pipeline);
             if !keep
-                && let (Some(since), Some(created)) = (complete_since, attempts.pipeline_created_at)
-                && created >= since
+                && let Some(since) = complete_since
+                && attempts.pipeline_created != UNKNOWN_SECOND
+                && attempts.pipeline_created >= since.as_second()
             {
-                forgotten.insert(*pipeline, created.as_second());
+                forgotten.insert(*pipeline, attempts.pipeline_created);
             }
             keep
         });
+        // A first sync notes every job of the history; what stays is a small part of it.
+        shrink(&mut self.newest_pipeline);
+        shrink(&mut self.attempts);
+        shrink(&mut self.forgotten);
     }
 
     /// Says that every job created at or after `since` has been seen (and counted once), and
@@ -195,6 +206,13 @@ impl ProjectJobs {
         self.attempts
             .get(&(job.pipeline_id, job.name.clone()))
             .is_some_and(|a| a.newest > job.id)
+    }
+}
+
+/// Gives back the memory of a map that is much larger than what it holds.
+fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 2 * map.len() + 16 {
+        map.shrink_to_fit();
     }
 }
 

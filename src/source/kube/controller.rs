@@ -12,7 +12,7 @@ use super::secrets::{self, SecretError};
 use super::shard::Shard;
 use super::status::{self, ReadyReason};
 use crate::crd::{JobPolicy, JobPolicyStatus};
-use crate::engine::{Engine, Outcome, ReconcileError, RunMode, RunReport};
+use crate::engine::{Engine, ReconcileError, RunMode, RunReport};
 use crate::policy::{CompiledPolicy, PolicyKey, compile};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
@@ -464,11 +464,7 @@ async fn publish_run_events(
         )
         .await;
     }
-    let over_budget = report
-        .actions
-        .iter()
-        .filter(|a| a.outcome == Outcome::SkippedOverBudget)
-        .count();
+    let over_budget = report.over_budget_total();
     if over_budget > 0 {
         let note = format!(
             "{over_budget} decision(s) skipped: limits reached (maxActionsPerRun {}, \

@@ -325,6 +325,7 @@ async fn a_policy_reconciled_recently_waits_for_its_interval_without_any_request
         projects: 1,
         jobs_seen: 0,
         actions: Vec::new(),
+        unlisted: Default::default(),
         failures: Vec::new(),
     };
     p.status = Some(status::reconciled(None, &run, Some(3), now));

@@ -96,7 +96,13 @@ pub fn reconciled(
             now,
         )],
         last_sync_time: Some(kube_time(report.time)),
-        counters: accumulate(&previous.counters, &report.actions),
+        counters: {
+            let mut counters = accumulate(&previous.counters, &report.actions);
+            counters.skipped_over_budget = counters
+                .skipped_over_budget
+                .saturating_add(report.unlisted.over_budget as u64);
+            counters
+        },
         recent_actions: merge_recent(&report.actions, &previous.recent_actions),
     }
 }

@@ -37,6 +37,7 @@ fn report(at: Timestamp, actions: Vec<ActionRecord>) -> RunReport {
         projects: 3,
         jobs_seen: 412,
         actions,
+        unlisted: Default::default(),
         failures: Vec::new(),
     }
 }
