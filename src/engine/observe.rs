@@ -510,7 +510,7 @@ impl ProjectObserver {
             .jobs
             .newest_first()
             .filter(|j| j.status.is_completed())
-            .filter(|j| j.created_at < horizon || !self.is_worth_keeping(j))
+            .filter(|j| j.created_at.get() < horizon || !self.is_worth_keeping(j))
             .map(|j| j.id)
             .collect();
         // Also when no kept job goes: the lookups still hold the jobs settled in this sync.
@@ -580,7 +580,7 @@ impl ProjectObserver {
             .filter(|j| j.status.is_waiting_for_runner())
             .map(|j| {
                 j.queued_seconds(now)
-                    .unwrap_or_else(|| now.duration_since(j.created_at).as_secs_f64())
+                    .unwrap_or_else(|| now.duration_since(j.created_at.get()).as_secs_f64())
             })
             .fold(None, |acc: Option<f64>, age| {
                 Some(acc.map_or(age, |a| a.max(age)))

@@ -10,6 +10,7 @@ use crate::gitlab::models::{Job, JobStatus};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use std::collections::HashSet;
+use std::num::NonZeroI64;
 use std::sync::Arc;
 
 /// An interned string (a job name, stage, ref or failure reason).
@@ -86,28 +87,61 @@ impl From<&Job> for JobWire {
     }
 }
 
-/// What jobwarden keeps of one job.
+/// A moment to the millisecond (what GitLab renders) in 8 bytes, also as an `Option`: a job
+/// record holds six, where jiff's `Option<Timestamp>` takes 24 bytes each.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(NonZeroI64);
+
+/// The Unix epoch plus one millisecond: where the epoch itself is stored.
+const ONE_MILLISECOND: NonZeroI64 = NonZeroI64::new(1).expect("1 is not zero");
+
+impl Stamp {
+    /// `t`, to the millisecond (the Unix epoch itself, which no job has, reads as 1 ms later).
+    pub fn new(t: Timestamp) -> Stamp {
+        let millis = t.as_millisecond();
+        Stamp(NonZeroI64::new(millis).unwrap_or(ONE_MILLISECOND))
+    }
+
+    /// The moment as a timestamp.
+    pub fn get(self) -> Timestamp {
+        Timestamp::from_millisecond(self.0.get()).unwrap_or(Timestamp::MAX)
+    }
+}
+
+impl From<Timestamp> for Stamp {
+    fn from(t: Timestamp) -> Stamp {
+        Stamp::new(t)
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
+/// What jobwarden keeps of one job (160 bytes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub id: u64,
     pub pipeline_id: u64,
     /// When the job's pipeline was created, when GitLab says (it tells whether every attempt of
     /// the pipeline's jobs has been seen: see [`ProjectJobs`](crate::policy::ProjectJobs)).
-    pub pipeline_created_at: Option<Timestamp>,
+    pub pipeline_created_at: Option<Stamp>,
     pub status: JobStatus,
     pub name: Name,
     pub stage: Name,
     pub git_ref: Name,
     /// Only set when the job failed; unknown reasons are kept as they come.
     pub failure_reason: Option<Name>,
-    pub created_at: Timestamp,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
+    pub created_at: Stamp,
+    pub started_at: Option<Stamp>,
+    pub finished_at: Option<Stamp>,
     /// When the job entered `pending`: GitLab's `queued_duration` counted back from its start,
     /// or, while it still waits, from the moment GitLab answered. So the wait of a pending job
     /// is known at any later time without listing it again.
-    pub queued_at: Option<Timestamp>,
-    pub artifacts_expire_at: Option<Timestamp>,
+    pub queued_at: Option<Stamp>,
+    pub artifacts_expire_at: Option<Stamp>,
     pub tag: bool,
     pub allow_failure: bool,
     pub erased: bool,
@@ -133,17 +167,17 @@ impl JobRecord {
         JobRecord {
             id: wire.id,
             pipeline_id: wire.pipeline.id,
-            pipeline_created_at: wire.pipeline.created_at,
+            pipeline_created_at: wire.pipeline.created_at.map(Stamp::new),
             status: wire.status,
             name: names.intern(&wire.name),
             stage: names.intern(&wire.stage),
             git_ref: names.intern(&wire.git_ref),
             failure_reason: wire.failure_reason.as_deref().map(|r| names.intern(r)),
-            created_at: wire.created_at,
-            started_at: wire.started_at,
-            finished_at: wire.finished_at,
-            queued_at,
-            artifacts_expire_at: wire.artifacts_expire_at,
+            created_at: Stamp::new(wire.created_at),
+            started_at: wire.started_at.map(Stamp::new),
+            finished_at: wire.finished_at.map(Stamp::new),
+            queued_at: queued_at.map(Stamp::new),
+            artifacts_expire_at: wire.artifacts_expire_at.map(Stamp::new),
             tag: wire.tag,
             allow_failure: wire.allow_failure,
             erased: wire.erased_at.is_some(),
@@ -153,8 +187,8 @@ impl JobRecord {
 
     /// Seconds the job waited for a runner: until it started, or until `now` while it waits.
     pub fn queued_seconds(&self, now: Timestamp) -> Option<f64> {
-        let queued_at = self.queued_at?;
-        let until = self.started_at.unwrap_or(now);
+        let queued_at = self.queued_at?.get();
+        let until = self.started_at.map_or(now, Stamp::get);
         Some(until.duration_since(queued_at).as_secs_f64().max(0.0))
     }
 
@@ -239,6 +273,22 @@ mod tests {
         drop((a, b));
         names.prune();
         assert!(names.is_empty());
+    }
+
+    #[test]
+    fn a_record_is_small_and_its_moments_keep_milliseconds() {
+        assert!(
+            std::mem::size_of::<JobRecord>() <= 160,
+            "{}",
+            std::mem::size_of::<JobRecord>()
+        );
+        assert_eq!(std::mem::size_of::<Option<Stamp>>(), 8);
+        let t: Timestamp = "2026-11-23T10:01:40.123456Z".parse().unwrap();
+        assert_eq!(
+            Stamp::new(t).get(),
+            "2026-11-23T10:01:40.123Z".parse().unwrap()
+        );
+        assert_eq!(Stamp::new(Timestamp::UNIX_EPOCH).get().as_millisecond(), 1);
     }
 
     #[test]

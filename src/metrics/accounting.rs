@@ -219,7 +219,7 @@ impl Ledger {
 /// The job's queue time, if it started at or after `process_start` and GitLab reports a sane
 /// `queued_duration`.
 fn queued_seconds_since(job: &JobRecord, process_start: Timestamp) -> Option<f64> {
-    let started_at = job.started_at?;
+    let started_at = job.started_at?.get();
     if started_at < process_start {
         return None;
     }
@@ -231,7 +231,7 @@ fn failed_since(job: &JobRecord, process_start: Timestamp) -> bool {
     job.status == JobStatus::Failed
         && job
             .finished_at
-            .is_some_and(|finished_at| finished_at >= process_start)
+            .is_some_and(|finished_at| finished_at.get() >= process_start)
 }
 
 #[cfg(test)]

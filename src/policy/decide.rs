@@ -302,7 +302,7 @@ pub fn may_act_on(
     }
     policy.rules.iter().any(|rule| {
         let c = &rule.conditions;
-        if job.created_at < reach.start_for(rule) {
+        if job.created_at.get() < reach.start_for(rule) {
             return false;
         }
         let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
@@ -333,7 +333,7 @@ fn evaluate_job(
         job_id: job.id,
         job_name: job.name.to_string(),
         pipeline_id: job.pipeline_id,
-        created_at: job.created_at,
+        created_at: job.created_at.get(),
         rule_index,
         reason: why.join("; "),
         state,
@@ -430,7 +430,11 @@ fn evaluate_job(
             let mut note = format!("attempt {n} of {}", limit + 1);
             if let Some(backoff) = backoff {
                 let delay = backoff.delay(n);
-                let finished = job.finished_at.or(job.started_at).unwrap_or(job.created_at);
+                let finished = job
+                    .finished_at
+                    .or(job.started_at)
+                    .unwrap_or(job.created_at)
+                    .get();
                 let earliest = finished.checked_add(delay).unwrap_or(Timestamp::MAX);
                 if now < earliest {
                     note.push_str(&format!(
@@ -546,7 +550,7 @@ fn cheap_conditions(
         why.push(format!("inside window {window}"));
     }
     if let Some(within) = c.artifacts_expire_within {
-        let expires = job.artifacts_expire_at?;
+        let expires = job.artifacts_expire_at?.get();
         let left = expires.duration_since(now);
         if left > within {
             return None;
@@ -659,14 +663,14 @@ mod tests;
 /// from when it started, anything else from its creation. So a manual job that was just played,
 /// or a job that was just re-queued, is not "old" because its record is.
 fn time_in_current_state(job: &JobRecord, now: Timestamp) -> (SignedDuration, &'static str) {
-    let since_created = (now.duration_since(job.created_at), "created");
+    let since_created = (now.duration_since(job.created_at.get()), "created");
     match job.status {
         JobStatus::Pending => job
             .queued_at
-            .map_or(since_created, |t| (now.duration_since(t), "queued")),
+            .map_or(since_created, |t| (now.duration_since(t.get()), "queued")),
         JobStatus::Running => job
             .started_at
-            .map_or(since_created, |t| (now.duration_since(t), "started")),
+            .map_or(since_created, |t| (now.duration_since(t.get()), "started")),
         _ => since_created,
     }
 }

@@ -115,11 +115,11 @@ fn tag_and_allow_failure() {
 fn older_than_counts_from_creation_inclusive() {
     let p = policy("rules: [{name: r, match: {statuses: [pending], olderThan: 30m}, cancel: {}}]");
     let mut young = job(1, 10, "a", Pending);
-    young.created_at = now() - mins(29);
+    young.created_at = (now() - mins(29)).into();
     let mut exactly = job(2, 11, "b", Pending);
-    exactly.created_at = now() - mins(30);
+    exactly.created_at = (now() - mins(30)).into();
     let mut old = job(3, 12, "c", Pending);
-    old.created_at = now() - mins(45);
+    old.created_at = (now() - mins(45)).into();
     let d = decide_all(&p, &World::new(vec![young, exactly, old]), now());
     assert_eq!(ids(&d), vec![3, 2], "oldest first");
     assert_eq!(d[0].reason, "pending; created 45m ago (olderThan 30m)");
@@ -132,14 +132,14 @@ fn older_than_counts_a_pending_job_from_when_it_was_queued() {
         "rules: [{name: r, match: {statuses: [pending, running], olderThan: 30m}, cancel: {}}]",
     );
     let mut just_played = job(1, 10, "deploy", Pending);
-    just_played.created_at = now() - mins(180);
-    just_played.queued_at = Some(now() - mins(1));
+    just_played.created_at = (now() - mins(180)).into();
+    just_played.queued_at = Some((now() - mins(1)).into());
     let mut queued_long = job(2, 11, "build", Pending);
-    queued_long.created_at = now() - mins(180);
-    queued_long.queued_at = Some(now() - mins(40));
+    queued_long.created_at = (now() - mins(180)).into();
+    queued_long.queued_at = Some((now() - mins(40)).into());
     let mut just_started = job(3, 12, "test", Running);
-    just_started.created_at = now() - mins(180);
-    just_started.started_at = Some(now() - mins(2));
+    just_started.created_at = (now() - mins(180)).into();
+    just_started.started_at = Some((now() - mins(2)).into());
     let d = decide_all(
         &p,
         &World::new(vec![just_played, queued_long, just_started]),
@@ -255,9 +255,9 @@ fn artifacts_expire_within() {
         "rules: [{name: r, match: {statuses: [success], artifactsExpireWithin: 72h}, keepArtifacts: {}}]",
     );
     let mut soon = job(1, 10, "build", Success);
-    soon.artifacts_expire_at = Some(now() + mins(60 * 24));
+    soon.artifacts_expire_at = Some((now() + mins(60 * 24)).into());
     let mut late = job(2, 11, "build", Success);
-    late.artifacts_expire_at = Some(now() + mins(60 * 73));
+    late.artifacts_expire_at = Some((now() + mins(60 * 73)).into());
     let never = job(3, 12, "build", Success);
     let d = only(decide_all(&p, &World::new(vec![soon, late, never]), now()));
     assert_eq!((d.job_id, d.action.name()), (1, "keep_artifacts"));
@@ -271,7 +271,7 @@ fn artifacts_expire_within() {
 fn keep_artifacts_only_while_an_expiry_is_set() {
     let p = policy("rules: [{name: r, match: {statuses: [success]}, keepArtifacts: {}}]");
     let mut expiring = job(1, 10, "build", Success);
-    expiring.artifacts_expire_at = Some(now() + mins(10));
+    expiring.artifacts_expire_at = Some((now() + mins(10)).into());
     let kept = job(2, 11, "build", Success);
     assert_eq!(
         ids(&decide_all(&p, &World::new(vec![expiring, kept]), now())),
@@ -458,7 +458,7 @@ fn first_matching_rule_wins() {
          {name: cancel-any, match: {statuses: [pending]}, cancel: {}}]",
     );
     let mut young = job(2, 11, "b", Pending);
-    young.created_at = now() - mins(5);
+    young.created_at = (now() - mins(5)).into();
     let d = decide_all(
         &p,
         &World::new(vec![job(1, 10, "a", Pending), young]),
@@ -476,7 +476,7 @@ fn a_rule_whose_action_cannot_apply_does_not_claim_the_job() {
          {name: keep, match: {statuses: [failed]}, keepArtifacts: {}}]",
     );
     let mut second = failed(2, 10, "rspec", "script_failure");
-    second.artifacts_expire_at = Some(now() + mins(60));
+    second.artifacts_expire_at = Some((now() + mins(60)).into());
     let w = World::new(vec![failed(1, 10, "rspec", "script_failure"), second]);
     let d = only(decide_all(&p, &w, now()));
     assert_eq!(
@@ -543,11 +543,11 @@ fn budget_goes_to_earlier_rules_then_older_jobs() {
          {name: second, match: {statuses: [pending]}, cancel: {}}]",
     );
     let mut oldest = job(1, 10, "y", Pending);
-    oldest.created_at = now() - mins(600);
+    oldest.created_at = (now() - mins(600)).into();
     let mut newer_x = job(2, 11, "x", Pending);
-    newer_x.created_at = now() - mins(5);
+    newer_x.created_at = (now() - mins(5)).into();
     let mut older_x = job(3, 12, "x", Pending);
-    older_x.created_at = now() - mins(10);
+    older_x.created_at = (now() - mins(10)).into();
     let w = World::new(vec![oldest, newer_x, older_x]);
     let d = decide(
         &p,
@@ -745,13 +745,13 @@ mod properties {
                         NAMES[name],
                         STATUSES[status].clone(),
                     );
-                    j.created_at = now() - mins(age);
+                    j.created_at = (now() - mins(age)).into();
                     j.finished_at = j.status.is_completed().then_some(j.created_at);
                     if j.status == Failed {
                         j.failure_reason = Some("stuck_or_timeout_failure".into());
                     }
                     if expiring {
-                        j.artifacts_expire_at = Some(now() + mins(age));
+                        j.artifacts_expire_at = Some((now() + mins(age)).into());
                     }
                     j
                 })

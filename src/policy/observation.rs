@@ -4,7 +4,7 @@
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, Name};
 use jiff::Timestamp;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// What the engine knows about one project of the policy, borrowed for one decision.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,9 @@ pub struct Observation<'a> {
 /// of it is counted from the pipeline's job list again.
 #[derive(Debug, Default, Clone)]
 pub struct ProjectJobs {
-    jobs: BTreeMap<u64, JobRecord>,
+    /// Kept jobs by ascending id: a sorted vector, a third less memory than a tree for the
+    /// few dozen jobs a project keeps.
+    jobs: Vec<JobRecord>,
     newest_pipeline: HashMap<(bool, Name, Name), u64>,
     attempts: HashMap<(u64, Name), Attempts>,
     complete_since: Option<Timestamp>,
@@ -81,7 +83,7 @@ impl ProjectJobs {
                 seen: 0,
                 pipeline_created: job
                     .pipeline_created_at
-                    .map_or(UNKNOWN_SECOND, |t| t.as_second()),
+                    .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
             });
         attempts.newest = attempts.newest.max(job.id);
         if first_sight {
@@ -92,27 +94,41 @@ impl ProjectJobs {
     /// Counts and keeps `job`, replacing an older record of it (a job seen before).
     pub fn insert(&mut self, job: JobRecord) {
         self.note(&job, false);
-        self.jobs.insert(job.id, job);
+        self.put(job);
     }
 
     /// Counts and keeps `job`, seen for the first time.
     pub fn insert_new(&mut self, job: JobRecord) {
         self.note(&job, true);
-        self.jobs.insert(job.id, job);
+        self.put(job);
+    }
+
+    fn put(&mut self, job: JobRecord) {
+        match self.position(job.id) {
+            Ok(at) => self.jobs[at] = job,
+            Err(at) => self.jobs.insert(at, job),
+        }
+    }
+
+    fn position(&self, id: u64) -> Result<usize, usize> {
+        self.jobs.binary_search_by_key(&id, |j| j.id)
     }
 
     /// Forgets a job (it is gone from GitLab).
     pub fn remove(&mut self, id: u64) -> Option<JobRecord> {
-        self.jobs.remove(&id)
+        self.position(id).ok().map(|at| self.jobs.remove(at))
     }
 
     /// Keeps the jobs for which `keep` holds, then drops the lookup entries no kept job uses.
     /// A pipeline without a kept job loses its attempt counts and becomes forgotten.
     pub fn retain(&mut self, mut keep: impl FnMut(&JobRecord) -> bool) {
-        self.jobs.retain(|_, job| keep(job));
+        self.jobs.retain(|job| keep(job));
+        if self.jobs.capacity() > 2 * self.jobs.len() + 8 {
+            self.jobs.shrink_to_fit();
+        }
         let mut pipeline_keys = HashSet::new();
         let mut pipelines = HashSet::new();
-        for job in self.jobs.values() {
+        for job in &self.jobs {
             pipeline_keys.insert((job.tag, &*job.git_ref, &*job.name));
             pipelines.insert(job.pipeline_id);
         }
@@ -158,7 +174,7 @@ impl ProjectJobs {
     pub fn attempts_of(&self, job: &JobRecord) -> Option<u32> {
         let since = self.complete_since?;
         let created = job.pipeline_created_at?;
-        if created < since || self.forgotten.contains_key(&job.pipeline_id) {
+        if created.get() < since || self.forgotten.contains_key(&job.pipeline_id) {
             return None;
         }
         self.attempts
@@ -168,21 +184,22 @@ impl ProjectJobs {
     }
 
     pub fn get(&self, id: u64) -> Option<&JobRecord> {
-        self.jobs.get(&id)
+        self.position(id).ok().map(|at| &self.jobs[at])
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.jobs.contains_key(&id)
+        self.position(id).is_ok()
     }
 
     /// The kept jobs, newest (highest id) first.
     pub fn newest_first(&self) -> impl Iterator<Item = &JobRecord> {
-        self.jobs.values().rev()
+        self.jobs.iter().rev()
     }
 
     /// The kept jobs with an id of at least `id`, oldest first.
     pub fn from_id(&self, id: u64) -> impl Iterator<Item = &JobRecord> {
-        self.jobs.range(id..).map(|(_, job)| job)
+        let from = self.jobs.partition_point(|j| j.id < id);
+        self.jobs[from..].iter()
     }
 
     pub fn len(&self) -> usize {
@@ -265,7 +282,7 @@ mod tests {
 
         let mut jobs = complete_jobs();
         let mut old = failed(5, 1, "lint", "stuck_or_timeout_failure");
-        old.pipeline_created_at = Some(now() - mins(25 * 60));
+        old.pipeline_created_at = Some((now() - mins(25 * 60)).into());
         jobs.insert_new(old.clone());
         assert_eq!(
             jobs.attempts_of(&old),

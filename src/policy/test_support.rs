@@ -6,7 +6,7 @@ use super::observation::Observation;
 use super::observation::ProjectJobs;
 use crate::crd::JobPolicySpec;
 use crate::gitlab::models::{JobStatus, ProjectRef};
-use crate::gitlab::records::JobRecord;
+use crate::gitlab::records::{JobRecord, Stamp};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::HashMap;
 
@@ -28,8 +28,10 @@ pub fn mins(m: i64) -> SignedDuration {
 /// A job created an hour before [`NOW`] on `main`, stage `test`; finished jobs finished five
 /// minutes after creation.
 pub fn job(id: u64, pipeline: u64, name: &str, status: JobStatus) -> JobRecord {
-    let created_at = now() - mins(60);
-    let finished_at = status.is_completed().then(|| created_at + mins(5));
+    let created_at = Stamp::new(now() - mins(60));
+    let finished_at = status
+        .is_completed()
+        .then(|| Stamp::new(created_at.get() + mins(5)));
     JobRecord {
         id,
         pipeline_id: pipeline,
