@@ -123,7 +123,7 @@ impl ProjectJobs {
     /// A pipeline without a kept job loses its attempt counts and becomes forgotten.
     pub fn retain(&mut self, mut keep: impl FnMut(&JobRecord) -> bool) {
         self.jobs.retain(|job| keep(job));
-        if self.jobs.capacity() > 2 * self.jobs.len() + 8 {
+        if self.jobs.capacity() > slack(self.jobs.len()) {
             self.jobs.shrink_to_fit();
         }
         let mut pipeline_keys = HashSet::new();
@@ -228,9 +228,14 @@ impl ProjectJobs {
 
 /// Gives back the memory of a map that is much larger than what it holds.
 fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 2 * map.len() + 16 {
+    if map.capacity() > slack(map.len()) {
         map.shrink_to_fit();
     }
+}
+
+/// The capacity past which a collection of `len` items is shrunk: a quarter more, and a few.
+fn slack(len: usize) -> usize {
+    len + len / 4 + 4
 }
 
 impl FromIterator<JobRecord> for ProjectJobs {
