@@ -992,3 +992,48 @@ async fn held_back_decisions_are_listed_up_to_a_cap_and_counted_exactly() {
     assert_eq!(report.over_budget_total(), 140);
     assert_eq!(w.count(RETRY), 10);
 }
+
+/// A tag job whose artifacts expire in three weeks is not held in memory for three weeks: it
+/// is dropped, re-read once (one `GET` of the job) when its artifacts come within the window,
+/// and kept then.
+#[tokio::test]
+async fn a_job_a_rule_may_act_on_only_in_weeks_is_re_read_when_the_time_comes() {
+    let w = World::start(MONDAY_MORNING).await;
+    let day = Duration::from_secs(86400);
+    let tagged = w.pipeline(
+        "v2.0.0",
+        true,
+        vec![JobSpec::new("release", "deploy", "success").with_artifacts(21 * day)],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: keep-release-artifacts
+      match: {statuses: [success], tag: true, artifactsExpireWithin: 48h}
+      keepArtifacts: {}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "keep_artifacts").is_empty());
+    assert_eq!(report.jobs_seen, 0, "not held for three weeks");
+
+    // A day before the window opens: still nothing read, nothing done.
+    w.ctl.reset_log();
+    w.advance(18 * 86400);
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "keep_artifacts").is_empty());
+    assert_eq!(w.count("GET /projects/:id/jobs/:job_id"), 0);
+
+    // The artifacts now expire within 48 h: the job is read again and its artifacts kept.
+    w.advance(2 * 86400);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
+    assert_eq!(w.count("GET /projects/:id/jobs/:job_id"), 1);
+    assert_eq!(
+        w.ctl
+            .job(w.project, tagged[0])
+            .expect("job")
+            .artifacts_expire_at,
+        None
+    );
+}

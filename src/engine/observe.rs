@@ -28,7 +28,7 @@
 use crate::gitlab::models::{JobStatus, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire, Names};
 use crate::gitlab::{GitLabClient, GitLabError, ListJobsQuery};
-use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, Reach, may_act_on};
+use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, Reach, earliest_action};
 use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -58,6 +58,10 @@ const MAX_SETTLED: usize = PER_PAGE + 1;
 
 /// At most this many jobs are re-read by id in one sync; the rest wait for the next one.
 const MAX_REREADS_PER_SYNC: usize = 200;
+
+/// A finished job that a rule may act on within this long is kept; one that a rule may act
+/// on only later (artifacts expiring in weeks) is dropped and re-read when the time comes.
+const WAKE_AHEAD: SignedDuration = SignedDuration::from_hours(1);
 
 /// Completed jobs' log tails are cached (a finished log never changes); bounded.
 const LOG_CACHE_CAPACITY: usize = 512;
@@ -107,6 +111,8 @@ pub struct ProjectObserver {
     recent_arrivals: usize,
     /// How far back jobs are looked at, as of the last sync.
     reach: Reach,
+    /// Finished jobs a rule may act on only later, to re-read then.
+    wakeups: Wakeups,
 }
 
 impl ProjectObserver {
@@ -125,9 +131,11 @@ impl ProjectObserver {
             watchers: Vec::new(),
             recent_arrivals: 0,
             reach: Reach {
+                now: Timestamp::MIN,
                 history_start: Timestamp::MIN,
                 artifacts_start: Timestamp::MIN,
             },
+            wakeups: Wakeups::default(),
         }
     }
 
@@ -184,6 +192,7 @@ impl ProjectObserver {
     fn reach_at(&self, now: Timestamp) -> Reach {
         let back = |span: SignedDuration| now.checked_sub(span).unwrap_or(Timestamp::MIN);
         Reach {
+            now,
             history_start: back(self.history),
             artifacts_start: back(self.history.max(ARTIFACTS_HISTORY)),
         }
@@ -267,6 +276,7 @@ impl ProjectObserver {
         if follow_blocked {
             self.sync_blocked(client, &mut run).await?;
         }
+        self.wake_due(client, &mut run).await?;
         self.prune();
         self.last_sync = Some(now);
         self.recent_arrivals = run.arrivals;
@@ -467,27 +477,60 @@ impl ProjectObserver {
     /// Keeps a job, or, when it is finished and no watching policy may act on it, only notes it
     /// in the lookups and remembers its id as settled. `first_sight` counts it as an attempt.
     fn keep_or_settle(&mut self, record: JobRecord, first_sight: bool) {
-        if self.is_worth_keeping(&record) {
-            self.settled.remove(record.id);
-            if first_sight {
-                self.jobs.insert_new(record);
-            } else {
-                self.jobs.insert(record);
+        match self.fate(&record) {
+            Fate::Keep => {
+                self.settled.remove(record.id);
+                if first_sight {
+                    self.jobs.insert_new(record);
+                } else {
+                    self.jobs.insert(record);
+                }
             }
-        } else {
-            self.jobs.note(&record, first_sight);
-            self.jobs.remove(record.id);
-            self.settled.insert(record.id);
+            fate => {
+                if let Fate::WakeAt(at) = fate {
+                    self.wakeups.insert(at, record.id);
+                }
+                self.jobs.note(&record, first_sight);
+                self.jobs.remove(record.id);
+                self.settled.insert(record.id);
+            }
         }
     }
 
-    fn is_worth_keeping(&self, job: &JobRecord) -> bool {
-        !job.status.is_completed()
-            || self.watchers.is_empty()
-            || self
-                .watchers
-                .iter()
-                .any(|policy| may_act_on(policy, &self.jobs, job, &self.reach))
+    /// What to do with a job: unfinished jobs are kept; a finished one is kept while a watching
+    /// policy may act on it soon, re-read when one may act on it later, and dropped otherwise.
+    fn fate(&self, job: &JobRecord) -> Fate {
+        if !job.status.is_completed() || self.watchers.is_empty() {
+            return Fate::Keep;
+        }
+        let earliest = self
+            .watchers
+            .iter()
+            .filter_map(|policy| earliest_action(policy, &self.jobs, job, &self.reach))
+            .min();
+        match earliest {
+            None => Fate::Drop,
+            Some(at)
+                if at
+                    > self
+                        .reach
+                        .now
+                        .saturating_add(WAKE_AHEAD)
+                        .unwrap_or(Timestamp::MAX) =>
+            {
+                Fate::WakeAt(at)
+            }
+            Some(_) => Fate::Keep,
+        }
+    }
+
+    /// Re-reads the jobs whose wake-up time has come (at most a sync's share of re-reads).
+    async fn wake_due(&mut self, client: &GitLabClient, run: &mut Sync) -> Result<(), GitLabError> {
+        let due = self.wakeups.take_due(self.reach.now, MAX_REREADS_PER_SYNC);
+        for id in &due {
+            self.settled.remove(*id);
+        }
+        self.reread(client, due, run).await
     }
 
     /// Remembers a pipeline's job list (every attempt), valid until a job of it changes.
@@ -506,13 +549,16 @@ impl ProjectObserver {
             self.jobs.set_complete_since(self.reach.history_start);
         }
         let horizon = self.horizon();
-        let drop: HashSet<u64> = self
-            .jobs
-            .newest_first()
-            .filter(|j| j.status.is_completed())
-            .filter(|j| j.created_at.get() < horizon || !self.is_worth_keeping(j))
-            .map(|j| j.id)
-            .collect();
+        let mut drop = HashSet::new();
+        for job in self.jobs.newest_first().filter(|j| j.status.is_completed()) {
+            match self.fate(job) {
+                _ if job.created_at.get() < horizon => {}
+                Fate::Keep => continue,
+                Fate::WakeAt(at) => self.wakeups.insert(at, job.id),
+                Fate::Drop => {}
+            }
+            drop.insert(job.id);
+        }
         // Also when no kept job goes: the lookups still hold the jobs settled in this sync.
         self.jobs.retain(|j| !drop.contains(&j.id));
         if let Some(mark) = self.low_water_mark() {
@@ -673,5 +719,35 @@ impl SettledIds {
         if self.0.capacity() > 2 * self.0.len() + 8 {
             self.0.shrink_to_fit();
         }
+    }
+}
+
+/// What becomes of a job after a listing.
+enum Fate {
+    Keep,
+    /// Dropped now, re-read at this time.
+    WakeAt(Timestamp),
+    Drop,
+}
+
+/// Jobs to re-read at a time: 16 bytes each (second, job id), sorted, instead of a record.
+#[derive(Debug, Default)]
+struct Wakeups(Vec<(i64, u64)>);
+
+impl Wakeups {
+    fn insert(&mut self, at: Timestamp, id: u64) {
+        self.0.retain(|(_, known)| *known != id);
+        let entry = (at.as_second(), id);
+        let position = self.0.partition_point(|e| *e < entry);
+        self.0.insert(position, entry);
+    }
+
+    /// Removes and returns up to `max` job ids due at `now`, earliest first.
+    fn take_due(&mut self, now: Timestamp, max: usize) -> Vec<u64> {
+        let due = self
+            .0
+            .partition_point(|(at, _)| *at <= now.as_second())
+            .min(max);
+        self.0.drain(..due).map(|(_, id)| id).collect()
     }
 }

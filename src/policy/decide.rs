@@ -268,6 +268,8 @@ fn evaluate(
 /// artifacts can live, the others over the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reach {
+    /// The moment this reach is of.
+    pub now: Timestamp,
     /// Jobs created before this are out of reach of rules without `artifactsExpireWithin`.
     pub history_start: Timestamp,
     /// Jobs created before this are out of reach of every rule.
@@ -297,28 +299,64 @@ pub fn may_act_on(
     job: &JobRecord,
     reach: &Reach,
 ) -> bool {
+    earliest_action(policy, jobs, job, reach).is_some()
+}
+
+/// The earliest moment some rule of `policy` may act on `job`, if any may
+/// ([`may_act_on`]): [`Timestamp::MIN`] when it may be at any time, and for a rule that only
+/// `artifactsExpireWithin` holds back, the moment the artifacts come within that window. The
+/// engine need not hold a job in memory until then.
+pub fn earliest_action(
+    policy: &CompiledPolicy,
+    jobs: &ProjectJobs,
+    job: &JobRecord,
+    reach: &Reach,
+) -> Option<Timestamp> {
     if policy.suspend || !policy.filter.matches(job) {
+        return None;
+    }
+    policy
+        .rules
+        .iter()
+        .filter(|rule| rule_may_act_on(rule, jobs, job, reach))
+        .map(|rule| {
+            match (
+                rule.conditions.artifacts_expire_within,
+                job.artifacts_expire_at,
+            ) {
+                (Some(within), Some(expires)) => {
+                    expires.get().checked_sub(within).unwrap_or(Timestamp::MIN)
+                }
+                _ => Timestamp::MIN,
+            }
+        })
+        .min()
+}
+
+/// [`may_act_on`] for one rule.
+fn rule_may_act_on(
+    rule: &CompiledRule,
+    jobs: &ProjectJobs,
+    job: &JobRecord,
+    reach: &Reach,
+) -> bool {
+    let c = &rule.conditions;
+    if job.created_at.get() < reach.start_for(rule) {
         return false;
     }
-    policy.rules.iter().any(|rule| {
-        let c = &rule.conditions;
-        if job.created_at.get() < reach.start_for(rule) {
-            return false;
-        }
-        let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
-            job.status == JobStatus::Failed
-                && job
-                    .failure_reason
-                    .as_deref()
-                    .is_some_and(|r| reasons.matches(r))
-        });
-        (c.statuses.is_empty() || c.statuses.contains(&job.status))
-            && reason_ok
-            && c.globs.matches(job)
-            && c.tag.is_none_or(|tag| job.tag == tag)
-            && c.allow_failure.is_none_or(|a| job.allow_failure == a)
-            && action_applies_to_job(&rule.action, job, jobs)
-    })
+    let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
+        job.status == JobStatus::Failed
+            && job
+                .failure_reason
+                .as_deref()
+                .is_some_and(|r| reasons.matches(r))
+    });
+    (c.statuses.is_empty() || c.statuses.contains(&job.status))
+        && reason_ok
+        && c.globs.matches(job)
+        && c.tag.is_none_or(|tag| job.tag == tag)
+        && c.allow_failure.is_none_or(|a| job.allow_failure == a)
+        && action_applies_to_job(&rule.action, job, jobs)
 }
 
 fn evaluate_job(

@@ -16,6 +16,7 @@ pub use compile::{
     SpecErrors, compile,
 };
 pub use decide::{
-    Action, Budget, Decision, FactRequest, Reach, Verdict, decide, facts_needed, may_act_on,
+    Action, Budget, Decision, FactRequest, Reach, Verdict, decide, earliest_action, facts_needed,
+    may_act_on,
 };
 pub use observation::{Observation, ProjectJobs};
