@@ -831,9 +831,10 @@ async fn one_project_spelled_by_id_and_by_path_is_observed_and_counted_once() {
     }
     assert_eq!(engine.observed_projects(), 1);
     assert_eq!(w.count("GET /projects/:id"), 1, "the path is resolved once");
-    // First sync (2 listings), then one listing per 10 s interval (the second policy finds
-    // the project synced within half its interval).
-    assert_eq!(w.count(LIST_JOBS), 4);
+    // First sync (2 listings); the second policy is new to the project, so the next sync
+    // lists it again back to the horizon (2); then one listing per 10 s interval (the second
+    // policy finds the project synced within half its interval).
+    assert_eq!(w.count(LIST_JOBS), 5);
     let scrape = engine.metrics().render();
     let failures: Vec<&str> = scrape
         .lines()
@@ -1029,6 +1030,43 @@ async fn a_job_a_rule_may_act_on_only_in_weeks_is_re_read_when_the_time_comes() 
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
     assert_eq!(w.count("GET /projects/:id/jobs/:job_id"), 1);
+    assert_eq!(
+        w.ctl
+            .job(w.project, tagged[0])
+            .expect("job")
+            .artifacts_expire_at,
+        None
+    );
+}
+
+/// A policy that starts watching a project another policy already observes sees the finished
+/// jobs that the first one had no use for.
+#[tokio::test]
+async fn a_policy_added_later_sees_jobs_the_project_observer_had_dropped() {
+    let w = World::start(MONDAY_MORNING).await;
+    let day = Duration::from_secs(86400);
+    let tagged = w.pipeline(
+        "v3.1.0",
+        true,
+        vec![JobSpec::new("release", "deploy", "success").with_artifacts(day)],
+    );
+    let engine = w.engine();
+    let retry = w.named_policy("retry", PROJECT, RETRY_POLICY);
+    let report = w.run(&engine, &retry).await;
+    assert_eq!(report.jobs_seen, 0, "nothing the retry policy can act on");
+
+    let keep = w.named_policy(
+        "keep",
+        PROJECT,
+        "  rules:
+    - name: keep-release-artifacts
+      match: {statuses: [success], tag: true, artifactsExpireWithin: 48h}
+      keepArtifacts: {}
+",
+    );
+    w.advance(10);
+    let report = w.run(&engine, &keep).await;
+    assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
     assert_eq!(
         w.ctl
             .job(w.project, tagged[0])

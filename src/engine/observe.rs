@@ -113,6 +113,8 @@ pub struct ProjectObserver {
     reach: Reach,
     /// Finished jobs a rule may act on only later, to re-read then.
     wakeups: Wakeups,
+    /// A policy with new rules watches the project: list it again back to the horizon.
+    relist: bool,
 }
 
 impl ProjectObserver {
@@ -136,6 +138,7 @@ impl ProjectObserver {
                 artifacts_start: Timestamp::MIN,
             },
             wakeups: Wakeups::default(),
+            relist: false,
         }
     }
 
@@ -164,10 +167,23 @@ impl ProjectObserver {
     }
 
     /// Records that `policy` watches this project (replacing its earlier version).
+    ///
+    /// A policy new to the project, or one whose rules changed, may want finished jobs that
+    /// were dropped: the next sync lists the project again back to the horizon.
     pub fn watch(&mut self, policy: &Arc<CompiledPolicy>) {
-        match self.watchers.iter_mut().find(|w| w.key == policy.key) {
-            Some(slot) => *slot = policy.clone(),
-            None => self.watchers.push(policy.clone()),
+        let wants_more = match self.watchers.iter_mut().find(|w| w.key == policy.key) {
+            Some(slot) => {
+                let changed = slot.rules_fingerprint != policy.rules_fingerprint;
+                *slot = policy.clone();
+                changed
+            }
+            None => {
+                self.watchers.push(policy.clone());
+                true
+            }
+        };
+        if wants_more && self.last_sync.is_some() {
+            self.relist = true;
         }
     }
 
@@ -228,7 +244,11 @@ impl ProjectObserver {
             stats: SyncStats::default(),
             refreshed: Vec::new(),
         };
-        let first = self.last_sync.is_none();
+        let first = self.last_sync.is_none() || std::mem::take(&mut self.relist);
+        if first {
+            // Jobs dropped before may be wanted now: none is skipped as settled.
+            self.settled = SettledIds::default();
+        }
         self.reach = self.reach_at(now);
         let mark = self.low_water_mark();
         let behind_mark = mark.map_or(0, |m| {

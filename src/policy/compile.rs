@@ -209,6 +209,9 @@ pub struct CompiledPolicy {
     pub filter: JobGlobs,
     pub rules: Vec<CompiledRule>,
     pub limits: Limits,
+    /// A digest of `spec.jobs` and `spec.rules`: what decides which jobs the policy wants. An
+    /// observer lists its project again when a policy with new rules starts watching it.
+    pub rules_fingerprint: u64,
 }
 
 impl CompiledPolicy {
@@ -305,9 +308,20 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
             filter,
             rules,
             limits: spec.limits.clone(),
+            rules_fingerprint: fingerprint(&(&spec.jobs, &spec.rules)),
         }),
         _ => Err(SpecErrors { errors: errors.0 }),
     }
+}
+
+/// A stable digest of a serializable value (its JSON form).
+fn fingerprint(value: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(value)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 fn check_url(raw: &str, path: &str, errors: &mut Errors) -> Option<url::Url> {
