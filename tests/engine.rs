@@ -324,6 +324,12 @@ async fn a_manual_job_is_not_played_outside_its_window() {
     assert_eq!(w.count(PLAY), 1);
 }
 
+const KEEP_RELEASE_POLICY: &str = "  rules:
+    - name: keep-release-artifacts
+      match: {statuses: [success], tag: true, artifactsExpireWithin: 48h}
+      keepArtifacts: {}
+";
+
 #[tokio::test]
 async fn artifacts_about_to_expire_on_tags_are_kept_and_others_are_not() {
     let w = World::start(MONDAY_MORNING).await;
@@ -341,13 +347,7 @@ async fn artifacts_about_to_expire_on_tags_are_kept_and_others_are_not() {
         false,
         vec![JobSpec::new("release", "deploy", "success").with_artifacts(day)],
     );
-    let policy = w.policy(
-        "  rules:
-    - name: keep-release-artifacts
-      match: {statuses: [success], tag: true, artifactsExpireWithin: 48h}
-      keepArtifacts: {}
-",
-    );
+    let policy = w.policy(KEEP_RELEASE_POLICY);
     let engine = w.engine();
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
@@ -1006,13 +1006,7 @@ async fn a_job_a_rule_may_act_on_only_in_weeks_is_re_read_when_the_time_comes() 
         true,
         vec![JobSpec::new("release", "deploy", "success").with_artifacts(21 * day)],
     );
-    let policy = w.policy(
-        "  rules:
-    - name: keep-release-artifacts
-      match: {statuses: [success], tag: true, artifactsExpireWithin: 48h}
-      keepArtifacts: {}
-",
-    );
+    let policy = w.policy(KEEP_RELEASE_POLICY);
     let engine = w.engine();
     let report = w.run(&engine, &policy).await;
     assert!(outcomes(&report, "keep_artifacts").is_empty());
@@ -1055,15 +1049,7 @@ async fn a_policy_added_later_sees_jobs_the_project_observer_had_dropped() {
     let report = w.run(&engine, &retry).await;
     assert_eq!(report.jobs_seen, 0, "nothing the retry policy can act on");
 
-    let keep = w.named_policy(
-        "keep",
-        PROJECT,
-        "  rules:
-    - name: keep-release-artifacts
-      match: {statuses: [success], tag: true, artifactsExpireWithin: 48h}
-      keepArtifacts: {}
-",
-    );
+    let keep = w.named_policy("keep", PROJECT, KEEP_RELEASE_POLICY);
     w.advance(10);
     let report = w.run(&engine, &keep).await;
     assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
