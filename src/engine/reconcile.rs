@@ -106,6 +106,45 @@ pub struct ActionRecord {
     pub outcome: Outcome,
 }
 
+impl ActionRecord {
+    /// One structured line (target `jobwarden::action`). Decisions held back (deferred, over
+    /// budget) come again every run: they are logged at debug level, and counted in the run's
+    /// line.
+    pub fn log(&self, policy: &PolicyKey) {
+        if matches!(
+            self.outcome,
+            Outcome::Deferred { .. } | Outcome::SkippedOverBudget
+        ) {
+            tracing::debug!(
+                target: "jobwarden::action",
+                policy = %policy,
+                project = %self.project,
+                job_id = self.job_id,
+                rule = %self.rule,
+                action = self.action,
+                outcome = self.outcome.label(),
+                reason = %self.reason,
+                "{}",
+                self.outcome
+            );
+            return;
+        }
+        tracing::info!(
+            target: "jobwarden::action",
+            policy = %policy,
+            project = %self.project,
+            job_id = self.job_id,
+            job_name = %self.job_name,
+            rule = %self.rule,
+            action = self.action,
+            outcome = self.outcome.label(),
+            reason = %self.reason,
+            "{}",
+            self.outcome
+        );
+    }
+}
+
 /// A project that could not be observed in this run; the others went on.
 #[derive(Debug, Clone)]
 pub struct ProjectFailure {
@@ -177,32 +216,16 @@ impl RunReport {
         }
     }
 
-    /// Logs the run: one structured line per action (deferred ones are not news), then one
-    /// for the run.
+    /// Logs the run in one line. Each action was logged as it happened
+    /// ([`ActionRecord::log`]), so a crash mid-run loses none.
     pub fn log(&self) {
-        for record in &self.actions {
-            if matches!(record.outcome, Outcome::Deferred { .. }) {
-                continue;
-            }
-            tracing::info!(
-                target: "jobwarden::action",
-                policy = %self.policy,
-                project = %record.project,
-                job_id = record.job_id,
-                job_name = %record.job_name,
-                rule = %record.rule,
-                action = record.action,
-                outcome = record.outcome.label(),
-                reason = %record.reason,
-                "{}",
-                record.outcome
-            );
-        }
         tracing::info!(
             policy = %self.policy,
             projects = self.projects,
             jobs = self.jobs_seen,
-            actions = self.actions.len(),
+            actions = self.actions.len() - self.count_outcome(|o| matches!(o, Outcome::Deferred { .. } | Outcome::SkippedOverBudget)),
+            deferred = self.deferred_total(),
+            over_budget = self.over_budget_total(),
             failures = self.failures.len(),
             "reconciled"
         );
@@ -782,6 +805,7 @@ impl Engine {
             reason: decision.reason.clone(),
             outcome,
         };
+        record.log(&run.policy.key);
         if !matches!(record.outcome, Outcome::Deferred { .. }) {
             self.inner.metrics.count_action(
                 &run.policy.key.namespace,
