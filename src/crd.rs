@@ -657,6 +657,8 @@ impl fmt::Display for ActionKind {
 pub enum ActionOutcome {
     /// GitLab accepted the call.
     Succeeded,
+    /// GitLab accepted the call, but the job did not change (it had already finished).
+    Noop,
     /// GitLab refused or failed the call.
     Failed,
     /// Not acted on: the policy is in dry-run.
@@ -670,6 +672,7 @@ impl ActionOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             ActionOutcome::Succeeded => "Succeeded",
+            ActionOutcome::Noop => "Noop",
             ActionOutcome::Failed => "Failed",
             ActionOutcome::DryRun => "DryRun",
             ActionOutcome::SkippedOverBudget => "SkippedOverBudget",

@@ -148,7 +148,7 @@ impl Metrics {
             Opts::new(
                 "actions_total",
                 "Actions decided by policies, by rule, action (retry, cancel, play, \
-                 keep_artifacts) and outcome (succeeded, failed, dry_run, skipped_over_budget).",
+                 keep_artifacts) and outcome (succeeded, noop, failed, dry_run, skipped_over_budget).",
             ),
             &["namespace", "policy", "rule", "action", "outcome"],
         )?;

@@ -1061,3 +1061,41 @@ async fn a_policy_added_later_sees_jobs_the_project_observer_had_dropped() {
         None
     );
 }
+
+/// A cancel that GitLab answers without changing the job (it finished meanwhile: 201 with the
+/// job as it was) is reported as `noop`, not as a success.
+#[tokio::test]
+async fn a_cancel_of_a_job_that_finished_meanwhile_is_a_noop() {
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("deploy", "deploy", "pending").aged(Duration::from_secs(7200 - 2))],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 2h}
+      cancel: {}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "cancel").is_empty(), "not two hours yet");
+
+    // The job finishes; within half the interval the project is not listed again, so the next
+    // run decides on what it saw: the job, now two hours old, still pending.
+    w.ctl.set_job_status(w.project, ids[0], "success", None);
+    w.advance(4);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["noop"]);
+    assert_eq!(w.count(CANCEL), 1);
+    assert_eq!(w.status(ids[0]), "success");
+    let scrape = engine.metrics().render();
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("jobwarden_actions_total{") && l.contains("outcome=\"noop\"")),
+        "{scrape}"
+    );
+}

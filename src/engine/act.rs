@@ -17,6 +17,9 @@ use std::fmt;
 pub enum Outcome {
     /// GitLab did it. `new_job_id` is the new attempt created by a retry (or a replay).
     Succeeded { new_job_id: Option<u64> },
+    /// GitLab accepted the call but the job did not change (a cancel of a job that had already
+    /// finished or was skipped: GitLab answers 201 with the job as it was).
+    Noop { status: JobStatus },
     /// GitLab refused or the call failed; `message` carries GitLab's status and message.
     Failed { message: String },
     /// Over the policy's budget: decided again next run.
@@ -32,6 +35,7 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Noop { .. } => "noop",
             Outcome::Failed { .. } => "failed",
             Outcome::SkippedOverBudget => "skipped_over_budget",
             Outcome::DryRun => "dry_run",
@@ -41,7 +45,10 @@ impl Outcome {
 
     /// True when a GitLab call was made (it counts against budgets).
     pub fn was_attempted(&self) -> bool {
-        matches!(self, Outcome::Succeeded { .. } | Outcome::Failed { .. })
+        matches!(
+            self,
+            Outcome::Succeeded { .. } | Outcome::Noop { .. } | Outcome::Failed { .. }
+        )
     }
 }
 
@@ -52,6 +59,7 @@ impl fmt::Display for Outcome {
                 new_job_id: Some(id),
             } => write!(f, "succeeded (new job {id})"),
             Outcome::Succeeded { new_job_id: None } => f.write_str("succeeded"),
+            Outcome::Noop { status } => write!(f, "no change: the job stayed {status}"),
             Outcome::Failed { message } => write!(f, "failed: {message}"),
             Outcome::SkippedOverBudget => f.write_str("skipped: over budget"),
             Outcome::DryRun => f.write_str("dry-run: not sent"),
@@ -87,6 +95,12 @@ pub async fn execute(client: &GitLabClient, decision: &Decision) -> (Outcome, Op
         Action::KeepArtifacts => client.keep_artifacts(project, id).await,
     };
     match sent {
+        Ok(job) if matches!(decision.action, Action::Cancel) && !is_canceled(&job.status) => (
+            Outcome::Noop {
+                status: job.status.clone(),
+            },
+            Some(job),
+        ),
         Ok(job) => {
             let new_job_id = (job.id != id).then_some(job.id);
             (Outcome::Succeeded { new_job_id }, Some(job))
@@ -99,6 +113,11 @@ pub async fn execute(client: &GitLabClient, decision: &Decision) -> (Outcome, Op
             None,
         ),
     }
+}
+
+/// True for the statuses a cancel leads to.
+fn is_canceled(status: &JobStatus) -> bool {
+    matches!(status, JobStatus::Canceled | JobStatus::Canceling)
 }
 
 /// After an ambiguous failure, re-reads GitLab to learn whether the action took effect.
@@ -125,9 +144,7 @@ async fn confirm_after_ambiguous(
         action => match client.get_job(project, decision.job_id).await {
             Ok(job) => {
                 let took_effect = match action {
-                    Action::Cancel => {
-                        matches!(job.status, JobStatus::Canceled | JobStatus::Canceling)
-                    }
+                    Action::Cancel => is_canceled(&job.status),
                     Action::Play { .. } => !job.status.is_blocked(),
                     Action::KeepArtifacts => job.artifacts_expire_at.is_none(),
                     Action::Retry => false,

@@ -407,7 +407,7 @@ def test_a_policy_is_reconciled_and_reports_what_it_did(kube: Kube, controller: 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", status["lastSyncTime"])
     recent = status["recentActions"]
     assert 0 < len(recent) <= 20
-    assert all(a["outcome"] in {"Succeeded", "Failed", "DryRun", "SkippedOverBudget"} for a in recent)
+    assert all(a["outcome"] in {"Succeeded", "Noop", "Failed", "DryRun", "SkippedOverBudget"} for a in recent)
     assert all(a["project"] in {"1", "2"} for a in recent), recent
     assert {a["rule"] for a in recent} <= {r["name"] for r in HYGIENE_RULES}
     times = [a["time"] for a in recent]

@@ -118,7 +118,10 @@ pub fn action_event(record: &ActionRecord) -> Option<PolicyEvent> {
                 record.rule
             )),
         }),
-        Outcome::DryRun | Outcome::SkippedOverBudget | Outcome::Deferred { .. } => None,
+        Outcome::Noop { .. }
+        | Outcome::DryRun
+        | Outcome::SkippedOverBudget
+        | Outcome::Deferred { .. } => None,
     }
 }
 

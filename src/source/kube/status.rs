@@ -215,7 +215,10 @@ pub fn accumulate(previous: &ActionCounters, actions: &[ActionRecord]) -> Action
             Outcome::SkippedOverBudget => {
                 counters.skipped_over_budget = counters.skipped_over_budget.saturating_add(1);
             }
-            Outcome::Failed { .. } | Outcome::DryRun | Outcome::Deferred { .. } => {}
+            Outcome::Noop { .. }
+            | Outcome::Failed { .. }
+            | Outcome::DryRun
+            | Outcome::Deferred { .. } => {}
         }
     }
     counters
@@ -236,6 +239,11 @@ pub fn merge_recent(actions: &[ActionRecord], previous: &[StatusAction]) -> Vec<
 pub fn status_action(record: &ActionRecord) -> Option<StatusAction> {
     let (outcome, new_job_id, message) = match &record.outcome {
         Outcome::Succeeded { new_job_id } => (ActionOutcome::Succeeded, *new_job_id, None),
+        Outcome::Noop { status } => (
+            ActionOutcome::Noop,
+            None,
+            Some(format!("no change: the job stayed {status}")),
+        ),
         Outcome::Failed { message } => (ActionOutcome::Failed, None, Some(message.clone())),
         Outcome::DryRun => (ActionOutcome::DryRun, None, None),
         Outcome::SkippedOverBudget => (ActionOutcome::SkippedOverBudget, None, None),
