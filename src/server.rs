@@ -14,6 +14,7 @@ use axum::routing::get;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 /// Command-line flags of the HTTP endpoints, to `#[command(flatten)]` into a subcommand.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -98,19 +99,102 @@ pub fn router(state: ServerState) -> Router {
         .with_state(state)
 }
 
+/// The bounds on the connections the server holds.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed.
+    pub header_read_timeout: Duration,
+    /// The longest a connection is served; a scraper reconnects.
+    pub max_age: Duration,
+    /// The most connections served at once; more are closed as soon as they are accepted, so
+    /// idle or slow clients cannot use up the process's file descriptors.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_age: Duration::from_secs(300),
+            max_connections: 64,
+        }
+    }
+}
+
 /// Serves [`router`] on `listener` until `shutdown` completes, then finishes the requests in
-/// flight and returns.
+/// flight and returns; with the default [`ConnectionLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ServerState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_within(listener, state, shutdown, ConnectionLimits::default()).await
+}
+
+/// [`serve`], with every connection bounded by `limits`.
+pub async fn serve_within(
+    listener: tokio::net::TcpListener,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let connections = tokio_util::task::TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a moment, do not spin.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(%peer, "connection closed: {} connections open", limits.max_connections);
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let ends = tokio::select! {
+                served = connection.as_mut() => Some(served),
+                () = stopping.cancelled() => None,
+                () = tokio::time::sleep(limits.max_age) => None,
+            };
+            let served = match ends {
+                Some(served) => served,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = served {
+                tracing::debug!(%peer, error = %err, "connection ended");
+            }
+            drop(slot);
+        });
+    }
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 async fn metrics_handler(State(state): State<ServerState>) -> Response {

@@ -25,8 +25,13 @@ pub struct RunArgs {
     /// in the directory.
     #[arg(long, env = "JOBWARDEN_TOKEN_ENV", default_value = "GITLAB_TOKEN")]
     pub token_env: String,
-    /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, env = "JOBWARDEN_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    /// Where /metrics, /healthz and /readyz are served: loopback unless told otherwise (the
+    /// Deployment passes 0.0.0.0:9090).
+    #[arg(
+        long,
+        env = "JOBWARDEN_METRICS_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
     pub metrics_listen: SocketAddr,
     /// File mode: how often the policy files are checked for changes, in seconds.
     #[arg(long, env = "JOBWARDEN_RELOAD_SECONDS", default_value_t = 2)]

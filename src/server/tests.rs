@@ -184,3 +184,81 @@ fn the_listen_flag_parses_a_socket_address() {
     );
     assert!(Cli::try_parse_from(["jobwarden", "--metrics-listen", "not-an-address"]).is_err());
 }
+
+/// A server with short connection bounds: 300 ms to send headers, two connections at most.
+async fn start_bounded() -> (std::net::SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(300),
+        max_age: Duration::from_secs(60),
+        max_connections: 2,
+    };
+    let state = ServerState::new(Arc::new(Metrics::new()));
+    tokio::spawn(serve_within(
+        listener,
+        state,
+        async move {
+            let _ = stopped.await;
+        },
+        limits,
+    ));
+    (addr, stop)
+}
+
+/// Reads until the server closes the connection (or 5 s pass); returns what was read.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got))
+        .await
+        .ok()
+        .map(|_| got)
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _stop) = start_bounded().await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    assert!(
+        read_until_closed(&mut slow).await.is_some(),
+        "the server closes a connection whose headers never end"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_healthz_answers_once_slots_free() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _stop) = start_bounded().await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = read_until_closed(&mut third).await.expect("closed at once");
+    assert!(answer.is_empty(), "no answer beyond the cap");
+
+    // The idle connections time out; then /healthz answers.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let body = client()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .expect("healthz answers")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "ok\n");
+    drop(idle);
+}
