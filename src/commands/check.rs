@@ -44,7 +44,8 @@ pub fn run(
         writeln!(err, "{problem}")?;
     }
     let found_none = loaded.policies.is_empty();
-    if found_none {
+    // A file whose only policy was rejected has its errors above: "none found" would mislead.
+    if found_none && problems.is_empty() {
         let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
         writeln!(err, "no JobPolicy manifests found in {}", paths.join(", "))?;
     }
@@ -162,6 +163,25 @@ spec:
                 file.display()
             )
         );
+    }
+
+    #[test]
+    fn a_rejected_policy_is_reported_by_its_errors_not_as_missing() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {name: bad, namespace: ci}\nspec:\n  gitlab: {url: 'https://gitlab.example.com', tokenSecretRef: {name: gitlab, key: token}}\n  projects: ['1']\n  rules:\n    - name: everything\n      match: {statuses: []}\n      cancel: {}\n",
+        )
+        .unwrap();
+        let (code, out, err) = check(vec![path]);
+        assert_eq!(code, ExitCode::FAILURE);
+        assert_eq!(out, "");
+        assert!(
+            err.contains("spec.rules[0].match.statuses: must have at least 1 item(s), has 0"),
+            "{err}"
+        );
+        assert!(!err.contains("no JobPolicy manifests found"), "{err}");
     }
 
     #[test]
