@@ -76,11 +76,15 @@ fn apply(
     for error in &manifests.errors {
         tracing::error!(%error, "manifest rejected");
     }
-    // A document rejected before it could even be read as a policy counts as invalid too.
-    let mut counts: HashMap<&'static str, i64> = HashMap::from([(
-        "invalid",
-        i64::try_from(manifests.errors.len()).unwrap_or(i64::MAX),
-    )]);
+    // A document rejected before it could even be read as a policy counts as invalid too
+    // (once, whatever the number of its errors).
+    let rejected: std::collections::HashSet<(&std::path::Path, Option<usize>)> = manifests
+        .errors
+        .iter()
+        .map(|e| (e.file.as_path(), e.document))
+        .collect();
+    let mut counts: HashMap<&'static str, i64> =
+        HashMap::from([("invalid", i64::try_from(rejected.len()).unwrap_or(i64::MAX))]);
     let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)> = HashMap::new();
     for loaded in &manifests.policies {
         let compiled = match &loaded.compiled {

@@ -13,7 +13,7 @@
 //!   and a misspelt condition such as `olderthan` would widen a rule to every job).
 
 use crate::crd::{self, JobPolicy, SecretKeyRef};
-use crate::policy::{CompiledPolicy, PolicyKey, SpecErrors, compile};
+use crate::policy::{CompiledPolicy, FieldError, PolicyKey, SpecErrors, compile};
 use base64::Engine as _;
 use kube::CustomResourceExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -304,7 +304,7 @@ fn load_document(
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     match (api_version, kind) {
         (crd::API_VERSION, crd::KIND) => {
-            if let Some(policy) = load_policy(at, value, &mut loaded.errors) {
+            if let Some((policy, violations)) = load_policy(at, value, &mut loaded.errors) {
                 let key = policy_key(&policy);
                 if let Some(first) = first_seen.get(&key) {
                     loaded.errors.push(ManifestError::in_document(
@@ -315,7 +315,7 @@ fn load_document(
                     return;
                 }
                 first_seen.insert(key.clone(), at.clone());
-                let compiled = compile(key, &policy.spec);
+                let compiled = with_violations(compile(key, &policy.spec), violations);
                 loaded.policies.push(LoadedPolicy {
                     source: at.clone(),
                     policy,
@@ -365,20 +365,33 @@ fn yaml_error_message(err: &serde_yaml::Error, first_line: usize) -> String {
     }
 }
 
+/// Reads a JobPolicy document. Returns the policy when it deserializes, with the schema
+/// violations found in it (to be reported with the compiler's errors: one document, every
+/// error); otherwise reports both and returns nothing.
 fn load_policy(
     at: &SourceLocation,
     value: Value,
     errors: &mut Vec<ManifestError>,
-) -> Option<JobPolicy> {
-    let before = errors.len();
-    for (path, message) in schema_violations(&value) {
-        errors.push(ManifestError::in_document(at, Some(path), message));
-    }
+) -> Option<(JobPolicy, Vec<FieldError>)> {
+    let violations: Vec<FieldError> = schema_violations(&value)
+        .into_iter()
+        .map(|(path, message)| FieldError { path, message })
+        .collect();
     let mut policy: JobPolicy = match serde_path_to_error::deserialize(value) {
         Ok(policy) => policy,
         Err(err) => {
             let path = err.path().to_string();
             let path = (path != ".").then_some(path);
+            // Every other field the schema faults; this one in serde's words.
+            for violation in violations {
+                if path.as_deref() != Some(violation.path.as_str()) {
+                    errors.push(ManifestError::in_document(
+                        at,
+                        Some(violation.path),
+                        violation.message,
+                    ));
+                }
+            }
             errors.push(ManifestError::in_document(
                 at,
                 path,
@@ -387,6 +400,7 @@ fn load_policy(
             return None;
         }
     };
+    let before = errors.len();
     check_object_name(at, "metadata.name", policy.metadata.name.as_deref(), errors);
     let namespace = policy
         .metadata
@@ -394,7 +408,25 @@ fn load_policy(
         .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned())
         .clone();
     check_namespace(at, &namespace, errors);
-    (errors.len() == before).then_some(policy)
+    (errors.len() == before).then_some((policy, violations))
+}
+
+/// The compiler's verdict with the schema's violations added: a field the compiler already
+/// faulted keeps the compiler's (more specific) message.
+fn with_violations(
+    compiled: Result<CompiledPolicy, SpecErrors>,
+    violations: Vec<FieldError>,
+) -> Result<CompiledPolicy, SpecErrors> {
+    if violations.is_empty() {
+        return compiled;
+    }
+    let mut errors = compiled.err().map(|e| e.errors).unwrap_or_default();
+    for violation in violations {
+        if !errors.iter().any(|e| e.path == violation.path) {
+            errors.push(violation);
+        }
+    }
+    Err(SpecErrors { errors })
 }
 
 static DNS_SUBDOMAIN: LazyLock<regex::Regex> = LazyLock::new(|| {

@@ -124,10 +124,10 @@ fn field_errors_name_file_document_and_field() {
         &format!("{}---\n{bad}", policy_doc("good")),
     );
     let loaded = load_manifests(std::slice::from_ref(&file));
-    assert_eq!(
-        loaded.policies.len(),
-        1,
-        "the schema's bounds reject the second"
+    assert_eq!(loaded.policies.len(), 2);
+    assert!(
+        loaded.policies[1].compiled.is_err(),
+        "the second does not run"
     );
     assert_eq!(
         messages(&loaded),
@@ -145,10 +145,11 @@ fn unknown_fields_are_errors() {
     let file = write(&dir, "typo.yaml", &typo);
     let loaded = load_manifests(&[file]);
     assert!(
-        loaded.policies.is_empty(),
-        "a misspelt condition would widen the rule"
+        loaded.policies.iter().all(|p| p.compiled.is_err()),
+        "a misspelt condition would widen the rule: the policy must not run"
     );
-    let e = &loaded.errors[0];
+    let problems = loaded.problems();
+    let e = &problems[0];
     assert_eq!(e.path.as_deref(), Some("spec.rules[0].match.olderthan"));
     assert_eq!(e.message, "unknown field (not in the JobPolicy schema)");
 }
