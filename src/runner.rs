@@ -47,10 +47,19 @@ pub async fn run_policies(
     let mut running: HashMap<PolicyKey, Running> = HashMap::new();
     let mut last_state: Option<u64> = None;
     loop {
-        let state = files_fingerprint(&config.paths);
-        if last_state != Some(state) {
+        // File reads stay off the async workers: a slow disk never stalls a reconcile,
+        // /healthz or SIGTERM.
+        let paths = config.paths.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let state = files_fingerprint(&paths);
+            (last_state != Some(state)).then(|| (state, load_manifests(&paths)))
+        });
+        let changed = tokio::select! {
+            () = shutdown.cancelled() => break,
+            read = read => read.ok().flatten(),
+        };
+        if let Some((state, manifests)) = changed {
             last_state = Some(state);
-            let manifests = load_manifests(&config.paths);
             apply(&engine, &config, &sink, &shutdown, &manifests, &mut running);
         }
         tokio::select! {
@@ -192,23 +201,22 @@ async fn policy_loop(
     }
 }
 
-/// A digest of the manifest files' names, sizes, modification times and contents: when it
-/// changes, the manifests are loaded again.
+/// A digest of the manifest files' names and contents (within the bounds of
+/// [`read_manifest`](crate::source::files::read_manifest)): when it changes, the manifests are
+/// loaded again. Only manifest files are opened: a FIFO or a device in the directory is never
+/// read.
 fn files_fingerprint(paths: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut files: Vec<PathBuf> = Vec::new();
-    for path in paths {
-        match std::fs::read_dir(path) {
-            Ok(entries) => files.extend(entries.filter_map(|e| e.ok().map(|e| e.path()))),
-            Err(_) => files.push(path.clone()),
+    let mut listing_errors = Vec::new();
+    for file in crate::source::files::manifest_files(paths, &mut listing_errors) {
+        file.hash(&mut h);
+        match crate::source::files::read_manifest(&file) {
+            Ok(content) => content.hash(&mut h),
+            Err(problem) => problem.hash(&mut h),
         }
     }
-    files.sort();
-    for file in files {
-        file.hash(&mut h);
-        if let Ok(content) = std::fs::read(&file) {
-            content.hash(&mut h);
-        }
+    for error in &listing_errors {
+        error.to_string().hash(&mut h);
     }
     h.finish()
 }

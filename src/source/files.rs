@@ -169,16 +169,25 @@ pub fn load_manifests(paths: &[PathBuf]) -> LoadedManifests {
     let mut loaded = LoadedManifests::default();
     let mut first_seen: HashMap<PolicyKey, SourceLocation> = HashMap::new();
     for file in manifest_files(paths, &mut loaded.errors) {
-        let text = match std::fs::read_to_string(&file) {
+        let text = match read_manifest(&file) {
             Ok(text) => text,
-            Err(err) => {
-                loaded
-                    .errors
-                    .push(ManifestError::in_file(&file, format!("cannot read: {err}")));
+            Err(problem) => {
+                loaded.errors.push(ManifestError::in_file(&file, problem));
                 continue;
             }
         };
-        for (document, chunk) in split_documents(&text).into_iter().enumerate() {
+        let documents = split_documents(&text);
+        if documents.len() > MAX_DOCUMENTS {
+            loaded.errors.push(ManifestError::in_file(
+                &file,
+                format!(
+                    "{} documents: at most {MAX_DOCUMENTS} are read from one file",
+                    documents.len()
+                ),
+            ));
+            continue;
+        }
+        for (document, chunk) in documents.into_iter().enumerate() {
             let at = SourceLocation {
                 file: file.clone(),
                 document: document + 1,
@@ -189,8 +198,74 @@ pub fn load_manifests(paths: &[PathBuf]) -> LoadedManifests {
     loaded
 }
 
+/// The largest manifest file read (a JobPolicy with 10,000 project paths is about 0.5 MB).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// The most YAML documents read from one file.
+pub const MAX_DOCUMENTS: usize = 100;
+/// The deepest nesting of flow collections (`[…]`, `{…}`) accepted: deeper ones take the YAML
+/// parser quadratic time, and no JobPolicy needs more than a few levels.
+pub const MAX_FLOW_NESTING: usize = 32;
+
+/// Reads a manifest file, within bounds: a regular file (a FIFO or a device is never opened),
+/// at most [`MAX_MANIFEST_BYTES`], UTF-8, flow collections nested at most
+/// [`MAX_FLOW_NESTING`] deep. The error says which bound.
+pub fn read_manifest(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(file).map_err(|err| format!("cannot read: {err}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file: not read".to_owned());
+    }
+    if meta.len() > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "{} bytes: manifest files are read up to {MAX_MANIFEST_BYTES} bytes (1 MiB)",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|err| format!("cannot read: {err}"))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "grew past {MAX_MANIFEST_BYTES} bytes (1 MiB) while read"
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    let depth = flow_nesting(&text);
+    if depth > MAX_FLOW_NESTING {
+        return Err(format!(
+            "flow collections nested {depth} deep: at most {MAX_FLOW_NESTING} are read"
+        ));
+    }
+    Ok(text)
+}
+
+/// The deepest nesting of `[`/`{` outside quoted scalars and comments (a close estimate: it
+/// only has to bound the parser's work).
+fn flow_nesting(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for line in text.lines() {
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    deepest
+}
+
 /// The files to read: explicit files as given, directories' `*.yaml`/`*.yml` in name order.
-fn manifest_files(paths: &[PathBuf], errors: &mut Vec<ManifestError>) -> Vec<PathBuf> {
+pub fn manifest_files(paths: &[PathBuf], errors: &mut Vec<ManifestError>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in paths {
         let meta = match std::fs::metadata(path) {
@@ -224,6 +299,8 @@ fn manifest_files(paths: &[PathBuf], errors: &mut Vec<ManifestError>) -> Vec<Pat
     files
 }
 
+/// A visible `*.yaml`/`*.yml` that is a regular file (symlinks followed, as in a mounted
+/// ConfigMap; a FIFO, a device or a directory is not).
 fn is_manifest_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");

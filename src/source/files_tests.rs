@@ -356,3 +356,49 @@ fn manifest_error_display() {
         "deploy/examples/bad.yaml: document 2: spec.rules[0].retry.limit: must be between 1 and 20"
     );
 }
+
+/// Loads `dir` on another thread; `None` when that takes over 10 s (a hang).
+fn load_within_10s(dir: &Path) -> Option<LoadedManifests> {
+    let dir = dir.to_owned();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(load_manifests(&[dir]));
+    });
+    result.recv_timeout(std::time::Duration::from_secs(10)).ok()
+}
+
+#[test]
+fn odd_files_in_the_directory_neither_hang_nor_exhaust_the_loader() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "good.yaml", &policy_doc("good"));
+    // A FIFO nobody writes to: opening it would block forever.
+    let fifo = dir.path().join("notes.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    // An endless device behind a name that looks like a manifest.
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).unwrap();
+    // Too large, and too deeply nested.
+    write(
+        &dir,
+        "huge.yaml",
+        &"# padding\n".repeat((MAX_MANIFEST_BYTES as usize) / 10 + 1),
+    );
+    let nested = format!("a: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+    write(&dir, "nested.yaml", &nested);
+
+    let loaded = load_within_10s(dir.path()).expect("the loader does not hang");
+    assert_eq!(loaded.policies.len(), 1, "the good policy still loads");
+    let problems: Vec<String> = loaded.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].contains("huge.yaml") && problems[0].contains("1 MiB"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].contains("nested.yaml") && problems[1].contains("nested 5000 deep"),
+        "{problems:#?}"
+    );
+}
