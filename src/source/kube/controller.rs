@@ -242,11 +242,20 @@ impl Context {
         self.backoff.delay(*failures)
     }
 
-    /// Forgets policies that no longer exist (deleted, or moved out of this shard).
+    /// Forgets policies that no longer exist (deleted, or moved out of this shard), in this
+    /// controller and in the engine (observers, clients, budgets and metric series only they
+    /// used).
     fn retain_policies(&self, exists: impl Fn(&PolicyKey) -> bool) {
         let counts = {
             let mut memory = self.memory();
             let before = memory.states.len();
+            let gone: Vec<PolicyKey> = memory
+                .states
+                .keys()
+                .filter(|key| !exists(key))
+                .cloned()
+                .collect();
+            self.forget_in_engine(gone);
             memory.states.retain(|key, _| exists(key));
             memory.failures.retain(|key, _| exists(key));
             memory.statuses.retain(|key, _| exists(key));
@@ -260,8 +269,25 @@ impl Context {
 
     /// Forgets every policy (this replica no longer leads).
     fn forget_all(&self) {
-        *self.memory() = Memory::default();
+        let mut memory = self.memory();
+        self.forget_in_engine(memory.states.keys().cloned().collect());
+        *memory = Memory::default();
+        drop(memory);
         self.set_policies_gauge(&[]);
+    }
+
+    /// Has the engine forget these policies, in the background (it waits for their projects'
+    /// observers to be free).
+    fn forget_in_engine(&self, keys: Vec<PolicyKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            for key in keys {
+                engine.forget_policy(&key).await;
+            }
+        });
     }
 
     fn set_policies_gauge(&self, counts: &[(&'static str, i64)]) {

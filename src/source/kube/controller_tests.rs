@@ -407,6 +407,7 @@ async fn a_run_patches_ready_counters_and_recent_actions_and_records_an_event_pe
         Arc::new(Metrics::new()),
     );
     let (client, mut api) = mock_client();
+    let observing = engine.clone();
     let ctx = context(client, engine);
     let url = gitlab.sim.base_url().to_string();
     let p = policy("ci", "hygiene", &url, retry_rules(), json!({}));
@@ -434,6 +435,9 @@ async fn a_run_patches_ready_counters_and_recent_actions_and_records_an_event_pe
         Action::requeue(Duration::from_secs(30)),
         "next run after the interval"
     );
+    // The policy is deleted: the engine lets go of its project's observer and series.
+    assert_eq!(observing.observed_projects(), 1);
+    ctx.retain_policies(|_| false);
     drop(ctx);
 
     let (status, event, api) = verifier.await.expect("the verifier finished");
@@ -475,6 +479,18 @@ async fn a_run_patches_ready_counters_and_recent_actions_and_records_an_event_pe
             .get("POST /projects/:id/jobs/:job_id/retry")
             .copied(),
         Some(1)
+    );
+
+    for _ in 0..100 {
+        if observing.observed_projects() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        observing.observed_projects(),
+        0,
+        "the deleted policy's observer is gone"
     );
     gitlab.sim.shutdown().await;
 }
