@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,33 @@ pub struct RunnerConfig {
     pub reload_every: Duration,
 }
 
+/// What the `policies` gauge counts in file mode: documents that cannot run (invalid, or
+/// without a token), and each runnable policy's state after its latest run (`error` while its
+/// runs fail, e.g. with a revoked token).
+#[derive(Debug, Default)]
+struct PolicyStates {
+    unrunnable: HashMap<&'static str, i64>,
+    runnable: HashMap<PolicyKey, &'static str>,
+}
+
+impl PolicyStates {
+    fn publish(&self, engine: &Engine) {
+        let mut counts = self.unrunnable.clone();
+        for state in self.runnable.values() {
+            *counts.entry(state).or_default() += 1;
+        }
+        let gauge: Vec<(&str, i64)> = crate::metrics::POLICY_STATES
+            .iter()
+            .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+            .collect();
+        engine.metrics().set_policies(&gauge);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Running {
     fingerprint: u64,
     stop: CancellationToken,
@@ -45,6 +72,7 @@ pub async fn run_policies(
     shutdown: CancellationToken,
 ) {
     let mut running: HashMap<PolicyKey, Running> = HashMap::new();
+    let states = Arc::new(Mutex::new(PolicyStates::default()));
     let mut last_state: Option<u64> = None;
     loop {
         // File reads stay off the async workers: a slow disk never stalls a reconcile,
@@ -60,7 +88,15 @@ pub async fn run_policies(
         };
         if let Some((state, manifests)) = changed {
             last_state = Some(state);
-            apply(&engine, &config, &sink, &shutdown, &manifests, &mut running);
+            apply(
+                &engine,
+                &config,
+                &sink,
+                &shutdown,
+                &manifests,
+                &mut running,
+                &states,
+            );
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -81,6 +117,7 @@ fn apply(
     shutdown: &CancellationToken,
     manifests: &LoadedManifests,
     running: &mut HashMap<PolicyKey, Running>,
+    states: &Arc<Mutex<PolicyStates>>,
 ) {
     for error in &manifests.errors {
         tracing::error!(%error, "manifest rejected");
@@ -130,11 +167,21 @@ fn apply(
         let fingerprint = policy_fingerprint(&loaded.policy.spec, &token);
         wanted.insert(compiled.key.clone(), (compiled, token, fingerprint));
     }
-    let states: Vec<(&str, i64)> = ["ready", "invalid", "suspended", "error"]
-        .iter()
-        .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
-        .collect();
-    engine.metrics().set_policies(&states);
+    {
+        let mut states = lock(states);
+        states.unrunnable = HashMap::from([
+            ("invalid", counts.get("invalid").copied().unwrap_or(0)),
+            ("error", counts.get("error").copied().unwrap_or(0)),
+        ]);
+        // A policy that keeps running keeps the state of its latest run.
+        let previous = std::mem::take(&mut states.runnable);
+        for (key, (policy, _, _)) in &wanted {
+            let initial = if policy.suspend { "suspended" } else { "ready" };
+            let state = previous.get(key).copied().unwrap_or(initial);
+            states.runnable.insert(key.clone(), state);
+        }
+        states.publish(engine);
+    }
 
     running.retain(|key, run| {
         let keep = wanted
@@ -162,6 +209,7 @@ fn apply(
             policy,
             token,
             sink.clone(),
+            Arc::clone(states),
             stop.clone(),
         ));
         running.insert(
@@ -181,18 +229,30 @@ async fn policy_loop(
     policy: CompiledPolicy,
     token: SecretString,
     sink: ReportSink,
+    states: Arc<Mutex<PolicyStates>>,
     stop: CancellationToken,
 ) {
     let interval = policy.interval;
     loop {
-        match engine
+        let state = match engine
             .reconcile(&policy, &token, RunMode::Normal, &stop)
             .await
         {
-            Ok(report) => sink(&report),
+            Ok(report) => {
+                sink(&report);
+                if policy.suspend { "suspended" } else { "ready" }
+            }
             Err(err) => {
                 tracing::error!(policy = %policy.key, error = %err, "reconcile failed");
+                "error"
             }
+        };
+        {
+            let mut states = lock(&states);
+            if let Some(slot) = states.runnable.get_mut(&policy.key) {
+                *slot = state;
+            }
+            states.publish(&engine);
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -5,7 +5,7 @@
 use jobwarden::engine::{Engine, EngineConfig, RunReport};
 use jobwarden::metrics::Metrics;
 use jobwarden::runner::{RunnerConfig, run_policies};
-use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, Simulator};
+use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,41 @@ spec:
     )
 }
 
+/// A simulator without a fleet on a manual clock.
+async fn start_simulator() -> (SimHandle, SimControl) {
+    let mut config = SimConfig::new(TOKEN);
+    config.projects = 0;
+    config.clock = Clock::manual("2026-11-23T10:00:00Z".parse().expect("time"));
+    let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("loopback"))
+        .await
+        .expect("simulator");
+    let ctl = sim.control();
+    (sim, ctl)
+}
+
+/// An engine on the simulator's clock, and its metrics.
+fn engine_on(ctl: &SimControl) -> (Engine, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let clock = ctl.clone();
+    let engine = Engine::new(
+        EngineConfig::default(),
+        Arc::new(move || clock.now()),
+        metrics.clone(),
+    );
+    (engine, metrics)
+}
+
+/// The runner's configuration for `dir`, tokens from its Secrets only.
+fn runner_config(dir: &std::path::Path) -> RunnerConfig {
+    RunnerConfig {
+        paths: vec![dir.to_path_buf()],
+        token_env: "JOBWARDEN_TEST_TOKEN_THAT_IS_NOT_SET".into(),
+        token_override: None,
+        override_policy: None,
+        reload_every: Duration::from_millis(100),
+    }
+}
+
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..200 {
         if done() {
@@ -43,13 +78,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn a_policy_directory_runs_reloads_and_stops() {
-    let mut config = SimConfig::new(TOKEN);
-    config.projects = 0;
-    config.clock = Clock::manual("2026-11-23T10:00:00Z".parse().expect("time"));
-    let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("loopback"))
-        .await
-        .expect("simulator");
-    let ctl = sim.control();
+    let (sim, ctl) = start_simulator().await;
     let project = ctl.add_project("team/app").expect("project");
     let stale = ctl.add_pipeline(
         project,
@@ -84,25 +113,13 @@ async fn a_policy_directory_runs_reloads_and_stops() {
     )
     .expect("write");
 
-    let metrics = Arc::new(Metrics::new());
-    let clock = ctl.clone();
-    let engine = Engine::new(
-        EngineConfig::default(),
-        Arc::new(move || clock.now()),
-        metrics.clone(),
-    );
+    let (engine, metrics) = engine_on(&ctl);
     let reports: Arc<Mutex<Vec<RunReport>>> = Arc::default();
     let sink_reports = reports.clone();
     let shutdown = CancellationToken::new();
     let runner = tokio::spawn(run_policies(
         engine,
-        RunnerConfig {
-            paths: vec![dir.path().to_path_buf()],
-            token_env: "JOBWARDEN_TEST_TOKEN_THAT_IS_NOT_SET".into(),
-            token_override: None,
-            override_policy: None,
-            reload_every: Duration::from_millis(100),
-        },
+        runner_config(dir.path()),
         Arc::new(move |r: &RunReport| sink_reports.lock().expect("lock").push(r.clone())),
         shutdown.clone(),
     ));
@@ -166,4 +183,42 @@ async fn a_policy_directory_runs_reloads_and_stops() {
         .await
         .expect("the runner stops when asked")
         .expect("the runner task ends cleanly");
+}
+
+/// A policy whose runs keep failing (its token is wrong) is counted as `error`, not `ready`.
+#[tokio::test]
+async fn a_policy_whose_runs_fail_counts_as_error() {
+    let (sim, ctl) = start_simulator().await;
+    ctl.add_project("team/app").expect("project");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("secret.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: gitlab, namespace: ci}\nstringData: {token: revoked-token}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("cleanup.yaml"),
+        policy_manifest("cleanup", sim.base_url().as_ref(), "wrong token", false),
+    )
+    .expect("write");
+    let (engine, metrics) = engine_on(&ctl);
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(run_policies(
+        engine,
+        runner_config(dir.path()),
+        Arc::new(|_: &RunReport| {}),
+        shutdown.clone(),
+    ));
+    wait_until("the failing policy counted as error", || {
+        let rendered = metrics.render();
+        rendered.contains("jobwarden_policies{state=\"error\"} 1")
+            && rendered.contains("jobwarden_policies{state=\"ready\"} 0")
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .expect("the runner stops")
+        .expect("no panic");
+    sim.shutdown().await;
 }
