@@ -244,8 +244,9 @@ impl ProjectObserver {
             stats: SyncStats::default(),
             refreshed: Vec::new(),
         };
-        let first = self.last_sync.is_none() || std::mem::take(&mut self.relist);
-        if first {
+        let first = self.last_sync.is_none();
+        let relist = !first && std::mem::take(&mut self.relist);
+        if relist {
             // Jobs dropped before may be wanted now: none is skipped as settled.
             self.settled = SettledIds::default();
         }
@@ -255,8 +256,9 @@ impl ProjectObserver {
             self.jobs.from_id(m).count() + self.settled.count_from(m)
         });
         let arrivals = page_for(self.recent_arrivals);
-        if first {
-            // Every job back to the horizon, then the unfinished ones older than it.
+        if first || relist {
+            // Every job back to the horizon, then (the first time) the unfinished ones older
+            // than it: after that they are followed until they finish.
             let horizon = self.horizon();
             let (reached, _) = self
                 .list_down(client, Until::OlderThan(horizon), PER_PAGE_MAX, &mut run)
@@ -269,7 +271,9 @@ impl ProjectObserver {
                     .unwrap_or(Timestamp::MAX),
                 Reached::End => Timestamp::MIN,
             });
-            self.sync_active(client, &mut run).await?;
+            if first {
+                self.sync_active(client, &mut run).await?;
+            }
         } else {
             match mark {
                 Some(mark) if behind_mark <= PER_PAGE => {

@@ -517,6 +517,7 @@ impl Engine {
             claimed: Mutex::new(HashSet::new()),
         };
 
+        self.announce_watcher(&run);
         // Each project goes observe → facts → decide → act on its own, a few at a time, so the
         // first action comes as soon as its project is observed, not after the whole pass.
         let concurrency = self.inner.config.observe_concurrency.max(1);
@@ -559,6 +560,21 @@ impl Engine {
             return Err(ReconcileError::AllProjectsFailed(err));
         }
         Ok(report)
+    }
+
+    /// Tells the observers of the policy's projects (those already known) that it watches them,
+    /// before any is synced: policies that start together then share one first listing of a
+    /// project instead of each new one having it listed again. An observer busy syncing is
+    /// told in [`run_project`](Self::run_project) instead.
+    fn announce_watcher(&self, run: &PolicyRun) {
+        for project in &run.policy.projects {
+            let Some(id) = self.known_id(&run.instance, project) else {
+                continue;
+            };
+            if let Ok(mut observer) = self.observer_for(&run.instance, id).try_lock() {
+                observer.watch(&run.policy);
+            }
+        }
     }
 
     /// One project of a policy run: sync its shared observer when it is older than half the
