@@ -186,6 +186,12 @@ fn details(
         .map(|(kind, n)| format!("{kind}: {n}"))
         .collect();
     eprintln!("  {label} jobwarden actions: {}", actions.join(", "));
+    let (bytes, cpu) = jobwarden.scrape_cost;
+    eprintln!(
+        "  {label} jobwarden /metrics: {:.0} KiB, {cpu:.3} s CPU per scrape (one scrape per run \
+         is in the steady runs' CPU)",
+        bytes as f64 / 1024.0
+    );
     let passes: Vec<String> = baseline
         .passes
         .iter()

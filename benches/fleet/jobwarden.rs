@@ -124,8 +124,12 @@ impl Jobwarden {
 
     /// One scrape of /metrics.
     pub fn scrape(&self) -> Result<Scrape, String> {
-        let text = http::get(self.metrics, "/metrics").map_err(|err| self.child.failure(&err))?;
-        Ok(parse_metrics(&text))
+        Ok(parse_metrics(&self.metrics_text()?))
+    }
+
+    /// The text /metrics serves.
+    pub fn metrics_text(&self) -> Result<String, String> {
+        http::get(self.metrics, "/metrics").map_err(|err| self.child.failure(&err))
     }
 
     /// Reads log lines for up to `wait`, counting completed runs.

@@ -133,6 +133,8 @@ pub struct JobwardenFigures {
     pub jobs_per_project: f64,
     /// The last scrape (actions by kind and outcome).
     pub scrape: Scrape,
+    /// What one /metrics scrape costs: bytes, jobwarden's CPU seconds.
+    pub scrape_cost: (usize, f64),
 }
 
 /// Runs jobwarden for a first run and the steady runs, on a simulator without rate limits.
@@ -175,12 +177,26 @@ pub fn jobwarden(
         crate::progress(&format!("  jobwarden run {run} done"));
     }
     let peak_rss_mib = peak_rss_mib(jobwarden.pid())?;
+    let scrape_cost = scrape_cost(&jobwarden)?;
     Ok(JobwardenFigures {
         runs: ToolRuns::from_marks(&start, &marks),
         peak_rss_mib,
         jobs_per_project,
         scrape,
+        scrape_cost,
     })
+}
+
+/// Scrapes /metrics a few times in a row: bytes served and jobwarden's CPU seconds per scrape.
+fn scrape_cost(jobwarden: &Jobwarden) -> Result<(usize, f64), String> {
+    const SCRAPES: usize = 5;
+    let before = cpu_seconds(jobwarden.pid())?;
+    let mut bytes = 0;
+    for _ in 0..SCRAPES {
+        bytes = jobwarden.metrics_text()?.len();
+    }
+    let cpu = (cpu_seconds(jobwarden.pid())? - before) / SCRAPES as f64;
+    Ok((bytes, cpu))
 }
 
 /// The baseline on an unthrottled simulator.

@@ -157,6 +157,11 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
     Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
 }
 
+/// The resolution of [`cpu_seconds`]: one clock tick.
+pub fn cpu_tick() -> f64 {
+    1.0 / clock_ticks_per_second()
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

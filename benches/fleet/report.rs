@@ -1,6 +1,7 @@
 //! The result table (markdown), and its check: one row per fleet, every cell a number.
 
 use crate::config::FleetSize;
+use crate::process::cpu_tick;
 
 /// The figures of one fleet.
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ const HEADER: [&str; 10] = [
 ];
 
 impl Row {
-    fn numbers(&self) -> [f64; 11] {
+    fn numbers(&self) -> [f64; 10] {
         [
             self.jobs_per_project,
             self.jobwarden_requests.0,
@@ -42,15 +43,32 @@ impl Row {
             self.baseline_requests.1,
             self.jobwarden_cpu,
             self.baseline_cpu,
-            self.cpu_ratio(),
             self.jobwarden_rss_mib,
             self.first_action,
             self.throttled as f64,
         ]
     }
 
-    fn cpu_ratio(&self) -> f64 {
-        self.baseline_cpu / self.jobwarden_cpu
+    /// CPU seconds below one clock tick read as zero: they are shown as "< 1 tick", and the
+    /// ratio as a lower bound.
+    fn below_tick(&self) -> bool {
+        self.jobwarden_cpu < cpu_tick() / 2.0
+    }
+
+    fn jobwarden_cpu_cell(&self) -> String {
+        if self.below_tick() {
+            format!("< {:.3}", cpu_tick())
+        } else {
+            format!("{:.3}", self.jobwarden_cpu)
+        }
+    }
+
+    fn cpu_ratio_cell(&self) -> String {
+        if self.below_tick() {
+            format!("> {:.0}×", self.baseline_cpu / cpu_tick())
+        } else {
+            format!("{:.0}×", self.baseline_cpu / self.jobwarden_cpu)
+        }
     }
 
     fn cells(&self) -> [String; 10] {
@@ -65,9 +83,9 @@ impl Row {
                 "{:.2} / {:.2}",
                 self.baseline_requests.0, self.baseline_requests.1
             ),
-            format!("{:.3}", self.jobwarden_cpu),
+            self.jobwarden_cpu_cell(),
             format!("{:.3}", self.baseline_cpu),
-            format!("{:.0}×", self.cpu_ratio()),
+            self.cpu_ratio_cell(),
             format!("{:.1}", self.jobwarden_rss_mib),
             format!("{:.1}", self.first_action),
             self.throttled.to_string(),
