@@ -60,6 +60,7 @@ mod sim;
 use config::{BenchConfig, FleetSize};
 use measure::{BaselineFigures, JobwardenFigures, Latency, ToolRuns};
 use report::Row;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -117,15 +118,16 @@ fn measure_fleet(config: &BenchConfig, size: &FleetSize) -> Result<Row, String> 
         progress(&format!("logs and policies in {}", dir.path().display()));
     }
     let started = Instant::now();
-    progress(&format!("fleet {}: jobwarden", size.label));
-    let jobwarden = measure::jobwarden(config, size, dir.path())?;
-    progress(&format!("fleet {}: baseline", size.label));
-    let baseline = measure::baseline(config, size, dir.path())?;
-    progress(&format!(
-        "fleet {}: first action under GitLab.com's limits",
-        size.label
-    ));
-    let latency = measure::latency(config, size, dir.path())?;
+    let measured = measure_all(config, size, dir.path());
+    if measured.is_err() {
+        dir.disable_cleanup(true);
+    }
+    let (jobwarden, baseline, latency) = measured.map_err(|err| {
+        format!(
+            "{err}\n(the logs and policies are kept in {})",
+            dir.path().display()
+        )
+    })?;
     details(size, &jobwarden, &baseline, &latency);
     progress(&format!(
         "fleet {} measured in {:.0} s",
@@ -143,6 +145,24 @@ fn measure_fleet(config: &BenchConfig, size: &FleetSize) -> Result<Row, String> 
         first_action: latency.first_action,
         throttled: latency.throttled,
     })
+}
+
+/// jobwarden's runs, the baseline's runs, jobwarden's start under GitLab.com's limits.
+fn measure_all(
+    config: &BenchConfig,
+    size: &FleetSize,
+    dir: &Path,
+) -> Result<(JobwardenFigures, BaselineFigures, Latency), String> {
+    progress(&format!("fleet {}: jobwarden", size.label));
+    let jobwarden = measure::jobwarden(config, size, dir)?;
+    progress(&format!("fleet {}: baseline", size.label));
+    let baseline = measure::baseline(config, size, dir)?;
+    progress(&format!(
+        "fleet {}: first action under GitLab.com's limits",
+        size.label
+    ));
+    let latency = measure::latency(config, size, dir)?;
+    Ok((jobwarden, baseline, latency))
 }
 
 fn requests(runs: &ToolRuns, projects: u32) -> (f64, f64) {

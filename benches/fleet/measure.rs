@@ -143,7 +143,7 @@ pub fn jobwarden(
     size: &FleetSize,
     dir: &Path,
 ) -> Result<JobwardenFigures, String> {
-    let sim = Simulator::start("sim-jobwarden", size, config.seed, RateLimits::OFF, dir)?;
+    let mut sim = Simulator::start("sim-jobwarden", size, config.seed, RateLimits::OFF, dir)?;
     let jobs_per_project = sim.jobs_per_project(size.projects)?;
     let policy_dir = dir.join("policies");
     let names = policies::write(
@@ -169,7 +169,9 @@ pub fn jobwarden(
     let mut marks = Vec::new();
     let mut scrape = Scrape::default();
     for run in 1..=1 + config.steady_runs as u64 {
-        jobwarden.wait_runs(run, config.run_timeout)?;
+        jobwarden
+            .wait_runs(run, config.run_timeout)
+            .map_err(|err| sim.annotate(err))?;
         marks.push(Mark::take(jobwarden.pid(), &sim)?);
         // After the CPU reading: the scrape's cost falls into the next run, as Prometheus'
         // would.
@@ -211,7 +213,7 @@ pub fn baseline(
     size: &FleetSize,
     dir: &Path,
 ) -> Result<BaselineFigures, String> {
-    let sim = Simulator::start("sim-baseline", size, config.seed, RateLimits::OFF, dir)?;
+    let mut sim = Simulator::start("sim-baseline", size, config.seed, RateLimits::OFF, dir)?;
     let before = sim.counters()?;
     let started = Instant::now();
     let mut baseline = Baseline::start(
@@ -228,7 +230,9 @@ pub fn baseline(
     };
     let mut marks = Vec::new();
     for pass in 1..=1 + config.steady_runs {
-        baseline.wait_passes(pass, config.run_timeout)?;
+        baseline
+            .wait_passes(pass, config.run_timeout)
+            .map_err(|err| sim.annotate(err))?;
         marks.push(Mark::take(baseline.pid(), &sim)?);
         crate::progress(&format!("  baseline pass {pass} done"));
     }
@@ -256,7 +260,7 @@ pub struct Latency {
 /// watches it until its first run completes or the latency window has passed, and at least
 /// until its first action.
 pub fn latency(config: &BenchConfig, size: &FleetSize, dir: &Path) -> Result<Latency, String> {
-    let sim = Simulator::start(
+    let mut sim = Simulator::start(
         "sim-latency",
         size,
         config.seed,
@@ -284,7 +288,7 @@ pub fn latency(config: &BenchConfig, size: &FleetSize, dir: &Path) -> Result<Lat
         if first_retry.is_none() && counters.keys().any(|k| k.ends_with("/retry")) {
             first_retry = Some(elapsed.as_secs_f64());
         }
-        jobwarden.poll()?;
+        jobwarden.poll().map_err(|err| sim.annotate(err))?;
         let first_run_done = jobwarden.runs_completed() >= 1;
         if first_action.is_some() && (first_run_done || elapsed >= config.latency_window) {
             let log = sim.requests()?;

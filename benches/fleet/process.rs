@@ -88,6 +88,15 @@ impl Child {
         &self.lines
     }
 
+    /// `Some(status)` once the child has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(err) => Some(err.to_string()),
+        }
+    }
+
     /// An error message about this child, with the end of its log.
     pub fn failure(&self, what: &str) -> String {
         format!(

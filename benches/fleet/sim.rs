@@ -102,6 +102,18 @@ impl Simulator {
         http::get_json(self.addr, "/-/sim/requests").map_err(|err| self.child.failure(&err))
     }
 
+    /// `err`, with whether the simulator is still running (and its log if not): when a tool
+    /// fails, this tells whose fault it was.
+    pub fn annotate(&mut self, err: String) -> String {
+        match self.child.exited() {
+            Some(status) => format!(
+                "{err}\n{}",
+                self.child.failure(&format!("exited: {status}"))
+            ),
+            None => format!("{err}\n(the simulator is still running)"),
+        }
+    }
+
     /// The mean number of jobs (every attempt) of up to 20 projects spread over the fleet.
     pub fn jobs_per_project(&self, projects: u32) -> Result<f64, String> {
         let samples = projects.min(20);
