@@ -1,283 +1,242 @@
-//! Fleet benchmark: what observing GitLab costs, with and without the incremental scheme, and
-//! how fast the pure decision function is. Prints its figures; asserts nothing.
+//! Fleet benchmark: what running jobwarden costs, as a user would see it, next to the
+//! python-gitlab script a user would write instead (`benches/baseline_cron.py`).
 //!
-//!     cargo bench --bench fleet                 # 500 projects
-//!     BENCH_PROJECTS=2000 cargo bench --bench fleet
+//!     cargo bench --bench fleet                                  # every fleet (about an hour)
+//!     BENCH_SIZES=100 BENCH_STEADY_RUNS=2 cargo bench --bench fleet   # smoke check (CI)
 //!
-//! Everything runs in-process on loopback: the simulator (frozen fleet, manual clock, no rate
-//! limits) and the real engine, client and policy code.
+//! For each fleet size, three separate processes of `jobwarden simulate` (same seed, same
+//! fleet flags, live fleet on the real clock) serve three measurements in turn:
+//!
+//! 1. **jobwarden** (`jobwarden run --policies DIR`, its own process) runs the generated
+//!    policies (see `fleet/policies.rs`: retry stuck jobs, cancel stale ones, keep release
+//!    artifacts) every `BENCH_INTERVAL_SECS` (30). The simulator enforces no rate limit and
+//!    jobwarden's request budget is raised out of the way, so the figures are the tool's own
+//!    costs. A run ends when every policy has reconciled once more (log line, confirmed by the
+//!    reconcile count of `/metrics`). At each run's end the bench reads jobwarden's CPU time
+//!    (utime + stime of `/proc/PID/stat`) and the simulator's request counters
+//!    (`/-/sim/counters`); at the end, its peak RSS (`VmHWM`).
+//! 2. **baseline**: the Python script in a loop with the same interval, measured the same way
+//!    (a run is one pass).
+//! 3. **first action** under GitLab.com's limits: a simulator with `--jobs-rate-limit 600
+//!    --api-rate-limit 2000`, jobwarden with its default budget (600 requests a minute); the
+//!    seconds from starting jobwarden to the first action request (POST) the simulator counts,
+//!    and the 429 answers in its request log until the first run completes (at most
+//!    `BENCH_LATENCY_WINDOW_SECS`, 120).
+//!
+//! Stdout gets one markdown table (one row per fleet) and the line of the in-process `decide`
+//! micro-bench; progress and per-endpoint details go to stderr. The bench asserts no timing:
+//! it fails (exit code 1) only when something is broken (a process does not start or dies, a
+//! run does not complete within `BENCH_RUN_TIMEOUT_SECS`, the table is not well formed).
+//! Every child process is killed when the bench ends, fails or is killed.
+//!
+//! Environment: `BENCH_SIZES` (`100,1000,5000,5000x200`; `NxJ` = about J jobs per project),
+//! `BENCH_STEADY_RUNS` (5), `BENCH_INTERVAL_SECS` (30), `BENCH_PROJECTS_PER_POLICY` (500),
+//! `BENCH_SEED` (7), `BENCH_LATENCY_WINDOW_SECS` (120), `BENCH_RUN_TIMEOUT_SECS` (1800),
+//! `BENCH_PYTHON` (`python3`), `BENCH_DECIDE_PROJECTS` (500), `BENCH_KEEP_LOGS` (set to keep
+//! the processes' logs and the generated policies).
 
-use futures::TryStreamExt;
-use jobwarden::crd::JobPolicy;
-use jobwarden::engine::{Engine, EngineConfig, RunMode};
-use jobwarden::gitlab::models::ProjectRef;
-use jobwarden::gitlab::records::{JobRecord, JobWire, Names};
-use jobwarden::gitlab::{ClientConfig, Credential, GitLabClient, ListJobsQuery};
-use jobwarden::metrics::Metrics;
-use jobwarden::policy::{
-    Budget, CompiledPolicy, Observation, PolicyKey, ProjectJobs, compile, decide, facts_needed,
-};
-use jobwarden::sim::{Clock, FleetConfig, SimConfig, SimControl, Simulator};
-use secrecy::SecretString;
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
+// The driver's parts live in benches/fleet/ (this file is the bench's crate root).
+#[path = "fleet/baseline.rs"]
+mod baseline;
+#[path = "fleet/config.rs"]
+mod config;
+#[path = "fleet/decide.rs"]
+mod decide;
+#[path = "fleet/http.rs"]
+mod http;
+#[path = "fleet/jobwarden.rs"]
+mod jobwarden;
+#[path = "fleet/measure.rs"]
+mod measure;
+#[path = "fleet/policies.rs"]
+mod policies;
+#[path = "fleet/process.rs"]
+mod process;
+#[path = "fleet/report.rs"]
+mod report;
+#[path = "fleet/sim.rs"]
+mod sim;
 
-const TOKEN: &str = "bench-token";
+use config::{BenchConfig, FleetSize};
+use measure::{BaselineFigures, JobwardenFigures, Latency, ToolRuns};
+use report::Row;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Instant;
 
-/// A project, its jobs, and its jobs by pipeline.
-type World = (ProjectRef, ProjectJobs, HashMap<u64, Vec<JobRecord>>);
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fleet bench failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+/// A progress line on stderr, stamped with the seconds since the bench started.
+pub fn progress(message: &str) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("[{elapsed:7.1} s] {message}");
 }
 
-fn policy(url: &url::Url, projects: u32) -> CompiledPolicy {
-    let list: Vec<String> = (1..=projects).map(|p| format!("\"{p}\"")).collect();
-    let manifest = format!(
-        "apiVersion: jobwarden.dev/v1alpha1
-kind: JobPolicy
-metadata: {{name: bench, namespace: ci}}
-spec:
-  gitlab: {{url: \"{url}\", tokenSecretRef: {{name: gitlab, key: token}}}}
-  projects: [{}]
-  interval: 10s
-  dryRun: true
-  limits: {{maxActionsPerRun: 10000, maxActionsPerHour: 100000}}
-  rules:
-    - name: retry-transient
-      match: {{statuses: [failed], failureReasons: [stuck_or_timeout_failure, runner_system_failure]}}
-      retry: {{limit: 2, backoff: {{duration: 30s, factor: 2}}}}
-    - name: cancel-stale
-      match: {{statuses: [created, pending], olderThan: 2h}}
-      cancel: {{}}
-    - name: keep-release
-      match: {{statuses: [success], tag: true, artifactsExpireWithin: 72h}}
-      keepArtifacts: {{}}
-",
-        list.join(", ")
-    );
-    let policy: JobPolicy = serde_yaml::from_str(&manifest).expect("bench manifest");
-    compile(PolicyKey::new("ci", "bench"), &policy.spec).expect("bench policy compiles")
+fn run() -> Result<(), String> {
+    let config = BenchConfig::from_env()?;
+    baseline::check_python(&config.python)?;
+    progress(&format!(
+        "fleets {:?}, {} steady runs, interval {} s, {} projects per policy, seed {}",
+        config.sizes.iter().map(|s| &s.label).collect::<Vec<_>>(),
+        config.steady_runs,
+        config.interval_secs,
+        config.projects_per_policy,
+        config.seed
+    ));
+    let mut rows = Vec::new();
+    for size in &config.sizes {
+        rows.push(measure_fleet(&config, size)?);
+    }
+    progress("decide micro-bench");
+    let decide = decide::run(config.decide_projects, config.seed)?;
+    let table = report::table(&rows);
+    report::check(&rows, config.sizes.len(), &table)?;
+    println!("{table}");
+    println!();
+    println!("{}", decide.line());
+    Ok(())
 }
 
-fn engine(ctl: &SimControl) -> Engine {
-    let ctl = ctl.clone();
-    let config = EngineConfig {
-        requests_per_minute: 10_000_000,
-        fact_concurrency: 8,
-        ..EngineConfig::default()
-    };
-    Engine::new(
-        config,
-        Arc::new(move || ctl.now()),
-        Arc::new(Metrics::new()),
+/// The three measurements of one fleet, in a temporary directory for logs and policies.
+fn measure_fleet(config: &BenchConfig, size: &FleetSize) -> Result<Row, String> {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("jobwarden-bench-{}-", size.label))
+        .tempdir()
+        .map_err(|err| format!("temporary directory: {err}"))?;
+    if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        dir.disable_cleanup(true);
+        progress(&format!("logs and policies in {}", dir.path().display()));
+    }
+    let started = Instant::now();
+    let measured = measure_all(config, size, dir.path());
+    if measured.is_err() {
+        dir.disable_cleanup(true);
+    }
+    let (jobwarden, baseline, latency) = measured.map_err(|err| {
+        format!(
+            "{err}\n(the logs and policies are kept in {})",
+            dir.path().display()
+        )
+    })?;
+    details(size, &jobwarden, &baseline, &latency);
+    progress(&format!(
+        "fleet {} measured in {:.0} s",
+        size.label,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Row {
+        size: size.clone(),
+        jobs_per_project: jobwarden.jobs_per_project,
+        jobwarden_requests: requests(&jobwarden.runs, size.projects),
+        baseline_requests: requests(&baseline.runs, size.projects),
+        jobwarden_cpu: jobwarden.runs.steady_cpu(),
+        baseline_cpu: baseline.runs.steady_cpu(),
+        jobwarden_rss_mib: jobwarden.peak_rss_mib,
+        first_action: latency.first_action,
+        throttled: latency.throttled,
+    })
+}
+
+/// jobwarden's runs, the baseline's runs, jobwarden's start under GitLab.com's limits.
+fn measure_all(
+    config: &BenchConfig,
+    size: &FleetSize,
+    dir: &Path,
+) -> Result<(JobwardenFigures, BaselineFigures, Latency), String> {
+    progress(&format!("fleet {}: jobwarden", size.label));
+    let jobwarden = measure::jobwarden(config, size, dir)?;
+    progress(&format!("fleet {}: baseline", size.label));
+    let baseline = measure::baseline(config, size, dir)?;
+    progress(&format!(
+        "fleet {}: first action under GitLab.com's limits",
+        size.label
+    ));
+    let latency = measure::latency(config, size, dir)?;
+    Ok((jobwarden, baseline, latency))
+}
+
+fn requests(runs: &ToolRuns, projects: u32) -> (f64, f64) {
+    (
+        runs.first_requests(projects),
+        runs.steady_requests(projects),
     )
 }
 
-async fn reconcile(engine: &Engine, policy: &CompiledPolicy) -> (Duration, usize) {
-    let started = Instant::now();
-    let report = engine
-        .reconcile(
-            policy,
-            &SecretString::from(TOKEN.to_owned()),
-            RunMode::ForceDryRun,
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("bench reconcile");
-    (started.elapsed(), report.jobs_seen)
-}
-
-fn total_requests(ctl: &SimControl) -> u64 {
-    ctl.counters().values().sum()
-}
-
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let projects: u32 = std::env::var("BENCH_PROJECTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    let mut config = SimConfig::new(TOKEN);
-    config.projects = projects;
-    config.seed = 7;
-    config.fleet = FleetConfig::frozen();
-    config.jobs_list_rate_limit_per_minute = 0;
-    config.authenticated_api_rate_limit_per_minute = 0;
-    config.clock = Clock::manual("2026-11-23T10:00:00Z".parse().expect("time"));
-    let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("simulator");
-    let ctl = sim.control();
-    let policy = policy(&sim.base_url(), projects);
-    let rss_before = rss_mib();
-
-    // 1. First sync: every job of the history window.
-    let incremental = engine(&ctl);
-    ctl.reset_log();
-    let (first_time, jobs_seen) = reconcile(&incremental, &policy).await;
-    let first_requests = total_requests(&ctl);
-
-    // 2. Steady state with the incremental observers.
-    let mut steady_times = Vec::new();
-    let mut steady_requests = Vec::new();
-    for _ in 0..9 {
-        ctl.advance(Duration::from_secs(30));
-        ctl.reset_log();
-        let (t, _) = reconcile(&incremental, &policy).await;
-        steady_times.push(t.as_secs_f64());
-        steady_requests.push(total_requests(&ctl) as f64);
-    }
-    let rss_after = rss_mib();
-
-    // 3. The naive way: read every job again on every run (a fresh engine each time).
-    let mut naive_times = Vec::new();
-    let mut naive_requests = Vec::new();
-    for _ in 0..5 {
-        ctl.advance(Duration::from_secs(30));
-        ctl.reset_log();
-        let (t, _) = reconcile(&engine(&ctl), &policy).await;
-        naive_times.push(t.as_secs_f64());
-        naive_requests.push(total_requests(&ctl) as f64);
-    }
-
-    // 4. The pure decision function over every job of the fleet, with all facts known.
-    let client = GitLabClient::new(ClientConfig::new(
-        sim.base_url(),
-        Some(Credential::PrivateToken(SecretString::from(
-            TOKEN.to_owned(),
-        ))),
-    ))
-    .expect("client");
-    let mut worlds: Vec<World> = Vec::new();
-    for p in 1..=u64::from(projects) {
-        let project = ProjectRef::Id(p);
-        let wires: Vec<JobWire> = client
-            .list_project_jobs_as(&project, &ListJobsQuery::default())
-            .try_collect()
-            .await
-            .expect("jobs");
-        let mut names = Names::default();
-        let records: Vec<JobRecord> = wires
-            .into_iter()
-            .map(|w| JobRecord::from_wire(w, ctl.now(), &mut names))
+/// What the table leaves out, on stderr: run times, CPU of the first run, requests per
+/// endpoint, actions taken, the rate-limited start.
+fn details(
+    size: &FleetSize,
+    jobwarden: &JobwardenFigures,
+    baseline: &BaselineFigures,
+    latency: &Latency,
+) {
+    let label = &size.label;
+    for (tool, runs) in [("jobwarden", &jobwarden.runs), ("baseline", &baseline.runs)] {
+        let steady_secs = measure::median(runs.steady.iter().map(|r| r.seconds));
+        let steady_cpu: Vec<String> = runs
+            .steady
+            .iter()
+            .map(|r| format!("{:.2}", r.cpu))
             .collect();
-        let mut by_pipeline: HashMap<u64, Vec<JobRecord>> = HashMap::new();
-        for job in &records {
-            by_pipeline
-                .entry(job.pipeline_id)
-                .or_default()
-                .push(job.clone());
+        eprintln!(
+            "  {label} {tool}: first run {:.1} s wall, {:.2} s CPU; steady runs {:.1} s apart, CPU [{}] s",
+            runs.first.seconds,
+            runs.first.cpu,
+            steady_secs,
+            steady_cpu.join(", ")
+        );
+        for (endpoint, first, steady) in runs.per_endpoint(size.projects) {
+            eprintln!("    {endpoint:<55} {first:>8.3} first {steady:>8.3} steady (per project)");
         }
-        let jobs: ProjectJobs = records.into_iter().collect();
-        worlds.push((project, jobs, by_pipeline));
     }
-    let no_logs = HashMap::new();
-    let observations: Vec<Observation<'_>> = worlds
+    let actions: Vec<String> = jobwarden
+        .scrape
+        .actions
         .iter()
-        .map(|(project, jobs, pipelines)| Observation {
-            project,
-            jobs,
-            pipeline_jobs: pipelines,
-            log_tails: &no_logs,
+        .map(|(kind, n)| format!("{kind}: {n}"))
+        .collect();
+    eprintln!("  {label} jobwarden actions: {}", actions.join(", "));
+    let (bytes, cpu) = jobwarden.scrape_cost;
+    eprintln!(
+        "  {label} jobwarden /metrics: {:.0} KiB, {cpu:.3} s CPU per scrape (one scrape per run \
+         is in the steady runs' CPU)",
+        bytes as f64 / 1024.0
+    );
+    let passes: Vec<String> = baseline
+        .passes
+        .iter()
+        .map(|p| {
+            format!(
+                "{} retried of {} candidates ({} errors)",
+                p.retried, p.candidates, p.errors
+            )
         })
         .collect();
-    let all_jobs: usize = worlds.iter().map(|w| w.1.len()).sum();
-    let now = ctl.now();
-    let budget = Budget {
-        remaining_this_run: u32::MAX,
-        remaining_this_hour: u32::MAX,
-    };
-    let mut decide_times = Vec::new();
-    let mut decisions = 0;
-    for _ in 0..21 {
-        let started = Instant::now();
-        let _ = facts_needed(&policy, &observations, now);
-        decisions = decide(&policy, &observations, now, &budget).len();
-        decide_times.push(started.elapsed().as_secs_f64());
-    }
-    sim.shutdown().await;
-
-    let steady_t = median(steady_times);
-    let naive_t = median(naive_times);
-    let steady_r = median(steady_requests);
-    let naive_r = median(naive_requests);
-    let decide_t = median(decide_times);
-    println!(
-        "jobwarden fleet benchmark — {projects} projects, {jobs_seen} jobs in the 72 h window"
+    eprintln!("  {label} baseline passes: {}", passes.join("; "));
+    eprintln!(
+        "  {label} GitLab.com limits: first action after {:.1} s, first retry after {}; \
+         {} requests, {} answered 429, in {:.1} s watched (first run {})",
+        latency.first_action,
+        latency
+            .first_retry
+            .map_or_else(|| "none seen".to_owned(), |s| format!("{s:.1} s")),
+        latency.requests,
+        latency.throttled,
+        latency.watched,
+        if latency.first_run_done {
+            "completed"
+        } else {
+            "still going"
+        }
     );
-    println!("{:<52} {:>14}", "figure", "value");
-    println!(
-        "{:<52} {:>14.3}",
-        "first sync: wall time (s)",
-        first_time.as_secs_f64()
-    );
-    println!(
-        "{:<52} {:>14.2}",
-        "first sync: requests per project",
-        first_requests as f64 / f64::from(projects)
-    );
-    println!(
-        "{:<52} {:>14.3}",
-        "steady state: median wall time per run (s)", steady_t
-    );
-    println!(
-        "{:<52} {:>14.2}",
-        "steady state: median requests per project per run",
-        steady_r / f64::from(projects)
-    );
-    println!(
-        "{:<52} {:>14.3}",
-        "naive full re-list: median wall time per run (s)", naive_t
-    );
-    println!(
-        "{:<52} {:>14.2}",
-        "naive full re-list: median requests per project",
-        naive_r / f64::from(projects)
-    );
-    println!(
-        "{:<52} {:>14.1}",
-        "ratio naive / incremental: requests",
-        naive_r / steady_r
-    );
-    println!(
-        "{:<52} {:>14.1}",
-        "ratio naive / incremental: wall time",
-        naive_t / steady_t
-    );
-    println!(
-        "{:<52} {:>14.3}",
-        "decide over every job (ms, median of 21)",
-        decide_t * 1000.0
-    );
-    println!(
-        "{:<52} {:>14.0}",
-        "decide throughput (jobs/s)",
-        all_jobs as f64 / decide_t
-    );
-    println!(
-        "{:<52} {:>14}",
-        "decide: jobs / decisions",
-        format!("{all_jobs} / {decisions}")
-    );
-    println!(
-        "{:<52} {:>14.1}",
-        "RSS before / after steady state (MiB)", rss_before
-    );
-    println!("{:<52} {:>14.1}", "", rss_after);
 }
