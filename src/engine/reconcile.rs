@@ -43,7 +43,7 @@ pub struct EngineConfig {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// Fact requests (pipeline job lists, logs) fetched concurrently within one run.
     pub fact_concurrency: usize,
-    /// Projects observed concurrently within one run.
+    /// Projects synced at once per GitLab instance, over all policies.
     pub observe_concurrency: usize,
 }
 
@@ -257,6 +257,9 @@ struct Inner {
     /// token replaces the policy's client; a forgotten policy drops it.
     clients: Mutex<HashMap<PolicyKey, (String, u64, GitLabClient)>>,
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+    /// Per instance, the projects being synced at once over all policies: a few projects
+    /// finish their sync (and act) quickly instead of hundreds sharing the rate limit.
+    sync_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     observers: Mutex<HashMap<ObserverKey, ObserverSlot>>,
     /// Project paths resolved to ids (`GET /projects/:id`), while the project is observed.
     aliases: Mutex<HashMap<AliasKey, u64>>,
@@ -297,6 +300,7 @@ impl Engine {
                 started_at,
                 clients: Mutex::new(HashMap::new()),
                 limiters: Mutex::new(HashMap::new()),
+                sync_slots: Mutex::new(HashMap::new()),
                 observers: Mutex::new(HashMap::new()),
                 aliases: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
@@ -562,6 +566,18 @@ impl Engine {
         Ok(report)
     }
 
+    /// The sync slots of an instance ([`EngineConfig::observe_concurrency`] of them).
+    fn sync_slots(&self, instance: &str) -> Arc<tokio::sync::Semaphore> {
+        lock(&self.inner.sync_slots)
+            .entry(instance.to_owned())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.inner.config.observe_concurrency.max(1),
+                ))
+            })
+            .clone()
+    }
+
     /// Tells the observers of the policy's projects (those already known) that it watches them,
     /// before any is synced: policies that start together then share one first listing of a
     /// project instead of each new one having it listed again. An observer busy syncing is
@@ -587,6 +603,12 @@ impl Engine {
         stop: &CancellationToken,
     ) -> ProjectRun {
         let mut out = ProjectRun::new(project);
+        let slots = self.sync_slots(&run.instance);
+        let sync_slot = tokio::select! {
+            biased;
+            () = stop.cancelled() => return out,
+            slot = slots.acquire_owned() => slot.ok(),
+        };
         let resolved = tokio::select! {
             biased;
             () = stop.cancelled() => return out,
@@ -645,6 +667,8 @@ impl Engine {
             () = stop.cancelled() => return out,
             () = self.gather_facts(run, &mut observer, &mut out) => {}
         }
+        // Observed: decisions and actions need no sync slot.
+        drop(sync_slot);
 
         let decisions = {
             let observation = Observation {

@@ -319,6 +319,11 @@ pub fn earliest_action(
         .rules
         .iter()
         .filter(|rule| rule_may_act_on(rule, jobs, job, reach))
+        // Artifacts that expired are gone for good: nothing to keep, now or later.
+        .filter(|rule| {
+            rule.conditions.artifacts_expire_within.is_none()
+                || job.artifacts_expire_at.is_some_and(|t| t.get() > reach.now)
+        })
         .map(|rule| {
             match (
                 rule.conditions.artifacts_expire_within,
@@ -590,22 +595,15 @@ fn cheap_conditions(
     if let Some(within) = c.artifacts_expire_within {
         let expires = job.artifacts_expire_at?.get();
         let left = expires.duration_since(now);
-        if left > within {
+        // Expired artifacts are gone: GitLab answers a keep with 404.
+        if left > within || !left.is_positive() {
             return None;
         }
-        why.push(if left.is_negative() {
-            format!(
-                "artifacts expired {} ago (artifactsExpireWithin {})",
-                HumanDuration(-left),
-                HumanDuration(within)
-            )
-        } else {
-            format!(
-                "artifacts expire in {} (artifactsExpireWithin {})",
-                HumanDuration(left),
-                HumanDuration(within)
-            )
-        });
+        why.push(format!(
+            "artifacts expire in {} (artifactsExpireWithin {})",
+            HumanDuration(left),
+            HumanDuration(within)
+        ));
     }
     Some(why)
 }

@@ -835,3 +835,20 @@ fn retry_counts_attempts_from_a_complete_project_listing_without_asking_for_fact
     assert!(needed(&p, &w, now()).is_empty());
     assert!(decide_all(&p, &w, now()).is_empty());
 }
+
+#[test]
+fn expired_artifacts_are_not_kept_again() {
+    let p = policy(
+        "rules: [{name: r, match: {statuses: [success], artifactsExpireWithin: 48h}, keepArtifacts: {}}]",
+    );
+    let mut expiring = job(1, 10, "release", Success);
+    expiring.artifacts_expire_at = Some((now() + mins(60)).into());
+    let mut expired = job(2, 10, "docs", Success);
+    expired.artifacts_expire_at = Some((now() - mins(60)).into());
+    let w = World::new(vec![expiring, expired]);
+    assert_eq!(
+        ids(&decide_all(&p, &w, now())),
+        [1],
+        "GitLab answers 404 for expired artifacts"
+    );
+}
