@@ -90,6 +90,14 @@ impl World {
         self.ctl.advance(Duration::from_secs(seconds));
     }
 
+    /// When the job's artifacts expire, as GitLab holds it (`None`: kept or none).
+    fn artifacts_expire_at(&self, job: u64) -> Option<jiff::Timestamp> {
+        self.ctl
+            .job(self.project, job)
+            .expect("job exists")
+            .artifacts_expire_at
+    }
+
     fn status(&self, job: u64) -> String {
         self.ctl.job(self.project, job).expect("job exists").status
     }
@@ -351,25 +359,13 @@ async fn artifacts_about_to_expire_on_tags_are_kept_and_others_are_not() {
     let engine = w.engine();
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
-    let kept = w.ctl.job(w.project, tagged[0]).expect("job");
     assert_eq!(
-        kept.artifacts_expire_at, None,
+        w.artifacts_expire_at(tagged[0]),
+        None,
         "kept artifacts never expire"
     );
-    assert!(
-        w.ctl
-            .job(w.project, tagged[1])
-            .expect("job")
-            .artifacts_expire_at
-            .is_some()
-    );
-    assert!(
-        w.ctl
-            .job(w.project, branch[0])
-            .expect("job")
-            .artifacts_expire_at
-            .is_some()
-    );
+    assert!(w.artifacts_expire_at(tagged[1]).is_some());
+    assert!(w.artifacts_expire_at(branch[0]).is_some());
     // Kept once: the next run has nothing to do.
     w.advance(30);
     let report = w.run(&engine, &policy).await;
@@ -1024,13 +1020,7 @@ async fn a_job_a_rule_may_act_on_only_in_weeks_is_re_read_when_the_time_comes() 
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
     assert_eq!(w.count("GET /projects/:id/jobs/:job_id"), 1);
-    assert_eq!(
-        w.ctl
-            .job(w.project, tagged[0])
-            .expect("job")
-            .artifacts_expire_at,
-        None
-    );
+    assert_eq!(w.artifacts_expire_at(tagged[0]), None);
 }
 
 /// A policy that starts watching a project another policy already observes sees the finished
@@ -1053,13 +1043,7 @@ async fn a_policy_added_later_sees_jobs_the_project_observer_had_dropped() {
     w.advance(10);
     let report = w.run(&engine, &keep).await;
     assert_eq!(outcomes(&report, "keep_artifacts"), ["succeeded"]);
-    assert_eq!(
-        w.ctl
-            .job(w.project, tagged[0])
-            .expect("job")
-            .artifacts_expire_at,
-        None
-    );
+    assert_eq!(w.artifacts_expire_at(tagged[0]), None);
 }
 
 /// A cancel that GitLab answers without changing the job (it finished meanwhile: 201 with the

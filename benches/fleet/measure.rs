@@ -112,6 +112,22 @@ impl ToolRuns {
 }
 
 /// The median (the mean of the middle two for an even count); NaN for none.
+/// Writes the bench's policies for `size` on `sim` into `policy_dir`; returns their names.
+fn write_policies(
+    config: &BenchConfig,
+    size: &FleetSize,
+    sim: &Simulator,
+    policy_dir: &Path,
+) -> Result<Vec<String>, String> {
+    policies::write(
+        policy_dir,
+        &sim.url(),
+        size.projects,
+        config.projects_per_policy,
+        config.interval_secs,
+    )
+}
+
 pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     if values.is_empty() {
@@ -146,13 +162,7 @@ pub fn jobwarden(
     let mut sim = Simulator::start("sim-jobwarden", size, config.seed, RateLimits::OFF, dir)?;
     let jobs_per_project = sim.jobs_per_project(size.projects)?;
     let policy_dir = dir.join("policies");
-    let names = policies::write(
-        &policy_dir,
-        &sim.url(),
-        size.projects,
-        config.projects_per_policy,
-        config.interval_secs,
-    )?;
+    let names = write_policies(config, size, &sim, &policy_dir)?;
     let before = sim.counters()?;
     let mut jobwarden = Jobwarden::start(
         "jobwarden",
@@ -268,13 +278,7 @@ pub fn latency(config: &BenchConfig, size: &FleetSize, dir: &Path) -> Result<Lat
         dir,
     )?;
     let policy_dir = dir.join("policies-latency");
-    let names = policies::write(
-        &policy_dir,
-        &sim.url(),
-        size.projects,
-        config.projects_per_policy,
-        config.interval_secs,
-    )?;
+    let names = write_policies(config, size, &sim, &policy_dir)?;
     let mut jobwarden = Jobwarden::start("jobwarden-latency", &policy_dir, &names, None, dir)?;
     let started = jobwarden.started();
     let (mut first_action, mut first_retry) = (None, None);

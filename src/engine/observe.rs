@@ -575,8 +575,12 @@ impl ProjectObserver {
         let horizon = self.horizon();
         let mut drop = HashSet::new();
         for job in self.jobs.newest_first().filter(|j| j.status.is_completed()) {
-            match self.fate(job) {
-                _ if job.created_at.get() < horizon => {}
+            let fate = if job.created_at.get() < horizon {
+                Fate::Drop
+            } else {
+                self.fate(job)
+            };
+            match fate {
                 Fate::Keep => continue,
                 Fate::WakeAt(at) => self.wakeups.insert(at, job.id),
                 Fate::Drop => {}

@@ -510,6 +510,9 @@ impl Engine {
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
         let instance = instance_key(&policy.gitlab_url);
         let allowance = Allowance::new(self.budget(&policy.key, &policy.limits, now));
+        let follow_blocked = policy
+            .statuses_of_interest()
+            .is_none_or(|statuses| statuses.iter().any(|s| s.is_blocked()));
         let policy = self.watch(policy);
         let run = PolicyRun {
             client,
@@ -519,6 +522,7 @@ impl Engine {
             dry_run,
             allowance,
             claimed: Mutex::new(HashSet::new()),
+            follow_blocked,
         };
 
         self.announce_watcher(&run);
@@ -578,11 +582,15 @@ impl Engine {
             .clone()
     }
 
-    /// Tells the observers of the policy's projects (those already known) that it watches them,
-    /// before any is synced: policies that start together then share one first listing of a
+    /// On a policy's first run, tells the observers of its projects (those already known) that
+    /// it watches them, before any is synced: policies that start together then share one first listing of a
     /// project instead of each new one having it listed again. An observer busy syncing is
     /// told in [`run_project`](Self::run_project) instead.
     fn announce_watcher(&self, run: &PolicyRun) {
+        if lock(&self.inner.watched).contains_key(&run.policy.key) {
+            // Not its first run: the observers know it.
+            return;
+        }
         for project in &run.policy.projects {
             let Some(id) = self.known_id(&run.instance, project) else {
                 continue;
@@ -603,12 +611,6 @@ impl Engine {
         stop: &CancellationToken,
     ) -> ProjectRun {
         let mut out = ProjectRun::new(project);
-        let slots = self.sync_slots(&run.instance);
-        let sync_slot = tokio::select! {
-            biased;
-            () = stop.cancelled() => return out,
-            slot = slots.acquire_owned() => slot.ok(),
-        };
         let resolved = tokio::select! {
             biased;
             () = stop.cancelled() => return out,
@@ -626,8 +628,15 @@ impl Engine {
             // The same project spelled twice (by id and by path): observed once per run.
             return out;
         }
-        let slot = self.observer_for(&run.instance, project_id);
-        let mut observer = slot.lock().await;
+        let observer_slot = self.observer_for(&run.instance, project_id);
+        let mut observer = observer_slot.lock().await;
+        // Syncing and reading facts take one of the instance's sync slots (taken with the
+        // observer already locked, so no slot waits on another run's actions).
+        let sync_slot = tokio::select! {
+            biased;
+            () = stop.cancelled() => return out,
+            slot = self.sync_slots(&run.instance).acquire_owned() => slot.ok(),
+        };
         // Metrics label the project by its id; decisions, logs and Events name it as the policy
         // spells it.
         let label = project_id.to_string();
@@ -638,16 +647,12 @@ impl Engine {
             .last_sync()
             .is_none_or(|t| run.now - t >= fresh_for)
         {
-            let follow_blocked = run
-                .policy
-                .statuses_of_interest()
-                .is_none_or(|statuses| statuses.iter().any(|s| s.is_blocked()));
             // A sync can wait long for the rate limit: it is abandoned on stop (the next sync
             // reads again whatever this one did not finish).
             let synced = tokio::select! {
                 biased;
                 () = stop.cancelled() => return out,
-                synced = observer.sync(&run.client, run.now, follow_blocked) => synced,
+                synced = observer.sync(&run.client, run.now, run.follow_blocked) => synced,
             };
             match synced {
                 Ok((stats, refreshed)) => {
@@ -869,6 +874,8 @@ struct PolicyRun {
     allowance: Allowance,
     /// The projects (ids) this run has taken on.
     claimed: Mutex<HashSet<u64>>,
+    /// Whether a rule may act on manual or scheduled jobs: then syncs follow them too.
+    follow_blocked: bool,
 }
 
 /// The actions a run may still take, shared by the projects it runs concurrently.
