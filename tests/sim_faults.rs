@@ -2,7 +2,7 @@
 
 mod sim_support;
 
-use jobwarden::sim::FaultConfig;
+use jobwarden::sim::{FaultConfig, JobSpec, PipelineSpec};
 use sim_support::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,6 +64,100 @@ async fn held_requests_time_out_clients_and_do_not_block_shutdown() {
     tokio::time::timeout(Duration::from_secs(20), sim.stop())
         .await
         .expect("shutdown is not held up");
+}
+
+fn one_manual_job(sim: &Sim) -> u64 {
+    let pipeline = sim.control.add_pipeline(
+        1,
+        PipelineSpec::new(
+            "main",
+            vec![JobSpec::new("deploy", "deploy", "manual").manual()],
+        ),
+    );
+    pipeline.job_ids[0]
+}
+
+async fn wait_for_status(sim: &Sim, job: u64, status: &str) {
+    for _ in 0..100 {
+        if sim.control.job(1, job).map(|j| j.status) == Some(status.to_owned()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {job} never became {status}");
+}
+
+#[tokio::test]
+async fn a_held_mutation_takes_effect_though_its_client_gave_up() {
+    let sim = start(config(1)).await;
+    let job = one_manual_job(&sim);
+    sim.control.set_faults(FaultConfig {
+        timeout_ratio: 1.0,
+        timeout_hold: Duration::from_millis(600),
+        ..FaultConfig::default()
+    });
+    let error = sim
+        .request(
+            reqwest::Method::POST,
+            &format!("/projects/1/jobs/{job}/play"),
+        )
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await
+        .expect_err("the request is held past the client's timeout");
+    assert!(error.is_timeout(), "{error}");
+    assert_eq!(sim.control.job(1, job).expect("job").status, "manual");
+    wait_for_status(&sim, job, "pending").await;
+    let log = sim.control.request_log();
+    let play = log.last().expect("logged");
+    assert_eq!(
+        (play.endpoint, play.status),
+        ("/projects/:id/jobs/:job_id/play", 200)
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_apply_late_mutation_leaves_the_client_without_an_answer_and_lands_later() {
+    let sim = start(config(1)).await;
+    let job = one_manual_job(&sim);
+    sim.control.set_faults(FaultConfig {
+        apply_late_ratio: 1.0,
+        apply_late_after: Duration::from_millis(300),
+        ..FaultConfig::default()
+    });
+    // GETs are never applied late.
+    assert_eq!(
+        sim.get(&format!("/projects/1/jobs/{job}")).await.status(),
+        200
+    );
+    let error = sim
+        .request(
+            reqwest::Method::POST,
+            &format!("/projects/1/jobs/{job}/play"),
+        )
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(!error.is_timeout(), "closed at once, not held: {error}");
+    assert_eq!(sim.control.job(1, job).expect("job").status, "manual");
+    wait_for_status(&sim, job, "pending").await;
+    let plays: Vec<(u16, bool)> = sim
+        .control
+        .request_log()
+        .iter()
+        .filter(|r| r.endpoint.ends_with("/play"))
+        .map(|r| (r.status, r.applied_late))
+        .collect();
+    assert_eq!(plays, [(0, false), (200, true)]);
+    assert_eq!(
+        sim.control
+            .counters()
+            .get("POST /projects/:id/jobs/:job_id/play"),
+        Some(&1),
+        "counted once"
+    );
+    sim.stop().await;
 }
 
 #[tokio::test]

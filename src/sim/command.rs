@@ -82,6 +82,19 @@ pub struct SimulateArgs {
     /// Share of API requests whose connection is closed without an answer.
     #[arg(long, env = "JOBWARDEN_SIM_FAULT_DROP_RATIO", default_value_t = 0.0, value_parser = ratio)]
     pub fault_drop_ratio: f64,
+
+    /// Share of state-changing API requests left without an answer and carried out later
+    /// (after --fault-apply-late-ms): the ambiguous mutation.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_APPLY_LATE_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_apply_late_ratio: f64,
+
+    /// How long after the client was left without an answer a late mutation takes effect.
+    #[arg(
+        long,
+        env = "JOBWARDEN_SIM_FAULT_APPLY_LATE_MS",
+        default_value_t = 10_000
+    )]
+    pub fault_apply_late_ms: u64,
 }
 
 impl fmt::Debug for SimulateArgs {
@@ -133,6 +146,8 @@ impl SimulateArgs {
                 rate_limit_burst_every: self.fault_429_every,
                 malformed_json_ratio: self.fault_malformed_ratio,
                 drop_connection_ratio: self.fault_drop_ratio,
+                apply_late_ratio: self.fault_apply_late_ratio,
+                apply_late_after: Duration::from_millis(self.fault_apply_late_ms),
                 ..FaultConfig::default()
             },
             clock: Clock::real(self.speed),

@@ -1,6 +1,11 @@
 //! Fault injection for `/api/v4` (never the admin endpoint): server errors, latency, requests
-//! held past any sane client timeout, Rack::Attack 429 bursts, truncated JSON bodies, and
-//! connections closed without an answer. All draws come from one seeded generator.
+//! held past any sane client timeout, Rack::Attack 429 bursts, truncated JSON bodies,
+//! connections closed without an answer, and mutations applied after their client was left
+//! without an answer. All draws come from one seeded generator.
+//!
+//! A request that reaches the endpoint runs to completion whatever its client does: a held
+//! `POST …/play` whose client gave up still plays the job, as in GitLab (Rails finishes a
+//! request whose client has gone).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,7 +20,8 @@ pub struct FaultConfig {
     /// Added to every request before it is answered.
     pub latency: Duration,
     /// Share of requests held for [`FaultConfig::timeout_hold`] before being served normally
-    /// (the client should have given up by then; a mutation still takes effect).
+    /// (the client should have given up by then; a mutation still takes effect, and is logged
+    /// with the status it was answered).
     pub timeout_ratio: f64,
     /// How long a "timed out" request is held (default 30 s).
     pub timeout_hold: Duration,
@@ -24,8 +30,16 @@ pub struct FaultConfig {
     pub rate_limit_burst_every: Option<u32>,
     /// Share of JSON answers cut off half-way.
     pub malformed_json_ratio: f64,
-    /// Share of requests whose connection is closed without any answer.
+    /// Share of requests whose connection is closed without any answer (and that are not
+    /// carried out).
     pub drop_connection_ratio: f64,
+    /// Share of state-changing requests (`POST`, `DELETE`, …) answered by closing the connection
+    /// at once, as a proxy that gave up would, and carried out [`FaultConfig::apply_late_after`]
+    /// later all the same: the ambiguous mutation. GETs are never applied late.
+    pub apply_late_ratio: f64,
+    /// How long after its client was left without an answer a late mutation takes effect
+    /// (default 10 s; at most five minutes).
+    pub apply_late_after: Duration,
 }
 
 impl Default for FaultConfig {
@@ -38,6 +52,8 @@ impl Default for FaultConfig {
             rate_limit_burst_every: None,
             malformed_json_ratio: 0.0,
             drop_connection_ratio: 0.0,
+            apply_late_ratio: 0.0,
+            apply_late_after: Duration::from_secs(10),
         }
     }
 }
@@ -56,6 +72,8 @@ pub(crate) struct FaultConfigWire {
     pub rate_limit_burst_every: Option<u32>,
     pub malformed_json_ratio: f64,
     pub drop_connection_ratio: f64,
+    pub apply_late_ratio: f64,
+    pub apply_late_after_ms: u64,
 }
 
 impl Default for FaultConfigWire {
@@ -74,6 +92,8 @@ impl From<&FaultConfig> for FaultConfigWire {
             rate_limit_burst_every: c.rate_limit_burst_every,
             malformed_json_ratio: c.malformed_json_ratio,
             drop_connection_ratio: c.drop_connection_ratio,
+            apply_late_ratio: c.apply_late_ratio,
+            apply_late_after_ms: u64::try_from(c.apply_late_after.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -86,6 +106,7 @@ impl FaultConfigWire {
             ("timeout_ratio", self.timeout_ratio),
             ("malformed_json_ratio", self.malformed_json_ratio),
             ("drop_connection_ratio", self.drop_connection_ratio),
+            ("apply_late_ratio", self.apply_late_ratio),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(format!("{name} must be between 0 and 1"));
@@ -102,6 +123,8 @@ impl FaultConfigWire {
             rate_limit_burst_every: self.rate_limit_burst_every,
             malformed_json_ratio: self.malformed_json_ratio,
             drop_connection_ratio: self.drop_connection_ratio,
+            apply_late_ratio: self.apply_late_ratio,
+            apply_late_after: Duration::from_millis(self.apply_late_after_ms),
         })
     }
 }
@@ -115,6 +138,8 @@ pub(crate) struct FaultPlan {
     pub server_error: Option<u16>,
     pub throttle: bool,
     pub malformed_json: bool,
+    /// Leave the client without an answer and carry the request out after this long.
+    pub apply_late: Option<Duration>,
 }
 
 /// Draws a [`FaultPlan`] per request.
@@ -152,8 +177,8 @@ impl FaultInjector {
         &self.config
     }
 
-    /// Decides the faults of the next request.
-    pub fn plan(&mut self) -> FaultPlan {
+    /// Decides the faults of the next request (`mutation`: it changes GitLab's state).
+    pub fn plan(&mut self, mutation: bool) -> FaultPlan {
         self.requests += 1;
         let c = &self.config;
         let mut plan = FaultPlan {
@@ -162,6 +187,10 @@ impl FaultInjector {
         };
         if self.rng.random_bool(ratio(c.drop_connection_ratio)) {
             plan.drop_connection = true;
+            return plan;
+        }
+        if mutation && self.rng.random_bool(ratio(c.apply_late_ratio)) {
+            plan.apply_late = Some(c.apply_late_after.min(MAX_HOLD));
             return plan;
         }
         if self.rng.random_bool(ratio(c.timeout_ratio)) {
@@ -190,7 +219,7 @@ mod tests {
     fn no_faults_by_default() {
         let mut injector = FaultInjector::new(FaultConfig::default(), 1);
         for _ in 0..1000 {
-            assert_eq!(injector.plan(), FaultPlan::default());
+            assert_eq!(injector.plan(false), FaultPlan::default());
         }
     }
 
@@ -203,7 +232,7 @@ mod tests {
             },
             1,
         );
-        let throttled: Vec<bool> = (0..6).map(|_| injector.plan().throttle).collect();
+        let throttled: Vec<bool> = (0..6).map(|_| injector.plan(false).throttle).collect();
         assert_eq!(throttled, [false, false, true, false, false, true]);
     }
 
@@ -217,9 +246,26 @@ mod tests {
             7,
         );
         let errors = (0..4000)
-            .filter(|_| injector.plan().server_error.is_some())
+            .filter(|_| injector.plan(false).server_error.is_some())
             .count();
         assert!((800..1200).contains(&errors), "{errors}");
+    }
+
+    #[test]
+    fn only_mutations_are_applied_late() {
+        let mut injector = FaultInjector::new(
+            FaultConfig {
+                apply_late_ratio: 1.0,
+                apply_late_after: Duration::from_millis(1500),
+                ..FaultConfig::default()
+            },
+            3,
+        );
+        assert_eq!(injector.plan(false).apply_late, None);
+        assert_eq!(
+            injector.plan(true).apply_late,
+            Some(Duration::from_millis(1500))
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@
 //! | `POST /-/sim/reset` | clears log, counters and rate-limit counts → 204 |
 //! | `GET /-/sim/now` | `{"now": "2026-11-23T10:00:00.000Z"}` |
 //! | `POST /-/sim/clock/advance?seconds=N` | moves the clock (fractions allowed) → `{"now": …}` |
-//! | `GET /-/sim/faults`, `PUT /-/sim/faults` | `{"error_5xx_ratio", "latency_ms", "timeout_ratio", "timeout_hold_ms", "rate_limit_burst_every", "malformed_json_ratio", "drop_connection_ratio"}` (missing fields = off) |
+//! | `GET /-/sim/faults`, `PUT /-/sim/faults` | `{"error_5xx_ratio", "latency_ms", "timeout_ratio", "timeout_hold_ms", "rate_limit_burst_every", "malformed_json_ratio", "drop_connection_ratio", "apply_late_ratio", "apply_late_after_ms"}` (missing fields = off) |
 //! | `GET /-/sim/projects` | `[{"id", "path"}]` |
 //! | `POST /-/sim/projects` | `{"path": "group/project"}` → 201 `{"id", "path"}` |
 //! | `POST /-/sim/projects/:id/pipelines` | `{"ref": "main", "tag": false, "jobs": [{"name", "stage", "status", "failure_reason", "when": "manual", "allow_failure", "age_seconds", "artifacts_expire_in_seconds", "log", "tags", "bridge": true}]}` → 201 `{"id", "job_ids"}` |

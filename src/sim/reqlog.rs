@@ -18,6 +18,11 @@ pub struct LoggedRequest {
     pub query: String,
     /// The status answered; 0 when the connection was dropped without an answer.
     pub status: u16,
+    /// True for a request carried out after its connection was dropped (the *apply late*
+    /// fault): it is logged twice, once with status 0 when the client is left without an
+    /// answer, once with the status of its late answer when it takes effect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub applied_late: bool,
 }
 
 /// The newest entries kept in the log.
@@ -31,11 +36,14 @@ pub(crate) struct RequestLog {
 }
 
 impl RequestLog {
+    /// Logs a request; a late-applied one is counted once, when its client was left unanswered.
     pub fn record(&mut self, entry: LoggedRequest) {
-        *self
-            .counters
-            .entry(format!("{} {}", entry.method, entry.endpoint))
-            .or_insert(0) += 1;
+        if !entry.applied_late {
+            *self
+                .counters
+                .entry(format!("{} {}", entry.method, entry.endpoint))
+                .or_insert(0) += 1;
+        }
         if self.entries.len() == LOG_CAPACITY {
             self.entries.pop_front();
         }
@@ -70,6 +78,7 @@ mod tests {
                 path: "/api/v4/projects/1/jobs".into(),
                 query: String::new(),
                 status,
+                applied_late: false,
             });
         }
         assert_eq!(log.counters().get("GET /projects/:id/jobs"), Some(&2));

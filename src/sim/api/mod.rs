@@ -16,6 +16,7 @@ pub(crate) mod router;
 
 use crate::sim::autopilot;
 use crate::sim::clock::{SimTime, http_date};
+use crate::sim::faults::FaultPlan;
 use crate::sim::ratelimit::WindowState;
 use crate::sim::render::Ctx;
 use crate::sim::reqlog::LoggedRequest;
@@ -47,87 +48,145 @@ pub(crate) async fn serve(
 ) -> Response {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let Some(api_path) = path.strip_prefix("/api/v4") else {
+    let Some(api_path) = path.strip_prefix("/api/v4").map(str::to_owned) else {
         return (StatusCode::NOT_FOUND, "Not Found\n").into_response();
     };
     let method = request.method().clone();
-    let route = router::resolve(&method, api_path);
+    let route = router::resolve(&method, &api_path);
     let endpoint = route.as_ref().map_or("unknown", |r| r.endpoint.template());
-    let record = |status: u16| {
-        lock(&shared.log).record(LoggedRequest {
-            method: method.to_string(),
-            endpoint,
-            path: path.clone(),
-            query: query.clone(),
-            status,
-        });
+    let mut entry = LoggedRequest {
+        method: method.to_string(),
+        endpoint,
+        path,
+        query,
+        status: 0,
+        applied_late: false,
     };
 
-    let plan = lock(&shared.faults).plan();
-    if !shared.sleep(plan.latency).await {
+    let plan = lock(&shared.faults).plan(is_mutation(&method));
+    if !shared.sleep(plan.latency).await || plan.drop_connection {
         conn.kill.trigger();
-        record(0);
+        lock(&shared.log).record(entry);
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    if plan.drop_connection {
-        conn.kill.trigger();
-        record(0);
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    if let Some(hold) = plan.hold
-        && !shared.sleep(hold).await
-    {
-        conn.kill.trigger();
-        record(0);
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    if let Some(code) = plan.server_error {
-        let response = finish(&shared, server_error(code));
-        record(response.status().as_u16());
-        return response;
-    }
-    if plan.throttle {
-        let limit = lock(&shared.authenticated_api_limit).limit_or(2000);
-        let now = shared.now();
-        let window = WindowState {
-            limit,
-            observed: limit.saturating_add(1),
-            reset_at: SimTime(
-                (now.0.div_euclid(THROTTLE_PERIOD_MS) + 1).saturating_mul(THROTTLE_PERIOD_MS),
-            ),
-        };
-        let response = finish(&shared, rack_attack_throttled(window, now));
-        record(response.status().as_u16());
-        return response;
-    }
-
     let (parts, body) = request.into_parts();
-    let mut params = Params::from_query(&query);
-    let response = match axum::body::to_bytes(body, MAX_BODY).await {
-        Err(_) => ApiError::param("request body is too large").into_response(),
-        Ok(bytes) => match add_body_params(&mut params, &parts.headers, &bytes) {
-            Err(err) => err.into_response(),
-            Ok(()) => match &route {
-                None => ApiError::no_route().into_response(),
-                Some(route) => {
-                    let link = LinkTarget {
-                        url: format!("{}api/v4{}", shared.links_base, api_path),
-                        pairs: params.pairs().to_vec(),
-                    };
-                    respond(&shared, route, &parts.headers, &params, link)
-                }
-            },
-        },
+    let body = axum::body::to_bytes(body, MAX_BODY).await;
+    let exchange = Exchange {
+        shared: shared.clone(),
+        plan,
+        parts,
+        body,
+        route,
+        api_path,
     };
-    let mut response = finish(&shared, response);
-    if plan.malformed_json {
-        response = truncate_json(response).await;
+    if let Some(after) = plan.apply_late {
+        // A proxy that gave up: the client gets no answer, and GitLab carries the request out
+        // later all the same.
+        conn.kill.trigger();
+        lock(&shared.log).record(entry.clone());
+        tokio::spawn(async move {
+            if shared.sleep(after).await {
+                let response = exchange.answer().await;
+                entry.status = response.status().as_u16();
+                entry.applied_late = true;
+                lock(&shared.log).record(entry);
+            }
+        });
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    record(response.status().as_u16());
-    if parts.method == Method::HEAD {
-        *response.body_mut() = Body::empty();
+    // The request runs detached from the connection: a client that gives up on a held request
+    // does not stop it, so a held mutation still takes effect, as in GitLab.
+    let hold = plan.hold;
+    let detached = tokio::spawn(async move {
+        if let Some(hold) = hold
+            && !shared.sleep(hold).await
+        {
+            lock(&shared.log).record(entry);
+            return None;
+        }
+        let response = exchange.answer().await;
+        entry.status = response.status().as_u16();
+        lock(&shared.log).record(entry);
+        Some(response)
+    });
+    match detached.await {
+        Ok(Some(response)) => response,
+        // Shut down while held (or the task failed): no answer.
+        _ => {
+            conn.kill.trigger();
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
     }
-    response
+}
+
+/// True for the methods that change GitLab's state.
+fn is_mutation(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// One request past the connection-level faults, owned so it can outlive its connection.
+struct Exchange {
+    shared: Arc<Shared>,
+    plan: FaultPlan,
+    parts: axum::http::request::Parts,
+    body: Result<Bytes, axum::Error>,
+    route: Option<Route>,
+    api_path: String,
+}
+
+impl Exchange {
+    /// The answer GitLab gives (with the simulator's response faults applied).
+    async fn answer(self) -> Response {
+        let Exchange {
+            shared,
+            plan,
+            parts,
+            body,
+            route,
+            api_path,
+        } = self;
+        if let Some(code) = plan.server_error {
+            return finish(&shared, server_error(code));
+        }
+        if plan.throttle {
+            let limit = lock(&shared.authenticated_api_limit).limit_or(2000);
+            let now = shared.now();
+            let window = WindowState {
+                limit,
+                observed: limit.saturating_add(1),
+                reset_at: SimTime(
+                    (now.0.div_euclid(THROTTLE_PERIOD_MS) + 1).saturating_mul(THROTTLE_PERIOD_MS),
+                ),
+            };
+            return finish(&shared, rack_attack_throttled(window, now));
+        }
+        let query = parts.uri.query().unwrap_or("");
+        let mut params = Params::from_query(query);
+        let response = match body {
+            Err(_) => ApiError::param("request body is too large").into_response(),
+            Ok(bytes) => match add_body_params(&mut params, &parts.headers, &bytes) {
+                Err(err) => err.into_response(),
+                Ok(()) => match &route {
+                    None => ApiError::no_route().into_response(),
+                    Some(route) => {
+                        let link = LinkTarget {
+                            url: format!("{}api/v4{}", shared.links_base, api_path),
+                            pairs: params.pairs().to_vec(),
+                        };
+                        respond(&shared, route, &parts.headers, &params, link)
+                    }
+                },
+            },
+        };
+        let mut response = finish(&shared, response);
+        if plan.malformed_json {
+            response = truncate_json(response).await;
+        }
+        if parts.method == Method::HEAD {
+            *response.body_mut() = Body::empty();
+        }
+        response
+    }
 }
 
 fn add_body_params(params: &mut Params, headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
