@@ -661,6 +661,9 @@ pub enum ActionOutcome {
     Noop,
     /// GitLab refused or failed the call.
     Failed,
+    /// GitLab gave no clear answer and the job showed no change yet: the call may still land,
+    /// so the job is left alone for a while and then re-read.
+    InDoubt,
     /// Not acted on: the policy is in dry-run.
     DryRun,
     /// Not acted on: a limit was reached; decided again next run.
@@ -674,6 +677,7 @@ impl ActionOutcome {
             ActionOutcome::Succeeded => "Succeeded",
             ActionOutcome::Noop => "Noop",
             ActionOutcome::Failed => "Failed",
+            ActionOutcome::InDoubt => "InDoubt",
             ActionOutcome::DryRun => "DryRun",
             ActionOutcome::SkippedOverBudget => "SkippedOverBudget",
         }

@@ -25,6 +25,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Cluster(#[from] crate::source::kube::ClusterError),
+    #[error(transparent)]
+    Ledger(#[from] crate::engine::LedgerError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

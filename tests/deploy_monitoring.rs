@@ -279,7 +279,30 @@ fn deployment_service_and_service_monitor_agree() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(args, ["run", "--metrics-listen", "0.0.0.0:9090"]);
+    assert_eq!(
+        args,
+        [
+            "run",
+            "--metrics-listen",
+            "0.0.0.0:9090",
+            "--state-dir",
+            "/var/lib/jobwarden"
+        ]
+    );
+    // The state directory is a writable volume (the root filesystem is read-only).
+    assert_eq!(
+        str_at(container, &["volumeMounts", "0", "mountPath"]),
+        "/var/lib/jobwarden"
+    );
+    let volume = str_at(container, &["volumeMounts", "0", "name"]);
+    assert!(
+        pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"].as_str() == Some(volume) && v["emptyDir"].is_mapping()),
+        "the state volume is an emptyDir"
+    );
     assert_eq!(str_at(container, &["ports", "0", "name"]), "metrics");
     assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(9090));
     assert_eq!(

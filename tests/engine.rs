@@ -4,120 +4,14 @@
 //! pipelines through the simulator's control API, runs policies through the real engine (real
 //! HTTP, real client), and checks GitLab's state and the requests made.
 
-use jobwarden::crd::JobPolicy;
-use jobwarden::engine::{Engine, EngineConfig, Outcome, RunMode, RunReport};
-use jobwarden::metrics::Metrics;
-use jobwarden::policy::{CompiledPolicy, PolicyKey, compile};
-use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
+mod engine_world;
+
+use engine_world::*;
+use jobwarden::engine::{Outcome, RunMode};
+use jobwarden::sim::JobSpec;
 use secrecy::SecretString;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-const TOKEN: &str = "engine-test-token";
-const PROJECT: &str = "team/app";
-const RETRY: &str = "POST /projects/:id/jobs/:job_id/retry";
-const CANCEL: &str = "POST /projects/:id/jobs/:job_id/cancel";
-const PLAY: &str = "POST /projects/:id/jobs/:job_id/play";
-const KEEP: &str = "POST /projects/:id/jobs/:job_id/artifacts/keep";
-const LIST_JOBS: &str = "GET /projects/:id/jobs";
-const TRACE: &str = "GET /projects/:id/jobs/:job_id/trace";
-const LIST_PIPELINE_JOBS: &str = "GET /projects/:id/pipelines/:pipeline_id/jobs";
-
-/// Monday 23 November 2026, 10:00 UTC = 11:00 in Berlin.
-const MONDAY_MORNING: &str = "2026-11-23T10:00:00Z";
-
-struct World {
-    sim: SimHandle,
-    ctl: SimControl,
-    project: u64,
-}
-
-impl World {
-    async fn start(at: &str) -> World {
-        let mut config = SimConfig::new(TOKEN);
-        config.projects = 0;
-        config.clock = Clock::manual(at.parse().expect("valid start time"));
-        let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("loopback"))
-            .await
-            .expect("simulator starts");
-        let ctl = sim.control();
-        let project = ctl.add_project(PROJECT).expect("project created");
-        World { sim, ctl, project }
-    }
-
-    /// A new engine instance: what a restart of jobwarden gives.
-    fn engine(&self) -> Engine {
-        let ctl = self.ctl.clone();
-        Engine::new(
-            EngineConfig::default(),
-            Arc::new(move || ctl.now()),
-            Arc::new(Metrics::new()),
-        )
-    }
-
-    fn policy(&self, spec_body: &str) -> CompiledPolicy {
-        self.named_policy("test", PROJECT, spec_body)
-    }
-
-    /// A policy named `name` on one project, spelled `project`.
-    fn named_policy(&self, name: &str, project: &str, spec_body: &str) -> CompiledPolicy {
-        let manifest = format!(
-            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {{name: {name}, namespace: ci}}\nspec:\n  gitlab:\n    url: {url}\n    tokenSecretRef: {{name: gitlab, key: token}}\n  projects: [\"{project}\"]\n  interval: 10s\n{spec_body}",
-            url = self.sim.base_url(),
-        );
-        let policy: JobPolicy = serde_yaml::from_str(&manifest).expect("test manifest parses");
-        compile(PolicyKey::new("ci", name), &policy.spec).expect("test policy compiles")
-    }
-
-    async fn run(&self, engine: &Engine, policy: &CompiledPolicy) -> RunReport {
-        engine
-            .reconcile(
-                policy,
-                &SecretString::from(TOKEN.to_owned()),
-                RunMode::Normal,
-                &CancellationToken::new(),
-            )
-            .await
-            .expect("reconcile succeeds")
-    }
-
-    fn count(&self, endpoint: &str) -> u64 {
-        self.ctl.counters().get(endpoint).copied().unwrap_or(0)
-    }
-
-    fn advance(&self, seconds: u64) {
-        self.ctl.advance(Duration::from_secs(seconds));
-    }
-
-    /// When the job's artifacts expire, as GitLab holds it (`None`: kept or none).
-    fn artifacts_expire_at(&self, job: u64) -> Option<jiff::Timestamp> {
-        self.ctl
-            .job(self.project, job)
-            .expect("job exists")
-            .artifacts_expire_at
-    }
-
-    fn status(&self, job: u64) -> String {
-        self.ctl.job(self.project, job).expect("job exists").status
-    }
-
-    fn pipeline(&self, git_ref: &str, tag: bool, jobs: Vec<JobSpec>) -> Vec<u64> {
-        let mut spec = PipelineSpec::new(git_ref, jobs);
-        spec.tag = tag;
-        self.ctl.add_pipeline(self.project, spec).job_ids
-    }
-}
-
-fn outcomes(report: &RunReport, action: &str) -> Vec<&'static str> {
-    report
-        .actions
-        .iter()
-        .filter(|a| a.action == action)
-        .map(|a| a.outcome.label())
-        .collect()
-}
-
 const RETRY_POLICY: &str = "  rules:
     - name: retry-transient
       match:
@@ -264,27 +158,6 @@ async fn stale_jobs_are_cancelled_and_fresh_ones_are_not() {
     assert_eq!(w.status(ids[2]), "pending");
     assert_eq!(w.status(ids[3]), "running");
     assert_eq!(w.count(CANCEL), 2);
-}
-
-const PLAY_POLICY: &str = "  rules:
-    - name: play-deploy-when-green
-      match:
-        statuses: [manual]
-        names: [deploy-staging]
-        pipeline: {stagesSucceeded: [build, test]}
-        window: {days: [Mon, Tue, Wed, Thu, Fri], from: \"09:00\", to: \"17:00\", timeZone: Europe/Berlin}
-      play:
-        variables: [{key: TRIGGERED_BY, value: jobwarden}]
-";
-
-fn deploy_pipeline(test_status: &str) -> Vec<JobSpec> {
-    vec![
-        JobSpec::new("build", "build", "success").aged(Duration::from_secs(900)),
-        JobSpec::new("rspec", "test", test_status).aged(Duration::from_secs(600)),
-        JobSpec::new("deploy-staging", "deploy", "manual")
-            .manual()
-            .aged(Duration::from_secs(600)),
-    ]
 }
 
 #[tokio::test]

@@ -26,6 +26,11 @@ pub struct GitLabArgs {
     /// How far back a project's jobs are read on the first sync, in hours.
     #[arg(long, env = "JOBWARDEN_HISTORY_HOURS", default_value_t = 72)]
     pub history_hours: u32,
+    /// How long no rule acts on a job after GitLab gave no clear answer to a call on it (a
+    /// timeout, a dropped connection, a 5xx), in seconds: the call may still land. Then the job
+    /// is re-read. Raise it when a proxy in front of GitLab holds requests longer than 5 minutes.
+    #[arg(long, env = "JOBWARDEN_IN_DOUBT_SECONDS", default_value_t = 300)]
+    pub in_doubt_seconds: u32,
 }
 
 impl GitLabArgs {
@@ -35,6 +40,7 @@ impl GitLabArgs {
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             ca_bundle: self.ca_bundle.clone(),
             history: jiff::SignedDuration::from_hours(i64::from(self.history_hours)),
+            in_doubt_for: jiff::SignedDuration::from_secs(i64::from(self.in_doubt_seconds)),
             ..EngineConfig::default()
         }
     }

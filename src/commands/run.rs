@@ -2,7 +2,7 @@
 //! (file mode, no cluster); without, it watches JobPolicy objects in the cluster (cluster mode).
 
 use super::{GitLabArgs, termination_signal};
-use crate::engine::{Engine, system_clock};
+use crate::engine::{Engine, Ledger, system_clock};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
 use crate::source::kube::leader::LeaseSettings;
@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// File mode: how often the policy files are checked for changes, in seconds.
     #[arg(long, env = "JOBWARDEN_RELOAD_SECONDS", default_value_t = 2)]
     pub reload_seconds: u64,
+    /// A directory for the state that must survive a restart: each policy's actions over the
+    /// last hour (`maxActionsPerHour`) and the jobs a call may still land on
+    /// (`<dir>/ledger.json`). Without it a restart forgets both.
+    #[arg(long, env = "JOBWARDEN_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -110,7 +115,12 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         None
     };
     let metrics = Arc::new(Metrics::new());
-    let engine = Engine::new(args.gitlab.engine_config(), system_clock(), metrics.clone());
+    let engine_config = args.gitlab.engine_config();
+    let ledger = match &args.state_dir {
+        Some(dir) => Ledger::in_dir(dir, engine_config.in_doubt_for)?,
+        None => Ledger::in_memory(engine_config.in_doubt_for),
+    };
+    let engine = Engine::with_ledger(engine_config, system_clock(), metrics.clone(), ledger);
     let shutdown = CancellationToken::new();
     let server =
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;

@@ -1,9 +1,14 @@
 //! Acting on decisions: one GitLab call per decision, never repeated blindly.
 //!
 //! A state-changing call that fails ambiguously (timeout, dropped connection, 5xx) may or may not
-//! have taken effect. The client never re-sends it; here the job is re-read to learn which, and
-//! the outcome says so. Whatever is reported, the next run decides again from GitLab's state, so
-//! a job is never retried twice by accident.
+//! have taken effect. The client never re-sends it; here the job is re-read to learn which. When
+//! the re-read shows no change yet the call may still land later: the outcome is
+//! [`Outcome::InDoubt`], and the engine's ledger keeps every rule off the job until the window
+//! has passed and a re-read settles it (see `engine::ledger`).
+//!
+//! A refusal that only says the job moved on (`403 Job is not retryable`, `400 Unplayable Job`:
+//! the decision was made on a view of the job that a late call, or a person, overtook) is
+//! recognised by a re-read and reported as [`Outcome::Noop`], not as a failure.
 
 use crate::gitlab::models::{Job, JobStatus, ProjectRef};
 use crate::gitlab::{GitLabClient, GitLabError, JobVariable};
@@ -22,6 +27,9 @@ pub enum Outcome {
     Noop { status: JobStatus },
     /// GitLab refused or the call failed; `message` carries GitLab's status and message.
     Failed { message: String },
+    /// GitLab gave no clear answer and the job shows no change yet: the call may still land,
+    /// so nothing is sent to the job again before `until` (and a re-read after it).
+    InDoubt { until: Timestamp, message: String },
     /// Over the policy's budget: decided again next run.
     SkippedOverBudget,
     /// The policy is in dry-run mode (or this is a plan): nothing was sent.
@@ -37,6 +45,7 @@ impl Outcome {
             Outcome::Succeeded { .. } => "succeeded",
             Outcome::Noop { .. } => "noop",
             Outcome::Failed { .. } => "failed",
+            Outcome::InDoubt { .. } => "in_doubt",
             Outcome::SkippedOverBudget => "skipped_over_budget",
             Outcome::DryRun => "dry_run",
             Outcome::Deferred { .. } => "deferred",
@@ -47,7 +56,10 @@ impl Outcome {
     pub fn was_attempted(&self) -> bool {
         matches!(
             self,
-            Outcome::Succeeded { .. } | Outcome::Noop { .. } | Outcome::Failed { .. }
+            Outcome::Succeeded { .. }
+                | Outcome::Noop { .. }
+                | Outcome::Failed { .. }
+                | Outcome::InDoubt { .. }
         )
     }
 }
@@ -59,8 +71,13 @@ impl fmt::Display for Outcome {
                 new_job_id: Some(id),
             } => write!(f, "succeeded (new job {id})"),
             Outcome::Succeeded { new_job_id: None } => f.write_str("succeeded"),
-            Outcome::Noop { status } => write!(f, "no change: the job stayed {status}"),
+            Outcome::Noop { status } => write!(f, "no change: the job is already {status}"),
             Outcome::Failed { message } => write!(f, "failed: {message}"),
+            Outcome::InDoubt { until, message } => write!(
+                f,
+                "in doubt until {}: {message}",
+                until.strftime("%Y-%m-%dT%H:%M:%SZ")
+            ),
             Outcome::SkippedOverBudget => f.write_str("skipped: over budget"),
             Outcome::DryRun => f.write_str("dry-run: not sent"),
             Outcome::Deferred { not_before } => {
@@ -75,8 +92,13 @@ impl fmt::Display for Outcome {
 }
 
 /// Sends the GitLab call for one decision whose verdict is to act, and reports the outcome.
-/// Also returns the job's fresh snapshot when GitLab gave one, for the cache.
-pub async fn execute(client: &GitLabClient, decision: &Decision) -> (Outcome, Option<Job>) {
+/// Also returns the job's fresh snapshot when GitLab gave one, for the cache. `in_doubt_until`
+/// gives the end of the in-doubt window, counted from when it is called.
+pub async fn execute(
+    client: &GitLabClient,
+    decision: &Decision,
+    in_doubt_until: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> (Outcome, Option<Job>) {
     let project = &decision.project;
     let id = decision.job_id;
     let sent = match &decision.action {
@@ -105,7 +127,12 @@ pub async fn execute(client: &GitLabClient, decision: &Decision) -> (Outcome, Op
             let new_job_id = (job.id != id).then_some(job.id);
             (Outcome::Succeeded { new_job_id }, Some(job))
         }
-        Err(err) if err.is_ambiguous() => confirm_after_ambiguous(client, decision, &err).await,
+        Err(err) if err.is_ambiguous() => {
+            confirm_after_ambiguous(client, decision, &err, in_doubt_until).await
+        }
+        Err(err) if is_overtaken_refusal(&decision.action, &err) => {
+            recognise_overtaken(client, decision, err).await
+        }
         Err(err) => (
             Outcome::Failed {
                 message: err.to_string(),
@@ -125,9 +152,11 @@ async fn confirm_after_ambiguous(
     client: &GitLabClient,
     decision: &Decision,
     err: &GitLabError,
+    in_doubt_until: &(dyn Fn() -> Timestamp + Send + Sync),
 ) -> (Outcome, Option<Job>) {
-    let unconfirmed = |detail: String| Outcome::Failed {
-        message: format!("{err}; {detail}; decided again next run"),
+    let unconfirmed = |detail: String| Outcome::InDoubt {
+        until: in_doubt_until(),
+        message: format!("{err}; {detail}"),
     };
     let project = &decision.project;
     match &decision.action {
@@ -158,6 +187,46 @@ async fn confirm_after_ambiguous(
             }
             Err(reread) => (unconfirmed(format!("re-read failed: {reread}")), None),
         },
+    }
+}
+
+/// True for GitLab's refusals that mean the job is no longer what the decision saw.
+fn is_overtaken_refusal(action: &Action, err: &GitLabError) -> bool {
+    match action {
+        Action::Retry => err.status() == Some(403),
+        Action::Play { .. } => err.status() == Some(400),
+        Action::Cancel | Action::KeepArtifacts => false,
+    }
+}
+
+/// After a refusal that may mean the job moved on, re-reads it: when it did (a newer attempt
+/// exists, or the job is no longer waiting to be played) the outcome is [`Outcome::Noop`];
+/// otherwise the refusal stands.
+async fn recognise_overtaken(
+    client: &GitLabClient,
+    decision: &Decision,
+    err: GitLabError,
+) -> (Outcome, Option<Job>) {
+    let refused = |err: GitLabError| Outcome::Failed {
+        message: err.to_string(),
+    };
+    let project = &decision.project;
+    let Ok(job) = client.get_job(project, decision.job_id).await else {
+        return (refused(err), None);
+    };
+    let moved_on = match decision.action {
+        Action::Retry => matches!(newer_attempt(client, project, decision).await, Ok(Some(_))),
+        _ => !job.status.is_blocked(),
+    };
+    if moved_on {
+        (
+            Outcome::Noop {
+                status: job.status.clone(),
+            },
+            Some(job),
+        )
+    } else {
+        (refused(err), Some(job))
     }
 }
 

@@ -2,11 +2,12 @@
 //! decide (pure, in `crate::policy`), act within budgets, and report.
 
 pub mod act;
-pub mod budget;
+pub mod ledger;
 pub mod observe;
 pub mod reconcile;
 
 pub use act::Outcome;
+pub use ledger::{Ledger, LedgerError};
 pub use reconcile::{
     ActionRecord, Clock, Engine, EngineConfig, HeldBack, MAX_LISTED_HELD_BACK, ProjectFailure,
     ReconcileError, RunMode, RunReport, system_clock,

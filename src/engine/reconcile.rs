@@ -1,7 +1,7 @@
 //! One policy run: observe → gather facts → decide → act → report.
 
 use super::act::{self, Outcome};
-use super::budget::ActionHistory;
+use super::ledger::{Ledger, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, JobWire};
@@ -45,6 +45,9 @@ pub struct EngineConfig {
     pub fact_concurrency: usize,
     /// Projects synced at once per GitLab instance, over all policies.
     pub observe_concurrency: usize,
+    /// How long a job stays in doubt after an ambiguous answer to a call on it (see
+    /// `engine::ledger`).
+    pub in_doubt_for: SignedDuration,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
             ca_bundle: None,
             fact_concurrency: 4,
             observe_concurrency: 8,
+            in_doubt_for: Ledger::DEFAULT_IN_DOUBT_FOR,
         }
     }
 }
@@ -265,7 +269,8 @@ struct Inner {
     aliases: Mutex<HashMap<AliasKey, u64>>,
     /// The observers each policy watched in its last run.
     watched: Mutex<HashMap<PolicyKey, HashSet<ObserverKey>>>,
-    budgets: Mutex<HashMap<PolicyKey, ActionHistory>>,
+    /// Budgets and unsettled calls, kept in the state file when there is one.
+    ledger: Ledger,
     accounting: Mutex<JobAccounting>,
 }
 
@@ -290,7 +295,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Engine {
+    /// An engine whose ledger lives in memory (a restart forgets budgets and calls in doubt).
     pub fn new(config: EngineConfig, clock: Clock, metrics: Arc<Metrics>) -> Self {
+        let ledger = Ledger::in_memory(config.in_doubt_for);
+        Engine::with_ledger(config, clock, metrics, ledger)
+    }
+
+    /// An engine with this ledger (`Ledger::in_dir` keeps it across restarts).
+    pub fn with_ledger(
+        config: EngineConfig,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        ledger: Ledger,
+    ) -> Self {
         let started_at = clock();
         Engine {
             inner: Arc::new(Inner {
@@ -304,7 +321,7 @@ impl Engine {
                 observers: Mutex::new(HashMap::new()),
                 aliases: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
-                budgets: Mutex::new(HashMap::new()),
+                ledger,
                 accounting: Mutex::new(JobAccounting::new()),
             }),
         }
@@ -406,7 +423,9 @@ impl Engine {
     /// and every observer no other policy watches, with their metric series.
     pub async fn forget_policy(&self, key: &PolicyKey) {
         lock(&self.inner.clients).remove(key);
-        lock(&self.inner.budgets).remove(key);
+        if let Err(err) = self.inner.ledger.forget_policy(key).await {
+            tracing::warn!(policy = %key, error = %err, "cannot update the state file");
+        }
         let watched = lock(&self.inner.watched).remove(key).unwrap_or_default();
         self.unwatch(key, watched).await;
     }
@@ -666,6 +685,8 @@ impl Engine {
                 }
             }
         }
+        // A job whose in-doubt window has passed is re-read before its facts and decisions.
+        self.reread_settled(run, project_id, &mut observer).await;
         out.jobs_seen = observer.jobs().len();
         tokio::select! {
             biased;
@@ -693,7 +714,10 @@ impl Engine {
             if stop.is_cancelled() {
                 break;
             }
-            if let Some(record) = self.carry_out(run, &mut observer, decision).await {
+            if let Some(record) = self
+                .carry_out(run, project_id, &mut observer, decision)
+                .await
+            {
                 out.actions.push(record);
             }
         }
@@ -800,11 +824,79 @@ impl Engine {
     }
 
     fn budget(&self, key: &PolicyKey, limits: &crate::crd::Limits, now: Timestamp) -> Budget {
-        let used = lock(&self.inner.budgets)
-            .entry(key.clone())
-            .or_default()
-            .in_last_hour(now);
-        Budget::for_run(limits, used)
+        Budget::for_run(limits, self.inner.ledger.sent_in_last_hour(key, now))
+    }
+
+    /// Re-reads the jobs of a project whose in-doubt window has passed, so what is decided next
+    /// starts from where GitLab stands, and settles them.
+    async fn reread_settled(
+        &self,
+        run: &PolicyRun,
+        project_id: u64,
+        observer: &mut ProjectObserver,
+    ) {
+        let ledger = &self.inner.ledger;
+        for job_id in ledger.due_for_reread(&run.instance, project_id, run.now) {
+            let project = ProjectRef::Id(project_id);
+            let settled = match run.client.get_job(&project, job_id).await {
+                Ok(job) => {
+                    observer.update_job(JobWire::from(&job), self.now());
+                    true
+                }
+                Err(err) if err.is_not_found() => true,
+                Err(err) => {
+                    tracing::warn!(policy = %run.policy.key, project_id, job_id, error = %err, "cannot re-read a job in doubt: left alone until it can be read");
+                    false
+                }
+            };
+            if settled && let Err(err) = ledger.settle(&run.instance, job_id).await {
+                tracing::warn!(error = %err, "cannot update the state file");
+            }
+        }
+    }
+
+    /// Sends one decision's call, recorded in the ledger first: an action the ledger cannot
+    /// record is not sent.
+    async fn send(
+        &self,
+        run: &PolicyRun,
+        project_id: u64,
+        observer: &mut ProjectObserver,
+        decision: &Decision,
+    ) -> Outcome {
+        let ledger = &self.inner.ledger;
+        let now = self.now();
+        let request_window = SignedDuration::try_from(self.inner.config.request_timeout)
+            .unwrap_or(SignedDuration::ZERO);
+        let call = Unsettled {
+            instance: run.instance.clone(),
+            project_id,
+            job_id: decision.job_id,
+            action: decision.action.kind(),
+            until: now + request_window + ledger.in_doubt_for(),
+        };
+        if let Err(err) = ledger.begin(&run.policy.key, call, now).await {
+            return Outcome::Failed {
+                message: format!("not sent: {err}"),
+            };
+        }
+        let in_doubt_until = || self.now() + ledger.in_doubt_for();
+        let (outcome, fresh) = act::execute(&run.client, decision, &in_doubt_until).await;
+        let recorded = match &outcome {
+            Outcome::InDoubt { until, .. } => {
+                ledger
+                    .keep_in_doubt(&run.instance, decision.job_id, *until)
+                    .await
+            }
+            _ => ledger.settle(&run.instance, decision.job_id).await,
+        };
+        if let Err(err) = recorded {
+            tracing::warn!(policy = %run.policy.key, error = %err, "cannot update the state file");
+        }
+        if let Some(job) = fresh {
+            observer.update_job(JobWire::from(&job), self.now());
+        }
+        outcome
     }
 
     /// Turns one decision into an outcome: sends it when the verdict says act and the run's
@@ -812,28 +904,25 @@ impl Engine {
     async fn carry_out(
         &self,
         run: &PolicyRun,
+        project_id: u64,
         observer: &mut ProjectObserver,
         decision: Decision,
     ) -> Option<ActionRecord> {
+        let unsettled = matches!(decision.verdict, Verdict::Act | Verdict::OverBudget)
+            .then(|| self.inner.ledger.unsettled(&run.instance, decision.job_id))
+            .flatten();
         let wants_budget = matches!(decision.verdict, Verdict::Act | Verdict::DryRun);
-        let outcome = if wants_budget && !run.allowance.take() {
+        let outcome = if let Some(call) = unsettled {
+            // A call on this job may still land: nothing more is sent until it settles.
+            Outcome::Deferred {
+                not_before: call.until.max(run.now),
+            }
+        } else if wants_budget && !run.allowance.take() {
             Outcome::SkippedOverBudget
         } else {
             match decision.verdict {
                 Verdict::Act if run.dry_run => Outcome::DryRun,
-                Verdict::Act => {
-                    let (outcome, fresh) = act::execute(&run.client, &decision).await;
-                    if outcome.was_attempted() {
-                        lock(&self.inner.budgets)
-                            .entry(run.policy.key.clone())
-                            .or_default()
-                            .record(self.now());
-                    }
-                    if let Some(job) = fresh {
-                        observer.update_job(JobWire::from(&job), self.now());
-                    }
-                    outcome
-                }
+                Verdict::Act => self.send(run, project_id, observer, &decision).await,
                 Verdict::DryRun => Outcome::DryRun,
                 Verdict::OverBudget => Outcome::SkippedOverBudget,
                 Verdict::NotBefore(not_before) => Outcome::Deferred { not_before },

@@ -118,6 +118,17 @@ pub fn action_event(record: &ActionRecord) -> Option<PolicyEvent> {
                 record.rule
             )),
         }),
+        Outcome::InDoubt { until, message } => Some(PolicyEvent {
+            type_: EventType::Warning,
+            reason: "ActionInDoubt".to_owned(),
+            action: action.to_owned(),
+            note: note_text(&format!(
+                "{} {job} by rule {}: no clear answer from GitLab ({message}); the job is left alone until {} and then re-read",
+                kind.as_str(),
+                record.rule,
+                until.strftime("%Y-%m-%dT%H:%M:%SZ")
+            )),
+        }),
         Outcome::Noop { .. }
         | Outcome::DryRun
         | Outcome::SkippedOverBudget

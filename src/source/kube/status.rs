@@ -217,6 +217,7 @@ pub fn accumulate(previous: &ActionCounters, actions: &[ActionRecord]) -> Action
             }
             Outcome::Noop { .. }
             | Outcome::Failed { .. }
+            | Outcome::InDoubt { .. }
             | Outcome::DryRun
             | Outcome::Deferred { .. } => {}
         }
@@ -242,9 +243,14 @@ pub fn status_action(record: &ActionRecord) -> Option<StatusAction> {
         Outcome::Noop { status } => (
             ActionOutcome::Noop,
             None,
-            Some(format!("no change: the job stayed {status}")),
+            Some(format!("no change: the job is already {status}")),
         ),
         Outcome::Failed { message } => (ActionOutcome::Failed, None, Some(message.clone())),
+        Outcome::InDoubt { .. } => (
+            ActionOutcome::InDoubt,
+            None,
+            Some(record.outcome.to_string()),
+        ),
         Outcome::DryRun => (ActionOutcome::DryRun, None, None),
         Outcome::SkippedOverBudget => (ActionOutcome::SkippedOverBudget, None, None),
         Outcome::Deferred { .. } => return None,

@@ -1,0 +1,433 @@
+//! The action ledger: what jobwarden sent to GitLab that neither a later run nor a restart may
+//! forget.
+//!
+//! - **Budgets**: per policy, when it acted over the last hour (`maxActionsPerHour`).
+//! - **Unsettled jobs**: a state-changing call to a job is *in flight* from just before it is
+//!   sent until GitLab answers it clearly. When the answer is ambiguous (a timeout, a dropped
+//!   connection, a 5xx) and a re-read shows no change yet, the call may still land later (a
+//!   proxy or a Puma worker may hold it): the job is *in doubt* for
+//!   [`Ledger::in_doubt_for`] (5 minutes by default: GitLab's Puma `worker_timeout` ends a request
+//!   after 60 s, and a proxy's upstream timeout is 60 s by default, so five minutes covers both
+//!   with room to spare). No rule acts on an unsettled job; once the window has passed the job is
+//!   re-read before anything is decided again ([`Ledger::due_for_reread`]). So a play that lands
+//!   late never meets a second play.
+//!
+//! With a state file (`run --state-dir`) every change is written before the call it guards is
+//! sent: the whole ledger as JSON, replaced atomically (write to a temporary file, then rename),
+//! so a process killed at any point finds on restart the budget it had used and every job it
+//! may have acted on. Without one the ledger lives in memory and a restart starts it afresh.
+
+use crate::crd::ActionKind;
+use crate::policy::PolicyKey;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const HOUR: SignedDuration = SignedDuration::from_hours(1);
+/// The state file's name in `--state-dir`.
+pub const STATE_FILE: &str = "ledger.json";
+/// The version of the state file's format.
+const FORMAT_VERSION: u32 = 1;
+
+/// Why the ledger could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot write the state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A job with a state-changing call that may not have settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unsettled {
+    /// The GitLab instance (its URL).
+    pub instance: String,
+    pub project_id: u64,
+    pub job_id: u64,
+    pub action: ActionKind,
+    /// Until when the call may still land: while in flight, the request timeout plus the
+    /// in-doubt window from when it was sent; once in doubt, the window from the ambiguous answer.
+    pub until: Timestamp,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LedgerState {
+    version: u32,
+    #[serde(default)]
+    budgets: Vec<PolicyBudget>,
+    #[serde(default)]
+    unsettled: Vec<Unsettled>,
+}
+
+/// One policy's actions over the last hour, as the state file holds them.
+#[derive(Debug, Serialize, Deserialize)]
+struct PolicyBudget {
+    namespace: String,
+    name: String,
+    sent: Vec<Timestamp>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    budgets: HashMap<PolicyKey, VecDeque<Timestamp>>,
+    /// By (instance, job id): job ids are unique within an instance.
+    unsettled: HashMap<(String, u64), Unsettled>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Ledger {
+    entries: Mutex<Entries>,
+    file: Option<PathBuf>,
+    /// Serialises writes of the state file, so the newest snapshot is always the last written.
+    writer: tokio::sync::Mutex<()>,
+    in_doubt_for: SignedDuration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Ledger {
+    /// The default in-doubt window.
+    pub const DEFAULT_IN_DOUBT_FOR: SignedDuration = SignedDuration::from_mins(5);
+
+    /// A ledger kept in memory only.
+    pub fn in_memory(in_doubt_for: SignedDuration) -> Ledger {
+        Ledger {
+            entries: Mutex::new(Entries::default()),
+            file: None,
+            writer: tokio::sync::Mutex::new(()),
+            in_doubt_for,
+        }
+    }
+
+    /// A ledger kept in `dir/ledger.json` (the directory is created if missing), starting from
+    /// what the file holds. A file that cannot be parsed is moved aside (`ledger.json.unreadable`)
+    /// with an error in the log, and the ledger starts empty: a controller that cannot start
+    /// protects nothing.
+    pub fn in_dir(dir: &Path, in_doubt_for: SignedDuration) -> Result<Ledger, LedgerError> {
+        std::fs::create_dir_all(dir).map_err(|source| LedgerError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(STATE_FILE);
+        let entries = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<LedgerState>(&bytes) {
+                Ok(state) => Entries::from_state(state),
+                Err(err) => {
+                    let aside = dir.join(format!("{STATE_FILE}.unreadable"));
+                    tracing::error!(path = %path.display(), error = %err, aside = %aside.display(), "the state file cannot be parsed: moved aside, starting with an empty ledger");
+                    std::fs::rename(&path, &aside).map_err(|source| LedgerError::Write {
+                        path: aside,
+                        source,
+                    })?;
+                    Entries::default()
+                }
+            },
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Entries::default(),
+            Err(source) => return Err(LedgerError::Read { path, source }),
+        };
+        Ok(Ledger {
+            entries: Mutex::new(entries),
+            file: Some(path),
+            writer: tokio::sync::Mutex::new(()),
+            in_doubt_for,
+        })
+    }
+
+    /// How long a job stays in doubt after an ambiguous answer.
+    pub fn in_doubt_for(&self) -> SignedDuration {
+        self.in_doubt_for
+    }
+
+    /// Actions the policy sent in the hour before `now`.
+    pub fn sent_in_last_hour(&self, policy: &PolicyKey, now: Timestamp) -> u32 {
+        let mut entries = lock(&self.entries);
+        let Some(times) = entries.budgets.get_mut(policy) else {
+            return 0;
+        };
+        while times.front().is_some_and(|t| now - *t >= HOUR) {
+            times.pop_front();
+        }
+        u32::try_from(times.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The unsettled call on this job, if any (in flight, in doubt, or past its window but not
+    /// re-read yet).
+    pub fn unsettled(&self, instance: &str, job_id: u64) -> Option<Unsettled> {
+        lock(&self.entries)
+            .unsettled
+            .get(&(instance.to_owned(), job_id))
+            .cloned()
+    }
+
+    /// The jobs of a project whose window has passed: re-read them, then [`Ledger::settle`].
+    pub fn due_for_reread(&self, instance: &str, project_id: u64, now: Timestamp) -> Vec<u64> {
+        let mut due: Vec<u64> = lock(&self.entries)
+            .unsettled
+            .values()
+            .filter(|u| u.instance == instance && u.project_id == project_id && u.until <= now)
+            .map(|u| u.job_id)
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// Records that `policy` is about to send `action` to a job, counted in its budget and
+    /// unsettled until `until`, and writes the state file. The call must not be sent when
+    /// this fails.
+    pub async fn begin(
+        &self,
+        policy: &PolicyKey,
+        call: Unsettled,
+        now: Timestamp,
+    ) -> Result<(), LedgerError> {
+        {
+            let mut entries = lock(&self.entries);
+            entries
+                .budgets
+                .entry(policy.clone())
+                .or_default()
+                .push_back(now);
+            entries
+                .unsettled
+                .insert((call.instance.clone(), call.job_id), call);
+        }
+        self.save().await
+    }
+
+    /// Keeps a job in doubt until `until` (after an ambiguous answer).
+    pub async fn keep_in_doubt(
+        &self,
+        instance: &str,
+        job_id: u64,
+        until: Timestamp,
+    ) -> Result<(), LedgerError> {
+        if let Some(call) = lock(&self.entries)
+            .unsettled
+            .get_mut(&(instance.to_owned(), job_id))
+        {
+            call.until = until;
+        }
+        self.save().await
+    }
+
+    /// The call on this job is settled: GitLab answered, or a re-read after the window showed
+    /// where it stands.
+    pub async fn settle(&self, instance: &str, job_id: u64) -> Result<(), LedgerError> {
+        let removed = lock(&self.entries)
+            .unsettled
+            .remove(&(instance.to_owned(), job_id))
+            .is_some();
+        if removed { self.save().await } else { Ok(()) }
+    }
+
+    /// Forgets a policy's budget (the policy is gone). Its unsettled jobs stay: the calls
+    /// were sent whatever became of the policy.
+    pub async fn forget_policy(&self, policy: &PolicyKey) -> Result<(), LedgerError> {
+        let removed = lock(&self.entries).budgets.remove(policy).is_some();
+        if removed { self.save().await } else { Ok(()) }
+    }
+
+    /// Writes the whole ledger to the state file (no-op in memory).
+    async fn save(&self) -> Result<(), LedgerError> {
+        let Some(path) = self.file.clone() else {
+            return Ok(());
+        };
+        let _writing = self.writer.lock().await;
+        let bytes = {
+            let entries = lock(&self.entries);
+            serde_json::to_vec(&entries.to_state()).unwrap_or_else(|_| b"{\"version\":1}".to_vec())
+        };
+        let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        result.map_err(|source| LedgerError::Write {
+            path: self.file.clone().unwrap_or_default(),
+            source,
+        })
+    }
+}
+
+impl Entries {
+    fn from_state(state: LedgerState) -> Entries {
+        Entries {
+            budgets: state
+                .budgets
+                .into_iter()
+                .map(|b| {
+                    let key = PolicyKey {
+                        namespace: b.namespace,
+                        name: b.name,
+                    };
+                    let mut sent = b.sent;
+                    sent.sort_unstable();
+                    (key, sent.into())
+                })
+                .collect(),
+            unsettled: state
+                .unsettled
+                .into_iter()
+                .map(|u| ((u.instance.clone(), u.job_id), u))
+                .collect(),
+        }
+    }
+
+    fn to_state(&self) -> LedgerState {
+        let mut budgets: Vec<PolicyBudget> = self
+            .budgets
+            .iter()
+            .filter(|(_, sent)| !sent.is_empty())
+            .map(|(key, sent)| PolicyBudget {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                sent: sent.iter().copied().collect(),
+            })
+            .collect();
+        budgets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut unsettled: Vec<Unsettled> = self.unsettled.values().cloned().collect();
+        unsettled.sort_by(|a, b| (&a.instance, a.job_id).cmp(&(&b.instance, b.job_id)));
+        LedgerState {
+            version: FORMAT_VERSION,
+            budgets,
+            unsettled,
+        }
+    }
+}
+
+/// Replaces `path` with `bytes`: a reader (or a restart after a crash) sees the old file or the
+/// new one, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("json.tmp");
+    {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+    }
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn key() -> PolicyKey {
+        PolicyKey {
+            namespace: "ci".into(),
+            name: "deploys".into(),
+        }
+    }
+
+    fn play(job_id: u64, until: Timestamp) -> Unsettled {
+        Unsettled {
+            instance: "https://gitlab.example.com".into(),
+            project_id: 7,
+            job_id,
+            action: ActionKind::Play,
+            until,
+        }
+    }
+
+    #[tokio::test]
+    async fn actions_leave_the_budget_after_an_hour() {
+        let ledger = Ledger::in_memory(Ledger::DEFAULT_IN_DOUBT_FOR);
+        let t0 = t("2026-11-23T10:00:00Z");
+        ledger.begin(&key(), play(1, t0), t0).await.expect("begin");
+        let later = t0 + SignedDuration::from_mins(30);
+        ledger
+            .begin(&key(), play(2, later), later)
+            .await
+            .expect("begin");
+        assert_eq!(
+            ledger.sent_in_last_hour(&key(), t0 + SignedDuration::from_mins(59)),
+            2
+        );
+        assert_eq!(
+            ledger.sent_in_last_hour(&key(), t0 + SignedDuration::from_mins(60)),
+            1
+        );
+        assert_eq!(
+            ledger.sent_in_last_hour(&key(), t0 + SignedDuration::from_mins(91)),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_stays_unsettled_until_settled_and_is_due_for_a_re_read_after_its_window() {
+        let ledger = Ledger::in_memory(Ledger::DEFAULT_IN_DOUBT_FOR);
+        let t0 = t("2026-11-23T10:00:00Z");
+        let until = t0 + SignedDuration::from_mins(5);
+        ledger
+            .begin(&key(), play(42, until), t0)
+            .await
+            .expect("begin");
+        let instance = "https://gitlab.example.com";
+        assert_eq!(ledger.unsettled(instance, 42).map(|u| u.until), Some(until));
+        assert!(ledger.due_for_reread(instance, 7, t0).is_empty());
+        assert_eq!(ledger.due_for_reread(instance, 7, until), [42]);
+        assert!(
+            ledger.due_for_reread(instance, 8, until).is_empty(),
+            "another project"
+        );
+        ledger.settle(instance, 42).await.expect("settle");
+        assert_eq!(ledger.unsettled(instance, 42), None);
+    }
+
+    #[tokio::test]
+    async fn a_restart_finds_the_budget_and_the_jobs_in_doubt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = t("2026-11-23T10:00:00Z");
+        let until = t0 + SignedDuration::from_mins(5);
+        {
+            let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("open");
+            ledger.begin(&key(), play(42, t0), t0).await.expect("begin");
+            ledger.begin(&key(), play(43, t0), t0).await.expect("begin");
+            ledger
+                .keep_in_doubt("https://gitlab.example.com", 42, until)
+                .await
+                .expect("in doubt");
+            ledger
+                .settle("https://gitlab.example.com", 43)
+                .await
+                .expect("settled");
+        }
+        let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("reopen");
+        assert_eq!(ledger.sent_in_last_hour(&key(), t0), 2);
+        assert_eq!(
+            ledger.unsettled("https://gitlab.example.com", 42),
+            Some(play(42, until))
+        );
+        assert_eq!(ledger.unsettled("https://gitlab.example.com", 43), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_state_file_is_moved_aside_and_the_ledger_starts_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(STATE_FILE), b"{\"version\": 1, \"budg").expect("write");
+        let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("open");
+        assert_eq!(
+            ledger.sent_in_last_hour(&key(), t("2026-11-23T10:00:00Z")),
+            0
+        );
+        assert!(dir.path().join("ledger.json.unreadable").exists());
+    }
+}

@@ -1,0 +1,189 @@
+//! Exactly-once actions under faults, against the simulator: a call GitLab carries out after its
+//! client was left without an answer never meets a second one, across runs and restarts.
+
+mod engine_world;
+
+use engine_world::*;
+use jobwarden::sim::{FaultConfig, JobSpec};
+use std::time::Duration;
+
+/// The simulator carries every play out this long after leaving its client without an answer.
+const LATE: Duration = Duration::from_millis(1500);
+
+fn plays_applied_late(w: &World) -> usize {
+    w.ctl
+        .request_log()
+        .iter()
+        .filter(|r| r.endpoint.ends_with("/play") && r.applied_late)
+        .count()
+}
+
+async fn wait_until_played(w: &World, job: u64) {
+    for _ in 0..100 {
+        if w.status(job) != "manual" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the late play of job {job} never landed");
+}
+
+/// Every `POST` answered by a dropped connection and carried out [`LATE`] afterwards.
+fn apply_every_play_late(w: &World) {
+    w.ctl.set_faults(FaultConfig {
+        apply_late_ratio: 1.0,
+        apply_late_after: LATE,
+        ..FaultConfig::default()
+    });
+}
+
+#[tokio::test]
+async fn a_play_that_lands_late_is_never_sent_twice() {
+    let w = World::start(MONDAY_MORNING).await;
+    let deploy = w.pipeline("main", false, deploy_pipeline("success"))[2];
+    let engine = w.engine();
+    let policy = w.policy(PLAY_POLICY);
+
+    apply_every_play_late(&w);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["in_doubt"]);
+    assert_eq!(w.status(deploy), "manual", "not landed yet");
+
+    // The next run comes before the late play lands: the job still looks playable, and the
+    // faults are gone, so a second play would go through.
+    w.ctl.set_faults(FaultConfig::default());
+    w.advance(20);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(
+        outcomes(&report, "play"),
+        ["deferred"],
+        "in doubt: left alone"
+    );
+    assert_eq!(w.count(PLAY), 1);
+
+    // The late play lands and the deploy finishes; once the window has passed the job is
+    // re-read and nothing is played again.
+    wait_until_played(&w, deploy).await;
+    w.ctl.set_job_status(w.project, deploy, "success", None);
+    w.advance(6 * 60);
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "play").is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(PLAY), 1);
+    assert_eq!(plays_applied_late(&w), 1);
+    let deploys = w
+        .ctl
+        .jobs(w.project)
+        .into_iter()
+        .filter(|j| j.name == "deploy-staging")
+        .count();
+    assert_eq!(deploys, 1, "the deploy ran once: no retry by a second play");
+    let scrape = engine.metrics().render();
+    assert!(
+        scrape.lines().any(
+            |l| l.starts_with("jobwarden_actions_total{") && l.contains("outcome=\"in_doubt\"")
+        ),
+        "{scrape}"
+    );
+}
+
+#[tokio::test]
+async fn a_play_that_never_landed_is_sent_again_after_the_window() {
+    let w = World::start(MONDAY_MORNING).await;
+    let deploy = w.pipeline("main", false, deploy_pipeline("success"))[2];
+    let engine = w.engine();
+    let policy = w.policy(PLAY_POLICY);
+
+    // The play's client is left without an answer, and GitLab does not carry it out within the
+    // test (five real minutes later, long after the simulator has stopped).
+    w.ctl.set_faults(FaultConfig {
+        apply_late_ratio: 1.0,
+        apply_late_after: Duration::from_secs(300),
+        ..FaultConfig::default()
+    });
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["in_doubt"]);
+    w.ctl.set_faults(FaultConfig::default());
+    w.advance(60);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["deferred"]);
+    w.advance(6 * 60);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["succeeded"], "{report:#?}");
+    assert_ne!(w.status(deploy), "manual");
+}
+
+#[tokio::test]
+async fn a_restart_keeps_a_job_in_doubt_and_the_hourly_budget() {
+    let w = World::start(MONDAY_MORNING).await;
+    let deploy = w.pipeline("main", false, deploy_pipeline("success"))[2];
+    let state = tempfile::tempdir().expect("tempdir");
+    let policy = w.policy(&format!(
+        "  limits: {{maxActionsPerHour: 1}}\n{PLAY_POLICY}"
+    ));
+
+    apply_every_play_late(&w);
+    let report = w.run(&w.engine_with_state_dir(state.path()), &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["in_doubt"]);
+    w.ctl.set_faults(FaultConfig::default());
+
+    // kill -9 and start again: the new process finds the job in doubt.
+    w.advance(20);
+    let restarted = w.engine_with_state_dir(state.path());
+    let report = w.run(&restarted, &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["deferred"]);
+    assert_eq!(w.count(PLAY), 1);
+    wait_until_played(&w, deploy).await;
+
+    // A second deploy pipeline: the hour's one action was spent before the restart.
+    let second = w.pipeline("main", false, deploy_pipeline("success"))[2];
+    w.advance(60);
+    let report = w.run(&w.engine_with_state_dir(state.path()), &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["skipped_over_budget"]);
+    assert_eq!(w.status(second), "manual");
+    // An hour after the first play the budget has room again.
+    w.advance(60 * 60);
+    let report = w.run(&w.engine_with_state_dir(state.path()), &policy).await;
+    assert_eq!(outcomes(&report, "play"), ["succeeded"]);
+    assert_ne!(w.status(second), "manual");
+}
+
+#[tokio::test]
+async fn a_retry_refused_because_someone_retried_first_is_a_noop() {
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "failed").failed_with("stuck_or_timeout_failure")],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: retry-transient
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 2, backoff: {duration: 2s}}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["deferred"], "backoff");
+
+    // Someone retries the job by hand; within half the interval (3 s of 10 s) jobwarden does not
+    // list the project again, so it decides on its older view and GitLab refuses the retry.
+    let status = reqwest::Client::new()
+        .post(format!(
+            "{}api/v4/projects/{}/jobs/{}/retry",
+            w.sim.base_url(),
+            w.project,
+            ids[0]
+        ))
+        .header("PRIVATE-TOKEN", TOKEN)
+        .send()
+        .await
+        .expect("retry by hand")
+        .status();
+    assert_eq!(status, 201);
+    w.advance(3);
+    let before = w.count(RETRY);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["noop"], "{:?}", report.actions);
+    assert_eq!(w.count(RETRY), before + 1, "one refused retry");
+}
