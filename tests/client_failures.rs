@@ -498,3 +498,26 @@ async fn a_truncated_page_is_fetched_again() {
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![5]);
     assert_eq!(server.request_count(), 2);
 }
+
+#[tokio::test]
+async fn an_error_page_that_echoes_the_token_is_reported_without_it() {
+    // A proxy's debug page that prints the request headers, token included, after 270
+    // characters of padding: the message is cut at 300, in the middle of the token.
+    let server = MockServer::start(|request, _| {
+        let token = request.header("private-token").unwrap_or_default();
+        let page = format!("{} PRIVATE-TOKEN: {token}", "x".repeat(270));
+        respond(403, &[("content-type", "text/plain")], page)
+    })
+    .await;
+    let err = test_client(&server)
+        .get_job(&ProjectRef::Id(1), 1)
+        .await
+        .expect_err("403");
+    let shown = format!("{err} {err:?}");
+    assert_eq!(err.status(), Some(403));
+    assert!(!shown.contains(support::TOKEN), "{shown}");
+    assert!(
+        !shown.contains(&support::TOKEN[..8]),
+        "no part of it: {shown}"
+    );
+}

@@ -4,7 +4,10 @@
 mod engine_world;
 
 use engine_world::*;
+use jobwarden::engine::{EngineConfig, ReconcileError, RunMode};
+use jobwarden::gitlab::TokenDestinations;
 use jobwarden::sim::{FaultConfig, JobSpec};
+use secrecy::SecretString;
 use std::time::Duration;
 
 /// The simulator carries every play out this long after leaving its client without an answer.
@@ -186,4 +189,44 @@ async fn a_retry_refused_because_someone_retried_first_is_a_noop() {
     let report = w.run(&engine, &policy).await;
     assert_eq!(outcomes(&report, "retry"), ["noop"], "{:?}", report.actions);
     assert_eq!(w.count(RETRY), before + 1, "one refused retry");
+}
+
+async fn run_expecting_refusal(w: &World, config: EngineConfig) -> ReconcileError {
+    w.engine_with(config)
+        .reconcile(
+            &w.policy(PLAY_POLICY),
+            &SecretString::from(TOKEN.to_owned()),
+            RunMode::Normal,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect_err("refused")
+}
+
+#[tokio::test]
+async fn no_token_is_sent_over_plain_http_or_to_a_host_not_allowed() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline("main", false, deploy_pipeline("success"));
+    let err = run_expecting_refusal(&w, EngineConfig::default()).await;
+    assert_eq!(err.kind(), "destination_refused");
+    assert!(
+        err.to_string().contains("--allow-insecure-http"),
+        "the error says how to allow it: {err}"
+    );
+    let err = run_expecting_refusal(
+        &w,
+        EngineConfig {
+            destinations: TokenDestinations {
+                allow_insecure_http: true,
+                allowed_hosts: vec!["gitlab.example.com".into()],
+            },
+            ..EngineConfig::default()
+        },
+    )
+    .await;
+    assert!(err.to_string().contains("--allowed-gitlab-hosts"), "{err}");
+    assert!(
+        w.ctl.request_log().is_empty(),
+        "not a single request reached the simulator"
+    );
 }

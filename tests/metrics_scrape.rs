@@ -3,6 +3,7 @@
 
 use jobwarden::crd::JobPolicy;
 use jobwarden::engine::{Engine, EngineConfig, RunMode};
+use jobwarden::gitlab::TokenDestinations;
 use jobwarden::metrics::Metrics;
 use jobwarden::policy::{CompiledPolicy, PolicyKey, compile};
 use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
@@ -25,7 +26,10 @@ impl Watched {
         let metrics = Arc::new(Metrics::new());
         let clock = ctl.clone();
         let engine = Engine::new(
-            EngineConfig::default(),
+            EngineConfig {
+                destinations: TokenDestinations::insecure_http_allowed(),
+                ..EngineConfig::default()
+            },
             Arc::new(move || clock.now()),
             metrics.clone(),
         );

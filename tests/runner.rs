@@ -3,6 +3,7 @@
 //! namespace, and the loop stops when asked.
 
 use jobwarden::engine::{Engine, EngineConfig, RunReport};
+use jobwarden::gitlab::TokenDestinations;
 use jobwarden::metrics::Metrics;
 use jobwarden::runner::{RunnerConfig, run_policies};
 use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
@@ -48,7 +49,10 @@ fn engine_on(ctl: &SimControl) -> (Engine, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let clock = ctl.clone();
     let engine = Engine::new(
-        EngineConfig::default(),
+        EngineConfig {
+            destinations: TokenDestinations::insecure_http_allowed(),
+            ..EngineConfig::default()
+        },
         Arc::new(move || clock.now()),
         metrics.clone(),
     );

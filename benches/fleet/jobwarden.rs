@@ -54,6 +54,8 @@ impl Jobwarden {
             .args(["--log-format", "json", "run", "--policies"])
             .arg(dir)
             .args(["--metrics-listen", "127.0.0.1:0"])
+            // The simulator speaks plain http on loopback.
+            .arg("--allow-insecure-http")
             .env("GITLAB_TOKEN", TOKEN)
             .env_remove("RUST_LOG");
         if let Some(budget) = requests_per_minute {

@@ -108,7 +108,10 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let control = sim.control();
     let sim_clock: crate::engine::Clock = Arc::new(move || control.now());
-    let engine = Engine::new(args.gitlab.engine_config(), sim_clock, metrics.clone());
+    let mut engine_config = args.gitlab.engine_config();
+    // The built-in simulator speaks plain http on loopback, and every policy is pointed at it.
+    engine_config.destinations.allow_insecure_http = true;
+    let engine = Engine::new(engine_config, sim_clock, metrics.clone());
     let shutdown = CancellationToken::new();
     let server =
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;

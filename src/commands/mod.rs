@@ -8,6 +8,7 @@ pub mod plan;
 pub mod run;
 
 use crate::engine::EngineConfig;
+use crate::gitlab::TokenDestinations;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +32,14 @@ pub struct GitLabArgs {
     /// is re-read. Raise it when a proxy in front of GitLab holds requests longer than 5 minutes.
     #[arg(long, env = "JOBWARDEN_IN_DOUBT_SECONDS", default_value_t = 300)]
     pub in_doubt_seconds: u32,
+    /// Send tokens to plain `http://` GitLab URLs (in cleartext). Off by default: a policy
+    /// with an http URL fails with a clear error. For simulators and tests.
+    #[arg(long, env = "JOBWARDEN_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+    /// The only GitLab hosts tokens may be sent to (comma-separated; `host` or `host:port`).
+    /// A policy naming another host fails with a clear error. Default: any host.
+    #[arg(long, env = "JOBWARDEN_ALLOWED_GITLAB_HOSTS", value_delimiter = ',')]
+    pub allowed_gitlab_hosts: Vec<String>,
 }
 
 impl GitLabArgs {
@@ -41,6 +50,15 @@ impl GitLabArgs {
             ca_bundle: self.ca_bundle.clone(),
             history: jiff::SignedDuration::from_hours(i64::from(self.history_hours)),
             in_doubt_for: jiff::SignedDuration::from_secs(i64::from(self.in_doubt_seconds)),
+            destinations: TokenDestinations {
+                allow_insecure_http: self.allow_insecure_http,
+                allowed_hosts: self
+                    .allowed_gitlab_hosts
+                    .iter()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            },
             ..EngineConfig::default()
         }
     }

@@ -5,7 +5,10 @@ use super::ledger::{Ledger, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, JobWire};
-use crate::gitlab::{ClientConfig, Credential, GitLabClient, GitLabError, RateLimiter};
+use crate::gitlab::{
+    ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, RateLimiter,
+    TokenDestinations,
+};
 use crate::metrics::{JobAccounting, Metrics};
 use crate::policy::{
     Budget, CompiledPolicy, Decision, FactRequest, Observation, PolicyKey, Verdict, decide,
@@ -48,6 +51,8 @@ pub struct EngineConfig {
     /// How long a job stays in doubt after an ambiguous answer to a call on it (see
     /// `engine::ledger`).
     pub in_doubt_for: SignedDuration,
+    /// Where policies' tokens may be sent (https only by default).
+    pub destinations: TokenDestinations,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +66,7 @@ impl Default for EngineConfig {
             fact_concurrency: 4,
             observe_concurrency: 8,
             in_doubt_for: Ledger::DEFAULT_IN_DOUBT_FOR,
+            destinations: TokenDestinations::default(),
         }
     }
 }
@@ -85,6 +91,8 @@ pub enum ReconcileError {
     },
     #[error("every project failed; first error: {0}")]
     AllProjectsFailed(#[source] GitLabError),
+    #[error("spec.gitlab.url: no token is sent to {0}")]
+    DestinationRefused(#[source] DestinationRefused),
 }
 
 impl ReconcileError {
@@ -92,6 +100,7 @@ impl ReconcileError {
     pub fn kind(&self) -> &'static str {
         match self {
             ReconcileError::Client { .. } => "client_config",
+            ReconcileError::DestinationRefused(_) => "destination_refused",
             ReconcileError::AllProjectsFailed(e) => e.kind(),
         }
     }
@@ -343,6 +352,11 @@ impl Engine {
         url: &url::Url,
         token: &SecretString,
     ) -> Result<GitLabClient, ReconcileError> {
+        self.inner
+            .config
+            .destinations
+            .check(url)
+            .map_err(ReconcileError::DestinationRefused)?;
         let instance = instance_key(url);
         // The token is part of the key only as a digest: it never leaves this function.
         let digest = {

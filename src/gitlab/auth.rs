@@ -75,6 +75,19 @@ pub(crate) struct AuthHeader {
     pub(crate) value: HeaderValue,
 }
 
+impl AuthHeader {
+    /// `text` with every occurrence of the token replaced by `[REDACTED]`: a GitLab (or proxy)
+    /// error page that echoes the request's headers must not carry the token into a log.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let value = String::from_utf8_lossy(self.value.as_bytes());
+        let token = value.strip_prefix("Bearer ").unwrap_or(&value);
+        if token.is_empty() || !text.contains(token) {
+            return text.to_owned();
+        }
+        text.replace(token, "[REDACTED]")
+    }
+}
+
 impl fmt::Debug for AuthHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "AuthHeader({}: <redacted>)", self.name)

@@ -475,7 +475,14 @@ impl GitLabClient {
         };
         // Whatever arrived before the timeout is used.
         let _ = tokio::time::timeout(self.inner.timeout, read).await;
-        api_message(status, &body)
+        // The token is taken out before the message is cut short, so no part of it survives.
+        match &self.inner.auth {
+            Some(auth) => api_message(
+                status,
+                auth.redact(&String::from_utf8_lossy(&body)).as_bytes(),
+            ),
+            None => api_message(status, &body),
+        }
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the GET retry budget is spent.

@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod client;
+pub mod destinations;
 mod download;
 pub mod endpoints;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod telemetry;
 pub use auth::Credential;
 pub use backoff::Backoff;
 pub use client::{ClientConfig, GitLabClient};
+pub use destinations::{DestinationRefused, TokenDestinations};
 pub use endpoints::{Endpoint, Method};
 pub use error::{GitLabError, TransportFailure};
 pub use jobs::ListJobsQuery;

@@ -4,6 +4,7 @@
 
 use jobwarden::crd::JobPolicy;
 use jobwarden::engine::{Engine, EngineConfig, Ledger, RunMode, RunReport};
+use jobwarden::gitlab::TokenDestinations;
 use jobwarden::metrics::Metrics;
 use jobwarden::policy::{CompiledPolicy, PolicyKey, compile};
 use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
@@ -44,11 +45,19 @@ impl World {
         World { sim, ctl, project }
     }
 
-    /// A new engine instance: what a restart of jobwarden gives.
+    /// A new engine instance: what a restart of jobwarden gives (allowed to send the token over
+    /// plain http, as the simulator speaks it).
     pub fn engine(&self) -> Engine {
+        self.engine_with(EngineConfig {
+            destinations: TokenDestinations::insecure_http_allowed(),
+            ..EngineConfig::default()
+        })
+    }
+
+    pub fn engine_with(&self, config: EngineConfig) -> Engine {
         let ctl = self.ctl.clone();
         Engine::new(
-            EngineConfig::default(),
+            config,
             Arc::new(move || ctl.now()),
             Arc::new(Metrics::new()),
         )
@@ -57,7 +66,10 @@ impl World {
     /// An engine whose ledger is kept in `dir`, as `jobwarden run --state-dir dir` builds it.
     pub fn engine_with_state_dir(&self, dir: &std::path::Path) -> Engine {
         let ctl = self.ctl.clone();
-        let config = EngineConfig::default();
+        let config = EngineConfig {
+            destinations: TokenDestinations::insecure_http_allowed(),
+            ..EngineConfig::default()
+        };
         let ledger = Ledger::in_dir(dir, config.in_doubt_for).expect("state dir");
         Engine::with_ledger(
             config,

@@ -314,6 +314,8 @@ def start_controller(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, id
             "--metrics-listen", "127.0.0.1:0",
             "--lease-namespace", LEASE_NAMESPACE,
             "--identity", identity,
+            # The GitLab simulator speaks plain http on loopback.
+            "--allow-insecure-http",
         ],
         workdir,
         env,

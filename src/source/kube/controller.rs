@@ -436,6 +436,7 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
             let reason = match &err {
                 ReconcileError::Client { .. } => ReadyReason::GitLabClientError,
                 ReconcileError::AllProjectsFailed(_) => ReadyReason::GitLabError,
+                ReconcileError::DestinationRefused(_) => ReadyReason::GitLabUrlNotAllowed,
             };
             report_failure(
                 &ctx,

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::EngineConfig;
+use crate::gitlab::TokenDestinations;
 use crate::metrics::Metrics;
 use crate::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimHandle, Simulator};
 use crate::source::kube::test_api::{Handle, expect, mock_client, next};
@@ -55,7 +56,10 @@ fn context(client: Client, engine: Engine) -> Arc<Context> {
 
 fn offline_engine() -> Engine {
     Engine::new(
-        EngineConfig::default(),
+        EngineConfig {
+            destinations: TokenDestinations::insecure_http_allowed(),
+            ..EngineConfig::default()
+        },
         crate::engine::system_clock(),
         Arc::new(Metrics::new()),
     )
@@ -305,7 +309,10 @@ async fn a_policy_reconciled_recently_waits_for_its_interval_without_any_request
     let (client, api) = mock_client();
     let now: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().expect("timestamp");
     let engine = Engine::new(
-        EngineConfig::default(),
+        EngineConfig {
+            destinations: TokenDestinations::insecure_http_allowed(),
+            ..EngineConfig::default()
+        },
         Arc::new(move || now),
         Arc::new(Metrics::new()),
     );
@@ -402,7 +409,10 @@ async fn a_run_patches_ready_counters_and_recent_actions_and_records_an_event_pe
     let gitlab = gitlab_with_a_stuck_job().await;
     let ctl = gitlab.sim.control();
     let engine = Engine::new(
-        EngineConfig::default(),
+        EngineConfig {
+            destinations: TokenDestinations::insecure_http_allowed(),
+            ..EngineConfig::default()
+        },
         Arc::new(move || ctl.now()),
         Arc::new(Metrics::new()),
     );

@@ -44,6 +44,9 @@ pub enum ReadyReason {
     GitLabError,
     /// No GitLab client could be built for `spec.gitlab.url` (False).
     GitLabClientError,
+    /// `spec.gitlab.url` may not receive a token: plain http without `--allow-insecure-http`,
+    /// or a host outside `--allowed-gitlab-hosts` (False).
+    GitLabUrlNotAllowed,
 }
 
 impl ReadyReason {
@@ -58,6 +61,7 @@ impl ReadyReason {
             ReadyReason::SecretUnreadable => "SecretUnreadable",
             ReadyReason::GitLabError => "GitLabError",
             ReadyReason::GitLabClientError => "GitLabClientError",
+            ReadyReason::GitLabUrlNotAllowed => "GitLabUrlNotAllowed",
         }
     }
 
