@@ -230,3 +230,150 @@ async fn no_token_is_sent_over_plain_http_or_to_a_host_not_allowed() {
         "not a single request reached the simulator"
     );
 }
+
+/// The example policies, as `jobwarden demo` runs them: pointed at the simulator.
+fn example_policies(url: &url::Url) -> Vec<jobwarden::policy::CompiledPolicy> {
+    let mut policies = Vec::new();
+    for (_, text) in jobwarden::commands::demo::EXAMPLES {
+        for document in serde_yaml::Deserializer::from_str(text) {
+            let value: serde_yaml::Value = serde::Deserialize::deserialize(document).expect("yaml");
+            if value["kind"].as_str() != Some("JobPolicy") {
+                continue;
+            }
+            let mut policy: jobwarden::crd::JobPolicy =
+                serde_yaml::from_value(value).expect("a JobPolicy");
+            policy.spec.gitlab.url = url.to_string();
+            let key = jobwarden::policy::PolicyKey::new(
+                policy.metadata.namespace.as_deref().unwrap_or("default"),
+                policy.metadata.name.as_deref().unwrap_or("unnamed"),
+            );
+            policies.push(jobwarden::policy::compile(key, &policy.spec).expect("compiles"));
+        }
+    }
+    policies
+}
+
+#[tokio::test]
+async fn the_example_policies_do_not_undo_each_other() {
+    use jobwarden::engine::Outcome;
+    use std::collections::HashSet;
+    let mut config = jobwarden::sim::SimConfig::new(TOKEN);
+    config.clock = jobwarden::sim::Clock::manual(MONDAY_MORNING.parse().expect("time"));
+    let sim = jobwarden::sim::Simulator::start(config, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("simulator");
+    let ctl = sim.control();
+    let clock_ctl = ctl.clone();
+    let engine = jobwarden::engine::Engine::new(
+        EngineConfig {
+            destinations: TokenDestinations::insecure_http_allowed(),
+            // Simulated time runs faster than the real-time request budget refills.
+            requests_per_minute: 1_000_000,
+            ..EngineConfig::default()
+        },
+        std::sync::Arc::new(move || clock_ctl.now()),
+        std::sync::Arc::new(jobwarden::metrics::Metrics::new()),
+    );
+    let policies = example_policies(&sim.base_url());
+    let token = SecretString::from(TOKEN.to_owned());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut created_by_retry = HashSet::new();
+    let mut canceled = std::collections::HashMap::new();
+    // An hour of the demo fleet, a run of every policy every 10 simulated seconds.
+    for _ in 0..360 {
+        for policy in &policies {
+            let report = engine
+                .reconcile(policy, &token, RunMode::Normal, &stop)
+                .await
+                .expect("run");
+            for action in &report.actions {
+                match (action.action, &action.outcome) {
+                    ("retry", Outcome::Succeeded { new_job_id }) => {
+                        created_by_retry.extend(*new_job_id);
+                    }
+                    ("cancel", Outcome::Succeeded { .. }) => {
+                        canceled.insert(action.job_id, action.reason.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ctl.advance(Duration::from_secs(10));
+    }
+    assert!(
+        !created_by_retry.is_empty() && !canceled.is_empty(),
+        "both act: retried {created_by_retry:?}, canceled {canceled:?}"
+    );
+    let undone: Vec<_> = canceled
+        .iter()
+        .filter(|(id, _)| created_by_retry.contains(*id))
+        .collect();
+    assert!(
+        undone.is_empty(),
+        "retries canceled by the examples themselves: {undone:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_re_opened_by_a_retry_is_not_canceled_as_stale_at_once() {
+    let w = World::start(MONDAY_MORNING).await;
+    let eighteen_hours = Duration::from_secs(18 * 3600);
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("build", "build", "failed")
+                .failed_with("stuck_or_timeout_failure")
+                .aged(eighteen_hours),
+            JobSpec::new("deploy", "deploy", "skipped").aged(eighteen_hours),
+        ],
+    );
+    let retry = w.named_policy(
+        "retry",
+        PROJECT,
+        "  rules:
+    - name: retry-stuck
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 1}
+",
+    );
+    let cancel = w.named_policy(
+        "cancel",
+        PROJECT,
+        "  rules:
+    - name: cancel-stale
+      match: {statuses: [created, pending], olderThan: 30m}
+      cancel: {}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &retry).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(
+        w.status(ids[1]),
+        "created",
+        "the retry re-opened the deploy"
+    );
+
+    w.advance(20);
+    let report = w.run(&engine, &cancel).await;
+    assert!(
+        outcomes(&report, "cancel").is_empty(),
+        "re-opened 20 s ago: {:?}",
+        report.actions
+    );
+    assert_eq!(w.status(ids[1]), "created");
+
+    // Stuck for half an hour since the retry: now it is stale.
+    w.advance(30 * 60);
+    let report = w.run(&engine, &cancel).await;
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.job_id == ids[1] && a.outcome.label() == "succeeded"),
+        "{:?}",
+        report.actions
+    );
+}

@@ -566,7 +566,7 @@ fn cheap_conditions(
         );
     }
     if let Some(min_age) = c.older_than {
-        let (age, since) = time_in_current_state(job, now);
+        let (age, since) = time_in_current_state(job, index, now);
         if age < min_age {
             return None;
         }
@@ -697,9 +697,18 @@ mod tests;
 /// How long a job has been in its current state, as far as GitLab tells, and what that state
 /// began with. A pending job counts from when it was queued (`queued_duration`), a running one
 /// from when it started, anything else from its creation. So a manual job that was just played,
-/// or a job that was just re-queued, is not "old" because its record is.
-fn time_in_current_state(job: &JobRecord, now: Timestamp) -> (SignedDuration, &'static str) {
-    let since_created = (now.duration_since(job.created_at.get()), "created");
+/// or a job that was just re-queued, is not "old" because its record is. Creation is the later of
+/// the job's own and that of the newest job of its pipeline: a retry re-opens the jobs after the
+/// retried one (`skipped` → `created`) without changing their `created_at`.
+fn time_in_current_state(
+    job: &JobRecord,
+    index: &ProjectJobs,
+    now: Timestamp,
+) -> (SignedDuration, &'static str) {
+    let since_created = match index.reopened_at(job) {
+        Some(retried) => (now.duration_since(retried), "pipeline retried"),
+        None => (now.duration_since(job.created_at.get()), "created"),
+    };
     match job.status {
         JobStatus::Pending => job
             .queued_at

@@ -150,6 +150,44 @@ fn older_than_counts_a_pending_job_from_when_it_was_queued() {
 }
 
 #[test]
+fn older_than_counts_a_job_re_opened_by_a_retry_from_the_retry() {
+    // Pipeline 10: `build` failed 18 h ago and `deploy` was skipped; a retry of `build` a minute
+    // ago re-opened `deploy` (skipped → created), whose `created_at` is still 18 h old.
+    let p = policy("rules: [{name: r, match: {statuses: [created], olderThan: 30m}, cancel: {}}]");
+    let mut build = job(1, 10, "build", Failed);
+    build.created_at = (now() - mins(18 * 60)).into();
+    let mut deploy = job(2, 10, "deploy", Created);
+    deploy.created_at = (now() - mins(18 * 60)).into();
+    let mut retried_build = job(3, 10, "build", Running);
+    retried_build.created_at = (now() - mins(1)).into();
+    // In another pipeline nothing was retried: its created job is old.
+    let mut stale = job(4, 11, "deploy", Created);
+    stale.created_at = (now() - mins(60)).into();
+    let d = decide_all(
+        &p,
+        &World::new(vec![build, deploy, retried_build, stale]),
+        now(),
+    );
+    assert_eq!(ids(&d), vec![4], "the re-opened deploy is a minute old");
+    assert_eq!(d[0].reason, "created; created 1h ago (olderThan 30m)");
+
+    // Half an hour after the retry, the re-opened job is as stale as any.
+    let later = now() + mins(30);
+    let mut build = job(1, 10, "build", Failed);
+    build.created_at = (now() - mins(18 * 60)).into();
+    let mut deploy = job(2, 10, "deploy", Created);
+    deploy.created_at = (now() - mins(18 * 60)).into();
+    let mut retried_build = job(3, 10, "build", Success);
+    retried_build.created_at = (now() - mins(1)).into();
+    let d = decide_all(&p, &World::new(vec![build, deploy, retried_build]), later);
+    assert_eq!(ids(&d), vec![2]);
+    assert_eq!(
+        d[0].reason,
+        "created; pipeline retried 31m ago (olderThan 30m)"
+    );
+}
+
+#[test]
 fn superseded_by_a_newer_pipeline_on_the_same_ref() {
     let p = policy(
         "rules: [{name: r, match: {statuses: [pending, running], superseded: true}, cancel: {}}]",

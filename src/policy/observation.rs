@@ -2,7 +2,7 @@
 //! over them that rules need, kept up to date as jobs come and go (no per-run rebuild, no copy).
 
 use crate::gitlab::models::ProjectRef;
-use crate::gitlab::records::{JobRecord, Name};
+use crate::gitlab::records::{JobRecord, Name, Stamp};
 use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
 
@@ -20,6 +20,9 @@ pub struct Observation<'a> {
 
 /// One project's jobs by id, with:
 /// - the newest pipeline seen per `(tag, ref, job name)`, for `superseded`;
+/// - per pipeline, when its newest retry was created: a retry creates a job, and re-opens the
+///   jobs after it (`skipped` → `created`), whose own `created_at` does not move
+///   ([`reopened_at`](ProjectJobs::reopened_at));
 /// - per `(pipeline, job name)`: the newest attempt seen, so a retried job is known not to be
 ///   the latest attempt, and how many attempts were seen, so a retry rule can count attempts
 ///   without listing the pipeline's jobs ([`attempts_of`](ProjectJobs::attempts_of)).
@@ -43,16 +46,22 @@ pub struct ProjectJobs {
     jobs: Vec<JobRecord>,
     newest_pipeline: HashMap<(bool, Name, Name), u64>,
     attempts: HashMap<(u64, Name), Attempts>,
+    /// The creation of the newest retry seen in each pipeline with a kept job.
+    retried_at: HashMap<u64, Stamp>,
     complete_since: Option<Timestamp>,
     /// Pipelines created since `complete_since` whose attempt entries were dropped, with the
     /// second each was created.
     forgotten: HashMap<u64, i64>,
 }
 
-/// The attempts of one job name in one pipeline (24 bytes: there is one per kept job).
+/// The attempts of one job name in one pipeline (40 bytes: there is one per kept job).
 #[derive(Debug, Clone, Copy)]
 struct Attempts {
     newest: u64,
+    /// The first attempt seen: when it is older than `newest`, the job was retried.
+    oldest: u64,
+    /// When the newest attempt was created.
+    newest_created: Stamp,
     seen: u32,
     /// The second the pipeline was created, or [`UNKNOWN_SECOND`].
     pipeline_created: i64,
@@ -80,12 +89,25 @@ impl ProjectJobs {
             .entry((job.pipeline_id, job.name.clone()))
             .or_insert(Attempts {
                 newest: job.id,
+                oldest: job.id,
+                newest_created: job.created_at,
                 seen: 0,
                 pipeline_created: job
                     .pipeline_created_at
                     .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
             });
-        attempts.newest = attempts.newest.max(job.id);
+        if job.id > attempts.newest {
+            attempts.newest = job.id;
+            attempts.newest_created = job.created_at;
+        }
+        attempts.oldest = attempts.oldest.min(job.id);
+        if attempts.oldest < attempts.newest {
+            let retried = self
+                .retried_at
+                .entry(job.pipeline_id)
+                .or_insert(attempts.newest_created);
+            *retried = (*retried).max(attempts.newest_created);
+        }
         if first_sight {
             attempts.seen = attempts.seen.saturating_add(1);
         }
@@ -134,6 +156,8 @@ impl ProjectJobs {
         }
         self.newest_pipeline
             .retain(|(tag, git_ref, name), _| pipeline_keys.contains(&(*tag, &**git_ref, &**name)));
+        self.retried_at
+            .retain(|pipeline, _| pipelines.contains(pipeline));
         let complete_since = self.complete_since;
         let forgotten = &mut self.forgotten;
         self.attempts.retain(|(pipeline, _), attempts| {
@@ -150,6 +174,7 @@ impl ProjectJobs {
         // A first sync notes every job of the history; what stays is a small part of it.
         shrink(&mut self.newest_pipeline);
         shrink(&mut self.attempts);
+        shrink(&mut self.retried_at);
         shrink(&mut self.forgotten);
     }
 
@@ -216,6 +241,16 @@ impl ProjectJobs {
             .get(&(job.tag, job.git_ref.clone(), job.name.clone()))
             .copied()
             .filter(|p| *p > job.pipeline_id)
+    }
+
+    /// When a job of `job`'s pipeline was last retried, if after `job` was created: the job may
+    /// have been re-opened then (a retry of an earlier stage turns the `skipped` jobs after it
+    /// back into `created`).
+    pub fn reopened_at(&self, job: &JobRecord) -> Option<Timestamp> {
+        self.retried_at
+            .get(&job.pipeline_id)
+            .filter(|t| **t > job.created_at)
+            .map(|t| t.get())
     }
 
     /// True when a newer attempt of the job (same name, same pipeline) has been seen.

@@ -192,10 +192,6 @@ pub(crate) fn retry(
         .projects
         .get_mut(&project_id)
         .ok_or(OpError::NotFound)?;
-    let autopilot_pipeline = project
-        .pipelines
-        .get(&pipeline_id)
-        .is_some_and(|p| p.autopilot);
     let siblings: Vec<u64> = project
         .latest_jobs(pipeline_id)
         .filter(|j| j.name == name)
@@ -207,17 +203,16 @@ pub(crate) fn retry(
             job.updated_at = now;
         }
     }
-    if autopilot_pipeline {
-        // ResetSkippedJobsService: later jobs skipped because of this one get another chance.
-        let later_skipped: Vec<u64> = project
-            .latest_jobs(pipeline_id)
-            .filter(|j| j.stage_idx > stage_idx && j.status == Status::Skipped)
-            .map(|j| j.id)
-            .collect();
-        for id in later_skipped {
-            if let Some(job) = project.jobs.get_mut(&id) {
-                machine::enter(job, Status::Created, now, None);
-            }
+    // ResetSkippedJobsService: later jobs skipped because of this one get another chance (in
+    // scenario pipelines too: there they stay `created`, as nothing drives them further).
+    let later_skipped: Vec<u64> = project
+        .latest_jobs(pipeline_id)
+        .filter(|j| j.stage_idx > stage_idx && j.status == Status::Skipped)
+        .map(|j| j.id)
+        .collect();
+    for id in later_skipped {
+        if let Some(job) = project.jobs.get_mut(&id) {
+            machine::enter(job, Status::Created, now, None);
         }
     }
     world.insert_job(new);
