@@ -377,3 +377,54 @@ async fn a_job_re_opened_by_a_retry_is_not_canceled_as_stale_at_once() {
         report.actions
     );
 }
+
+/// The sum of `jobwarden_actions_total` series with this outcome.
+fn actions_total(engine: &jobwarden::engine::Engine, outcome: &str) -> f64 {
+    engine
+        .metrics()
+        .render()
+        .lines()
+        .filter(|l| {
+            l.starts_with("jobwarden_actions_total{")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_decision_that_sends_nothing_is_counted_once_however_many_runs_repeat_it() {
+    let w = World::start(MONDAY_MORNING).await;
+    let jobs: Vec<JobSpec> = (0..3)
+        .map(|i| {
+            JobSpec::new(format!("job-{i}"), "test", "pending").aged(Duration::from_secs(3 * 3600))
+        })
+        .collect();
+    w.pipeline("main", false, jobs);
+    let dry = w.named_policy(
+        "dry",
+        PROJECT,
+        "  dryRun: true
+  rules:
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 2h}
+      cancel: {}
+",
+    );
+    let engine = w.engine();
+    for run in 0..5 {
+        let report = w.run(&engine, &dry).await;
+        assert_eq!(report.actions.len(), 3);
+        assert!(
+            report.actions.iter().all(|a| a.repeat == (run > 0)),
+            "run {run}: {:?}",
+            report.actions
+        );
+        w.advance(10);
+    }
+    assert_eq!(
+        actions_total(&engine, "dry_run"),
+        3.0,
+        "one per job, not per run"
+    );
+}

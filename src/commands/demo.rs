@@ -4,7 +4,7 @@
 
 use super::output::{self, Summary};
 use super::{GitLabArgs, termination_signal};
-use crate::engine::{Engine, Outcome, RunReport};
+use crate::engine::{Engine, RunReport};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
 use crate::sim::{Clock, SimConfig, Simulator};
@@ -160,22 +160,9 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     };
     let summary = Arc::new(Mutex::new(Summary::default()));
     let sink_summary = summary.clone();
-    // A dry-run or over-budget decision comes back every run until it changes: show it once.
-    let shown = Mutex::new(std::collections::HashSet::new());
     let sink = Arc::new(move |report: &RunReport| {
-        for record in &report.actions {
-            let repeats = matches!(
-                record.outcome,
-                Outcome::Deferred { .. } | Outcome::DryRun | Outcome::SkippedOverBudget
-            );
-            let key = (
-                report.policy.to_string(),
-                record.job_id,
-                record.outcome.label(),
-            );
-            if repeats && !shown.lock().is_ok_and(|mut s| s.insert(key)) {
-                continue;
-            }
+        // A dry-run or over-budget decision comes back every run until it changes: shown once.
+        for record in report.actions.iter().filter(|r| !r.repeat) {
             println!("{}", output::action_line(report, record));
         }
         for f in &report.failures {

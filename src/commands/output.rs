@@ -38,7 +38,7 @@ pub struct Summary {
 impl Summary {
     pub fn add(&mut self, report: &RunReport) {
         for record in &report.actions {
-            if matches!(record.outcome, Outcome::Deferred { .. }) {
+            if record.repeat || matches!(record.outcome, Outcome::Deferred { .. }) {
                 continue;
             }
             *self

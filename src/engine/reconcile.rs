@@ -117,17 +117,23 @@ pub struct ActionRecord {
     pub action: &'static str,
     pub reason: String,
     pub outcome: Outcome,
+    /// The policy's previous run reported the same outcome for this job: a decision that sends
+    /// nothing (dry-run, over budget, deferred) comes back every run until it changes. Metrics,
+    /// status counters and the demo count and show it once.
+    pub repeat: bool,
 }
 
 impl ActionRecord {
     /// One structured line (target `jobwarden::action`). Decisions held back (deferred, over
-    /// budget) come again every run: they are logged at debug level, and counted in the run's
-    /// line.
+    /// budget) and repeats come again every run: they are logged at debug level, and counted in
+    /// the run's line.
     pub fn log(&self, policy: &PolicyKey) {
-        if matches!(
-            self.outcome,
-            Outcome::Deferred { .. } | Outcome::SkippedOverBudget
-        ) {
+        if self.repeat
+            || matches!(
+                self.outcome,
+                Outcome::Deferred { .. } | Outcome::SkippedOverBudget
+            )
+        {
             tracing::debug!(
                 target: "jobwarden::action",
                 policy = %policy,
@@ -280,6 +286,8 @@ struct Inner {
     watched: Mutex<HashMap<PolicyKey, HashSet<ObserverKey>>>,
     /// Budgets and unsettled calls, kept in the state file when there is one.
     ledger: Ledger,
+    /// Per policy, the decisions that sent nothing in its last run and in the current one.
+    unsent: Mutex<HashMap<PolicyKey, UnsentDecisions>>,
     accounting: Mutex<JobAccounting>,
 }
 
@@ -331,6 +339,7 @@ impl Engine {
                 aliases: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
                 ledger,
+                unsent: Mutex::new(HashMap::new()),
                 accounting: Mutex::new(JobAccounting::new()),
             }),
         }
@@ -437,6 +446,7 @@ impl Engine {
     /// and every observer no other policy watches, with their metric series.
     pub async fn forget_policy(&self, key: &PolicyKey) {
         lock(&self.inner.clients).remove(key);
+        lock(&self.inner.unsent).remove(key);
         if let Err(err) = self.inner.ledger.forget_policy(key).await {
             tracing::warn!(policy = %key, error = %err, "cannot update the state file");
         }
@@ -542,6 +552,10 @@ impl Engine {
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
         let instance = instance_key(&policy.gitlab_url);
+        lock(&self.inner.unsent)
+            .entry(policy.key.clone())
+            .or_default()
+            .next_run();
         let allowance = Allowance::new(self.budget(&policy.key, &policy.limits, now));
         let follow_blocked = policy
             .statuses_of_interest()
@@ -951,10 +965,15 @@ impl Engine {
             rule: decision.rule.clone(),
             action: decision.action.name(),
             reason: decision.reason.clone(),
+            repeat: false,
             outcome,
         };
+        let record = ActionRecord {
+            repeat: self.is_repeat(&run.policy.key, &record),
+            ..record
+        };
         record.log(&run.policy.key);
-        if !matches!(record.outcome, Outcome::Deferred { .. }) {
+        if !record.repeat && !matches!(record.outcome, Outcome::Deferred { .. }) {
             self.inner.metrics.count_action(
                 &run.policy.key.namespace,
                 &run.policy.key.name,
@@ -964,6 +983,38 @@ impl Engine {
             );
         }
         Some(record)
+    }
+}
+
+/// Decisions that sent nothing (dry-run, over budget, deferred), by job and outcome: those of
+/// the policy's previous run and those of the current one.
+#[derive(Default)]
+struct UnsentDecisions {
+    previous: HashSet<(u64, &'static str)>,
+    current: HashSet<(u64, &'static str)>,
+}
+
+impl UnsentDecisions {
+    fn next_run(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+impl Engine {
+    /// Whether the policy's previous run reported this decision with the same outcome (only
+    /// decisions that send nothing repeat).
+    fn is_repeat(&self, policy: &PolicyKey, record: &ActionRecord) -> bool {
+        if !matches!(
+            record.outcome,
+            Outcome::DryRun | Outcome::SkippedOverBudget | Outcome::Deferred { .. }
+        ) {
+            return false;
+        }
+        let key = (record.job_id, record.outcome.label());
+        let mut unsent = lock(&self.inner.unsent);
+        let decisions = unsent.entry(policy.clone()).or_default();
+        decisions.current.insert(key);
+        decisions.previous.contains(&key)
     }
 }
 

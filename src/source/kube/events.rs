@@ -235,6 +235,7 @@ mod tests {
             action,
             reason: "failed with stuck_or_timeout_failure; attempt 1 of 3".into(),
             outcome,
+            repeat: false,
         }
     }
 

@@ -204,7 +204,7 @@ pub fn not_due_for(
 /// skipped over budget. Saturates instead of overflowing.
 pub fn accumulate(previous: &ActionCounters, actions: &[ActionRecord]) -> ActionCounters {
     let mut counters = previous.clone();
-    for record in actions {
+    for record in actions.iter().filter(|r| !r.repeat) {
         match &record.outcome {
             Outcome::Succeeded { .. } => {
                 let counter = match action_kind(record.action) {
@@ -242,6 +242,10 @@ pub fn merge_recent(actions: &[ActionRecord], previous: &[StatusAction]) -> Vec<
 /// The status entry for one engine record; `None` for outcomes that are not events yet (a
 /// retry deferred by backoff) or an action the status does not know.
 pub fn status_action(record: &ActionRecord) -> Option<StatusAction> {
+    if record.repeat {
+        // Reported by an earlier run.
+        return None;
+    }
     let (outcome, new_job_id, message) = match &record.outcome {
         Outcome::Succeeded { new_job_id } => (ActionOutcome::Succeeded, *new_job_id, None),
         Outcome::Noop { status } => (

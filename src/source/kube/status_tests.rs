@@ -21,6 +21,7 @@ fn record(job_id: u64, action: &'static str, outcome: Outcome, at: Timestamp) ->
         action,
         reason: "failed with stuck_or_timeout_failure; attempt 1 of 3".into(),
         outcome,
+        repeat: false,
     }
 }
 
