@@ -35,6 +35,8 @@ pub mod projects;
 pub mod ratelimit;
 pub mod records;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
 
 pub use auth::Credential;
 pub use backoff::Backoff;

@@ -14,7 +14,7 @@
 //! consumer that stops early stops paging. A stream ends after yielding a page-level error;
 //! a single item that does not decode is yielded as an error in its place and paging goes on.
 
-use crate::gitlab::client::{GitLabClient, decode_body};
+use crate::gitlab::client::{BodyError, GitLabClient, decode_body};
 use crate::gitlab::endpoints::{Endpoint, Query};
 use crate::gitlab::error::GitLabError;
 use futures::Stream;
@@ -192,6 +192,29 @@ fn with_page(current: &Url, page: u64) -> Url {
     next
 }
 
+/// Decodes page number `page` of a listing: the body is split into its items without building
+/// a JSON tree, then each item is decoded on its own, so one odd item is an error in its place.
+/// A body that is not a JSON array fails the page.
+pub(crate) fn decode_page<T: DeserializeOwned>(
+    endpoint: Endpoint,
+    page: u32,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<Result<T, GitLabError>>, BodyError> {
+    let items: Vec<&serde_json::value::RawValue> = decode_body(endpoint, headers, body)?;
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            serde_json::from_str::<T>(item.get()).map_err(|e| GitLabError::Decode {
+                method: endpoint.method.as_str(),
+                endpoint: endpoint.template,
+                detail: format!("item {index} of page {page}: {e}"),
+            })
+        })
+        .collect())
+}
+
 /// The state of a paged listing between polls.
 struct Pager<T> {
     client: GitLabClient,
@@ -224,25 +247,12 @@ impl<T: DeserializeOwned> Pager<T> {
         }
         self.pages += 1;
         let (endpoint, page) = (self.endpoint, self.pages);
-        // The page is split into its items without building a JSON tree, then each item is
-        // decoded on its own, so one odd item is reported in its place and paging goes on. A
-        // page cut off in transit fails the split and is fetched again.
+        // One odd item is reported in its place and paging goes on; a page cut off in transit
+        // fails the split and is fetched again.
         let (items, headers) = self
             .client
             .get_decoded(endpoint, &url, |headers, body| {
-                let items: Vec<&serde_json::value::RawValue> =
-                    decode_body(endpoint, headers, body)?;
-                Ok(items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, item)| {
-                        serde_json::from_str::<T>(item.get()).map_err(|e| GitLabError::Decode {
-                            method: endpoint.method.as_str(),
-                            endpoint: endpoint.template,
-                            detail: format!("item {index} of page {page}: {e}"),
-                        })
-                    })
-                    .collect::<Vec<_>>())
+                decode_page(endpoint, page, headers, body)
             })
             .await?;
         self.next =

@@ -78,7 +78,10 @@ pub fn parse_go_duration(input: &str) -> Result<SignedDuration, DurationError> {
             let kept = &frac_digits[..frac_digits.len().min(20)];
             let numerator: u128 = kept.parse().map_err(|_| syntax())?;
             let scale = 10u128.pow(kept.len() as u32);
-            component += numerator * unit / scale;
+            // The whole part may already sit just below u128::MAX.
+            component = component
+                .checked_add(numerator * unit / scale)
+                .ok_or_else(too_large)?;
         }
         total = total.checked_add(component).ok_or_else(too_large)?;
         if total > MAX_NANOS {
@@ -196,6 +199,19 @@ mod tests {
             parse_go_duration("99999999999999999999999999999999999999999h"),
             Err(DurationError::TooLarge(_))
         ));
+        // Found by tests/fuzz.rs: a whole part just below u128::MAX nanoseconds plus a
+        // fraction overflowed (a panic in debug builds; in release the sum wrapped around to a
+        // few seconds, and the duration was accepted).
+        for huge in [
+            "5671372782015641057722910123.9m",
+            "340282366920938463463374607431.9999s",
+            "94522879700260684295381835.9999h",
+        ] {
+            assert!(
+                matches!(parse_go_duration(huge), Err(DurationError::TooLarge(_))),
+                "{huge}"
+            );
+        }
     }
 
     #[test]

@@ -169,33 +169,51 @@ pub fn load_manifests(paths: &[PathBuf]) -> LoadedManifests {
     let mut loaded = LoadedManifests::default();
     let mut first_seen: HashMap<PolicyKey, SourceLocation> = HashMap::new();
     for file in manifest_files(paths, &mut loaded.errors) {
-        let text = match read_manifest(&file) {
-            Ok(text) => text,
-            Err(problem) => {
-                loaded.errors.push(ManifestError::in_file(&file, problem));
-                continue;
-            }
-        };
-        let documents = split_documents(&text);
-        if documents.len() > MAX_DOCUMENTS {
-            loaded.errors.push(ManifestError::in_file(
-                &file,
-                format!(
-                    "{} documents: at most {MAX_DOCUMENTS} are read from one file",
-                    documents.len()
-                ),
-            ));
-            continue;
-        }
-        for (document, chunk) in documents.into_iter().enumerate() {
-            let at = SourceLocation {
-                file: file.clone(),
-                document: document + 1,
-            };
-            load_document(&at, &chunk, &mut loaded, &mut first_seen);
+        match read_manifest(&file) {
+            Ok(text) => load_text(&file, &text, &mut loaded, &mut first_seen),
+            Err(problem) => loaded.errors.push(ManifestError::in_file(&file, problem)),
         }
     }
     loaded
+}
+
+/// Reads the manifests of one file's `text` as [`load_manifests`] does once it has read the
+/// file: the same bounds ([`check_manifest_text`], [`MAX_DOCUMENTS`]), then each document
+/// parsed, checked against the schema and compiled. `file` only names the text in errors.
+pub fn load_manifest_text(file: &Path, text: &str) -> LoadedManifests {
+    let mut loaded = LoadedManifests::default();
+    match check_manifest_text(text) {
+        Ok(()) => load_text(file, text, &mut loaded, &mut HashMap::new()),
+        Err(problem) => loaded.errors.push(ManifestError::in_file(file, problem)),
+    }
+    loaded
+}
+
+/// Splits a file's text into documents and loads each one.
+fn load_text(
+    file: &Path,
+    text: &str,
+    loaded: &mut LoadedManifests,
+    first_seen: &mut HashMap<PolicyKey, SourceLocation>,
+) {
+    let documents = split_documents(text);
+    if documents.len() > MAX_DOCUMENTS {
+        loaded.errors.push(ManifestError::in_file(
+            file,
+            format!(
+                "{} documents: at most {MAX_DOCUMENTS} are read from one file",
+                documents.len()
+            ),
+        ));
+        return;
+    }
+    for (document, chunk) in documents.into_iter().enumerate() {
+        let at = SourceLocation {
+            file: file.to_owned(),
+            document: document + 1,
+        };
+        load_document(&at, &chunk, loaded, first_seen);
+    }
 }
 
 /// The largest manifest file read (a JobPolicy with 10,000 project paths is about 0.5 MB).
@@ -231,13 +249,26 @@ pub fn read_manifest(file: &Path) -> Result<String, String> {
         ));
     }
     let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
-    let depth = flow_nesting(&text);
+    check_manifest_text(&text)?;
+    Ok(text)
+}
+
+/// The bounds on a manifest's text that keep the YAML parser's work small: at most
+/// [`MAX_MANIFEST_BYTES`], flow collections nested at most [`MAX_FLOW_NESTING`] deep.
+pub fn check_manifest_text(text: &str) -> Result<(), String> {
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "{} bytes: manifest files are read up to {MAX_MANIFEST_BYTES} bytes (1 MiB)",
+            text.len()
+        ));
+    }
+    let depth = flow_nesting(text);
     if depth > MAX_FLOW_NESTING {
         return Err(format!(
             "flow collections nested {depth} deep: at most {MAX_FLOW_NESTING} are read"
         ));
     }
-    Ok(text)
+    Ok(())
 }
 
 /// The deepest nesting of `[`/`{` outside quoted scalars and comments (a close estimate: it
