@@ -110,6 +110,10 @@ pub const DEFAULT_MAX_ACTIONS_PER_HOUR: u32 = 200;
     {
         "rule": "!has(self.interval) || duration(self.interval) >= duration('10s')",
         "message": "interval must be at least 10s"
+    },
+    {
+        "rule": "!has(self.resyncInterval) || duration(self.resyncInterval) >= duration(has(self.interval) ? self.interval : '1m')",
+        "message": "resyncInterval must be at least interval"
     }
 ]))]
 pub struct JobPolicySpec {
@@ -128,6 +132,14 @@ pub struct JobPolicySpec {
     #[serde(default = "default_interval")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: String,
+
+    /// With GitLab Job Hooks delivered to jobwarden (`--webhook-listen`): how often a project
+    /// whose hooks arrive is listed in full anyway, to catch a lost delivery (Go duration, at
+    /// least `interval`; e.g. ten times it). Between those listings a delivery is followed by
+    /// one read of its job. Without it, or while a project's hooks are silent, every run lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub resync_interval: Option<String>,
 
     /// Decide and report, but never act.
     #[serde(default)]

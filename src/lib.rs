@@ -15,6 +15,7 @@ pub mod server;
 pub mod sim;
 pub mod source;
 pub mod telemetry;
+pub mod webhook;
 
 /// The crate's top-level error, for the commands.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,8 @@ pub enum Error {
     Cluster(#[from] crate::source::kube::ClusterError),
     #[error(transparent)]
     Ledger(#[from] crate::engine::LedgerError),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

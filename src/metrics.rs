@@ -20,7 +20,8 @@ pub use accounting::{JobAccounting, JobEvents};
 
 use crate::gitlab::telemetry::RequestObserver;
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -49,6 +50,11 @@ pub const GITLAB_REQUEST_BUCKETS: [f64; 12] = [
 pub const RECONCILE_BUCKETS: [f64; 13] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
+
+/// Buckets of `webhook_action_latency_seconds`: 10 ms to a minute around the 250 ms goal
+/// (a retry backoff shows up in the upper buckets).
+pub const WEBHOOK_LATENCY_BUCKETS: [f64; 11] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
 /// The states of `jobwarden_policies`. All four are always exported (zero when no policy is in
 /// that state), so alerts and dashboards never see a missing series.
@@ -83,6 +89,8 @@ pub struct Metrics {
     reconcile_duration: HistogramVec,
     reconcile_errors: IntCounterVec,
     policies: IntGaugeVec,
+    webhook_deliveries: IntCounterVec,
+    webhook_action_latency: Histogram,
     /// Statuses ever reported per project, so a status that drops out is set back to zero.
     job_statuses_by_project: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Policy states ever reported (the four known ones from the start).
@@ -198,6 +206,21 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        let webhook_deliveries = IntCounterVec::new(
+            Opts::new(
+                "webhook_deliveries_total",
+                "GitLab Job Hook deliveries received, by outcome (accepted, duplicate, \
+                 unauthorized, ignored, invalid).",
+            ),
+            &["outcome"],
+        )?;
+        let webhook_action_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "webhook_action_latency_seconds",
+                "Time from a Job Hook delivery to the action it led to (the GitLab call sent).",
+            )
+            .buckets(WEBHOOK_LATENCY_BUCKETS.to_vec()),
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "build_info",
@@ -217,6 +240,8 @@ impl Metrics {
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(policies.clone()))?;
+        registry.register(Box::new(webhook_deliveries.clone()))?;
+        registry.register(Box::new(webhook_action_latency.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
 
         build_info
@@ -239,6 +264,8 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             policies,
+            webhook_deliveries,
+            webhook_action_latency,
             job_statuses_by_project: Mutex::new(HashMap::new()),
             policy_states: Mutex::new(POLICY_STATES.iter().map(|s| (*s).to_owned()).collect()),
         })
@@ -359,6 +386,21 @@ impl Metrics {
                 &bounded_token(outcome),
             ])
             .inc();
+    }
+
+    /// A Job Hook delivery was received; `outcome`: accepted, duplicate, unauthorized, ignored,
+    /// invalid.
+    pub fn count_webhook_delivery(&self, outcome: &str) {
+        self.webhook_deliveries
+            .with_label_values(&[&bounded_token(outcome)])
+            .inc();
+    }
+
+    /// An action was sent `seconds` after the Job Hook delivery that led to it.
+    pub fn observe_webhook_action_latency(&self, seconds: f64) {
+        if seconds.is_finite() && seconds >= 0.0 {
+            self.webhook_action_latency.observe(seconds);
+        }
     }
 
     /// One reconcile of a policy took `seconds`.

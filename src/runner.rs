@@ -233,6 +233,7 @@ async fn policy_loop(
     stop: CancellationToken,
 ) {
     let interval = policy.interval;
+    let wakeup = engine.wakeup(&policy.key);
     loop {
         let state = match engine
             .reconcile(&policy, &token, RunMode::Normal, &stop)
@@ -254,9 +255,21 @@ async fn policy_loop(
             }
             states.publish(&engine);
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+        // Until the next full run, Job Hook deliveries for the policy's projects are acted on
+        // as they come.
+        let next_run = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(next_run) => break,
+                () = wakeup.notified() => {
+                    match engine.reconcile_delivered(&policy, &token, &stop).await {
+                        Ok(report) if !report.actions.is_empty() || !report.failures.is_empty() => sink(&report),
+                        Ok(_) => {}
+                        Err(err) => tracing::warn!(policy = %policy.key, error = %err, "acting on deliveries failed"),
+                    }
+                }
+            }
         }
     }
 }

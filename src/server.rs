@@ -139,10 +139,28 @@ pub async fn serve_within(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
+    serve_app(
+        listener,
+        router(state),
+        "serving /metrics, /healthz, /readyz",
+        shutdown,
+        limits,
+    )
+    .await
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes, then finishes the
+/// requests in flight. `what` is logged once with the address.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    what: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        tracing::info!(%addr, "{what}");
     }
-    let app = router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let stopping = tokio_util::sync::CancellationToken::new();
     let connections = tokio_util::task::TaskTracker::new();

@@ -8,6 +8,8 @@ use crate::runner::{RunnerConfig, run_policies};
 use crate::source::kube::leader::LeaseSettings;
 use crate::source::kube::shard::Shard;
 use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};
+use crate::webhook::{WebhookSecrets, WebhookState};
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +43,19 @@ pub struct RunArgs {
     /// (`<dir>/ledger.json`). Without it a restart forgets both.
     #[arg(long, env = "JOBWARDEN_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Receive GitLab Job Hook deliveries (`POST /webhook`) on this address (for example
+    /// 0.0.0.0:9443 behind an Ingress that terminates TLS): a delivered job is re-read and acted
+    /// on at once instead of at the next interval. Off by default.
+    #[arg(long, env = "JOBWARDEN_WEBHOOK_LISTEN", value_name = "ADDR")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The environment variable holding the webhook's secret token (what GitLab sends in
+    /// `X-Gitlab-Token`); required with --webhook-listen.
+    #[arg(
+        long,
+        env = "JOBWARDEN_WEBHOOK_TOKEN_ENV",
+        default_value = "JOBWARDEN_WEBHOOK_TOKEN"
+    )]
+    pub webhook_token_env: String,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -126,6 +141,16 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
     // Ready means serving: a standby replica is as ready as the leader.
     server.ready.set_ready();
+    let webhook = match args.webhook_listen {
+        Some(addr) => {
+            let secret = std::env::var(&args.webhook_token_env).unwrap_or_default();
+            let secrets =
+                WebhookSecrets::new(vec![SecretString::from(secret)], &args.webhook_token_env)?;
+            let state = WebhookState::new(engine.clone(), secrets);
+            Some(crate::webhook::spawn(addr, state, shutdown.clone()).await?)
+        }
+        None => None,
+    };
 
     let task = match cluster {
         Some((config, client)) => tokio::spawn(crate::source::kube::run(
@@ -151,6 +176,9 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     shutdown.cancel();
     let _ = task.await;
     server.join().await;
+    if let Some(webhook) = webhook {
+        webhook.join().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 //! decide (pure, in `crate::policy`), act within budgets, and report.
 
 pub mod act;
+pub mod inbox;
 pub mod ledger;
 pub mod observe;
 pub mod reconcile;
@@ -9,6 +10,6 @@ pub mod reconcile;
 pub use act::Outcome;
 pub use ledger::{Ledger, LedgerError};
 pub use reconcile::{
-    ActionRecord, Clock, Engine, EngineConfig, HeldBack, MAX_LISTED_HELD_BACK, ProjectFailure,
-    ReconcileError, RunMode, RunReport, system_clock,
+    ActionRecord, Clock, Engine, EngineConfig, HeldBack, JobEvent, MAX_LISTED_HELD_BACK,
+    ProjectFailure, ReconcileError, RunMode, RunReport, system_clock,
 };

@@ -627,12 +627,13 @@ impl ProjectObserver {
     /// Replaces a cached job by a fresher snapshot (after an action).
     /// The job may be new (the attempt a retry created): it is counted once, and the next
     /// listing, which reads it again, does not count it twice.
-    pub fn update_job(&mut self, wire: JobWire, now: Timestamp) {
+    pub fn update_job(&mut self, wire: JobWire, now: Timestamp) -> JobRecord {
         let first_sight = self.is_first_sight(wire.id, self.newest_seen);
         self.reach = self.reach_at(now);
         let record = JobRecord::from_wire(wire, now, &mut self.names);
         self.pipeline_jobs.remove(&record.pipeline_id);
-        self.keep_or_settle(record, first_sight);
+        self.keep_or_settle(record.clone(), first_sight);
+        record
     }
 
     /// Jobs kept per status, for the `jobs` gauge.

@@ -1,6 +1,7 @@
 //! One policy run: observe → gather facts → decide → act → report.
 
 use super::act::{self, Outcome};
+use super::inbox::Inbox;
 use super::ledger::{Ledger, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
 use crate::gitlab::models::ProjectRef;
@@ -286,6 +287,8 @@ struct Inner {
     watched: Mutex<HashMap<PolicyKey, HashSet<ObserverKey>>>,
     /// Budgets and unsettled calls, kept in the state file when there is one.
     ledger: Ledger,
+    /// Job Hook deliveries waiting for their projects' next run.
+    inbox: Inbox,
     /// Per policy, the decisions that sent nothing in its last run and in the current one.
     unsent: Mutex<HashMap<PolicyKey, UnsentDecisions>>,
     accounting: Mutex<JobAccounting>,
@@ -339,6 +342,7 @@ impl Engine {
                 aliases: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
                 ledger,
+                inbox: Inbox::default(),
                 unsent: Mutex::new(HashMap::new()),
                 accounting: Mutex::new(JobAccounting::new()),
             }),
@@ -447,6 +451,7 @@ impl Engine {
     pub async fn forget_policy(&self, key: &PolicyKey) {
         lock(&self.inner.clients).remove(key);
         lock(&self.inner.unsent).remove(key);
+        self.inner.inbox.forget_policy(key);
         if let Err(err) = self.inner.ledger.forget_policy(key).await {
             tracing::warn!(policy = %key, error = %err, "cannot update the state file");
         }
@@ -486,6 +491,7 @@ impl Engine {
             };
             if slot.lock().await.unwatch(key) {
                 lock(&self.inner.observers).remove(&observer_key);
+                self.inner.inbox.forget(&observer_key);
                 let (instance, id) = &observer_key;
                 lock(&self.inner.aliases)
                     .retain(|(i, _), aliased| !(i == instance && aliased == id));
@@ -494,6 +500,43 @@ impl Engine {
                 self.inner.metrics.forget_project(&label);
             }
         }
+    }
+
+    /// A GitLab Job Hook delivery: job `job_id` of project `project_id` changed, on `instance`
+    /// (the `X-Gitlab-Instance` header; `None` matches the project on any instance). The job is
+    /// queued for a re-read by the next run of the policies watching the project, and they are
+    /// woken. A project no policy observes costs nothing.
+    pub fn job_event(&self, instance: Option<&str>, project_id: u64, job_id: u64) -> JobEvent {
+        let instance = instance.map(|i| i.trim_end_matches('/'));
+        let keys: Vec<ObserverKey> = lock(&self.inner.observers)
+            .keys()
+            .filter(|(i, id)| *id == project_id && instance.is_none_or(|want| want == i))
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return JobEvent::Ignored;
+        }
+        let now = std::time::Instant::now();
+        for key in &keys {
+            self.inner.inbox.deliver(key, job_id, now);
+        }
+        let watchers: Vec<PolicyKey> = lock(&self.inner.watched)
+            .iter()
+            .filter(|(_, observed)| keys.iter().any(|k| observed.contains(k)))
+            .map(|(policy, _)| policy.clone())
+            .collect();
+        for policy in &watchers {
+            self.inner.inbox.wake(policy);
+        }
+        JobEvent::Accepted {
+            policies: watchers.len(),
+        }
+    }
+
+    /// The signal that fires when a Job Hook delivery concerns one of the policy's projects:
+    /// its loop then runs [`reconcile_delivered`](Self::reconcile_delivered).
+    pub fn wakeup(&self, policy: &PolicyKey) -> Arc<tokio::sync::Notify> {
+        self.inner.inbox.wakeup(policy)
     }
 
     /// How many projects are observed, over all instances.
@@ -527,11 +570,35 @@ impl Engine {
         result
     }
 
+    /// Runs a policy over only the projects with Job Hook deliveries waiting: their delivered
+    /// jobs are re-read, decided on and acted on at once, without waiting for the interval.
+    pub async fn reconcile_delivered(
+        &self,
+        policy: &CompiledPolicy,
+        token: &SecretString,
+        stop: &CancellationToken,
+    ) -> Result<RunReport, ReconcileError> {
+        self.reconcile_scoped(policy, token, RunMode::Normal, Scope::Delivered, stop)
+            .await
+    }
+
     async fn reconcile_inner(
         &self,
         policy: &CompiledPolicy,
         token: &SecretString,
         mode: RunMode,
+        stop: &CancellationToken,
+    ) -> Result<RunReport, ReconcileError> {
+        self.reconcile_scoped(policy, token, mode, Scope::All, stop)
+            .await
+    }
+
+    async fn reconcile_scoped(
+        &self,
+        policy: &CompiledPolicy,
+        token: &SecretString,
+        mode: RunMode,
+        scope: Scope,
         stop: &CancellationToken,
     ) -> Result<RunReport, ReconcileError> {
         let now = self.now();
@@ -576,7 +643,12 @@ impl Engine {
         // Each project goes observe → facts → decide → act on its own, a few at a time, so the
         // first action comes as soon as its project is observed, not after the whole pass.
         let concurrency = self.inner.config.observe_concurrency.max(1);
-        let mut queue = run.policy.projects.iter();
+        let mut queue = run.policy.projects.iter().filter(|project| match scope {
+            Scope::All => true,
+            Scope::Delivered => self
+                .known_id(&run.instance, project)
+                .is_some_and(|id| self.inner.inbox.has_pending(&(run.instance.clone(), id))),
+        });
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
         let mut first_error = None;
@@ -608,7 +680,9 @@ impl Engine {
             tracing::info!(policy = %run.policy.key, "stopping: remaining projects left for the next run");
         }
         let claimed = std::mem::take(&mut *lock(&run.claimed));
-        self.rewatch(&run.policy, &run.instance, claimed).await;
+        if scope == Scope::All {
+            self.rewatch(&run.policy, &run.instance, claimed).await;
+        }
         if observed == 0
             && let Some(err) = first_error
         {
@@ -688,12 +762,20 @@ impl Engine {
         // spells it.
         let label = project_id.to_string();
         observer.watch(&run.policy);
-        let fresh_for =
-            SignedDuration::try_from(run.policy.interval / 2).unwrap_or(SignedDuration::ZERO);
-        if observer
+        let observer_key = (run.instance.clone(), project_id);
+        // Jobs delivered by Job Hooks: a listing now reads them anyway; otherwise each is read.
+        let delivered = self.inner.inbox.take(&observer_key);
+        let fresh_for = SignedDuration::try_from(self.listing_period(run, &observer_key) / 2)
+            .unwrap_or(SignedDuration::ZERO);
+        let must_list = observer
             .last_sync()
-            .is_none_or(|t| run.now - t >= fresh_for)
-        {
+            .is_none_or(|t| run.now - t >= fresh_for);
+        if !must_list {
+            let refreshed = self
+                .read_delivered(run, project_id, &mut observer, &delivered)
+                .await;
+            self.account(&label, &observer, &refreshed, run.now);
+        } else {
             // A sync can wait long for the rate limit: it is abandoned on stop (the next sync
             // reads again whatever this one did not finish).
             let synced = tokio::select! {
@@ -855,6 +937,38 @@ impl Engine {
         Budget::for_run(limits, self.inner.ledger.sent_in_last_hour(key, now))
     }
 
+    /// How often a project is listed in full for this policy: every `interval`, or every
+    /// `resyncInterval` while Job Hook deliveries for the project arrive.
+    fn listing_period(&self, run: &PolicyRun, key: &ObserverKey) -> Duration {
+        match run.policy.resync_interval {
+            Some(resync) if self.inner.inbox.hooks_healthy(key, resync) => resync,
+            _ => run.policy.interval,
+        }
+    }
+
+    /// Reads the jobs Job Hooks delivered, one `GET` each, into the observer (a job GitLab no
+    /// longer has is left to the next listing).
+    async fn read_delivered(
+        &self,
+        run: &PolicyRun,
+        project_id: u64,
+        observer: &mut ProjectObserver,
+        delivered: &[u64],
+    ) -> Vec<JobRecord> {
+        let project = ProjectRef::Id(project_id);
+        let mut refreshed = Vec::with_capacity(delivered.len());
+        for &job_id in delivered {
+            match run.client.get_job(&project, job_id).await {
+                Ok(job) => refreshed.push(observer.update_job(JobWire::from(&job), self.now())),
+                Err(err) if err.is_not_found() => {}
+                Err(err) => {
+                    tracing::warn!(policy = %run.policy.key, project_id, job_id, error = %err, "cannot read a delivered job: the next listing will");
+                }
+            }
+        }
+        refreshed
+    }
+
     /// Re-reads the jobs of a project whose in-doubt window has passed, so what is decided next
     /// starts from where GitLab stands, and settles them.
     async fn reread_settled(
@@ -907,6 +1021,11 @@ impl Engine {
             return Outcome::Failed {
                 message: format!("not sent: {err}"),
             };
+        }
+        if let Some(latency) = self.inner.inbox.answered(&run.instance, decision.job_id) {
+            self.inner
+                .metrics
+                .observe_webhook_action_latency(latency.as_secs_f64());
         }
         let in_doubt_until = || self.now() + ledger.in_doubt_for();
         let (outcome, fresh) = act::execute(&run.client, decision, &in_doubt_until).await;
@@ -1016,6 +1135,24 @@ impl Engine {
         decisions.current.insert(key);
         decisions.previous.contains(&key)
     }
+}
+
+/// What a Job Hook delivery led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEvent {
+    /// The project is observed: its job is queued for a re-read and `policies` were woken.
+    Accepted { policies: usize },
+    /// No policy observes the project: nothing to do.
+    Ignored,
+}
+
+/// Which projects a run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every project of the policy.
+    All,
+    /// Only the projects with Job Hook deliveries waiting.
+    Delivered,
 }
 
 /// What one policy run shares between its projects.

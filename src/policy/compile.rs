@@ -203,6 +203,8 @@ pub struct CompiledPolicy {
     pub ca_bundle_secret_ref: Option<SecretKeyRef>,
     pub projects: Vec<ProjectRef>,
     pub interval: std::time::Duration,
+    /// `spec.resyncInterval`: with webhooks, how often a project is listed in full anyway.
+    pub resync_interval: Option<std::time::Duration>,
     pub dry_run: bool,
     pub suspend: bool,
     /// `spec.jobs`: every rule sees only jobs that pass it.
@@ -287,6 +289,10 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
     }
     let projects = compile_projects(&spec.projects, &mut errors);
     let interval = compile_interval(&spec.interval, &mut errors);
+    let resync_interval = spec
+        .resync_interval
+        .as_deref()
+        .and_then(|raw| compile_resync_interval(raw, interval, &mut errors));
     let filter = spec
         .jobs
         .as_ref()
@@ -303,6 +309,7 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
             ca_bundle_secret_ref: spec.gitlab.ca_bundle_secret_ref.clone(),
             projects,
             interval,
+            resync_interval,
             dry_run: spec.dry_run,
             suspend: spec.suspend,
             filter,
@@ -424,6 +431,27 @@ fn compile_interval(raw: &str, errors: &mut Errors) -> Option<std::time::Duratio
         Ok(d) => std::time::Duration::try_from(d).ok(),
         Err(err) => {
             errors.add("spec.interval", err.to_string());
+            None
+        }
+    }
+}
+
+fn compile_resync_interval(
+    raw: &str,
+    interval: Option<std::time::Duration>,
+    errors: &mut Errors,
+) -> Option<std::time::Duration> {
+    match parse_go_duration(raw) {
+        Ok(d) => {
+            let d = std::time::Duration::try_from(d).ok()?;
+            if interval.is_some_and(|i| d < i) {
+                errors.add("spec.resyncInterval", "must be at least interval");
+                return None;
+            }
+            Some(d)
+        }
+        Err(err) => {
+            errors.add("spec.resyncInterval", err.to_string());
             None
         }
     }

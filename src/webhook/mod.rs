@@ -1,0 +1,288 @@
+//! `POST /webhook`: GitLab Job Hook deliveries, on their own listener (`--webhook-listen`).
+//!
+//! A delivery is checked and answered within microseconds, and only ever queues work:
+//! 1. the `X-Gitlab-Token` secret, compared in constant time with the configured ones
+//!    (missing or wrong: 401, nothing read further);
+//! 2. `Content-Type: application/json` (else 415), `X-Gitlab-Event: Job Hook` (else 400), a body
+//!    of at most [`MAX_BODY_BYTES`] (else 413), a Job Hook payload (`object_kind: "build"` with
+//!    `project_id` and `build_id`; else 400 with the reason in `{"error": …}`);
+//! 3. the same event delivered again (`X-Gitlab-Event-UUID`, `Idempotency-Key`): 200
+//!    `duplicate`, nothing done;
+//! 4. a project no policy observes: 200 `ignored`, nothing done (no GitLab call);
+//! 5. otherwise 202 `accepted`: the engine queues the job for a re-read and wakes the policies
+//!    that watch the project ([`Engine::job_event`]). The payload's status is never used for a
+//!    decision.
+//!
+//! A stranger's junk is logged at debug level only; every delivery is counted in
+//! `jobwarden_webhook_deliveries_total{outcome}`.
+
+mod dedupe;
+
+pub use dedupe::RecentDeliveries;
+
+use crate::engine::{Engine, JobEvent};
+use crate::server::ConnectionLimits;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
+
+/// The largest delivery read (a Job Hook is a few KB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The secrets a delivery's `X-Gitlab-Token` may match.
+#[derive(Clone)]
+pub struct WebhookSecrets(Vec<SecretString>);
+
+impl std::fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookSecrets({} secrets)", self.0.len())
+    }
+}
+
+/// Why the webhook receiver cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(
+        "--webhook-listen needs a secret token: set the environment variable {0} (the \"Secret token\" of the GitLab webhook)"
+    )]
+    NoSecret(String),
+    #[error("cannot listen for webhooks on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl WebhookSecrets {
+    /// The non-empty secrets among `secrets`; an error naming `source` when there is none.
+    pub fn new(secrets: Vec<SecretString>, source: &str) -> Result<WebhookSecrets, WebhookError> {
+        let secrets: Vec<SecretString> = secrets
+            .into_iter()
+            .filter(|s| !s.expose_secret().is_empty())
+            .collect();
+        if secrets.is_empty() {
+            return Err(WebhookError::NoSecret(source.to_owned()));
+        }
+        Ok(WebhookSecrets(secrets))
+    }
+
+    /// True when `token` equals one of the secrets; every comparison takes the same time
+    /// whatever the bytes (the lengths may still tell).
+    fn accepts(&self, token: &[u8]) -> bool {
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |any, secret| {
+                any | secret.expose_secret().as_bytes().ct_eq(token)
+            })
+            .into()
+    }
+}
+
+/// What the receiver needs.
+#[derive(Clone)]
+pub struct WebhookState {
+    engine: Engine,
+    secrets: WebhookSecrets,
+    recent: Arc<Mutex<RecentDeliveries>>,
+}
+
+impl WebhookState {
+    pub fn new(engine: Engine, secrets: WebhookSecrets) -> WebhookState {
+        WebhookState {
+            engine,
+            secrets,
+            recent: Arc::new(Mutex::new(RecentDeliveries::default())),
+        }
+    }
+}
+
+/// The route `POST /webhook`.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/webhook", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A webhook receiver running in the background.
+#[derive(Debug)]
+pub struct WebhookHandle {
+    /// Where it listens (the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl WebhookHandle {
+    /// Waits until the receiver has stopped (after the shutdown token fired).
+    pub async fn join(self) {
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "webhook receiver stopped with an error"),
+            Err(err) => tracing::warn!(error = %err, "webhook receiver task failed"),
+        }
+    }
+}
+
+/// Binds `addr` and receives deliveries in the background until `shutdown` is cancelled.
+pub async fn spawn(
+    addr: SocketAddr,
+    state: WebhookState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<WebhookHandle, WebhookError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebhookError::Listen { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| WebhookError::Listen { addr, source })?;
+    let task = tokio::spawn(crate::server::serve_app(
+        listener,
+        router(state),
+        "listening for GitLab Job Hooks (POST /webhook)",
+        async move { shutdown.cancelled_owned().await },
+        ConnectionLimits::default(),
+    ));
+    Ok(WebhookHandle { local_addr, task })
+}
+
+/// The fields of a Job Hook payload jobwarden reads (GitLab's `Gitlab::DataBuilder::Build`).
+#[derive(Debug, Deserialize)]
+struct JobHook {
+    object_kind: String,
+    project_id: u64,
+    build_id: u64,
+}
+
+/// How a delivery was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Accepted,
+    Duplicate,
+    Unauthorized,
+    Ignored,
+    Invalid,
+}
+
+impl Delivery {
+    fn label(self) -> &'static str {
+        match self {
+            Delivery::Accepted => "accepted",
+            Delivery::Duplicate => "duplicate",
+            Delivery::Unauthorized => "unauthorized",
+            Delivery::Ignored => "ignored",
+            Delivery::Invalid => "invalid",
+        }
+    }
+}
+
+async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (delivery, response) = answer(&state, &headers, &body);
+    state
+        .engine
+        .metrics()
+        .count_webhook_delivery(delivery.label());
+    response
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn refuse(delivery: Delivery, status: StatusCode, error: String) -> (Delivery, Response) {
+    tracing::debug!(%status, %error, "webhook delivery refused");
+    let body = serde_json::json!({ "error": error });
+    (delivery, (status, axum::Json(body)).into_response())
+}
+
+fn answered(delivery: Delivery, status: StatusCode) -> (Delivery, Response) {
+    let body = serde_json::json!({ "status": delivery.label() });
+    (delivery, (status, axum::Json(body)).into_response())
+}
+
+fn answer(state: &WebhookState, headers: &HeaderMap, body: &[u8]) -> (Delivery, Response) {
+    let token = headers
+        .get("x-gitlab-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !state.secrets.accepts(token) {
+        return refuse(
+            Delivery::Unauthorized,
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Gitlab-Token".to_owned(),
+        );
+    }
+    let content_type = header(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return refuse(
+            Delivery::Invalid,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json, not {content_type:?}"),
+        );
+    }
+    let event = header(headers, "x-gitlab-event").unwrap_or("");
+    if event != "Job Hook" {
+        return refuse(
+            Delivery::Invalid,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "only Job Hook deliveries are accepted (X-Gitlab-Event: Job Hook), not {event:?}: turn the other events off on this webhook"
+            ),
+        );
+    }
+    let hook: JobHook = match serde_json::from_slice(body) {
+        Ok(hook) => hook,
+        Err(err) => {
+            return refuse(
+                Delivery::Invalid,
+                StatusCode::BAD_REQUEST,
+                format!("not a Job Hook payload: {err}"),
+            );
+        }
+    };
+    if hook.object_kind != "build" {
+        return refuse(
+            Delivery::Invalid,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "not a Job Hook payload: object_kind is {:?}, not \"build\"",
+                hook.object_kind
+            ),
+        );
+    }
+    let ids: Vec<&str> = ["x-gitlab-event-uuid", "idempotency-key"]
+        .iter()
+        .filter_map(|name| header(headers, name))
+        .filter(|id| !id.is_empty())
+        .collect();
+    let first_time = state
+        .recent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .first_time(&ids);
+    if !first_time {
+        return answered(Delivery::Duplicate, StatusCode::OK);
+    }
+    let instance = header(headers, "x-gitlab-instance");
+    match state
+        .engine
+        .job_event(instance, hook.project_id, hook.build_id)
+    {
+        JobEvent::Accepted { .. } => answered(Delivery::Accepted, StatusCode::ACCEPTED),
+        JobEvent::Ignored => answered(Delivery::Ignored, StatusCode::OK),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,350 @@
+//! Job Hook deliveries (`POST /webhook`) against the engine and the simulator: a delivered
+//! failure is retried at once with one read of the job, a stranger or junk costs nothing, a
+//! repeated or stale delivery never causes a second or wrong action, and the periodic listing
+//! still catches what no delivery told.
+
+mod engine_world;
+
+use engine_world::*;
+use jobwarden::engine::Engine;
+use jobwarden::sim::JobSpec;
+use jobwarden::webhook::{WebhookSecrets, WebhookState};
+use secrecy::SecretString;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "webhook-test-secret";
+const GET_JOB: &str = "GET /projects/:id/jobs/:job_id";
+
+const RETRY_AT_ONCE: &str = "  rules:
+    - name: retry-stuck
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 2}
+";
+
+struct Receiver {
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    async fn start(engine: &Engine) -> Receiver {
+        let secrets =
+            WebhookSecrets::new(vec![SecretString::from(SECRET)], "TEST").expect("secret");
+        let stop = CancellationToken::new();
+        let handle = jobwarden::webhook::spawn(
+            "127.0.0.1:0".parse().expect("addr"),
+            WebhookState::new(engine.clone(), secrets),
+            stop.clone(),
+        )
+        .await
+        .expect("receiver");
+        Receiver {
+            url: format!("http://{}/webhook", handle.local_addr),
+            stop,
+        }
+    }
+
+    /// Delivers a Job Hook for `job` of the world's project as GitLab would; returns the
+    /// status and the body.
+    async fn deliver(&self, w: &World, job: u64, status: &str, event: &str) -> (u16, String) {
+        self.deliver_with(w, w.project, job, status, event, Some(SECRET), None)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_with(
+        &self,
+        w: &World,
+        project: u64,
+        job: u64,
+        status: &str,
+        event: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, String) {
+        let payload = serde_json::json!({
+            "object_kind": "build",
+            "build_id": job,
+            "build_status": status,
+            "build_failure_reason": "stuck_or_timeout_failure",
+            "project_id": project,
+            "pipeline_id": 1,
+        });
+        let mut request = reqwest::Client::new()
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("X-Gitlab-Event", "Job Hook")
+            .header("X-Gitlab-Event-UUID", event)
+            .header("Idempotency-Key", format!("key-{event}"))
+            .header(
+                "X-Gitlab-Instance",
+                w.sim.base_url().as_str().trim_end_matches('/'),
+            )
+            .body(body.unwrap_or_else(|| payload.to_string().into_bytes()));
+        if let Some(token) = token {
+            request = request.header("X-Gitlab-Token", token);
+        }
+        let response = request.send().await.expect("delivered");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A running job, observed by a first run of the retry policy; returns its id.
+async fn observed_running_job(
+    w: &World,
+    engine: &Engine,
+    policy: &jobwarden::policy::CompiledPolicy,
+) -> u64 {
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "running").aged(Duration::from_secs(600))],
+    );
+    let report = w.run(engine, policy).await;
+    assert!(report.actions.is_empty());
+    ids[0]
+}
+
+/// A retry policy that observed a running job, and a receiver for its deliveries.
+async fn retry_policy_watching_a_running_job() -> (
+    World,
+    Engine,
+    jobwarden::policy::CompiledPolicy,
+    u64,
+    Receiver,
+) {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(RETRY_AT_ONCE);
+    let job = observed_running_job(&w, &engine, &policy).await;
+    let receiver = Receiver::start(&engine).await;
+    (w, engine, policy, job, receiver)
+}
+
+async fn run_delivered(
+    engine: &Engine,
+    policy: &jobwarden::policy::CompiledPolicy,
+) -> jobwarden::engine::RunReport {
+    engine
+        .reconcile_delivered(
+            policy,
+            &SecretString::from(TOKEN.to_owned()),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("run")
+}
+
+#[tokio::test]
+async fn a_delivered_failure_is_retried_at_once_with_one_read_of_the_job() {
+    let (w, engine, policy, job, receiver) = retry_policy_watching_a_running_job().await;
+
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    w.advance(1);
+    w.ctl.reset_log();
+    let (status, body) = receiver.deliver(&w, job, "failed", "e1").await;
+    assert_eq!((status, body.as_str()), (202, r#"{"status":"accepted"}"#));
+
+    // The policy's loop is woken (a permit waits for it) and runs on the delivered project.
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        engine.wakeup(&policy.key).notified(),
+    )
+    .await
+    .expect("the policy was woken");
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(w.count(GET_JOB), 1, "one read of the delivered job");
+    assert_eq!(w.count(LIST_JOBS), 0, "no listing");
+    assert_eq!(w.count(RETRY), 1);
+    let scrape = engine.metrics().render();
+    assert!(
+        scrape.contains("jobwarden_webhook_deliveries_total{outcome=\"accepted\"} 1"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("jobwarden_webhook_action_latency_seconds_count 1"),
+        "{scrape}"
+    );
+}
+
+#[tokio::test]
+async fn strangers_junk_and_unwatched_projects_cost_no_gitlab_call() {
+    let (w, engine, policy, job, receiver) = retry_policy_watching_a_running_job().await;
+    w.ctl.reset_log();
+
+    let (status, body) = receiver
+        .deliver_with(&w, w.project, job, "failed", "e1", None, None)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("X-Gitlab-Token"), "{body}");
+    let (status, _) = receiver
+        .deliver_with(&w, w.project, job, "failed", "e2", Some("guess"), None)
+        .await;
+    assert_eq!(status, 401);
+    let oversized = vec![b' '; 2 << 20];
+    let (status, _) = receiver
+        .deliver_with(
+            &w,
+            w.project,
+            job,
+            "failed",
+            "e3",
+            Some(SECRET),
+            Some(oversized),
+        )
+        .await;
+    assert_eq!(status, 413);
+    let junk = b"{\"object_kind\":".to_vec();
+    let (status, body) = receiver
+        .deliver_with(&w, w.project, job, "failed", "e4", Some(SECRET), Some(junk))
+        .await;
+    assert_eq!(status, 400);
+    assert!(body.starts_with("{\"error\":"), "{body}");
+
+    // A project no policy watches.
+    let other = w.ctl.add_project("team/other").expect("project");
+    let (status, body) = receiver
+        .deliver_with(&w, other, 1, "failed", "e5", Some(SECRET), None)
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ignored"}"#));
+
+    let report = run_delivered(&engine, &policy).await;
+    assert!(report.actions.is_empty());
+    assert!(
+        w.ctl.request_log().is_empty(),
+        "not a single GitLab request"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_delivery_is_acted_on_once_and_a_stale_one_never_acts() {
+    let (w, engine, policy, job, receiver) = retry_policy_watching_a_running_job().await;
+
+    // Out of order: "failed" arrives while GitLab still shows the job running (the job's
+    // deliveries race, or a forged-but-authenticated one): the re-read decides, nothing acts.
+    w.ctl.reset_log();
+    assert_eq!(receiver.deliver(&w, job, "failed", "e1").await.0, 202);
+    let report = run_delivered(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(GET_JOB), 1);
+
+    // The job fails; GitLab delivers the event twice.
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    assert_eq!(receiver.deliver(&w, job, "failed", "e2").await.0, 202);
+    let (status, body) = receiver.deliver(&w, job, "failed", "e2").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"duplicate"}"#));
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    let report = run_delivered(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "nothing left to do");
+    assert_eq!(w.count(RETRY), 1);
+    assert_eq!(w.count(GET_JOB), 2);
+}
+
+#[tokio::test]
+async fn a_lost_delivery_is_caught_by_the_resync() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(&format!("  resyncInterval: 100s\n{RETRY_AT_ONCE}"));
+    let job = observed_running_job(&w, &engine, &policy).await;
+    let receiver = Receiver::start(&engine).await;
+    // The project's hooks work: a delivery keeps it off the listing until the resync.
+    let other = w.pipeline("main", false, vec![JobSpec::new("lint", "test", "pending")])[0];
+    assert_eq!(receiver.deliver(&w, other, "pending", "e1").await.0, 202);
+    run_delivered(&engine, &policy).await;
+
+    // The job fails and its delivery is lost.
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    w.ctl.reset_log();
+    w.advance(20);
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "within the resync nothing lists");
+    assert_eq!(w.count(LIST_JOBS), 0);
+    w.advance(40);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(
+        outcomes(&report, "retry"),
+        ["succeeded"],
+        "the resync listing found it"
+    );
+    assert!(w.count(LIST_JOBS) >= 1);
+}
+
+#[tokio::test]
+async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval() {
+    use jobwarden::runner::{RunnerConfig, run_policies};
+    use std::sync::Arc;
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "running").aged(Duration::from_secs(600))],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("retry.yaml"),
+        format!(
+            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {{name: retry, namespace: ci}}\nspec:\n  gitlab: {{url: \"{}\", tokenSecretRef: {{name: gitlab, key: token}}}}\n  projects: [\"{PROJECT}\"]\n  interval: 1h\n{RETRY_AT_ONCE}",
+            w.sim.base_url()
+        ),
+    )
+    .expect("manifest");
+    let stop = CancellationToken::new();
+    let runner = tokio::spawn(run_policies(
+        engine.clone(),
+        RunnerConfig {
+            paths: vec![dir.path().to_path_buf()],
+            token_env: "JOBWARDEN_TEST_TOKEN_THAT_IS_NOT_SET".into(),
+            token_override: Some(SecretString::from(TOKEN.to_owned())),
+            override_policy: None,
+            reload_every: Duration::from_secs(3600),
+        },
+        Arc::new(|_: &jobwarden::engine::RunReport| {}),
+        stop.clone(),
+    ));
+    let receiver = Receiver::start(&engine).await;
+    // The first run observes the project.
+    for _ in 0..100 {
+        if w.count(LIST_JOBS) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    w.ctl.set_job_status(
+        w.project,
+        ids[0],
+        "failed",
+        Some("stuck_or_timeout_failure"),
+    );
+    let delivered = std::time::Instant::now();
+    assert_eq!(receiver.deliver(&w, ids[0], "failed", "e1").await.0, 202);
+    for _ in 0..250 {
+        if w.count(RETRY) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        w.count(RETRY),
+        1,
+        "retried after the delivery, long before the 1h interval"
+    );
+    assert!(delivered.elapsed() < Duration::from_secs(5));
+    stop.cancel();
+    runner.await.expect("runner stops");
+}
