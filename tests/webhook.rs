@@ -31,14 +31,15 @@ impl Receiver {
     async fn start(engine: &Engine) -> Receiver {
         let secrets =
             WebhookSecrets::new(vec![SecretString::from(SECRET)], "TEST").expect("secret");
+        Receiver::start_with(WebhookState::new(engine.clone(), secrets)).await
+    }
+
+    async fn start_with(state: WebhookState) -> Receiver {
         let stop = CancellationToken::new();
-        let handle = jobwarden::webhook::spawn(
-            "127.0.0.1:0".parse().expect("addr"),
-            WebhookState::new(engine.clone(), secrets),
-            stop.clone(),
-        )
-        .await
-        .expect("receiver");
+        let handle =
+            jobwarden::webhook::spawn("127.0.0.1:0".parse().expect("addr"), state, stop.clone())
+                .await
+                .expect("receiver");
         Receiver {
             url: format!("http://{}/webhook", handle.local_addr),
             stop,
@@ -347,4 +348,50 @@ async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval(
     assert!(delivered.elapsed() < Duration::from_secs(5));
     stop.cancel();
     runner.await.expect("runner stops");
+}
+
+#[tokio::test]
+async fn a_standby_passes_a_delivery_on_to_the_leader() {
+    use jobwarden::webhook::{Forwarder, Leadership, Role};
+    let (w, engine, policy, job, leader) = retry_policy_watching_a_running_job().await;
+    // The leader's identity is its receiver's address, so that `{identity}` finds it here.
+    let leader_identity = leader
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/webhook");
+    let standby_engine = w.engine();
+    let secrets = WebhookSecrets::new(vec![SecretString::from(SECRET)], "TEST").expect("secret");
+    let standby = Receiver::start_with(WebhookState::new(standby_engine.clone(), secrets).elected(
+        Leadership::new(Role::Following {
+            leader: leader_identity.to_owned(),
+        }),
+        Some(Forwarder::new("http://{identity}/webhook")),
+    ))
+    .await;
+
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    let (status, body) = standby.deliver(&w, job, "failed", "e1").await;
+    assert_eq!((status, body.as_str()), (202, r#"{"status":"forwarded"}"#));
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(
+        outcomes(&report, "retry"),
+        ["succeeded"],
+        "the leader acted"
+    );
+    let standby_scrape = standby_engine.metrics().render();
+    assert!(
+        standby_scrape.contains("jobwarden_webhook_deliveries_total{outcome=\"forwarded\"} 1"),
+        "{standby_scrape}"
+    );
+    let leader_scrape = engine.metrics().render();
+    assert!(
+        leader_scrape.contains("jobwarden_webhook_deliveries_total{outcome=\"accepted\"} 1"),
+        "{leader_scrape}"
+    );
+    // A standby whose leader is gone says so; GitLab sees the failure.
+    drop(leader);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = standby.deliver(&w, job, "failed", "e2").await;
+    assert_eq!(status, 503, "{body}");
 }

@@ -8,7 +8,7 @@ use crate::runner::{RunnerConfig, run_policies};
 use crate::source::kube::leader::LeaseSettings;
 use crate::source::kube::shard::Shard;
 use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};
-use crate::webhook::{WebhookSecrets, WebhookState};
+use crate::webhook::{Forwarder, Leadership, Role, WebhookSecrets, WebhookState};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +56,16 @@ pub struct RunArgs {
         default_value = "JOBWARDEN_WEBHOOK_TOKEN"
     )]
     pub webhook_token_env: String,
+    /// Cluster mode: where a standby replica passes deliveries on to the leader, a URL in which
+    /// `{identity}` stands for the leader's identity in the Lease (its Pod name), e.g.
+    /// `http://{identity}.jobwarden-peers.jobwarden-system.svc:9443/webhook`. Without it a
+    /// standby ignores deliveries (the leader's resync still catches their jobs).
+    #[arg(
+        long,
+        env = "JOBWARDEN_WEBHOOK_FORWARD_TO",
+        value_name = "URL_TEMPLATE"
+    )]
+    pub webhook_forward_to: Option<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -141,12 +151,21 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
     // Ready means serving: a standby replica is as ready as the leader.
     server.ready.set_ready();
+    // File mode always acts; in a cluster the leader election says who does.
+    let leadership = if cluster.is_some() {
+        Leadership::new(Role::Unknown)
+    } else {
+        Leadership::always_leading()
+    };
     let webhook = match args.webhook_listen {
         Some(addr) => {
             let secret = std::env::var(&args.webhook_token_env).unwrap_or_default();
             let secrets =
                 WebhookSecrets::new(vec![SecretString::from(secret)], &args.webhook_token_env)?;
-            let state = WebhookState::new(engine.clone(), secrets);
+            let state = WebhookState::new(engine.clone(), secrets).elected(
+                leadership.clone(),
+                args.webhook_forward_to.clone().map(Forwarder::new),
+            );
             Some(crate::webhook::spawn(addr, state, shutdown.clone()).await?)
         }
         None => None,
@@ -157,6 +176,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
             config,
             engine,
             client,
+            leadership,
             shutdown.clone(),
         )),
         None => {

@@ -30,10 +30,21 @@ struct State {
 }
 
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Inbox {
     state: Mutex<State>,
     wakeups: Mutex<HashMap<crate::policy::PolicyKey, Arc<Notify>>>,
+    woken: tokio::sync::broadcast::Sender<crate::policy::PolicyKey>,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Inbox {
+            state: Mutex::default(),
+            wakeups: Mutex::default(),
+            woken: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,9 +123,17 @@ impl Inbox {
             .clone()
     }
 
-    /// Wakes a policy's loop (a permit is kept if it is busy: it runs again right after).
+    /// Wakes a policy's loop (a permit is kept if it is busy: it runs again right after), and
+    /// tells the subscribers.
     pub(crate) fn wake(&self, policy: &crate::policy::PolicyKey) {
         self.wakeup(policy).notify_one();
+        // No subscriber is no error: file mode listens to the per-policy signal.
+        let _ = self.woken.send(policy.clone());
+    }
+
+    /// Every policy woken from now on.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::policy::PolicyKey> {
+        self.woken.subscribe()
     }
 
     /// Forgets a policy's wake-up signal.

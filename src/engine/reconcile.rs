@@ -539,6 +539,20 @@ impl Engine {
         self.inner.inbox.wakeup(policy)
     }
 
+    /// Every policy woken by a Job Hook delivery, as it happens (for a controller that runs
+    /// policies from one queue). A receiver that falls behind loses the oldest wake-ups; the
+    /// deliveries stay queued until the policy's next run.
+    pub fn subscribe_wakeups(&self) -> tokio::sync::broadcast::Receiver<PolicyKey> {
+        self.inner.inbox.subscribe()
+    }
+
+    /// True when Job Hook deliveries wait for one of the policy's projects.
+    pub fn has_deliveries(&self, policy: &PolicyKey) -> bool {
+        lock(&self.inner.watched)
+            .get(policy)
+            .is_some_and(|keys| keys.iter().any(|k| self.inner.inbox.has_pending(k)))
+    }
+
     /// How many projects are observed, over all instances.
     pub fn observed_projects(&self) -> usize {
         lock(&self.inner.observers).len()

@@ -13,12 +13,17 @@
 //!    that watch the project ([`Engine::job_event`]). The payload's status is never used for a
 //!    decision.
 //!
+//! A standby replica forwards what passed 1–2 to the leader ([`forward`]) and answers with the
+//! leader's status (`forwarded`), or 503 when the leader cannot be reached.
+//!
 //! A stranger's junk is logged at debug level only; every delivery is counted in
 //! `jobwarden_webhook_deliveries_total{outcome}`.
 
 mod dedupe;
+pub mod forward;
 
 pub use dedupe::RecentDeliveries;
+pub use forward::{Forwarder, Leadership, Role};
 
 use crate::engine::{Engine, JobEvent};
 use crate::server::ConnectionLimits;
@@ -93,15 +98,28 @@ pub struct WebhookState {
     engine: Engine,
     secrets: WebhookSecrets,
     recent: Arc<Mutex<RecentDeliveries>>,
+    leadership: Leadership,
+    forwarder: Option<Forwarder>,
 }
 
 impl WebhookState {
+    /// A receiver that always acts on deliveries itself (file mode).
     pub fn new(engine: Engine, secrets: WebhookSecrets) -> WebhookState {
         WebhookState {
             engine,
             secrets,
             recent: Arc::new(Mutex::new(RecentDeliveries::default())),
+            leadership: Leadership::always_leading(),
+            forwarder: None,
         }
+    }
+
+    /// A receiver that acts while `leadership` says it leads and otherwise forwards to the
+    /// leader through `forwarder` (cluster mode).
+    pub fn elected(mut self, leadership: Leadership, forwarder: Option<Forwarder>) -> WebhookState {
+        self.leadership = leadership;
+        self.forwarder = forwarder;
+        self
     }
 }
 
@@ -170,11 +188,17 @@ enum Delivery {
     Unauthorized,
     Ignored,
     Invalid,
+    /// Passed on to the leader by a standby.
+    Forwarded,
+    /// A standby could not pass it on.
+    Unforwarded,
 }
 
 impl Delivery {
     fn label(self) -> &'static str {
         match self {
+            Delivery::Forwarded => "forwarded",
+            Delivery::Unforwarded => "unforwarded",
             Delivery::Accepted => "accepted",
             Delivery::Duplicate => "duplicate",
             Delivery::Unauthorized => "unauthorized",
@@ -185,7 +209,30 @@ impl Delivery {
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
-    let (delivery, response) = answer(&state, &headers, &body);
+    let (delivery, response) = match check(&state, &headers, &body) {
+        Err(refused) => refused,
+        Ok(hook) => match (state.leadership.get(), &state.forwarder) {
+            (Role::Following { leader }, Some(forwarder))
+                if !headers.contains_key(forward::FORWARDED_HEADER) =>
+            {
+                match forwarder.forward(&leader, &headers, body).await {
+                    Ok(status) => answered(
+                        Delivery::Forwarded,
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, "a webhook delivery could not be passed to the leader");
+                        refuse(
+                            Delivery::Unforwarded,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            error,
+                        )
+                    }
+                }
+            }
+            _ => dispatch(&state, &headers, &hook),
+        },
+    };
     state
         .engine
         .metrics()
@@ -208,59 +255,79 @@ fn answered(delivery: Delivery, status: StatusCode) -> (Delivery, Response) {
     (delivery, (status, axum::Json(body)).into_response())
 }
 
+/// Checks a delivery and acts on it here.
+#[cfg(test)]
 fn answer(state: &WebhookState, headers: &HeaderMap, body: &[u8]) -> (Delivery, Response) {
+    match check(state, headers, body) {
+        Ok(hook) => dispatch(state, headers, &hook),
+        Err(refused) => refused,
+    }
+}
+
+/// The secret, the headers and the payload of a delivery.
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+fn check(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<JobHook, (Delivery, Response)> {
     let token = headers
         .get("x-gitlab-token")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     if !state.secrets.accepts(token) {
-        return refuse(
+        return Err(refuse(
             Delivery::Unauthorized,
             StatusCode::UNAUTHORIZED,
             "missing or wrong X-Gitlab-Token".to_owned(),
-        );
+        ));
     }
     let content_type = header(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     if !content_type
         .to_ascii_lowercase()
         .starts_with("application/json")
     {
-        return refuse(
+        return Err(refuse(
             Delivery::Invalid,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be application/json, not {content_type:?}"),
-        );
+        ));
     }
     let event = header(headers, "x-gitlab-event").unwrap_or("");
     if event != "Job Hook" {
-        return refuse(
+        return Err(refuse(
             Delivery::Invalid,
             StatusCode::BAD_REQUEST,
             format!(
                 "only Job Hook deliveries are accepted (X-Gitlab-Event: Job Hook), not {event:?}: turn the other events off on this webhook"
             ),
-        );
+        ));
     }
     let hook: JobHook = match serde_json::from_slice(body) {
         Ok(hook) => hook,
         Err(err) => {
-            return refuse(
+            return Err(refuse(
                 Delivery::Invalid,
                 StatusCode::BAD_REQUEST,
                 format!("not a Job Hook payload: {err}"),
-            );
+            ));
         }
     };
     if hook.object_kind != "build" {
-        return refuse(
+        return Err(refuse(
             Delivery::Invalid,
             StatusCode::BAD_REQUEST,
             format!(
                 "not a Job Hook payload: object_kind is {:?}, not \"build\"",
                 hook.object_kind
             ),
-        );
+        ));
     }
+    Ok(hook)
+}
+
+/// De-duplicates a checked delivery and hands it to the engine.
+fn dispatch(state: &WebhookState, headers: &HeaderMap, hook: &JobHook) -> (Delivery, Response) {
     let ids: Vec<&str> = ["x-gitlab-event-uuid", "idempotency-key"]
         .iter()
         .filter_map(|name| header(headers, name))

@@ -374,7 +374,11 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
         compiled.interval,
         ctx.engine.now(),
     ) {
-        tracing::debug!(policy = %key, ?wait, "not due yet");
+        if ctx.engine.has_deliveries(&key) {
+            act_on_deliveries(&ctx, &policy, &key, &compiled, previous.as_ref()).await?;
+        } else {
+            tracing::debug!(policy = %key, ?wait, "not due yet");
+        }
         ctx.settle(&key, PolicyState::Ready);
         return Ok(Action::requeue(wait));
     }
@@ -448,6 +452,43 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
             )
             .await;
             Err(Error::GitLab(err))
+        }
+    }
+}
+
+/// Between two runs of a policy, acts on the Job Hook deliveries for its projects: records the
+/// actions in the status (counters, recent actions; `lastSyncTime` stays the last full run's)
+/// and publishes their Events. A failure is logged and left to the next full run.
+async fn act_on_deliveries(
+    ctx: &Context,
+    policy: &JobPolicy,
+    key: &PolicyKey,
+    compiled: &CompiledPolicy,
+    previous: Option<&JobPolicyStatus>,
+) -> Result<(), Error> {
+    let token =
+        match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
+            Ok(token) => token,
+            Err(err) => {
+                tracing::warn!(policy = %key, error = %err, "deliveries left for the next run");
+                return Ok(());
+            }
+        };
+    match ctx
+        .engine
+        .reconcile_delivered(compiled, &token, &ctx.stop)
+        .await
+    {
+        Ok(report) if report.actions.is_empty() && report.failures.is_empty() => Ok(()),
+        Ok(report) => {
+            let status = status::with_actions(previous, &report);
+            let written = ctx.write_status(policy, key, previous, status).await;
+            publish_run_events(ctx, policy, compiled, &report).await;
+            written
+        }
+        Err(err) => {
+            tracing::warn!(policy = %key, error = %err, "acting on deliveries failed; the next run reads again");
+            Ok(())
         }
     }
 }
@@ -536,8 +577,23 @@ pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
         let _ = stopped_tx.send(());
     });
     let config = controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES);
+    // A Job Hook delivery for a policy's project triggers a reconcile of that policy, which
+    // acts on the delivered jobs at once (see `act_on_deliveries`).
+    let woken = futures::stream::unfold(ctx.engine.subscribe_wakeups(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(key) => {
+                    let policy = ObjectRef::<JobPolicy>::new(&key.name).within(&key.namespace);
+                    return Some((policy, rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
     Controller::for_stream(policies, reader.clone())
         .with_config(config)
+        .reconcile_on(woken)
         .graceful_shutdown_on(async move {
             let _ = stopped_rx.await;
         })

@@ -19,6 +19,7 @@
 //! [`judge`] is the pure decision (take, keep or wait for a Lease) and is unit-tested; the rest
 //! is the I/O around it.
 
+use crate::webhook::{Leadership, Role};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -341,16 +342,22 @@ impl LeaseLock {
 /// return soon after. Leadership is renewed in the background while `lead` runs — including
 /// while it drains after the token fired — and the Lease is released after `lead` returned on
 /// shutdown.
-pub async fn run_elected<F, Fut>(lock: LeaseLock, shutdown: CancellationToken, mut lead: F)
-where
+/// `leadership` follows who leads, for the webhook receiver.
+pub async fn run_elected<F, Fut>(
+    lock: LeaseLock,
+    shutdown: CancellationToken,
+    leadership: &Leadership,
+    mut lead: F,
+) where
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
     let settings = lock.settings().clone();
     loop {
-        if !campaign(&lock, &shutdown).await {
+        if !campaign(&lock, &shutdown, leadership).await {
             return;
         }
+        leadership.set(Role::Leading);
         tracing::info!(
             lease = %format!("{}/{}", settings.namespace, settings.name),
             identity = %settings.identity,
@@ -364,6 +371,7 @@ where
             keep_renewing.clone(),
         ));
         lead(term.clone()).await;
+        leadership.set(Role::Unknown);
         // `lead` has drained: stop renewing, then let go (on shutdown) or campaign again.
         term.cancel();
         keep_renewing.cancel();
@@ -396,7 +404,7 @@ where
 }
 
 /// Waits until this replica holds the Lease (true) or `shutdown` fires (false).
-async fn campaign(lock: &LeaseLock, shutdown: &CancellationToken) -> bool {
+async fn campaign(lock: &LeaseLock, shutdown: &CancellationToken, leadership: &Leadership) -> bool {
     let settings = lock.settings();
     let mut last_holder: Option<String> = None;
     loop {
@@ -406,6 +414,9 @@ async fn campaign(lock: &LeaseLock, shutdown: &CancellationToken) -> bool {
         match lock.try_acquire_or_renew().await {
             Ok(Attempt::Leading) => return true,
             Ok(Attempt::Following { holder }) => {
+                leadership.set(Role::Following {
+                    leader: holder.clone(),
+                });
                 if last_holder.as_deref() != Some(holder.as_str()) {
                     tracing::info!(%holder, identity = %settings.identity, "standing by: another replica leads");
                     last_holder = Some(holder);

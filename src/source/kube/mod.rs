@@ -89,6 +89,7 @@ pub async fn run(
     config: ClusterConfig,
     engine: Engine,
     client: kube::Client,
+    leadership: crate::webhook::Leadership,
     shutdown: CancellationToken,
 ) {
     let events = Arc::new(EventPublisher::new(client.clone(), &config.lease.identity));
@@ -104,7 +105,7 @@ pub async fn run(
         "cluster mode: campaigning for the lease"
     );
     let lock = LeaseLock::new(client.clone(), config.lease.clone());
-    leader::run_elected(lock, shutdown, |term| {
+    leader::run_elected(lock, shutdown, &leadership, |term| {
         let ctx = Arc::new(controller::Context::new(
             engine.clone(),
             client.clone(),

@@ -111,6 +111,17 @@ pub fn reconciled(
     }
 }
 
+/// The status after acting on Job Hook deliveries between two runs: the actions are counted and
+/// listed; the condition, `lastSyncTime` and the observed generation stay those of the last run.
+pub fn with_actions(previous: Option<&JobPolicyStatus>, report: &RunReport) -> JobPolicyStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    JobPolicyStatus {
+        counters: accumulate(&previous.counters, &report.actions),
+        recent_actions: merge_recent(&report.actions, &previous.recent_actions),
+        ..previous
+    }
+}
+
 /// The status when the policy cannot run for `reason` (never [`ReadyReason::Reconciled`]):
 /// the condition says why; counters, recent actions and `lastSyncTime` are kept.
 pub fn not_reconciled(

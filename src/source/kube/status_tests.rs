@@ -471,3 +471,21 @@ fn long_messages_are_cut() {
     assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS);
     assert!(message.ends_with('…'));
 }
+
+#[test]
+fn actions_on_deliveries_are_counted_without_moving_the_last_run() {
+    let t0 = ts(T0);
+    let run = reconciled(None, &report(t0, Vec::new()), Some(2), t0);
+    let later = t0 + jiff::SignedDuration::from_secs(3);
+    let delivered = report(later, vec![record(7, "retry", succeeded(), later)]);
+    let status = with_actions(Some(&run), &delivered);
+    assert_eq!(status.counters.retried, 1);
+    assert_eq!(status.recent_actions.len(), 1);
+    assert_eq!(status.recent_actions[0].job_id, 7);
+    assert_eq!(
+        status.last_sync_time, run.last_sync_time,
+        "the next run stays due"
+    );
+    assert_eq!(status.conditions, run.conditions);
+    assert_eq!(status.observed_generation, Some(2));
+}
