@@ -417,3 +417,74 @@ fn rbac_is_least_privilege() {
         "no wildcard verbs"
     );
 }
+
+#[test]
+fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
+    use clap::Parser;
+    let patch = yaml("webhook/deployment-patch.yaml");
+    let ops = patch.as_sequence().expect("a JSON patch");
+    let added = |path: &str| -> Vec<&Value> {
+        ops.iter()
+            .filter(|op| op["path"].as_str() == Some(path))
+            .map(|op| &op["value"])
+            .collect()
+    };
+    let args: Vec<String> = added("/spec/template/spec/containers/0/args/-")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    // The flags exist and parse (the token comes from the environment, not a flag).
+    let cli = jobwarden::cli::Cli::try_parse_from(
+        ["jobwarden", "run"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let jobwarden::cli::Command::Run(run) = cli.command else {
+        panic!("not run")
+    };
+    let listen = run.webhook_listen.expect("--webhook-listen");
+    let template = run.webhook_forward_to.expect("--webhook-forward-to");
+    let env = added("/spec/template/spec/containers/0/env/-");
+    assert_eq!(
+        env[0]["name"].as_str(),
+        Some(run.webhook_token_env.as_str())
+    );
+    assert_eq!(
+        str_at(env[0], &["valueFrom", "secretKeyRef", "name"]),
+        "jobwarden-webhook"
+    );
+    let port = added("/spec/template/spec/containers/0/ports/-")[0];
+    assert_eq!(
+        port["containerPort"].as_u64(),
+        Some(u64::from(listen.port()))
+    );
+    let subdomain = added("/spec/template/spec/subdomain")[0]
+        .as_str()
+        .expect("subdomain");
+    let services = yaml_documents("webhook/service.yaml");
+    let peers = services
+        .iter()
+        .find(|s| s["spec"]["clusterIP"].as_str() == Some("None"))
+        .expect("a headless Service");
+    assert_eq!(str_at(peers, &["metadata", "name"]), subdomain);
+    assert!(
+        template.starts_with(&format!(
+            "http://{{identity}}.{subdomain}.jobwarden-system.svc:{}/",
+            listen.port()
+        )),
+        "{template}"
+    );
+    let ingress = yaml("webhook/ingress.yaml");
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(backend["path"].as_str(), Some("/webhook"));
+    let webhook_service = services
+        .iter()
+        .find(|s| s["spec"]["clusterIP"].as_str() != Some("None"))
+        .expect("the webhook Service");
+    assert_eq!(
+        str_at(backend, &["backend", "service", "name"]),
+        str_at(webhook_service, &["metadata", "name"])
+    );
+}
