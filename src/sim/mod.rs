@@ -87,6 +87,7 @@ mod command;
 mod control;
 mod faults;
 mod fleet;
+mod hooks;
 mod machine;
 mod ops;
 mod ratelimit;
@@ -102,9 +103,11 @@ pub use command::{SimulateArgs, run_simulate};
 pub use control::{JobSpec, PipelineSpec, ScenarioError, SimControl, SimJob, SimPipeline};
 pub use faults::FaultConfig;
 pub use fleet::FleetConfig;
+pub use hooks::{RECENT_DELIVERIES, SimWebhook, WebhookConfig, WebhookDelivery, WebhookStats};
 pub use reqlog::LoggedRequest;
 
 use crate::sim::faults::FaultInjector;
+use crate::sim::hooks::{HookHub, HubSettings};
 use crate::sim::ratelimit::FixedWindow;
 use crate::sim::reqlog::RequestLog;
 use crate::sim::server::{ConnInfo, Shared, SimListener};
@@ -140,6 +143,14 @@ pub struct SimConfig {
     pub base_url_for_links: Option<String>,
     /// Jobs created longer ago than this are archived (not retryable or playable).
     pub archive_jobs_older_than: Option<Duration>,
+    /// Job Hooks registered at start (more can be added through [`SimControl::add_webhook`]
+    /// or `POST /-/sim/hooks`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// How long one delivery may take (GitLab's `webhook_timeout`, default 10 s).
+    pub webhook_timeout: Duration,
+    /// Deliveries each hook may have waiting; beyond that they are discarded and counted
+    /// (default 1000).
+    pub webhook_queue_capacity: usize,
 }
 
 impl SimConfig {
@@ -157,9 +168,15 @@ impl SimConfig {
             fleet: FleetConfig::default(),
             base_url_for_links: None,
             archive_jobs_older_than: None,
+            webhooks: Vec::new(),
+            webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
+            webhook_queue_capacity: 1000,
         }
     }
 }
+
+/// GitLab's default `webhook_timeout`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for SimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -180,6 +197,9 @@ impl fmt::Debug for SimConfig {
             .field("fleet", &self.fleet)
             .field("base_url_for_links", &self.base_url_for_links)
             .field("archive_jobs_older_than", &self.archive_jobs_older_than)
+            .field("webhooks", &self.webhooks)
+            .field("webhook_timeout", &self.webhook_timeout)
+            .field("webhook_queue_capacity", &self.webhook_queue_capacity)
             .finish()
     }
 }
@@ -244,6 +264,23 @@ impl Simulator {
                 .map_err(std::io::Error::other)?
         };
         let shutdown = CancellationToken::new();
+        let hooks = HookHub::new(
+            HubSettings {
+                timeout: config.webhook_timeout,
+                queue_capacity: config.webhook_queue_capacity,
+                seed: config.seed,
+                base: links_base.clone(),
+            },
+            tokio::runtime::Handle::current(),
+            shutdown.clone(),
+        )?;
+        let mut world = world;
+        for hook in &config.webhooks {
+            let (_, scope) = hooks
+                .add(hook.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            world.hooks.set_scope(scope);
+        }
         let shared = Arc::new(Shared {
             world: Mutex::new(world),
             clock: config.clock.clone(),
@@ -261,7 +298,9 @@ impl Simulator {
             log: Mutex::new(RequestLog::default()),
             shutdown: shutdown.clone(),
             request_seq: AtomicU64::new(1),
+            hooks,
         });
+        tokio::spawn(hooks::pump_periodically(Arc::clone(&shared)));
 
         let app = Router::new()
             .nest("/-/sim", admin::router())
