@@ -214,6 +214,7 @@ pub(crate) fn retry(
         .filter(|j| j.stage_idx > stage_idx && j.status == Status::Skipped)
         .map(|j| j.id)
         .collect();
+    // (No Job Hook: GitLab fires none on a move back to `created`.)
     for id in later_skipped {
         if let Some(job) = project.jobs.get_mut(&id) {
             machine::enter(job, Status::Created, now, None);
