@@ -5,6 +5,7 @@
 use crate::sim::clock::iso8601;
 use crate::sim::control::{JobSpec, PipelineSpec, ScenarioError, SimControl};
 use crate::sim::faults::FaultConfigWire;
+use crate::sim::hooks::WebhookConfig;
 use crate::sim::server::{ConnInfo, Shared, lock};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -16,6 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,9 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/projects/{id}/jobs", get(project_jobs))
         .route("/projects/{id}/jobs/{job_id}", get(job))
         .route("/projects/{id}/jobs/{job_id}/status", post(set_status))
+        .route("/hooks", get(list_hooks).post(add_hook))
+        .route("/hooks/{hook_id}", get(get_hook).delete(delete_hook))
+        .route("/hooks/{hook_id}/deliveries", get(hook_deliveries))
         .fallback(|| async { AdminError::not_found("no such admin route") })
         .layer(middleware::from_fn(loopback_only))
 }
@@ -127,7 +132,7 @@ async fn advance(State(shared): Sim, Query(query): Query<HashMap<String, String>
         .get("seconds")
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(f64::NAN);
-    shared.clock.advance(seconds(raw, "seconds")?);
+    control(&shared).advance(seconds(raw, "seconds")?);
     Ok(now_body(&shared))
 }
 
@@ -318,4 +323,57 @@ async fn set_status(
             _ => AdminError::not_found(err.to_string()),
         })?;
     Ok(Json(job).into_response())
+}
+
+async fn list_hooks(State(shared): Sim) -> Response {
+    Json(control(&shared).webhooks()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookBody {
+    url: String,
+    #[serde(default)]
+    token: Option<String>,
+    /// Absent or null: every project.
+    #[serde(default)]
+    project_ids: Option<BTreeSet<u64>>,
+}
+
+async fn add_hook(State(shared): Sim, body: Bytes) -> AdminResult {
+    let body: HookBody = parse(&body)?;
+    let control = control(&shared);
+    let id = control
+        .add_webhook(WebhookConfig {
+            url: body.url,
+            token: body.token,
+            project_ids: body.project_ids,
+        })
+        .map_err(|err| AdminError::bad_request(err.to_string()))?;
+    let hook = control
+        .webhook(id)
+        .ok_or_else(|| AdminError::not_found(format!("unknown hook {id}")))?;
+    Ok((StatusCode::CREATED, Json(hook)).into_response())
+}
+
+async fn get_hook(State(shared): Sim, Path(hook_id): Path<u64>) -> AdminResult {
+    let hook = control(&shared)
+        .webhook(hook_id)
+        .ok_or_else(|| AdminError::not_found(format!("unknown hook {hook_id}")))?;
+    Ok(Json(hook).into_response())
+}
+
+async fn delete_hook(State(shared): Sim, Path(hook_id): Path<u64>) -> AdminResult {
+    if control(&shared).remove_webhook(hook_id) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(AdminError::not_found(format!("unknown hook {hook_id}")))
+    }
+}
+
+async fn hook_deliveries(State(shared): Sim, Path(hook_id): Path<u64>) -> AdminResult {
+    let deliveries = control(&shared)
+        .webhook_deliveries(hook_id)
+        .ok_or_else(|| AdminError::not_found(format!("unknown hook {hook_id}")))?;
+    Ok(Json(deliveries).into_response())
 }

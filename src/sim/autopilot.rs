@@ -323,7 +323,10 @@ fn apply(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimTime, ev
                 .collect();
             for id in ids {
                 if let Some(job) = project.jobs.get_mut(&id) {
-                    machine::cancel(job, at);
+                    let from = job.status;
+                    if machine::cancel(job, at) {
+                        world.hooks.record(job, Some(from));
+                    }
                 }
             }
             stamp(world, project_id, pipeline_id, at);
@@ -349,8 +352,13 @@ fn with_current_job(
     if job.epoch != epoch || job.retried {
         return;
     }
+    let from = job.status;
     change(job);
+    let moved = job.epoch != epoch;
     let pipeline_id = job.pipeline_id;
+    if moved {
+        world.record_transition(project_id, job_id, Some(from));
+    }
     stamp(world, project_id, pipeline_id, at);
     process_pipeline(world, project_id, ap, pipeline_id, at);
 }
@@ -474,13 +482,17 @@ fn process_pipeline(
                 continue;
             };
             if job.status == Status::Created && earlier_complete {
-                changed |= if !earlier_ok {
+                let moved = if !earlier_ok {
                     machine::skip(job, t)
                 } else if job.when == When::Manual {
                     machine::actionize(job, t)
                 } else {
                     machine::enqueue(job, t)
                 };
+                if moved {
+                    world.hooks.record(job, Some(Status::Created));
+                }
+                changed |= moved;
             }
             let ignored_manual = job.status == Status::Manual && job.allow_failure;
             stage_complete &= job.status.is_completed() || ignored_manual;

@@ -223,6 +223,15 @@ pub(crate) fn iso8601(t: SimTime) -> String {
     )
 }
 
+/// `2026-11-23 10:00:00 UTC`: the webhook payloads' timestamp format (whole seconds).
+pub(crate) fn webhook_time(t: SimTime) -> String {
+    let c = CivilUtc::of(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
 /// `2026-11-23T11:00:00.000+01:00`: a time shown in a fixed offset (Git commit dates keep theirs).
 pub(crate) fn iso8601_with_offset(t: SimTime, offset_minutes: i32) -> String {
     let local = CivilUtc::of(t.plus_millis(i64::from(offset_minutes) * 60_000));
@@ -289,6 +298,7 @@ mod tests {
     fn offset_and_http_dates() {
         let t = SimTime::from_timestamp(ts("2021-01-05T11:00:00Z"));
         assert_eq!(http_date(t), "Tue, 05 Jan 2021 11:00:00 GMT");
+        assert_eq!(webhook_time(t.plus_millis(999)), "2021-01-05 11:00:00 UTC");
         assert_eq!(iso8601_with_offset(t, 60), "2021-01-05T12:00:00.000+01:00");
         assert_eq!(
             iso8601_with_offset(t, -330),

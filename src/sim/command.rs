@@ -1,6 +1,8 @@
 //! `jobwarden simulate`: serve a simulated GitLab until SIGINT or SIGTERM.
 
-use crate::sim::{Clock, FaultConfig, FleetConfig, SimConfig, Simulator};
+use crate::sim::{
+    Clock, DEFAULT_WEBHOOK_TIMEOUT, FaultConfig, FleetConfig, SimConfig, Simulator, WebhookConfig,
+};
 use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -95,6 +97,43 @@ pub struct SimulateArgs {
         default_value_t = 10_000
     )]
     pub fault_apply_late_ms: u64,
+
+    /// Deliver Job Hooks for every project to this URL (more through POST /-/sim/hooks).
+    #[arg(long, env = "JOBWARDEN_SIM_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Secret token sent as X-Gitlab-Token with every delivery to --webhook-url.
+    #[arg(
+        long,
+        env = "JOBWARDEN_SIM_WEBHOOK_TOKEN",
+        hide_env_values = true,
+        requires = "webhook_url"
+    )]
+    pub webhook_token: Option<String>,
+
+    /// Seconds one Job Hook delivery may take (GitLab's webhook_timeout).
+    #[arg(long, env = "JOBWARDEN_SIM_WEBHOOK_TIMEOUT_SECS", default_value_t = DEFAULT_WEBHOOK_TIMEOUT.as_secs_f64(), value_parser = positive_float)]
+    pub webhook_timeout_secs: f64,
+
+    /// Share of Job Hook deliveries never sent.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_HOOK_DROP_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_hook_drop_ratio: f64,
+
+    /// Share of Job Hook deliveries sent twice (same Idempotency-Key and X-Gitlab-Event-UUID).
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_HOOK_DUPLICATE_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_hook_duplicate_ratio: f64,
+
+    /// Share of Job Hook deliveries held back (--fault-hook-reorder-ms) so later ones overtake them.
+    #[arg(long, env = "JOBWARDEN_SIM_FAULT_HOOK_REORDER_RATIO", default_value_t = 0.0, value_parser = ratio)]
+    pub fault_hook_reorder_ratio: f64,
+
+    /// How long a held-back Job Hook delivery waits.
+    #[arg(
+        long,
+        env = "JOBWARDEN_SIM_FAULT_HOOK_REORDER_MS",
+        default_value_t = 1_000
+    )]
+    pub fault_hook_reorder_ms: u64,
 }
 
 impl fmt::Debug for SimulateArgs {
@@ -105,6 +144,11 @@ impl fmt::Debug for SimulateArgs {
             .field("projects", &self.projects)
             .field("seed", &self.seed)
             .field("speed", &self.speed)
+            .field("webhook_url", &self.webhook_url)
+            .field(
+                "webhook_token",
+                &self.webhook_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +192,10 @@ impl SimulateArgs {
                 drop_connection_ratio: self.fault_drop_ratio,
                 apply_late_ratio: self.fault_apply_late_ratio,
                 apply_late_after: Duration::from_millis(self.fault_apply_late_ms),
+                hook_drop_ratio: self.fault_hook_drop_ratio,
+                hook_duplicate_ratio: self.fault_hook_duplicate_ratio,
+                hook_reorder_ratio: self.fault_hook_reorder_ratio,
+                hook_reorder_delay: Duration::from_millis(self.fault_hook_reorder_ms),
                 ..FaultConfig::default()
             },
             clock: Clock::real(self.speed),
@@ -160,6 +208,16 @@ impl SimulateArgs {
                 ..FleetConfig::default()
             },
             base_url_for_links: self.links_base_url.clone(),
+            webhooks: self
+                .webhook_url
+                .iter()
+                .map(|url| WebhookConfig {
+                    url: url.clone(),
+                    token: self.webhook_token.clone(),
+                    project_ids: None,
+                })
+                .collect(),
+            webhook_timeout: Duration::from_secs_f64(self.webhook_timeout_secs),
             ..SimConfig::new(self.token.clone())
         }
     }
@@ -238,6 +296,38 @@ mod tests {
         assert_eq!(config.faults.rate_limit_burst_every, Some(5));
         assert_eq!(config.faults.error_5xx_ratio, 0.5);
         assert!(!format!("{:?} {:?}", cli.args, config).contains("t0k"));
+        assert!(config.webhooks.is_empty());
+        assert_eq!(config.webhook_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn webhook_flags_build_one_instance_hook() {
+        let cli = Cli::try_parse_from([
+            "simulate",
+            "--token",
+            "t",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+            "--webhook-token",
+            "hook-s3cret",
+            "--webhook-timeout-secs",
+            "0.5",
+            "--fault-hook-duplicate-ratio",
+            "0.25",
+            "--fault-hook-reorder-ms",
+            "40",
+        ])
+        .expect("valid flags");
+        let config = cli.args.config();
+        assert_eq!(config.webhooks.len(), 1);
+        let hook = &config.webhooks[0];
+        assert_eq!(hook.url, "http://127.0.0.1:9/hook");
+        assert_eq!(hook.token.as_deref(), Some("hook-s3cret"));
+        assert_eq!(hook.project_ids, None);
+        assert_eq!(config.webhook_timeout, Duration::from_millis(500));
+        assert_eq!(config.faults.hook_duplicate_ratio, 0.25);
+        assert_eq!(config.faults.hook_reorder_delay, Duration::from_millis(40));
+        assert!(!format!("{:?} {:?}", cli.args, config).contains("hook-s3cret"));
     }
 
     #[test]
@@ -246,6 +336,8 @@ mod tests {
             vec!["simulate", "--token", "t", "--fault-drop-ratio", "1.5"],
             vec!["simulate", "--token", "t", "--speed", "0"],
             vec!["simulate", "--token", "t", "--fault-429-every", "0"],
+            vec!["simulate", "--token", "t", "--webhook-token", "x"],
+            vec!["simulate", "--token", "t", "--fault-hook-drop-ratio", "2"],
             vec!["simulate"],
         ] {
             assert!(Cli::try_parse_from(bad.clone()).is_err(), "{bad:?}");

@@ -4,6 +4,7 @@
 use crate::sim::autopilot;
 use crate::sim::clock::{SimTime, duration_millis};
 use crate::sim::faults::FaultConfig;
+use crate::sim::hooks::{self, SimWebhook, WebhookConfig, WebhookDelivery};
 use crate::sim::ops::{self, NewJob, NewPipeline};
 use crate::sim::reqlog::LoggedRequest;
 use crate::sim::server::{Shared, lock};
@@ -229,6 +230,8 @@ pub enum ScenarioError {
     UnknownStatus(String),
     #[error("project path {0:?} is empty or taken")]
     PathTaken(String),
+    #[error("invalid webhook: {0}")]
+    InvalidWebhook(String),
 }
 
 fn snapshot(world: &World, project: &Project, job: &Job) -> SimJob {
@@ -273,9 +276,69 @@ impl SimControl {
         self.shared.clock.now()
     }
 
-    /// Moves the simulated clock forward.
+    /// Moves the simulated clock forward. Fleet projects that a webhook covers are brought up
+    /// to the new time at once, so the autopilot's transitions are delivered now (each with its
+    /// own simulated time).
     pub fn advance(&self, d: Duration) {
         self.shared.clock.advance(d);
+        if !self.shared.hooks.is_empty() {
+            hooks::pump(&self.shared);
+        }
+    }
+
+    /// Registers a Job Hook; returns its id. Deliveries start with the next transition.
+    pub fn add_webhook(&self, config: WebhookConfig) -> Result<u64, ScenarioError> {
+        let mut world = self.shared.world();
+        let (id, scope) = self
+            .shared
+            .hooks
+            .add(config)
+            .map_err(ScenarioError::InvalidWebhook)?;
+        world.hooks.set_scope(scope);
+        Ok(id)
+    }
+
+    /// Removes a Job Hook (what it still had queued is not sent); false if there is none.
+    pub fn remove_webhook(&self, id: u64) -> bool {
+        let mut world = self.shared.world();
+        match self.shared.hooks.remove(id) {
+            Some(scope) => {
+                world.hooks.set_scope(scope);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every registered hook with its delivery counters, by id.
+    pub fn webhooks(&self) -> Vec<SimWebhook> {
+        self.shared.hooks.list()
+    }
+
+    /// One hook with its delivery counters.
+    pub fn webhook(&self, id: u64) -> Option<SimWebhook> {
+        self.shared.hooks.get(id)
+    }
+
+    /// A hook's newest deliveries (at most [`hooks::RECENT_DELIVERIES`]), oldest first,
+    /// including those never sent (dropped by a fault, or by a full queue).
+    pub fn webhook_deliveries(&self, id: u64) -> Option<Vec<WebhookDelivery>> {
+        self.shared.hooks.deliveries(id)
+    }
+
+    /// Waits (at most `timeout`) until no hook has a delivery queued, held back or being sent;
+    /// true if that happened.
+    pub async fn wait_for_webhooks(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.webhooks().iter().all(|h| h.stats.pending == 0) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Replaces the fault configuration (takes effect on the next request).

@@ -3,6 +3,10 @@
 //! connections closed without an answer, and mutations applied after their client was left
 //! without an answer. All draws come from one seeded generator.
 //!
+//! The `hook_*` faults act on Job Hook deliveries instead (dropped, duplicated, held back so
+//! that later ones overtake them); the hooks draw them from a seeded generator of their own
+//! (`crate::sim::hooks`), so turning them on does not change the API's draws.
+//!
 //! A request that reaches the endpoint runs to completion whatever its client does: a held
 //! `POST …/play` whose client gave up still plays the job, as in GitLab (Rails finishes a
 //! request whose client has gone).
@@ -40,6 +44,16 @@ pub struct FaultConfig {
     /// How long after its client was left without an answer a late mutation takes effect
     /// (default 10 s; at most five minutes).
     pub apply_late_after: Duration,
+    /// Share of Job Hook deliveries never sent (as if the delivery worker lost them).
+    pub hook_drop_ratio: f64,
+    /// Share of Job Hook deliveries sent twice, with the same `Idempotency-Key` and
+    /// `X-Gitlab-Event-UUID` (a new `X-Gitlab-Webhook-UUID` each time).
+    pub hook_duplicate_ratio: f64,
+    /// Share of Job Hook deliveries held back for [`FaultConfig::hook_reorder_delay`], so that
+    /// the deliveries after them (e.g. a job's final status) arrive first.
+    pub hook_reorder_ratio: f64,
+    /// How long a held-back delivery waits (default 1 s; at most five minutes).
+    pub hook_reorder_delay: Duration,
 }
 
 impl Default for FaultConfig {
@@ -54,6 +68,10 @@ impl Default for FaultConfig {
             drop_connection_ratio: 0.0,
             apply_late_ratio: 0.0,
             apply_late_after: Duration::from_secs(10),
+            hook_drop_ratio: 0.0,
+            hook_duplicate_ratio: 0.0,
+            hook_reorder_ratio: 0.0,
+            hook_reorder_delay: Duration::from_secs(1),
         }
     }
 }
@@ -74,6 +92,10 @@ pub(crate) struct FaultConfigWire {
     pub drop_connection_ratio: f64,
     pub apply_late_ratio: f64,
     pub apply_late_after_ms: u64,
+    pub hook_drop_ratio: f64,
+    pub hook_duplicate_ratio: f64,
+    pub hook_reorder_ratio: f64,
+    pub hook_reorder_delay_ms: u64,
 }
 
 impl Default for FaultConfigWire {
@@ -94,6 +116,11 @@ impl From<&FaultConfig> for FaultConfigWire {
             drop_connection_ratio: c.drop_connection_ratio,
             apply_late_ratio: c.apply_late_ratio,
             apply_late_after_ms: u64::try_from(c.apply_late_after.as_millis()).unwrap_or(u64::MAX),
+            hook_drop_ratio: c.hook_drop_ratio,
+            hook_duplicate_ratio: c.hook_duplicate_ratio,
+            hook_reorder_ratio: c.hook_reorder_ratio,
+            hook_reorder_delay_ms: u64::try_from(c.hook_reorder_delay.as_millis())
+                .unwrap_or(u64::MAX),
         }
     }
 }
@@ -107,6 +134,9 @@ impl FaultConfigWire {
             ("malformed_json_ratio", self.malformed_json_ratio),
             ("drop_connection_ratio", self.drop_connection_ratio),
             ("apply_late_ratio", self.apply_late_ratio),
+            ("hook_drop_ratio", self.hook_drop_ratio),
+            ("hook_duplicate_ratio", self.hook_duplicate_ratio),
+            ("hook_reorder_ratio", self.hook_reorder_ratio),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(format!("{name} must be between 0 and 1"));
@@ -125,6 +155,10 @@ impl FaultConfigWire {
             drop_connection_ratio: self.drop_connection_ratio,
             apply_late_ratio: self.apply_late_ratio,
             apply_late_after: Duration::from_millis(self.apply_late_after_ms),
+            hook_drop_ratio: self.hook_drop_ratio,
+            hook_duplicate_ratio: self.hook_duplicate_ratio,
+            hook_reorder_ratio: self.hook_reorder_ratio,
+            hook_reorder_delay: Duration::from_millis(self.hook_reorder_delay_ms),
         })
     }
 }
@@ -281,6 +315,20 @@ mod tests {
         let config = wire.into_config().expect("valid");
         assert_eq!(config.latency, Duration::from_millis(250));
         assert_eq!(config.timeout_hold, Duration::from_secs(30));
+        assert_eq!(config.hook_reorder_delay, Duration::from_secs(1));
+        let hooks: FaultConfigWire = serde_json::from_str(
+            r#"{"hook_drop_ratio": 0.5, "hook_duplicate_ratio": 1, "hook_reorder_delay_ms": 40}"#,
+        )
+        .expect("valid");
+        let hooks = hooks.into_config().expect("valid");
+        assert_eq!(hooks.hook_drop_ratio, 0.5);
+        assert_eq!(hooks.hook_duplicate_ratio, 1.0);
+        assert_eq!(hooks.hook_reorder_delay, Duration::from_millis(40));
+        let bad = FaultConfigWire {
+            hook_reorder_ratio: -0.1,
+            ..FaultConfigWire::default()
+        };
+        assert!(bad.into_config().is_err());
         assert!(serde_json::from_str::<FaultConfigWire>(r#"{"nope": 1}"#).is_err());
     }
 }

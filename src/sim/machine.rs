@@ -52,6 +52,23 @@ pub(crate) fn enter(job: &mut Job, status: Status, t: SimTime, failure_reason: O
     job.epoch += 1;
 }
 
+/// Whether GitLab fires a Job Hook for a build that moved from `from` to `to` (`None`: the
+/// build was just created, `after_create`, whatever its status). `Ci::Build` executes its job
+/// hooks after create, on `any => pending`, on `pending => running` and on the completion
+/// statuses `success`, `failed` and `canceled` (notes §9.1). The simulator also fires on a
+/// forced move into `running` from elsewhere (a test jumping over `pending`); a "move" to the
+/// status the job already has fires nothing.
+pub(crate) fn fires_hook(from: Option<Status>, to: Status) -> bool {
+    match from {
+        None => true,
+        Some(from) if from == to => false,
+        Some(_) => matches!(
+            to,
+            Status::Pending | Status::Running | Status::Success | Status::Failed | Status::Canceled
+        ),
+    }
+}
+
 /// `enqueue`: created, skipped, manual, scheduled → pending.
 pub(crate) fn enqueue(job: &mut Job, t: SimTime) -> bool {
     fire(

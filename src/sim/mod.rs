@@ -54,7 +54,62 @@
 //!
 //! Faults ([`FaultConfig`], off by default, `/api/v4` only): 500/502/503 answers, latency,
 //! requests held past client timeouts (then served), Rack::Attack 429 bursts, JSON bodies cut
-//! in half, connections closed without an answer.
+//! in half, connections closed without an answer, state-changing requests carried out after
+//! their client was left without an answer. The `hook_*` faults act on webhook deliveries
+//! (below).
+//!
+//! # Job Hooks
+//!
+//! Webhooks with "Job events" (notes §9): [`SimConfig::webhooks`], `--webhook-url` /
+//! `--webhook-token` (one hook for every project), [`SimControl::add_webhook`] or
+//! `POST /-/sim/hooks`. A hook is a URL, an optional secret token and an optional set of
+//! project ids (none: every project, as a group or instance hook).
+//!
+//! * **What fires**: a build's creation (with the status it was created in: `created` in
+//!   GitLab's own pipelines and on retry; a scenario job added as `success` fires one delivery
+//!   saying `success`), any move into `pending`, into `running`, and into `success`, `failed`
+//!   or `canceled`: so a fleet job usually fires `created`, `pending`, `running`, then its final
+//!   status; a retry fires `created` and `pending` for the new job; playing a manual job fires
+//!   `pending`; cancelling fires `canceled`. A move to the status a job already has, to
+//!   `manual`, `skipped` or back to `created` fires nothing, and bridges never fire.
+//!   [`SimControl::set_job_status`] fires like any other move (a forced jump into `running`
+//!   from elsewhere than `pending` fires too).
+//! * **The payload** is GitLab's Job Hook JSON (`object_kind: "build"`, `build_*`,
+//!   `retries_count`, `runner`, `user`, `commit` whose `id` is the PIPELINE id, `repository`,
+//!   `project`, `environment: null`), with timestamps in the webhook format
+//!   `2026-11-23 10:00:40 UTC` taken from the simulated clock. The build's fields are the build
+//!   as it was when it moved; `commit.status` and `retries_count` are read when the change that
+//!   moved it is complete.
+//! * **Headers**: `Content-Type: application/json`, `User-Agent: GitLab/17.5.0`,
+//!   `X-Gitlab-Event: Job Hook`, `X-Gitlab-Token` (only with a token), `X-Gitlab-Instance`
+//!   (the instance URL), `X-Gitlab-Webhook-UUID` (new for every request),
+//!   `X-Gitlab-Event-UUID` (one per transition, shared by every hook and copy),
+//!   `Idempotency-Key` (one per hook and transition, the same on a duplicate). UUIDs are
+//!   version 4, drawn from a generator seeded with [`SimConfig::seed`].
+//! * **Sending**: nothing is sent while the world is locked and the API never waits for a
+//!   delivery. Each hook has a bounded queue ([`SimConfig::webhook_queue_capacity`], default
+//!   1000; a delivery that finds it full is discarded and counted) and one task that POSTs in
+//!   order, each request bounded by [`SimConfig::webhook_timeout`] (GitLab's `webhook_timeout`,
+//!   10 s). A failed delivery (non-2xx, timeout, connection error) is not sent again, as in
+//!   GitLab. Without faults a hook receives a job's deliveries in the order of its transitions.
+//! * **The autopilot**: fleet jobs move lazily, when their project is looked at. While a hook
+//!   covers a fleet project, the simulator also brings that project up to the clock whenever
+//!   [`SimControl::advance`] or `/-/sim/clock/advance` moves it, and every 250 ms on its own (a
+//!   real clock, or a [`Clock`] advanced directly), so its deliveries follow the clock without
+//!   anyone reading the API. A catch-up over a long jump applies each event at its own
+//!   simulated time (the payloads show those times) but sends the deliveries at once.
+//! * **Faults** ([`FaultConfig`], `--fault-hook-*`): `hook_drop_ratio` (never sent),
+//!   `hook_duplicate_ratio` (sent twice: same `Idempotency-Key` and `X-Gitlab-Event-UUID`, a new
+//!   `X-Gitlab-Webhook-UUID`), `hook_reorder_ratio` with `hook_reorder_delay` (default 1 s:
+//!   held back while later deliveries, e.g. the job's final status, overtake it). They are drawn
+//!   in the order of the transitions from the hooks' own seeded generator, so the API's fault
+//!   draws do not change when hooks are added.
+//! * **Counters** ([`SimControl::webhooks`], `GET /-/sim/hooks`): per hook `triggered`,
+//!   `queued`, `queue_full`, `dropped`, `duplicated`, `delayed`, `sent` (HTTP requests),
+//!   `delivered` (2xx), `failed`, `pending` (queued, held back or in flight) and `by_status`
+//!   (`{"200": 4, "500": 1, "timeout": 2, "error": 1}`); the newest 256 deliveries with their
+//!   outcome ([`SimControl::webhook_deliveries`]); [`SimControl::wait_for_webhooks`] waits
+//!   until nothing is pending.
 //!
 //! # The admin endpoint
 //!
@@ -65,16 +120,21 @@
 //! |---|---|
 //! | `GET /-/sim/requests` | the request log: `[{"method","endpoint","path","query","status"}]` (`status` 0 = dropped) |
 //! | `GET /-/sim/counters` | `{"GET /projects/:id/jobs": 3, …}` |
-//! | `POST /-/sim/reset` | clears log, counters and rate-limit counts → 204 |
+//! | `POST /-/sim/reset` | clears log, counters and rate-limit counts → 204 (hooks and their counters stay) |
 //! | `GET /-/sim/now` | `{"now": "2026-11-23T10:00:00.000Z"}` |
-//! | `POST /-/sim/clock/advance?seconds=N` | moves the clock (fractions allowed) → `{"now": …}` |
-//! | `GET /-/sim/faults`, `PUT /-/sim/faults` | `{"error_5xx_ratio", "latency_ms", "timeout_ratio", "timeout_hold_ms", "rate_limit_burst_every", "malformed_json_ratio", "drop_connection_ratio", "apply_late_ratio", "apply_late_after_ms"}` (missing fields = off) |
+//! | `POST /-/sim/clock/advance?seconds=N` | moves the clock (fractions allowed; fleet projects with hooks catch up at once) → `{"now": …}` |
+//! | `GET /-/sim/faults`, `PUT /-/sim/faults` | `{"error_5xx_ratio", "latency_ms", "timeout_ratio", "timeout_hold_ms", "rate_limit_burst_every", "malformed_json_ratio", "drop_connection_ratio", "apply_late_ratio", "apply_late_after_ms", "hook_drop_ratio", "hook_duplicate_ratio", "hook_reorder_ratio", "hook_reorder_delay_ms"}` (missing fields = off) |
 //! | `GET /-/sim/projects` | `[{"id", "path"}]` |
 //! | `POST /-/sim/projects` | `{"path": "group/project"}` → 201 `{"id", "path"}` |
 //! | `POST /-/sim/projects/:id/pipelines` | `{"ref": "main", "tag": false, "jobs": [{"name", "stage", "status", "failure_reason", "when": "manual", "allow_failure", "age_seconds", "artifacts_expire_in_seconds", "log", "tags", "bridge": true}]}` → 201 `{"id", "job_ids"}` |
 //! | `GET /-/sim/projects/:id/jobs` | snapshots of every job ([`SimJob`], with `token`, `retried`, `variables`) |
 //! | `GET /-/sim/projects/:id/jobs/:job_id` | one snapshot |
 //! | `POST /-/sim/projects/:id/jobs/:job_id/status` | `{"status": "running", "failure_reason": null}` → the snapshot |
+//! | `GET /-/sim/hooks` | `[{"id", "url", "project_ids", "has_token", "stats": {"triggered", "queued", "queue_full", "dropped", "duplicated", "delayed", "sent", "delivered", "failed", "pending", "by_status"}}]` ([`SimWebhook`]; the token is never shown) |
+//! | `POST /-/sim/hooks` | `{"url": "http://127.0.0.1:9000/hook", "token": "secret", "project_ids": [1, 2]}` (`token`, `project_ids` optional; no `project_ids` = every project) → 201 with the hook (`id`); 400 for a URL that is not http(s) |
+//! | `GET /-/sim/hooks/:hook_id` | one hook with its counters |
+//! | `GET /-/sim/hooks/:hook_id/deliveries` | its newest 256 deliveries, oldest first: `[{"job_id", "project_id", "build_status", "event_uuid", "idempotency_key", "webhook_uuid", "outcome", "duplicate", "delayed"}]` (`outcome`: the status code, `timeout`, `error`, or `dropped` / `queue_full` for those never sent) ([`WebhookDelivery`]) |
+//! | `DELETE /-/sim/hooks/:hook_id` | → 204 (what it had queued is not sent); 404 if unknown |
 //!
 //! `:id` is a project id or its URL-encoded path.
 
@@ -87,6 +147,7 @@ mod command;
 mod control;
 mod faults;
 mod fleet;
+mod hooks;
 mod machine;
 mod ops;
 mod ratelimit;
@@ -102,9 +163,11 @@ pub use command::{SimulateArgs, run_simulate};
 pub use control::{JobSpec, PipelineSpec, ScenarioError, SimControl, SimJob, SimPipeline};
 pub use faults::FaultConfig;
 pub use fleet::FleetConfig;
+pub use hooks::{RECENT_DELIVERIES, SimWebhook, WebhookConfig, WebhookDelivery, WebhookStats};
 pub use reqlog::LoggedRequest;
 
 use crate::sim::faults::FaultInjector;
+use crate::sim::hooks::{HookHub, HubSettings};
 use crate::sim::ratelimit::FixedWindow;
 use crate::sim::reqlog::RequestLog;
 use crate::sim::server::{ConnInfo, Shared, SimListener};
@@ -140,6 +203,14 @@ pub struct SimConfig {
     pub base_url_for_links: Option<String>,
     /// Jobs created longer ago than this are archived (not retryable or playable).
     pub archive_jobs_older_than: Option<Duration>,
+    /// Job Hooks registered at start (more can be added through [`SimControl::add_webhook`]
+    /// or `POST /-/sim/hooks`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// How long one delivery may take (GitLab's `webhook_timeout`, default 10 s).
+    pub webhook_timeout: Duration,
+    /// Deliveries each hook may have waiting; beyond that they are discarded and counted
+    /// (default 1000).
+    pub webhook_queue_capacity: usize,
 }
 
 impl SimConfig {
@@ -157,9 +228,15 @@ impl SimConfig {
             fleet: FleetConfig::default(),
             base_url_for_links: None,
             archive_jobs_older_than: None,
+            webhooks: Vec::new(),
+            webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
+            webhook_queue_capacity: 1000,
         }
     }
 }
+
+/// GitLab's default `webhook_timeout`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for SimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -180,6 +257,9 @@ impl fmt::Debug for SimConfig {
             .field("fleet", &self.fleet)
             .field("base_url_for_links", &self.base_url_for_links)
             .field("archive_jobs_older_than", &self.archive_jobs_older_than)
+            .field("webhooks", &self.webhooks)
+            .field("webhook_timeout", &self.webhook_timeout)
+            .field("webhook_queue_capacity", &self.webhook_queue_capacity)
             .finish()
     }
 }
@@ -244,6 +324,23 @@ impl Simulator {
                 .map_err(std::io::Error::other)?
         };
         let shutdown = CancellationToken::new();
+        let hooks = HookHub::new(
+            HubSettings {
+                timeout: config.webhook_timeout,
+                queue_capacity: config.webhook_queue_capacity,
+                seed: config.seed,
+                base: links_base.clone(),
+            },
+            tokio::runtime::Handle::current(),
+            shutdown.clone(),
+        )?;
+        let mut world = world;
+        for hook in &config.webhooks {
+            let (_, scope) = hooks
+                .add(hook.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            world.hooks.set_scope(scope);
+        }
         let shared = Arc::new(Shared {
             world: Mutex::new(world),
             clock: config.clock.clone(),
@@ -261,7 +358,9 @@ impl Simulator {
             log: Mutex::new(RequestLog::default()),
             shutdown: shutdown.clone(),
             request_seq: AtomicU64::new(1),
+            hooks,
         });
+        tokio::spawn(hooks::pump_periodically(Arc::clone(&shared)));
 
         let app = Router::new()
             .nest("/-/sim", admin::router())

@@ -138,6 +138,7 @@ pub(crate) fn create_pipeline(
             planned_epoch: 0,
         };
         if world.insert_job(job) {
+            world.record_transition(project_id, id, None);
             job_ids.push(id);
         }
     }
@@ -186,7 +187,10 @@ pub(crate) fn retry(
     let pipeline_id = new.pipeline_id;
     let name = Arc::clone(&new.name);
     let stage_idx = new.stage_idx;
+    // The clone is saved as `created` (after_create fires), then queued.
+    world.hooks.record(&new, None);
     machine::enqueue(&mut new, now);
+    world.hooks.record(&new, Some(Status::Created));
 
     let project = world
         .projects
@@ -210,6 +214,7 @@ pub(crate) fn retry(
         .filter(|j| j.stage_idx > stage_idx && j.status == Status::Skipped)
         .map(|j| j.id)
         .collect();
+    // (No Job Hook: GitLab fires none on a move back to `created`.)
     for id in later_skipped {
         if let Some(job) = project.jobs.get_mut(&id) {
             machine::enter(job, Status::Created, now, None);
@@ -242,7 +247,9 @@ pub(crate) fn play(
     let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
     job.user_id = user_id;
     job.variables = variables;
+    let from = job.status;
     machine::enqueue(job, now);
+    world.record_transition(project_id, job_id, Some(from));
     touch(world, project_id, pipeline_id, now);
     Ok(job_id)
 }
@@ -253,8 +260,10 @@ pub(crate) fn cancel(world: &mut World, project_id: u64, job_id: u64, now: SimTi
         return false;
     };
     let pipeline_id = job.pipeline_id;
+    let from = job.status;
     let changed = machine::cancel(job, now);
     if changed {
+        world.record_transition(project_id, job_id, Some(from));
         touch(world, project_id, pipeline_id, now);
     }
     changed
@@ -320,12 +329,14 @@ pub(crate) fn force_status(
     now: SimTime,
 ) -> Result<(), OpError> {
     let job = world.job_mut(project_id, job_id).ok_or(OpError::NotFound)?;
+    let from = job.status;
     machine::enter(job, status, now, failure_reason);
     if status == Status::Running && job.kind == JobKind::Build {
         job.runner_id.get_or_insert(RUNNERS[0].id);
         job.trace.get_or_insert(Trace::Generated);
     }
     let pipeline_id = job.pipeline_id;
+    world.record_transition(project_id, job_id, Some(from));
     touch(world, project_id, pipeline_id, now);
     Ok(())
 }

@@ -193,7 +193,7 @@ struct UserBasicEntity {
     web_url: String,
 }
 
-fn avatar_url(u: &User) -> String {
+pub(crate) fn avatar_url(u: &User) -> String {
     format!(
         "https://www.gravatar.com/avatar/{:016x}{:016x}?s=80&d=identicon",
         crate::sim::state::mix64(u.id),
@@ -240,7 +240,7 @@ fn user_basic(u: &'static User, ctx: Ctx<'_>) -> UserBasicEntity {
     }
 }
 
-fn email(u: &User) -> String {
+pub(crate) fn email(u: &User) -> String {
     format!("{}@fleet.example", u.username)
 }
 

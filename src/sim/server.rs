@@ -4,6 +4,7 @@
 
 use crate::sim::clock::{Clock, SimTime};
 use crate::sim::faults::FaultInjector;
+use crate::sim::hooks::HookHub;
 use crate::sim::ratelimit::FixedWindow;
 use crate::sim::reqlog::RequestLog;
 use crate::sim::state::World;
@@ -11,6 +12,7 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use std::io;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +35,8 @@ pub(crate) struct Shared {
     pub log: Mutex<RequestLog>,
     pub shutdown: CancellationToken,
     pub request_seq: AtomicU64,
+    /// The registered Job Hooks and their senders.
+    pub hooks: HookHub,
 }
 
 /// Locks a mutex, recovering the data if a previous holder panicked.
@@ -47,8 +51,13 @@ impl Shared {
         self.clock.sim_now()
     }
 
-    pub fn world(&self) -> MutexGuard<'_, World> {
-        lock(&self.world)
+    /// Locks the world. The job transitions made under the lock are handed to the webhooks
+    /// when it is released (see [`WorldGuard`]).
+    pub fn world(&self) -> WorldGuard<'_> {
+        WorldGuard {
+            shared: self,
+            guard: lock(&self.world),
+        }
     }
 
     /// Sleeps for `d` unless the simulator shuts down first; false if it did.
@@ -60,6 +69,38 @@ impl Shared {
             () = tokio::time::sleep(d) => true,
             () = self.shutdown.cancelled() => false,
         }
+    }
+}
+
+/// The locked world. When it is released, the build transitions recorded meanwhile are
+/// rendered and queued for the webhooks (still under the lock, so the payloads show the world
+/// as the change left it; no HTTP is done here, queuing never waits).
+pub(crate) struct WorldGuard<'a> {
+    shared: &'a Shared,
+    guard: MutexGuard<'a, World>,
+}
+
+impl Deref for WorldGuard<'_> {
+    type Target = World;
+
+    fn deref(&self) -> &World {
+        &self.guard
+    }
+}
+
+impl DerefMut for WorldGuard<'_> {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.guard
+    }
+}
+
+impl Drop for WorldGuard<'_> {
+    fn drop(&mut self) {
+        if self.guard.hooks.is_empty() || std::thread::panicking() {
+            return;
+        }
+        let faults = lock(&self.shared.faults).config().clone();
+        self.shared.hooks.dispatch(&mut self.guard, &faults);
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::sim::autopilot::Autopilot;
 use crate::sim::clock::SimTime;
+use crate::sim::hooks::Outbox;
 use crate::sim::status::{Status, When};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -372,6 +373,8 @@ pub(crate) struct World {
     /// Jobs created longer ago than this are archived (not retryable, not playable).
     pub archive_after: Option<Duration>,
     pub interner: Interner,
+    /// Build transitions waiting to be delivered to the webhooks.
+    pub hooks: Outbox,
 }
 
 impl World {
@@ -385,6 +388,7 @@ impl World {
             token_secret,
             archive_after,
             interner: Interner::default(),
+            hooks: Outbox::default(),
         }
     }
 
@@ -495,6 +499,18 @@ impl World {
     pub fn is_archived(&self, job: &Job, now: SimTime) -> bool {
         self.archive_after
             .is_some_and(|after| job.created_at < now.minus(after))
+    }
+
+    /// Records for the webhooks that a job has just been created (`from: None`) or moved from
+    /// `from` to its current status.
+    pub fn record_transition(&mut self, project_id: u64, job_id: u64, from: Option<Status>) {
+        if let Some(job) = self
+            .projects
+            .get(&project_id)
+            .and_then(|p| p.jobs.get(&job_id))
+        {
+            self.hooks.record(job, from);
+        }
     }
 
     /// Total number of jobs (all projects).
