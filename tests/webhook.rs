@@ -395,3 +395,61 @@ async fn a_standby_passes_a_delivery_on_to_the_leader() {
     let (status, body) = standby.deliver(&w, job, "failed", "e2").await;
     assert_eq!(status, 503, "{body}");
 }
+
+#[tokio::test]
+async fn the_simulators_own_delivery_leads_to_the_retry() {
+    use jobwarden::sim::WebhookConfig;
+    let (w, engine, policy, job, receiver) = retry_policy_watching_a_running_job().await;
+    w.ctl
+        .add_webhook(WebhookConfig::new(&receiver.url).with_token(SECRET))
+        .expect("hook");
+    let woken = engine.wakeup(&policy.key);
+
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    tokio::time::timeout(Duration::from_secs(5), woken.notified())
+        .await
+        .expect("GitLab's delivery woke the policy");
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    // The retry's own deliveries (the new job created, pending) are accepted too.
+    assert!(w.ctl.wait_for_webhooks(Duration::from_secs(5)).await);
+    let scrape = engine.metrics().render();
+    assert!(
+        !scrape.contains("outcome=\"unauthorized\"") && !scrape.contains("outcome=\"invalid\""),
+        "the simulator's deliveries pass every check: {scrape}"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_decision_is_reported_once_across_runs_on_deliveries() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(&format!("  dryRun: true\n{RETRY_AT_ONCE}"));
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("rspec", "test", "failed").failed_with("stuck_or_timeout_failure"),
+            JobSpec::new("lint", "test", "running"),
+        ],
+    );
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["dry_run"]);
+    assert!(!report.actions[0].repeat);
+    let receiver = Receiver::start(&engine).await;
+    for (n, event) in ["e1", "e2", "e3"].into_iter().enumerate() {
+        assert_eq!(
+            receiver.deliver(&w, ids[n % 2], "running", event).await.0,
+            202
+        );
+        let report = run_delivered(&engine, &policy).await;
+        assert!(
+            report.actions.iter().all(|a| a.repeat),
+            "{:?}",
+            report.actions
+        );
+    }
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.iter().all(|a| a.repeat));
+}

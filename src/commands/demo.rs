@@ -7,7 +7,8 @@ use super::{GitLabArgs, termination_signal};
 use crate::engine::{Engine, RunReport};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
-use crate::sim::{Clock, SimConfig, Simulator};
+use crate::sim::{Clock, SimConfig, Simulator, WebhookConfig};
+use crate::webhook::{WebhookSecrets, WebhookState};
 use secrecy::SecretString;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -116,6 +117,25 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let server =
         crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
     server.ready.set_ready();
+    // The simulated GitLab delivers its Job Hooks to jobwarden, as a real one would: failures
+    // are acted on as they happen, not only at each run.
+    let hook_secret = format!("demo-hook-{:016x}", rand::random::<u64>());
+    let receiver = crate::webhook::spawn(
+        "127.0.0.1:0".parse().expect("a loopback address"),
+        WebhookState::new(
+            engine.clone(),
+            WebhookSecrets::new(vec![SecretString::from(hook_secret.clone())], "demo")?,
+        ),
+        shutdown.clone(),
+    )
+    .await?;
+    let hook_url = format!("http://{}/webhook", receiver.local_addr);
+    if let Err(err) = sim
+        .control()
+        .add_webhook(WebhookConfig::new(&hook_url).with_token(&hook_secret))
+    {
+        tracing::warn!(error = %err, "the demo runs without webhooks");
+    }
 
     let (paths, temp_dir) = if args.policies.is_empty() {
         let dir = materialise_examples()?;
@@ -129,6 +149,9 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
         args.projects, args.seed
     );
     println!("  metrics          : http://{}/metrics", server.local_addr);
+    println!(
+        "  Job Hooks        : {hook_url} (the simulated GitLab delivers every job transition)"
+    );
     println!(
         "  policies         : {}",
         if temp_dir.is_some() {
@@ -187,6 +210,7 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     shutdown.cancel();
     let _ = runner.await;
     server.join().await;
+    receiver.join().await;
     sim.shutdown().await;
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(dir);

@@ -633,10 +633,12 @@ impl Engine {
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
         let instance = instance_key(&policy.gitlab_url);
-        lock(&self.inner.unsent)
-            .entry(policy.key.clone())
-            .or_default()
-            .next_run();
+        if scope == Scope::All {
+            lock(&self.inner.unsent)
+                .entry(policy.key.clone())
+                .or_default()
+                .next_run();
+        }
         let allowance = Allowance::new(self.budget(&policy.key, &policy.limits, now));
         let follow_blocked = policy
             .statuses_of_interest()
@@ -1120,7 +1122,7 @@ impl Engine {
 }
 
 /// Decisions that sent nothing (dry-run, over budget, deferred), by job and outcome: those of
-/// the policy's previous run and those of the current one.
+/// the policy's previous full run and those since (the current run and the runs on deliveries).
 #[derive(Default)]
 struct UnsentDecisions {
     previous: HashSet<(u64, &'static str)>,
@@ -1146,8 +1148,9 @@ impl Engine {
         let key = (record.job_id, record.outcome.label());
         let mut unsent = lock(&self.inner.unsent);
         let decisions = unsent.entry(policy.clone()).or_default();
-        decisions.current.insert(key);
-        decisions.previous.contains(&key)
+        // Runs on Job Hook deliveries add to the current run's decisions.
+        let new_in_this_run = decisions.current.insert(key);
+        decisions.previous.contains(&key) || !new_in_this_run
     }
 }
 
