@@ -190,6 +190,10 @@ pub struct RunReport {
     /// Held-back decisions beyond those listed in `actions`, counted.
     pub unlisted: HeldBack,
     pub failures: Vec<ProjectFailure>,
+    /// A pass on Job Hook deliveries between two runs
+    /// ([`Engine::reconcile_delivered`]): only the projects with deliveries waiting were looked
+    /// at. Not a reconcile: logged as such and not counted in the reconcile metrics.
+    pub deliveries_only: bool,
 }
 
 /// Decisions that did not act in a run, counted.
@@ -236,9 +240,15 @@ impl RunReport {
         }
     }
 
-    /// Logs the run in one line. Each action was logged as it happened
-    /// ([`ActionRecord::log`]), so a crash mid-run loses none.
+    /// Logs the run in one line, `reconciled` (`acted on deliveries` for a pass on Job Hook
+    /// deliveries). Each action was logged as it happened ([`ActionRecord::log`]), so a crash
+    /// mid-run loses none.
     pub fn log(&self) {
+        let what = if self.deliveries_only {
+            "acted on deliveries"
+        } else {
+            "reconciled"
+        };
         tracing::info!(
             policy = %self.policy,
             projects = self.projects,
@@ -247,7 +257,7 @@ impl RunReport {
             deferred = self.deferred_total(),
             over_budget = self.over_budget_total(),
             failures = self.failures.len(),
-            "reconciled"
+            "{what}"
         );
     }
 
@@ -627,6 +637,7 @@ impl Engine {
             actions: Vec::new(),
             unlisted: HeldBack::default(),
             failures: Vec::new(),
+            deliveries_only: scope == Scope::Delivered,
         };
         if policy.suspend {
             return Ok(report);
