@@ -530,12 +530,19 @@ impl Engine {
         for key in &keys {
             self.inner.inbox.deliver(key, job_id, now);
         }
-        let watchers: Vec<PolicyKey> = lock(&self.inner.watched)
+        // Every policy watching the project has to decide on the job, whichever reads it.
+        let watchers: Vec<(PolicyKey, Vec<ObserverKey>)> = lock(&self.inner.watched)
             .iter()
-            .filter(|(_, observed)| keys.iter().any(|k| observed.contains(k)))
-            .map(|(policy, _)| policy.clone())
+            .map(|(policy, observed)| {
+                let due = keys.iter().filter(|k| observed.contains(*k)).cloned();
+                (policy.clone(), due.collect::<Vec<_>>())
+            })
+            .filter(|(_, due)| !due.is_empty())
             .collect();
-        for policy in &watchers {
+        for (policy, due) in &watchers {
+            for key in due {
+                self.inner.inbox.mark_due(policy, key);
+            }
             self.inner.inbox.wake(policy);
         }
         JobEvent::Accepted {
@@ -556,11 +563,10 @@ impl Engine {
         self.inner.inbox.subscribe()
     }
 
-    /// True when Job Hook deliveries wait for one of the policy's projects.
+    /// True when Job Hook deliveries wait for one of the policy's projects (delivered since the
+    /// policy last looked at it, even if another policy has read the jobs since).
     pub fn has_deliveries(&self, policy: &PolicyKey) -> bool {
-        lock(&self.inner.watched)
-            .get(policy)
-            .is_some_and(|keys| keys.iter().any(|k| self.inner.inbox.has_pending(k)))
+        self.inner.inbox.has_due(policy)
     }
 
     /// How many projects are observed, over all instances.
@@ -672,9 +678,11 @@ impl Engine {
         let concurrency = self.inner.config.observe_concurrency.max(1);
         let mut queue = run.policy.projects.iter().filter(|project| match scope {
             Scope::All => true,
-            Scope::Delivered => self
-                .known_id(&run.instance, project)
-                .is_some_and(|id| self.inner.inbox.has_pending(&(run.instance.clone(), id))),
+            Scope::Delivered => self.known_id(&run.instance, project).is_some_and(|id| {
+                self.inner
+                    .inbox
+                    .is_due(&run.policy.key, &(run.instance.clone(), id))
+            }),
         });
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
@@ -790,7 +798,9 @@ impl Engine {
         let label = project_id.to_string();
         observer.watch(&run.policy);
         let observer_key = (run.instance.clone(), project_id);
-        // Jobs delivered by Job Hooks: a listing now reads them anyway; otherwise each is read.
+        // Jobs delivered by Job Hooks: a listing now reads them anyway; otherwise each is read
+        // (once, by whichever policy comes first: the others decide on what it read).
+        self.inner.inbox.clear_due(&run.policy.key, &observer_key);
         let delivered = self.inner.inbox.take(&observer_key);
         let fresh_for = SignedDuration::try_from(self.listing_period(run, &observer_key) / 2)
             .unwrap_or(SignedDuration::ZERO);
