@@ -70,17 +70,6 @@ impl Inbox {
             .entry(job_id)
             .or_insert(at);
         state.last_delivery.insert(key.clone(), at);
-        if state.awaiting_action.len() >= MAX_AWAITING {
-            state
-                .awaiting_action
-                .retain(|_, delivered| at.duration_since(*delivered) < AWAITING_FOR);
-        }
-        if state.awaiting_action.len() < MAX_AWAITING {
-            state
-                .awaiting_action
-                .entry((key.0.clone(), job_id))
-                .or_insert(at);
-        }
     }
 
     /// Marks a project as due for a policy that watches it: the policy's next pass on
@@ -120,11 +109,31 @@ impl Inbox {
         }
     }
 
-    /// The jobs delivered for a project since it was last taken, oldest delivery first.
+    /// The jobs delivered for a project since it was last taken, oldest delivery first; they
+    /// are about to be read. An action on one of them answers its earliest delivery since the
+    /// previous read: the deliveries before that were answered by that read, which led to no
+    /// action (a job delivered as `running`, then as `failed` an hour later, is retried in
+    /// answer to the `failed` one).
     pub(crate) fn take(&self, key: &ObserverKey) -> Vec<u64> {
-        let Some(jobs) = lock(&self.state).pending.remove(key) else {
+        let mut state = lock(&self.state);
+        let Some(jobs) = state.pending.remove(key) else {
             return Vec::new();
         };
+        let now = Instant::now();
+        if state.awaiting_action.len() + jobs.len() > MAX_AWAITING {
+            state
+                .awaiting_action
+                .retain(|_, delivered| now.duration_since(*delivered) < AWAITING_FOR);
+        }
+        for (&job_id, &at) in &jobs {
+            let job = (key.0.clone(), job_id);
+            if state.awaiting_action.len() < MAX_AWAITING
+                || state.awaiting_action.contains_key(&job)
+            {
+                state.awaiting_action.insert(job, at);
+            }
+        }
+        drop(state);
         let mut jobs: Vec<(u64, Instant)> = jobs.into_iter().collect();
         jobs.sort_by_key(|(id, at)| (*at, *id));
         jobs.into_iter().map(|(id, _)| id).collect()
@@ -145,8 +154,8 @@ impl Inbox {
             .is_some_and(|at| at.elapsed() < within)
     }
 
-    /// How long ago the job's (earliest unanswered) delivery arrived, once: the action sent
-    /// now answers it.
+    /// How long ago the delivery an action on the job answers arrived (see [`Inbox::take`]),
+    /// once: the action sent now answers it.
     pub(crate) fn answered(&self, instance: &str, job_id: u64) -> Option<Duration> {
         lock(&self.state)
             .awaiting_action
@@ -220,6 +229,11 @@ mod tests {
     fn a_job_is_answered_once() {
         let inbox = Inbox::default();
         inbox.deliver(&key(1), 30, Instant::now());
+        assert!(
+            inbox.answered("https://gitlab.example.com", 30).is_none(),
+            "not read yet"
+        );
+        assert_eq!(inbox.take(&key(1)), [30]);
         assert!(inbox.answered("https://gitlab.example.com", 30).is_some());
         assert!(inbox.answered("https://gitlab.example.com", 30).is_none());
         assert!(inbox.answered("https://gitlab.example.com", 31).is_none());
@@ -249,6 +263,26 @@ mod tests {
         assert!(!inbox.has_due(&retry));
         inbox.forget_policy(&cancel);
         assert!(!inbox.has_due(&cancel));
+    }
+
+    #[test]
+    fn an_action_answers_the_deliveries_of_the_read_that_led_to_it() {
+        let inbox = Inbox::default();
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or_else(Instant::now);
+        // Delivered as running an hour ago and read: nothing to do then.
+        inbox.deliver(&key(1), 30, long_ago);
+        assert_eq!(inbox.take(&key(1)), [30]);
+        // Delivered as failed now, twice, and read: the retry answers the first of those.
+        let failed = Instant::now();
+        inbox.deliver(&key(1), 30, failed);
+        inbox.deliver(&key(1), 30, failed + Duration::from_millis(5));
+        assert_eq!(inbox.take(&key(1)), [30]);
+        let latency = inbox
+            .answered("https://gitlab.example.com", 30)
+            .expect("awaiting");
+        assert!(latency < Duration::from_secs(60), "{latency:?}");
     }
 
     #[test]
