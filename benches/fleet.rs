@@ -8,21 +8,22 @@
 //! For each fleet size, separate processes of `jobwarden simulate` (same seed, same fleet
 //! flags, live fleet on the real clock) serve the measurements in turn:
 //!
-//! 1. **jobwarden**, once per mode of `BENCH_MODES` (`polling,webhook`): `jobwarden run
-//!    --policies DIR` (its own process) runs the generated policies (see `fleet/policies.rs`:
-//!    retry stuck jobs, cancel stale ones, keep release artifacts) every `BENCH_INTERVAL_SECS`
-//!    (30). In **webhook** mode the simulator delivers Job Hooks for every project to
-//!    jobwarden (`simulate --webhook-url http://127.0.0.1:<port>/webhook`, its token in
-//!    `JOBWARDEN_SIM_WEBHOOK_TOKEN`; `run --webhook-listen 127.0.0.1:<port>`, the same token in
-//!    `JOBWARDEN_WEBHOOK_TOKEN`) and the policies get `resyncInterval` =
-//!    `BENCH_RESYNC_FACTOR` (10) × the interval. The simulator enforces no rate limit and
-//!    jobwarden's request budget is raised out of the way, so the figures are the tool's own
-//!    costs. A run ends when every policy has reconciled once more (log line, confirmed by the
-//!    reconcile count of `/metrics`; a pass on deliveries between runs is no run). At each
-//!    run's end the bench reads jobwarden's CPU time (utime + stime of `/proc/PID/stat`) and
-//!    the simulator's request counters (`/-/sim/counters`); after the last steady run, one
-//!    more run gives the last failures their chance, then the bench reads the simulator's
-//!    request log and jobwarden's peak RSS (`VmHWM`).
+//! 1. **jobwarden**, once per mode of `BENCH_MODES` (`polling,webhook`): `jobwarden run --policies
+//!    DIR` (its own process) runs the generated policies (see `fleet/policies.rs`: retry stuck
+//!    jobs, cancel stale ones, keep release artifacts) every `BENCH_INTERVAL_SECS` (30). In
+//!    **webhook** mode the simulator delivers Job Hooks for every project to jobwarden (`simulate
+//!    --webhook-url http://127.0.0.1:<port>/webhook`, its token in `JOBWARDEN_SIM_WEBHOOK_TOKEN`;
+//!    `run --webhook-listen 127.0.0.1:<port>`, the same token in `JOBWARDEN_WEBHOOK_TOKEN`) and the
+//!    policies get `resyncInterval` = `BENCH_RESYNC_FACTOR` (10) × the interval, and the
+//!    `BENCH_WEBHOOK_WARMUP_RUNS` (2) runs after the first are not measured (the first run retries
+//!    and cancels the fleet's backlog, and each of those moves fires deliveries). The simulator
+//!    enforces no rate limit and jobwarden's request budget is raised out of the way, so the
+//!    figures are the tool's own costs. A run ends when every policy has reconciled once more (log
+//!    line, confirmed by the reconcile count of `/metrics`; a pass on deliveries between runs is no
+//!    run). At each run's end the bench reads jobwarden's CPU time (utime + stime of
+//!    `/proc/PID/stat`) and the simulator's request counters (`/-/sim/counters`); after the last
+//!    steady run, one more run gives the last failures their chance, then the bench reads the
+//!    simulator's request log and jobwarden's peak RSS (`VmHWM`).
 //! 2. **baseline**: the Python script in a loop with the same interval, measured the same way
 //!    (a run is one pass).
 //! 3. **first action** under GitLab.com's limits: a simulator with `--jobs-rate-limit 600
@@ -353,7 +354,8 @@ fn jobwarden_details(label: &str, jobwarden: &JobwardenFigures) {
     };
     eprintln!(
         "  {label} jobwarden ({mode}) failures: {} injected ({} slots without a job to fail, {} \
-         errors{}); of the {} in the steady runs {} retried, {} not: p50 {}, p90 {}, p99 {}, max {}",
+         errors{}); of the {} in the steady runs {} retried, {} not: p50 {}, p90 {}, p99 {}, \
+         max {}",
         injected.failures.len(),
         injected.missed_slots,
         injected.errors,
@@ -364,23 +366,36 @@ fn jobwarden_details(label: &str, jobwarden: &JobwardenFigures) {
             .unwrap_or_default(),
         latency.failures,
         latency.millis.len(),
-        latency.unretried(),
+        latency.unretried.len(),
         quantile(0.5),
         quantile(0.9),
         quantile(0.99),
         quantile(1.0),
     );
-    if let Some(hooks) = &jobwarden.hooks {
+    let unretried: Vec<String> = latency
+        .unretried
+        .iter()
+        .map(|f| format!("job {} of project {} (was {})", f.job, f.project, f.was))
+        .collect();
+    if !unretried.is_empty() {
+        eprintln!(
+            "  {label} jobwarden ({mode}) not retried: {}",
+            unretried.join(", ")
+        );
+    }
+    if let Some((steady, hooks)) = &jobwarden.hooks {
         let (count, sum) = jobwarden.scrape.delivery_to_action;
         eprintln!(
             "  {label} jobwarden ({mode}) hooks: {} triggered, {} sent, {} delivered, {} failed, \
-             {} queue full, by status {:?}; jobwarden counted {:?}, delivery to action {} times, \
-             mean {:.1} ms",
+             {} queue full (in the steady runs: {} triggered, {} queue full), by status {:?}; \
+             jobwarden counted {:?}, delivery to action {} times, mean {:.1} ms",
             hooks.triggered,
             hooks.sent,
             hooks.delivered,
             hooks.failed,
             hooks.queue_full,
+            hooks.triggered - steady.triggered,
+            hooks.queue_full - steady.queue_full,
             hooks.by_status,
             jobwarden.scrape.deliveries,
             count,

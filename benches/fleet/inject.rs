@@ -33,8 +33,11 @@ const TRIES: usize = 50;
 /// One job the bench failed.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    pub project: u32,
     /// The job's id (unique in the simulator, whatever the project).
     pub job: u64,
+    /// Its status before (`running` or `pending`).
+    pub was: String,
     /// When the bench got the simulator's answer.
     pub seen: Instant,
     /// The job's `finished_at`, in milliseconds since the epoch on the simulated clock.
@@ -158,7 +161,9 @@ fn fail_one(
             ));
         };
         return Ok(Some(Failure {
+            project,
             job: job.id,
+            was: job.status.clone(),
             seen,
             failed_at: finished.as_millisecond(),
         }));
@@ -173,6 +178,8 @@ pub struct RetryLatency {
     pub failures: usize,
     /// Milliseconds from failure to retry request, ascending, one per failure retried.
     pub millis: Vec<i64>,
+    /// The failures counted that were not retried.
+    pub unretried: Vec<Failure>,
 }
 
 impl RetryLatency {
@@ -200,15 +207,16 @@ impl RetryLatency {
             .filter_map(|f| retried.get(&f.job).map(|at| at - f.failed_at))
             .collect();
         millis.sort_unstable();
+        let unretried = counted
+            .iter()
+            .filter(|f| !retried.contains_key(&f.job))
+            .map(|f| (*f).clone())
+            .collect();
         RetryLatency {
             failures: counted.len(),
             millis,
+            unretried,
         }
-    }
-
-    /// Failures counted that were not retried.
-    pub fn unretried(&self) -> usize {
-        self.failures - self.millis.len()
     }
 
     /// The `q` quantile (nearest rank) in milliseconds; `None` without retries.

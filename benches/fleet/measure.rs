@@ -204,8 +204,8 @@ pub struct JobwardenFigures {
     /// The jobs the bench failed, and how fast those of the steady runs were retried.
     pub injected: Injected,
     pub retry_latency: RetryLatency,
-    /// What the simulator's hook sent (webhook mode).
-    pub hooks: Option<HookStats>,
+    /// What the simulator's hook sent (webhook mode): up to the steady runs, and in all.
+    pub hooks: Option<(HookStats, HookStats)>,
 }
 
 /// Runs jobwarden for a first run, the warm-up runs (webhook mode) and the steady runs, on a
@@ -264,6 +264,7 @@ pub fn jobwarden(
     };
     let mut marks = Vec::new();
     let mut scrape = Scrape::default();
+    let mut hooks_before = HookStats::default();
     let warmup = config.warmup_runs_of(mode);
     let runs = (1 + warmup + config.steady_runs_of(mode)) as u64;
     for run in 1..=runs {
@@ -271,6 +272,9 @@ pub fn jobwarden(
             .wait_runs(run, config.run_timeout)
             .map_err(|err| sim.annotate(err))?;
         marks.push(Mark::take(jobwarden.pid(), &sim)?);
+        if mode == Mode::Webhook && run == 1 + warmup as u64 {
+            hooks_before = sim.hook_stats()?;
+        }
         // After the CPU reading: the scrape's cost falls into the next run, as Prometheus'
         // would.
         scrape = jobwarden.confirm_runs(run)?;
@@ -293,7 +297,7 @@ pub fn jobwarden(
     );
     let hooks = match mode {
         Mode::Polling => None,
-        Mode::Webhook => Some(sim.hook_stats()?),
+        Mode::Webhook => Some((hooks_before, sim.hook_stats()?)),
     };
     let peak_rss_mib = peak_rss_mib(jobwarden.pid())?;
     let scrape_cost = scrape_cost(&jobwarden)?;
