@@ -15,8 +15,9 @@
 //!    --webhook-url http://127.0.0.1:<port>/webhook`, its token in `JOBWARDEN_SIM_WEBHOOK_TOKEN`;
 //!    `run --webhook-listen 127.0.0.1:<port>`, the same token in `JOBWARDEN_WEBHOOK_TOKEN`) and the
 //!    policies get `resyncInterval` = `BENCH_RESYNC_FACTOR` (10) × the interval, and the
-//!    `BENCH_WEBHOOK_WARMUP_RUNS` (2) runs after the first are not measured (the first run retries
-//!    and cancels the fleet's backlog, and each of those moves fires deliveries). The simulator
+//!    `BENCH_WEBHOOK_WARMUP_RUNS` (10) runs after the first are not measured (the first run
+//!    retries and cancels the fleet's backlog, and each of those moves fires deliveries, which
+//!    also make quiet projects look like ones whose hooks work for a resync period). The simulator
 //!    enforces no rate limit and jobwarden's request budget is raised out of the way, so the
 //!    figures are the tool's own costs. A run ends when every policy has reconciled once more (log
 //!    line, confirmed by the reconcile count of `/metrics`; a pass on deliveries between runs is no
@@ -53,8 +54,9 @@
 //! Environment: `BENCH_SIZES` (`100,1000,5000,5000x200`; `NxJ` = about J jobs per project),
 //! `BENCH_MODES` (`polling,webhook`), `BENCH_STEADY_RUNS` (5), `BENCH_WEBHOOK_STEADY_RUNS`
 //! (`BENCH_STEADY_RUNS`, at least `BENCH_RESYNC_FACTOR`: the steady runs then span a whole
-//! resync period), `BENCH_WEBHOOK_WARMUP_RUNS` (2: runs after the first that webhook mode
-//! leaves out, while the deliveries of the first run's backlog actions are read),
+//! resync period), `BENCH_WEBHOOK_WARMUP_RUNS` (`BENCH_RESYNC_FACTOR`: runs after the first
+//! that webhook mode leaves out, while the deliveries of the first run's backlog actions are
+//! read and count as signs that the projects' hooks work),
 //! `BENCH_INTERVAL_SECS` (30), `BENCH_RESYNC_FACTOR` (10),
 //! `BENCH_FAILURES_PER_PROJECT_HOUR` (4), `BENCH_PROJECTS_PER_POLICY` (500), `BENCH_SEED` (7),
 //! `BENCH_LATENCY_WINDOW_SECS` (120), `BENCH_RUN_TIMEOUT_SECS` (1800), `BENCH_PYTHON`

@@ -104,9 +104,11 @@ pub struct BenchConfig {
     /// and the requests per hour include the resync listings).
     pub webhook_steady_runs: usize,
     /// `BENCH_WEBHOOK_WARMUP_RUNS`: runs after the first that webhook mode does not measure
-    /// (default 2): the first run retries and cancels the fleet's backlog (hundreds of jobs
-    /// per 100 projects), and each of those moves fires deliveries, each read once, which
-    /// would otherwise be counted as steady traffic.
+    /// (default `BENCH_RESYNC_FACTOR`, a whole resync period): the first run retries and
+    /// cancels the fleet's backlog (hundreds of jobs per 100 projects), and each of those
+    /// moves fires deliveries, each read once; and for a resync period after its last
+    /// delivery a project counts as one whose hooks work (listed only at the resync), so the
+    /// echo of the backlog would keep projects that are quiet since off the listings.
     pub webhook_warmup_runs: usize,
     /// `BENCH_FAILURES_PER_PROJECT_HOUR`: jobs the bench fails as `stuck_or_timeout_failure`
     /// while a tool runs, per project and hour (default 4, about the fleet's own steady rate;
@@ -172,7 +174,10 @@ impl BenchConfig {
             modes,
             resync_factor,
             webhook_steady_runs,
-            webhook_warmup_runs: number("BENCH_WEBHOOK_WARMUP_RUNS", 2)?,
+            webhook_warmup_runs: number(
+                "BENCH_WEBHOOK_WARMUP_RUNS",
+                usize::try_from(resync_factor).unwrap_or(usize::MAX),
+            )?,
             failures_per_project_hour: number("BENCH_FAILURES_PER_PROJECT_HOUR", 4.0)?,
         };
         config.check()
