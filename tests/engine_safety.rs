@@ -255,6 +255,7 @@ fn example_policies(url: &url::Url) -> Vec<jobwarden::policy::CompiledPolicy> {
 
 #[tokio::test]
 async fn the_example_policies_do_not_undo_each_other() {
+    use jobwarden::crd::ActionKind;
     use jobwarden::engine::Outcome;
     use std::collections::HashSet;
     let mut config = jobwarden::sim::SimConfig::new(TOKEN);
@@ -288,10 +289,10 @@ async fn the_example_policies_do_not_undo_each_other() {
                 .expect("run");
             for action in &report.actions {
                 match (action.action, &action.outcome) {
-                    ("retry", Outcome::Succeeded { new_job_id }) => {
+                    (ActionKind::Retry, Outcome::Succeeded { new_job_id }) => {
                         created_by_retry.extend(*new_job_id);
                     }
-                    ("cancel", Outcome::Succeeded { .. }) => {
+                    (ActionKind::Cancel, Outcome::Succeeded { .. }) => {
                         canceled.insert(action.job_id, action.reason.clone());
                     }
                     _ => {}

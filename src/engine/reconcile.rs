@@ -4,6 +4,7 @@ use super::act::{self, Outcome};
 use super::inbox::Inbox;
 use super::ledger::{Ledger, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
+use crate::crd::ActionKind;
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{
@@ -115,7 +116,7 @@ pub struct ActionRecord {
     pub job_id: u64,
     pub job_name: String,
     pub rule: String,
-    pub action: &'static str,
+    pub action: ActionKind,
     pub reason: String,
     pub outcome: Outcome,
     /// The policy's previous run reported the same outcome for this job: a decision that sends
@@ -141,7 +142,7 @@ impl ActionRecord {
                 project = %self.project,
                 job_id = self.job_id,
                 rule = %self.rule,
-                action = self.action,
+                action = self.action.as_str(),
                 outcome = self.outcome.label(),
                 reason = %self.reason,
                 "{}",
@@ -156,7 +157,7 @@ impl ActionRecord {
             job_id = self.job_id,
             job_name = %self.job_name,
             rule = %self.rule,
-            action = self.action,
+            action = self.action.as_str(),
             outcome = self.outcome.label(),
             reason = %self.reason,
             "{}",
@@ -251,8 +252,8 @@ impl RunReport {
         );
     }
 
-    /// Count of records with this outcome label.
-    pub fn count(&self, action: &str, outcome: &str) -> usize {
+    /// Count of records of this action with this outcome label.
+    pub fn count(&self, action: ActionKind, outcome: &str) -> usize {
         self.actions
             .iter()
             .filter(|a| a.action == action && a.outcome.label() == outcome)
@@ -1098,7 +1099,7 @@ impl Engine {
             job_id: decision.job_id,
             job_name: decision.job_name.clone(),
             rule: decision.rule.clone(),
-            action: decision.action.name(),
+            action: decision.action.kind(),
             reason: decision.reason.clone(),
             repeat: false,
             outcome,
@@ -1113,7 +1114,7 @@ impl Engine {
                 &run.policy.key.namespace,
                 &run.policy.key.name,
                 &record.rule,
-                record.action,
+                record.action.as_str(),
                 record.outcome.label(),
             );
         }
