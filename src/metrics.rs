@@ -56,9 +56,47 @@ pub const RECONCILE_BUCKETS: [f64; 13] = [
 pub const WEBHOOK_LATENCY_BUCKETS: [f64; 11] =
     [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
+/// The state of a policy, as `jobwarden_policies{state}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyState {
+    /// Its last run reached GitLab (or it has not run yet).
+    Ready,
+    /// Its spec or manifest is invalid.
+    Invalid,
+    /// `spec.suspend` is true.
+    Suspended,
+    /// Its runs fail (no token, GitLab unreachable, every project refused…).
+    Error,
+}
+
+impl PolicyState {
+    /// Every state, in the order of [`POLICY_STATES`].
+    pub const ALL: [PolicyState; 4] = [
+        PolicyState::Ready,
+        PolicyState::Invalid,
+        PolicyState::Suspended,
+        PolicyState::Error,
+    ];
+
+    /// The `state` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PolicyState::Ready => "ready",
+            PolicyState::Invalid => "invalid",
+            PolicyState::Suspended => "suspended",
+            PolicyState::Error => "error",
+        }
+    }
+}
+
 /// The states of `jobwarden_policies`. All four are always exported (zero when no policy is in
 /// that state), so alerts and dashboards never see a missing series.
-pub const POLICY_STATES: [&str; 4] = ["ready", "invalid", "suspended", "error"];
+pub const POLICY_STATES: [&str; 4] = [
+    PolicyState::Ready.as_str(),
+    PolicyState::Invalid.as_str(),
+    PolicyState::Suspended.as_str(),
+    PolicyState::Error.as_str(),
+];
 
 /// Label value used for a token that is not a short `[A-Za-z0-9_]` word.
 pub const OTHER: &str = "other";

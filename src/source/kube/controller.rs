@@ -13,6 +13,7 @@ use super::shard::Shard;
 use super::status::{self, ReadyReason};
 use crate::crd::{JobPolicy, JobPolicyStatus};
 use crate::engine::{Engine, ReconcileError, RunMode, RunReport};
+use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey, compile};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
@@ -88,26 +89,6 @@ impl Error {
     /// True when the engine already counted this error in `reconcile_errors_total`.
     fn counted_by_engine(&self) -> bool {
         matches!(self, Error::GitLab(_))
-    }
-}
-
-/// A policy's state for `jobwarden_policies{state}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PolicyState {
-    Ready,
-    Invalid,
-    Suspended,
-    Error,
-}
-
-impl PolicyState {
-    fn label(self) -> &'static str {
-        match self {
-            PolicyState::Ready => "ready",
-            PolicyState::Invalid => "invalid",
-            PolicyState::Suspended => "suspended",
-            PolicyState::Error => "error",
-        }
     }
 }
 
@@ -298,7 +279,7 @@ impl Context {
 fn state_counts(states: &HashMap<PolicyKey, PolicyState>) -> Vec<(&'static str, i64)> {
     let mut counts: HashMap<&'static str, i64> = HashMap::new();
     for state in states.values() {
-        *counts.entry(state.label()).or_default() += 1;
+        *counts.entry(state.as_str()).or_default() += 1;
     }
     counts.into_iter().collect()
 }
