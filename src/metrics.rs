@@ -19,13 +19,14 @@ pub mod accounting;
 pub use accounting::{JobAccounting, JobEvents};
 
 use crate::gitlab::telemetry::RequestObserver;
+use crate::sync::lock;
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The prefix of every metric name (`jobwarden_…`).
@@ -535,14 +536,6 @@ pub fn gitlab_host(instance: &str) -> String {
         Some((host, None)) => host.to_owned(),
         None => OTHER.to_owned(),
     }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (each critical section
-/// only inserts into a set), so a poisoned lock is simply taken over.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use crate::engine::{Engine, RunMode, RunReport};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey};
 use crate::source::files::{LoadedManifests, load_manifests, resolve_token};
+use crate::sync::lock;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -53,10 +54,6 @@ impl PolicyStates {
             .collect();
         engine.metrics().set_policies(&gauge);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Running {

@@ -6,6 +6,7 @@
 //! GitLab's answer. So a delivery that arrives late, twice or out of order costs a read at
 //! most, and never causes a wrong action.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,10 +46,6 @@ impl Default for Inbox {
             woken: tokio::sync::broadcast::channel(1024).0,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Inbox {

@@ -19,6 +19,7 @@
 
 use crate::crd::ActionKind;
 use crate::policy::PolicyKey;
+use crate::sync::lock;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -95,10 +96,6 @@ pub struct Ledger {
     /// Serialises writes of the state file, so the newest snapshot is always the last written.
     writer: tokio::sync::Mutex<()>,
     in_doubt_for: SignedDuration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Ledger {

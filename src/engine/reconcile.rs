@@ -16,6 +16,7 @@ use crate::policy::{
     Budget, CompiledPolicy, Decision, FactRequest, Observation, PolicyKey, Verdict, decide,
     facts_needed,
 };
+use crate::sync::lock;
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
@@ -308,11 +309,6 @@ impl std::fmt::Debug for Engine {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
-}
-
-/// Locks a std mutex, recovering the data if a panicking thread poisoned it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Engine {

@@ -697,9 +697,7 @@ fn check_bounds(schema: &Value, value: &Value, path: &str, out: &mut Vec<(String
 fn matches_pattern(pattern: &str, text: &str) -> bool {
     static COMPILED: LazyLock<std::sync::Mutex<HashMap<String, Option<regex::Regex>>>> =
         LazyLock::new(Default::default);
-    let mut compiled = COMPILED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut compiled = crate::sync::lock(&COMPILED);
     compiled
         .entry(pattern.to_owned())
         .or_insert_with(|| regex::Regex::new(pattern).ok())

@@ -333,11 +333,7 @@ fn dispatch(state: &WebhookState, headers: &HeaderMap, hook: &JobHook) -> (Deliv
         .filter_map(|name| header(headers, name))
         .filter(|id| !id.is_empty())
         .collect();
-    let first_time = state
-        .recent
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .first_time(&ids);
+    let first_time = crate::sync::lock(&state.recent).first_time(&ids);
     if !first_time {
         return answered(Delivery::Duplicate, StatusCode::OK);
     }

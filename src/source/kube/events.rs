@@ -18,7 +18,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The `reportingController` of jobwarden's Events.
@@ -204,10 +204,7 @@ impl EventPublisher {
             h.finish()
         };
         let now = Instant::now();
-        let mut recorders = self
-            .recorders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut recorders = crate::sync::lock(&self.recorders);
         recorders.retain(|_, (_, last_used)| now.duration_since(*last_used) < REPEAT_WINDOW);
         let (recorder, last_used) = recorders.entry(key).or_insert_with(|| {
             (
