@@ -367,7 +367,7 @@ impl Engine {
             .destinations
             .check(url)
             .map_err(ReconcileError::DestinationRefused)?;
-        let instance = instance_key(url);
+        let instance = crate::gitlab::instance_name(url);
         // The token is part of the key only as a digest: it never leaves this function.
         let digest = {
             use std::hash::{Hash, Hasher};
@@ -629,7 +629,7 @@ impl Engine {
             return Ok(report);
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
-        let instance = instance_key(&policy.gitlab_url);
+        let instance = crate::gitlab::instance_name(&policy.gitlab_url);
         if scope == Scope::All {
             lock(&self.inner.unsent)
                 .entry(policy.key.clone())
@@ -1243,11 +1243,6 @@ impl ProjectFailure {
             message: err.to_string(),
         }
     }
-}
-
-/// The key of a GitLab instance: its URL without a trailing slash.
-fn instance_key(url: &url::Url) -> String {
-    url.as_str().trim_end_matches('/').to_owned()
 }
 
 enum Fact {

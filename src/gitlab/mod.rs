@@ -40,7 +40,7 @@ pub mod testing;
 
 pub use auth::Credential;
 pub use backoff::Backoff;
-pub use client::{ClientConfig, GitLabClient};
+pub use client::{ClientConfig, GitLabClient, instance_name};
 pub use destinations::{DestinationRefused, TokenDestinations};
 pub use endpoints::{Endpoint, Method};
 pub use error::{GitLabError, TransportFailure};
