@@ -4,7 +4,9 @@
 use crate::engine::{Engine, RunMode, RunReport};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey};
-use crate::source::files::{LoadedManifests, load_manifests, resolve_token};
+use crate::source::files::{
+    LoadedManifests, load_manifests, resolve_token, resolve_webhook_secret,
+};
 use crate::sync::lock;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
@@ -157,6 +159,14 @@ fn apply(
                 continue;
             }
         };
+        match resolve_webhook_secret(&loaded.policy, &manifests.secrets) {
+            Ok(secret) => engine.set_webhook_secret(&compiled.key, secret),
+            Err(err) => {
+                // Polling still works; deliveries with this secret are refused.
+                tracing::error!(policy = %compiled.key, error = %err, "no webhook secret");
+                engine.set_webhook_secret(&compiled.key, None);
+            }
+        }
         *counts
             .entry(if compiled.suspend {
                 PolicyState::Suspended

@@ -291,6 +291,8 @@ struct Inner {
     ledger: Ledger,
     /// Job Hook deliveries waiting for their projects' next run.
     inbox: Inbox,
+    /// Policies' own webhook secrets (`spec.gitlab.webhookSecretRef`).
+    webhook_secrets: Mutex<HashMap<PolicyKey, SecretString>>,
     /// Per policy, the decisions that sent nothing in its last run and in the current one.
     unsent: Mutex<HashMap<PolicyKey, UnsentDecisions>>,
     accounting: Mutex<JobAccounting>,
@@ -340,6 +342,7 @@ impl Engine {
                 watched: Mutex::new(HashMap::new()),
                 ledger,
                 inbox: Inbox::default(),
+                webhook_secrets: Mutex::new(HashMap::new()),
                 unsent: Mutex::new(HashMap::new()),
                 accounting: Mutex::new(JobAccounting::new()),
             }),
@@ -449,6 +452,7 @@ impl Engine {
         lock(&self.inner.clients).remove(key);
         lock(&self.inner.unsent).remove(key);
         self.inner.inbox.forget_policy(key);
+        lock(&self.inner.webhook_secrets).remove(key);
         if let Err(err) = self.inner.ledger.forget_policy(key).await {
             tracing::warn!(policy = %key, error = %err, "cannot update the state file");
         }
@@ -541,6 +545,44 @@ impl Engine {
     /// deliveries stay queued until the policy's next run.
     pub fn subscribe_wakeups(&self) -> tokio::sync::broadcast::Receiver<PolicyKey> {
         self.inner.inbox.subscribe()
+    }
+
+    /// Sets (or, with `None`, removes) the policy's own webhook secret.
+    pub fn set_webhook_secret(&self, policy: &PolicyKey, secret: Option<SecretString>) {
+        let mut secrets = lock(&self.inner.webhook_secrets);
+        match secret {
+            Some(secret) => secrets.insert(policy.clone(), secret),
+            None => secrets.remove(policy),
+        };
+    }
+
+    /// True when `token` is the webhook secret of a policy that watches the project (compared
+    /// in constant time with each candidate).
+    pub fn accepts_webhook_token(
+        &self,
+        instance: Option<&str>,
+        project_id: u64,
+        token: &[u8],
+    ) -> bool {
+        use subtle::ConstantTimeEq;
+        let instance = instance.map(|i| i.trim_end_matches('/'));
+        let watchers: Vec<PolicyKey> = lock(&self.inner.watched)
+            .iter()
+            .filter(|(_, observed)| {
+                observed
+                    .iter()
+                    .any(|(i, id)| *id == project_id && instance.is_none_or(|want| want == i))
+            })
+            .map(|(policy, _)| policy.clone())
+            .collect();
+        let secrets = lock(&self.inner.webhook_secrets);
+        watchers
+            .iter()
+            .filter_map(|policy| secrets.get(policy))
+            .fold(subtle::Choice::from(0), |any, secret| {
+                any | secret.expose_secret().as_bytes().ct_eq(token)
+            })
+            .into()
     }
 
     /// True when Job Hook deliveries wait for one of the policy's projects.

@@ -201,6 +201,8 @@ pub struct CompiledPolicy {
     pub gitlab_url: url::Url,
     pub token_secret_ref: SecretKeyRef,
     pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+    /// `spec.gitlab.webhookSecretRef`.
+    pub webhook_secret_ref: Option<SecretKeyRef>,
     pub projects: Vec<ProjectRef>,
     pub interval: std::time::Duration,
     /// `spec.resyncInterval`: with webhooks, how often a project is listed in full anyway.
@@ -287,6 +289,9 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
     if let Some(ca) = &spec.gitlab.ca_bundle_secret_ref {
         check_secret_ref(ca, "spec.gitlab.caBundleSecretRef", &mut errors);
     }
+    if let Some(webhook) = &spec.gitlab.webhook_secret_ref {
+        check_secret_ref(webhook, "spec.gitlab.webhookSecretRef", &mut errors);
+    }
     let projects = compile_projects(&spec.projects, &mut errors);
     let interval = compile_interval(&spec.interval, &mut errors);
     let resync_interval = spec
@@ -307,6 +312,7 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
             gitlab_url,
             token_secret_ref: spec.gitlab.token_secret_ref.clone(),
             ca_bundle_secret_ref: spec.gitlab.ca_bundle_secret_ref.clone(),
+            webhook_secret_ref: spec.gitlab.webhook_secret_ref.clone(),
             projects,
             interval,
             resync_interval,

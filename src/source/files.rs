@@ -941,7 +941,34 @@ pub fn resolve_ca_bundle(
     policy: &JobPolicy,
     secrets: &[LoadedSecret],
 ) -> Result<Option<SecretString>, TokenError> {
-    let Some(secret_ref) = &policy.spec.gitlab.ca_bundle_secret_ref else {
+    resolve_secret_ref(
+        policy,
+        secrets,
+        policy.spec.gitlab.ca_bundle_secret_ref.as_ref(),
+    )
+}
+
+/// The webhook secret of a policy's `webhookSecretRef`, if it has one; like the CA bundle, it
+/// must exist in the policy's namespace.
+pub fn resolve_webhook_secret(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+) -> Result<Option<SecretString>, TokenError> {
+    resolve_secret_ref(
+        policy,
+        secrets,
+        policy.spec.gitlab.webhook_secret_ref.as_ref(),
+    )
+    .map(|secret| secret.map(|s| SecretString::from(s.expose_secret().trim().to_owned())))
+}
+
+/// The value a Secret manifest of the policy's namespace holds under `secret_ref`.
+fn resolve_secret_ref(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+    secret_ref: Option<&SecretKeyRef>,
+) -> Result<Option<SecretString>, TokenError> {
+    let Some(secret_ref) = secret_ref else {
         return Ok(None);
     };
     let namespace = policy_namespace(policy);

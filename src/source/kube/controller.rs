@@ -376,6 +376,7 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
         .await;
     }
 
+    read_webhook_secret(&ctx, &key, &compiled).await;
     let token =
         match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
             Ok(token) => token,
@@ -435,6 +436,25 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
             Err(Error::GitLab(err))
         }
     }
+}
+
+/// Reads the policy's own webhook secret (`spec.gitlab.webhookSecretRef`, in its namespace)
+/// for the webhook receiver. A missing one is logged: polling goes on, and deliveries signed
+/// with it are refused until it exists.
+async fn read_webhook_secret(ctx: &Context, key: &PolicyKey, compiled: &CompiledPolicy) {
+    let secret = match &compiled.webhook_secret_ref {
+        None => None,
+        Some(secret_ref) => {
+            match secrets::read_token(&ctx.client, &key.namespace, secret_ref).await {
+                Ok(secret) => Some(secret),
+                Err(err) => {
+                    tracing::warn!(policy = %key, error = %err, "no webhook secret");
+                    None
+                }
+            }
+        }
+    };
+    ctx.engine.set_webhook_secret(key, secret);
 }
 
 /// Between two runs of a policy, acts on the Job Hook deliveries for its projects: records the
