@@ -44,7 +44,7 @@ pub use client::{ClientConfig, GitLabClient, instance_name};
 pub use destinations::{DestinationRefused, TokenDestinations};
 pub use endpoints::{Endpoint, Method};
 pub use error::{GitLabError, TransportFailure};
-pub use jobs::ListJobsQuery;
+pub use jobs::{ListJobsQuery, PipelineJobsQuery};
 pub use models::{
     AllowedAgent, AllowedAgents, Job, JobStatus, JobVariable, PipelineBasic, ProjectRef,
 };
