@@ -2,7 +2,7 @@
 
 use super::act::{self, Outcome};
 use super::inbox::Inbox;
-use super::ledger::{Ledger, Unsettled};
+use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
 use crate::crd::ActionKind;
 use crate::gitlab::models::ProjectRef;
@@ -320,7 +320,8 @@ impl Engine {
         Engine::with_ledger(config, clock, metrics, ledger)
     }
 
-    /// An engine with this ledger (`Ledger::in_dir` keeps it across restarts).
+    /// An engine with this ledger (`Ledger::in_dir` keeps it across restarts). The calls the
+    /// ledger holds that were in flight when the previous process stopped are reported here.
     pub fn with_ledger(
         config: EngineConfig,
         clock: Clock,
@@ -328,7 +329,7 @@ impl Engine {
         ledger: Ledger,
     ) -> Self {
         let started_at = clock();
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 config,
                 clock,
@@ -346,7 +347,9 @@ impl Engine {
                 unsent: Mutex::new(HashMap::new()),
                 accounting: Mutex::new(JobAccounting::new()),
             }),
-        }
+        };
+        engine.report_calls_from_before_the_restart();
+        engine
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -1075,6 +1078,13 @@ impl Engine {
             job_id: decision.job_id,
             action: decision.action.kind(),
             until: now + request_window + ledger.in_doubt_for(),
+            policy: Some(SentBy {
+                namespace: run.policy.key.namespace.clone(),
+                name: run.policy.key.name.clone(),
+                rule: decision.rule.clone(),
+                job_name: decision.job_name.clone(),
+            }),
+            reported: false,
         };
         if let Err(err) = ledger.begin(&run.policy.key, call, now).await {
             return Outcome::Failed {
@@ -1088,21 +1098,63 @@ impl Engine {
         }
         let in_doubt_until = || self.now() + ledger.in_doubt_for();
         let (outcome, fresh) = act::execute(&run.client, decision, &in_doubt_until).await;
-        let recorded = match &outcome {
-            Outcome::InDoubt { until, .. } => {
-                ledger
-                    .keep_in_doubt(&run.instance, decision.job_id, *until)
-                    .await
-            }
-            _ => ledger.settle(&run.instance, decision.job_id).await,
-        };
-        if let Err(err) = recorded {
-            tracing::warn!(policy = %run.policy.key, error = %err, "cannot update the state file");
-        }
         if let Some(job) = fresh {
             observer.update_job(JobWire::from(&job), self.now());
         }
         outcome
+    }
+
+    /// Records in the ledger what became of a call, once its outcome has been reported: a call
+    /// in doubt stays unsettled, any other is settled. Reported first, so a process that stops
+    /// in between reports the call again after its restart instead of never.
+    async fn record_outcome(&self, run: &PolicyRun, job_id: u64, outcome: &Outcome) {
+        let ledger = &self.inner.ledger;
+        let recorded = match outcome {
+            Outcome::InDoubt { until, .. } => {
+                ledger.keep_in_doubt(&run.instance, job_id, *until).await
+            }
+            _ => ledger.settle(&run.instance, job_id).await,
+        };
+        if let Err(err) = recorded {
+            tracing::warn!(policy = %run.policy.key, error = %err, "cannot update the state file");
+        }
+    }
+
+    /// Reports the calls that were in flight when the previous process stopped (found
+    /// unreported in the state file): GitLab may have carried them out, so each gets an action
+    /// line and is counted, `in_doubt`. They stay unsettled: no rule acts on their jobs before
+    /// the window has passed and a re-read showed where they stand.
+    fn report_calls_from_before_the_restart(&self) {
+        for call in self.inner.ledger.take_unreported() {
+            let sent_by = call.policy.clone().unwrap_or_else(|| SentBy {
+                namespace: String::new(),
+                name: String::new(),
+                rule: String::new(),
+                job_name: String::new(),
+            });
+            let until = call.until.strftime("%Y-%m-%dT%H:%M:%SZ");
+            tracing::info!(
+                target: "jobwarden::action",
+                policy = %format_args!("{}/{}", sent_by.namespace, sent_by.name),
+                project = call.project_id,
+                job_id = call.job_id,
+                job_name = %sent_by.job_name,
+                rule = %sent_by.rule,
+                action = call.action.as_str(),
+                outcome = "in_doubt",
+                reason = "sent before jobwarden stopped, with no answer recorded",
+                "in doubt until {until}: sent before jobwarden stopped; GitLab may have carried it out"
+            );
+            if call.policy.is_some() {
+                self.inner.metrics.count_action(
+                    &sent_by.namespace,
+                    &sent_by.name,
+                    &sent_by.rule,
+                    call.action.as_str(),
+                    "in_doubt",
+                );
+            }
+        }
     }
 
     /// Turns one decision into an outcome: sends it when the verdict says act and the run's
@@ -1118,6 +1170,7 @@ impl Engine {
             .then(|| self.inner.ledger.unsettled(&run.instance, decision.job_id))
             .flatten();
         let wants_budget = matches!(decision.verdict, Verdict::Act | Verdict::DryRun);
+        let mut sent = false;
         let outcome = if let Some(call) = unsettled {
             // A call on this job may still land: nothing more is sent until it settles.
             Outcome::Deferred {
@@ -1128,7 +1181,10 @@ impl Engine {
         } else {
             match decision.verdict {
                 Verdict::Act if run.dry_run => Outcome::DryRun,
-                Verdict::Act => self.send(run, project_id, observer, &decision).await,
+                Verdict::Act => {
+                    sent = true;
+                    self.send(run, project_id, observer, &decision).await
+                }
                 Verdict::DryRun => Outcome::DryRun,
                 Verdict::OverBudget => Outcome::SkippedOverBudget,
                 Verdict::NotBefore(not_before) => Outcome::Deferred { not_before },
@@ -1159,6 +1215,10 @@ impl Engine {
                 record.action.as_str(),
                 record.outcome.label(),
             );
+        }
+        if sent {
+            self.record_outcome(run, decision.job_id, &record.outcome)
+                .await;
         }
         Some(record)
     }
