@@ -160,9 +160,11 @@ mod trace;
 
 pub use clock::Clock;
 pub use command::{SimulateArgs, run_simulate};
-pub use control::{JobSpec, PipelineSpec, ScenarioError, SimControl, SimJob, SimPipeline};
+pub use control::{
+    JobSpec, PipelineSpec, ScenarioError, SimControl, SimGroup, SimJob, SimPipeline, SimProject,
+};
 pub use faults::FaultConfig;
-pub use fleet::FleetConfig;
+pub use fleet::{FLEET_GROUPS, FleetConfig, project_group, project_path};
 pub use hooks::{RECENT_DELIVERIES, SimWebhook, WebhookConfig, WebhookDelivery, WebhookStats};
 pub use reqlog::LoggedRequest;
 
@@ -398,8 +400,22 @@ fn generate(
 ) -> World {
     let mut world = World::new(mix64(seed ^ 0x6a0b_70c3), archive);
     let now = clock.sim_now();
-    for id in 1..=u64::from(projects) {
-        world.add_project(id, &format!("fleet/project-{id}"));
+    let count = u64::from(projects);
+    // Groups first, then the projects in id order, each made a minute after the one before,
+    // all before the fleet's history begins.
+    let founded = now
+        .minus(fleet.history)
+        .minus(Duration::from_secs(60 * (count + 1) + 86_400));
+    if count > 0 {
+        for group in fleet::FLEET_GROUPS {
+            // The tree is fixed and empty at this point: this cannot fail.
+            let _ = world.ensure_group(group, founded);
+        }
+    }
+    for id in 1..=count {
+        if let Some(project) = world.add_project(id, &fleet::project_path(seed, id)) {
+            project.created_at = founded.plus(Duration::from_secs(86_400 + 60 * id));
+        }
         autopilot::install(&mut world, id, seed, fleet, now);
     }
     world
