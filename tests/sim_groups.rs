@@ -206,6 +206,13 @@ async fn archived_projects_are_filtered_by_the_archived_parameter() {
     assert_eq!(active, [12, 11, 10, 8, 7, 6, 5, 4, 3, 1]);
     assert_eq!(ids(&list("&archived=0").await), active, "Grape's booleans");
 
+    assert_eq!(
+        ids(&list("&active=true").await),
+        active,
+        "GitLab 17's `active`"
+    );
+    assert_eq!(ids(&list("&active=false").await), [9, 2]);
+
     sim.control.set_archived(9, false).expect("a project");
     assert_eq!(ids(&list("&archived=true").await), [2]);
     let (status, body) = sim.get_json("/groups/fleet/projects?archived=maybe").await;
@@ -621,5 +628,62 @@ async fn the_admin_endpoint_adds_groups_and_projects_and_archives() {
         .get_json("/groups/fleet%2Fnew/projects?include_subgroups=true&archived=true")
         .await;
     assert_eq!(ids(&in_group), [svc]);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_reads_with_its_own_projects_by_id_or_path() {
+    let sim = start(fleet(20)).await;
+    let apps = sim.control.resolve_group("fleet/apps").expect("a group");
+    let fleet_id = sim.control.resolve_group("fleet").expect("a group");
+    let response = sim.get("/groups/fleet%2Fapps").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    assert_eq!(
+        key_order(&text),
+        [
+            "id",
+            "web_url",
+            "name",
+            "path",
+            "description",
+            "visibility",
+            "lfs_enabled",
+            "avatar_url",
+            "request_access_enabled",
+            "full_name",
+            "full_path",
+            "created_at",
+            "parent_id",
+            "shared_with_groups",
+            "projects",
+            "shared_projects",
+        ]
+    );
+    let group: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(group["id"], apps);
+    assert_eq!(group["name"], "Apps");
+    assert_eq!(group["full_name"], "Fleet / Apps");
+    assert_eq!(group["full_path"], "fleet/apps");
+    assert_eq!(group["parent_id"], fleet_id);
+    assert_eq!(
+        group["web_url"],
+        "https://gitlab.example.com/groups/fleet/apps"
+    );
+    assert_eq!(ids(&group["projects"]), expected(20, &["fleet/apps"]));
+    assert_eq!(group["shared_projects"], json!([]));
+    let (_, by_id) = sim.get_json(&format!("/groups/{apps}")).await;
+    assert_eq!(by_id, group);
+    let (_, bare) = sim.get_json("/groups/fleet?with_projects=false").await;
+    assert!(bare.get("projects").is_none() && bare.get("shared_projects").is_none());
+    assert_eq!(bare["parent_id"], Value::Null);
+    assert_eq!(
+        sim.get_json("/groups/nope").await,
+        (404, json!({"message": "404 Group Not Found"}))
+    );
+    assert_eq!(
+        sim.get_json("/groups/fleet?with_projects=many").await,
+        (400, json!({"error": "with_projects is invalid"}))
+    );
     sim.stop().await;
 }

@@ -1,5 +1,7 @@
 //! `GET /groups/:id/projects`: the projects of a group (and, with `include_subgroups=true`, of
-//! every group below it), as GitLab's `GroupProjectsFinder` lists them to an administrator.
+//! every group below it), as GitLab's `GroupProjectsFinder` lists them to an administrator;
+//! and `GET /groups/:id`, the group itself (`Entities::GroupDetail` with up to 100 of its own
+//! projects, or `Entities::Group` with `with_projects=false`).
 //!
 //! Order of checks as in GitLab: parameters (Grape's 400), then `find_group!` (404
 //! `Group Not Found`, also for a group the caller cannot see: every simulated group is
@@ -15,9 +17,11 @@ use crate::sim::api::pagination::OffsetRequest;
 use crate::sim::api::params::Params;
 use crate::sim::api::projects::{self, last_activity_at};
 use crate::sim::api::{Call, json, with_headers};
-use crate::sim::state::Project;
+use crate::sim::clock::iso8601;
+use crate::sim::state::{Group, Project, World};
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Serialize;
 use std::cmp::Ordering;
 
 /// `order_by` values GitLab accepts on this endpoint.
@@ -63,6 +67,11 @@ fn one_of(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<String
 impl Query {
     fn parse(params: &Params) -> Result<Query, ApiError> {
         let archived = params.boolean("archived")?;
+        // `active` (GitLab 17.x): neither archived nor marked for deletion (nothing is).
+        let archived = match params.boolean("active")? {
+            Some(active) => Some(!active).filter(|_| archived.is_none()).or(archived),
+            None => archived,
+        };
         let visibility = one_of(params, "visibility", &["private", "internal", "public"])?;
         let search = params.scalar("search").filter(|s| !s.is_empty());
         let order_by =
@@ -186,4 +195,83 @@ fn find_group(call: &Call<'_>) -> Result<u64, ApiError> {
         Principal::Token => Ok(group_id),
         Principal::Job { .. } | Principal::Anonymous => Err(ApiError::not_found(Some("Group"))),
     }
+}
+
+/// `Entities::Group` (the subset the simulator can fill truthfully), with
+/// `Entities::GroupDetail`'s projects when asked.
+#[derive(Serialize)]
+struct GroupEntity<'a> {
+    id: u64,
+    web_url: String,
+    name: &'a str,
+    path: &'a str,
+    description: &'static str,
+    visibility: &'static str,
+    lfs_enabled: bool,
+    avatar_url: Option<&'static str>,
+    request_access_enabled: bool,
+    full_name: String,
+    full_path: &'a str,
+    created_at: String,
+    parent_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_with_groups: Option<[u8; 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    projects: Option<Vec<projects::ProjectEntity<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_projects: Option<[u8; 0]>,
+}
+
+/// GitLab's `GroupDetail` shows at most this many projects.
+const DETAIL_PROJECTS: usize = 100;
+
+fn group_entity<'a>(
+    world: &'a World,
+    group: &'a Group,
+    base: &str,
+    with_projects: bool,
+) -> GroupEntity<'a> {
+    let own_projects = with_projects.then(|| {
+        world
+            .projects
+            .values()
+            .rev()
+            .filter(|p| p.group_id == Some(group.id))
+            .take(DETAIL_PROJECTS)
+            .map(|p| projects::full(world, p, base))
+            .collect()
+    });
+    GroupEntity {
+        id: group.id,
+        web_url: format!("{base}groups/{}", group.full_path),
+        name: &group.name,
+        path: &group.path,
+        description: "",
+        visibility: "private",
+        lfs_enabled: true,
+        avatar_url: None,
+        request_access_enabled: true,
+        full_name: projects::group_full_name(world, group.id),
+        full_path: &group.full_path,
+        created_at: iso8601(group.created_at),
+        parent_id: group.parent_id,
+        shared_with_groups: with_projects.then_some([]),
+        projects: own_projects,
+        shared_projects: with_projects.then_some([]),
+    }
+}
+
+/// `GET /groups/:id` (by id or URL-encoded full path): the group, with up to 100 of its own
+/// projects (newest first) unless `with_projects=false`.
+pub(super) fn get(call: &mut Call<'_>) -> Result<Response, ApiError> {
+    let with_projects = call.params.boolean("with_projects")?.unwrap_or(true);
+    call.params.boolean("with_custom_attributes")?;
+    let group_id = find_group(call)?;
+    let group = call
+        .world
+        .groups
+        .get(&group_id)
+        .ok_or_else(|| ApiError::not_found(Some("Group")))?;
+    let entity = group_entity(call.world, group, &call.shared.links_base, with_projects);
+    Ok(json(StatusCode::OK, &entity))
 }

@@ -250,6 +250,7 @@ fn respond(
     };
     let result = match route.endpoint {
         Endpoint::GetProject => projects::get(&mut call),
+        Endpoint::GetGroup => groups::get(&mut call),
         Endpoint::ListGroupProjects => groups::projects(&mut call),
         Endpoint::ListProjectJobs => lists::project_jobs(&mut call),
         Endpoint::ListPipelineJobs => lists::pipeline_jobs(&mut call),

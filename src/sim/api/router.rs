@@ -6,11 +6,12 @@ use crate::sim::api::auth::Accepts;
 use crate::sim::api::params::path_decode;
 use axum::http::Method;
 
-/// Every endpoint the simulator serves (the seeds' 17 endpoints, `GET /projects/:id` and
-/// `GET /groups/:id/projects`).
+/// Every endpoint the simulator serves (the seeds' 17 endpoints, `GET /projects/:id`,
+/// `GET /groups/:id` and `GET /groups/:id/projects`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     GetProject,
+    GetGroup,
     ListGroupProjects,
     ListProjectJobs,
     ListPipelineJobs,
@@ -36,6 +37,7 @@ impl Endpoint {
     pub fn template(self) -> &'static str {
         match self {
             Endpoint::GetProject => "/projects/:id",
+            Endpoint::GetGroup => "/groups/:id",
             Endpoint::ListGroupProjects => "/groups/:id/projects",
             Endpoint::ListProjectJobs => "/projects/:id/jobs",
             Endpoint::ListPipelineJobs => "/projects/:id/pipelines/:pipeline_id/jobs",
@@ -80,7 +82,7 @@ impl Endpoint {
                         | Endpoint::CurrentJob
                         | Endpoint::CurrentJobAllowedAgents
                 ),
-            anonymous: download || self == Endpoint::ListGroupProjects,
+            anonymous: download || matches!(self, Endpoint::GetGroup | Endpoint::ListGroupProjects),
         }
     }
 }
@@ -140,6 +142,12 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Option<Route> {
         ["job"] if get => return Some(Route::new(Endpoint::CurrentJob)),
         ["job", "allowed_agents"] if get => {
             return Some(Route::new(Endpoint::CurrentJobAllowedAgents));
+        }
+        ["groups", id] if get && !id.is_empty() => {
+            return Some(Route {
+                group: seg(1),
+                ..Route::new(Endpoint::GetGroup)
+            });
         }
         ["groups", id, "projects"] if get && !id.is_empty() => {
             return Some(Route {
@@ -225,6 +233,7 @@ mod tests {
             (Method::GET, "/projects/1", GetProject),
             (Method::GET, "/projects/group%2Fapp", GetProject),
             (Method::GET, "/groups/7/projects", ListGroupProjects),
+            (Method::GET, "/groups/fleet%2Fapps", GetGroup),
             (
                 Method::HEAD,
                 "/groups/fleet%2Fapps/projects",
