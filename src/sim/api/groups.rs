@@ -122,7 +122,8 @@ impl Query {
     }
 
     /// `order_by` then `id`, both in the `sort` direction (`similarity` orders by name,
-    /// ascending, as GitLab does without a score to rank by).
+    /// ascending, then by id in the `sort` direction, as GitLab does without a `search` to
+    /// score).
     fn compare(&self, a: &Project, b: &Project) -> Ordering {
         let name = |p: &Project| p.path.rsplit('/').next().unwrap_or(&p.path).to_lowercase();
         let primary = match self.order_by.as_str() {
@@ -131,14 +132,17 @@ impl Query {
             // `created_at` is ordered by id, as GitLab does; no project has stars.
             _ => Ordering::Equal,
         };
-        if self.order_by == "similarity" {
-            return primary.then(a.id.cmp(&b.id));
-        }
-        let ordering = primary.then(a.id.cmp(&b.id));
-        if self.descending {
-            ordering.reverse()
+        let by_id = if self.descending {
+            b.id.cmp(&a.id)
         } else {
-            ordering
+            a.id.cmp(&b.id)
+        };
+        // Without a `search` to score, `similarity` is `name` ascending whatever the `sort`
+        // (which still orders the ids of equal names).
+        if self.order_by == "similarity" || !self.descending {
+            primary.then(by_id)
+        } else {
+            primary.reverse().then(by_id)
         }
     }
 }
