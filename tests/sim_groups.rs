@@ -209,7 +209,7 @@ async fn archived_projects_are_filtered_by_the_archived_parameter() {
     assert_eq!(
         ids(&list("&active=true").await),
         active,
-        "GitLab 17's `active`"
+        "newer GitLab's `active`"
     );
     assert_eq!(ids(&list("&active=false").await), [9, 2]);
 

@@ -67,7 +67,7 @@ fn one_of(params: &Params, name: &str, allowed: &[&str]) -> Result<Option<String
 impl Query {
     fn parse(params: &Params) -> Result<Query, ApiError> {
         let archived = params.boolean("archived")?;
-        // `active` (GitLab 17.x): neither archived nor marked for deletion (nothing is).
+        // `active` (newer GitLab): neither archived nor marked for deletion (nothing is).
         let archived = match params.boolean("active")? {
             Some(active) => Some(!active).filter(|_| archived.is_none()).or(archived),
             None => archived,
