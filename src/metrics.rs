@@ -361,23 +361,11 @@ impl Metrics {
     /// Sets how many jobs of `project` are currently seen in each status. Statuses reported for
     /// the project before but absent from `counts` are set to 0; repeated statuses are summed.
     pub fn set_jobs_by_status(&self, project: &str, counts: &[(&str, i64)]) {
-        let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
-        for (status, count) in counts {
-            *current.entry(bounded_token(status)).or_default() += count;
-        }
         let mut reported = lock(&self.job_statuses_by_project);
         let known = reported.entry(project.to_owned()).or_default();
-        for status in known.iter() {
-            if !current.contains_key(status.as_str()) {
-                self.jobs.with_label_values(&[project, status]).set(0);
-            }
-        }
-        for (status, count) in &current {
-            self.jobs.with_label_values(&[project, status]).set(*count);
-            if !known.contains(status.as_ref()) {
-                known.insert(status.to_string());
-            }
-        }
+        set_counts_by_label(known, counts, |status, count| {
+            self.jobs.with_label_values(&[project, status]).set(count);
+        });
     }
 
     /// Sets the age of the oldest job of `project` still waiting for a runner; `None` (nothing
@@ -463,21 +451,34 @@ impl Metrics {
     /// Sets how many policies are in each state. The states of [`POLICY_STATES`], and any other
     /// state reported before, are set to 0 when absent from `counts`; repeated states are summed.
     pub fn set_policies(&self, counts: &[(&str, i64)]) {
-        let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
-        for (state, count) in counts {
-            *current.entry(bounded_token(state)).or_default() += count;
-        }
         let mut known = lock(&self.policy_states);
-        for state in known.iter() {
-            if !current.contains_key(state.as_str()) {
-                self.policies.with_label_values(&[state]).set(0);
-            }
+        set_counts_by_label(&mut known, counts, |state, count| {
+            self.policies.with_label_values(&[state]).set(count);
+        });
+    }
+}
+
+/// Sets a gauge per label value from `counts` (repeated values summed): the values reported
+/// before (`known`) and absent now are set to 0, so a series never freezes at its last count;
+/// `known` grows by the new values.
+fn set_counts_by_label(
+    known: &mut BTreeSet<String>,
+    counts: &[(&str, i64)],
+    mut set: impl FnMut(&str, i64),
+) {
+    let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
+    for (value, count) in counts {
+        *current.entry(bounded_token(value)).or_default() += count;
+    }
+    for value in known.iter() {
+        if !current.contains_key(value.as_str()) {
+            set(value, 0);
         }
-        for (state, count) in &current {
-            self.policies.with_label_values(&[state]).set(*count);
-            if !known.contains(state.as_ref()) {
-                known.insert(state.to_string());
-            }
+    }
+    for (value, count) in &current {
+        set(value, *count);
+        if !known.contains(value.as_ref()) {
+            known.insert(value.to_string());
         }
     }
 }

@@ -8,8 +8,8 @@ use crate::crd::ActionKind;
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{
-    ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, RateLimiter,
-    TokenDestinations,
+    ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, PipelineJobsQuery,
+    RateLimiter, TokenDestinations,
 };
 use crate::metrics::{JobAccounting, Metrics};
 use crate::policy::{
@@ -974,7 +974,11 @@ impl Engine {
                 pipeline_id,
             } => {
                 let jobs: Vec<JobWire> = client
-                    .list_pipeline_jobs_as(project, *pipeline_id, &[], true)
+                    .list_pipeline_jobs_as(
+                        project,
+                        *pipeline_id,
+                        &PipelineJobsQuery::every_attempt(),
+                    )
                     .try_collect()
                     .await?;
                 Ok(Fact::PipelineJobs(*pipeline_id, jobs))

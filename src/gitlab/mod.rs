@@ -47,7 +47,7 @@ pub use destinations::{DestinationRefused, TokenDestinations};
 pub use endpoints::{Endpoint, Method};
 pub use error::{GitLabError, TransportFailure};
 pub use groups::{GroupProjectsQuery, ProjectOrder, SortDirection};
-pub use jobs::ListJobsQuery;
+pub use jobs::{ListJobsQuery, PipelineJobsQuery};
 pub use models::{
     AllowedAgent, AllowedAgents, GroupRef, Job, JobStatus, JobVariable, PipelineBasic, ProjectRef,
 };

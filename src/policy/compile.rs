@@ -248,8 +248,12 @@ impl CompiledPolicy {
     }
 }
 
-static RULE_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::RULE_NAME_PATTERN));
-static SECRET_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::SECRET_NAME_PATTERN));
+/// The CRD's rule name pattern (a DNS label), compiled once for every check that needs it.
+pub(crate) static RULE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(crd::RULE_NAME_PATTERN));
+/// The CRD's Secret name pattern (a DNS subdomain), compiled once for every check that needs it.
+pub(crate) static SECRET_NAME: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(crd::SECRET_NAME_PATTERN));
 static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::SECRET_KEY_PATTERN));
 static VARIABLE_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::VARIABLE_KEY_PATTERN));
 static FAILURE_REASON: LazyLock<Regex> =

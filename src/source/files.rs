@@ -537,12 +537,9 @@ fn with_violations(
     Err(SpecErrors { errors })
 }
 
-static DNS_SUBDOMAIN: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(crd::SECRET_NAME_PATTERN).expect("the CRD's own pattern is a valid regex")
-});
-static DNS_LABEL: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(crd::RULE_NAME_PATTERN).expect("the CRD's own pattern is a valid regex")
-});
+// Object names are DNS subdomains (the CRD's Secret name pattern), namespaces DNS labels (its
+// rule name pattern).
+use crate::policy::compile::{RULE_NAME as DNS_LABEL, SECRET_NAME as DNS_SUBDOMAIN};
 
 fn check_object_name(
     at: &SourceLocation,
