@@ -495,3 +495,51 @@ async fn a_call_in_flight_when_jobwarden_stopped_is_reported_after_the_restart()
     assert!(outcomes(&report, "play").is_empty(), "{:?}", report.actions);
     assert_eq!(w.count(PLAY), 1);
 }
+
+#[tokio::test]
+async fn a_wait_is_counted_from_the_answer_so_a_slow_listing_never_cancels_early() {
+    // A job queued 29 minutes ago; the policy cancels pending jobs after 30.
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "pending").aged(Duration::from_secs(29 * 60))],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 30m}
+      cancel: {}
+",
+    );
+    let engine = w.engine();
+    // The first listing is answered 20 s after the run started (a rate limit, a slow GitLab):
+    // GitLab then says the job has waited 29 m 20 s.
+    w.ctl.set_faults(FaultConfig {
+        latency: Duration::from_millis(400),
+        ..FaultConfig::default()
+    });
+    let clock = w.ctl.clone();
+    let slow = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        clock.advance(Duration::from_secs(20));
+    });
+    let report = w.run(&engine, &policy).await;
+    slow.await.expect("advanced");
+    assert!(outcomes(&report, "cancel").is_empty());
+    w.ctl.set_faults(FaultConfig::default());
+
+    // 29 m 50 s of waiting: not stale yet (counting the wait back from the run's start would
+    // make it 30 m 10 s).
+    w.advance(30);
+    let report = w.run(&engine, &policy).await;
+    assert!(
+        outcomes(&report, "cancel").is_empty(),
+        "{:?}",
+        report.actions
+    );
+    assert_eq!(w.status(ids[0]), "pending");
+    w.advance(15);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["succeeded"]);
+}

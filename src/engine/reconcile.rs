@@ -839,7 +839,7 @@ impl Engine {
             let synced = tokio::select! {
                 biased;
                 () = stop.cancelled() => return out,
-                synced = observer.sync(&run.client, run.now, run.follow_blocked) => synced,
+                synced = observer.sync(&run.client, run.now, &self.inner.clock, run.follow_blocked) => synced,
             };
             match synced {
                 Ok((stats, refreshed)) => {
@@ -953,7 +953,7 @@ impl Engine {
             for fact in fetched {
                 match fact {
                     Ok(Fact::PipelineJobs(id, jobs)) => {
-                        observer.cache_pipeline_jobs(id, jobs, run.now);
+                        observer.cache_pipeline_jobs(id, jobs, self.now());
                     }
                     Ok(Fact::LogTail(id, tail)) => observer.cache_log_tail(id, tail),
                     Err(err) => {
