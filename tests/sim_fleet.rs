@@ -203,7 +203,9 @@ async fn the_admin_endpoint_drives_scenarios_over_http() {
     .await;
     assert_eq!(
         log,
-        json!([{"method": "GET", "endpoint": "/job", "path": "/api/v4/job", "query": "", "status": 200}])
+        json!([{"method": "GET", "endpoint": "/job", "path": "/api/v4/job", "query": "", "status": 200,
+                // 10:00:12.5, after the clock was advanced by 12.5 s.
+                "at": 1_795_428_012_500_i64}])
     );
     let (_, counters) = json_of(
         sim.client

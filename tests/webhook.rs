@@ -179,6 +179,59 @@ async fn a_delivered_failure_is_retried_at_once_with_one_read_of_the_job() {
 }
 
 #[tokio::test]
+async fn every_policy_watching_the_project_acts_on_a_delivery_whichever_reads_it_first() {
+    let (w, engine, retry, job, receiver) = retry_policy_watching_a_running_job().await;
+    // A second policy on the same project, whose rules never match the failure.
+    let cancel = w.named_policy(
+        "cancel",
+        PROJECT,
+        "  rules:
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 30m}
+      cancel: {}
+",
+    );
+    let report = w.run(&engine, &cancel).await;
+    assert!(report.actions.is_empty());
+
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    w.advance(1);
+    w.ctl.reset_log();
+    let (status, _) = receiver.deliver(&w, job, "failed", "e1").await;
+    assert_eq!(status, 202);
+    for policy in [&cancel, &retry] {
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            engine.wakeup(&policy.key).notified(),
+        )
+        .await
+        .expect("every watching policy is woken");
+    }
+    assert!(engine.has_deliveries(&cancel.key) && engine.has_deliveries(&retry.key));
+
+    // The cancel policy's pass comes first and reads the job into the shared observer.
+    let report = run_delivered(&engine, &cancel).await;
+    assert!(report.actions.is_empty());
+    assert!(!engine.has_deliveries(&cancel.key));
+    assert_eq!(w.count(GET_JOB), 1);
+    // The retry policy still has the project to look at, and acts on what was read.
+    assert!(
+        engine.has_deliveries(&retry.key),
+        "still due for the retry policy"
+    );
+    let report = run_delivered(&engine, &retry).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(
+        w.count(GET_JOB),
+        1,
+        "the job was read once for both policies"
+    );
+    assert_eq!(w.count(LIST_JOBS), 0);
+    assert!(!engine.has_deliveries(&retry.key));
+}
+
+#[tokio::test]
 async fn strangers_junk_and_unwatched_projects_cost_no_gitlab_call() {
     let (w, engine, policy, job, receiver) = retry_policy_watching_a_running_job().await;
     w.ctl.reset_log();

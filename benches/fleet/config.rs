@@ -46,6 +46,33 @@ impl FleetSize {
     }
 }
 
+/// How jobwarden hears of failed jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every run lists every project (what the bench measured first).
+    Polling,
+    /// The simulator delivers Job Hooks to jobwarden's receiver; the policies get a
+    /// `resyncInterval` of `BENCH_RESYNC_FACTOR` intervals.
+    Webhook,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Polling => "polling",
+            Mode::Webhook => "webhook",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Mode, String> {
+        match raw.trim() {
+            "polling" => Ok(Mode::Polling),
+            "webhook" | "webhooks" => Ok(Mode::Webhook),
+            other => Err(format!("BENCH_MODES: {other:?} is not polling or webhook")),
+        }
+    }
+}
+
 /// Everything the bench reads from its environment.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -67,6 +94,24 @@ pub struct BenchConfig {
     pub python: String,
     /// `BENCH_DECIDE_PROJECTS`: projects of the decide micro-bench (default 500).
     pub decide_projects: u32,
+    /// `BENCH_MODES`: how jobwarden is measured on each fleet (default `polling,webhook`).
+    pub modes: Vec<Mode>,
+    /// `BENCH_RESYNC_FACTOR`: the policies' `resyncInterval` in webhook mode, in intervals
+    /// (default 10).
+    pub resync_factor: u64,
+    /// `BENCH_WEBHOOK_STEADY_RUNS`: steady runs in webhook mode (default: `BENCH_STEADY_RUNS`,
+    /// at least `BENCH_RESYNC_FACTOR`, so that the steady runs span a whole resync period
+    /// and the requests per hour include the resync listings).
+    pub webhook_steady_runs: usize,
+    /// `BENCH_WEBHOOK_WARMUP_RUNS`: runs after the first that webhook mode does not measure
+    /// (default 2): the first run retries and cancels the fleet's backlog (hundreds of jobs
+    /// per 100 projects), and each of those moves fires deliveries, each read once, which
+    /// would otherwise be counted as steady traffic.
+    pub webhook_warmup_runs: usize,
+    /// `BENCH_FAILURES_PER_PROJECT_HOUR`: jobs the bench fails as `stuck_or_timeout_failure`
+    /// while a tool runs, per project and hour (default 4, about the fleet's own steady rate;
+    /// 0 = none).
+    pub failures_per_project_hour: f64,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -94,9 +139,29 @@ impl BenchConfig {
         if sizes.is_empty() {
             return Err("BENCH_SIZES names no fleet".to_owned());
         }
+        let mut modes = Vec::new();
+        for raw in var("BENCH_MODES")
+            .unwrap_or_else(|| "polling,webhook".to_owned())
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+        {
+            let mode = Mode::parse(raw)?;
+            if !modes.contains(&mode) {
+                modes.push(mode);
+            }
+        }
+        if modes.is_empty() {
+            return Err("BENCH_MODES names no mode".to_owned());
+        }
+        let steady_runs = number("BENCH_STEADY_RUNS", 5)?;
+        let resync_factor = number("BENCH_RESYNC_FACTOR", 10)?;
+        let webhook_steady_runs = number(
+            "BENCH_WEBHOOK_STEADY_RUNS",
+            steady_runs.max(usize::try_from(resync_factor).unwrap_or(usize::MAX)),
+        )?;
         let config = BenchConfig {
             sizes,
-            steady_runs: number("BENCH_STEADY_RUNS", 5)?,
+            steady_runs,
             interval_secs: number("BENCH_INTERVAL_SECS", 30)?,
             projects_per_policy: number("BENCH_PROJECTS_PER_POLICY", 500)?,
             seed: number("BENCH_SEED", 7)?,
@@ -104,13 +169,47 @@ impl BenchConfig {
             run_timeout: Duration::from_secs(number("BENCH_RUN_TIMEOUT_SECS", 1800)?),
             python: var("BENCH_PYTHON").unwrap_or_else(|| "python3".to_owned()),
             decide_projects: number("BENCH_DECIDE_PROJECTS", 500)?,
+            modes,
+            resync_factor,
+            webhook_steady_runs,
+            webhook_warmup_runs: number("BENCH_WEBHOOK_WARMUP_RUNS", 2)?,
+            failures_per_project_hour: number("BENCH_FAILURES_PER_PROJECT_HOUR", 4.0)?,
         };
         config.check()
     }
 
+    /// Steady runs measured in `mode`.
+    pub fn steady_runs_of(&self, mode: Mode) -> usize {
+        match mode {
+            Mode::Polling => self.steady_runs,
+            Mode::Webhook => self.webhook_steady_runs,
+        }
+    }
+
+    /// Runs after the first that are not measured in `mode`.
+    pub fn warmup_runs_of(&self, mode: Mode) -> usize {
+        match mode {
+            Mode::Polling => 0,
+            Mode::Webhook => self.webhook_warmup_runs,
+        }
+    }
+
+    /// The policies' `resyncInterval` in `mode`, in seconds.
+    pub fn resync_secs(&self, mode: Mode) -> Option<u64> {
+        (mode == Mode::Webhook).then(|| self.interval_secs.saturating_mul(self.resync_factor))
+    }
+
     fn check(self) -> Result<BenchConfig, String> {
-        if self.steady_runs == 0 {
-            return Err("BENCH_STEADY_RUNS must be at least 1".to_owned());
+        if self.steady_runs == 0 || self.webhook_steady_runs == 0 {
+            return Err(
+                "BENCH_STEADY_RUNS and BENCH_WEBHOOK_STEADY_RUNS must be at least 1".to_owned(),
+            );
+        }
+        if self.resync_factor == 0 {
+            return Err("BENCH_RESYNC_FACTOR must be at least 1".to_owned());
+        }
+        if !(self.failures_per_project_hour.is_finite() && self.failures_per_project_hour >= 0.0) {
+            return Err("BENCH_FAILURES_PER_PROJECT_HOUR must be a number, at least 0".to_owned());
         }
         if self.interval_secs < 10 {
             return Err(

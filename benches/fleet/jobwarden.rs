@@ -29,6 +29,10 @@ pub struct Scrape {
     pub reconciles: HashMap<String, u64>,
     /// `jobwarden_actions_total` summed per `action outcome`.
     pub actions: BTreeMap<String, u64>,
+    /// `jobwarden_webhook_deliveries_total` per outcome.
+    pub deliveries: BTreeMap<String, u64>,
+    /// `jobwarden_webhook_action_latency_seconds`: count and sum.
+    pub delivery_to_action: (u64, f64),
 }
 
 /// A running `jobwarden run --policies DIR`.
@@ -41,12 +45,14 @@ pub struct Jobwarden {
 
 impl Jobwarden {
     /// Starts jobwarden on the policies in `dir` (named `names`); `requests_per_minute` sets
-    /// its request budget (`None`: the default, 600).
+    /// its request budget (`None`: the default, 600); `webhook`: where it receives Job Hooks,
+    /// and their secret token.
     pub fn start(
         name: &str,
         dir: &Path,
         names: &[String],
         requests_per_minute: Option<u32>,
+        webhook: Option<(SocketAddr, &str)>,
         log_dir: &Path,
     ) -> Result<Jobwarden, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_jobwarden"));
@@ -60,6 +66,11 @@ impl Jobwarden {
             .env_remove("RUST_LOG");
         if let Some(budget) = requests_per_minute {
             command.args(["--requests-per-minute", &budget.to_string()]);
+        }
+        if let Some((addr, token)) = webhook {
+            command
+                .args(["--webhook-listen", &addr.to_string()])
+                .env("JOBWARDEN_WEBHOOK_TOKEN", token);
         }
         let child = Child::spawn(name, command, log_dir)?;
         let runs = names
@@ -203,6 +214,18 @@ fn parse_metrics(text: &str) -> Scrape {
             if let (Some(policy), Some(value)) = (label(rest, "policy"), sample_value(rest)) {
                 scrape.reconciles.insert(policy.to_owned(), value);
             }
+        } else if let Some(rest) = line.strip_prefix("jobwarden_webhook_deliveries_total{") {
+            if let (Some(outcome), Some(value)) = (label(rest, "outcome"), sample_value(rest)) {
+                scrape.deliveries.insert(outcome.to_owned(), value);
+            }
+        } else if let Some(value) =
+            line.strip_prefix("jobwarden_webhook_action_latency_seconds_count ")
+        {
+            scrape.delivery_to_action.0 = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        } else if let Some(value) =
+            line.strip_prefix("jobwarden_webhook_action_latency_seconds_sum ")
+        {
+            scrape.delivery_to_action.1 = value.trim().parse().unwrap_or(0.0);
         } else if let Some(rest) = line.strip_prefix("jobwarden_actions_total{")
             && let (Some(action), Some(outcome), Some(value)) = (
                 label(rest, "action"),

@@ -1,16 +1,23 @@
-//! The three measurements of one fleet size, each on its own simulator (same seed, same flags
-//! but the rate limits): jobwarden's runs, the baseline's runs, and jobwarden's first action
-//! under GitLab.com's rate limits.
+//! The measurements of one fleet size, each on its own simulator (same seed, same flags but
+//! the rate limits and the webhook): jobwarden's runs in each mode (polling; webhook), the
+//! baseline's runs, and jobwarden's first action under GitLab.com's rate limits. While
+//! jobwarden or the baseline runs, the bench fails jobs as `stuck_or_timeout_failure`
+//! ([`crate::inject`]), the same way for every tool.
 
 use crate::baseline::{self, Baseline};
-use crate::config::{BenchConfig, FleetSize};
+use crate::config::{BenchConfig, FleetSize, Mode};
+use crate::inject::{Injected, Injector, RetryLatency};
 use crate::jobwarden::{Jobwarden, Scrape};
 use crate::policies;
 use crate::process::{cpu_seconds, peak_rss_mib};
-use crate::sim::{self, Counters, RateLimits, Simulator};
+use crate::sim::{self, Counters, HookStats, HookTarget, RateLimits, Simulator};
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The secret token of the simulator's Job Hooks in webhook mode.
+const HOOK_TOKEN: &str = "bench-webhook-secret";
 
 /// jobwarden's request budget when the simulator has no rate limit: high enough never to wait.
 const UNTHROTTLED_BUDGET: u32 = 1_000_000;
@@ -53,8 +60,9 @@ pub struct ToolRuns {
 }
 
 impl ToolRuns {
-    /// Runs between consecutive marks; the first starts when the process was started.
-    fn from_marks(start: &Mark, marks: &[Mark]) -> ToolRuns {
+    /// Runs between consecutive marks; the first starts when the process was started, and the
+    /// `warmup` runs after it are not measured.
+    fn from_marks(start: &Mark, marks: &[Mark], warmup: usize) -> ToolRuns {
         let mut runs = Vec::with_capacity(marks.len());
         let mut previous = start;
         for mark in marks {
@@ -66,6 +74,7 @@ impl ToolRuns {
             previous = mark;
         }
         let first = runs.remove(0);
+        runs.drain(..warmup.min(runs.len()));
         ToolRuns {
             first,
             steady: runs,
@@ -80,6 +89,33 @@ impl ToolRuns {
     /// Median requests per project of the steady runs.
     pub fn steady_requests(&self, projects: u32) -> f64 {
         median(self.steady.iter().map(|r| sim::total(&r.requests) as f64)) / f64::from(projects)
+    }
+
+    /// Requests per project and hour over the steady runs (all of them over their wall time).
+    pub fn steady_requests_per_hour(&self, projects: u32) -> f64 {
+        let requests: u64 = self.steady.iter().map(|r| sim::total(&r.requests)).sum();
+        let seconds: f64 = self.steady.iter().map(|r| r.seconds).sum();
+        requests as f64 * 3600.0 / seconds / f64::from(projects)
+    }
+
+    /// Per endpoint template: requests per project and hour over the steady runs.
+    pub fn per_endpoint_per_hour(&self, projects: u32) -> Vec<(String, f64)> {
+        let seconds: f64 = self.steady.iter().map(|r| r.seconds).sum();
+        let mut totals: std::collections::BTreeMap<&String, u64> = Default::default();
+        for run in &self.steady {
+            for (endpoint, n) in &run.requests {
+                *totals.entry(endpoint).or_default() += n;
+            }
+        }
+        totals
+            .into_iter()
+            .map(|(endpoint, n)| {
+                (
+                    endpoint.clone(),
+                    n as f64 * 3600.0 / seconds / f64::from(projects),
+                )
+            })
+            .collect()
     }
 
     /// Median CPU seconds of the steady runs.
@@ -111,13 +147,14 @@ impl ToolRuns {
     }
 }
 
-/// The median (the mean of the middle two for an even count); NaN for none.
-/// Writes the bench's policies for `size` on `sim` into `policy_dir`; returns their names.
+/// Writes the bench's policies for `size` on `sim` into `policy_dir` (with a
+/// `resyncInterval` in webhook mode); returns their names.
 fn write_policies(
     config: &BenchConfig,
     size: &FleetSize,
     sim: &Simulator,
     policy_dir: &Path,
+    mode: Mode,
 ) -> Result<Vec<String>, String> {
     policies::write(
         policy_dir,
@@ -125,9 +162,21 @@ fn write_policies(
         size.projects,
         config.projects_per_policy,
         config.interval_secs,
+        config.resync_secs(mode),
     )
 }
 
+/// A loopback address with a port free right now (for jobwarden's webhook receiver, which
+/// the simulator must know before jobwarden starts).
+fn free_loopback_port() -> Result<SocketAddr, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|err| format!("cannot find a free port: {err}"))?;
+    listener
+        .local_addr()
+        .map_err(|err| format!("cannot find a free port: {err}"))
+}
+
+/// The median (the mean of the middle two for an even count); NaN for none.
 pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     if values.is_empty() {
@@ -142,35 +191,72 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// jobwarden on an unthrottled simulator.
+/// jobwarden on an unthrottled simulator, in one mode.
 pub struct JobwardenFigures {
+    pub mode: Mode,
     pub runs: ToolRuns,
     pub peak_rss_mib: f64,
     pub jobs_per_project: f64,
-    /// The last scrape (actions by kind and outcome).
+    /// The last scrape (actions by kind and outcome, webhook deliveries).
     pub scrape: Scrape,
     /// What one /metrics scrape costs: bytes, jobwarden's CPU seconds.
     pub scrape_cost: (usize, f64),
+    /// The jobs the bench failed, and how fast those of the steady runs were retried.
+    pub injected: Injected,
+    pub retry_latency: RetryLatency,
+    /// What the simulator's hook sent (webhook mode).
+    pub hooks: Option<HookStats>,
 }
 
-/// Runs jobwarden for a first run and the steady runs, on a simulator without rate limits.
+/// Runs jobwarden for a first run, the warm-up runs (webhook mode) and the steady runs, on a
+/// simulator without rate limits, while jobs are failed; then one more run, so that every
+/// failure of the steady runs had its chance to be retried, and reads the request log for the
+/// retries.
+///
+/// In webhook mode the simulator delivers Job Hooks for every project to jobwarden's
+/// receiver (`--webhook-listen`, the secret in `JOBWARDEN_WEBHOOK_TOKEN`) and the policies
+/// have a `resyncInterval`.
 pub fn jobwarden(
     config: &BenchConfig,
     size: &FleetSize,
     dir: &Path,
+    mode: Mode,
 ) -> Result<JobwardenFigures, String> {
-    let mut sim = Simulator::start("sim-jobwarden", size, config.seed, RateLimits::OFF, dir)?;
+    let label = mode.label();
+    let receiver = match mode {
+        Mode::Polling => None,
+        Mode::Webhook => Some(free_loopback_port()?),
+    };
+    let hook = receiver.map(|addr| HookTarget {
+        url: format!("http://{addr}/webhook"),
+        token: HOOK_TOKEN.to_owned(),
+    });
+    let mut sim = Simulator::start(
+        &format!("sim-jobwarden-{label}"),
+        size,
+        config.seed,
+        RateLimits::OFF,
+        hook.as_ref(),
+        dir,
+    )?;
     let jobs_per_project = sim.jobs_per_project(size.projects)?;
-    let policy_dir = dir.join("policies");
-    let names = write_policies(config, size, &sim, &policy_dir)?;
+    let policy_dir = dir.join(format!("policies-{label}"));
+    let names = write_policies(config, size, &sim, &policy_dir, mode)?;
     let before = sim.counters()?;
     let mut jobwarden = Jobwarden::start(
-        "jobwarden",
+        &format!("jobwarden-{label}"),
         &policy_dir,
         &names,
         Some(UNTHROTTLED_BUDGET),
+        receiver.map(|addr| (addr, HOOK_TOKEN)),
         dir,
     )?;
+    let injector = Injector::start(
+        sim.addr(),
+        size.projects,
+        config.failures_per_project_hour,
+        config.seed,
+    );
     let start = Mark {
         at: jobwarden.started(),
         cpu: 0.0,
@@ -178,7 +264,9 @@ pub fn jobwarden(
     };
     let mut marks = Vec::new();
     let mut scrape = Scrape::default();
-    for run in 1..=1 + config.steady_runs as u64 {
+    let warmup = config.warmup_runs_of(mode);
+    let runs = (1 + warmup + config.steady_runs_of(mode)) as u64;
+    for run in 1..=runs {
         jobwarden
             .wait_runs(run, config.run_timeout)
             .map_err(|err| sim.annotate(err))?;
@@ -186,16 +274,44 @@ pub fn jobwarden(
         // After the CPU reading: the scrape's cost falls into the next run, as Prometheus'
         // would.
         scrape = jobwarden.confirm_runs(run)?;
-        crate::progress(&format!("  jobwarden run {run} done"));
+        crate::progress(&format!("  jobwarden ({label}) run {run} done"));
     }
+    let injected = injector.stop();
+    jobwarden
+        .wait_runs(runs + 1, config.run_timeout)
+        .map_err(|err| sim.annotate(err))?;
+    crate::progress(&format!(
+        "  jobwarden ({label}) run {} done (the last failures' chance)",
+        runs + 1
+    ));
+    let log = sim.requests()?;
+    let retry_latency = RetryLatency::of(
+        &injected.failures,
+        marks[warmup].at,
+        &log,
+        log.len() >= sim::LOG_CAPACITY,
+    );
+    let hooks = match mode {
+        Mode::Polling => None,
+        Mode::Webhook => Some(sim.hook_stats()?),
+    };
     let peak_rss_mib = peak_rss_mib(jobwarden.pid())?;
     let scrape_cost = scrape_cost(&jobwarden)?;
+    let scrape = match mode {
+        Mode::Polling => scrape,
+        // The deliveries and their latency up to now.
+        Mode::Webhook => jobwarden.scrape()?,
+    };
     Ok(JobwardenFigures {
-        runs: ToolRuns::from_marks(&start, &marks),
+        mode,
+        runs: ToolRuns::from_marks(&start, &marks, warmup),
         peak_rss_mib,
         jobs_per_project,
         scrape,
         scrape_cost,
+        injected,
+        retry_latency,
+        hooks,
     })
 }
 
@@ -215,6 +331,8 @@ fn scrape_cost(jobwarden: &Jobwarden) -> Result<(usize, f64), String> {
 pub struct BaselineFigures {
     pub runs: ToolRuns,
     pub passes: Vec<baseline::Pass>,
+    /// Jobs failed while it ran.
+    pub injected: usize,
 }
 
 /// Runs the Python baseline for as many passes as jobwarden's runs.
@@ -223,7 +341,14 @@ pub fn baseline(
     size: &FleetSize,
     dir: &Path,
 ) -> Result<BaselineFigures, String> {
-    let mut sim = Simulator::start("sim-baseline", size, config.seed, RateLimits::OFF, dir)?;
+    let mut sim = Simulator::start(
+        "sim-baseline",
+        size,
+        config.seed,
+        RateLimits::OFF,
+        None,
+        dir,
+    )?;
     let before = sim.counters()?;
     let started = Instant::now();
     let mut baseline = Baseline::start(
@@ -233,6 +358,12 @@ pub fn baseline(
         config.interval_secs,
         dir,
     )?;
+    let injector = Injector::start(
+        sim.addr(),
+        size.projects,
+        config.failures_per_project_hour,
+        config.seed,
+    );
     let start = Mark {
         at: started,
         cpu: 0.0,
@@ -246,8 +377,10 @@ pub fn baseline(
         marks.push(Mark::take(baseline.pid(), &sim)?);
         crate::progress(&format!("  baseline pass {pass} done"));
     }
+    let injected = injector.stop();
     Ok(BaselineFigures {
-        runs: ToolRuns::from_marks(&start, &marks),
+        injected: injected.failures.len(),
+        runs: ToolRuns::from_marks(&start, &marks, 0),
         passes: baseline.passes().to_vec(),
     })
 }
@@ -275,11 +408,13 @@ pub fn latency(config: &BenchConfig, size: &FleetSize, dir: &Path) -> Result<Lat
         size,
         config.seed,
         RateLimits::GITLAB_COM,
+        None,
         dir,
     )?;
     let policy_dir = dir.join("policies-latency");
-    let names = write_policies(config, size, &sim, &policy_dir)?;
-    let mut jobwarden = Jobwarden::start("jobwarden-latency", &policy_dir, &names, None, dir)?;
+    let names = write_policies(config, size, &sim, &policy_dir, Mode::Polling)?;
+    let mut jobwarden =
+        Jobwarden::start("jobwarden-latency", &policy_dir, &names, None, None, dir)?;
     let started = jobwarden.started();
     let (mut first_action, mut first_retry) = (None, None);
     loop {

@@ -9,6 +9,8 @@
 //!   more than 30 minutes);
 //! * `keep-release-artifacts-<n>`: `keep-release-artifacts.yaml`'s rule.
 //!
+//! In webhook mode every policy also gets `resyncInterval` (`BENCH_RESYNC_FACTOR` intervals).
+//!
 //! Limits scale with the slice (20 actions per project and run, 200 per project and hour, at
 //! most the schema's 10,000 and 100,000): a brake against a runaway policy that does not hold
 //! back the three days of failures the simulated fleet starts with (the baseline has no brake).
@@ -21,6 +23,8 @@ struct Slice<'a> {
     index: usize,
     projects: &'a [u32],
     interval_secs: u64,
+    /// `resyncInterval` (webhook mode).
+    resync_secs: Option<u64>,
 }
 
 /// `(policy name prefix, rules)`.
@@ -82,7 +86,7 @@ spec:
     tokenSecretRef: {{name: gitlab-token, key: token}}
   projects: [{projects}]
   interval: {interval}s
-  rules:
+{resync}  rules:
 {rules}  limits:
     maxActionsPerRun: {per_run}
     maxActionsPerHour: {per_hour}
@@ -91,17 +95,23 @@ spec:
             url = self.url,
             projects = projects.join(", "),
             interval = self.interval_secs,
+            resync = self
+                .resync_secs
+                .map(|r| format!("  resyncInterval: {r}s\n"))
+                .unwrap_or_default(),
         )
     }
 }
 
 /// Writes the policies for projects `1..=projects` into `dir`; returns their names.
+/// `resync_secs` gives them a `resyncInterval` (webhook mode).
 pub fn write(
     dir: &Path,
     url: &str,
     projects: u32,
     per_policy: u32,
     interval_secs: u64,
+    resync_secs: Option<u64>,
 ) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
     let ids: Vec<u32> = (1..=projects).collect();
@@ -112,6 +122,7 @@ pub fn write(
             index,
             projects: chunk,
             interval_secs,
+            resync_secs,
         };
         for (prefix, rules) in RULES {
             let name = format!("{prefix}-{index}");

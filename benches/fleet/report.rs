@@ -1,6 +1,8 @@
-//! The result table (markdown), and its check: one row per fleet, every cell a number.
+//! The result tables (markdown), and their checks: the fleet table (one row per fleet, every
+//! cell a number) and the modes table (one row per fleet and mode: retry latency, requests per
+//! hour, CPU and memory, with the goals of issue 9 next to the figures).
 
-use crate::config::FleetSize;
+use crate::config::{FleetSize, Mode};
 use crate::process::cpu_tick;
 
 /// The figures of one fleet.
@@ -115,10 +117,15 @@ fn thousands(n: u32) -> String {
 
 /// The markdown table of `rows`, columns padded to line up.
 pub fn table(rows: &[Row]) -> String {
-    let lines: Vec<Vec<String>> = std::iter::once(HEADER.map(str::to_owned).to_vec())
-        .chain(rows.iter().map(|r| r.cells().to_vec()))
+    render(&HEADER, rows.iter().map(|r| r.cells().to_vec()))
+}
+
+/// A markdown table, columns padded to line up.
+fn render(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let lines: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| (*h).to_owned()).collect())
+        .chain(rows)
         .collect();
-    let widths: Vec<usize> = (0..HEADER.len())
+    let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             lines
                 .iter()
@@ -160,17 +167,22 @@ pub fn check(rows: &[Row], fleets: usize, table: &str) -> Result<(), String> {
         return Err(format!("{} rows for {fleets} fleets", rows.len()));
     }
     rows.iter().try_for_each(Row::check)?;
+    check_lines(table, fleets, HEADER.len())
+}
+
+/// A header, a rule and `rows` rows of `columns` cells, no NaN or infinity.
+fn check_lines(table: &str, rows: usize, columns: usize) -> Result<(), String> {
     let lines: Vec<&str> = table.lines().collect();
-    if lines.len() != fleets + 2 {
+    if lines.len() != rows + 2 {
         return Err(format!(
             "the table has {} lines, not {}",
             lines.len(),
-            fleets + 2
+            rows + 2
         ));
     }
     for line in &lines {
         let cells = line.matches('|').count();
-        if !line.starts_with('|') || cells != HEADER.len() + 1 {
+        if !line.starts_with('|') || cells != columns + 1 {
             return Err(format!("malformed table line: {line}"));
         }
         let lower = line.to_lowercase();
@@ -179,4 +191,162 @@ pub fn check(rows: &[Row], fleets: usize, table: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The goals of issue 9, printed next to the figures (never asserted).
+pub const WEBHOOK_P99_GOAL_MS: i64 = 250;
+/// Polling: p99 below the interval plus this.
+pub const POLLING_P99_SLACK_MS: i64 = 1_000;
+/// Webhook mode with its resync: at least this many times fewer requests than the baseline.
+pub const REQUESTS_GOAL_RATIO: f64 = 10.0;
+
+/// The goals in one line, under the modes table.
+pub fn goals_line(resync_factor: u64) -> String {
+    format!(
+        "Goals (issue 9): webhook p99 < {WEBHOOK_P99_GOAL_MS} ms at 1,000 projects; polling p99 < \
+         interval + {} s; webhook mode with resyncInterval = {resync_factor} × interval: ≥ \
+         {REQUESTS_GOAL_RATIO:.0}× fewer GitLab requests than the baseline. Latency: from a job's \
+         failure to the simulator receiving its retry, both on the simulator's clock, over the \
+         failures of the steady runs.",
+        POLLING_P99_SLACK_MS / 1000
+    )
+}
+
+/// The figures of one fleet in one mode.
+#[derive(Debug, Clone)]
+pub struct ModeRow {
+    pub size: FleetSize,
+    pub mode: Mode,
+    pub interval_secs: u64,
+    /// Failures of the steady runs, and those retried.
+    pub failures: usize,
+    pub retried: usize,
+    /// Milliseconds from failure to retry request.
+    pub p50_ms: Option<i64>,
+    pub p99_ms: Option<i64>,
+    /// GitLab requests per project and hour over the steady runs.
+    pub requests_per_hour: f64,
+    pub baseline_requests_per_hour: f64,
+    /// CPU seconds per steady run (median), peak RSS.
+    pub cpu: f64,
+    pub rss_mib: f64,
+}
+
+const MODE_HEADER: [&str; 12] = [
+    "projects",
+    "mode",
+    "failures retried / failed",
+    "retry latency p50 ms",
+    "retry latency p99 ms",
+    "p99 goal",
+    "req/project/hour jobwarden",
+    "req/project/hour baseline",
+    "baseline ÷ jobwarden",
+    "requests goal",
+    "CPU s/steady run jobwarden",
+    "jobwarden peak RSS MiB",
+];
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}
+
+impl ModeRow {
+    fn ratio(&self) -> f64 {
+        self.baseline_requests_per_hour / self.requests_per_hour
+    }
+
+    fn p99_goal_ms(&self) -> i64 {
+        match self.mode {
+            Mode::Polling => {
+                i64::try_from(self.interval_secs).unwrap_or(i64::MAX / 2) * 1000
+                    + POLLING_P99_SLACK_MS
+            }
+            Mode::Webhook => WEBHOOK_P99_GOAL_MS,
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let ms = |v: Option<i64>| v.map_or_else(|| "–".to_owned(), |v| v.to_string());
+        let goal = self.p99_goal_ms();
+        let goal_text = if goal % 1000 == 0 {
+            format!("< {} s", goal / 1000)
+        } else if goal > 1000 {
+            format!("< {:.1} s", goal as f64 / 1000.0)
+        } else {
+            format!("< {goal} ms")
+        };
+        let p99_goal = match (self.p99_ms, self.retried == self.failures) {
+            (None, _) => format!("{goal_text}: no retry seen"),
+            (Some(p99), all) => format!("{goal_text}: {}", met(p99 < goal && all)),
+        };
+        let requests_goal = match self.mode {
+            Mode::Polling => "–".to_owned(),
+            Mode::Webhook => format!(
+                "≥ {REQUESTS_GOAL_RATIO:.0}×: {}",
+                met(self.ratio() >= REQUESTS_GOAL_RATIO)
+            ),
+        };
+        let cpu = if self.cpu < cpu_tick() / 2.0 {
+            format!("< {:.3}", cpu_tick())
+        } else {
+            format!("{:.3}", self.cpu)
+        };
+        vec![
+            thousands(self.size.projects),
+            self.mode.label().to_owned(),
+            format!("{} / {}", self.retried, self.failures),
+            ms(self.p50_ms),
+            ms(self.p99_ms),
+            p99_goal,
+            format!("{:.1}", self.requests_per_hour),
+            format!("{:.1}", self.baseline_requests_per_hour),
+            format!("{:.1}×", self.ratio()),
+            requests_goal,
+            cpu,
+            format!("{:.1}", self.rss_mib),
+        ]
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let numbers = [
+            self.requests_per_hour,
+            self.baseline_requests_per_hour,
+            self.ratio(),
+            self.cpu,
+            self.rss_mib,
+        ];
+        if let Some(bad) = numbers.iter().find(|n| !n.is_finite() || **n < 0.0) {
+            return Err(format!(
+                "fleet {} ({}): a figure is {bad}",
+                self.size.label,
+                self.mode.label()
+            ));
+        }
+        if self.retried > self.failures || self.p50_ms.is_some() != (self.retried > 0) {
+            return Err(format!(
+                "fleet {} ({}): {} retried of {} failures",
+                self.size.label,
+                self.mode.label(),
+                self.retried,
+                self.failures
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The markdown table of the modes.
+pub fn mode_table(rows: &[ModeRow]) -> String {
+    render(&MODE_HEADER, rows.iter().map(ModeRow::cells))
+}
+
+/// Checks the modes table: one row per fleet and mode, every figure a number (the latencies
+/// may be missing when nothing was retried).
+pub fn check_modes(rows: &[ModeRow], expected: usize, table: &str) -> Result<(), String> {
+    if rows.len() != expected {
+        return Err(format!("{} mode rows, not {expected}", rows.len()));
+    }
+    rows.iter().try_for_each(ModeRow::check)?;
+    check_lines(table, expected, MODE_HEADER.len())
 }

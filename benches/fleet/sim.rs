@@ -11,6 +11,9 @@ use std::process::Command;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+/// The newest requests the simulator's log keeps.
+pub const LOG_CAPACITY: usize = 100_000;
+
 /// The token the simulated GitLab accepts.
 pub const TOKEN: &str = "bench-token";
 
@@ -47,8 +50,61 @@ impl RateLimits {
 /// One entry of the simulator's request log (the fields the bench reads).
 #[derive(Debug, Deserialize)]
 pub struct LoggedRequest {
+    pub method: String,
+    /// The route template, e.g. `/projects/:id/jobs/:job_id/retry`.
+    pub endpoint: String,
+    /// The raw path, e.g. `/api/v4/projects/7/jobs/512/retry`.
+    pub path: String,
     /// The status answered (0: the connection was dropped).
     pub status: u16,
+    /// When it was received: milliseconds since the epoch on the simulated clock.
+    pub at: i64,
+}
+
+impl LoggedRequest {
+    /// The job a `POST …/jobs/:job_id/retry` retried.
+    pub fn retried_job(&self) -> Option<u64> {
+        if self.method != "POST" || self.endpoint != "/projects/:id/jobs/:job_id/retry" {
+            return None;
+        }
+        let rest = self.path.strip_suffix("/retry")?;
+        rest.rsplit('/').next()?.parse().ok()
+    }
+}
+
+/// Where the simulator delivers Job Hooks (`--webhook-url`, `--webhook-token`).
+#[derive(Debug, Clone)]
+pub struct HookTarget {
+    pub url: String,
+    pub token: String,
+}
+
+/// A job as the simulator's admin endpoint shows it (the fields the bench reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SimJob {
+    pub id: u64,
+    pub pipeline_id: u64,
+    pub name: String,
+    pub status: String,
+    pub retried: bool,
+    pub bridge: bool,
+    pub finished_at: Option<jiff::Timestamp>,
+}
+
+/// A hook's delivery counters (`GET /-/sim/hooks`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HookStats {
+    pub triggered: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub queue_full: u64,
+    pub by_status: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Hook {
+    stats: HookStats,
 }
 
 /// A running simulator process: a live fleet on the real clock (`--speed 1`).
@@ -64,6 +120,7 @@ impl Simulator {
         size: &FleetSize,
         seed: u64,
         limits: RateLimits,
+        hook: Option<&HookTarget>,
         log_dir: &Path,
     ) -> Result<Simulator, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_jobwarden"));
@@ -82,6 +139,11 @@ impl Simulator {
                 &limits.jobs_list_per_minute.to_string(),
             ])
             .args(["--api-rate-limit", &limits.api_per_minute.to_string()]);
+        if let Some(hook) = hook {
+            command
+                .args(["--webhook-url", &hook.url])
+                .env("JOBWARDEN_SIM_WEBHOOK_TOKEN", &hook.token);
+        }
         let child = Child::spawn(name, command, log_dir)?;
         let addr = wait_listening(&child)?;
         Ok(Simulator { child, addr })
@@ -92,12 +154,35 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
+    /// The admin endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The delivery counters of every hook, added up.
+    pub fn hook_stats(&self) -> Result<HookStats, String> {
+        let hooks: Vec<Hook> = http::get_json(self.addr, "/-/sim/hooks")?;
+        let mut total = HookStats::default();
+        for hook in hooks {
+            let s = hook.stats;
+            total.triggered += s.triggered;
+            total.sent += s.sent;
+            total.delivered += s.delivered;
+            total.failed += s.failed;
+            total.queue_full += s.queue_full;
+            for (status, n) in s.by_status {
+                *total.by_status.entry(status).or_default() += n;
+            }
+        }
+        Ok(total)
+    }
+
     /// Requests answered so far, per endpoint template.
     pub fn counters(&self) -> Result<Counters, String> {
         http::get_json(self.addr, "/-/sim/counters").map_err(|err| self.child.failure(&err))
     }
 
-    /// The request log (the newest 100,000 requests).
+    /// The request log (the newest [`LOG_CAPACITY`] requests), oldest first.
     pub fn requests(&self) -> Result<Vec<LoggedRequest>, String> {
         http::get_json(self.addr, "/-/sim/requests").map_err(|err| self.child.failure(&err))
     }
@@ -168,4 +253,19 @@ pub fn difference(after: &Counters, before: &Counters) -> Counters {
 /// Every request counted.
 pub fn total(counters: &Counters) -> u64 {
     counters.values().sum()
+}
+
+/// Every job of a project, as the admin endpoint shows it.
+pub fn project_jobs(addr: SocketAddr, project: u32) -> Result<Vec<SimJob>, String> {
+    http::get_json(addr, &format!("/-/sim/projects/{project}/jobs"))
+}
+
+/// Fails a job now with `reason` (`POST /-/sim/projects/:id/jobs/:job_id/status`); the job
+/// as it is then.
+pub fn fail_job(addr: SocketAddr, project: u32, job: u64, reason: &str) -> Result<SimJob, String> {
+    http::post_json(
+        addr,
+        &format!("/-/sim/projects/{project}/jobs/{job}/status"),
+        &serde_json::json!({"status": "failed", "failure_reason": reason}),
+    )
 }

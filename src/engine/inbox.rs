@@ -5,9 +5,15 @@
 //! the policies that watch it; the run then re-reads those jobs (one `GET` each) and decides on
 //! GitLab's answer. So a delivery that arrives late, twice or out of order costs a read at
 //! most, and never causes a wrong action.
+//!
+//! The jobs are read once for all the policies watching the project (their observer is
+//! shared), but each of those policies has to decide on what was read: the inbox also keeps,
+//! per policy, the projects it is *due* to look at again. A policy's pass on deliveries visits
+//! its due projects, whichever policy read the jobs first.
 
+use crate::policy::PolicyKey;
 use crate::sync::lock;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -28,6 +34,8 @@ struct State {
     last_delivery: HashMap<ObserverKey, Instant>,
     /// Delivered jobs not acted on yet, by instance and job id.
     awaiting_action: HashMap<(String, u64), Instant>,
+    /// Per policy, the projects with deliveries since the policy last looked at them.
+    due: HashMap<PolicyKey, HashSet<ObserverKey>>,
 }
 
 /// See the module documentation.
@@ -59,30 +67,77 @@ impl Inbox {
             .entry(job_id)
             .or_insert(at);
         state.last_delivery.insert(key.clone(), at);
-        if state.awaiting_action.len() >= MAX_AWAITING {
-            state
-                .awaiting_action
-                .retain(|_, delivered| at.duration_since(*delivered) < AWAITING_FOR);
-        }
-        if state.awaiting_action.len() < MAX_AWAITING {
-            state
-                .awaiting_action
-                .entry((key.0.clone(), job_id))
-                .or_insert(at);
+    }
+
+    /// Marks a project as due for a policy that watches it: the policy's next pass on
+    /// deliveries visits it.
+    pub(crate) fn mark_due(&self, policy: &PolicyKey, key: &ObserverKey) {
+        lock(&self.state)
+            .due
+            .entry(policy.clone())
+            .or_default()
+            .insert(key.clone());
+    }
+
+    /// True when the project is due for the policy.
+    pub(crate) fn is_due(&self, policy: &PolicyKey, key: &ObserverKey) -> bool {
+        lock(&self.state)
+            .due
+            .get(policy)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    /// True when some project is due for the policy.
+    pub(crate) fn has_due(&self, policy: &PolicyKey) -> bool {
+        lock(&self.state)
+            .due
+            .get(policy)
+            .is_some_and(|keys| !keys.is_empty())
+    }
+
+    /// The policy looks at the project now: it is no longer due for it.
+    pub(crate) fn clear_due(&self, policy: &PolicyKey, key: &ObserverKey) {
+        let mut state = lock(&self.state);
+        if let Some(keys) = state.due.get_mut(policy) {
+            keys.remove(key);
+            if keys.is_empty() {
+                state.due.remove(policy);
+            }
         }
     }
 
-    /// The jobs delivered for a project since it was last taken, oldest delivery first.
+    /// The jobs delivered for a project since it was last taken, oldest delivery first; they
+    /// are about to be read. An action on one of them answers its earliest delivery since the
+    /// previous read: the deliveries before that were answered by that read, which led to no
+    /// action (a job delivered as `running`, then as `failed` an hour later, is retried in
+    /// answer to the `failed` one).
     pub(crate) fn take(&self, key: &ObserverKey) -> Vec<u64> {
-        let Some(jobs) = lock(&self.state).pending.remove(key) else {
+        let mut state = lock(&self.state);
+        let Some(jobs) = state.pending.remove(key) else {
             return Vec::new();
         };
+        let now = Instant::now();
+        if state.awaiting_action.len() + jobs.len() > MAX_AWAITING {
+            state
+                .awaiting_action
+                .retain(|_, delivered| now.duration_since(*delivered) < AWAITING_FOR);
+        }
+        for (&job_id, &at) in &jobs {
+            let job = (key.0.clone(), job_id);
+            if state.awaiting_action.len() < MAX_AWAITING
+                || state.awaiting_action.contains_key(&job)
+            {
+                state.awaiting_action.insert(job, at);
+            }
+        }
+        drop(state);
         let mut jobs: Vec<(u64, Instant)> = jobs.into_iter().collect();
         jobs.sort_by_key(|(id, at)| (*at, *id));
         jobs.into_iter().map(|(id, _)| id).collect()
     }
 
     /// True when a project has deliveries waiting.
+    #[cfg(test)]
     pub(crate) fn has_pending(&self, key: &ObserverKey) -> bool {
         lock(&self.state).pending.contains_key(key)
     }
@@ -96,8 +151,8 @@ impl Inbox {
             .is_some_and(|at| at.elapsed() < within)
     }
 
-    /// How long ago the job's (earliest unanswered) delivery arrived, once: the action sent
-    /// now answers it.
+    /// How long ago the delivery an action on the job answers arrived (see [`Inbox::take`]),
+    /// once: the action sent now answers it.
     pub(crate) fn answered(&self, instance: &str, job_id: u64) -> Option<Duration> {
         lock(&self.state)
             .awaiting_action
@@ -110,6 +165,10 @@ impl Inbox {
         let mut state = lock(&self.state);
         state.pending.remove(key);
         state.last_delivery.remove(key);
+        state.due.retain(|_, keys| {
+            keys.remove(key);
+            !keys.is_empty()
+        });
     }
 
     /// The signal that wakes a policy's loop when a delivery concerns one of its projects.
@@ -133,9 +192,10 @@ impl Inbox {
         self.woken.subscribe()
     }
 
-    /// Forgets a policy's wake-up signal.
+    /// Forgets a policy's wake-up signal and the projects due for it.
     pub(crate) fn forget_policy(&self, policy: &crate::policy::PolicyKey) {
         lock(&self.wakeups).remove(policy);
+        lock(&self.state).due.remove(policy);
     }
 }
 
@@ -166,9 +226,60 @@ mod tests {
     fn a_job_is_answered_once() {
         let inbox = Inbox::default();
         inbox.deliver(&key(1), 30, Instant::now());
+        assert!(
+            inbox.answered("https://gitlab.example.com", 30).is_none(),
+            "not read yet"
+        );
+        assert_eq!(inbox.take(&key(1)), [30]);
         assert!(inbox.answered("https://gitlab.example.com", 30).is_some());
         assert!(inbox.answered("https://gitlab.example.com", 30).is_none());
         assert!(inbox.answered("https://gitlab.example.com", 31).is_none());
+    }
+
+    #[test]
+    fn a_project_is_due_for_each_policy_until_that_policy_looks_at_it() {
+        let inbox = Inbox::default();
+        let (retry, cancel) = (
+            PolicyKey::new("ci", "retry"),
+            PolicyKey::new("ci", "cancel"),
+        );
+        inbox.deliver(&key(1), 30, Instant::now());
+        inbox.mark_due(&retry, &key(1));
+        inbox.mark_due(&cancel, &key(1));
+        // The cancel policy reads the job first: the retry policy still has to decide on it.
+        inbox.clear_due(&cancel, &key(1));
+        assert_eq!(inbox.take(&key(1)), [30]);
+        assert!(!inbox.has_due(&cancel));
+        assert!(inbox.has_due(&retry) && inbox.is_due(&retry, &key(1)));
+        assert!(!inbox.is_due(&retry, &key(2)));
+        inbox.clear_due(&retry, &key(1));
+        assert!(!inbox.has_due(&retry));
+        inbox.mark_due(&retry, &key(1));
+        inbox.mark_due(&cancel, &key(2));
+        inbox.forget(&key(1));
+        assert!(!inbox.has_due(&retry));
+        inbox.forget_policy(&cancel);
+        assert!(!inbox.has_due(&cancel));
+    }
+
+    #[test]
+    fn an_action_answers_the_deliveries_of_the_read_that_led_to_it() {
+        let inbox = Inbox::default();
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or_else(Instant::now);
+        // Delivered as running an hour ago and read: nothing to do then.
+        inbox.deliver(&key(1), 30, long_ago);
+        assert_eq!(inbox.take(&key(1)), [30]);
+        // Delivered as failed now, twice, and read: the retry answers the first of those.
+        let failed = Instant::now();
+        inbox.deliver(&key(1), 30, failed);
+        inbox.deliver(&key(1), 30, failed + Duration::from_millis(5));
+        assert_eq!(inbox.take(&key(1)), [30]);
+        let latency = inbox
+            .answered("https://gitlab.example.com", 30)
+            .expect("awaiting");
+        assert!(latency < Duration::from_secs(60), "{latency:?}");
     }
 
     #[test]

@@ -192,6 +192,10 @@ pub struct RunReport {
     /// Held-back decisions beyond those listed in `actions`, counted.
     pub unlisted: HeldBack,
     pub failures: Vec<ProjectFailure>,
+    /// A pass on Job Hook deliveries between two runs
+    /// ([`Engine::reconcile_delivered`]): only the projects with deliveries waiting were looked
+    /// at. Not a reconcile: logged as such and not counted in the reconcile metrics.
+    pub deliveries_only: bool,
 }
 
 /// Decisions that did not act in a run, counted.
@@ -238,9 +242,15 @@ impl RunReport {
         }
     }
 
-    /// Logs the run in one line. Each action was logged as it happened
-    /// ([`ActionRecord::log`]), so a crash mid-run loses none.
+    /// Logs the run in one line, `reconciled` (`acted on deliveries` for a pass on Job Hook
+    /// deliveries). Each action was logged as it happened ([`ActionRecord::log`]), so a crash
+    /// mid-run loses none.
     pub fn log(&self) {
+        let what = if self.deliveries_only {
+            "acted on deliveries"
+        } else {
+            "reconciled"
+        };
         tracing::info!(
             policy = %self.policy,
             projects = self.projects,
@@ -249,7 +259,7 @@ impl RunReport {
             deferred = self.deferred_total(),
             over_budget = self.over_budget_total(),
             failures = self.failures.len(),
-            "reconciled"
+            "{what}"
         );
     }
 
@@ -524,12 +534,19 @@ impl Engine {
         for key in &keys {
             self.inner.inbox.deliver(key, job_id, now);
         }
-        let watchers: Vec<PolicyKey> = lock(&self.inner.watched)
+        // Every policy watching the project has to decide on the job, whichever reads it.
+        let watchers: Vec<(PolicyKey, Vec<ObserverKey>)> = lock(&self.inner.watched)
             .iter()
-            .filter(|(_, observed)| keys.iter().any(|k| observed.contains(k)))
-            .map(|(policy, _)| policy.clone())
+            .map(|(policy, observed)| {
+                let due = keys.iter().filter(|k| observed.contains(*k)).cloned();
+                (policy.clone(), due.collect::<Vec<_>>())
+            })
+            .filter(|(_, due)| !due.is_empty())
             .collect();
-        for policy in &watchers {
+        for (policy, due) in &watchers {
+            for key in due {
+                self.inner.inbox.mark_due(policy, key);
+            }
             self.inner.inbox.wake(policy);
         }
         JobEvent::Accepted {
@@ -588,11 +605,10 @@ impl Engine {
             .into()
     }
 
-    /// True when Job Hook deliveries wait for one of the policy's projects.
+    /// True when Job Hook deliveries wait for one of the policy's projects (delivered since the
+    /// policy last looked at it, even if another policy has read the jobs since).
     pub fn has_deliveries(&self, policy: &PolicyKey) -> bool {
-        lock(&self.inner.watched)
-            .get(policy)
-            .is_some_and(|keys| keys.iter().any(|k| self.inner.inbox.has_pending(k)))
+        self.inner.inbox.has_due(policy)
     }
 
     /// How many projects are observed, over all instances.
@@ -669,6 +685,7 @@ impl Engine {
             actions: Vec::new(),
             unlisted: HeldBack::default(),
             failures: Vec::new(),
+            deliveries_only: scope == Scope::Delivered,
         };
         if policy.suspend {
             return Ok(report);
@@ -703,9 +720,11 @@ impl Engine {
         let concurrency = self.inner.config.observe_concurrency.max(1);
         let mut queue = run.policy.projects.iter().filter(|project| match scope {
             Scope::All => true,
-            Scope::Delivered => self
-                .known_id(&run.instance, project)
-                .is_some_and(|id| self.inner.inbox.has_pending(&(run.instance.clone(), id))),
+            Scope::Delivered => self.known_id(&run.instance, project).is_some_and(|id| {
+                self.inner
+                    .inbox
+                    .is_due(&run.policy.key, &(run.instance.clone(), id))
+            }),
         });
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
@@ -821,7 +840,9 @@ impl Engine {
         let label = project_id.to_string();
         observer.watch(&run.policy);
         let observer_key = (run.instance.clone(), project_id);
-        // Jobs delivered by Job Hooks: a listing now reads them anyway; otherwise each is read.
+        // Jobs delivered by Job Hooks: a listing now reads them anyway; otherwise each is read
+        // (once, by whichever policy comes first: the others decide on what it read).
+        self.inner.inbox.clear_due(&run.policy.key, &observer_key);
         let delivered = self.inner.inbox.take(&observer_key);
         let fresh_for = SignedDuration::try_from(self.listing_period(run, &observer_key) / 2)
             .unwrap_or(SignedDuration::ZERO);

@@ -18,6 +18,12 @@ pub struct LoggedRequest {
     pub query: String,
     /// The status answered; 0 when the connection was dropped without an answer.
     pub status: u16,
+    /// When the simulator received the request: milliseconds since the Unix epoch on the
+    /// simulated clock, the clock every job timestamp is read from (so it compares with a job's
+    /// `finished_at`; on a real clock at speed 1 that is the wall clock, moved on by any
+    /// `/-/sim/clock/advance`). The second record of an *apply late* request has the time it
+    /// was carried out.
+    pub at: i64,
     /// True for a request carried out after its connection was dropped (the *apply late*
     /// fault): it is logged twice, once with status 0 when the client is left without an
     /// answer, once with the status of its late answer when it takes effect.
@@ -78,6 +84,7 @@ mod tests {
                 path: "/api/v4/projects/1/jobs".into(),
                 query: String::new(),
                 status,
+                at: 1_795_428_000_000,
                 applied_late: false,
             });
         }

@@ -61,6 +61,7 @@ pub(crate) async fn serve(
         path,
         query,
         status: 0,
+        at: shared.now().0,
         applied_late: false,
     };
 
@@ -89,6 +90,7 @@ pub(crate) async fn serve(
             if shared.sleep(after).await {
                 let response = exchange.answer().await;
                 entry.status = response.status().as_u16();
+                entry.at = shared.now().0;
                 entry.applied_late = true;
                 lock(&shared.log).record(entry);
             }

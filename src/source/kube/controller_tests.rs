@@ -334,6 +334,7 @@ async fn a_policy_reconciled_recently_waits_for_its_interval_without_any_request
         actions: Vec::new(),
         unlisted: Default::default(),
         failures: Vec::new(),
+        deliveries_only: false,
     };
     p.status = Some(status::reconciled(None, &run, Some(3), now));
 

@@ -40,6 +40,7 @@ fn report(at: Timestamp, actions: Vec<ActionRecord>) -> RunReport {
         actions,
         unlisted: Default::default(),
         failures: Vec::new(),
+        deliveries_only: false,
     }
 }
 
