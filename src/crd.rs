@@ -183,6 +183,13 @@ pub struct GitlabConnection {
     /// A Secret (in the policy's own namespace) holding PEM CA certificates to trust for `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+
+    /// A Secret (in the policy's own namespace) holding the secret token of the GitLab
+    /// webhook that delivers Job Hooks for this policy's projects (`X-Gitlab-Token`), so that
+    /// each team configures its own. Deliveries are also accepted with the controller's token
+    /// (`JOBWARDEN_WEBHOOK_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_ref: Option<SecretKeyRef>,
 }
 
 /// A key of a Secret in the policy's own namespace.

@@ -14,6 +14,7 @@ pub mod runner;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod sync;
 pub mod telemetry;
 pub mod webhook;
 

@@ -19,13 +19,14 @@ pub mod accounting;
 pub use accounting::{JobAccounting, JobEvents};
 
 use crate::gitlab::telemetry::RequestObserver;
+use crate::sync::lock;
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The prefix of every metric name (`jobwarden_…`).
@@ -56,9 +57,47 @@ pub const RECONCILE_BUCKETS: [f64; 13] = [
 pub const WEBHOOK_LATENCY_BUCKETS: [f64; 11] =
     [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
+/// The state of a policy, as `jobwarden_policies{state}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyState {
+    /// Its last run reached GitLab (or it has not run yet).
+    Ready,
+    /// Its spec or manifest is invalid.
+    Invalid,
+    /// `spec.suspend` is true.
+    Suspended,
+    /// Its runs fail (no token, GitLab unreachable, every project refused…).
+    Error,
+}
+
+impl PolicyState {
+    /// Every state, in the order of [`POLICY_STATES`].
+    pub const ALL: [PolicyState; 4] = [
+        PolicyState::Ready,
+        PolicyState::Invalid,
+        PolicyState::Suspended,
+        PolicyState::Error,
+    ];
+
+    /// The `state` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PolicyState::Ready => "ready",
+            PolicyState::Invalid => "invalid",
+            PolicyState::Suspended => "suspended",
+            PolicyState::Error => "error",
+        }
+    }
+}
+
 /// The states of `jobwarden_policies`. All four are always exported (zero when no policy is in
 /// that state), so alerts and dashboards never see a missing series.
-pub const POLICY_STATES: [&str; 4] = ["ready", "invalid", "suspended", "error"];
+pub const POLICY_STATES: [&str; 4] = [
+    PolicyState::Ready.as_str(),
+    PolicyState::Invalid.as_str(),
+    PolicyState::Suspended.as_str(),
+    PolicyState::Error.as_str(),
+];
 
 /// Label value used for a token that is not a short `[A-Za-z0-9_]` word.
 pub const OTHER: &str = "other";
@@ -322,23 +361,11 @@ impl Metrics {
     /// Sets how many jobs of `project` are currently seen in each status. Statuses reported for
     /// the project before but absent from `counts` are set to 0; repeated statuses are summed.
     pub fn set_jobs_by_status(&self, project: &str, counts: &[(&str, i64)]) {
-        let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
-        for (status, count) in counts {
-            *current.entry(bounded_token(status)).or_default() += count;
-        }
         let mut reported = lock(&self.job_statuses_by_project);
         let known = reported.entry(project.to_owned()).or_default();
-        for status in known.iter() {
-            if !current.contains_key(status.as_str()) {
-                self.jobs.with_label_values(&[project, status]).set(0);
-            }
-        }
-        for (status, count) in &current {
-            self.jobs.with_label_values(&[project, status]).set(*count);
-            if !known.contains(status.as_ref()) {
-                known.insert(status.to_string());
-            }
-        }
+        set_counts_by_label(known, counts, |status, count| {
+            self.jobs.with_label_values(&[project, status]).set(count);
+        });
     }
 
     /// Sets the age of the oldest job of `project` still waiting for a runner; `None` (nothing
@@ -424,21 +451,34 @@ impl Metrics {
     /// Sets how many policies are in each state. The states of [`POLICY_STATES`], and any other
     /// state reported before, are set to 0 when absent from `counts`; repeated states are summed.
     pub fn set_policies(&self, counts: &[(&str, i64)]) {
-        let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
-        for (state, count) in counts {
-            *current.entry(bounded_token(state)).or_default() += count;
-        }
         let mut known = lock(&self.policy_states);
-        for state in known.iter() {
-            if !current.contains_key(state.as_str()) {
-                self.policies.with_label_values(&[state]).set(0);
-            }
+        set_counts_by_label(&mut known, counts, |state, count| {
+            self.policies.with_label_values(&[state]).set(count);
+        });
+    }
+}
+
+/// Sets a gauge per label value from `counts` (repeated values summed): the values reported
+/// before (`known`) and absent now are set to 0, so a series never freezes at its last count;
+/// `known` grows by the new values.
+fn set_counts_by_label(
+    known: &mut BTreeSet<String>,
+    counts: &[(&str, i64)],
+    mut set: impl FnMut(&str, i64),
+) {
+    let mut current: BTreeMap<Cow<'_, str>, i64> = BTreeMap::new();
+    for (value, count) in counts {
+        *current.entry(bounded_token(value)).or_default() += count;
+    }
+    for value in known.iter() {
+        if !current.contains_key(value.as_str()) {
+            set(value, 0);
         }
-        for (state, count) in &current {
-            self.policies.with_label_values(&[state]).set(*count);
-            if !known.contains(state.as_ref()) {
-                known.insert(state.to_string());
-            }
+    }
+    for (value, count) in &current {
+        set(value, *count);
+        if !known.contains(value.as_ref()) {
+            known.insert(value.to_string());
         }
     }
 }
@@ -497,14 +537,6 @@ pub fn gitlab_host(instance: &str) -> String {
         Some((host, None)) => host.to_owned(),
         None => OTHER.to_owned(),
     }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (each critical section
-/// only inserts into a set), so a poisoned lock is simply taken over.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

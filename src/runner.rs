@@ -2,8 +2,12 @@
 //! reloaded when the files change, stopped gracefully.
 
 use crate::engine::{Engine, RunMode, RunReport};
+use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey};
-use crate::source::files::{LoadedManifests, load_manifests, resolve_token};
+use crate::source::files::{
+    LoadedManifests, load_manifests, resolve_token, resolve_webhook_secret,
+};
+use crate::sync::lock;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -36,26 +40,22 @@ pub struct RunnerConfig {
 /// runs fail, e.g. with a revoked token).
 #[derive(Debug, Default)]
 struct PolicyStates {
-    unrunnable: HashMap<&'static str, i64>,
-    runnable: HashMap<PolicyKey, &'static str>,
+    unrunnable: HashMap<PolicyState, i64>,
+    runnable: HashMap<PolicyKey, PolicyState>,
 }
 
 impl PolicyStates {
     fn publish(&self, engine: &Engine) {
         let mut counts = self.unrunnable.clone();
         for state in self.runnable.values() {
-            *counts.entry(state).or_default() += 1;
+            *counts.entry(*state).or_default() += 1;
         }
-        let gauge: Vec<(&str, i64)> = crate::metrics::POLICY_STATES
+        let gauge: Vec<(&str, i64)> = PolicyState::ALL
             .iter()
-            .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+            .map(|s| (s.as_str(), counts.get(s).copied().unwrap_or(0)))
             .collect();
         engine.metrics().set_policies(&gauge);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Running {
@@ -129,14 +129,16 @@ fn apply(
         .iter()
         .map(|e| (e.file.as_path(), e.document))
         .collect();
-    let mut counts: HashMap<&'static str, i64> =
-        HashMap::from([("invalid", i64::try_from(rejected.len()).unwrap_or(i64::MAX))]);
+    let mut counts: HashMap<PolicyState, i64> = HashMap::from([(
+        PolicyState::Invalid,
+        i64::try_from(rejected.len()).unwrap_or(i64::MAX),
+    )]);
     let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)> = HashMap::new();
     for loaded in &manifests.policies {
         let compiled = match &loaded.compiled {
             Ok(compiled) => compiled,
             Err(errors) => {
-                *counts.entry("invalid").or_default() += 1;
+                *counts.entry(PolicyState::Invalid).or_default() += 1;
                 tracing::error!(source = %loaded.source, policy = %loaded.key(), "invalid policy:\n{errors}");
                 continue;
             }
@@ -152,16 +154,24 @@ fn apply(
         let token = match resolved {
             Ok(token) => token,
             Err(err) => {
-                *counts.entry("error").or_default() += 1;
+                *counts.entry(PolicyState::Error).or_default() += 1;
                 tracing::error!(policy = %compiled.key, error = %err, "no GitLab token");
                 continue;
             }
         };
+        match resolve_webhook_secret(&loaded.policy, &manifests.secrets) {
+            Ok(secret) => engine.set_webhook_secret(&compiled.key, secret),
+            Err(err) => {
+                // Polling still works; deliveries with this secret are refused.
+                tracing::error!(policy = %compiled.key, error = %err, "no webhook secret");
+                engine.set_webhook_secret(&compiled.key, None);
+            }
+        }
         *counts
             .entry(if compiled.suspend {
-                "suspended"
+                PolicyState::Suspended
             } else {
-                "ready"
+                PolicyState::Ready
             })
             .or_default() += 1;
         let fingerprint = policy_fingerprint(&loaded.policy.spec, &token);
@@ -170,13 +180,23 @@ fn apply(
     {
         let mut states = lock(states);
         states.unrunnable = HashMap::from([
-            ("invalid", counts.get("invalid").copied().unwrap_or(0)),
-            ("error", counts.get("error").copied().unwrap_or(0)),
+            (
+                PolicyState::Invalid,
+                counts.get(&PolicyState::Invalid).copied().unwrap_or(0),
+            ),
+            (
+                PolicyState::Error,
+                counts.get(&PolicyState::Error).copied().unwrap_or(0),
+            ),
         ]);
         // A policy that keeps running keeps the state of its latest run.
         let previous = std::mem::take(&mut states.runnable);
         for (key, (policy, _, _)) in &wanted {
-            let initial = if policy.suspend { "suspended" } else { "ready" };
+            let initial = if policy.suspend {
+                PolicyState::Suspended
+            } else {
+                PolicyState::Ready
+            };
             let state = previous.get(key).copied().unwrap_or(initial);
             states.runnable.insert(key.clone(), state);
         }
@@ -241,11 +261,15 @@ async fn policy_loop(
         {
             Ok(report) => {
                 sink(&report);
-                if policy.suspend { "suspended" } else { "ready" }
+                if policy.suspend {
+                    PolicyState::Suspended
+                } else {
+                    PolicyState::Ready
+                }
             }
             Err(err) => {
                 tracing::error!(policy = %policy.key, error = %err, "reconcile failed");
-                "error"
+                PolicyState::Error
             }
         };
         {

@@ -17,12 +17,17 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Command-line flags of the HTTP endpoints, to `#[command(flatten)]` into a subcommand.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Address to serve /metrics, /healthz and /readyz on (for example 0.0.0.0:9090); not served
-    /// when unset.
-    #[arg(long, env = "JOBWARDEN_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<SocketAddr>,
+    /// Where /metrics, /healthz and /readyz are served: loopback unless told otherwise (the
+    /// Deployment passes 0.0.0.0:9090).
+    #[arg(
+        long,
+        env = "JOBWARDEN_METRICS_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub metrics_listen: SocketAddr,
 }
 
 /// Whether the process is ready to do its work, shared between the engine (which sets it) and

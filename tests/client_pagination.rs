@@ -5,7 +5,8 @@ mod support;
 
 use futures::{StreamExt, TryStreamExt};
 use jobwarden::gitlab::{
-    GitLabClient, GitLabError, Job, JobStatus, ListJobsQuery, PaginationMode, ProjectRef,
+    GitLabClient, GitLabError, Job, JobStatus, ListJobsQuery, PaginationMode, PipelineJobsQuery,
+    ProjectRef,
 };
 use support::{MockServer, jobs_page, json, test_client, test_config};
 
@@ -89,7 +90,11 @@ async fn offset_pages_can_follow_link_headers_to_our_own_host() {
     .await;
     let client = test_client(&server);
     let jobs: Vec<Job> = client
-        .list_pipeline_jobs(&ProjectRef::Id(9), 5, &[JobStatus::Success], true)
+        .list_pipeline_jobs(
+            &ProjectRef::Id(9),
+            5,
+            &PipelineJobsQuery::every_attempt().with_scopes([JobStatus::Success]),
+        )
         .try_collect()
         .await
         .unwrap();

@@ -10,8 +10,8 @@
 use futures::{StreamExt, TryStreamExt};
 use jobwarden::gitlab::{
     Backoff, ClientConfig, Credential, GitLabClient, GitLabError, Job, JobStatus, JobVariable,
-    LimitScope, ListJobsQuery, PaginationMode, ProjectRef, RateLimiter, RateLimiterSettings,
-    TransportFailure,
+    LimitScope, ListJobsQuery, PaginationMode, PipelineJobsQuery, ProjectRef, RateLimiter,
+    RateLimiterSettings, TransportFailure,
 };
 use jobwarden::sim::{
     Clock, FaultConfig, FleetConfig, JobSpec, LoggedRequest, PipelineSpec, SimConfig, SimControl,
@@ -267,19 +267,23 @@ async fn pipeline_jobs_hide_retried_attempts_unless_asked_and_bridges_are_listed
     let retry = client.retry_job(&project, rspec).await.expect("retry");
 
     let latest: Vec<Job> = client
-        .list_pipeline_jobs(&project, pipeline_id, &[], false)
+        .list_pipeline_jobs(&project, pipeline_id, &PipelineJobsQuery::latest())
         .try_collect()
         .await
         .expect("pipeline jobs");
     assert_eq!(ids(&latest), [retry.id, deploy, build]);
     let with_retried: Vec<Job> = client
-        .list_pipeline_jobs(&project, pipeline_id, &[], true)
+        .list_pipeline_jobs(&project, pipeline_id, &PipelineJobsQuery::every_attempt())
         .try_collect()
         .await
         .expect("pipeline jobs with retried attempts");
     assert_eq!(ids(&with_retried), [retry.id, deploy, rspec, build]);
     let manual: Vec<Job> = client
-        .list_pipeline_jobs(&project, pipeline_id, &[JobStatus::Manual], false)
+        .list_pipeline_jobs(
+            &project,
+            pipeline_id,
+            &PipelineJobsQuery::latest().with_scopes([JobStatus::Manual]),
+        )
         .try_collect()
         .await
         .expect("scoped pipeline jobs");

@@ -255,6 +255,7 @@ fn example_policies(url: &url::Url) -> Vec<jobwarden::policy::CompiledPolicy> {
 
 #[tokio::test]
 async fn the_example_policies_do_not_undo_each_other() {
+    use jobwarden::crd::ActionKind;
     use jobwarden::engine::Outcome;
     use std::collections::HashSet;
     let mut config = jobwarden::sim::SimConfig::new(TOKEN);
@@ -288,10 +289,10 @@ async fn the_example_policies_do_not_undo_each_other() {
                 .expect("run");
             for action in &report.actions {
                 match (action.action, &action.outcome) {
-                    ("retry", Outcome::Succeeded { new_job_id }) => {
+                    (ActionKind::Retry, Outcome::Succeeded { new_job_id }) => {
                         created_by_retry.extend(*new_job_id);
                     }
-                    ("cancel", Outcome::Succeeded { .. }) => {
+                    (ActionKind::Cancel, Outcome::Succeeded { .. }) => {
                         canceled.insert(action.job_id, action.reason.clone());
                     }
                     _ => {}
@@ -427,4 +428,118 @@ async fn a_decision_that_sends_nothing_is_counted_once_however_many_runs_repeat_
         3.0,
         "one per job, not per run"
     );
+}
+
+#[tokio::test]
+async fn a_call_in_flight_when_jobwarden_stopped_is_reported_after_the_restart() {
+    let w = World::start(MONDAY_MORNING).await;
+    let deploy = w.pipeline("main", false, deploy_pipeline("success"))[2];
+    let state = tempfile::tempdir().expect("tempdir");
+    let policy = w.policy(PLAY_POLICY);
+
+    // GitLab holds every request half a second (and carries each out all the same); the process
+    // is killed while the play is in flight: recorded in the state file, never answered.
+    w.ctl.set_faults(FaultConfig {
+        timeout_ratio: 1.0,
+        timeout_hold: Duration::from_millis(500),
+        ..FaultConfig::default()
+    });
+    let ledger_file = state.path().join("ledger.json");
+    let in_flight = format!("\"jobId\":{deploy}");
+    {
+        let engine = w.engine_with_state_dir(state.path());
+        let run = w.run(&engine, &policy);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                _ = &mut run => panic!("the run ended before the play was sent"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            if std::fs::read_to_string(&ledger_file).is_ok_and(|s| s.contains(&in_flight)) {
+                break;
+            }
+        }
+        // kill -9: the run and the engine are gone, the state file stays.
+    }
+    w.ctl.set_faults(FaultConfig::default());
+    wait_until_played(&w, deploy).await;
+    assert_eq!(w.count(PLAY), 1);
+
+    // The new process reports the call it found in flight, before doing anything else.
+    let restarted = w.engine_with_state_dir(state.path());
+    let scrape = restarted.metrics().render();
+    let reported = scrape.lines().find(|l| {
+        l.starts_with("jobwarden_actions_total{")
+            && l.contains("action=\"play\"")
+            && l.contains("outcome=\"in_doubt\"")
+            && l.contains("rule=\"play-deploy-when-green\"")
+    });
+    assert_eq!(
+        reported.and_then(|l| l.rsplit(' ').next()),
+        Some("1"),
+        "{scrape}"
+    );
+    // Reported once: a second restart does not report it again.
+    let scrape = w.engine_with_state_dir(state.path()).metrics().render();
+    assert!(
+        !scrape.contains("outcome=\"in_doubt\""),
+        "reported twice: {scrape}"
+    );
+
+    // The job stays in doubt, then a re-read settles it: the play is never sent again.
+    w.advance(20);
+    let report = w.run(&restarted, &policy).await;
+    assert!(outcomes(&report, "play").is_empty(), "{:?}", report.actions);
+    w.advance(6 * 60);
+    let report = w.run(&restarted, &policy).await;
+    assert!(outcomes(&report, "play").is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(PLAY), 1);
+}
+
+#[tokio::test]
+async fn a_wait_is_counted_from_the_answer_so_a_slow_listing_never_cancels_early() {
+    // A job queued 29 minutes ago; the policy cancels pending jobs after 30.
+    let w = World::start(MONDAY_MORNING).await;
+    let ids = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "pending").aged(Duration::from_secs(29 * 60))],
+    );
+    let policy = w.policy(
+        "  rules:
+    - name: cancel-stale
+      match: {statuses: [pending], olderThan: 30m}
+      cancel: {}
+",
+    );
+    let engine = w.engine();
+    // The first listing is answered 20 s after the run started (a rate limit, a slow GitLab):
+    // GitLab then says the job has waited 29 m 20 s.
+    w.ctl.set_faults(FaultConfig {
+        latency: Duration::from_millis(400),
+        ..FaultConfig::default()
+    });
+    let clock = w.ctl.clone();
+    let slow = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        clock.advance(Duration::from_secs(20));
+    });
+    let report = w.run(&engine, &policy).await;
+    slow.await.expect("advanced");
+    assert!(outcomes(&report, "cancel").is_empty());
+    w.ctl.set_faults(FaultConfig::default());
+
+    // 29 m 50 s of waiting: not stale yet (counting the wait back from the run's start would
+    // make it 30 m 10 s).
+    w.advance(30);
+    let report = w.run(&engine, &policy).await;
+    assert!(
+        outcomes(&report, "cancel").is_empty(),
+        "{:?}",
+        report.actions
+    );
+    assert_eq!(w.status(ids[0]), "pending");
+    w.advance(15);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["succeeded"]);
 }

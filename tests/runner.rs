@@ -134,7 +134,7 @@ async fn a_policy_directory_runs_reloads_and_stops() {
             .expect("lock")
             .iter()
             .filter(|r| r.policy.name == policy)
-            .map(|r| r.count("cancel", outcome))
+            .map(|r| r.count(jobwarden::crd::ActionKind::Cancel, outcome))
             .sum::<usize>()
     };
     wait_until("a dry run of the valid policy", || {

@@ -506,3 +506,64 @@ async fn a_dry_run_decision_is_reported_once_across_runs_on_deliveries() {
     let report = w.run(&engine, &policy).await;
     assert!(report.actions.iter().all(|a| a.repeat));
 }
+
+#[tokio::test]
+async fn a_policys_own_secret_is_accepted_for_its_projects_only() {
+    let (w, engine, policy, job, receiver) = retry_policy_watching_a_running_job().await;
+    engine.set_webhook_secret(&policy.key, Some(SecretString::from("team-secret")));
+    let other = w.ctl.add_project("team/other").expect("project");
+    // Another team's policy watches the other project, with its own secret.
+    let theirs = w.named_policy("theirs", "team/other", RETRY_AT_ONCE);
+    w.run(&engine, &theirs).await;
+    engine.set_webhook_secret(&theirs.key, Some(SecretString::from("their-secret")));
+
+    let mine = receiver
+        .deliver_with(
+            &w,
+            w.project,
+            job,
+            "failed",
+            "e1",
+            Some("team-secret"),
+            None,
+        )
+        .await;
+    assert_eq!(mine.0, 202, "{}", mine.1);
+    let not_for_that_project = receiver
+        .deliver_with(&w, other, 1, "failed", "e2", Some("team-secret"), None)
+        .await;
+    assert_eq!(
+        not_for_that_project.0, 401,
+        "a team's secret opens only its projects"
+    );
+    let theirs_on_mine = receiver
+        .deliver_with(
+            &w,
+            w.project,
+            job,
+            "failed",
+            "e3",
+            Some("their-secret"),
+            None,
+        )
+        .await;
+    assert_eq!(theirs_on_mine.0, 401);
+    // The controller's own secret opens every project.
+    let operator = receiver
+        .deliver_with(&w, other, 1, "failed", "e4", Some(SECRET), None)
+        .await;
+    assert_eq!(operator.0, 202);
+    engine.set_webhook_secret(&policy.key, None);
+    let revoked = receiver
+        .deliver_with(
+            &w,
+            w.project,
+            job,
+            "failed",
+            "e5",
+            Some("team-secret"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.0, 401);
+}

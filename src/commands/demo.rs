@@ -51,13 +51,8 @@ pub struct DemoArgs {
     /// Stop after this long (e.g. `30s`, `2m`); without it, run until Ctrl-C.
     #[arg(long = "for", env = "JOBWARDEN_DEMO_FOR", value_parser = parse_duration)]
     pub run_for: Option<Duration>,
-    /// Where /metrics, /healthz and /readyz are served.
-    #[arg(
-        long,
-        env = "JOBWARDEN_METRICS_LISTEN",
-        default_value = "127.0.0.1:9090"
-    )]
-    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub server: crate::server::ServerArgs,
     /// Where the simulated GitLab listens (port 0 picks a free port).
     #[arg(long, env = "JOBWARDEN_DEMO_SIM_LISTEN", default_value = "127.0.0.1:0")]
     pub sim_listen: SocketAddr,
@@ -114,8 +109,12 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     engine_config.destinations.allow_insecure_http = true;
     let engine = Engine::new(engine_config, sim_clock, metrics.clone());
     let shutdown = CancellationToken::new();
-    let server =
-        crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
+    let server = crate::server::spawn(
+        args.server.metrics_listen,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     server.ready.set_ready();
     // The simulated GitLab delivers its Job Hooks to jobwarden, as a real one would: failures
     // are acted on as they happen, not only at each run.

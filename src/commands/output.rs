@@ -14,7 +14,7 @@ pub fn action_line(report: &RunReport, record: &ActionRecord) -> String {
         job = record.job_id,
         name = truncate(&record.job_name, 16),
         rule = truncate(&record.rule, 24),
-        action = record.action,
+        action = record.action.as_str(),
         outcome = record.outcome,
     )
 }
@@ -43,7 +43,7 @@ impl Summary {
             }
             *self
                 .counts
-                .entry((report.policy.to_string(), record.action))
+                .entry((report.policy.to_string(), record.action.as_str()))
                 .or_default()
                 .entry(record.outcome.label())
                 .or_default() += 1;

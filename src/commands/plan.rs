@@ -58,7 +58,7 @@ impl PlannedAction {
             job_id: record.job_id,
             job_name: record.job_name.clone(),
             rule: record.rule.clone(),
-            action: record.action,
+            action: record.action.as_str(),
             outcome: record.outcome.label(),
             not_before: match &record.outcome {
                 Outcome::Deferred { not_before } => Some(not_before.to_string()),
@@ -179,7 +179,7 @@ pub fn render_text(report: &RunReport) -> String {
             r.job_id.to_string(),
             r.job_name.clone(),
             r.rule.clone(),
-            r.action.to_owned(),
+            r.action.as_str().to_owned(),
             when,
             r.reason.clone(),
         ]);

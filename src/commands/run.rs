@@ -27,14 +27,8 @@ pub struct RunArgs {
     /// in the directory.
     #[arg(long, env = "JOBWARDEN_TOKEN_ENV", default_value = "GITLAB_TOKEN")]
     pub token_env: String,
-    /// Where /metrics, /healthz and /readyz are served: loopback unless told otherwise (the
-    /// Deployment passes 0.0.0.0:9090).
-    #[arg(
-        long,
-        env = "JOBWARDEN_METRICS_LISTEN",
-        default_value = "127.0.0.1:9090"
-    )]
-    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub server: crate::server::ServerArgs,
     /// File mode: how often the policy files are checked for changes, in seconds.
     #[arg(long, env = "JOBWARDEN_RELOAD_SECONDS", default_value_t = 2)]
     pub reload_seconds: u64,
@@ -147,8 +141,12 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     };
     let engine = Engine::with_ledger(engine_config, system_clock(), metrics.clone(), ledger);
     let shutdown = CancellationToken::new();
-    let server =
-        crate::server::spawn(args.metrics_listen, metrics.clone(), shutdown.clone()).await?;
+    let server = crate::server::spawn(
+        args.server.metrics_listen,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     // Ready means serving: a standby replica is as ready as the leader.
     server.ready.set_ready();
     // File mode always acts; in a cluster the leader election says who does.

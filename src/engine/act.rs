@@ -11,7 +11,7 @@
 //! recognised by a re-read and reported as [`Outcome::Noop`], not as a failure.
 
 use crate::gitlab::models::{Job, JobStatus, ProjectRef};
-use crate::gitlab::{GitLabClient, GitLabError, JobVariable};
+use crate::gitlab::{GitLabClient, GitLabError, JobVariable, PipelineJobsQuery};
 use crate::policy::{Action, Decision};
 use futures::TryStreamExt;
 use jiff::Timestamp;
@@ -237,7 +237,11 @@ async fn newer_attempt(
     decision: &Decision,
 ) -> Result<Option<u64>, GitLabError> {
     let attempts: Vec<Job> = client
-        .list_pipeline_jobs(project, decision.pipeline_id, &[], true)
+        .list_pipeline_jobs(
+            project,
+            decision.pipeline_id,
+            &PipelineJobsQuery::every_attempt(),
+        )
         .try_collect()
         .await?;
     Ok(attempts

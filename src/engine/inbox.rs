@@ -12,6 +12,7 @@
 //! its due projects, whichever policy read the jobs first.
 
 use crate::policy::PolicyKey;
+use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,10 +54,6 @@ impl Default for Inbox {
             woken: tokio::sync::broadcast::channel(1024).0,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Inbox {

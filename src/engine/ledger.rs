@@ -16,9 +16,16 @@
 //! sent: the whole ledger as JSON, replaced atomically (write to a temporary file, then rename),
 //! so a process killed at any point finds on restart the budget it had used and every job it
 //! may have acted on. Without one the ledger lives in memory and a restart starts it afresh.
+//!
+//! - **Reporting**: every call sent is reported (an action log line and `actions_total`) at
+//!   least once. The outcome is reported before the ledger forgets the call or marks it in
+//!   doubt ([`Unsettled::reported`]); a call the state file holds unreported was in flight when
+//!   the process stopped, and the next process reports it as in doubt
+//!   ([`Ledger::take_unreported`]) before acting on anything.
 
 use crate::crd::ActionKind;
 use crate::policy::PolicyKey;
+use crate::sync::lock;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -60,6 +67,24 @@ pub struct Unsettled {
     /// Until when the call may still land: while in flight, the request timeout plus the
     /// in-doubt window from when it was sent; once in doubt, the window from the ambiguous answer.
     pub until: Timestamp,
+    /// The policy that sent the call (absent in state files of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<SentBy>,
+    /// Whether the call's outcome has been reported (logged and counted). Only a call in
+    /// flight is unreported; one that a state file holds unreported was in flight when the
+    /// process that sent it stopped.
+    #[serde(default)]
+    pub reported: bool,
+}
+
+/// Who sent a call, and to which job: what reporting it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentBy {
+    pub namespace: String,
+    pub name: String,
+    pub rule: String,
+    pub job_name: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -95,10 +120,6 @@ pub struct Ledger {
     /// Serialises writes of the state file, so the newest snapshot is always the last written.
     writer: tokio::sync::Mutex<()>,
     in_doubt_for: SignedDuration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Ledger {
@@ -210,7 +231,36 @@ impl Ledger {
         self.save().await
     }
 
-    /// Keeps a job in doubt until `until` (after an ambiguous answer).
+    /// The calls that were in flight when the previous process stopped (unreported in the state
+    /// file), now marked reported: the caller reports them. Meant for startup, before any call
+    /// is sent: the mark is written to the state file at once (blocking), so the next restart
+    /// does not report them again; should that write fail, they are reported again then (at
+    /// least once, as every call).
+    pub fn take_unreported(&self) -> Vec<Unsettled> {
+        let (mut taken, bytes) = {
+            let mut entries = lock(&self.entries);
+            let taken: Vec<Unsettled> = entries
+                .unsettled
+                .values_mut()
+                .filter(|call| !call.reported)
+                .map(|call| {
+                    call.reported = true;
+                    call.clone()
+                })
+                .collect();
+            (taken, entries.to_bytes())
+        };
+        if let (false, Some(path), Ok(_writing)) =
+            (taken.is_empty(), &self.file, self.writer.try_lock())
+            && let Err(err) = write_atomically(path, &bytes)
+        {
+            tracing::warn!(path = %path.display(), error = %err, "cannot update the state file");
+        }
+        taken.sort_by(|a, b| (&a.instance, a.job_id).cmp(&(&b.instance, b.job_id)));
+        taken
+    }
+
+    /// Keeps a job in doubt until `until` (after an ambiguous answer that has been reported).
     pub async fn keep_in_doubt(
         &self,
         instance: &str,
@@ -222,6 +272,7 @@ impl Ledger {
             .get_mut(&(instance.to_owned(), job_id))
         {
             call.until = until;
+            call.reported = true;
         }
         self.save().await
     }
@@ -249,10 +300,7 @@ impl Ledger {
             return Ok(());
         };
         let _writing = self.writer.lock().await;
-        let bytes = {
-            let entries = lock(&self.entries);
-            serde_json::to_vec(&entries.to_state()).unwrap_or_else(|_| b"{\"version\":1}".to_vec())
-        };
+        let bytes = lock(&self.entries).to_bytes();
         let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .unwrap_or_else(|join| Err(std::io::Error::other(join)));
@@ -285,6 +333,11 @@ impl Entries {
                 .map(|u| ((u.instance.clone(), u.job_id), u))
                 .collect(),
         }
+    }
+
+    /// The state file's content.
+    fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_state()).unwrap_or_else(|_| b"{\"version\":1}".to_vec())
     }
 
     fn to_state(&self) -> LedgerState {
@@ -344,6 +397,13 @@ mod tests {
             job_id,
             action: ActionKind::Play,
             until,
+            policy: Some(SentBy {
+                namespace: "ci".into(),
+                name: "deploys".into(),
+                rule: "play-deploy".into(),
+                job_name: "deploy-staging".into(),
+            }),
+            reported: false,
         }
     }
 
@@ -414,9 +474,50 @@ mod tests {
         assert_eq!(ledger.sent_in_last_hour(&key(), t0), 2);
         assert_eq!(
             ledger.unsettled("https://gitlab.example.com", 42),
-            Some(play(42, until))
+            Some(Unsettled {
+                reported: true,
+                ..play(42, until)
+            })
         );
         assert_eq!(ledger.unsettled("https://gitlab.example.com", 43), None);
+        assert!(
+            ledger.take_unreported().is_empty(),
+            "the call in doubt was reported when it was marked so"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_in_flight_when_the_process_stopped_is_taken_for_reporting_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = t("2026-11-23T10:00:00Z");
+        {
+            let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("open");
+            ledger.begin(&key(), play(42, t0), t0).await.expect("begin");
+            // The process stops here, before GitLab answers.
+        }
+        let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("reopen");
+        let taken = ledger.take_unreported();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].job_id, 42);
+        assert!(taken[0].reported);
+        assert!(ledger.take_unreported().is_empty(), "taken once");
+        let reopened = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("reopen");
+        assert!(
+            reopened.take_unreported().is_empty(),
+            "the mark was written: the next restart does not report it again"
+        );
+        assert!(
+            ledger.unsettled("https://gitlab.example.com", 42).is_some(),
+            "still unsettled: nothing is sent to the job before a re-read"
+        );
+    }
+
+    #[test]
+    fn state_files_of_the_previous_format_still_load() {
+        let old = r#"{"version":1,"budgets":[],"unsettled":[{"instance":"https://gitlab.example.com","projectId":7,"jobId":42,"action":"play","until":"2026-11-23T10:05:00Z"}]}"#;
+        let state: LedgerState = serde_json::from_str(old).expect("parses");
+        assert_eq!(state.unsettled[0].policy, None);
+        assert!(!state.unsettled[0].reported);
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@
 //! ([`ProjectJobs::attempts_of`]). Only a listing that completed moves the point where the next
 //! sync stops, so a sync cut short by an error leaves no gap.
 
+use super::reconcile::Clock;
 use crate::gitlab::models::{JobStatus, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire, Names};
 use crate::gitlab::{GitLabClient, GitLabError, ListJobsQuery};
@@ -231,14 +232,19 @@ impl ProjectObserver {
 
     /// Reads what changed since the last sync. `follow_blocked` also refreshes manual and
     /// scheduled jobs through their own listing. Returns the jobs whose snapshot changed.
+    ///
+    /// `now` is when the sync started; `clock` tells when each page was answered, which a
+    /// pending job's wait is counted back from (a page may come long after the start, after a
+    /// rate limit: counting back from the start would make the wait look longer than it is).
     pub async fn sync(
         &mut self,
         client: &GitLabClient,
         now: Timestamp,
+        clock: &Clock,
         follow_blocked: bool,
     ) -> Result<(SyncStats, Refreshed), GitLabError> {
         let mut run = Sync {
-            now,
+            clock: clock.clone(),
             newest_before: self.newest_seen,
             arrivals: 0,
             stats: SyncStats::default(),
@@ -479,7 +485,8 @@ impl ProjectObserver {
         if first_sight && run.newest_before.is_some() {
             run.arrivals += 1;
         }
-        let record = JobRecord::from_wire(wire, run.now, &mut self.names);
+        // After the answer arrived: a pending job's wait is never overstated.
+        let record = JobRecord::from_wire(wire, (run.clock)(), &mut self.names);
         match self.jobs.get(record.id) {
             Some(old) if old.same_state(&record) => return,
             Some(_) => {}
@@ -703,7 +710,8 @@ fn page_for(expected: usize) -> u32 {
 
 /// The state of one sync in progress.
 struct Sync {
-    now: Timestamp,
+    /// The time as each page is taken in.
+    clock: Clock,
     /// The newest job id the listings before this sync read.
     newest_before: Option<u64>,
     /// Jobs created since the last sync.

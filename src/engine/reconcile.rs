@@ -2,19 +2,21 @@
 
 use super::act::{self, Outcome};
 use super::inbox::Inbox;
-use super::ledger::{Ledger, Unsettled};
+use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
+use crate::crd::ActionKind;
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{
-    ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, RateLimiter,
-    TokenDestinations,
+    ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, PipelineJobsQuery,
+    RateLimiter, TokenDestinations,
 };
 use crate::metrics::{JobAccounting, Metrics};
 use crate::policy::{
     Budget, CompiledPolicy, Decision, FactRequest, Observation, PolicyKey, Verdict, decide,
     facts_needed,
 };
+use crate::sync::lock;
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
@@ -115,7 +117,7 @@ pub struct ActionRecord {
     pub job_id: u64,
     pub job_name: String,
     pub rule: String,
-    pub action: &'static str,
+    pub action: ActionKind,
     pub reason: String,
     pub outcome: Outcome,
     /// The policy's previous run reported the same outcome for this job: a decision that sends
@@ -141,7 +143,7 @@ impl ActionRecord {
                 project = %self.project,
                 job_id = self.job_id,
                 rule = %self.rule,
-                action = self.action,
+                action = self.action.as_str(),
                 outcome = self.outcome.label(),
                 reason = %self.reason,
                 "{}",
@@ -156,7 +158,7 @@ impl ActionRecord {
             job_id = self.job_id,
             job_name = %self.job_name,
             rule = %self.rule,
-            action = self.action,
+            action = self.action.as_str(),
             outcome = self.outcome.label(),
             reason = %self.reason,
             "{}",
@@ -261,8 +263,8 @@ impl RunReport {
         );
     }
 
-    /// Count of records with this outcome label.
-    pub fn count(&self, action: &str, outcome: &str) -> usize {
+    /// Count of records of this action with this outcome label.
+    pub fn count(&self, action: ActionKind, outcome: &str) -> usize {
         self.actions
             .iter()
             .filter(|a| a.action == action && a.outcome.label() == outcome)
@@ -299,6 +301,8 @@ struct Inner {
     ledger: Ledger,
     /// Job Hook deliveries waiting for their projects' next run.
     inbox: Inbox,
+    /// Policies' own webhook secrets (`spec.gitlab.webhookSecretRef`).
+    webhook_secrets: Mutex<HashMap<PolicyKey, SecretString>>,
     /// Per policy, the decisions that sent nothing in its last run and in the current one.
     unsent: Mutex<HashMap<PolicyKey, UnsentDecisions>>,
     accounting: Mutex<JobAccounting>,
@@ -319,11 +323,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Locks a std mutex, recovering the data if a panicking thread poisoned it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Engine {
     /// An engine whose ledger lives in memory (a restart forgets budgets and calls in doubt).
     pub fn new(config: EngineConfig, clock: Clock, metrics: Arc<Metrics>) -> Self {
@@ -331,7 +330,8 @@ impl Engine {
         Engine::with_ledger(config, clock, metrics, ledger)
     }
 
-    /// An engine with this ledger (`Ledger::in_dir` keeps it across restarts).
+    /// An engine with this ledger (`Ledger::in_dir` keeps it across restarts). The calls the
+    /// ledger holds that were in flight when the previous process stopped are reported here.
     pub fn with_ledger(
         config: EngineConfig,
         clock: Clock,
@@ -339,7 +339,7 @@ impl Engine {
         ledger: Ledger,
     ) -> Self {
         let started_at = clock();
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 config,
                 clock,
@@ -353,10 +353,13 @@ impl Engine {
                 watched: Mutex::new(HashMap::new()),
                 ledger,
                 inbox: Inbox::default(),
+                webhook_secrets: Mutex::new(HashMap::new()),
                 unsent: Mutex::new(HashMap::new()),
                 accounting: Mutex::new(JobAccounting::new()),
             }),
-        }
+        };
+        engine.report_calls_from_before_the_restart();
+        engine
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -380,7 +383,7 @@ impl Engine {
             .destinations
             .check(url)
             .map_err(ReconcileError::DestinationRefused)?;
-        let instance = instance_key(url);
+        let instance = crate::gitlab::instance_name(url);
         // The token is part of the key only as a digest: it never leaves this function.
         let digest = {
             use std::hash::{Hash, Hasher};
@@ -462,6 +465,7 @@ impl Engine {
         lock(&self.inner.clients).remove(key);
         lock(&self.inner.unsent).remove(key);
         self.inner.inbox.forget_policy(key);
+        lock(&self.inner.webhook_secrets).remove(key);
         if let Err(err) = self.inner.ledger.forget_policy(key).await {
             tracing::warn!(policy = %key, error = %err, "cannot update the state file");
         }
@@ -563,6 +567,44 @@ impl Engine {
         self.inner.inbox.subscribe()
     }
 
+    /// Sets (or, with `None`, removes) the policy's own webhook secret.
+    pub fn set_webhook_secret(&self, policy: &PolicyKey, secret: Option<SecretString>) {
+        let mut secrets = lock(&self.inner.webhook_secrets);
+        match secret {
+            Some(secret) => secrets.insert(policy.clone(), secret),
+            None => secrets.remove(policy),
+        };
+    }
+
+    /// True when `token` is the webhook secret of a policy that watches the project (compared
+    /// in constant time with each candidate).
+    pub fn accepts_webhook_token(
+        &self,
+        instance: Option<&str>,
+        project_id: u64,
+        token: &[u8],
+    ) -> bool {
+        use subtle::ConstantTimeEq;
+        let instance = instance.map(|i| i.trim_end_matches('/'));
+        let watchers: Vec<PolicyKey> = lock(&self.inner.watched)
+            .iter()
+            .filter(|(_, observed)| {
+                observed
+                    .iter()
+                    .any(|(i, id)| *id == project_id && instance.is_none_or(|want| want == i))
+            })
+            .map(|(policy, _)| policy.clone())
+            .collect();
+        let secrets = lock(&self.inner.webhook_secrets);
+        watchers
+            .iter()
+            .filter_map(|policy| secrets.get(policy))
+            .fold(subtle::Choice::from(0), |any, secret| {
+                any | secret.expose_secret().as_bytes().ct_eq(token)
+            })
+            .into()
+    }
+
     /// True when Job Hook deliveries wait for one of the policy's projects (delivered since the
     /// policy last looked at it, even if another policy has read the jobs since).
     pub fn has_deliveries(&self, policy: &PolicyKey) -> bool {
@@ -649,7 +691,7 @@ impl Engine {
             return Ok(report);
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
-        let instance = instance_key(&policy.gitlab_url);
+        let instance = crate::gitlab::instance_name(&policy.gitlab_url);
         if scope == Scope::All {
             lock(&self.inner.unsent)
                 .entry(policy.key.clone())
@@ -818,7 +860,7 @@ impl Engine {
             let synced = tokio::select! {
                 biased;
                 () = stop.cancelled() => return out,
-                synced = observer.sync(&run.client, run.now, run.follow_blocked) => synced,
+                synced = observer.sync(&run.client, run.now, &self.inner.clock, run.follow_blocked) => synced,
             };
             match synced {
                 Ok((stats, refreshed)) => {
@@ -932,7 +974,7 @@ impl Engine {
             for fact in fetched {
                 match fact {
                     Ok(Fact::PipelineJobs(id, jobs)) => {
-                        observer.cache_pipeline_jobs(id, jobs, run.now);
+                        observer.cache_pipeline_jobs(id, jobs, self.now());
                     }
                     Ok(Fact::LogTail(id, tail)) => observer.cache_log_tail(id, tail),
                     Err(err) => {
@@ -956,7 +998,11 @@ impl Engine {
                 pipeline_id,
             } => {
                 let jobs: Vec<JobWire> = client
-                    .list_pipeline_jobs_as(project, *pipeline_id, &[], true)
+                    .list_pipeline_jobs_as(
+                        project,
+                        *pipeline_id,
+                        &PipelineJobsQuery::every_attempt(),
+                    )
                     .try_collect()
                     .await?;
                 Ok(Fact::PipelineJobs(*pipeline_id, jobs))
@@ -1053,6 +1099,13 @@ impl Engine {
             job_id: decision.job_id,
             action: decision.action.kind(),
             until: now + request_window + ledger.in_doubt_for(),
+            policy: Some(SentBy {
+                namespace: run.policy.key.namespace.clone(),
+                name: run.policy.key.name.clone(),
+                rule: decision.rule.clone(),
+                job_name: decision.job_name.clone(),
+            }),
+            reported: false,
         };
         if let Err(err) = ledger.begin(&run.policy.key, call, now).await {
             return Outcome::Failed {
@@ -1066,21 +1119,63 @@ impl Engine {
         }
         let in_doubt_until = || self.now() + ledger.in_doubt_for();
         let (outcome, fresh) = act::execute(&run.client, decision, &in_doubt_until).await;
-        let recorded = match &outcome {
-            Outcome::InDoubt { until, .. } => {
-                ledger
-                    .keep_in_doubt(&run.instance, decision.job_id, *until)
-                    .await
-            }
-            _ => ledger.settle(&run.instance, decision.job_id).await,
-        };
-        if let Err(err) = recorded {
-            tracing::warn!(policy = %run.policy.key, error = %err, "cannot update the state file");
-        }
         if let Some(job) = fresh {
             observer.update_job(JobWire::from(&job), self.now());
         }
         outcome
+    }
+
+    /// Records in the ledger what became of a call, once its outcome has been reported: a call
+    /// in doubt stays unsettled, any other is settled. Reported first, so a process that stops
+    /// in between reports the call again after its restart instead of never.
+    async fn record_outcome(&self, run: &PolicyRun, job_id: u64, outcome: &Outcome) {
+        let ledger = &self.inner.ledger;
+        let recorded = match outcome {
+            Outcome::InDoubt { until, .. } => {
+                ledger.keep_in_doubt(&run.instance, job_id, *until).await
+            }
+            _ => ledger.settle(&run.instance, job_id).await,
+        };
+        if let Err(err) = recorded {
+            tracing::warn!(policy = %run.policy.key, error = %err, "cannot update the state file");
+        }
+    }
+
+    /// Reports the calls that were in flight when the previous process stopped (found
+    /// unreported in the state file): GitLab may have carried them out, so each gets an action
+    /// line and is counted, `in_doubt`. They stay unsettled: no rule acts on their jobs before
+    /// the window has passed and a re-read showed where they stand.
+    fn report_calls_from_before_the_restart(&self) {
+        for call in self.inner.ledger.take_unreported() {
+            let sent_by = call.policy.clone().unwrap_or_else(|| SentBy {
+                namespace: String::new(),
+                name: String::new(),
+                rule: String::new(),
+                job_name: String::new(),
+            });
+            let until = call.until.strftime("%Y-%m-%dT%H:%M:%SZ");
+            tracing::info!(
+                target: "jobwarden::action",
+                policy = %format_args!("{}/{}", sent_by.namespace, sent_by.name),
+                project = call.project_id,
+                job_id = call.job_id,
+                job_name = %sent_by.job_name,
+                rule = %sent_by.rule,
+                action = call.action.as_str(),
+                outcome = "in_doubt",
+                reason = "sent before jobwarden stopped, with no answer recorded",
+                "in doubt until {until}: sent before jobwarden stopped; GitLab may have carried it out"
+            );
+            if call.policy.is_some() {
+                self.inner.metrics.count_action(
+                    &sent_by.namespace,
+                    &sent_by.name,
+                    &sent_by.rule,
+                    call.action.as_str(),
+                    "in_doubt",
+                );
+            }
+        }
     }
 
     /// Turns one decision into an outcome: sends it when the verdict says act and the run's
@@ -1096,6 +1191,7 @@ impl Engine {
             .then(|| self.inner.ledger.unsettled(&run.instance, decision.job_id))
             .flatten();
         let wants_budget = matches!(decision.verdict, Verdict::Act | Verdict::DryRun);
+        let mut sent = false;
         let outcome = if let Some(call) = unsettled {
             // A call on this job may still land: nothing more is sent until it settles.
             Outcome::Deferred {
@@ -1106,7 +1202,10 @@ impl Engine {
         } else {
             match decision.verdict {
                 Verdict::Act if run.dry_run => Outcome::DryRun,
-                Verdict::Act => self.send(run, project_id, observer, &decision).await,
+                Verdict::Act => {
+                    sent = true;
+                    self.send(run, project_id, observer, &decision).await
+                }
                 Verdict::DryRun => Outcome::DryRun,
                 Verdict::OverBudget => Outcome::SkippedOverBudget,
                 Verdict::NotBefore(not_before) => Outcome::Deferred { not_before },
@@ -1119,7 +1218,7 @@ impl Engine {
             job_id: decision.job_id,
             job_name: decision.job_name.clone(),
             rule: decision.rule.clone(),
-            action: decision.action.name(),
+            action: decision.action.kind(),
             reason: decision.reason.clone(),
             repeat: false,
             outcome,
@@ -1134,9 +1233,13 @@ impl Engine {
                 &run.policy.key.namespace,
                 &run.policy.key.name,
                 &record.rule,
-                record.action,
+                record.action.as_str(),
                 record.outcome.label(),
             );
+        }
+        if sent {
+            self.record_outcome(run, decision.job_id, &record.outcome)
+                .await;
         }
         Some(record)
     }
@@ -1267,11 +1370,6 @@ impl ProjectFailure {
             message: err.to_string(),
         }
     }
-}
-
-/// The key of a GitLab instance: its URL without a trailing slash.
-fn instance_key(url: &url::Url) -> String {
-    url.as_str().trim_end_matches('/').to_owned()
 }
 
 enum Fact {

@@ -220,6 +220,12 @@ pub(crate) struct Opened {
     pub(crate) exchange: Exchange,
 }
 
+/// The name of a GitLab instance in telemetry, engine keys and messages: its base URL without a
+/// trailing slash (`https://gitlab.example.com`).
+pub fn instance_name(base_url: &Url) -> String {
+    base_url.as_str().trim_end_matches('/').to_owned()
+}
+
 /// Which timeout applies to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deadline {
@@ -286,7 +292,7 @@ impl GitLabClient {
         let limiter = config
             .rate_limiter
             .unwrap_or_else(|| Arc::new(RateLimiter::new(config.requests_per_minute)));
-        let instance = base_url.as_str().trim_end_matches('/').to_owned();
+        let instance = instance_name(&base_url);
         Ok(GitLabClient {
             inner: Arc::new(Inner {
                 http,

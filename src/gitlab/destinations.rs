@@ -47,7 +47,7 @@ impl TokenDestinations {
 
     /// Checks a GitLab URL.
     pub fn check(&self, url: &Url) -> Result<(), DestinationRefused> {
-        let shown = || url.as_str().trim_end_matches('/').to_owned();
+        let shown = || super::instance_name(url);
         match url.scheme() {
             "https" => {}
             "http" if self.allow_insecure_http => {}

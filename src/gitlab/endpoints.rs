@@ -1,4 +1,4 @@
-//! The Jobs API endpoints the client calls, as method + route template pairs, and the helpers that
+//! The GitLab API endpoints the client calls, as method + route template pairs, and the helpers that
 //! turn user values into path segments and query strings.
 //!
 //! Route templates (`/projects/:id/jobs/:job_id/retry`) are what the client reports to its
@@ -76,6 +76,8 @@ impl Endpoint {
 
     /// `GET /projects/:id`: the project (its numeric id, full path, `archived`).
     pub const GET_PROJECT: Endpoint = Endpoint::get("/projects/:id");
+    /// `GET /groups/:id/projects`: the projects of a group (and of its subgroups).
+    pub const LIST_GROUP_PROJECTS: Endpoint = Endpoint::get("/groups/:id/projects");
     /// `GET /projects/:id/jobs`: the project's jobs, newest first (subject to GitLab's
     /// `jobs_index` application rate limit).
     pub const LIST_PROJECT_JOBS: Endpoint = Endpoint::get("/projects/:id/jobs");
@@ -119,10 +121,12 @@ impl Endpoint {
     pub const DOWNLOAD_ARTIFACT_FILE_BY_REF: Endpoint =
         Endpoint::get("/projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path");
 
-    /// Every endpoint of the client (the union of the seed documents: 17 endpoints, and
-    /// `GET /projects/:id` to resolve a project path to its id).
-    pub const ALL: [Endpoint; 18] = [
+    /// Every endpoint of the client (the union of the seed documents: 17 endpoints,
+    /// `GET /projects/:id` to resolve a project path to its id, and `GET /groups/:id/projects`
+    /// to list a group's projects).
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::GET_PROJECT,
+        Endpoint::LIST_GROUP_PROJECTS,
         Endpoint::LIST_PROJECT_JOBS,
         Endpoint::LIST_PIPELINE_JOBS,
         Endpoint::LIST_PIPELINE_BRIDGES,

@@ -28,6 +28,36 @@ pub struct ListJobsQuery {
     pub per_page: Option<u32>,
 }
 
+/// What `GET /projects/:id/pipelines/:pipeline_id/jobs` should return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineJobsQuery {
+    /// Only jobs in these statuses (`scope[]`); empty means every status.
+    pub scopes: Vec<JobStatus>,
+    /// Earlier attempts of retried jobs too (`include_retried=true`), not only the latest.
+    pub include_retried: bool,
+}
+
+impl PipelineJobsQuery {
+    /// The latest attempt of every job.
+    pub fn latest() -> PipelineJobsQuery {
+        PipelineJobsQuery::default()
+    }
+
+    /// Every attempt of every job: what counting a job's attempts needs.
+    pub fn every_attempt() -> PipelineJobsQuery {
+        PipelineJobsQuery {
+            scopes: Vec::new(),
+            include_retried: true,
+        }
+    }
+
+    /// Only jobs in `scopes`.
+    pub fn with_scopes(mut self, scopes: impl IntoIterator<Item = JobStatus>) -> PipelineJobsQuery {
+        self.scopes = scopes.into_iter().collect();
+        self
+    }
+}
+
 impl ListJobsQuery {
     /// Every job, offset pagination.
     pub fn all() -> ListJobsQuery {
@@ -136,10 +166,9 @@ impl GitLabClient {
         &self,
         project: &ProjectRef,
         pipeline_id: u64,
-        scopes: &[JobStatus],
-        include_retried: bool,
+        query: &PipelineJobsQuery,
     ) -> impl Stream<Item = Result<Job, GitLabError>> + Send + 'static {
-        self.list_pipeline_jobs_as(project, pipeline_id, scopes, include_retried)
+        self.list_pipeline_jobs_as(project, pipeline_id, query)
     }
 
     /// [`list_pipeline_jobs`](Self::list_pipeline_jobs), items decoded as `T`.
@@ -147,12 +176,11 @@ impl GitLabClient {
         &self,
         project: &ProjectRef,
         pipeline_id: u64,
-        scopes: &[JobStatus],
-        include_retried: bool,
+        query: &PipelineJobsQuery,
     ) -> impl Stream<Item = Result<T, GitLabError>> + Send + 'static {
         let mut q = Query::new();
-        push_scopes(&mut q, scopes);
-        if include_retried {
+        push_scopes(&mut q, &query.scopes);
+        if query.include_retried {
             q.push("include_retried", "true");
         }
         PaginationMode::Offset.apply(&mut q, PER_PAGE);

@@ -1,6 +1,7 @@
 //! The GitLab Jobs API client.
 //!
-//! [`GitLabClient`] covers every endpoint of the Jobs API seed documents. Build one per GitLab
+//! [`GitLabClient`] covers every endpoint of the Jobs API seed documents, `GET /projects/:id`
+//! and `GET /groups/:id/projects` (the projects of a group tree). Build one per GitLab
 //! instance (or share one [`RateLimiter`] among several) from a [`ClientConfig`]:
 //!
 //! ```no_run
@@ -28,6 +29,7 @@ pub mod destinations;
 mod download;
 pub mod endpoints;
 pub mod error;
+pub mod groups;
 pub mod jobs;
 pub mod models;
 pub mod pagination;
@@ -40,15 +42,16 @@ pub mod testing;
 
 pub use auth::Credential;
 pub use backoff::Backoff;
-pub use client::{ClientConfig, GitLabClient};
+pub use client::{ClientConfig, GitLabClient, instance_name};
 pub use destinations::{DestinationRefused, TokenDestinations};
 pub use endpoints::{Endpoint, Method};
 pub use error::{GitLabError, TransportFailure};
-pub use jobs::ListJobsQuery;
+pub use groups::{GroupProjectsQuery, ProjectOrder, SortDirection};
+pub use jobs::{ListJobsQuery, PipelineJobsQuery};
 pub use models::{
-    AllowedAgent, AllowedAgents, Job, JobStatus, JobVariable, PipelineBasic, ProjectRef,
+    AllowedAgent, AllowedAgents, GroupRef, Job, JobStatus, JobVariable, PipelineBasic, ProjectRef,
 };
 pub use pagination::{PER_PAGE, PaginationMode};
-pub use projects::Project;
+pub use projects::{Project, ProjectNamespace};
 pub use ratelimit::{LimitScope, RateLimiter, RateLimiterSettings};
 pub use telemetry::{NoopObserver, RequestObserver};

@@ -379,12 +379,12 @@ pub struct AgentProject {
     pub created_at: Option<Timestamp>,
     /// The project's groups (newer GitLab), by id.
     #[serde(default)]
-    pub groups: Vec<GroupRef>,
+    pub groups: Vec<AgentGroup>,
 }
 
-/// A group referenced by id.
+/// A group of an [`AgentProject`], referenced by id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupRef {
+pub struct AgentGroup {
     pub id: u64,
 }
 
@@ -425,6 +425,42 @@ impl ProjectRef {
     }
 }
 
+/// A group reference: a numeric id or a full path (`group/subgroup`). On the wire the path is
+/// URL-encoded (`group%2Fsubgroup`), like a [`ProjectRef`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GroupRef {
+    Id(u64),
+    Path(String),
+}
+
+impl GroupRef {
+    /// Parses a user-written group: all digits is an id, anything else a full path.
+    pub fn parse(s: &str) -> GroupRef {
+        match s.parse::<u64>() {
+            Ok(id) => GroupRef::Id(id),
+            Err(_) => GroupRef::Path(s.to_owned()),
+        }
+    }
+
+    /// The path segment as GitLab expects it (`42` or `group%2Fsubgroup`).
+    pub fn to_path_segment(&self) -> String {
+        match self {
+            GroupRef::Id(id) => id.to_string(),
+            GroupRef::Path(p) => percent_encoding::utf8_percent_encode(p, PATH_SEGMENT).to_string(),
+        }
+    }
+}
+
+impl fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupRef::Id(id) => write!(f, "{id}"),
+            GroupRef::Path(p) => f.write_str(p),
+        }
+    }
+}
+
 impl fmt::Display for ProjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -455,5 +491,15 @@ mod tests {
             ProjectRef::parse("group/sub.x/api-1").to_path_segment(),
             "group%2Fsub.x%2Fapi-1"
         );
+    }
+
+    #[test]
+    fn group_paths_are_url_encoded_like_project_paths() {
+        assert_eq!(GroupRef::parse("42"), GroupRef::Id(42));
+        assert_eq!(GroupRef::parse("42").to_path_segment(), "42");
+        let group = GroupRef::parse("fleet/platform tools");
+        assert_eq!(group, GroupRef::Path("fleet/platform tools".into()));
+        assert_eq!(group.to_path_segment(), "fleet%2Fplatform%20tools");
+        assert_eq!(group.to_string(), "fleet/platform tools");
     }
 }

@@ -201,6 +201,8 @@ pub struct CompiledPolicy {
     pub gitlab_url: url::Url,
     pub token_secret_ref: SecretKeyRef,
     pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+    /// `spec.gitlab.webhookSecretRef`.
+    pub webhook_secret_ref: Option<SecretKeyRef>,
     pub projects: Vec<ProjectRef>,
     pub interval: std::time::Duration,
     /// `spec.resyncInterval`: with webhooks, how often a project is listed in full anyway.
@@ -246,8 +248,12 @@ impl CompiledPolicy {
     }
 }
 
-static RULE_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::RULE_NAME_PATTERN));
-static SECRET_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::SECRET_NAME_PATTERN));
+/// The CRD's rule name pattern (a DNS label), compiled once for every check that needs it.
+pub(crate) static RULE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(crd::RULE_NAME_PATTERN));
+/// The CRD's Secret name pattern (a DNS subdomain), compiled once for every check that needs it.
+pub(crate) static SECRET_NAME: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(crd::SECRET_NAME_PATTERN));
 static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::SECRET_KEY_PATTERN));
 static VARIABLE_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::VARIABLE_KEY_PATTERN));
 static FAILURE_REASON: LazyLock<Regex> =
@@ -287,6 +293,9 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
     if let Some(ca) = &spec.gitlab.ca_bundle_secret_ref {
         check_secret_ref(ca, "spec.gitlab.caBundleSecretRef", &mut errors);
     }
+    if let Some(webhook) = &spec.gitlab.webhook_secret_ref {
+        check_secret_ref(webhook, "spec.gitlab.webhookSecretRef", &mut errors);
+    }
     let projects = compile_projects(&spec.projects, &mut errors);
     let interval = compile_interval(&spec.interval, &mut errors);
     let resync_interval = spec
@@ -307,6 +316,7 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
             gitlab_url,
             token_secret_ref: spec.gitlab.token_secret_ref.clone(),
             ca_bundle_secret_ref: spec.gitlab.ca_bundle_secret_ref.clone(),
+            webhook_secret_ref: spec.gitlab.webhook_secret_ref.clone(),
             projects,
             interval,
             resync_interval,

@@ -180,7 +180,14 @@ fn the_listen_flag_parses_a_socket_address() {
         .expect("valid address");
     assert_eq!(
         cli.server.metrics_listen,
-        Some("0.0.0.0:9090".parse().expect("address"))
+        "0.0.0.0:9090"
+            .parse::<std::net::SocketAddr>()
+            .expect("address")
+    );
+    let default = Cli::try_parse_from(["jobwarden"]).expect("a default");
+    assert!(
+        default.server.metrics_listen.ip().is_loopback(),
+        "loopback by default"
     );
     assert!(Cli::try_parse_from(["jobwarden", "--metrics-listen", "not-an-address"]).is_err());
 }

@@ -34,7 +34,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/now", get(now))
         .route("/clock/advance", post(advance))
         .route("/faults", get(get_faults).put(put_faults))
+        .route("/groups", get(groups).post(create_group))
         .route("/projects", get(projects).post(create_project))
+        .route("/projects/{id}/archive", post(archive))
+        .route("/projects/{id}/unarchive", post(unarchive))
         .route("/projects/{id}/pipelines", post(create_pipeline))
         .route("/projects/{id}/jobs", get(project_jobs))
         .route("/projects/{id}/jobs/{job_id}", get(job))
@@ -149,31 +152,77 @@ async fn put_faults(State(shared): Sim, body: Bytes) -> AdminResult {
 }
 
 async fn projects(State(shared): Sim) -> Response {
-    let world = shared.world();
-    let list: Vec<_> = world
-        .projects
-        .values()
-        .map(|p| json!({ "id": p.id, "path": p.path }))
-        .collect();
-    Json(list).into_response()
+    Json(control(&shared).projects()).into_response()
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewProjectBody {
+    /// The full path, or with `group` the project's own path in that group.
     path: String,
+    /// An existing group (id or full path) to put the project in.
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    archived: bool,
 }
 
 async fn create_project(State(shared): Sim, body: Bytes) -> AdminResult {
     let body: NewProjectBody = parse(&body)?;
-    let id = control(&shared)
-        .add_project(&body.path)
+    let control = control(&shared);
+    let added = match &body.group {
+        Some(group) => control.add_project_to_group(group, &body.path),
+        None => control.add_project(&body.path),
+    };
+    let id = added.map_err(|err| match err {
+        ScenarioError::UnknownGroup(_) => AdminError::not_found(err.to_string()),
+        _ => AdminError(StatusCode::CONFLICT, err.to_string()),
+    })?;
+    let project = control
+        .set_archived(id, body.archived)
+        .map_err(|err| AdminError::not_found(err.to_string()))?;
+    Ok((StatusCode::CREATED, Json(project)).into_response())
+}
+
+async fn groups(State(shared): Sim) -> Response {
+    Json(control(&shared).groups()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroupBody {
+    /// The full path (`fleet/platform/new`); missing ancestors are created.
+    path: String,
+}
+
+async fn create_group(State(shared): Sim, body: Bytes) -> AdminResult {
+    let body: NewGroupBody = parse(&body)?;
+    let control = control(&shared);
+    let id = control
+        .add_group(&body.path)
         .map_err(|err| AdminError(StatusCode::CONFLICT, err.to_string()))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "path": body.path })),
-    )
-        .into_response())
+    let group = control
+        .groups()
+        .into_iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| AdminError::not_found(format!("unknown group {id}")))?;
+    Ok((StatusCode::CREATED, Json(group)).into_response())
+}
+
+async fn set_archived(shared: &Arc<Shared>, id: &str, archived: bool) -> AdminResult {
+    let project_id = resolve(shared, id)?;
+    let project = control(shared)
+        .set_archived(project_id, archived)
+        .map_err(|err| AdminError::not_found(err.to_string()))?;
+    Ok(Json(project).into_response())
+}
+
+async fn archive(State(shared): Sim, Path(id): Path<String>) -> AdminResult {
+    set_archived(&shared, &id, true).await
+}
+
+async fn unarchive(State(shared): Sim, Path(id): Path<String>) -> AdminResult {
+    set_archived(&shared, &id, false).await
 }
 
 fn resolve(shared: &Shared, reference: &str) -> Result<u64, AdminError> {

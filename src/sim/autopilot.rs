@@ -382,6 +382,11 @@ fn new_pipeline(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimT
     let Some(project) = world.projects.get(&project_id) else {
         return;
     };
+    // An archived project is read-only: nothing pushes to it, its schedules do not run. The
+    // pipelines it has still finish.
+    if project.archived {
+        return;
+    }
     let template = fleet::draw_pipeline(&mut ap.rng, &ap.shape, project.next_iid, at);
     let jobs = template
         .jobs

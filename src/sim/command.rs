@@ -20,7 +20,8 @@ pub struct SimulateArgs {
     #[arg(long, env = "JOBWARDEN_SIM_TOKEN", hide_env_values = true)]
     pub token: String,
 
-    /// Fleet projects to generate (fleet/project-1 …).
+    /// Fleet projects to generate, in the `fleet` group tree (fleet/project-1 … fleet/project-3,
+    /// then fleet/<subgroup>/project-N, placed by the seed).
     #[arg(long, env = "JOBWARDEN_SIM_PROJECTS", default_value_t = 10)]
     pub projects: u32,
 

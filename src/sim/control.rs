@@ -8,7 +8,9 @@ use crate::sim::hooks::{self, SimWebhook, WebhookConfig, WebhookDelivery};
 use crate::sim::ops::{self, NewJob, NewPipeline};
 use crate::sim::reqlog::LoggedRequest;
 use crate::sim::server::{Shared, lock};
-use crate::sim::state::{Artifacts, Commit, Job, JobKind, Project, RUNNERS, Trace, World, mix64};
+use crate::sim::state::{
+    Artifacts, Commit, Job, JobKind, PathError, Project, RUNNERS, Trace, World, mix64,
+};
 use crate::sim::status::{Status, When};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -144,6 +146,28 @@ impl JobSpec {
     }
 }
 
+/// A group as the simulator holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimGroup {
+    pub id: u64,
+    /// `fleet/platform`.
+    pub full_path: String,
+    /// The display name (`Platform`).
+    pub name: String,
+    pub parent_id: Option<u64>,
+}
+
+/// A project as the simulator holds it (without its pipelines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimProject {
+    pub id: u64,
+    /// The full path (`fleet/apps/project-9`).
+    pub path: String,
+    /// The group the project is in (`None` for a path without a namespace).
+    pub group_id: Option<u64>,
+    pub archived: bool,
+}
+
 /// A pipeline that was added: its id and its jobs' ids, in the spec's order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimPipeline {
@@ -232,6 +256,19 @@ pub enum ScenarioError {
     PathTaken(String),
     #[error("invalid webhook: {0}")]
     InvalidWebhook(String),
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    #[error("group path {0:?} is invalid or taken")]
+    GroupPathTaken(String),
+}
+
+fn project_snapshot(project: &Project) -> SimProject {
+    SimProject {
+        id: project.id,
+        path: project.path.clone(),
+        group_id: project.group_id,
+        archived: project.archived,
+    }
 }
 
 fn snapshot(world: &World, project: &Project, job: &Job) -> SimJob {
@@ -397,17 +434,99 @@ impl SimControl {
         build_pipeline(&mut world, project_id, spec, now, false)
     }
 
-    /// Adds an empty project at `path` (e.g. `group/project`); returns its id.
+    /// Adds an empty project at the full path `path` (e.g. `group/sub/project`); returns its
+    /// id. The groups of its namespace are created when missing.
     pub fn add_project(&self, path: &str) -> Result<u64, ScenarioError> {
         let mut world = self.shared.world();
         let id = world.next_project_id();
+        let now = self.shared.now();
         if path.is_empty() || path.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ScenarioError::PathTaken(path.to_owned()));
         }
-        world
+        let project = world
             .add_project(id, path)
-            .map(|p| p.id)
-            .ok_or_else(|| ScenarioError::PathTaken(path.to_owned()))
+            .ok_or_else(|| ScenarioError::PathTaken(path.to_owned()))?;
+        project.created_at = now;
+        Ok(project.id)
+    }
+
+    /// Adds an empty project `path` (one segment, e.g. `api`) to the existing group `group`
+    /// (an id or a full path); returns its id.
+    pub fn add_project_to_group(&self, group: &str, path: &str) -> Result<u64, ScenarioError> {
+        let full_path = {
+            let world = self.shared.world();
+            let group_id = world
+                .resolve_group(group)
+                .ok_or_else(|| ScenarioError::UnknownGroup(group.to_owned()))?;
+            format!("{}/{path}", world.groups[&group_id].full_path)
+        };
+        if path.is_empty() || path.contains('/') {
+            return Err(ScenarioError::PathTaken(full_path));
+        }
+        self.add_project(&full_path)
+    }
+
+    /// Adds a group at `full_path` (e.g. `fleet/platform/new`), with its missing ancestors;
+    /// returns its id. Fails when a group or a project has that path already.
+    pub fn add_group(&self, full_path: &str) -> Result<u64, ScenarioError> {
+        let now = self.shared.now();
+        self.shared
+            .world()
+            .add_group(full_path, now)
+            .map_err(|_: PathError| ScenarioError::GroupPathTaken(full_path.to_owned()))
+    }
+
+    /// Every group, by ascending id.
+    pub fn groups(&self) -> Vec<SimGroup> {
+        self.shared
+            .world()
+            .groups
+            .values()
+            .map(|g| SimGroup {
+                id: g.id,
+                full_path: g.full_path.clone(),
+                name: g.name.clone(),
+                parent_id: g.parent_id,
+            })
+            .collect()
+    }
+
+    /// Resolves a group id or full path to the id.
+    pub fn resolve_group(&self, reference: &str) -> Option<u64> {
+        self.shared.world().resolve_group(reference)
+    }
+
+    /// A project (its path, group and whether it is archived).
+    pub fn project(&self, id: u64) -> Option<SimProject> {
+        self.shared.world().projects.get(&id).map(project_snapshot)
+    }
+
+    /// Every project, by ascending id.
+    pub fn projects(&self) -> Vec<SimProject> {
+        self.shared
+            .world()
+            .projects
+            .values()
+            .map(project_snapshot)
+            .collect()
+    }
+
+    /// Archives or unarchives a project. An archived project is listed as such, gets no new
+    /// fleet pipelines, and refuses every change to its jobs (403) until it is unarchived.
+    pub fn set_archived(
+        &self,
+        project_id: u64,
+        archived: bool,
+    ) -> Result<SimProject, ScenarioError> {
+        let mut world = self.shared.world();
+        // The fleet catches up to now first, so the change takes effect from now on.
+        autopilot::advance(&mut world, project_id, self.shared.now());
+        let project = world
+            .projects
+            .get_mut(&project_id)
+            .ok_or_else(|| ScenarioError::UnknownProject(project_id.to_string()))?;
+        project.archived = archived;
+        Ok(project_snapshot(project))
     }
 
     /// A snapshot of a job (after bringing its project up to date).

@@ -1,7 +1,11 @@
 //! The deterministic fleet generator: what projects look like (stages, job names, refs,
 //! commits). The autopilot decides when and how jobs move; this module decides what exists.
 //!
-//! Every project `N` is `fleet/project-N`. Its pipelines run on `main`, feature branches or
+//! The fleet is a group tree ([`FLEET_GROUPS`]): `fleet` with the subgroups `fleet/platform`
+//! (and its `tools` and `infra`), `fleet/apps` (and its `web` and `mobile`) and `fleet/data`.
+//! Project `N` is `<group>/project-N`: projects 1–3 are always in `fleet` itself (so
+//! `fleet/project-1` … `fleet/project-3` are stable paths), every later one in a group drawn
+//! from the seed ([`project_group`]). Its pipelines run on `main`, feature branches or
 //! release tags (`v1.x.y`) with three stages:
 //! * `build`: `build` (artifacts kept a week), sometimes `compile-assets`;
 //! * `test`: `rspec 1/3` … `rspec 3/3` (with coverage), `lint`, sometimes `jest`, and in a few
@@ -55,6 +59,38 @@ impl FleetConfig {
             ..FleetConfig::default()
         }
     }
+}
+
+/// The groups of the generated fleet, parents before their subgroups (the tree is the same
+/// for every seed; only the projects' places in it are drawn).
+pub const FLEET_GROUPS: [&str; 8] = [
+    "fleet",
+    "fleet/platform",
+    "fleet/platform/tools",
+    "fleet/platform/infra",
+    "fleet/apps",
+    "fleet/apps/web",
+    "fleet/apps/mobile",
+    "fleet/data",
+];
+
+/// How many fleet projects (the first ones) always sit in `fleet` itself.
+const ROOT_PROJECTS: u64 = 3;
+
+/// The full path of the group of fleet project `project_id` in the fleet of `seed`.
+pub fn project_group(seed: u64, project_id: u64) -> &'static str {
+    if project_id <= ROOT_PROJECTS {
+        return FLEET_GROUPS[0];
+    }
+    let draw = mix64(seed ^ mix64(project_id ^ 0x4752_4f55_5053));
+    let index = usize::try_from(draw % FLEET_GROUPS.len() as u64).unwrap_or(0);
+    FLEET_GROUPS[index]
+}
+
+/// The full path of fleet project `project_id` in the fleet of `seed`
+/// (`fleet/project-1`, `fleet/apps/web/project-9`, …).
+pub fn project_path(seed: u64, project_id: u64) -> String {
+    format!("{}/project-{project_id}", project_group(seed, project_id))
 }
 
 /// The stable traits of one project's pipelines.

@@ -13,8 +13,12 @@
 //!
 //! # The fleet
 //!
-//! Projects `1..=N` are `fleet/project-<id>`, each with pipelines on `main`, feature branches
-//! and `v1.x.y` tags (stages `build`, `test`, `deploy`; see [`FleetConfig`]).
+//! The fleet is a group tree ([`FLEET_GROUPS`], the same for every seed): `fleet`, its
+//! subgroups `fleet/platform` (with `tools` and `infra`), `fleet/apps` (with `web` and
+//! `mobile`) and `fleet/data`. Projects `1..=N` are `<group>/project-<id>`: projects 1–3 are
+//! always in `fleet` (`fleet/project-1` … `fleet/project-3`), every later one in a group drawn
+//! from the seed ([`project_group`], [`project_path`]). Each has pipelines on `main`, feature
+//! branches and `v1.x.y` tags (stages `build`, `test`, `deploy`; see [`FleetConfig`]).
 //! Fleet jobs move on the simulated clock: runners pick pending jobs up (some wait for hours,
 //! some are dropped as stuck), running jobs succeed or fail with realistic reasons, manual jobs
 //! get played, new pipelines appear. The same seed always gives the same fleet. Pipelines added
@@ -24,7 +28,9 @@
 //!
 //! | Endpoint | Notes |
 //! |---|---|
-//! | `GET /projects/:id` | `Entities::Project` (id, full path, namespace, `archived`…), by id or full path; 404 `Project Not Found` |
+//! | `GET /projects/:id` | `Entities::Project` (id, full path, `NamespaceBasic` namespace, `archived`…), by id or full path; 404 `Project Not Found` |
+//! | `GET /groups/:id` | `Entities::GroupDetail` (with up to 100 of the group's own projects, newest first; `with_projects=false`: `Entities::Group`), by id or full path; 404 `Group Not Found` |
+//! | `GET /groups/:id/projects` | the group's projects, with `include_subgroups=true` those of every group below it; `archived` (true: only archived, false: none, unset: both; newer GitLab's `active` too), `simple=true` (`Entities::BasicProjectDetails`, no `archived`), `order_by` (`id`, `name`, `path`, `created_at` = by id, `updated_at`/`last_activity_at`, `similarity` = name, `star_count`) and `sort` (default `created_at` `desc`, `id` tie-breaker), `search` (project name), `visibility`, `starred` (nothing is); `with_shared`, `owned`, `min_access_level` … are checked and change nothing (no project is shared; every one is the administrator's); counted offset pagination (no counts above 10,000), `pagination=keyset` ignored as in GitLab; 404 `Group Not Found` (parameters are checked first) |
 //! | `GET /projects/:id/jobs` | builds incl. retried attempts, id desc; `scope` (string, `scope[]`, `scope[k]`); offset pagination without `X-Total`/`X-Total-Pages`/`rel="last"`, or keyset (`pagination=keyset`, `order_by=id`, `sort=desc` only); the `jobs_index` limit |
 //! | `GET /projects/:id/pipelines/:pipeline_id/jobs` | latest attempts unless `include_retried=true`; counted offset pagination |
 //! | `GET /projects/:id/pipelines/:pipeline_id/bridges` | `Entities::Ci::Bridge` (`downstream_pipeline` is always null) |
@@ -40,11 +46,15 @@
 //! `rspec.xml`, `dist/CHANGELOG.md`, …); `metadata.gz` is listed in `artifacts[]` but not served.
 //! Authentication: `PRIVATE-TOKEN`, `private_token=`, `access_token=`, `Authorization: Bearer`
 //! with the configured token (user 1, `root`); `JOB-TOKEN`/`job_token=` of a running job on the
-//! endpoints that allow it, and only for the job's own project. The artifact downloads also
-//! accept no credentials at all, and then find no project (every simulated project is
-//! private: 404 `Project Not Found`). Projects are reachable by id
-//! and by URL-encoded full path (`fleet%2Fproject-7`). The simulated runners do not cancel
-//! gracefully: cancelling a running job cancels it at once (`force` is accepted and checked).
+//! endpoints that allow it, and only for the job's own project. The artifact downloads and
+//! the two group endpoints also accept no credentials at all, and then find nothing (every
+//! simulated project and group is private: 404 `Project Not Found` / `Group Not Found`).
+//! Projects and groups are reachable by id and by URL-encoded full path
+//! (`fleet%2Fproject-1`, `fleet%2Fplatform`), case-insensitively. The simulated runners do not
+//! cancel gracefully: cancelling a running job cancels it at once (`force` is accepted and
+//! checked). An archived project is read-only: cancel, retry, erase, play, keep and delete
+//! artifacts answer 403 `{"message":"403 Forbidden"}` (after the project and the job were
+//! found), and the autopilot starts no new pipelines in it (those it has still finish).
 //!
 //! Rate limits, counted on the simulated clock in fixed one-minute windows: the `jobs_index`
 //! limit on `GET /projects/:id/jobs` ([`SimConfig::jobs_list_rate_limit_per_minute`], 429
@@ -124,8 +134,11 @@
 //! | `GET /-/sim/now` | `{"now": "2026-11-23T10:00:00.000Z"}` |
 //! | `POST /-/sim/clock/advance?seconds=N` | moves the clock (fractions allowed; fleet projects with hooks catch up at once) → `{"now": …}` |
 //! | `GET /-/sim/faults`, `PUT /-/sim/faults` | `{"error_5xx_ratio", "latency_ms", "timeout_ratio", "timeout_hold_ms", "rate_limit_burst_every", "malformed_json_ratio", "drop_connection_ratio", "apply_late_ratio", "apply_late_after_ms", "hook_drop_ratio", "hook_duplicate_ratio", "hook_reorder_ratio", "hook_reorder_delay_ms"}` (missing fields = off) |
-//! | `GET /-/sim/projects` | `[{"id", "path"}]` |
-//! | `POST /-/sim/projects` | `{"path": "group/project"}` → 201 `{"id", "path"}` |
+//! | `GET /-/sim/groups` | `[{"id", "full_path", "name", "parent_id"}]` ([`SimGroup`]) |
+//! | `POST /-/sim/groups` | `{"path": "fleet/platform/new"}` (missing parents are created) → 201 with the group; 409 if a group or project has the path ([`SimControl::add_group`]) |
+//! | `GET /-/sim/projects` | `[{"id", "path", "group_id", "archived"}]` ([`SimProject`]) |
+//! | `POST /-/sim/projects` | `{"path": "group/sub/project"}` (the groups of the path are created when missing), or `{"group": "fleet/apps", "path": "svc"}` (an existing group, by id or full path; 404 if unknown); `"archived": true` optional → 201 with the project; 409 if the path is taken ([`SimControl::add_project`], [`SimControl::add_project_to_group`]) |
+//! | `POST /-/sim/projects/:id/archive`, `…/unarchive` | → the project ([`SimControl::set_archived`]) |
 //! | `POST /-/sim/projects/:id/pipelines` | `{"ref": "main", "tag": false, "jobs": [{"name", "stage", "status", "failure_reason", "when": "manual", "allow_failure", "age_seconds", "artifacts_expire_in_seconds", "log", "tags", "bridge": true}]}` → 201 `{"id", "job_ids"}` |
 //! | `GET /-/sim/projects/:id/jobs` | snapshots of every job ([`SimJob`], with `token`, `retried`, `variables`) |
 //! | `GET /-/sim/projects/:id/jobs/:job_id` | one snapshot |
@@ -160,9 +173,11 @@ mod trace;
 
 pub use clock::Clock;
 pub use command::{SimulateArgs, run_simulate};
-pub use control::{JobSpec, PipelineSpec, ScenarioError, SimControl, SimJob, SimPipeline};
+pub use control::{
+    JobSpec, PipelineSpec, ScenarioError, SimControl, SimGroup, SimJob, SimPipeline, SimProject,
+};
 pub use faults::FaultConfig;
-pub use fleet::FleetConfig;
+pub use fleet::{FLEET_GROUPS, FleetConfig, project_group, project_path};
 pub use hooks::{RECENT_DELIVERIES, SimWebhook, WebhookConfig, WebhookDelivery, WebhookStats};
 pub use reqlog::LoggedRequest;
 
@@ -398,8 +413,22 @@ fn generate(
 ) -> World {
     let mut world = World::new(mix64(seed ^ 0x6a0b_70c3), archive);
     let now = clock.sim_now();
-    for id in 1..=u64::from(projects) {
-        world.add_project(id, &format!("fleet/project-{id}"));
+    let count = u64::from(projects);
+    // Groups first, then the projects in id order, each made a minute after the one before,
+    // all before the fleet's history begins.
+    let founded = now
+        .minus(fleet.history)
+        .minus(Duration::from_secs(60 * (count + 1) + 86_400));
+    if count > 0 {
+        for group in fleet::FLEET_GROUPS {
+            // The tree is fixed and empty at this point: this cannot fail.
+            let _ = world.ensure_group(group, founded);
+        }
+    }
+    for id in 1..=count {
+        if let Some(project) = world.add_project(id, &fleet::project_path(seed, id)) {
+            project.created_at = founded.plus(Duration::from_secs(86_400 + 60 * id));
+        }
         autopilot::install(&mut world, id, seed, fleet, now);
     }
     world

@@ -8,6 +8,7 @@ use crate::sim::hooks::HookHub;
 use crate::sim::ratelimit::FixedWindow;
 use crate::sim::reqlog::RequestLog;
 use crate::sim::state::World;
+pub(crate) use crate::sync::lock;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use std::io;
@@ -37,13 +38,6 @@ pub(crate) struct Shared {
     pub request_seq: AtomicU64,
     /// The registered Job Hooks and their senders.
     pub hooks: HookHub,
-}
-
-/// Locks a mutex, recovering the data if a previous holder panicked.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {

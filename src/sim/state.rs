@@ -317,11 +317,53 @@ impl Interner {
     }
 }
 
+/// A group (a namespace that holds projects and subgroups).
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub id: u64,
+    /// The display name (`Platform`).
+    pub name: String,
+    /// The last segment of the full path (`platform`).
+    pub path: String,
+    /// `fleet/platform`.
+    pub full_path: String,
+    pub parent_id: Option<u64>,
+    pub created_at: SimTime,
+}
+
+/// Why a group or project could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathError {
+    /// Empty, all digits, or with an empty segment.
+    Invalid,
+    /// A group or project already has that full path (GitLab's routes are unique).
+    Taken,
+}
+
+/// `Platform` for `platform`, `Project 7` for `project-7`: a group's display name from its path.
+pub(crate) fn display_name(path: &str) -> String {
+    path.split(['-', '_'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut chars = w.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A project with its pipelines and jobs.
 #[derive(Debug)]
 pub(crate) struct Project {
     pub id: u64,
     pub path: String,
+    /// The group the project is in (`None` for a path without a namespace).
+    pub group_id: Option<u64>,
+    /// Archived projects are read-only: listed apart, no new pipelines, no job changes.
+    pub archived: bool,
+    pub created_at: SimTime,
     pub pipelines: BTreeMap<u64, Pipeline>,
     pub jobs: JobTable,
     pub next_iid: u64,
@@ -334,6 +376,9 @@ impl Project {
         Project {
             id,
             path,
+            group_id: None,
+            archived: false,
+            created_at: NO_PIPELINE_EPOCH,
             pipelines: BTreeMap::new(),
             jobs: JobTable::default(),
             next_iid: 1,
@@ -360,11 +405,17 @@ impl Project {
     }
 }
 
+/// When a project was made, unless told otherwise: 2020-01-01T00:00:00Z.
+pub(crate) const NO_PIPELINE_EPOCH: SimTime = SimTime(1_577_836_800_000);
+
 /// The whole simulated instance.
 #[derive(Debug)]
 pub(crate) struct World {
     pub projects: BTreeMap<u64, Project>,
     paths: HashMap<String, u64>,
+    pub groups: BTreeMap<u64, Group>,
+    /// Lowercased full path → group id.
+    group_paths: HashMap<String, u64>,
     /// job id → project id
     job_index: HashMap<u64, u64>,
     next_job_id: u64,
@@ -382,6 +433,8 @@ impl World {
         World {
             projects: BTreeMap::new(),
             paths: HashMap::new(),
+            groups: BTreeMap::new(),
+            group_paths: HashMap::new(),
             job_index: HashMap::new(),
             next_job_id: 1,
             next_pipeline_id: 1,
@@ -392,18 +445,104 @@ impl World {
         }
     }
 
-    /// Adds a project; `None` if the id or the path is taken.
+    /// Adds a project; `None` if the id or the path is taken (by a project or a group). The
+    /// groups of its namespace are created when missing (`a/b/app` is in group `a/b`, a
+    /// subgroup of `a`).
     pub fn add_project(&mut self, id: u64, path: &str) -> Option<&mut Project> {
         let key = path.to_ascii_lowercase();
-        if self.projects.contains_key(&id) || self.paths.contains_key(&key) {
+        if self.projects.contains_key(&id)
+            || self.paths.contains_key(&key)
+            || self.group_paths.contains_key(&key)
+            || !valid_path(path)
+        {
             return None;
         }
+        let group_id = match path.rsplit_once('/') {
+            Some((namespace, _)) => Some(self.ensure_group(namespace, NO_PIPELINE_EPOCH).ok()?),
+            None => None,
+        };
         self.paths.insert(key, id);
-        Some(
-            self.projects
-                .entry(id)
-                .or_insert_with(|| Project::new(id, path.to_owned())),
-        )
+        let project = self
+            .projects
+            .entry(id)
+            .or_insert_with(|| Project::new(id, path.to_owned()));
+        project.group_id = group_id;
+        Some(project)
+    }
+
+    /// The group at `full_path`, created (with its missing ancestors, made at `created_at`)
+    /// when there is none. Fails when a project holds one of those paths.
+    pub fn ensure_group(&mut self, full_path: &str, created_at: SimTime) -> Result<u64, PathError> {
+        if !valid_path(full_path) {
+            return Err(PathError::Invalid);
+        }
+        let mut parent_id = None;
+        let mut prefix = String::new();
+        for segment in full_path.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(segment);
+            let key = prefix.to_ascii_lowercase();
+            if let Some(id) = self.group_paths.get(&key) {
+                parent_id = Some(*id);
+                continue;
+            }
+            if self.paths.contains_key(&key) {
+                return Err(PathError::Taken);
+            }
+            let id = self.groups.keys().next_back().map_or(1, |id| id + 1);
+            self.groups.insert(
+                id,
+                Group {
+                    id,
+                    name: display_name(segment),
+                    path: segment.to_owned(),
+                    full_path: prefix.clone(),
+                    parent_id,
+                    created_at,
+                },
+            );
+            self.group_paths.insert(key, id);
+            parent_id = Some(id);
+        }
+        parent_id.ok_or(PathError::Invalid)
+    }
+
+    /// Adds a group at `full_path` (its missing ancestors too); fails when the path is a
+    /// project's or a group's already.
+    pub fn add_group(&mut self, full_path: &str, created_at: SimTime) -> Result<u64, PathError> {
+        let key = full_path.to_ascii_lowercase();
+        if self.group_paths.contains_key(&key) || self.paths.contains_key(&key) {
+            return Err(PathError::Taken);
+        }
+        self.ensure_group(full_path, created_at)
+    }
+
+    /// Resolves a group reference: a numeric id or a full path (case-insensitive).
+    pub fn resolve_group(&self, reference: &str) -> Option<u64> {
+        if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_digit()) {
+            return reference
+                .parse::<u64>()
+                .ok()
+                .filter(|id| self.groups.contains_key(id));
+        }
+        self.group_paths
+            .get(&reference.to_ascii_lowercase())
+            .copied()
+    }
+
+    /// The group and every group below it, by ascending id.
+    pub fn group_and_descendants(&self, group_id: u64) -> Vec<u64> {
+        let Some(group) = self.groups.get(&group_id) else {
+            return Vec::new();
+        };
+        let prefix = format!("{}/", group.full_path.to_ascii_lowercase());
+        self.groups
+            .values()
+            .filter(|g| g.id == group_id || g.full_path.to_ascii_lowercase().starts_with(&prefix))
+            .map(|g| g.id)
+            .collect()
     }
 
     /// The smallest unused project id.
@@ -519,6 +658,14 @@ impl World {
     }
 }
 
+/// A full path GitLab could route: not empty, not all digits (that would read as an id), no
+/// empty segment.
+fn valid_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.bytes().all(|b| b.is_ascii_digit())
+        && path.split('/').all(|segment| !segment.is_empty())
+}
+
 /// A keyed 64-bit mix (SplitMix64 finaliser): cheap, deterministic, good enough to make job
 /// tokens unguessable by a client that does not know the secret.
 pub(crate) fn mix64(mut x: u64) -> u64 {
@@ -557,5 +704,45 @@ mod tests {
         assert_eq!(world.resolve_project("4"), None);
         assert_eq!(world.resolve_project("group"), None);
         assert!(world.add_project(4, "group/PROJECT").is_none());
+    }
+
+    #[test]
+    fn projects_make_their_groups_and_paths_stay_unique() {
+        let mut world = World::new(1, None);
+        let app = world.add_project(1, "Top/sub/app").expect("added").group_id;
+        let top = world.resolve_group("top").expect("top made");
+        let sub = world.resolve_group("TOP/SUB").expect("sub made");
+        assert_eq!(app, Some(sub));
+        assert_eq!(world.groups[&sub].parent_id, Some(top));
+        assert_eq!(world.groups[&sub].full_path, "Top/sub");
+        assert_eq!(world.groups[&top].name, "Top");
+        assert_eq!(world.resolve_group(&sub.to_string()), Some(sub));
+        assert_eq!(world.resolve_group("top/sub/app"), None);
+        // A project's path is no group's, and the other way round.
+        assert_eq!(
+            world.add_group("top/sub/app", SimTime(0)),
+            Err(PathError::Taken)
+        );
+        assert_eq!(
+            world.add_group("top/sub", SimTime(0)),
+            Err(PathError::Taken)
+        );
+        assert!(world.add_project(2, "top/sub").is_none());
+        assert!(world.add_project(2, "top//x").is_none());
+        assert_eq!(world.add_group("12", SimTime(0)), Err(PathError::Invalid));
+        let deep = world
+            .add_group("top/sub/deeper", SimTime(0))
+            .expect("added");
+        let other = world.add_group("topper", SimTime(0)).expect("added");
+        assert_eq!(world.group_and_descendants(top), [top, sub, deep]);
+        assert_eq!(world.group_and_descendants(other), [other]);
+        assert!(
+            world
+                .add_project(3, "solo")
+                .expect("no namespace")
+                .group_id
+                .is_none()
+        );
+        assert_eq!(display_name("project-7"), "Project 7");
     }
 }

@@ -537,12 +537,9 @@ fn with_violations(
     Err(SpecErrors { errors })
 }
 
-static DNS_SUBDOMAIN: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(crd::SECRET_NAME_PATTERN).expect("the CRD's own pattern is a valid regex")
-});
-static DNS_LABEL: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(crd::RULE_NAME_PATTERN).expect("the CRD's own pattern is a valid regex")
-});
+// Object names are DNS subdomains (the CRD's Secret name pattern), namespaces DNS labels (its
+// rule name pattern).
+use crate::policy::compile::{RULE_NAME as DNS_LABEL, SECRET_NAME as DNS_SUBDOMAIN};
 
 fn check_object_name(
     at: &SourceLocation,
@@ -697,9 +694,7 @@ fn check_bounds(schema: &Value, value: &Value, path: &str, out: &mut Vec<(String
 fn matches_pattern(pattern: &str, text: &str) -> bool {
     static COMPILED: LazyLock<std::sync::Mutex<HashMap<String, Option<regex::Regex>>>> =
         LazyLock::new(Default::default);
-    let mut compiled = COMPILED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut compiled = crate::sync::lock(&COMPILED);
     compiled
         .entry(pattern.to_owned())
         .or_insert_with(|| regex::Regex::new(pattern).ok())
@@ -943,7 +938,34 @@ pub fn resolve_ca_bundle(
     policy: &JobPolicy,
     secrets: &[LoadedSecret],
 ) -> Result<Option<SecretString>, TokenError> {
-    let Some(secret_ref) = &policy.spec.gitlab.ca_bundle_secret_ref else {
+    resolve_secret_ref(
+        policy,
+        secrets,
+        policy.spec.gitlab.ca_bundle_secret_ref.as_ref(),
+    )
+}
+
+/// The webhook secret of a policy's `webhookSecretRef`, if it has one; like the CA bundle, it
+/// must exist in the policy's namespace.
+pub fn resolve_webhook_secret(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+) -> Result<Option<SecretString>, TokenError> {
+    resolve_secret_ref(
+        policy,
+        secrets,
+        policy.spec.gitlab.webhook_secret_ref.as_ref(),
+    )
+    .map(|secret| secret.map(|s| SecretString::from(s.expose_secret().trim().to_owned())))
+}
+
+/// The value a Secret manifest of the policy's namespace holds under `secret_ref`.
+fn resolve_secret_ref(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+    secret_ref: Option<&SecretKeyRef>,
+) -> Result<Option<SecretString>, TokenError> {
+    let Some(secret_ref) = secret_ref else {
         return Ok(None);
     };
     let namespace = policy_namespace(policy);

@@ -402,3 +402,35 @@ fn odd_files_in_the_directory_neither_hang_nor_exhaust_the_loader() {
         "{problems:#?}"
     );
 }
+
+#[test]
+fn a_webhook_secret_comes_only_from_the_policys_namespace() {
+    let hooks = "apiVersion: v1
+kind: Secret
+metadata: {name: hooks, namespace: ci}
+stringData:
+  token: \" team-hook-secret\\n\"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: other-hooks, namespace: elsewhere}
+stringData:
+  token: not-yours
+";
+    let (mut policy, secrets) = loaded_with(&format!("{SECRET}---\n{hooks}"));
+    assert!(resolve_webhook_secret(&policy, &secrets).unwrap().is_none());
+    policy.spec.gitlab.webhook_secret_ref = Some(SecretKeyRef {
+        name: "hooks".into(),
+        key: "token".into(),
+    });
+    let secret = resolve_webhook_secret(&policy, &secrets)
+        .unwrap()
+        .expect("found");
+    assert_eq!(secret.expose_secret(), "team-hook-secret", "trimmed");
+    policy.spec.gitlab.webhook_secret_ref = Some(SecretKeyRef {
+        name: "other-hooks".into(),
+        key: "token".into(),
+    });
+    let err = resolve_webhook_secret(&policy, &secrets).unwrap_err();
+    assert!(err.to_string().contains("ci/other-hooks"), "{err}");
+}

@@ -1,11 +1,12 @@
 //! `POST /webhook`: GitLab Job Hook deliveries, on their own listener (`--webhook-listen`).
 //!
 //! A delivery is checked and answered within microseconds, and only ever queues work:
-//! 1. the `X-Gitlab-Token` secret, compared in constant time with the configured ones
-//!    (missing or wrong: 401, nothing read further);
-//! 2. `Content-Type: application/json` (else 415), `X-Gitlab-Event: Job Hook` (else 400), a body
+//! 1. `Content-Type: application/json` (else 415), `X-Gitlab-Event: Job Hook` (else 400), a body
 //!    of at most [`MAX_BODY_BYTES`] (else 413), a Job Hook payload (`object_kind: "build"` with
 //!    `project_id` and `build_id`; else 400 with the reason in `{"error": …}`);
+//! 2. the `X-Gitlab-Token` secret, compared in constant time with the controller's secret and
+//!    with the `webhookSecretRef` secrets of the policies that watch the delivery's project
+//!    (missing or wrong: 401, nothing done);
 //! 3. the same event delivered again (`X-Gitlab-Event-UUID`, `Idempotency-Key`): 200
 //!    `duplicate`, nothing done;
 //! 4. a project no policy observes: 200 `ignored`, nothing done (no GitLab call);
@@ -271,17 +272,6 @@ fn check(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<JobHook, (Delivery, Response)> {
-    let token = headers
-        .get("x-gitlab-token")
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if !state.secrets.accepts(token) {
-        return Err(refuse(
-            Delivery::Unauthorized,
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong X-Gitlab-Token".to_owned(),
-        ));
-    }
     let content_type = header(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     if !content_type
         .to_ascii_lowercase()
@@ -323,6 +313,23 @@ fn check(
             ),
         ));
     }
+    // The controller's secret, or the secret of a policy that watches the project.
+    let token = headers
+        .get("x-gitlab-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let instance = header(headers, "x-gitlab-instance");
+    if !state.secrets.accepts(token)
+        && !state
+            .engine
+            .accepts_webhook_token(instance, hook.project_id, token)
+    {
+        return Err(refuse(
+            Delivery::Unauthorized,
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Gitlab-Token".to_owned(),
+        ));
+    }
     Ok(hook)
 }
 
@@ -333,11 +340,7 @@ fn dispatch(state: &WebhookState, headers: &HeaderMap, hook: &JobHook) -> (Deliv
         .filter_map(|name| header(headers, name))
         .filter(|id| !id.is_empty())
         .collect();
-    let first_time = state
-        .recent
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .first_time(&ids);
+    let first_time = crate::sync::lock(&state.recent).first_time(&ids);
     if !first_time {
         return answered(Delivery::Duplicate, StatusCode::OK);
     }

@@ -130,6 +130,19 @@ class SimAdmin:
     def create_project(self, path: str) -> int:
         return self._call("POST", "/projects", 201, json={"path": path}).json()["id"]
 
+    def create_group(self, path: str) -> dict[str, Any]:
+        """A group at a full path (missing parents too): `{"id", "full_path", "name", "parent_id"}`."""
+        return self._call("POST", "/groups", 201, json={"path": path}).json()
+
+    def create_project_in(self, group: int | str, path: str, archived: bool = False) -> dict[str, Any]:
+        """A project `path` in an existing group: `{"id", "path", "group_id", "archived"}`."""
+        body = {"group": str(group), "path": path, "archived": archived}
+        return self._call("POST", "/projects", 201, json=body).json()
+
+    def set_archived(self, project: int | str, archived: bool) -> dict[str, Any]:
+        action = "archive" if archived else "unarchive"
+        return self._call("POST", f"/projects/{_segment(project)}/{action}", 200).json()
+
     def add_pipeline(
         self,
         project: int | str,

@@ -136,7 +136,7 @@ pub fn outcomes(report: &RunReport, action: &str) -> Vec<&'static str> {
     report
         .actions
         .iter()
-        .filter(|a| a.action == action)
+        .filter(|a| a.action.as_str() == action)
         .map(|a| a.outcome.label())
         .collect()
 }

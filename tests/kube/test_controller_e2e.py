@@ -5,8 +5,9 @@ Three processes per module, all on loopback and all stopped at the end:
 - the Kubernetes API emulator (``emulator.py``), which writes the kubeconfig jobwarden uses;
 - ``jobwarden run --namespace ci`` (cluster mode), as a Deployment would run it.
 
-The test builds nothing: it runs ``target/debug/jobwarden`` (``cargo build`` first). It is run
-by CI with ``python3 -m pytest -q tests/kube``, never by ``cargo test``. Every wait is bounded.
+The test builds nothing: it runs ``target/debug/jobwarden`` (``cargo build`` first), or the binary
+``JOBWARDEN_BIN`` names. It is run by CI with ``python3 -m pytest -q tests/kube``, never by
+``cargo test``. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import pytest
@@ -32,7 +33,8 @@ import requests
 
 HERE: Final = pathlib.Path(__file__).resolve().parent
 REPO: Final = HERE.parents[1]
-BINARY: Final = REPO / "target" / "debug" / "jobwarden"
+#: ``JOBWARDEN_BIN`` (as in tests/conformance), else the debug build of this checkout.
+BINARY: Final = pathlib.Path(os.environ.get("JOBWARDEN_BIN") or REPO / "target" / "debug" / "jobwarden")
 EMULATOR: Final = HERE / "emulator.py"
 
 TOKEN: Final = "glpat-e2e-simulated"
@@ -143,7 +145,10 @@ class Process:
 @pytest.fixture(scope="module")
 def binary() -> pathlib.Path:
     if not BINARY.is_file():
-        pytest.fail(f"{BINARY} is missing: run `cargo build` in {REPO} first (this test builds nothing)")
+        pytest.fail(
+            f"{BINARY} is missing: run `cargo build` in {REPO} first, or point JOBWARDEN_BIN at the binary "
+            "(this test builds nothing)"
+        )
     return BINARY
 
 
@@ -302,10 +307,19 @@ def policies(kube: Kube, gitlab: Gitlab) -> None:
     kube.create(f"{POLICIES}/namespaces/{NAMESPACE}/jobpolicies", job_policy("bad-regex", gitlab.url, ["1"], bad_rules))
 
 
-def start_controller(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, identity: str) -> tuple[Process, str]:
-    """``jobwarden run --namespace ci`` against the emulator; returns it and its metrics URL."""
+def start_controller(
+    binary: pathlib.Path,
+    kube: Kube,
+    workdir: pathlib.Path,
+    identity: str,
+    extra_args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> tuple[Process, str]:
+    """``jobwarden run --namespace ci`` against the emulator (plus ``extra_args``, with
+    ``extra_env`` added to its environment); returns it and its metrics URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBWARDEN_", "POD_", "GITLAB_"))}
     env.update({"KUBECONFIG": str(kube.kubeconfig), "RUST_LOG": "info", "JOBWARDEN_LOG_FORMAT": "json"})
+    env.update(extra_env or {})
     process = Process.start(
         f"jobwarden-{identity}",
         [
@@ -316,6 +330,7 @@ def start_controller(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, id
             "--identity", identity,
             # The GitLab simulator speaks plain http on loopback.
             "--allow-insecure-http",
+            *extra_args,
         ],
         workdir,
         env,

@@ -2,7 +2,7 @@
 //! it, keep it, delete it.
 
 use crate::sim::api::errors::ApiError;
-use crate::sim::api::jobs::{Finder, locate};
+use crate::sim::api::jobs::{Finder, locate, locate_for_update};
 use crate::sim::api::{Call, json};
 use crate::sim::artifacts::{self, ArtifactFile};
 use crate::sim::clock::SimTime;
@@ -206,7 +206,7 @@ pub(super) fn file_by_ref(call: &mut Call<'_>) -> Result<Response, ApiError> {
 
 /// `POST /projects/:id/jobs/:job_id/artifacts/keep`: 200 with the job.
 pub(super) fn keep(call: &mut Call<'_>) -> Result<Response, ApiError> {
-    let (project_id, job_id) = locate(call, Finder::Build)?;
+    let (project_id, job_id) = locate_for_update(call, Finder::Build)?;
     ops::keep_artifacts(call.world, project_id, job_id, call.now).map_err(|err| match err {
         OpError::NoArtifacts => ApiError::not_found(None),
         _ => ApiError::record_not_found(),
@@ -219,7 +219,7 @@ pub(super) fn keep(call: &mut Call<'_>) -> Result<Response, ApiError> {
 
 /// `DELETE /projects/:id/jobs/:job_id/artifacts`: 204.
 pub(super) fn delete(call: &mut Call<'_>) -> Result<Response, ApiError> {
-    let (project_id, job_id) = locate(call, Finder::Build)?;
+    let (project_id, job_id) = locate_for_update(call, Finder::Build)?;
     ops::delete_artifacts(call.world, project_id, job_id, call.now)
         .map_err(|_| ApiError::record_not_found())?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -48,6 +48,12 @@ impl ApiError {
         ApiError::message(StatusCode::FORBIDDEN, format!("403 Forbidden - {reason}"))
     }
 
+    /// 403 `{"message":"403 Forbidden"}` (`forbidden!` without a reason, as `authorize!`
+    /// answers).
+    pub fn forbidden_bare() -> ApiError {
+        ApiError::message(StatusCode::FORBIDDEN, "403 Forbidden")
+    }
+
     /// 400 `{"message":"400 Bad request"}` (`bad_request!` without a reason).
     pub fn bad_request_bare() -> ApiError {
         ApiError::message(StatusCode::BAD_REQUEST, "400 Bad request")

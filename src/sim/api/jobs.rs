@@ -30,6 +30,24 @@ pub(super) fn locate(call: &mut Call<'_>, finder: Finder) -> Result<(u64, u64), 
     Ok((project_id, job.id))
 }
 
+/// [`locate`] for the calls that change a job: an archived project is read-only, and
+/// `authorize!` answers 403 `Forbidden` (after the project and the job were found).
+pub(super) fn locate_for_update(
+    call: &mut Call<'_>,
+    finder: Finder,
+) -> Result<(u64, u64), ApiError> {
+    let (project_id, job_id) = locate(call, finder)?;
+    if call
+        .world
+        .projects
+        .get(&project_id)
+        .is_some_and(|p| p.archived)
+    {
+        return Err(ApiError::forbidden_bare());
+    }
+    Ok((project_id, job_id))
+}
+
 /// The job rendered as `Entities::Ci::Job` (or `Bridge` when `as_bridge` and it is one).
 fn present(
     call: &Call<'_>,
@@ -89,14 +107,14 @@ pub(super) fn trace(call: &mut Call<'_>) -> Result<Response, ApiError> {
 pub(super) fn cancel(call: &mut Call<'_>) -> Result<Response, ApiError> {
     // `force` is accepted (and validated); the simulated runners cancel at once either way.
     call.params.boolean("force")?;
-    let (project_id, job_id) = locate(call, Finder::Build)?;
+    let (project_id, job_id) = locate_for_update(call, Finder::Build)?;
     ops::cancel(call.world, project_id, job_id, call.now);
     present(call, project_id, job_id, StatusCode::CREATED, false)
 }
 
 /// `POST /projects/:id/jobs/:job_id/retry`: 201 with the NEW job.
 pub(super) fn retry(call: &mut Call<'_>) -> Result<Response, ApiError> {
-    let (project_id, job_id) = locate(call, Finder::Processable)?;
+    let (project_id, job_id) = locate_for_update(call, Finder::Processable)?;
     let user_id = call
         .principal
         .user_id()
@@ -112,7 +130,7 @@ pub(super) fn retry(call: &mut Call<'_>) -> Result<Response, ApiError> {
 
 /// `POST /projects/:id/jobs/:job_id/erase`: 201 with the erased job.
 pub(super) fn erase(call: &mut Call<'_>) -> Result<Response, ApiError> {
-    let (project_id, job_id) = locate(call, Finder::Build)?;
+    let (project_id, job_id) = locate_for_update(call, Finder::Build)?;
     ops::erase(call.world, project_id, job_id, call.now).map_err(|err| match err {
         OpError::NotErasable => ApiError::forbidden("Job is not erasable!"),
         _ => ApiError::record_not_found(),
@@ -124,7 +142,7 @@ pub(super) fn erase(call: &mut Call<'_>) -> Result<Response, ApiError> {
 /// finished manual job is played again).
 pub(super) fn play(call: &mut Call<'_>) -> Result<Response, ApiError> {
     let variables = job_variables(call.params)?;
-    let (project_id, job_id) = locate(call, Finder::Processable)?;
+    let (project_id, job_id) = locate_for_update(call, Finder::Processable)?;
     let user_id = call
         .principal
         .user_id()

@@ -7,6 +7,7 @@ mod artifacts;
 pub(crate) mod auth;
 mod current;
 pub(crate) mod errors;
+mod groups;
 mod jobs;
 mod lists;
 pub(crate) mod pagination;
@@ -251,6 +252,8 @@ fn respond(
     };
     let result = match route.endpoint {
         Endpoint::GetProject => projects::get(&mut call),
+        Endpoint::GetGroup => groups::get(&mut call),
+        Endpoint::ListGroupProjects => groups::projects(&mut call),
         Endpoint::ListProjectJobs => lists::project_jobs(&mut call),
         Endpoint::ListPipelineJobs => lists::pipeline_jobs(&mut call),
         Endpoint::ListPipelineBridges => lists::pipeline_bridges(&mut call),

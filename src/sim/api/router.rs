@@ -6,10 +6,13 @@ use crate::sim::api::auth::Accepts;
 use crate::sim::api::params::path_decode;
 use axum::http::Method;
 
-/// Every endpoint the simulator serves (the seeds' 17 endpoints, and `GET /projects/:id`).
+/// Every endpoint the simulator serves (the seeds' 17 endpoints, `GET /projects/:id`,
+/// `GET /groups/:id` and `GET /groups/:id/projects`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     GetProject,
+    GetGroup,
+    ListGroupProjects,
     ListProjectJobs,
     ListPipelineJobs,
     ListPipelineBridges,
@@ -34,6 +37,8 @@ impl Endpoint {
     pub fn template(self) -> &'static str {
         match self {
             Endpoint::GetProject => "/projects/:id",
+            Endpoint::GetGroup => "/groups/:id",
+            Endpoint::ListGroupProjects => "/groups/:id/projects",
             Endpoint::ListProjectJobs => "/projects/:id/jobs",
             Endpoint::ListPipelineJobs => "/projects/:id/pipelines/:pipeline_id/jobs",
             Endpoint::ListPipelineBridges => "/projects/:id/pipelines/:pipeline_id/bridges",
@@ -58,8 +63,9 @@ impl Endpoint {
     }
 
     /// What authenticates on this endpoint besides a personal access token: CI job tokens
-    /// (notes §8), and no credentials at all on the artifact downloads
-    /// (`authenticate_non_get!`).
+    /// (notes §8), and no credentials at all on the artifact downloads and the group listing
+    /// (`authenticate_non_get!`: an anonymous caller sees public groups only, so it finds none
+    /// of the simulator's private ones).
     pub fn accepts(self) -> Accepts {
         let download = matches!(
             self,
@@ -76,7 +82,7 @@ impl Endpoint {
                         | Endpoint::CurrentJob
                         | Endpoint::CurrentJobAllowedAgents
                 ),
-            anonymous: download,
+            anonymous: download || matches!(self, Endpoint::GetGroup | Endpoint::ListGroupProjects),
         }
     }
 }
@@ -87,6 +93,8 @@ pub(crate) struct Route {
     pub endpoint: Endpoint,
     /// `:id` (a project id or full path).
     pub project: Option<String>,
+    /// `:id` of a group route (a group id or full path).
+    pub group: Option<String>,
     /// `:job_id` or `:pipeline_id`, still unparsed.
     pub resource_id: Option<String>,
     /// `:ref_name`.
@@ -100,6 +108,7 @@ impl Route {
         Route {
             endpoint,
             project: None,
+            group: None,
             resource_id: None,
             ref_name: None,
             artifact_path: None,
@@ -133,6 +142,18 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Option<Route> {
         ["job"] if get => return Some(Route::new(Endpoint::CurrentJob)),
         ["job", "allowed_agents"] if get => {
             return Some(Route::new(Endpoint::CurrentJobAllowedAgents));
+        }
+        ["groups", id] if get && !id.is_empty() => {
+            return Some(Route {
+                group: seg(1),
+                ..Route::new(Endpoint::GetGroup)
+            });
+        }
+        ["groups", id, "projects"] if get && !id.is_empty() => {
+            return Some(Route {
+                group: seg(1),
+                ..Route::new(Endpoint::ListGroupProjects)
+            });
         }
         _ => {}
     }
@@ -211,6 +232,13 @@ mod tests {
         let cases = [
             (Method::GET, "/projects/1", GetProject),
             (Method::GET, "/projects/group%2Fapp", GetProject),
+            (Method::GET, "/groups/7/projects", ListGroupProjects),
+            (Method::GET, "/groups/fleet%2Fapps", GetGroup),
+            (
+                Method::HEAD,
+                "/groups/fleet%2Fapps/projects",
+                ListGroupProjects,
+            ),
             (Method::GET, "/projects/1/jobs", ListProjectJobs),
             (
                 Method::GET,
@@ -283,6 +311,9 @@ mod tests {
             (Method::GET, "/projects/1/jobs/9/artifacts/"),
             (Method::GET, "/projects//jobs"),
             (Method::GET, "/jobs"),
+            (Method::GET, "/groups//projects"),
+            (Method::POST, "/groups/1/projects"),
+            (Method::GET, "/groups/1/projects/shared"),
         ] {
             assert_eq!(ep(method.clone(), path), None, "{method} {path}");
         }
@@ -301,5 +332,8 @@ mod tests {
         .expect("matches");
         assert_eq!(route.ref_name.as_deref(), Some("feature/login"));
         assert_eq!(route.artifact_path.as_deref(), Some("dir/my file.txt"));
+        let route = resolve(&Method::GET, "/groups/fleet%2Fplatform/projects").expect("matches");
+        assert_eq!(route.group.as_deref(), Some("fleet/platform"));
+        assert_eq!(route.project, None);
     }
 }

@@ -13,6 +13,7 @@ use super::shard::Shard;
 use super::status::{self, ReadyReason};
 use crate::crd::{JobPolicy, JobPolicyStatus};
 use crate::engine::{Engine, ReconcileError, RunMode, RunReport};
+use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey, compile};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
@@ -21,7 +22,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -91,26 +92,6 @@ impl Error {
     }
 }
 
-/// A policy's state for `jobwarden_policies{state}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PolicyState {
-    Ready,
-    Invalid,
-    Suspended,
-    Error,
-}
-
-impl PolicyState {
-    fn label(self) -> &'static str {
-        match self {
-            PolicyState::Ready => "ready",
-            PolicyState::Invalid => "invalid",
-            PolicyState::Suspended => "suspended",
-            PolicyState::Error => "error",
-        }
-    }
-}
-
 /// What this replica remembers between reconciles.
 #[derive(Debug, Default)]
 struct Memory {
@@ -171,7 +152,7 @@ impl Context {
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
-        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.memory)
     }
 
     /// The policy's latest status: the one this replica computed last, else the object's.
@@ -298,7 +279,7 @@ impl Context {
 fn state_counts(states: &HashMap<PolicyKey, PolicyState>) -> Vec<(&'static str, i64)> {
     let mut counts: HashMap<&'static str, i64> = HashMap::new();
     for state in states.values() {
-        *counts.entry(state.label()).or_default() += 1;
+        *counts.entry(state.as_str()).or_default() += 1;
     }
     counts.into_iter().collect()
 }
@@ -395,6 +376,7 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
         .await;
     }
 
+    read_webhook_secret(&ctx, &key, &compiled).await;
     let token =
         match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
             Ok(token) => token,
@@ -454,6 +436,25 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
             Err(Error::GitLab(err))
         }
     }
+}
+
+/// Reads the policy's own webhook secret (`spec.gitlab.webhookSecretRef`, in its namespace)
+/// for the webhook receiver. A missing one is logged: polling goes on, and deliveries signed
+/// with it are refused until it exists.
+async fn read_webhook_secret(ctx: &Context, key: &PolicyKey, compiled: &CompiledPolicy) {
+    let secret = match &compiled.webhook_secret_ref {
+        None => None,
+        Some(secret_ref) => {
+            match secrets::read_token(&ctx.client, &key.namespace, secret_ref).await {
+                Ok(secret) => Some(secret),
+                Err(err) => {
+                    tracing::warn!(policy = %key, error = %err, "no webhook secret");
+                    None
+                }
+            }
+        }
+    };
+    ctx.engine.set_webhook_secret(key, secret);
 }
 
 /// Between two runs of a policy, acts on the Job Hook deliveries for its projects: records the

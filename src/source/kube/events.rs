@@ -18,7 +18,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The `reportingController` of jobwarden's Events.
@@ -80,7 +80,7 @@ fn note_text(text: &str) -> String {
 /// `ArtifactsKept` for a success, `Warning` `ActionFailed` for a failure, and none for the
 /// other outcomes (dry-run, over budget, deferred), which the status reports.
 pub fn action_event(record: &ActionRecord) -> Option<PolicyEvent> {
-    let kind = super::status::action_kind(record.action)?;
+    let kind = record.action;
     let (verb, reason, action) = match kind {
         ActionKind::Retry => ("retried", "Retried", "Retry"),
         ActionKind::Cancel => ("canceled", "Canceled", "Cancel"),
@@ -204,10 +204,7 @@ impl EventPublisher {
             h.finish()
         };
         let now = Instant::now();
-        let mut recorders = self
-            .recorders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut recorders = crate::sync::lock(&self.recorders);
         recorders.retain(|_, (_, last_used)| now.duration_since(*last_used) < REPEAT_WINDOW);
         let (recorder, last_used) = recorders.entry(key).or_insert_with(|| {
             (
@@ -225,7 +222,7 @@ mod tests {
     use super::*;
     use crate::gitlab::models::ProjectRef;
 
-    fn record(action: &'static str, outcome: Outcome) -> ActionRecord {
+    fn record(action: ActionKind, outcome: Outcome) -> ActionRecord {
         ActionRecord {
             time: "2026-11-23T10:00:00Z".parse().expect("timestamp"),
             project: ProjectRef::parse("platform/api"),
@@ -242,7 +239,7 @@ mod tests {
     #[test]
     fn a_successful_retry_is_a_normal_event_naming_project_job_and_rule() {
         let event = action_event(&record(
-            "retry",
+            ActionKind::Retry,
             Outcome::Succeeded {
                 new_job_id: Some(8830),
             },
@@ -261,17 +258,22 @@ mod tests {
     #[test]
     fn each_action_kind_has_its_reason() {
         let ok = || Outcome::Succeeded { new_job_id: None };
-        let reasons: Vec<String> = ["retry", "cancel", "play", "keep_artifacts"]
-            .into_iter()
-            .map(|a| action_event(&record(a, ok())).expect("an event").reason)
-            .collect();
+        let reasons: Vec<String> = [
+            ActionKind::Retry,
+            ActionKind::Cancel,
+            ActionKind::Play,
+            ActionKind::KeepArtifacts,
+        ]
+        .into_iter()
+        .map(|a| action_event(&record(a, ok())).expect("an event").reason)
+        .collect();
         assert_eq!(reasons, ["Retried", "Canceled", "Played", "ArtifactsKept"]);
     }
 
     #[test]
     fn a_failed_action_is_a_warning_with_gitlab_s_message() {
         let event = action_event(&record(
-            "cancel",
+            ActionKind::Cancel,
             Outcome::Failed {
                 message:
                     "POST /projects/:id/jobs/:job_id/cancel failed with HTTP 403: 403 Forbidden"
@@ -301,7 +303,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                action_event(&record("retry", outcome.clone())),
+                action_event(&record(ActionKind::Retry, outcome.clone())),
                 None,
                 "{outcome:?}"
             );

@@ -218,12 +218,11 @@ pub fn accumulate(previous: &ActionCounters, actions: &[ActionRecord]) -> Action
     for record in actions.iter().filter(|r| !r.repeat) {
         match &record.outcome {
             Outcome::Succeeded { .. } => {
-                let counter = match action_kind(record.action) {
-                    Some(ActionKind::Retry) => &mut counters.retried,
-                    Some(ActionKind::Cancel) => &mut counters.canceled,
-                    Some(ActionKind::Play) => &mut counters.played,
-                    Some(ActionKind::KeepArtifacts) => &mut counters.artifacts_kept,
-                    None => continue,
+                let counter = match record.action {
+                    ActionKind::Retry => &mut counters.retried,
+                    ActionKind::Cancel => &mut counters.canceled,
+                    ActionKind::Play => &mut counters.played,
+                    ActionKind::KeepArtifacts => &mut counters.artifacts_kept,
                 };
                 *counter = counter.saturating_add(1);
             }
@@ -280,7 +279,7 @@ pub fn status_action(record: &ActionRecord) -> Option<StatusAction> {
         job_id: record.job_id,
         job_name: record.job_name.clone(),
         rule: record.rule.clone(),
-        action: action_kind(record.action)?,
+        action: record.action,
         outcome,
         new_job_id,
         message: Some(truncate(
@@ -296,18 +295,6 @@ pub fn status_action(record: &ActionRecord) -> Option<StatusAction> {
 
 /// The longest `message` of a recent action.
 const MAX_ACTION_MESSAGE_CHARS: usize = 512;
-
-/// The kind of an engine record's action name (`retry`, `cancel`, `play`, `keep_artifacts`).
-pub fn action_kind(name: &str) -> Option<ActionKind> {
-    [
-        ActionKind::Retry,
-        ActionKind::Cancel,
-        ActionKind::Play,
-        ActionKind::KeepArtifacts,
-    ]
-    .into_iter()
-    .find(|kind| kind.as_str() == name)
-}
 
 /// "3 projects, 412 jobs tracked", plus the dry-run mode and the projects that failed.
 pub fn run_summary(report: &RunReport) -> String {

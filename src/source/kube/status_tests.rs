@@ -11,7 +11,7 @@ fn ts(s: &str) -> Timestamp {
 
 const T0: &str = "2026-11-23T10:00:00Z";
 
-fn record(job_id: u64, action: &'static str, outcome: Outcome, at: Timestamp) -> ActionRecord {
+fn record(job_id: u64, action: ActionKind, outcome: Outcome, at: Timestamp) -> ActionRecord {
     ActionRecord {
         time: at,
         project: ProjectRef::parse("platform/api"),
@@ -74,22 +74,22 @@ fn counters_accumulate_succeeded_actions_per_kind_and_skips_over_budget() {
         ..JobPolicyStatus::default()
     };
     let actions = vec![
-        record(1, "retry", succeeded(), now),
+        record(1, ActionKind::Retry, succeeded(), now),
         record(
             2,
-            "retry",
+            ActionKind::Retry,
             Outcome::Succeeded {
                 new_job_id: Some(20),
             },
             now,
         ),
-        record(3, "cancel", succeeded(), now),
-        record(4, "play", succeeded(), now),
-        record(5, "keep_artifacts", succeeded(), now),
+        record(3, ActionKind::Cancel, succeeded(), now),
+        record(4, ActionKind::Play, succeeded(), now),
+        record(5, ActionKind::KeepArtifacts, succeeded(), now),
         // None of these count as actions taken.
         record(
             6,
-            "retry",
+            ActionKind::Retry,
             Outcome::Failed {
                 message:
                     "POST /projects/:id/jobs/:job_id/retry failed with HTTP 403: 403 Forbidden"
@@ -97,17 +97,17 @@ fn counters_accumulate_succeeded_actions_per_kind_and_skips_over_budget() {
             },
             now,
         ),
-        record(7, "cancel", Outcome::DryRun, now),
+        record(7, ActionKind::Cancel, Outcome::DryRun, now),
         record(
             8,
-            "retry",
+            ActionKind::Retry,
             Outcome::Deferred {
                 not_before: now + SignedDuration::from_mins(5),
             },
             now,
         ),
-        record(9, "cancel", Outcome::SkippedOverBudget, now),
-        record(10, "retry", Outcome::SkippedOverBudget, now),
+        record(9, ActionKind::Cancel, Outcome::SkippedOverBudget, now),
+        record(10, ActionKind::Retry, Outcome::SkippedOverBudget, now),
     ];
     let status = reconciled(Some(&previous), &report(now, actions), Some(1), now);
 
@@ -130,7 +130,7 @@ fn counters_saturate_instead_of_overflowing() {
         ..ActionCounters::default()
     };
     let now = ts(T0);
-    let counters = accumulate(&previous, &[record(1, "retry", succeeded(), now)]);
+    let counters = accumulate(&previous, &[record(1, ActionKind::Retry, succeeded(), now)]);
     assert_eq!(counters.retried, u64::MAX);
 }
 
@@ -141,7 +141,7 @@ fn recent_actions_are_newest_first_bounded_and_without_deferred_retries() {
         .map(|i| {
             record(
                 i,
-                "retry",
+                ActionKind::Retry,
                 succeeded(),
                 t0 + SignedDuration::from_secs(i as i64),
             )
@@ -153,11 +153,11 @@ fn recent_actions_are_newest_first_bounded_and_without_deferred_retries() {
 
     let t1 = t0 + SignedDuration::from_mins(1);
     let mut second_run: Vec<ActionRecord> = (100..110)
-        .map(|i| record(i, "cancel", succeeded(), t1))
+        .map(|i| record(i, ActionKind::Cancel, succeeded(), t1))
         .collect();
     second_run.push(record(
         200,
-        "retry",
+        ActionKind::Retry,
         Outcome::Deferred {
             not_before: t1 + SignedDuration::from_mins(1),
         },
@@ -178,7 +178,7 @@ fn recent_actions_carry_outcome_new_job_and_gitlab_message() {
     let actions = vec![
         record(
             1,
-            "retry",
+            ActionKind::Retry,
             Outcome::Succeeded {
                 new_job_id: Some(8830),
             },
@@ -186,14 +186,14 @@ fn recent_actions_carry_outcome_new_job_and_gitlab_message() {
         ),
         record(
             2,
-            "keep_artifacts",
+            ActionKind::KeepArtifacts,
             Outcome::Failed {
                 message: "POST /projects/:id/jobs/:job_id/artifacts/keep failed with HTTP 404: 404 Not found".into(),
             },
             now,
         ),
-        record(3, "play", Outcome::DryRun, now),
-        record(4, "cancel", Outcome::SkippedOverBudget, now),
+        record(3, ActionKind::Play, Outcome::DryRun, now),
+        record(4, ActionKind::Cancel, Outcome::SkippedOverBudget, now),
     ];
     let status = reconciled(None, &report(now, actions), Some(1), now);
     let by_job = |id: u64| {
@@ -294,7 +294,7 @@ fn a_failure_keeps_counters_recent_actions_and_last_sync_time() {
     let t1 = t0 + SignedDuration::from_mins(1);
     let ok = reconciled(
         None,
-        &report(t0, vec![record(1, "retry", succeeded(), t0)]),
+        &report(t0, vec![record(1, ActionKind::Retry, succeeded(), t0)]),
         Some(1),
         t0,
     );
@@ -332,7 +332,7 @@ fn an_invalid_spec_names_every_field_and_keeps_the_rest() {
     let t0 = ts(T0);
     let previous = reconciled(
         None,
-        &report(t0, vec![record(1, "cancel", succeeded(), t0)]),
+        &report(t0, vec![record(1, ActionKind::Cancel, succeeded(), t0)]),
         Some(1),
         t0,
     );
@@ -452,19 +452,6 @@ fn a_policy_is_not_due_again_before_its_interval() {
 }
 
 #[test]
-fn action_names_map_to_status_kinds() {
-    for kind in [
-        ActionKind::Retry,
-        ActionKind::Cancel,
-        ActionKind::Play,
-        ActionKind::KeepArtifacts,
-    ] {
-        assert_eq!(action_kind(kind.as_str()), Some(kind));
-    }
-    assert_eq!(action_kind("erase"), None);
-}
-
-#[test]
 fn long_messages_are_cut() {
     let long = "x".repeat(MAX_MESSAGE_CHARS + 10);
     let status = not_reconciled(None, ReadyReason::GitLabError, long, None, ts(T0));
@@ -478,7 +465,10 @@ fn actions_on_deliveries_are_counted_without_moving_the_last_run() {
     let t0 = ts(T0);
     let run = reconciled(None, &report(t0, Vec::new()), Some(2), t0);
     let later = t0 + jiff::SignedDuration::from_secs(3);
-    let delivered = report(later, vec![record(7, "retry", succeeded(), later)]);
+    let delivered = report(
+        later,
+        vec![record(7, ActionKind::Retry, succeeded(), later)],
+    );
     let status = with_actions(Some(&run), &delivered);
     assert_eq!(status.counters.retried, 1);
     assert_eq!(status.recent_actions.len(), 1);
