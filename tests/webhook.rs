@@ -326,7 +326,14 @@ async fn a_lost_delivery_is_caught_by_the_resync() {
     let report = w.run(&engine, &policy).await;
     assert!(report.actions.is_empty(), "within the resync nothing lists");
     assert_eq!(w.count(LIST_JOBS), 0);
-    w.advance(40);
+    w.advance(50);
+    let report = w.run(&engine, &policy).await;
+    assert!(
+        report.actions.is_empty(),
+        "70 s: still within the 100 s resync"
+    );
+    assert_eq!(w.count(LIST_JOBS), 0);
+    w.advance(30);
     let report = w.run(&engine, &policy).await;
     assert_eq!(
         outcomes(&report, "retry"),

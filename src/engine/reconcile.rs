@@ -844,7 +844,7 @@ impl Engine {
         // (once, by whichever policy comes first: the others decide on what it read).
         self.inner.inbox.clear_due(&run.policy.key, &observer_key);
         let delivered = self.inner.inbox.take(&observer_key);
-        let fresh_for = SignedDuration::try_from(self.listing_period(run, &observer_key) / 2)
+        let fresh_for = SignedDuration::try_from(self.fresh_for(run, &observer_key))
             .unwrap_or(SignedDuration::ZERO);
         let must_list = observer
             .last_sync()
@@ -1020,12 +1020,16 @@ impl Engine {
         Budget::for_run(limits, self.inner.ledger.sent_in_last_hour(key, now))
     }
 
-    /// How often a project is listed in full for this policy: every `interval`, or every
-    /// `resyncInterval` while Job Hook deliveries for the project arrive.
-    fn listing_period(&self, run: &PolicyRun, key: &ObserverKey) -> Duration {
+    /// How long a project's last listing stays fresh for this policy: half its interval (so the
+    /// policies of a project share one listing), or, while Job Hook deliveries for the project
+    /// arrive, `resyncInterval` less that half (so the first run after `resyncInterval` lists).
+    fn fresh_for(&self, run: &PolicyRun, key: &ObserverKey) -> Duration {
+        let half = run.policy.interval / 2;
         match run.policy.resync_interval {
-            Some(resync) if self.inner.inbox.hooks_healthy(key, resync) => resync,
-            _ => run.policy.interval,
+            Some(resync) if self.inner.inbox.hooks_healthy(key, resync) => {
+                resync.saturating_sub(half)
+            }
+            _ => half,
         }
     }
 
