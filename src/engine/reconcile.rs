@@ -521,10 +521,9 @@ impl Engine {
     /// queued for a re-read by the next run of the policies watching the project, and they are
     /// woken. A project no policy observes costs nothing.
     pub fn job_event(&self, instance: Option<&str>, project_id: u64, job_id: u64) -> JobEvent {
-        let instance = instance.map(|i| i.trim_end_matches('/'));
         let keys: Vec<ObserverKey> = lock(&self.inner.observers)
             .keys()
-            .filter(|(i, id)| *id == project_id && instance.is_none_or(|want| want == i))
+            .filter(|key| is_project(key, instance, project_id))
             .cloned()
             .collect();
         if keys.is_empty() {
@@ -576,33 +575,27 @@ impl Engine {
         };
     }
 
-    /// True when `token` is the webhook secret of a policy that watches the project (compared
-    /// in constant time with each candidate).
-    pub fn accepts_webhook_token(
+    /// The webhook secrets of the policies that watch the project (on `instance`, or on any
+    /// instance when `None`).
+    pub fn webhook_secrets_for(
         &self,
         instance: Option<&str>,
         project_id: u64,
-        token: &[u8],
-    ) -> bool {
-        use subtle::ConstantTimeEq;
-        let instance = instance.map(|i| i.trim_end_matches('/'));
+    ) -> Vec<SecretString> {
         let watchers: Vec<PolicyKey> = lock(&self.inner.watched)
             .iter()
             .filter(|(_, observed)| {
                 observed
                     .iter()
-                    .any(|(i, id)| *id == project_id && instance.is_none_or(|want| want == i))
+                    .any(|key| is_project(key, instance, project_id))
             })
             .map(|(policy, _)| policy.clone())
             .collect();
         let secrets = lock(&self.inner.webhook_secrets);
         watchers
             .iter()
-            .filter_map(|policy| secrets.get(policy))
-            .fold(subtle::Choice::from(0), |any, secret| {
-                any | secret.expose_secret().as_bytes().ct_eq(token)
-            })
-            .into()
+            .filter_map(|policy| secrets.get(policy).cloned())
+            .collect()
     }
 
     /// True when Job Hook deliveries wait for one of the policy's projects (delivered since the
@@ -1280,6 +1273,13 @@ impl Engine {
         let new_in_this_run = decisions.current.insert(key);
         decisions.previous.contains(&key) || !new_in_this_run
     }
+}
+
+/// True when `key` is the observer of `project_id` on `instance` (any instance when `None`;
+/// a trailing slash of the instance URL does not count).
+fn is_project(key: &ObserverKey, instance: Option<&str>, project_id: u64) -> bool {
+    let (observed_instance, id) = key;
+    *id == project_id && instance.is_none_or(|want| want.trim_end_matches('/') == observed_instance)
 }
 
 /// What a Job Hook delivery led to.

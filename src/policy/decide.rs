@@ -83,11 +83,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// `retry`, `cancel`, `play` or `keep_artifacts`.
-    pub fn name(&self) -> &'static str {
-        self.kind().as_str()
-    }
-
     /// The kind, as recorded in status.
     pub fn kind(&self) -> ActionKind {
         match self {
@@ -112,7 +107,7 @@ impl Action {
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.kind().as_str())
     }
 }
 

@@ -298,7 +298,7 @@ fn artifacts_expire_within() {
     late.artifacts_expire_at = Some((now() + mins(60 * 73)).into());
     let never = job(3, 12, "build", Success);
     let d = only(decide_all(&p, &World::new(vec![soon, late, never]), now()));
-    assert_eq!((d.job_id, d.action.name()), (1, "keep_artifacts"));
+    assert_eq!((d.job_id, d.action.kind().as_str()), (1, "keep_artifacts"));
     assert_eq!(
         d.reason,
         "success; artifacts expire in 24h (artifactsExpireWithin 72h)"

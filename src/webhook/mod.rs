@@ -81,16 +81,21 @@ impl WebhookSecrets {
         Ok(WebhookSecrets(secrets))
     }
 
-    /// True when `token` equals one of the secrets; every comparison takes the same time
-    /// whatever the bytes (the lengths may still tell).
+    /// True when `token` equals one of the secrets.
     fn accepts(&self, token: &[u8]) -> bool {
-        self.0
-            .iter()
-            .fold(subtle::Choice::from(0), |any, secret| {
-                any | secret.expose_secret().as_bytes().ct_eq(token)
-            })
-            .into()
+        equals_any(&self.0, token)
     }
+}
+
+/// True when `token` equals one of `secrets`; every comparison takes the same time whatever the
+/// bytes (the lengths may still tell).
+fn equals_any(secrets: &[SecretString], token: &[u8]) -> bool {
+    secrets
+        .iter()
+        .fold(subtle::Choice::from(0), |any, secret| {
+            any | secret.expose_secret().as_bytes().ct_eq(token)
+        })
+        .into()
 }
 
 /// What the receiver needs.
@@ -320,9 +325,10 @@ fn check(
         .unwrap_or_default();
     let instance = header(headers, "x-gitlab-instance");
     if !state.secrets.accepts(token)
-        && !state
-            .engine
-            .accepts_webhook_token(instance, hook.project_id, token)
+        && !equals_any(
+            &state.engine.webhook_secrets_for(instance, hook.project_id),
+            token,
+        )
     {
         return Err(refuse(
             Delivery::Unauthorized,
