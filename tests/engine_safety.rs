@@ -437,11 +437,11 @@ async fn a_call_in_flight_when_jobwarden_stopped_is_reported_after_the_restart()
     let state = tempfile::tempdir().expect("tempdir");
     let policy = w.policy(PLAY_POLICY);
 
-    // GitLab holds every request half a second (and carries each out all the same); the process
-    // is killed while the play is in flight: recorded in the state file, never answered.
+    // GitLab holds every request a second and a half (and carries each out all the same); the
+    // process is killed while the play is in flight: recorded in the state file, never answered.
     w.ctl.set_faults(FaultConfig {
         timeout_ratio: 1.0,
-        timeout_hold: Duration::from_millis(500),
+        timeout_hold: Duration::from_millis(1500),
         ..FaultConfig::default()
     });
     let ledger_file = state.path().join("ledger.json");
@@ -458,6 +458,11 @@ async fn a_call_in_flight_when_jobwarden_stopped_is_reported_after_the_restart()
             if std::fs::read_to_string(&ledger_file).is_ok_and(|s| s.contains(&in_flight)) {
                 break;
             }
+        }
+        // The call is recorded just before it is sent: let it go out (GitLab holds it).
+        tokio::select! {
+            _ = &mut run => panic!("the play was answered within GitLab's hold"),
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
         }
         // kill -9: the run and the engine are gone, the state file stays.
     }
