@@ -46,13 +46,21 @@ pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 pub const GITLAB_URL_PATTERN: &str = r"^https?://[^\s/?#]+(/[^\s?#]*)?$";
 /// A project: a numeric id or a full path (`group/sub/project`).
 pub const PROJECT_PATTERN: &str = r"^([0-9]+|[^/\s]+(/[^/\s]+)+)$";
+/// A group: a numeric id or a full path (`group` or `group/subgroup`).
+pub const GROUP_PATTERN: &str = r"^([0-9]+|[^/\s]+(/[^/\s]+)*)$";
 
 /// Most rules a policy may have.
 pub const MAX_RULES: usize = 32;
 /// Most projects a policy may target. With paths of ~40 characters a full list is ~0.5 MB, a
 /// third of the 1.5 MiB that etcd stores per object.
 pub const MAX_PROJECTS: usize = 10_000;
-/// Most globs in one list (`refs`, `names`, `stages`).
+/// Most groups a policy may target.
+pub const MAX_GROUPS: usize = 100;
+/// Most projects one policy may cover once its groups are listed: `projects` plus every
+/// project of `groups`, less `excludeProjects`. A policy over more fails its run with a clear
+/// error (the engine keeps one observer per project: ~20,000 is what one replica is sized for).
+pub const MAX_RESOLVED_PROJECTS: usize = 20_000;
+/// Most globs in one list (`refs`, `names`, `stages`, `excludeProjects`).
 pub const MAX_GLOBS: usize = 64;
 /// Most failure reasons one rule may name.
 pub const MAX_FAILURE_REASONS: usize = 64;
@@ -104,6 +112,10 @@ pub const DEFAULT_MAX_ACTIONS_PER_HOUR: u32 = 200;
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
+        "rule": "has(self.projects) || has(self.groups)",
+        "message": "a policy needs spec.projects or spec.groups (or both)"
+    },
+    {
         "rule": "self.rules.all(r, self.rules.exists_one(o, o.name == r.name))",
         "message": "rule names must be unique"
     },
@@ -120,13 +132,32 @@ pub struct JobPolicySpec {
     /// The GitLab instance and the credentials to use.
     pub gitlab: GitlabConnection,
 
-    /// Projects to watch: numeric ids (`"42"`) or full paths (`"group/project"`).
+    /// Projects to watch: numeric ids (`"42"`) or full paths (`"group/project"`). Optional
+    /// when `groups` is given; a policy needs at least one of the two.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(min = 1, max = MAX_PROJECTS),
         inner(length(min = 1, max = 255), regex(pattern = PROJECT_PATTERN))
     )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub projects: Vec<String>,
+
+    /// GitLab groups whose projects to watch: every project of the group that is not archived
+    /// (and, with `includeSubgroups`, of every group below it), listed again every
+    /// `--group-refresh-interval` (default 5m). Projects shared with the group from elsewhere
+    /// are not included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = MAX_GROUPS))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["path"]))]
+    pub groups: Vec<GroupTarget>,
+
+    /// Globs on the full path of the projects listed from `groups` (`platform/legacy-*`;
+    /// `*` matches `/` too, case-insensitive): a matching project is left out. Projects named
+    /// in `projects` are always watched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 255)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub exclude_projects: Vec<String>,
 
     /// How often the policy is reconciled (Go duration, at least 10s).
     #[serde(default = "default_interval")]
@@ -164,6 +195,22 @@ pub struct JobPolicySpec {
 
 fn default_interval() -> String {
     DEFAULT_INTERVAL.to_owned()
+}
+
+/// A GitLab group whose projects a policy watches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupTarget {
+    /// The group: its numeric id (`"42"`) or its full path (`"platform"`, `"platform/tools"`).
+    #[schemars(length(min = 1, max = 255), regex(pattern = GROUP_PATTERN))]
+    pub path: String,
+    /// Also watch the projects of every subgroup, at any depth (default true).
+    #[serde(default = "default_include_subgroups")]
+    pub include_subgroups: bool,
+}
+
+fn default_include_subgroups() -> bool {
+    true
 }
 
 /// Where GitLab is and how to authenticate.

@@ -7,9 +7,9 @@ use super::duration::parse_go_duration;
 use super::reasons::FailureReasonSet;
 use super::window::{ClockTime, Window};
 use crate::crd::{self, JobFilter, JobPolicySpec, Limits, RuleMatch, SecretKeyRef};
-use crate::gitlab::models::{JobStatus, ProjectRef};
+use crate::gitlab::models::{GroupRef, JobStatus, ProjectRef};
 use crate::gitlab::records::JobRecord;
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use jiff::SignedDuration;
 use regex::{Regex, RegexBuilder};
 use std::collections::{BTreeSet, HashSet};
@@ -91,6 +91,15 @@ impl GlobList {
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
+}
+
+/// A group a policy watches (`spec.groups[]`), checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupSelection {
+    /// The group, by id or full path.
+    pub group: GroupRef,
+    /// Whether the projects of its subgroups (at any depth) are watched too.
+    pub include_subgroups: bool,
 }
 
 /// Globs on a job's ref, name and stage; each list that is present must match.
@@ -204,6 +213,11 @@ pub struct CompiledPolicy {
     /// `spec.gitlab.webhookSecretRef`.
     pub webhook_secret_ref: Option<SecretKeyRef>,
     pub projects: Vec<ProjectRef>,
+    /// `spec.groups`: the groups whose active projects the policy watches too.
+    pub groups: Vec<GroupSelection>,
+    /// `spec.excludeProjects`, compiled (case-insensitive): the group projects left out, by
+    /// full path.
+    pub exclude_projects: Option<GlobList>,
     pub interval: std::time::Duration,
     /// `spec.resyncInterval`: with webhooks, how often a project is listed in full anyway.
     pub resync_interval: Option<std::time::Duration>,
@@ -254,6 +268,7 @@ pub(crate) static RULE_NAME: LazyLock<Regex> =
 /// The CRD's Secret name pattern (a DNS subdomain), compiled once for every check that needs it.
 pub(crate) static SECRET_NAME: LazyLock<Regex> =
     LazyLock::new(|| static_regex(crd::SECRET_NAME_PATTERN));
+static GROUP: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::GROUP_PATTERN));
 static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::SECRET_KEY_PATTERN));
 static VARIABLE_KEY: LazyLock<Regex> = LazyLock::new(|| static_regex(crd::VARIABLE_KEY_PATTERN));
 static FAILURE_REASON: LazyLock<Regex> =
@@ -297,6 +312,19 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
         check_secret_ref(webhook, "spec.gitlab.webhookSecretRef", &mut errors);
     }
     let projects = compile_projects(&spec.projects, &mut errors);
+    let groups = compile_groups(&spec.groups, &mut errors);
+    if spec.projects.is_empty() && spec.groups.is_empty() {
+        errors.add(
+            "spec.projects",
+            "a policy needs spec.projects or spec.groups (or both): name at least one project or group",
+        );
+    }
+    let exclude_projects = compile_globs_with(
+        &spec.exclude_projects,
+        "spec.excludeProjects",
+        GlobCase::Insensitive,
+        &mut errors,
+    );
     let interval = compile_interval(&spec.interval, &mut errors);
     let resync_interval = spec
         .resync_interval
@@ -318,6 +346,8 @@ pub fn compile(key: PolicyKey, spec: &JobPolicySpec) -> Result<CompiledPolicy, S
             ca_bundle_secret_ref: spec.gitlab.ca_bundle_secret_ref.clone(),
             webhook_secret_ref: spec.gitlab.webhook_secret_ref.clone(),
             projects,
+            groups,
+            exclude_projects,
             interval,
             resync_interval,
             dry_run: spec.dry_run,
@@ -392,15 +422,13 @@ fn check_secret_ref(r: &SecretKeyRef, path: &str, errors: &mut Errors) {
 }
 
 fn compile_projects(projects: &[String], errors: &mut Errors) -> Vec<ProjectRef> {
-    if projects.is_empty() {
-        errors.add("spec.projects", "must name at least one project");
-    }
-    if projects.len() > crd::MAX_PROJECTS {
-        errors.add(
-            "spec.projects",
-            format!("must name at most {} projects", crd::MAX_PROJECTS),
-        );
-    }
+    check_count(
+        projects.len(),
+        crd::MAX_PROJECTS,
+        "spec.projects",
+        "projects",
+        errors,
+    );
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(projects.len());
     for (i, p) in projects.iter().enumerate() {
@@ -409,26 +437,78 @@ fn compile_projects(projects: &[String], errors: &mut Errors) -> Vec<ProjectRef>
             errors.add(&path, format!("duplicate project {p:?}"));
             continue;
         }
-        if p.is_empty() || p.len() > 255 {
-            errors.add(&path, "must be 1 to 255 characters");
-            continue;
+        let is_full_path = |p: &str| {
+            p.contains('/')
+                && !p.starts_with('/')
+                && !p.ends_with('/')
+                && !p.contains("//")
+                && !p.chars().any(char::is_whitespace)
+        };
+        if check_reference(p, &path, is_full_path, "group/project", errors) {
+            out.push(ProjectRef::parse(p));
         }
-        let is_id = p.bytes().all(|b| b.is_ascii_digit());
-        let is_full_path = p.contains('/')
-            && !p.starts_with('/')
-            && !p.ends_with('/')
-            && !p.contains("//")
-            && !p.chars().any(char::is_whitespace);
-        if !is_id && !is_full_path {
-            errors.add(
-                &path,
-                format!("{p:?} is neither a numeric id nor a full path like group/project"),
-            );
-            continue;
-        }
-        out.push(ProjectRef::parse(p));
     }
     out
+}
+
+fn compile_groups(groups: &[crd::GroupTarget], errors: &mut Errors) -> Vec<GroupSelection> {
+    check_count(
+        groups.len(),
+        crd::MAX_GROUPS,
+        "spec.groups",
+        "groups",
+        errors,
+    );
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(groups.len());
+    for (i, target) in groups.iter().enumerate() {
+        let path = format!("spec.groups[{i}].path");
+        let raw = target.path.as_str();
+        // GitLab finds groups by full path case-insensitively.
+        if !seen.insert(raw.to_ascii_lowercase()) {
+            errors.add(&path, format!("duplicate group {raw:?}"));
+            continue;
+        }
+        let is_full_path = |g: &str| GROUP.is_match(g);
+        if check_reference(raw, &path, is_full_path, "group/subgroup", errors) {
+            out.push(GroupSelection {
+                group: GroupRef::parse(raw),
+                include_subgroups: target.include_subgroups,
+            });
+        }
+    }
+    out
+}
+
+/// Reports a list of more than `max` entries.
+fn check_count(len: usize, max: usize, path: &str, noun: &str, errors: &mut Errors) {
+    if len > max {
+        errors.add(path, format!("must name at most {max} {noun}"));
+    }
+}
+
+/// Checks a project or group as written: 1 to 255 characters, and a numeric id or a full path
+/// (`is_full_path`; `example` shows one in the message). True when it is fine.
+fn check_reference(
+    raw: &str,
+    path: &str,
+    is_full_path: impl Fn(&str) -> bool,
+    example: &str,
+    errors: &mut Errors,
+) -> bool {
+    if raw.is_empty() || raw.len() > 255 {
+        errors.add(path, "must be 1 to 255 characters");
+        return false;
+    }
+    let is_id = raw.bytes().all(|b| b.is_ascii_digit());
+    if !is_id && !is_full_path(raw) {
+        errors.add(
+            path,
+            format!("{raw:?} is neither a numeric id nor a full path like {example}"),
+        );
+        return false;
+    }
+    true
 }
 
 fn compile_interval(raw: &str, errors: &mut Errors) -> Option<std::time::Duration> {
@@ -475,7 +555,25 @@ fn compile_job_filter(filter: &JobFilter, path: &str, errors: &mut Errors) -> Jo
     }
 }
 
+/// Whether a glob list tells upper from lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobCase {
+    /// Job refs, names and stages: as GitLab spells them.
+    Sensitive,
+    /// Project paths: GitLab finds them case-insensitively.
+    Insensitive,
+}
+
 fn compile_globs(patterns: &[String], path: &str, errors: &mut Errors) -> Option<GlobList> {
+    compile_globs_with(patterns, path, GlobCase::Sensitive, errors)
+}
+
+fn compile_globs_with(
+    patterns: &[String],
+    path: &str,
+    case: GlobCase,
+    errors: &mut Errors,
+) -> Option<GlobList> {
     if patterns.is_empty() {
         return None;
     }
@@ -500,7 +598,10 @@ fn compile_globs(patterns: &[String], path: &str, errors: &mut Errors) -> Option
             ok = false;
             continue;
         }
-        match Glob::new(p) {
+        match GlobBuilder::new(p)
+            .case_insensitive(case == GlobCase::Insensitive)
+            .build()
+        {
             Ok(glob) => {
                 builder.add(glob);
             }

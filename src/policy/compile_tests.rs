@@ -232,3 +232,62 @@ fn backoff_delay_schedule() {
     assert_eq!(uncapped.delay(3).as_secs(), 120);
     assert!(uncapped.delay(u32::MAX) > SignedDuration::from_hours(1_000_000));
 }
+
+const GROUP_BASE: &str = "gitlab: {url: 'https://gitlab.example.com', tokenSecretRef: {name: gitlab-api, key: token}}\nrules: [{name: r, match: {}, cancel: {}}]\n";
+
+#[test]
+fn groups_stand_in_for_projects_and_exclusions_match_full_paths_in_any_case() {
+    let p = compile(
+        PolicyKey::new("ci", "fleet"),
+        &spec(&format!(
+            "{GROUP_BASE}groups: [{{path: platform}}, {{path: '42', includeSubgroups: false}}]\n\
+             excludeProjects: ['platform/legacy-*']\n"
+        )),
+    )
+    .expect("a policy with groups and no projects compiles");
+    assert!(p.projects.is_empty());
+    assert_eq!(
+        p.groups,
+        vec![
+            GroupSelection {
+                group: GroupRef::Path("platform".into()),
+                include_subgroups: true,
+            },
+            GroupSelection {
+                group: GroupRef::Id(42),
+                include_subgroups: false,
+            },
+        ]
+    );
+    let exclude = p.exclude_projects.expect("compiled once, with the policy");
+    assert!(exclude.matches("platform/legacy-billing"));
+    assert!(exclude.matches("Platform/Legacy-Billing"));
+    assert!(exclude.matches("platform/legacy-x/deep"));
+    assert!(!exclude.matches("platform/api"));
+}
+
+#[test]
+fn a_policy_without_projects_or_groups_is_rejected_naming_the_field() {
+    assert_eq!(
+        errors(GROUP_BASE),
+        vec![
+            "spec.projects: a policy needs spec.projects or spec.groups (or both): name at least one project or group"
+        ]
+    );
+}
+
+#[test]
+fn bad_groups_and_exclusions_are_reported_by_field() {
+    assert_eq!(
+        errors(&format!(
+            "{GROUP_BASE}groups: [{{path: platform}}, {{path: Platform}}, {{path: '/lead'}}, {{path: 'a//b'}}]\n\
+             excludeProjects: ['platform/[legacy']\n"
+        )),
+        vec![
+            "spec.groups[1].path: duplicate group \"Platform\"",
+            "spec.groups[2].path: \"/lead\" is neither a numeric id nor a full path like group/subgroup",
+            "spec.groups[3].path: \"a//b\" is neither a numeric id nor a full path like group/subgroup",
+            "spec.excludeProjects[0]: invalid glob: unclosed character class; missing ']'",
+        ]
+    );
+}

@@ -12,8 +12,8 @@ pub mod window;
 mod test_support;
 
 pub use compile::{
-    BackoffSchedule, CompiledPolicy, CompiledRule, Conditions, FieldError, PolicyKey, RuleAction,
-    SpecErrors, compile,
+    BackoffSchedule, CompiledPolicy, CompiledRule, Conditions, FieldError, GlobList,
+    GroupSelection, PolicyKey, RuleAction, SpecErrors, compile,
 };
 pub use decide::{
     Action, Budget, Decision, FactRequest, Reach, Verdict, decide, earliest_action, facts_needed,

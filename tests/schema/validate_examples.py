@@ -151,6 +151,14 @@ def cel_cases():
     def reasons_on_success(spec):
         spec["rules"][0]["match"]["statuses"] = ["success"]
 
+    def groups_only(spec):
+        del spec["projects"]
+        spec["groups"] = [{"path": "platform"}]
+        spec["excludeProjects"] = ["platform/legacy-*"]
+
+    def no_targets(spec):
+        del spec["projects"]
+
     def go_durations(spec):
         spec["interval"] = "1h30m"
         spec["rules"][0]["retry"]["backoff"] = {"duration": "1.5m", "maxDuration": "90s"}
@@ -158,6 +166,8 @@ def cel_cases():
     return [
         ("the baseline", GOOD, None),
         ("Go durations", mutated(go_durations), None),
+        ("groups without projects", mutated(groups_only), None),
+        ("neither projects nor groups", mutated(no_targets), "a policy needs spec.projects or spec.groups"),
         ("two actions", mutated(two_actions), "a rule must have exactly one action"),
         ("no action", mutated(no_action), "a rule must have exactly one action"),
         ("duplicate rule names", mutated(duplicate_names), "rule names must be unique"),
