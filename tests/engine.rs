@@ -510,16 +510,7 @@ async fn a_job_policy_on_an_unknown_project_reports_gitlabs_error() {
     policy.projects = vec![jobwarden::gitlab::models::ProjectRef::parse(
         "nobody/nothing",
     )];
-    let err = w
-        .engine()
-        .reconcile(
-            &policy,
-            &SecretString::from(TOKEN.to_owned()),
-            RunMode::Normal,
-            &CancellationToken::new(),
-        )
-        .await
-        .expect_err("no project can be observed");
+    let err = w.run_failing(&w.engine(), &policy, TOKEN).await;
     let message = err.to_string();
     assert!(message.contains("404"), "{message}");
     assert!(message.contains("Project Not Found"), "{message}");

@@ -188,10 +188,7 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
             println!("{}", output::action_line(report, record));
         }
         for f in &report.failures {
-            println!(
-                "  ! {}: project {}: {}",
-                report.policy, f.project, f.message
-            );
+            println!("  ! {}: {}: {}", report.policy, f.target, f.message);
         }
         let _ = std::io::stdout().flush();
         if let Ok(mut s) = sink_summary.lock() {

@@ -40,6 +40,29 @@ pub struct GitLabArgs {
     /// A policy naming another host fails with a clear error. Default: any host.
     #[arg(long, env = "JOBWARDEN_ALLOWED_GITLAB_HOSTS", value_delimiter = ',')]
     pub allowed_gitlab_hosts: Vec<String>,
+    /// How often the projects of a policy's `spec.groups` are listed again (Go duration, at
+    /// least 10s): projects added to a group are picked up, and archived or removed ones let
+    /// go, within this long. One listing serves every policy naming the group.
+    #[arg(
+        long,
+        env = "JOBWARDEN_GROUP_REFRESH_INTERVAL",
+        default_value = "5m",
+        value_parser = parse_refresh_interval
+    )]
+    pub group_refresh_interval: Duration,
+}
+
+/// Shortest `--group-refresh-interval`.
+const MIN_GROUP_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Parses `--group-refresh-interval`: a Go duration of at least 10s.
+fn parse_refresh_interval(raw: &str) -> Result<Duration, String> {
+    let parsed = crate::policy::duration::parse_go_duration(raw).map_err(|e| e.to_string())?;
+    let interval = Duration::try_from(parsed).map_err(|e| e.to_string())?;
+    if interval < MIN_GROUP_REFRESH_INTERVAL {
+        return Err("must be at least 10s".to_owned());
+    }
+    Ok(interval)
 }
 
 impl GitLabArgs {
@@ -59,6 +82,7 @@ impl GitLabArgs {
                     .filter(|h| !h.is_empty())
                     .collect(),
             },
+            group_refresh_interval: self.group_refresh_interval,
             ..EngineConfig::default()
         }
     }

@@ -110,10 +110,7 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
         {
             Ok(report) => {
                 for f in &report.failures {
-                    eprintln!(
-                        "warning: {}: project {}: {}",
-                        policy.key, f.project, f.message
-                    );
+                    eprintln!("warning: {}: {}: {}", policy.key, f.target, f.message);
                 }
                 planned.extend(
                     report

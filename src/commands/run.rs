@@ -249,6 +249,24 @@ mod tests {
     }
 
     #[test]
+    fn groups_are_listed_every_five_minutes_unless_told_otherwise() {
+        let default = parse(&["--policies", "deploy/examples"]);
+        assert_eq!(
+            default.gitlab.engine_config().group_refresh_interval,
+            Duration::from_secs(300)
+        );
+        let told = parse(&["--group-refresh-interval", "1m30s"]);
+        assert_eq!(
+            told.gitlab.engine_config().group_refresh_interval,
+            Duration::from_secs(90)
+        );
+        for refused in ["5s", "5 minutes"] {
+            let argv = ["run", "--group-refresh-interval", refused];
+            assert!(Cli::try_parse_from(argv).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
     fn impossible_shards_and_lease_timings_are_refused() {
         let shard = parse(&["--shard-index", "2", "--shard-count", "2"]);
         assert!(matches!(

@@ -2,6 +2,7 @@
 //! decide (pure, in `crate::policy`), act within budgets, and report.
 
 pub mod act;
+pub mod groups;
 pub mod inbox;
 pub mod ledger;
 pub mod observe;
@@ -10,6 +11,7 @@ pub mod reconcile;
 pub use act::Outcome;
 pub use ledger::{Ledger, LedgerError};
 pub use reconcile::{
-    ActionRecord, Clock, Engine, EngineConfig, HeldBack, JobEvent, MAX_LISTED_HELD_BACK,
-    ProjectFailure, ReconcileError, RunMode, RunReport, system_clock,
+    ActionRecord, Clock, DEFAULT_GROUP_REFRESH_INTERVAL, Engine, EngineConfig, FailedTarget,
+    HeldBack, JobEvent, MAX_LISTED_HELD_BACK, ProjectFailure, ReconcileError, RunMode, RunReport,
+    system_clock,
 };

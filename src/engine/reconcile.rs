@@ -1,11 +1,12 @@
 //! One policy run: observe → gather facts → decide → act → report.
 
 use super::act::{self, Outcome};
+use super::groups::GroupMemberships;
 use super::inbox::Inbox;
 use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
 use crate::crd::ActionKind;
-use crate::gitlab::models::ProjectRef;
+use crate::gitlab::models::{GroupRef, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{
     ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, PipelineJobsQuery,
@@ -56,6 +57,13 @@ pub struct EngineConfig {
     pub in_doubt_for: SignedDuration,
     /// Where policies' tokens may be sent (https only by default).
     pub destinations: TokenDestinations,
+    /// How long a group's listing of projects (`spec.groups`) is used before it is listed again
+    /// (`--group-refresh-interval`): projects added to a group are picked up, and archived or
+    /// removed ones let go, within this long.
+    pub group_refresh_interval: Duration,
+    /// Most projects one policy may cover (its `projects` plus its groups' projects, less the
+    /// excluded ones); a policy over it fails its run with [`ReconcileError::TooManyProjects`].
+    pub max_projects_per_policy: usize,
 }
 
 impl Default for EngineConfig {
@@ -70,9 +78,14 @@ impl Default for EngineConfig {
             observe_concurrency: 8,
             in_doubt_for: Ledger::DEFAULT_IN_DOUBT_FOR,
             destinations: TokenDestinations::default(),
+            group_refresh_interval: DEFAULT_GROUP_REFRESH_INTERVAL,
+            max_projects_per_policy: crate::crd::MAX_RESOLVED_PROJECTS,
         }
     }
 }
+
+/// [`EngineConfig::group_refresh_interval`] when none is given: 5 minutes.
+pub const DEFAULT_GROUP_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Whether a run may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +105,24 @@ pub enum ReconcileError {
         #[source]
         source: GitLabError,
     },
-    #[error("every project failed; first error: {0}")]
-    AllProjectsFailed(#[source] GitLabError),
+    #[error("every project failed; first error: {target}: {source}")]
+    AllProjectsFailed {
+        /// The project (or group) of the first error.
+        target: FailedTarget,
+        #[source]
+        source: GitLabError,
+    },
     #[error("spec.gitlab.url: no token is sent to {0}")]
     DestinationRefused(#[source] DestinationRefused),
+    #[error(
+        "the policy covers {count} projects, more than the {limit} one policy may: \
+         narrow spec.groups (name subgroups, add excludeProjects) or split the policy"
+    )]
+    TooManyProjects {
+        /// Projects covered (counted up to one past the limit for a group too big to list).
+        count: usize,
+        limit: usize,
+    },
 }
 
 impl ReconcileError {
@@ -104,7 +131,8 @@ impl ReconcileError {
         match self {
             ReconcileError::Client { .. } => "client_config",
             ReconcileError::DestinationRefused(_) => "destination_refused",
-            ReconcileError::AllProjectsFailed(e) => e.kind(),
+            ReconcileError::AllProjectsFailed { source, .. } => source.kind(),
+            ReconcileError::TooManyProjects { .. } => "too_many_projects",
         }
     }
 }
@@ -167,11 +195,31 @@ impl ActionRecord {
     }
 }
 
-/// A project that could not be observed in this run; the others went on.
+/// What a failure is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailedTarget {
+    /// A project, as the policy (or its group's listing) names it.
+    Project(ProjectRef),
+    /// A group of `spec.groups` whose projects could not be listed.
+    Group(GroupRef),
+}
+
+impl std::fmt::Display for FailedTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailedTarget::Project(project) => write!(f, "project {project}"),
+            FailedTarget::Group(group) => write!(f, "group {group}"),
+        }
+    }
+}
+
+/// A project that could not be observed in this run, or a group whose projects could not be
+/// listed; the others went on.
 #[derive(Debug, Clone)]
 pub struct ProjectFailure {
-    pub project: ProjectRef,
+    pub target: FailedTarget,
     pub kind: &'static str,
+    /// The error, with GitLab's status and message.
     pub message: String,
 }
 
@@ -182,6 +230,8 @@ pub struct RunReport {
     pub time: Timestamp,
     pub dry_run: bool,
     pub suspended: bool,
+    /// The projects the policy covers: `projects` and its groups' projects, less the excluded
+    /// ones, each counted once.
     pub projects: usize,
     /// Jobs tracked over the projects observed: unfinished jobs and finished ones a rule may act on.
     pub jobs_seen: usize,
@@ -297,6 +347,8 @@ struct Inner {
     aliases: Mutex<HashMap<AliasKey, u64>>,
     /// The observers each policy watched in its last run.
     watched: Mutex<HashMap<PolicyKey, HashSet<ObserverKey>>>,
+    /// The projects of the groups policies name, listed on their own refresh interval.
+    groups: GroupMemberships,
     /// Budgets and unsettled calls, kept in the state file when there is one.
     ledger: Ledger,
     /// Job Hook deliveries waiting for their projects' next run.
@@ -339,6 +391,10 @@ impl Engine {
         ledger: Ledger,
     ) -> Self {
         let started_at = clock();
+        let groups = GroupMemberships::new(
+            config.group_refresh_interval,
+            config.max_projects_per_policy,
+        );
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -351,6 +407,7 @@ impl Engine {
                 observers: Mutex::new(HashMap::new()),
                 aliases: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
+                groups,
                 ledger,
                 inbox: Inbox::default(),
                 webhook_secrets: Mutex::new(HashMap::new()),
@@ -449,6 +506,13 @@ impl Engine {
         Ok(found.id)
     }
 
+    /// The id of a run's project without asking GitLab: listed with it, or known.
+    fn target_id(&self, instance: &str, target: &Target) -> Option<u64> {
+        target
+            .id
+            .or_else(|| self.known_id(instance, &target.project))
+    }
+
     /// The id of a project without asking GitLab: an id, or a path resolved before.
     fn known_id(&self, instance: &str, project: &ProjectRef) -> Option<u64> {
         match project {
@@ -466,6 +530,7 @@ impl Engine {
         lock(&self.inner.unsent).remove(key);
         self.inner.inbox.forget_policy(key);
         lock(&self.inner.webhook_secrets).remove(key);
+        self.inner.groups.forget_policy(key);
         if let Err(err) = self.inner.ledger.forget_policy(key).await {
             tracing::warn!(policy = %key, error = %err, "cannot update the state file");
         }
@@ -473,16 +538,20 @@ impl Engine {
         self.unwatch(key, watched).await;
     }
 
-    /// Records which projects a policy watches after a run (those it observed, and those it did
-    /// not reach but knows the id of), and lets go of those it watched before and no longer does.
-    async fn rewatch(&self, policy: &CompiledPolicy, instance: &str, observed: HashSet<u64>) {
+    /// Records which projects a policy watches after a run (those it observed, and those of
+    /// its project set it did not reach but knows the id of), and lets go of those it watched
+    /// before and no longer does: a project that left the policy's groups, or was archived or
+    /// excluded, loses this policy as a watcher, and its observer and metric series go with
+    /// the last one.
+    async fn rewatch(
+        &self,
+        policy: &CompiledPolicy,
+        instance: &str,
+        observed: HashSet<u64>,
+        targets: &[Target],
+    ) {
         let mut ids = observed;
-        ids.extend(
-            policy
-                .projects
-                .iter()
-                .filter_map(|p| self.known_id(instance, p)),
-        );
+        ids.extend(targets.iter().filter_map(|t| self.target_id(instance, t)));
         let now: HashSet<ObserverKey> = ids
             .into_iter()
             .map(|id| (instance.to_owned(), id))
@@ -668,12 +737,13 @@ impl Engine {
     ) -> Result<RunReport, ReconcileError> {
         let now = self.now();
         let dry_run = policy.dry_run || mode == RunMode::ForceDryRun;
+        let instance = crate::gitlab::instance_name(&policy.gitlab_url);
         let mut report = RunReport {
             policy: policy.key.clone(),
             time: now,
             dry_run,
             suspended: policy.suspend,
-            projects: policy.projects.len(),
+            projects: 0,
             jobs_seen: 0,
             actions: Vec::new(),
             unlisted: HeldBack::default(),
@@ -681,10 +751,32 @@ impl Engine {
             deliveries_only: scope == Scope::Delivered,
         };
         if policy.suspend {
+            // The last known project set: a suspended policy lists nothing.
+            let project_set = self.project_set(None, &instance, policy, now).await;
+            report.projects = self.count_projects(&instance, &project_set.targets);
             return Ok(report);
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
-        let instance = crate::gitlab::instance_name(&policy.gitlab_url);
+        // Groups are listed on their own interval, and never for a pass on deliveries.
+        let lister = (scope == Scope::All).then_some(&client);
+        let project_set = self.project_set(lister, &instance, policy, now).await;
+        let limit = self.inner.config.max_projects_per_policy;
+        if project_set.targets.len() > limit {
+            return Err(ReconcileError::TooManyProjects {
+                count: project_set.targets.len(),
+                limit,
+            });
+        }
+        let mut first_error = None;
+        for (group, err) in project_set.group_failures {
+            report.failures.push(ProjectFailure {
+                target: FailedTarget::Group(group.clone()),
+                kind: err.kind(),
+                message: err.to_string(),
+            });
+            first_error.get_or_insert((FailedTarget::Group(group), err));
+        }
+        let targets = project_set.targets;
         if scope == Scope::All {
             lock(&self.inner.unsent)
                 .entry(policy.key.clone())
@@ -707,13 +799,13 @@ impl Engine {
             follow_blocked,
         };
 
-        self.announce_watcher(&run);
+        self.announce_watcher(&run, &targets);
         // Each project goes observe → facts → decide → act on its own, a few at a time, so the
         // first action comes as soon as its project is observed, not after the whole pass.
         let concurrency = self.inner.config.observe_concurrency.max(1);
-        let mut queue = run.policy.projects.iter().filter(|project| match scope {
+        let mut queue = targets.iter().filter(|target| match scope {
             Scope::All => true,
-            Scope::Delivered => self.known_id(&run.instance, project).is_some_and(|id| {
+            Scope::Delivered => self.target_id(&run.instance, target).is_some_and(|id| {
                 self.inner
                     .inbox
                     .is_due(&run.policy.key, &(run.instance.clone(), id))
@@ -721,12 +813,11 @@ impl Engine {
         });
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
-        let mut first_error = None;
         let mut listed_held_back = 0;
         loop {
             while running.len() < concurrency && !stop.is_cancelled() {
-                let Some(project) = queue.next() else { break };
-                running.push(self.run_project(&run, project, stop));
+                let Some(target) = queue.next() else { break };
+                running.push(self.run_project(&run, target, stop));
             }
             let Some(project_run) = running.next().await else {
                 break;
@@ -736,7 +827,8 @@ impl Engine {
                     report
                         .failures
                         .push(ProjectFailure::of(&project_run.project, &err));
-                    first_error.get_or_insert(err);
+                    first_error
+                        .get_or_insert((FailedTarget::Project(project_run.project.clone()), err));
                 }
                 None => observed += 1,
             }
@@ -751,14 +843,99 @@ impl Engine {
         }
         let claimed = std::mem::take(&mut *lock(&run.claimed));
         if scope == Scope::All {
-            self.rewatch(&run.policy, &run.instance, claimed).await;
+            self.rewatch(&run.policy, &run.instance, claimed, &targets)
+                .await;
         }
+        report.projects = self.count_projects(&run.instance, &targets);
         if observed == 0
-            && let Some(err) = first_error
+            && let Some((target, source)) = first_error
         {
-            return Err(ReconcileError::AllProjectsFailed(err));
+            return Err(ReconcileError::AllProjectsFailed { target, source });
         }
         Ok(report)
+    }
+
+    /// The projects a policy covers: its `projects`, then the members of its groups (listed
+    /// with `lister` when their listing is due, else as last listed) not matched by
+    /// `excludeProjects`, each project id once. A path not resolved yet stays a path: the
+    /// run resolves it (and a group member it turns out to be is still observed once).
+    async fn project_set(
+        &self,
+        lister: Option<&GitLabClient>,
+        instance: &str,
+        policy: &CompiledPolicy,
+        now: Timestamp,
+    ) -> ProjectSet {
+        let groups = &self.inner.groups;
+        groups.used_by(&policy.key, instance, &policy.groups);
+        let mut set = ProjectSet::default();
+        let excluded = |path: &str| {
+            policy
+                .exclude_projects
+                .as_ref()
+                .is_some_and(|globs| globs.matches(path))
+        };
+        let mut members = Vec::new();
+        for selection in &policy.groups {
+            let membership = groups.members(lister, instance, selection, now).await;
+            if let Some(failure) = membership.failure {
+                set.group_failures
+                    .push((selection.group.clone(), failure.into_gitlab_error()));
+            }
+            members.extend(
+                membership
+                    .members
+                    .iter()
+                    .filter(|member| !excluded(&member.path))
+                    .cloned(),
+            );
+        }
+        // A listed project's path is known to be its id: a policy naming it by path needs no
+        // lookup.
+        {
+            let mut aliases = lock(&self.inner.aliases);
+            for member in &members {
+                aliases.insert(
+                    (instance.to_owned(), member.path.to_ascii_lowercase()),
+                    member.id,
+                );
+            }
+        }
+        let mut ids = HashSet::new();
+        for project in &policy.projects {
+            let id = self.known_id(instance, project);
+            if id.is_none_or(|id| ids.insert(id)) {
+                set.targets.push(Target {
+                    project: project.clone(),
+                    id,
+                });
+            }
+        }
+        for member in members {
+            if ids.insert(member.id) {
+                set.targets.push(Target {
+                    project: ProjectRef::Path(member.path),
+                    id: Some(member.id),
+                });
+            }
+        }
+        set
+    }
+
+    /// How many projects `targets` are: one per id, and one per path not resolved yet.
+    fn count_projects(&self, instance: &str, targets: &[Target]) -> usize {
+        let mut ids = HashSet::new();
+        let unresolved = targets
+            .iter()
+            .filter(|target| match self.target_id(instance, target) {
+                Some(id) => {
+                    ids.insert(id);
+                    false
+                }
+                None => true,
+            })
+            .count();
+        ids.len() + unresolved
     }
 
     /// The sync slots of an instance ([`EngineConfig::observe_concurrency`] of them).
@@ -777,13 +954,13 @@ impl Engine {
     /// it watches them, before any is synced: policies that start together then share one first listing of a
     /// project instead of each new one having it listed again. An observer busy syncing is
     /// told in [`run_project`](Self::run_project) instead.
-    fn announce_watcher(&self, run: &PolicyRun) {
+    fn announce_watcher(&self, run: &PolicyRun, targets: &[Target]) {
         if lock(&self.inner.watched).contains_key(&run.policy.key) {
             // Not its first run: the observers know it.
             return;
         }
-        for project in &run.policy.projects {
-            let Some(id) = self.known_id(&run.instance, project) else {
+        for target in targets {
+            let Some(id) = self.target_id(&run.instance, target) else {
                 continue;
             };
             if let Ok(mut observer) = self.observer_for(&run.instance, id).try_lock() {
@@ -798,14 +975,19 @@ impl Engine {
     async fn run_project(
         &self,
         run: &PolicyRun,
-        project: &ProjectRef,
+        target: &Target,
         stop: &CancellationToken,
     ) -> ProjectRun {
+        let project = &target.project;
         let mut out = ProjectRun::new(project);
-        let resolved = tokio::select! {
-            biased;
-            () = stop.cancelled() => return out,
-            resolved = self.resolve(run, project) => resolved,
+        let resolved = match target.id {
+            // Listed with its id (a group's member): no lookup.
+            Some(id) => Ok(id),
+            None => tokio::select! {
+                biased;
+                () = stop.cancelled() => return out,
+                resolved = self.resolve(run, project) => resolved,
+            },
         };
         let project_id = match resolved {
             Ok(id) => id,
@@ -1366,10 +1548,24 @@ impl ProjectRun {
     }
 }
 
+/// One project of a run: as the policy (or its group's listing) names it, and its id when
+/// known without asking GitLab.
+struct Target {
+    project: ProjectRef,
+    id: Option<u64>,
+}
+
+/// A policy's projects for one run, and the groups that could not be listed.
+#[derive(Default)]
+struct ProjectSet {
+    targets: Vec<Target>,
+    group_failures: Vec<(GroupRef, GitLabError)>,
+}
+
 impl ProjectFailure {
     fn of(project: &ProjectRef, err: &GitLabError) -> ProjectFailure {
         ProjectFailure {
-            project: project.clone(),
+            target: FailedTarget::Project(project.clone()),
             kind: err.kind(),
             message: err.to_string(),
         }

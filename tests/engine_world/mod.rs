@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
 use jobwarden::crd::JobPolicy;
-use jobwarden::engine::{Engine, EngineConfig, Ledger, RunMode, RunReport};
+use jobwarden::engine::{Engine, EngineConfig, Ledger, ReconcileError, RunMode, RunReport};
 use jobwarden::gitlab::TokenDestinations;
 use jobwarden::metrics::Metrics;
 use jobwarden::policy::{CompiledPolicy, PolicyKey, compile};
@@ -85,8 +85,14 @@ impl World {
 
     /// A policy named `name` on one project, spelled `project`.
     pub fn named_policy(&self, name: &str, project: &str, spec_body: &str) -> CompiledPolicy {
+        self.policy_on(name, &format!("  projects: [\"{project}\"]\n"), spec_body)
+    }
+
+    /// A policy named `name` whose targets (`projects`, `groups`, `excludeProjects`: indented
+    /// YAML lines of the spec) are `targets`.
+    pub fn policy_on(&self, name: &str, targets: &str, spec_body: &str) -> CompiledPolicy {
         let manifest = format!(
-            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {{name: {name}, namespace: ci}}\nspec:\n  gitlab:\n    url: {url}\n    tokenSecretRef: {{name: gitlab, key: token}}\n  projects: [\"{project}\"]\n  interval: 10s\n{spec_body}",
+            "apiVersion: jobwarden.dev/v1alpha1\nkind: JobPolicy\nmetadata: {{name: {name}, namespace: ci}}\nspec:\n  gitlab:\n    url: {url}\n    tokenSecretRef: {{name: gitlab, key: token}}\n{targets}  interval: 10s\n{spec_body}",
             url = self.sim.base_url(),
         );
         let policy: JobPolicy = serde_yaml::from_str(&manifest).expect("test manifest parses");
@@ -94,15 +100,21 @@ impl World {
     }
 
     pub async fn run(&self, engine: &Engine, policy: &CompiledPolicy) -> RunReport {
-        engine
-            .reconcile(
-                policy,
-                &SecretString::from(TOKEN.to_owned()),
-                RunMode::Normal,
-                &CancellationToken::new(),
-            )
+        reconcile(engine, policy, TOKEN)
             .await
             .expect("reconcile succeeds")
+    }
+
+    /// A run that must fail, with `token`; its error.
+    pub async fn run_failing(
+        &self,
+        engine: &Engine,
+        policy: &CompiledPolicy,
+        token: &str,
+    ) -> ReconcileError {
+        reconcile(engine, policy, token)
+            .await
+            .expect_err("the run fails")
     }
 
     pub fn count(&self, endpoint: &str) -> u64 {
@@ -130,6 +142,22 @@ impl World {
         spec.tag = tag;
         self.ctl.add_pipeline(self.project, spec).job_ids
     }
+}
+
+/// One normal run of `policy` with `token`.
+async fn reconcile(
+    engine: &Engine,
+    policy: &CompiledPolicy,
+    token: &str,
+) -> Result<RunReport, ReconcileError> {
+    engine
+        .reconcile(
+            policy,
+            &SecretString::from(token.to_owned()),
+            RunMode::Normal,
+            &CancellationToken::new(),
+        )
+        .await
 }
 
 pub fn outcomes(report: &RunReport, action: &str) -> Vec<&'static str> {

@@ -421,7 +421,8 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
         Err(err) => {
             let reason = match &err {
                 ReconcileError::Client { .. } => ReadyReason::GitLabClientError,
-                ReconcileError::AllProjectsFailed(_) => ReadyReason::GitLabError,
+                ReconcileError::AllProjectsFailed { .. } => ReadyReason::GitLabError,
+                ReconcileError::TooManyProjects { .. } => ReadyReason::TooManyProjects,
                 ReconcileError::DestinationRefused(_) => ReadyReason::GitLabUrlNotAllowed,
             };
             report_failure(
@@ -526,7 +527,7 @@ async fn publish_run_events(
         ctx.publish(policy, &event).await;
     }
     for failure in &report.failures {
-        let note = format!("project {}: {}", failure.project, failure.message);
+        let note = format!("{}: {}", failure.target, failure.message);
         ctx.publish(
             policy,
             &PolicyEvent::warning(ReadyReason::GitLabError.as_str(), note),

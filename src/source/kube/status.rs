@@ -15,7 +15,7 @@ use crate::crd::{
     ActionCounters, ActionKind, ActionOutcome, ActionRecord as StatusAction, JobPolicyStatus,
     MAX_RECENT_ACTIONS, kube_time,
 };
-use crate::engine::{ActionRecord, Outcome, RunReport};
+use crate::engine::{ActionRecord, FailedTarget, Outcome, RunReport};
 use crate::policy::SpecErrors;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -44,6 +44,8 @@ pub enum ReadyReason {
     GitLabError,
     /// No GitLab client could be built for `spec.gitlab.url` (False).
     GitLabClientError,
+    /// The policy covers more projects than one policy may (its groups are too big) (False).
+    TooManyProjects,
     /// `spec.gitlab.url` may not receive a token: plain http without `--allow-insecure-http`,
     /// or a host outside `--allowed-gitlab-hosts` (False).
     GitLabUrlNotAllowed,
@@ -62,6 +64,7 @@ impl ReadyReason {
             ReadyReason::GitLabError => "GitLabError",
             ReadyReason::GitLabClientError => "GitLabClientError",
             ReadyReason::GitLabUrlNotAllowed => "GitLabUrlNotAllowed",
+            ReadyReason::TooManyProjects => "TooManyProjects",
         }
     }
 
@@ -308,23 +311,40 @@ pub fn run_summary(report: &RunReport) -> String {
     if report.dry_run {
         message.push_str("; dry-run: nothing is sent to GitLab");
     }
-    let failed_projects = {
-        let mut projects: Vec<String> = report
-            .failures
-            .iter()
-            .map(|f| f.project.to_string())
-            .collect();
-        projects.sort();
-        projects.dedup();
-        projects
-    };
     if let Some(first) = report.failures.first() {
+        let failed = |group: bool| {
+            let mut names: Vec<String> = report
+                .failures
+                .iter()
+                .filter_map(|f| match (&f.target, group) {
+                    (FailedTarget::Project(project), false) => Some(project.to_string()),
+                    (FailedTarget::Group(group), true) => Some(group.to_string()),
+                    _ => None,
+                })
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        };
+        let lists: Vec<String> = [
+            (failed(false), "project", "projects"),
+            (failed(true), "group", "groups"),
+        ]
+        .into_iter()
+        .filter(|(names, _, _)| !names.is_empty())
+        .map(|(names, one, many)| {
+            format!(
+                "{} {} ({})",
+                names.len(),
+                plural(names.len(), one, many),
+                names.join(", ")
+            )
+        })
+        .collect();
         message.push_str(&format!(
-            "; errors on {} {} ({}), first: project {}: {}",
-            failed_projects.len(),
-            plural(failed_projects.len(), "project", "projects"),
-            failed_projects.join(", "),
-            first.project,
+            "; errors on {}, first: {}: {}",
+            lists.join(" and "),
+            first.target,
             first.message
         ));
     }

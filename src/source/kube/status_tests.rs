@@ -1,7 +1,7 @@
 use super::*;
 use crate::crd::{ActionCounters, JobPolicySpec};
-use crate::engine::{ActionRecord, Outcome, ProjectFailure, RunReport};
-use crate::gitlab::models::ProjectRef;
+use crate::engine::{ActionRecord, FailedTarget, Outcome, ProjectFailure, RunReport};
+use crate::gitlab::models::{GroupRef, ProjectRef};
 use crate::policy::{PolicyKey, compile};
 use jiff::{SignedDuration, Timestamp};
 
@@ -370,7 +370,7 @@ fn the_summary_mentions_dry_run_and_failed_projects() {
     run.jobs_seen = 40;
     run.dry_run = true;
     run.failures.push(ProjectFailure {
-        project: ProjectRef::parse("group/gone"),
+        target: FailedTarget::Project(ProjectRef::parse("group/gone")),
         kind: "api_error",
         message: "GET /projects/:id/jobs failed with HTTP 404: 404 Project Not Found".into(),
     });
@@ -383,6 +383,28 @@ fn the_summary_mentions_dry_run_and_failed_projects() {
         summary.contains("errors on 1 project (group/gone)")
             && summary.contains("HTTP 404: 404 Project Not Found"),
         "{summary}"
+    );
+}
+
+#[test]
+fn the_summary_names_a_group_that_could_not_be_listed() {
+    let mut run = report(ts(T0), Vec::new());
+    run.projects = 2;
+    run.jobs_seen = 0;
+    run.failures.push(ProjectFailure {
+        target: FailedTarget::Group(GroupRef::parse("fleet/gone")),
+        kind: "api_error",
+        message: "GET /groups/:id/projects failed with HTTP 404: 404 Group Not Found".into(),
+    });
+    run.failures.push(ProjectFailure {
+        target: FailedTarget::Project(ProjectRef::parse("team/app")),
+        kind: "api_error",
+        message: "GET /projects/:id/jobs failed with HTTP 403: 403 Forbidden".into(),
+    });
+    assert_eq!(
+        run_summary(&run),
+        "2 projects, 0 jobs tracked; errors on 1 project (team/app) and 1 group (fleet/gone), \
+         first: group fleet/gone: GET /groups/:id/projects failed with HTTP 404: 404 Group Not Found"
     );
 }
 
