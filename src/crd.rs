@@ -101,6 +101,8 @@ pub const DEFAULT_MAX_ACTIONS_PER_HOUR: u32 = 200;
     // Printer columns in kube's raw JSON form: the `printcolumn(type_ = …)` form trips clippy's
     // `duplicated_attributes` lint when two columns share a type.
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name": "Projects", "type": "integer", "jsonPath": ".status.projects"}"#,
     printcolumn = r#"{"name": "Dry-Run", "type": "boolean", "jsonPath": ".spec.dryRun"}"#,
     printcolumn = r#"{"name": "Retried", "type": "integer", "jsonPath": ".status.counters.retried"}"#,
     printcolumn = r#"{"name": "Canceled", "type": "integer", "jsonPath": ".status.counters.canceled"}"#,
@@ -634,6 +636,10 @@ pub struct JobPolicyStatus {
     /// When the policy was last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+    /// How many projects the policy covered at its last reconcile: `projects` and the projects
+    /// of its `groups`, less `excludeProjects`, each counted once (a count, not the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projects: Option<u64>,
     /// Actions taken since the policy was created.
     #[serde(default)]
     pub counters: ActionCounters,

@@ -54,6 +54,8 @@ fn crd_has_the_promised_shape() {
         columns,
         [
             "READY",
+            "REASON",
+            "PROJECTS",
             "DRY-RUN",
             "RETRIED",
             "CANCELED",
@@ -63,8 +65,28 @@ fn crd_has_the_promised_shape() {
             "AGE"
         ]
     );
+    let column = |name: &str| {
+        version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .map(|c| (c.type_.clone(), c.json_path.clone()))
+    };
+    assert_eq!(
+        column("Projects"),
+        Some(("integer".to_owned(), ".status.projects".to_owned()))
+    );
+    assert_eq!(
+        column("Reason"),
+        Some((
+            "string".to_owned(),
+            ".status.conditions[?(@.type==\"Ready\")].reason".to_owned()
+        ))
+    );
     let yaml = jobwarden::crd::crd_yaml();
     for rule in [
+        "has(self.projects) || has(self.groups)",
         "[has(self.retry), has(self.cancel), has(self.play), has(self.keepArtifacts)].filter(x, x).size() == 1",
         "self.rules.all(r, self.rules.exists_one(o, o.name == r.name))",
     ] {

@@ -194,3 +194,32 @@ pub fn render_text(report: &RunReport) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::HeldBack;
+    use crate::policy::PolicyKey;
+
+    #[test]
+    fn the_plan_of_a_policy_shows_how_many_projects_it_covers() {
+        let report = RunReport {
+            policy: PolicyKey::new("ci", "fleet"),
+            time: jiff::Timestamp::UNIX_EPOCH,
+            dry_run: true,
+            suspended: false,
+            projects: 1234,
+            jobs_seen: 56,
+            actions: Vec::new(),
+            unlisted: HeldBack::default(),
+            failures: Vec::new(),
+            deliveries_only: false,
+        };
+        assert!(
+            render_text(&report)
+                .starts_with("Policy ci/fleet — 1234 project(s), 56 job(s) tracked\n"),
+            "{}",
+            render_text(&report)
+        );
+    }
+}

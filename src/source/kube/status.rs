@@ -103,6 +103,7 @@ pub fn reconciled(
             now,
         )],
         last_sync_time: Some(kube_time(report.time)),
+        projects: Some(u64::try_from(report.projects).unwrap_or(u64::MAX)),
         counters: {
             let mut counters = accumulate(&previous.counters, &report.actions);
             counters.skipped_over_budget = counters

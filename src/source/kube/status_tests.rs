@@ -55,6 +55,7 @@ fn a_first_run_is_ready_with_a_summary_and_the_run_time() {
     assert_eq!(ready.status, "True");
     assert_eq!(ready.reason, "Reconciled");
     assert_eq!(ready.message, "3 projects, 412 jobs tracked");
+    assert_eq!(status.projects, Some(3), "the count, for kubectl get jp");
     assert_eq!(ready.observed_generation, Some(4));
     assert_eq!(ready.last_transition_time, kube_time(now));
     assert_eq!(status.conditions.len(), 1);
@@ -308,6 +309,7 @@ fn a_failure_keeps_counters_recent_actions_and_last_sync_time() {
     assert_eq!(failed.counters, ok.counters);
     assert_eq!(failed.recent_actions, ok.recent_actions);
     assert_eq!(failed.last_sync_time, Some(kube_time(t0)));
+    assert_eq!(failed.projects, Some(3), "the last run's count");
     let ready = ready_of(&failed).expect("Ready");
     assert_eq!(ready.status, "False");
     assert_eq!(ready.reason, "GitLabError");
