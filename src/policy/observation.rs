@@ -36,9 +36,12 @@ pub struct Observation<'a> {
 /// every job created since some time `T` has seen every attempt of every pipeline created since
 /// `T`: it says so with [`set_complete_since`](ProjectJobs::set_complete_since), and counts each
 /// job once, when it is first seen ([`insert_new`](ProjectJobs::insert_new)). A pipeline's counts
-/// stay complete while it has a kept job; once its entries are dropped the pipeline is
-/// remembered as *forgotten* (an id and a time, until it falls behind `T`), and a later attempt
-/// of it is counted from the pipeline's job list again.
+/// are kept only for the names of its kept jobs; the names whose entries are dropped are
+/// remembered per pipeline as *forgotten* (a 64-bit set of name hashes and the pipeline's
+/// creation, until it falls behind `T`), and a later attempt of one of them is counted from the
+/// pipeline's job list again. A pipeline with no kept job left forgets every name. The entries
+/// of a project's history are mostly of jobs nobody keeps: a first sync of 200 jobs notes 200
+/// `(pipeline, name)` pairs, of which the few dozen of kept jobs stay.
 #[derive(Debug, Default, Clone)]
 pub struct ProjectJobs {
     /// Kept jobs by ascending id: a sorted vector, a third less memory than a tree for the
@@ -49,9 +52,36 @@ pub struct ProjectJobs {
     /// The creation of the newest retry seen in each pipeline with a kept job.
     retried_at: HashMap<u64, Stamp>,
     complete_since: Option<Timestamp>,
-    /// Pipelines created since `complete_since` whose attempt entries were dropped, with the
-    /// second each was created.
-    forgotten: HashMap<u64, i64>,
+    /// Pipelines created since `complete_since` some of whose attempt entries were dropped.
+    forgotten: HashMap<u64, Forgotten>,
+}
+
+/// The job names of one pipeline whose attempt entries were dropped.
+#[derive(Debug, Clone, Copy)]
+struct Forgotten {
+    /// The second the pipeline was created.
+    created: i64,
+    /// One bit per dropped name (a bit chosen by the name's hash; every bit once the pipeline
+    /// has no kept job). A name whose bit is set has unknown attempt counts: a false positive
+    /// costs one listing of the pipeline's jobs, never a wrong count.
+    names: u64,
+}
+
+impl Forgotten {
+    const EVERY_NAME: u64 = u64::MAX;
+
+    fn contains(&self, name: &str) -> bool {
+        self.names & name_bit(name) != 0
+    }
+}
+
+/// The bit of a name in [`Forgotten::names`] (a hash that only has to agree with itself
+/// within one process).
+fn name_bit(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    name.hash(&mut hasher);
+    1 << (hasher.finish() % 64)
 }
 
 /// The attempts of one job name in one pipeline (40 bytes: there is one per kept job).
@@ -63,6 +93,9 @@ struct Attempts {
     /// When the newest attempt was created.
     newest_created: Stamp,
     seen: u32,
+    /// Attempts of this name were seen and dropped before this entry was made: `seen` is not
+    /// every attempt.
+    incomplete: bool,
     /// The second the pipeline was created, or [`UNKNOWN_SECOND`].
     pipeline_created: i64,
 }
@@ -84,6 +117,21 @@ impl ProjectJobs {
             .entry((job.tag, job.git_ref.clone(), job.name.clone()))
             .or_insert(job.pipeline_id);
         *pipeline = (*pipeline).max(job.pipeline_id);
+        // A new attempt of a name whose entries were dropped: the job was retried.
+        let dropped_before = !self
+            .attempts
+            .contains_key(&(job.pipeline_id, job.name.clone()))
+            && self
+                .forgotten
+                .get(&job.pipeline_id)
+                .is_some_and(|f| f.contains(&job.name));
+        if dropped_before {
+            let retried = self
+                .retried_at
+                .entry(job.pipeline_id)
+                .or_insert(job.created_at);
+            *retried = (*retried).max(job.created_at);
+        }
         let attempts = self
             .attempts
             .entry((job.pipeline_id, job.name.clone()))
@@ -92,6 +140,7 @@ impl ProjectJobs {
                 oldest: job.id,
                 newest_created: job.created_at,
                 seen: 0,
+                incomplete: dropped_before,
                 pipeline_created: job
                     .pipeline_created_at
                     .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
@@ -150,9 +199,11 @@ impl ProjectJobs {
         }
         let mut pipeline_keys = HashSet::new();
         let mut pipelines = HashSet::new();
+        let mut attempt_keys = HashSet::new();
         for job in &self.jobs {
             pipeline_keys.insert((job.tag, &*job.git_ref, &*job.name));
             pipelines.insert(job.pipeline_id);
+            attempt_keys.insert((job.pipeline_id, &*job.name));
         }
         self.newest_pipeline
             .retain(|(tag, git_ref, name), _| pipeline_keys.contains(&(*tag, &**git_ref, &**name)));
@@ -160,14 +211,25 @@ impl ProjectJobs {
             .retain(|pipeline, _| pipelines.contains(pipeline));
         let complete_since = self.complete_since;
         let forgotten = &mut self.forgotten;
-        self.attempts.retain(|(pipeline, _), attempts| {
-            let keep = pipelines.contains(pipeline);
+        self.attempts.retain(|(pipeline, name), attempts| {
+            let keep = attempt_keys.contains(&(*pipeline, &**name));
             if !keep
                 && let Some(since) = complete_since
                 && attempts.pipeline_created != UNKNOWN_SECOND
                 && attempts.pipeline_created >= since.as_second()
             {
-                forgotten.insert(*pipeline, attempts.pipeline_created);
+                let names = if pipelines.contains(pipeline) {
+                    name_bit(name)
+                } else {
+                    Forgotten::EVERY_NAME
+                };
+                forgotten
+                    .entry(*pipeline)
+                    .or_insert(Forgotten {
+                        created: attempts.pipeline_created,
+                        names: 0,
+                    })
+                    .names |= names;
             }
             keep
         });
@@ -186,7 +248,7 @@ impl ProjectJobs {
         }
         self.complete_since = Some(since);
         let floor = since.as_second();
-        self.forgotten.retain(|_, created| *created >= floor);
+        self.forgotten.retain(|_, f| f.created >= floor);
     }
 
     /// Since when every job has been seen, if known.
@@ -199,12 +261,12 @@ impl ProjectJobs {
     pub fn attempts_of(&self, job: &JobRecord) -> Option<u32> {
         let since = self.complete_since?;
         let created = job.pipeline_created_at?;
-        if created.get() < since || self.forgotten.contains_key(&job.pipeline_id) {
+        if created.get() < since {
             return None;
         }
         self.attempts
             .get(&(job.pipeline_id, job.name.clone()))
-            .filter(|a| a.seen > 0)
+            .filter(|a| a.seen > 0 && !a.incomplete)
             .map(|a| a.seen)
     }
 
@@ -349,6 +411,29 @@ mod tests {
         let other = failed(31, 8, "deploy", "stuck_or_timeout_failure");
         jobs.insert_new(other.clone());
         assert_eq!(jobs.attempts_of(&other), Some(1));
+    }
+
+    #[test]
+    fn only_the_names_of_kept_jobs_keep_their_counts_and_a_dropped_name_is_never_miscounted() {
+        let mut jobs = complete_jobs();
+        let stuck = failed(21, 7, "deploy", "stuck_or_timeout_failure");
+        jobs.insert_new(stuck.clone());
+        for (id, name) in [(20, "build"), (22, "lint"), (23, "rspec")] {
+            jobs.insert_new(job(id, 7, name, JobStatus::Success));
+        }
+        jobs.retain(|j| j.status == JobStatus::Failed);
+        assert_eq!(jobs.attempts.len(), 1, "one entry: the kept job's");
+        assert_eq!(jobs.attempts_of(&stuck), Some(1));
+        assert_eq!(jobs.reopened_at(&stuck), None);
+        // Someone retries `lint`, whose first attempt was dropped: its count is unknown (the
+        // pipeline's job list tells), and the pipeline was retried.
+        let mut again = failed(30, 7, "lint", "stuck_or_timeout_failure");
+        again.created_at = (now() - mins(1)).into();
+        jobs.insert_new(again.clone());
+        assert_eq!(jobs.attempts_of(&again), None);
+        assert_eq!(jobs.reopened_at(&stuck), Some(now() - mins(1)));
+        // The kept job's own count is untouched.
+        assert_eq!(jobs.attempts_of(&stuck), Some(1));
     }
 
     #[test]
