@@ -9,13 +9,12 @@
 
 use super::events::{EventPublisher, PolicyEvent, action_event};
 use super::secrets::{self, SecretError};
-use super::shard::Shard;
 use super::status::{self, ReadyReason};
 use crate::crd::{JobPolicy, JobPolicyStatus};
-use crate::engine::{Engine, ReconcileError, RunMode, RunReport};
+use crate::engine::{Engine, ReconcileError, RunMode, RunReport, Shard};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey, compile};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -113,7 +112,8 @@ pub struct Context {
     pub client: Client,
     /// Where Events go.
     pub events: Arc<EventPublisher>,
-    /// The policies this replica owns.
+    /// This replica's shard: which entry of a policy's `status.shards` it writes (and, as
+    /// shard 0, whether it writes the merged top-level status).
     pub shard: Shard,
     /// Fires when this term ends (leadership lost or shutdown); the engine stops between
     /// actions.
@@ -223,7 +223,7 @@ impl Context {
         self.backoff.delay(*failures)
     }
 
-    /// Forgets policies that no longer exist (deleted, or moved out of this shard), in this
+    /// Forgets policies that no longer exist (deleted), in this
     /// controller and in the engine (observers, clients, budgets and metric series only they
     /// used).
     fn retain_policies(&self, exists: impl Fn(&PolicyKey) -> bool) {
@@ -301,9 +301,6 @@ fn policy_key(policy: &JobPolicy) -> Result<PolicyKey, Error> {
 /// Reconciles one JobPolicy: see the module documentation.
 pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = policy_key(&policy)?;
-    if !ctx.shard.owns(&key.namespace, &key.name) {
-        return Ok(Action::await_change());
-    }
     let generation = policy.metadata.generation;
     let previous = ctx.previous_status(&key, &policy);
     let compiled = match compile(key.clone(), &policy.spec) {
@@ -561,16 +558,15 @@ pub fn error_policy(policy: Arc<JobPolicy>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Watches JobPolicies through `api` and reconciles the ones of `ctx.shard` until `ctx.stop`
+/// Watches JobPolicies through `api` and reconciles every one of them (over the projects of
+/// `ctx.shard`, which the engine filters) until `ctx.stop`
 /// fires; then lets the reconciles in flight finish and returns.
 pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
     let (reader, writer) = reflector::store::<JobPolicy>();
-    let shard = ctx.shard;
     let policies = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .try_filter(move |policy| futures::future::ready(owned_by(shard, policy)))
         .predicate_filter(predicates::generation, PredicateConfig::default());
     let stop = ctx.stop.clone();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -607,14 +603,6 @@ pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
         })
         .await;
     ctx.forget_all();
-}
-
-fn owned_by(shard: Shard, policy: &JobPolicy) -> bool {
-    policy
-        .metadata
-        .namespace
-        .as_deref()
-        .is_some_and(|ns| shard.owns(ns, &policy.name_any()))
 }
 
 fn exists_in(store: &Store<JobPolicy>, key: &PolicyKey) -> bool {
