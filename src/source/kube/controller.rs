@@ -9,6 +9,7 @@
 
 use super::events::{EventPublisher, PolicyEvent, action_event};
 use super::secrets::{self, SecretError};
+use super::shard_status;
 use super::status::{self, ReadyReason};
 use crate::crd::{JobPolicy, JobPolicyStatus};
 use crate::engine::{Engine, ReconcileError, RunMode, RunReport, Shard};
@@ -102,6 +103,9 @@ struct Memory {
     failures: HashMap<PolicyKey, u32>,
     /// The state of each policy, for the `policies` gauge.
     states: HashMap<PolicyKey, PolicyState>,
+    /// With several shards, the status patch last written per policy (an equal one is not
+    /// sent again).
+    patches: HashMap<PolicyKey, serde_json::Value>,
 }
 
 /// Everything a reconcile needs. One context per leadership term.
@@ -155,7 +159,9 @@ impl Context {
         crate::sync::lock(&self.memory)
     }
 
-    /// The policy's latest status: the one this replica computed last, else the object's.
+    /// This shard's latest status of the policy: the one this replica computed last, else the
+    /// object's (with several shards, this shard's entry in it: see
+    /// [`shard_status::own_previous`]).
     fn previous_status(&self, key: &PolicyKey, policy: &JobPolicy) -> Option<JobPolicyStatus> {
         let remembered = match (&policy.metadata.uid, self.memory().statuses.get(key)) {
             // A policy deleted and created again under the same name starts afresh.
@@ -164,10 +170,12 @@ impl Context {
             }
             _ => None,
         };
-        remembered.or_else(|| policy.status.clone())
+        remembered.or_else(|| shard_status::own_previous(policy.status.as_ref(), self.shard))
     }
 
-    /// Remembers `status` and patches it unless it equals `previous`.
+    /// Remembers `status` (this shard's) and patches it unless nothing changed: with one shard
+    /// the whole status, unless it equals `previous`; with several, this shard's entry (and,
+    /// for shard 0, the merged top-level fields), unless the patch equals the last one sent.
     async fn write_status(
         &self,
         policy: &JobPolicy,
@@ -180,7 +188,17 @@ impl Context {
                 .statuses
                 .insert(key.clone(), (uid.clone(), status.clone()));
         }
-        if previous == Some(&status) {
+        if self.shard.is_everything() && previous == Some(&status) {
+            return Ok(());
+        }
+        let patch = shard_status::patch(
+            self.shard,
+            &status,
+            policy.status.as_ref(),
+            policy.metadata.generation,
+            self.engine.now(),
+        );
+        if !self.shard.is_everything() && self.memory().patches.get(key) == Some(&patch) {
             return Ok(());
         }
         let api: Api<JobPolicy> = Api::namespaced(self.client.clone(), &key.namespace);
@@ -188,14 +206,16 @@ impl Context {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let patch = serde_json::json!({ "status": status });
         api.patch_status(&key.name, &params, &Patch::Merge(&patch))
             .await
-            .map(|_| ())
             .map_err(|source| Error::StatusPatch {
                 policy: key.clone(),
                 source,
-            })
+            })?;
+        if !self.shard.is_everything() {
+            self.memory().patches.insert(key.clone(), patch);
+        }
+        Ok(())
     }
 
     async fn publish(&self, policy: &JobPolicy, event: &PolicyEvent) {
@@ -240,6 +260,7 @@ impl Context {
             memory.states.retain(|key, _| exists(key));
             memory.failures.retain(|key, _| exists(key));
             memory.statuses.retain(|key, _| exists(key));
+            memory.patches.retain(|key, _| exists(key));
             if memory.states.len() == before {
                 return;
             }

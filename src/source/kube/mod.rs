@@ -15,6 +15,7 @@
 //! |---|---|
 //! | [`controller`] | the `kube::runtime::Controller`, reconcile and error policy |
 //! | [`status`] | the status a reconcile writes (pure) |
+//! | [`shard_status`] | with project sharding: each shard's entry and the merged status (pure) |
 //! | [`events`] | Kubernetes Events for actions and problems |
 //! | [`secrets`] | the GitLab token, from the policy's own namespace only |
 //! | [`leader`] | leader election with a `coordination.k8s.io/v1` Lease |
@@ -23,6 +24,7 @@ pub mod controller;
 pub mod events;
 pub mod leader;
 pub mod secrets;
+pub mod shard_status;
 pub mod status;
 
 #[cfg(test)]
