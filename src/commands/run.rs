@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
 use crate::source::kube::leader::LeaseSettings;
 use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};
+use crate::source::selector::LabelSelector;
 use crate::webhook::{Forwarder, Leadership, Role, WebhookSecrets, WebhookState};
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -60,6 +61,12 @@ pub struct RunArgs {
         value_name = "URL_TEMPLATE"
     )]
     pub webhook_forward_to: Option<String>,
+    /// Run only the JobPolicies whose labels match, `key=value[,key2=value2]` (every pair must
+    /// match): in cluster mode the watch asks the apiserver for them, in file mode the
+    /// manifests' `metadata.labels` are compared. Lets separate controller sets serve separate
+    /// teams.
+    #[arg(long, env = "JOBWARDEN_SELECTOR", value_name = "KEY=VALUE[,...]")]
+    pub selector: Option<LabelSelector>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -122,6 +129,7 @@ impl ClusterArgs {
             namespace: self.namespace.clone().filter(|ns| !ns.is_empty()),
             lease,
             shard,
+            selector: None,
         })
     }
 }
@@ -135,7 +143,8 @@ fn shard_engine(engine_config: &mut crate::engine::EngineConfig, shard: Shard) {
 
 pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     let cluster = if args.policies.is_empty() {
-        let config = args.cluster.config()?;
+        let mut config = args.cluster.config()?;
+        config.selector = args.selector.clone();
         let client = kube::Client::try_default()
             .await
             .map_err(ClusterError::Client)?;
@@ -197,6 +206,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
                 token_override: None,
                 override_policy: None,
                 reload_every: Duration::from_secs(args.reload_seconds.max(1)),
+                selector: args.selector,
             };
             let sink = Arc::new(|report: &crate::engine::RunReport| report.log());
             tokio::spawn(run_policies(engine, config, sink, shutdown.clone()))
@@ -283,6 +293,20 @@ mod tests {
         );
         assert_eq!(engine_config.requests_per_minute, 600);
         assert_eq!(engine_config.shard, Shard::ALL);
+    }
+
+    #[test]
+    fn a_selector_is_parsed_and_a_bad_one_is_refused_naming_the_flag() {
+        let args = parse(&["--selector", "team=platform,tier=prod"]);
+        assert_eq!(
+            args.selector.map(|s| s.to_string()).as_deref(),
+            Some("team=platform,tier=prod")
+        );
+        assert!(parse(&[]).selector.is_none());
+        let err = Cli::try_parse_from(["run", "--selector", "team"]).expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("--selector"), "{message}");
+        assert!(message.contains("is not key=value"), "{message}");
     }
 
     #[test]

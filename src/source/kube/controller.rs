@@ -15,6 +15,7 @@ use crate::crd::{JobPolicy, JobPolicyStatus};
 use crate::engine::{Engine, ReconcileError, RunMode, RunReport, Shard};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey, compile};
+use crate::source::selector::LabelSelector;
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -579,12 +580,12 @@ pub fn error_policy(policy: Arc<JobPolicy>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Watches JobPolicies through `api` and reconciles every one of them (over the projects of
+/// Watches JobPolicies through `api` (with `config`: see [`watcher_config`]) and reconciles every one of them (over the projects of
 /// `ctx.shard`, which the engine filters) until `ctx.stop`
 /// fires; then lets the reconciles in flight finish and returns.
-pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
+pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>, config: watcher::Config) {
     let (reader, writer) = reflector::store::<JobPolicy>();
-    let policies = watcher(api, watcher::Config::default())
+    let policies = watcher(api, config)
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -624,6 +625,15 @@ pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
         })
         .await;
     ctx.forget_all();
+}
+
+/// The watch of JobPolicies: every one, or with `selector` only those carrying its labels
+/// (the apiserver filters: the others are never sent).
+pub fn watcher_config(selector: Option<&LabelSelector>) -> watcher::Config {
+    match selector {
+        Some(selector) => watcher::Config::default().labels(&selector.to_string()),
+        None => watcher::Config::default(),
+    }
 }
 
 fn exists_in(store: &Store<JobPolicy>, key: &PolicyKey) -> bool {

@@ -649,3 +649,41 @@ async fn a_ca_bundle_reference_that_is_not_used_is_said_once_per_spec() {
     );
     assert_no_more_requests(api).await;
 }
+
+/// The first request the controller's watch sends with `selector`, answered with an empty list,
+/// after which the controller is stopped.
+async fn first_watch_request(selector: Option<&LabelSelector>) -> String {
+    let (client, mut api) = mock_client();
+    let ctx = context(client.clone(), offline_engine());
+    let stop = ctx.stop.clone();
+    let controller = tokio::spawn(run(ctx, Api::all(client), watcher_config(selector)));
+    let first = next(&mut api).await.expect("the watch lists policies");
+    let uri = first.uri.clone();
+    first.ok(&json!({
+        "apiVersion": "jobwarden.dev/v1alpha1", "kind": "JobPolicyList",
+        "metadata": {"resourceVersion": "1"}, "items": []
+    }));
+    stop.cancel();
+    drop(api);
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("the controller stops")
+        .expect("the controller task ends");
+    uri
+}
+
+#[tokio::test]
+async fn with_a_selector_the_apiserver_is_asked_for_the_matching_policies_only() {
+    let selector: LabelSelector = "team=platform,tier=prod".parse().expect("a valid selector");
+    let uri = first_watch_request(Some(&selector)).await;
+    assert!(
+        uri.starts_with("/apis/jobwarden.dev/v1alpha1/jobpolicies?"),
+        "{uri}"
+    );
+    assert!(
+        uri.contains("labelSelector=team%3Dplatform%2Ctier%3Dprod"),
+        "{uri}"
+    );
+    let uri = first_watch_request(None).await;
+    assert!(!uri.contains("labelSelector"), "{uri}");
+}

@@ -33,6 +33,7 @@ mod test_api;
 use crate::crd::JobPolicy;
 use crate::engine::Engine;
 use crate::engine::Shard;
+use crate::source::selector::LabelSelector;
 use events::EventPublisher;
 use leader::{LeaseLock, LeaseSettings};
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct ClusterConfig {
     pub lease: LeaseSettings,
     /// The projects this replica owns (of every policy).
     pub shard: Shard,
+    /// Only the JobPolicies with these labels (`--selector`); all when `None`.
+    pub selector: Option<LabelSelector>,
 }
 
 /// Why cluster mode cannot start.
@@ -101,6 +104,7 @@ pub async fn run(
     };
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
+        selector = %config.selector.as_ref().map_or_else(|| "(none)".to_owned(), ToString::to_string),
         shard = %config.shard,
         lease = %format!("{}/{}", config.lease.namespace, config.lease.name),
         identity = %config.lease.identity,
@@ -115,7 +119,11 @@ pub async fn run(
             config.shard,
             term,
         ));
-        controller::run(ctx, policies.clone())
+        controller::run(
+            ctx,
+            policies.clone(),
+            controller::watcher_config(config.selector.as_ref()),
+        )
     })
     .await;
 }
