@@ -12,6 +12,7 @@ use kube::CustomResource;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The API group of jobwarden's resources.
@@ -647,6 +648,68 @@ pub struct JobPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub recent_actions: Vec<ActionRecord>,
+    /// With project sharding (`--shard-count` above 1): each shard's own report, under its
+    /// index (`"0"`, `"1"`, …), written by that shard only. The fields above are then the
+    /// merge of these entries, written by shard 0 only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    pub shards: BTreeMap<String, ShardStatus>,
+}
+
+/// One shard's report on a policy: the same fields as the policy's status, over the projects of
+/// that shard. (A separate type: a CRD schema cannot nest a type in itself.)
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// The `metadata.generation` this shard last worked on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// This shard's `Ready` condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When this shard last reconciled the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// How many of the policy's projects are this shard's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projects: Option<u64>,
+    /// Actions this shard took.
+    #[serde(default)]
+    pub counters: ActionCounters,
+    /// This shard's latest actions, newest first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub recent_actions: Vec<ActionRecord>,
+}
+
+impl From<JobPolicyStatus> for ShardStatus {
+    /// A shard's report as the status functions compute it (its `shards` are dropped).
+    fn from(status: JobPolicyStatus) -> ShardStatus {
+        ShardStatus {
+            observed_generation: status.observed_generation,
+            conditions: status.conditions,
+            last_sync_time: status.last_sync_time,
+            projects: status.projects,
+            counters: status.counters,
+            recent_actions: status.recent_actions,
+        }
+    }
+}
+
+impl From<ShardStatus> for JobPolicyStatus {
+    /// A shard's report as the status functions take it.
+    fn from(entry: ShardStatus) -> JobPolicyStatus {
+        JobPolicyStatus {
+            observed_generation: entry.observed_generation,
+            conditions: entry.conditions,
+            last_sync_time: entry.last_sync_time,
+            projects: entry.projects,
+            counters: entry.counters,
+            recent_actions: entry.recent_actions,
+            shards: BTreeMap::new(),
+        }
+    }
 }
 
 /// Totals of actions taken.

@@ -7,6 +7,7 @@ use crate::policy::{CompiledPolicy, PolicyKey};
 use crate::source::files::{
     LoadedManifests, load_manifests, resolve_token, resolve_webhook_secret,
 };
+use crate::source::selector::LabelSelector;
 use crate::sync::lock;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct RunnerConfig {
     pub override_policy: Option<PolicyOverride>,
     /// How often the directory is checked for changes.
     pub reload_every: Duration,
+    /// Only the policies whose `metadata.labels` match (`--selector`); all when `None`.
+    pub selector: Option<LabelSelector>,
 }
 
 /// What the `policies` gauge counts in file mode: documents that cannot run (invalid, or
@@ -134,7 +137,13 @@ fn apply(
         i64::try_from(rejected.len()).unwrap_or(i64::MAX),
     )]);
     let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)> = HashMap::new();
-    for loaded in &manifests.policies {
+    let selected = manifests.policies.iter().filter(|loaded| {
+        config
+            .selector
+            .as_ref()
+            .is_none_or(|selector| selector.matches(loaded.policy.metadata.labels.as_ref()))
+    });
+    for loaded in selected {
         let compiled = match &loaded.compiled {
             Ok(compiled) => compiled,
             Err(errors) => {

@@ -418,22 +418,24 @@ fn rbac_is_least_privilege() {
     );
 }
 
-#[test]
-fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
+/// The values a JSON patch (a list of operations) adds or replaces at `path`.
+fn patch_values<'a>(patch: &'a Value, path: &str) -> Vec<&'a Value> {
+    patch
+        .as_sequence()
+        .expect("a JSON patch")
+        .iter()
+        .filter(|op| op["path"].as_str() == Some(path))
+        .map(|op| &op["value"])
+        .collect()
+}
+
+/// `jobwarden run` with the arguments a patch appends to the container's: they must parse.
+fn run_with_patched_args(patch: &Value) -> jobwarden::commands::run::RunArgs {
     use clap::Parser;
-    let patch = yaml("webhook/deployment-patch.yaml");
-    let ops = patch.as_sequence().expect("a JSON patch");
-    let added = |path: &str| -> Vec<&Value> {
-        ops.iter()
-            .filter(|op| op["path"].as_str() == Some(path))
-            .map(|op| &op["value"])
-            .collect()
-    };
-    let args: Vec<String> = added("/spec/template/spec/containers/0/args/-")
+    let args: Vec<String> = patch_values(patch, "/spec/template/spec/containers/0/args/-")
         .iter()
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
-    // The flags exist and parse (the token comes from the environment, not a flag).
     let cli = jobwarden::cli::Cli::try_parse_from(
         ["jobwarden", "run"]
             .into_iter()
@@ -444,6 +446,15 @@ fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
     let jobwarden::cli::Command::Run(run) = cli.command else {
         panic!("not run")
     };
+    run
+}
+
+#[test]
+fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
+    let patch = yaml("webhook/deployment-patch.yaml");
+    let added = |path: &str| patch_values(&patch, path);
+    // The flags exist and parse (the token comes from the environment, not a flag).
+    let run = run_with_patched_args(&patch);
     let listen = run.webhook_listen.expect("--webhook-listen");
     let template = run.webhook_forward_to.expect("--webhook-forward-to");
     let env = added("/spec/template/spec/containers/0/env/-");
@@ -487,4 +498,45 @@ fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
         str_at(backend, &["backend", "service", "name"]),
         str_at(webhook_service, &["metadata", "name"])
     );
+}
+
+#[test]
+fn the_sharded_overlay_runs_one_shard_per_pod_ordinal_of_a_statefulset() {
+    let patch = yaml("sharded/statefulset-patch.yaml");
+    let value_at = |path: &str| patch_values(&patch, path);
+    assert_eq!(value_at("/kind")[0].as_str(), Some("StatefulSet"));
+    let run = run_with_patched_args(&patch);
+    let replicas = value_at("/spec/replicas")[0].as_u64().expect("replicas");
+    assert_eq!(
+        u64::from(run.cluster.shard_count),
+        replicas,
+        "one Pod per shard"
+    );
+    // The index comes from the Pod's ordinal label, through the variable --shard-index reads.
+    let env = value_at("/spec/template/spec/containers/0/env/-");
+    let index = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("JOBWARDEN_SHARD_INDEX"))
+        .expect("JOBWARDEN_SHARD_INDEX");
+    assert_eq!(
+        str_at(index, &["valueFrom", "fieldRef", "fieldPath"]),
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+    let command = <jobwarden::cli::Cli as clap::CommandFactory>::command();
+    let shard_index_env = command
+        .find_subcommand("run")
+        .and_then(|run| {
+            run.get_arguments()
+                .find(|a| a.get_long() == Some("shard-index"))
+        })
+        .and_then(|arg| arg.get_env())
+        .and_then(|env| env.to_str());
+    assert_eq!(shard_index_env, Some("JOBWARDEN_SHARD_INDEX"));
+    // The StatefulSet's governing Service is the overlay's headless one.
+    let service = yaml("sharded/service.yaml");
+    assert_eq!(
+        value_at("/spec/serviceName")[0].as_str(),
+        Some(str_at(&service, &["metadata", "name"]))
+    );
+    assert_eq!(service["spec"]["clusterIP"].as_str(), Some("None"));
 }

@@ -17,15 +17,6 @@ use std::time::Duration;
 
 const LIST_GROUP_PROJECTS: &str = "GET /groups/:id/projects";
 
-const RETRY_SCRIPT_FAILURES: &str = "  rules:
-    - name: retry-script-failures
-      match:
-        statuses: [failed]
-        failureReasons: [script_failure]
-      retry:
-        limit: 1
-";
-
 /// `team/app` (the world's project, outside `fleet`) and two projects in subgroups of
 /// `fleet`, each with one failed job to retry.
 struct Fleet {

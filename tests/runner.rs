@@ -32,6 +32,15 @@ spec:
     )
 }
 
+/// The Secret `ci/gitlab` with the simulator's token, in `dir`.
+fn write_token_secret(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("secret.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: gitlab, namespace: ci}}\nstringData: {{token: {TOKEN}}}\n"),
+    )
+    .expect("write");
+}
+
 /// A simulator without a fleet on a manual clock.
 async fn start_simulator() -> (SimHandle, SimControl) {
     let mut config = SimConfig::new(TOKEN);
@@ -67,6 +76,7 @@ fn runner_config(dir: &std::path::Path) -> RunnerConfig {
         token_override: None,
         override_policy: None,
         reload_every: Duration::from_millis(100),
+        selector: None,
     }
 }
 
@@ -94,11 +104,7 @@ async fn a_policy_directory_runs_reloads_and_stops() {
     let url = sim.base_url().to_string();
 
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        dir.path().join("secret.yaml"),
-        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: gitlab, namespace: ci}}\nstringData: {{token: {TOKEN}}}\n"),
-    )
-    .expect("write");
+    write_token_secret(dir.path());
     std::fs::write(
         dir.path().join("cleanup.yaml"),
         policy_manifest("cleanup", &url, "dry-run first", true),
@@ -225,4 +231,68 @@ async fn a_policy_whose_runs_fail_counts_as_error() {
         .expect("the runner stops")
         .expect("no panic");
     sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_a_selector_only_the_policies_carrying_its_labels_run() {
+    let (sim, ctl) = start_simulator().await;
+    ctl.add_project("team/app").expect("project");
+    let url = sim.base_url().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_token_secret(dir.path());
+    let labelled = |name: &str, labels: &str| {
+        policy_manifest(name, &url, "labelled", true).replace(
+            &format!("{{name: {name}, namespace: ci}}"),
+            &format!("{{name: {name}, namespace: ci, labels: {{{labels}}}}}"),
+        )
+    };
+    for (name, labels) in [
+        ("platform", "team: platform, tier: prod"),
+        ("web", "team: web, tier: prod"),
+        ("platform-staging", "team: platform, tier: staging"),
+    ] {
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            labelled(name, labels),
+        )
+        .expect("write");
+    }
+    std::fs::write(
+        dir.path().join("unlabelled.yaml"),
+        policy_manifest("unlabelled", &url, "no labels", true),
+    )
+    .expect("write");
+
+    let (engine, _) = engine_on(&ctl);
+    let reports: Arc<Mutex<Vec<RunReport>>> = Arc::default();
+    let sink_reports = reports.clone();
+    let shutdown = CancellationToken::new();
+    let config = RunnerConfig {
+        selector: Some("team=platform,tier=prod".parse().expect("a valid selector")),
+        ..runner_config(dir.path())
+    };
+    let runner = tokio::spawn(run_policies(
+        engine,
+        config,
+        Arc::new(move |r: &RunReport| sink_reports.lock().expect("lock").push(r.clone())),
+        shutdown.clone(),
+    ));
+    wait_until("a run of the selected policy", || {
+        !reports.lock().expect("lock").is_empty()
+    })
+    .await;
+    // Reloads come every 100 ms: give the others time to run, were they selected.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    runner.await.expect("the runner stops");
+    let ran: std::collections::BTreeSet<String> = reports
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.policy.name.clone())
+        .collect();
+    assert_eq!(
+        ran,
+        std::collections::BTreeSet::from(["platform".to_owned()])
+    );
 }

@@ -372,6 +372,7 @@ async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval(
             token_override: Some(SecretString::from(TOKEN.to_owned())),
             override_policy: None,
             reload_every: Duration::from_secs(3600),
+            selector: None,
         },
         Arc::new(|_: &jobwarden::engine::RunReport| {}),
         stop.clone(),

@@ -179,6 +179,7 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
             p.interval = interval;
         })),
         reload_every: Duration::from_secs(3600),
+        selector: None,
     };
     let summary = Arc::new(Mutex::new(Summary::default()));
     let sink_summary = summary.clone();

@@ -2,12 +2,13 @@
 //! (file mode, no cluster); without, it watches JobPolicy objects in the cluster (cluster mode).
 
 use super::{GitLabArgs, termination_signal};
+use crate::engine::Shard;
 use crate::engine::{Engine, Ledger, system_clock};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
 use crate::source::kube::leader::LeaseSettings;
-use crate::source::kube::shard::Shard;
 use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};
+use crate::source::selector::LabelSelector;
 use crate::webhook::{Forwarder, Leadership, Role, WebhookSecrets, WebhookState};
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -60,6 +61,12 @@ pub struct RunArgs {
         value_name = "URL_TEMPLATE"
     )]
     pub webhook_forward_to: Option<String>,
+    /// Run only the JobPolicies whose labels match, `key=value[,key2=value2]` (every pair must
+    /// match): in cluster mode the watch asks the apiserver for them, in file mode the
+    /// manifests' `metadata.labels` are compared. Lets separate controller sets serve separate
+    /// teams.
+    #[arg(long, env = "JOBWARDEN_SELECTOR", value_name = "KEY=VALUE[,...]")]
+    pub selector: Option<LabelSelector>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -83,10 +90,13 @@ pub struct ClusterArgs {
     /// This replica's identity in the Lease (default: the host name with a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// This replica's shard: it reconciles the policies whose namespace/name hashes to it.
+    /// This replica's shard: it reconciles every policy, over the projects (GitLab instance and
+    /// project id) that hash to it. A StatefulSet passes its Pod's ordinal (the label
+    /// `apps.kubernetes.io/pod-index`) through `JOBWARDEN_SHARD_INDEX`.
     #[arg(long, env = "JOBWARDEN_SHARD_INDEX", default_value_t = 0)]
     pub shard_index: u32,
-    /// How many shards split the policies (each shard elects its own leader).
+    /// How many shards split the projects (each shard elects its own leader and gets
+    /// `--requests-per-minute` divided by this count).
     #[arg(long, env = "JOBWARDEN_SHARD_COUNT", default_value_t = 1)]
     pub shard_count: u32,
     /// How long the Lease stays valid without renewal, in seconds.
@@ -119,13 +129,22 @@ impl ClusterArgs {
             namespace: self.namespace.clone().filter(|ns| !ns.is_empty()),
             lease,
             shard,
+            selector: None,
         })
     }
 }
 
+/// Makes the engine act on the projects of `shard` only, within its share of the request
+/// budget: N shards together never send more than `--requests-per-minute` to one instance.
+fn shard_engine(engine_config: &mut crate::engine::EngineConfig, shard: Shard) {
+    engine_config.shard = shard;
+    engine_config.requests_per_minute = shard.share_of_budget(engine_config.requests_per_minute);
+}
+
 pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     let cluster = if args.policies.is_empty() {
-        let config = args.cluster.config()?;
+        let mut config = args.cluster.config()?;
+        config.selector = args.selector.clone();
         let client = kube::Client::try_default()
             .await
             .map_err(ClusterError::Client)?;
@@ -134,7 +153,10 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         None
     };
     let metrics = Arc::new(Metrics::new());
-    let engine_config = args.gitlab.engine_config();
+    let mut engine_config = args.gitlab.engine_config();
+    if let Some((config, _)) = &cluster {
+        shard_engine(&mut engine_config, config.shard);
+    }
     let ledger = match &args.state_dir {
         Some(dir) => Ledger::in_dir(dir, engine_config.in_doubt_for)?,
         None => Ledger::in_memory(engine_config.in_doubt_for),
@@ -184,6 +206,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
                 token_override: None,
                 override_policy: None,
                 reload_every: Duration::from_secs(args.reload_seconds.max(1)),
+                selector: args.selector,
             };
             let sink = Arc::new(|report: &crate::engine::RunReport| report.log());
             tokio::spawn(run_policies(engine, config, sink, shutdown.clone()))
@@ -240,6 +263,50 @@ mod tests {
         assert_eq!(config.shard, Shard::new(1, 2).expect("valid shard"));
         assert_eq!(config.lease.duration, Duration::from_secs(15));
         assert_eq!(config.lease.renew_every, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn each_shard_acts_on_its_projects_within_its_share_of_the_budget() {
+        let args = parse(&[
+            "--requests-per-minute",
+            "600",
+            "--shard-index",
+            "2",
+            "--shard-count",
+            "3",
+        ]);
+        let shard = args.cluster.config().expect("a valid config").shard;
+        let mut engine_config = args.gitlab.engine_config();
+        assert_eq!(engine_config.requests_per_minute, 600);
+        shard_engine(&mut engine_config, shard);
+        assert_eq!(engine_config.shard, Shard::new(2, 3).expect("valid shard"));
+        assert_eq!(
+            engine_config.requests_per_minute, 200,
+            "3 shards together send at most the 600 a minute asked for"
+        );
+
+        let single = parse(&["--requests-per-minute", "600"]);
+        let mut engine_config = single.gitlab.engine_config();
+        shard_engine(
+            &mut engine_config,
+            single.cluster.config().expect("valid").shard,
+        );
+        assert_eq!(engine_config.requests_per_minute, 600);
+        assert_eq!(engine_config.shard, Shard::ALL);
+    }
+
+    #[test]
+    fn a_selector_is_parsed_and_a_bad_one_is_refused_naming_the_flag() {
+        let args = parse(&["--selector", "team=platform,tier=prod"]);
+        assert_eq!(
+            args.selector.map(|s| s.to_string()).as_deref(),
+            Some("team=platform,tier=prod")
+        );
+        assert!(parse(&[]).selector.is_none());
+        let err = Cli::try_parse_from(["run", "--selector", "team"]).expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("--selector"), "{message}");
+        assert!(message.contains("is not key=value"), "{message}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod inbox;
 pub mod ledger;
 pub mod observe;
 pub mod reconcile;
+pub mod shard;
 
 pub use act::Outcome;
 pub use ledger::{Ledger, LedgerError};
@@ -15,3 +16,4 @@ pub use reconcile::{
     HeldBack, JobEvent, MAX_LISTED_HELD_BACK, ProjectFailure, ReconcileError, RunMode, RunReport,
     system_clock,
 };
+pub use shard::{Shard, ShardError};

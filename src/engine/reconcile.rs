@@ -5,6 +5,7 @@ use super::groups::GroupMemberships;
 use super::inbox::Inbox;
 use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
+use super::shard::Shard;
 use crate::crd::ActionKind;
 use crate::gitlab::models::{GroupRef, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire};
@@ -64,6 +65,9 @@ pub struct EngineConfig {
     /// Most projects one policy may cover (its `projects` plus its groups' projects, less the
     /// excluded ones); a policy over it fails its run with [`ReconcileError::TooManyProjects`].
     pub max_projects_per_policy: usize,
+    /// The projects this replica acts on ([`Shard::ALL`]: every one). Policies are the same on
+    /// every replica; each reconciles only the projects of its shard.
+    pub shard: Shard,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +84,7 @@ impl Default for EngineConfig {
             destinations: TokenDestinations::default(),
             group_refresh_interval: DEFAULT_GROUP_REFRESH_INTERVAL,
             max_projects_per_policy: crate::crd::MAX_RESOLVED_PROJECTS,
+            shard: Shard::ALL,
         }
     }
 }
@@ -588,11 +593,15 @@ impl Engine {
     /// A GitLab Job Hook delivery: job `job_id` of project `project_id` changed, on `instance`
     /// (the `X-Gitlab-Instance` header; `None` matches the project on any instance). The job is
     /// queued for a re-read by the next run of the policies watching the project, and they are
-    /// woken. A project no policy observes costs nothing.
+    /// woken. A project no policy observes costs nothing. With project sharding, a project of
+    /// another shard is ignored here (never observed by this replica): its owner acts on the
+    /// job when the delivery reaches it, or at its next run.
     pub fn job_event(&self, instance: Option<&str>, project_id: u64, job_id: u64) -> JobEvent {
+        let shard = self.inner.config.shard;
         let keys: Vec<ObserverKey> = lock(&self.inner.observers)
             .keys()
             .filter(|key| is_project(key, instance, project_id))
+            .filter(|(observed_instance, id)| shard.owns_project(observed_instance, *id))
             .cloned()
             .collect();
         if keys.is_empty() {
@@ -753,7 +762,12 @@ impl Engine {
         if policy.suspend {
             // The last known project set: a suspended policy lists nothing.
             let project_set = self.project_set(None, &instance, policy, now).await;
-            report.projects = self.count_projects(&instance, &project_set.targets);
+            let own: Vec<Target> = project_set
+                .targets
+                .into_iter()
+                .filter(|target| self.owns_as_known(&instance, target))
+                .collect();
+            report.projects = self.count_projects(&instance, &own);
             return Ok(report);
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
@@ -798,6 +812,15 @@ impl Engine {
             claimed: Mutex::new(HashSet::new()),
             follow_blocked,
         };
+
+        // This replica's projects only: paths are resolved first (cached) so that each has the
+        // id its owner is decided by.
+        let (targets, unresolvable) = self.own_targets(&run, targets, scope, stop).await;
+        let unresolvable_count = unresolvable.len();
+        for (project, err) in unresolvable {
+            report.failures.push(ProjectFailure::of(&project, &err));
+            first_error.get_or_insert((FailedTarget::Project(project), err));
+        }
 
         self.announce_watcher(&run, &targets);
         // Each project goes observe → facts → decide → act on its own, a few at a time, so the
@@ -846,7 +869,7 @@ impl Engine {
             self.rewatch(&run.policy, &run.instance, claimed, &targets)
                 .await;
         }
-        report.projects = self.count_projects(&run.instance, &targets);
+        report.projects = self.count_projects(&run.instance, &targets) + unresolvable_count;
         if observed == 0
             && let Some((target, source)) = first_error
         {
@@ -920,6 +943,80 @@ impl Engine {
             }
         }
         set
+    }
+
+    /// The targets of this replica's shard ([`EngineConfig::shard`]), all of them with one
+    /// shard. With several, a full run first resolves the paths whose id is not known (a few
+    /// at a time; each is looked up once and remembered) and keeps the projects whose id the
+    /// shard owns; a path that cannot be resolved is returned with its error by the one shard
+    /// its path hashes to, and left out by the others. A pass on deliveries resolves nothing:
+    /// its projects are observed, so their ids are known.
+    async fn own_targets(
+        &self,
+        run: &PolicyRun,
+        targets: Vec<Target>,
+        scope: Scope,
+        stop: &CancellationToken,
+    ) -> (Vec<Target>, Vec<(ProjectRef, GitLabError)>) {
+        let shard = self.inner.config.shard;
+        if shard.is_everything() {
+            return (targets, Vec::new());
+        }
+        let (known, unknown): (Vec<Target>, Vec<Target>) = targets
+            .into_iter()
+            .map(|target| Target {
+                id: self.target_id(&run.instance, &target),
+                project: target.project,
+            })
+            .partition(|target| target.id.is_some());
+        let mut own: Vec<Target> = known
+            .into_iter()
+            .filter(|target| self.owns_as_known(&run.instance, target))
+            .collect();
+        let mut unresolvable = Vec::new();
+        if scope == Scope::Delivered || unknown.is_empty() {
+            return (own, unresolvable);
+        }
+        let concurrency = self.inner.config.observe_concurrency.max(1);
+        let mut resolved = futures::stream::iter(unknown)
+            .map(|target| async move {
+                let resolved = self.resolve(run, &target.project).await;
+                (target.project, resolved)
+            })
+            .buffer_unordered(concurrency);
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                next = resolved.next() => next,
+            };
+            let Some((project, resolved)) = next else {
+                break;
+            };
+            match resolved {
+                Ok(id) if shard.owns_project(&run.instance, id) => own.push(Target {
+                    project,
+                    id: Some(id),
+                }),
+                Ok(_) => {}
+                Err(err) if shard.owns_unresolved(&run.instance, &project.to_string()) => {
+                    tracing::warn!(policy = %run.policy.key, %project, error = %err, "cannot find project");
+                    unresolvable.push((project, err));
+                }
+                Err(_) => {}
+            }
+        }
+        (own, unresolvable)
+    }
+
+    /// Whether a target belongs to this replica's shard as far as is known without asking
+    /// GitLab: by its id when known, else by its path.
+    fn owns_as_known(&self, instance: &str, target: &Target) -> bool {
+        let shard = self.inner.config.shard;
+        match self.target_id(instance, target) {
+            Some(id) => shard.owns_project(instance, id),
+            None => shard.owns_unresolved(instance, &target.project.to_string()),
+        }
     }
 
     /// How many projects `targets` are: one per id, and one per path not resolved yet.

@@ -169,6 +169,16 @@ pub fn outcomes(report: &RunReport, action: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// Retries jobs that failed with `script_failure`, once.
+pub const RETRY_SCRIPT_FAILURES: &str = "  rules:
+    - name: retry-script-failures
+      match:
+        statuses: [failed]
+        failureReasons: [script_failure]
+      retry:
+        limit: 1
+";
+
 pub const PLAY_POLICY: &str = "  rules:
     - name: play-deploy-when-green
       match:

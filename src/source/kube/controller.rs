@@ -9,13 +9,14 @@
 
 use super::events::{EventPublisher, PolicyEvent, action_event};
 use super::secrets::{self, SecretError};
-use super::shard::Shard;
+use super::shard_status;
 use super::status::{self, ReadyReason};
 use crate::crd::{JobPolicy, JobPolicyStatus};
-use crate::engine::{Engine, ReconcileError, RunMode, RunReport};
+use crate::engine::{Engine, ReconcileError, RunMode, RunReport, Shard};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey, compile};
-use futures::{StreamExt, TryStreamExt};
+use crate::source::selector::LabelSelector;
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -103,6 +104,9 @@ struct Memory {
     failures: HashMap<PolicyKey, u32>,
     /// The state of each policy, for the `policies` gauge.
     states: HashMap<PolicyKey, PolicyState>,
+    /// With several shards, the status patch last written per policy (an equal one is not
+    /// sent again).
+    patches: HashMap<PolicyKey, serde_json::Value>,
 }
 
 /// Everything a reconcile needs. One context per leadership term.
@@ -113,7 +117,8 @@ pub struct Context {
     pub client: Client,
     /// Where Events go.
     pub events: Arc<EventPublisher>,
-    /// The policies this replica owns.
+    /// This replica's shard: which entry of a policy's `status.shards` it writes (and, as
+    /// shard 0, whether it writes the merged top-level status).
     pub shard: Shard,
     /// Fires when this term ends (leadership lost or shutdown); the engine stops between
     /// actions.
@@ -155,7 +160,9 @@ impl Context {
         crate::sync::lock(&self.memory)
     }
 
-    /// The policy's latest status: the one this replica computed last, else the object's.
+    /// This shard's latest status of the policy: the one this replica computed last, else the
+    /// object's (with several shards, this shard's entry in it: see
+    /// [`shard_status::own_previous`]).
     fn previous_status(&self, key: &PolicyKey, policy: &JobPolicy) -> Option<JobPolicyStatus> {
         let remembered = match (&policy.metadata.uid, self.memory().statuses.get(key)) {
             // A policy deleted and created again under the same name starts afresh.
@@ -164,10 +171,12 @@ impl Context {
             }
             _ => None,
         };
-        remembered.or_else(|| policy.status.clone())
+        remembered.or_else(|| shard_status::own_previous(policy.status.as_ref(), self.shard))
     }
 
-    /// Remembers `status` and patches it unless it equals `previous`.
+    /// Remembers `status` (this shard's) and patches it unless nothing changed: with one shard
+    /// the whole status, unless it equals `previous`; with several, this shard's entry (and,
+    /// for shard 0, the merged top-level fields), unless the patch equals the last one sent.
     async fn write_status(
         &self,
         policy: &JobPolicy,
@@ -180,7 +189,17 @@ impl Context {
                 .statuses
                 .insert(key.clone(), (uid.clone(), status.clone()));
         }
-        if previous == Some(&status) {
+        if self.shard.is_everything() && previous == Some(&status) {
+            return Ok(());
+        }
+        let patch = shard_status::patch(
+            self.shard,
+            &status,
+            policy.status.as_ref(),
+            policy.metadata.generation,
+            self.engine.now(),
+        );
+        if !self.shard.is_everything() && self.memory().patches.get(key) == Some(&patch) {
             return Ok(());
         }
         let api: Api<JobPolicy> = Api::namespaced(self.client.clone(), &key.namespace);
@@ -188,14 +207,16 @@ impl Context {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let patch = serde_json::json!({ "status": status });
         api.patch_status(&key.name, &params, &Patch::Merge(&patch))
             .await
-            .map(|_| ())
             .map_err(|source| Error::StatusPatch {
                 policy: key.clone(),
                 source,
-            })
+            })?;
+        if !self.shard.is_everything() {
+            self.memory().patches.insert(key.clone(), patch);
+        }
+        Ok(())
     }
 
     async fn publish(&self, policy: &JobPolicy, event: &PolicyEvent) {
@@ -223,7 +244,7 @@ impl Context {
         self.backoff.delay(*failures)
     }
 
-    /// Forgets policies that no longer exist (deleted, or moved out of this shard), in this
+    /// Forgets policies that no longer exist (deleted), in this
     /// controller and in the engine (observers, clients, budgets and metric series only they
     /// used).
     fn retain_policies(&self, exists: impl Fn(&PolicyKey) -> bool) {
@@ -240,6 +261,7 @@ impl Context {
             memory.states.retain(|key, _| exists(key));
             memory.failures.retain(|key, _| exists(key));
             memory.statuses.retain(|key, _| exists(key));
+            memory.patches.retain(|key, _| exists(key));
             if memory.states.len() == before {
                 return;
             }
@@ -301,9 +323,6 @@ fn policy_key(policy: &JobPolicy) -> Result<PolicyKey, Error> {
 /// Reconciles one JobPolicy: see the module documentation.
 pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = policy_key(&policy)?;
-    if !ctx.shard.owns(&key.namespace, &key.name) {
-        return Ok(Action::await_change());
-    }
     let generation = policy.metadata.generation;
     let previous = ctx.previous_status(&key, &policy);
     let compiled = match compile(key.clone(), &policy.spec) {
@@ -561,16 +580,15 @@ pub fn error_policy(policy: Arc<JobPolicy>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Watches JobPolicies through `api` and reconciles the ones of `ctx.shard` until `ctx.stop`
+/// Watches JobPolicies through `api` (with `config`: see [`watcher_config`]) and reconciles every one of them (over the projects of
+/// `ctx.shard`, which the engine filters) until `ctx.stop`
 /// fires; then lets the reconciles in flight finish and returns.
-pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
+pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>, config: watcher::Config) {
     let (reader, writer) = reflector::store::<JobPolicy>();
-    let shard = ctx.shard;
-    let policies = watcher(api, watcher::Config::default())
+    let policies = watcher(api, config)
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .try_filter(move |policy| futures::future::ready(owned_by(shard, policy)))
         .predicate_filter(predicates::generation, PredicateConfig::default());
     let stop = ctx.stop.clone();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -609,12 +627,13 @@ pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>) {
     ctx.forget_all();
 }
 
-fn owned_by(shard: Shard, policy: &JobPolicy) -> bool {
-    policy
-        .metadata
-        .namespace
-        .as_deref()
-        .is_some_and(|ns| shard.owns(ns, &policy.name_any()))
+/// The watch of JobPolicies: every one, or with `selector` only those carrying its labels
+/// (the apiserver filters: the others are never sent).
+pub fn watcher_config(selector: Option<&LabelSelector>) -> watcher::Config {
+    match selector {
+        Some(selector) => watcher::Config::default().labels(&selector.to_string()),
+        None => watcher::Config::default(),
+    }
 }
 
 fn exists_in(store: &Store<JobPolicy>, key: &PolicyKey) -> bool {

@@ -45,11 +45,15 @@ fn retry_rules() -> Value {
 }
 
 fn context(client: Client, engine: Engine) -> Arc<Context> {
+    sharded_context(client, engine, Shard::ALL)
+}
+
+fn sharded_context(client: Client, engine: Engine, shard: Shard) -> Arc<Context> {
     Arc::new(Context::new(
         engine,
         client.clone(),
         Arc::new(EventPublisher::new(client, "test-replica")),
-        Shard::ALL,
+        shard,
         CancellationToken::new(),
     ))
 }
@@ -104,17 +108,7 @@ async fn assert_no_more_requests(mut api: Handle) {
 #[tokio::test]
 async fn an_invalid_spec_sends_exactly_a_status_patch_and_a_warning_event() {
     let (client, mut api) = mock_client();
-    let bad = policy(
-        "ci",
-        "bad",
-        "https://gitlab.example.com",
-        json!([{
-            "name": "retry-logs",
-            "match": {"statuses": ["failed"], "logPattern": "(unclosed"},
-            "retry": {"limit": 2}
-        }]),
-        json!({}),
-    );
+    let bad = invalid_policy();
     let ctx = context(client, offline_engine());
     let object = bad.clone();
     let verifier = tokio::spawn(async move {
@@ -163,6 +157,78 @@ async fn an_invalid_spec_sends_exactly_a_status_patch_and_a_warning_event() {
         "{event}"
     );
     assert_no_more_requests(api).await;
+}
+
+/// A policy whose spec does not compile: every shard reports it without touching GitLab.
+fn invalid_policy() -> JobPolicy {
+    policy(
+        "ci",
+        "bad",
+        "https://gitlab.example.com",
+        json!([{
+            "name": "retry-logs",
+            "match": {"statuses": ["failed"], "logPattern": "(unclosed"},
+            "retry": {"limit": 2}
+        }]),
+        json!({}),
+    )
+}
+
+/// Reconciles `policy` as `shard` and returns the body of the status patch it sent.
+async fn status_patch_of(shard: Shard, policy: JobPolicy) -> Value {
+    let (client, mut api) = mock_client();
+    let ctx = sharded_context(client, offline_engine(), shard);
+    let object = policy.clone();
+    let verifier = tokio::spawn(async move {
+        let seen = expect(&mut api, &status_path("ci", "bad")).await;
+        let body = seen.body.clone();
+        answer_status_patch(seen, &object);
+        answer_event(expect(&mut api, &events_path("ci")).await);
+        (body, api)
+    });
+    reconcile(Arc::new(policy), ctx.clone())
+        .await
+        .expect("an invalid spec is reported, not an error");
+    drop(ctx);
+    let (body, api) = verifier.await.expect("the verifier finished");
+    assert_no_more_requests(api).await;
+    body
+}
+
+#[tokio::test]
+async fn with_project_sharding_each_shard_patches_its_own_entry_and_shard_zero_the_merge() {
+    let mut bad = invalid_policy();
+    let one = status_patch_of(Shard::new(1, 2).expect("valid"), bad.clone()).await;
+    let status = one["status"].as_object().expect("a status");
+    assert_eq!(
+        status.keys().collect::<Vec<_>>(),
+        ["shards"],
+        "shard 1 writes no top-level field: {one}"
+    );
+    let entries = one["status"]["shards"].as_object().expect("a map");
+    assert_eq!(entries.keys().collect::<Vec<_>>(), ["1"]);
+    assert_eq!(entries["1"]["conditions"][0]["reason"], "InvalidSpec");
+    assert_eq!(entries["1"]["observedGeneration"], 3);
+
+    // Shard 0 reads shard 1's entry from the object and writes its own and the merge.
+    bad.status = Some(serde_json::from_value(one["status"].clone()).expect("a status"));
+    let zero = status_patch_of(Shard::new(0, 2).expect("valid"), bad).await;
+    let entries = zero["status"]["shards"].as_object().expect("a map");
+    assert_eq!(
+        entries.keys().collect::<Vec<_>>(),
+        ["0"],
+        "never shard 1's entry"
+    );
+    let ready = &zero["status"]["conditions"][0];
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("shard 0: spec.rules[0].match.logPattern")),
+        "{ready}"
+    );
+    assert_eq!(zero["status"]["observedGeneration"], 3);
 }
 
 #[tokio::test]
@@ -582,4 +648,42 @@ async fn a_ca_bundle_reference_that_is_not_used_is_said_once_per_spec() {
         "{warning}"
     );
     assert_no_more_requests(api).await;
+}
+
+/// The first request the controller's watch sends with `selector`, answered with an empty list,
+/// after which the controller is stopped.
+async fn first_watch_request(selector: Option<&LabelSelector>) -> String {
+    let (client, mut api) = mock_client();
+    let ctx = context(client.clone(), offline_engine());
+    let stop = ctx.stop.clone();
+    let controller = tokio::spawn(run(ctx, Api::all(client), watcher_config(selector)));
+    let first = next(&mut api).await.expect("the watch lists policies");
+    let uri = first.uri.clone();
+    first.ok(&json!({
+        "apiVersion": "jobwarden.dev/v1alpha1", "kind": "JobPolicyList",
+        "metadata": {"resourceVersion": "1"}, "items": []
+    }));
+    stop.cancel();
+    drop(api);
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("the controller stops")
+        .expect("the controller task ends");
+    uri
+}
+
+#[tokio::test]
+async fn with_a_selector_the_apiserver_is_asked_for_the_matching_policies_only() {
+    let selector: LabelSelector = "team=platform,tier=prod".parse().expect("a valid selector");
+    let uri = first_watch_request(Some(&selector)).await;
+    assert!(
+        uri.starts_with("/apis/jobwarden.dev/v1alpha1/jobpolicies?"),
+        "{uri}"
+    );
+    assert!(
+        uri.contains("labelSelector=team%3Dplatform%2Ctier%3Dprod"),
+        "{uri}"
+    );
+    let uri = first_watch_request(None).await;
+    assert!(!uri.contains("labelSelector"), "{uri}");
 }

@@ -7,23 +7,24 @@
 //! through `/status` (a `Ready` condition, counters, recent actions) and Events.
 //!
 //! Only one replica acts: the one holding the Lease ([`leader`]). With `--shard-count N`, each
-//! shard `I` holds its own Lease (`<lease-name>-shard-I-of-N`) and reconciles only the policies
-//! whose `namespace/name` hashes to it ([`shard`]).
+//! shard `I` holds its own Lease (`<lease-name>-shard-I-of-N`) and reconciles every policy, but
+//! only over the projects that hash to it ([`crate::engine::shard`]); each shard reports in its
+//! own entry of the policy's status ([`status`]).
 //!
 //! | Module | Concern |
 //! |---|---|
 //! | [`controller`] | the `kube::runtime::Controller`, reconcile and error policy |
 //! | [`status`] | the status a reconcile writes (pure) |
+//! | [`shard_status`] | with project sharding: each shard's entry and the merged status (pure) |
 //! | [`events`] | Kubernetes Events for actions and problems |
 //! | [`secrets`] | the GitLab token, from the policy's own namespace only |
 //! | [`leader`] | leader election with a `coordination.k8s.io/v1` Lease |
-//! | [`shard`] | which policies a replica owns |
 
 pub mod controller;
 pub mod events;
 pub mod leader;
 pub mod secrets;
-pub mod shard;
+pub mod shard_status;
 pub mod status;
 
 #[cfg(test)]
@@ -31,9 +32,10 @@ mod test_api;
 
 use crate::crd::JobPolicy;
 use crate::engine::Engine;
+use crate::engine::Shard;
+use crate::source::selector::LabelSelector;
 use events::EventPublisher;
 use leader::{LeaseLock, LeaseSettings};
-use shard::Shard;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -44,8 +46,10 @@ pub struct ClusterConfig {
     pub namespace: Option<String>,
     /// The Lease of this replica's shard and its timings.
     pub lease: LeaseSettings,
-    /// The policies this replica owns.
+    /// The projects this replica owns (of every policy).
     pub shard: Shard,
+    /// Only the JobPolicies with these labels (`--selector`); all when `None`.
+    pub selector: Option<LabelSelector>,
 }
 
 /// Why cluster mode cannot start.
@@ -56,7 +60,7 @@ pub enum ClusterError {
     )]
     Client(#[source] kube::Error),
     #[error(transparent)]
-    Shard(#[from] shard::ShardError),
+    Shard(#[from] crate::engine::ShardError),
     #[error(transparent)]
     Lease(#[from] leader::LeaseSettingsError),
 }
@@ -84,7 +88,8 @@ pub fn generated_identity() -> String {
 }
 
 /// Runs cluster mode until `shutdown` fires: campaigns for the Lease and, while leading,
-/// reconciles the policies of this replica's shard.
+/// reconciles every policy over the projects of this replica's shard (the engine's
+/// [`crate::engine::EngineConfig::shard`], which must be `config.shard`).
 pub async fn run(
     config: ClusterConfig,
     engine: Engine,
@@ -99,6 +104,7 @@ pub async fn run(
     };
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
+        selector = %config.selector.as_ref().map_or_else(|| "(none)".to_owned(), ToString::to_string),
         shard = %config.shard,
         lease = %format!("{}/{}", config.lease.namespace, config.lease.name),
         identity = %config.lease.identity,
@@ -113,7 +119,11 @@ pub async fn run(
             config.shard,
             term,
         ));
-        controller::run(ctx, policies.clone())
+        controller::run(
+            ctx,
+            policies.clone(),
+            controller::watcher_config(config.selector.as_ref()),
+        )
     })
     .await;
 }

@@ -49,6 +49,9 @@ pub enum ReadyReason {
     /// `spec.gitlab.url` may not receive a token: plain http without `--allow-insecure-http`,
     /// or a host outside `--allowed-gitlab-hosts` (False).
     GitLabUrlNotAllowed,
+    /// With project sharding: some shard has not reported on the current generation yet
+    /// (False; the merged status of shard 0 only).
+    ShardsPending,
 }
 
 impl ReadyReason {
@@ -65,6 +68,7 @@ impl ReadyReason {
             ReadyReason::GitLabClientError => "GitLabClientError",
             ReadyReason::GitLabUrlNotAllowed => "GitLabUrlNotAllowed",
             ReadyReason::TooManyProjects => "TooManyProjects",
+            ReadyReason::ShardsPending => "ShardsPending",
         }
     }
 
@@ -112,6 +116,7 @@ pub fn reconciled(
             counters
         },
         recent_actions: merge_recent(&report.actions, &previous.recent_actions),
+        shards: Default::default(),
     }
 }
 
@@ -253,6 +258,17 @@ pub fn merge_recent(actions: &[ActionRecord], previous: &[StatusAction]) -> Vec<
     merged
 }
 
+/// Several newest-first lists of recent actions (the shards') as one, newest first, cut to
+/// [`MAX_RECENT_ACTIONS`]; actions of the same time keep the order of the lists.
+pub fn merge_recent_records<'a>(
+    lists: impl IntoIterator<Item = &'a [StatusAction]>,
+) -> Vec<StatusAction> {
+    let mut merged: Vec<StatusAction> = lists.into_iter().flatten().cloned().collect();
+    merged.sort_by_key(|a| std::cmp::Reverse(a.time.0));
+    merged.truncate(MAX_RECENT_ACTIONS);
+    merged
+}
+
 /// The status entry for one engine record; `None` for outcomes that are not events yet (a
 /// retry deferred by backoff) or an action the status does not know.
 pub fn status_action(record: &ActionRecord) -> Option<StatusAction> {
@@ -365,7 +381,28 @@ fn ready_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
-    let status = if reason.is_ready() { "True" } else { "False" };
+    ready_condition_named(
+        previous,
+        reason.is_ready(),
+        reason.as_str(),
+        message,
+        generation,
+        now,
+    )
+}
+
+/// The `Ready` condition, True when `ready`, with a reason given by name (a shard's, when
+/// merging shards' reports); the previous transition time is kept when the condition's status
+/// does not change.
+pub fn ready_condition_named(
+    previous: &JobPolicyStatus,
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
     let last_transition_time = match ready_of(previous) {
         Some(old) if old.status == status => old.last_transition_time.clone(),
         _ => kube_time(now),
@@ -373,7 +410,7 @@ fn ready_condition(
     Condition {
         type_: READY.to_owned(),
         status: status.to_owned(),
-        reason: reason.as_str().to_owned(),
+        reason: reason.to_owned(),
         message: truncate(&message, MAX_MESSAGE_CHARS),
         observed_generation: generation,
         last_transition_time,
