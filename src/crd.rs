@@ -770,6 +770,14 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ActionKind; 4] = [
+        ActionKind::Retry,
+        ActionKind::Cancel,
+        ActionKind::Play,
+        ActionKind::KeepArtifacts,
+    ];
+
     /// The name used in status, events, logs and the `action` metric label.
     pub fn as_str(self) -> &'static str {
         match self {

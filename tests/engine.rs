@@ -7,7 +7,8 @@
 mod engine_world;
 
 use engine_world::*;
-use jobwarden::engine::{Outcome, RunMode};
+use jobwarden::crd::ActionKind;
+use jobwarden::engine::{Outcome, OutcomeKind, RunMode};
 use jobwarden::sim::JobSpec;
 use secrecy::SecretString;
 use std::time::Duration;
@@ -815,12 +816,10 @@ async fn a_quiet_project_is_asked_for_a_small_page_and_a_busy_one_for_full_pages
     assert!(sizes[1] <= 10, "{sizes:?}");
 }
 
-/// Thousands of jobs waiting for the budget do not make thousands of records every run: the
-/// report lists the first 100 held back and counts the rest exactly.
-#[tokio::test]
-async fn held_back_decisions_are_listed_up_to_a_cap_and_counted_exactly() {
-    let w = World::start(MONDAY_MORNING).await;
-    let stuck: Vec<JobSpec> = (0..150)
+/// A pipeline of `jobs` jobs stuck for ten minutes, and a policy that retries them within
+/// `limits`.
+fn stuck_backlog(w: &World, jobs: usize, limits: &str) -> jobwarden::policy::CompiledPolicy {
+    let stuck: Vec<JobSpec> = (0..jobs)
         .map(|i| {
             JobSpec::new(format!("shard-{i}"), "test", "failed")
                 .failed_with("stuck_or_timeout_failure")
@@ -828,14 +827,22 @@ async fn held_back_decisions_are_listed_up_to_a_cap_and_counted_exactly() {
         })
         .collect();
     w.pipeline("main", false, stuck);
-    let policy = w.policy(
-        "  limits: {maxActionsPerRun: 10, maxActionsPerHour: 1000}
+    w.policy(&format!(
+        "  limits: {limits}
   rules:
     - name: retry-stuck
-      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
-      retry: {limit: 2}
-",
-    );
+      match: {{statuses: [failed], failureReasons: [stuck_or_timeout_failure]}}
+      retry: {{limit: 2}}
+"
+    ))
+}
+
+/// Thousands of jobs waiting for the budget do not make thousands of records every run: the
+/// report lists the first 100 held back and counts the rest exactly.
+#[tokio::test]
+async fn held_back_decisions_are_listed_up_to_a_cap_and_counted_exactly() {
+    let w = World::start(MONDAY_MORNING).await;
+    let policy = stuck_backlog(&w, 150, "{maxActionsPerRun: 10, maxActionsPerHour: 1000}");
     let report = w.run(&w.engine(), &policy).await;
     assert_eq!(
         outcomes(&report, "retry")
@@ -849,9 +856,60 @@ async fn held_back_decisions_are_listed_up_to_a_cap_and_counted_exactly() {
         .filter(|o| **o == "skipped_over_budget")
         .count();
     assert_eq!(listed, jobwarden::engine::MAX_LISTED_HELD_BACK);
-    assert_eq!(report.unlisted.over_budget, 40);
+    assert_eq!(
+        report
+            .unlisted
+            .count(ActionKind::Retry, OutcomeKind::SkippedOverBudget),
+        40
+    );
     assert_eq!(report.over_budget_total(), 140);
     assert_eq!(w.count(RETRY), 10);
+}
+
+/// A run that works through a backlog of thousands of jobs does not hold a record of each: the
+/// report lists the first 1,000 decisions that acted and counts the rest exactly, and the
+/// status counters count them all. A plan lists every decision.
+#[tokio::test]
+async fn a_backlog_run_lists_a_thousand_actions_and_counts_the_rest() {
+    let w = World::start(MONDAY_MORNING).await;
+    let policy = stuck_backlog(
+        &w,
+        1_030,
+        "{maxActionsPerRun: 5000, maxActionsPerHour: 5000}",
+    );
+    // The budget of requests out of the way: this test is about the report, not the pace.
+    let engine = w.engine_with(jobwarden::engine::EngineConfig {
+        requests_per_minute: 1_000_000,
+        destinations: jobwarden::gitlab::TokenDestinations::insecure_http_allowed(),
+        ..Default::default()
+    });
+    let plan = engine
+        .reconcile(
+            &policy,
+            &SecretString::from(TOKEN.to_owned()),
+            RunMode::ForceDryRun,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("plan");
+    assert_eq!(plan.actions.len(), 1_030, "a plan lists every decision");
+
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(w.count(RETRY), 1_030);
+    assert_eq!(report.actions.len(), jobwarden::engine::MAX_LISTED_ACTIONS);
+    assert_eq!(
+        report
+            .unlisted
+            .count(ActionKind::Retry, OutcomeKind::Succeeded),
+        30
+    );
+    assert_eq!(
+        report.count(ActionKind::Retry, OutcomeKind::Succeeded),
+        1_030
+    );
+    let counters =
+        jobwarden::source::kube::status::accumulate(&Default::default(), &report.tally());
+    assert_eq!(counters.retried, 1_030, "the status counts every retry");
 }
 
 /// A tag job whose artifacts expire in three weeks is not held in memory for three weeks: it

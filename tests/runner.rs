@@ -2,7 +2,7 @@
 //! not stop the others, a changed file is picked up, a Secret is read only from the policy's
 //! namespace, and the loop stops when asked.
 
-use jobwarden::engine::{Engine, EngineConfig, RunReport};
+use jobwarden::engine::{Engine, EngineConfig, OutcomeKind, RunReport};
 use jobwarden::gitlab::TokenDestinations;
 use jobwarden::metrics::Metrics;
 use jobwarden::runner::{RunnerConfig, run_policies};
@@ -134,17 +134,17 @@ async fn a_policy_directory_runs_reloads_and_stops() {
         shutdown.clone(),
     ));
 
-    let count = |policy: &str, outcome: &str| {
+    let count = |policy: &str, outcome: OutcomeKind| {
         reports
             .lock()
             .expect("lock")
             .iter()
             .filter(|r| r.policy.name == policy)
             .map(|r| r.count(jobwarden::crd::ActionKind::Cancel, outcome))
-            .sum::<usize>()
+            .sum::<u64>()
     };
     wait_until("a dry run of the valid policy", || {
-        count("cleanup", "dry_run") >= 1
+        count("cleanup", OutcomeKind::DryRun) >= 1
     })
     .await;
     assert_eq!(
@@ -180,7 +180,7 @@ async fn a_policy_directory_runs_reloads_and_stops() {
     )
     .expect("write");
     wait_until("the reloaded policy to cancel", || {
-        count("cleanup", "succeeded") == 1
+        count("cleanup", OutcomeKind::Succeeded) == 1
     })
     .await;
     assert_eq!(

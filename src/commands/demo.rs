@@ -4,7 +4,8 @@
 
 use super::output::{self, Summary};
 use super::{GitLabArgs, termination_signal};
-use crate::engine::{Engine, RunReport};
+use crate::crd::ActionKind;
+use crate::engine::{Engine, OutcomeKind, RunReport};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
 use crate::sim::{Clock, SimConfig, Simulator, WebhookConfig};
@@ -216,13 +217,12 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     println!("\nSummary");
     println!("{}", summary.table());
-    let kinds = ["retry", "cancel", "play", "keep_artifacts"];
-    let seen: Vec<String> = kinds
+    let seen: Vec<String> = ActionKind::ALL
         .iter()
         .map(|k| {
             format!(
                 "{k} {}",
-                if summary.total(k, "succeeded") > 0 {
+                if summary.total(*k, OutcomeKind::Succeeded) > 0 {
                     "yes"
                 } else {
                     "no"

@@ -1,6 +1,7 @@
 //! How runs are shown to people: one line per action, and summary tables.
 
-use crate::engine::{ActionRecord, Outcome, RunReport};
+use crate::crd::ActionKind;
+use crate::engine::{ActionRecord, OutcomeKind, RunReport, Tally};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use std::collections::BTreeMap;
 
@@ -29,33 +30,26 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// Counts of outcomes per (policy, action), accumulated over runs.
+/// Counts of outcomes per policy, accumulated over runs: every decision that is not a repeat of
+/// the previous run's (deferred ones are not shown).
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
-    counts: BTreeMap<(String, &'static str), BTreeMap<&'static str, u64>>,
+    counts: BTreeMap<String, Tally>,
 }
 
 impl Summary {
     pub fn add(&mut self, report: &RunReport) {
-        for record in &report.actions {
-            if record.repeat || matches!(record.outcome, Outcome::Deferred { .. }) {
-                continue;
-            }
-            *self
-                .counts
-                .entry((report.policy.to_string(), record.action.as_str()))
-                .or_default()
-                .entry(record.outcome.label())
-                .or_default() += 1;
-        }
+        self.counts
+            .entry(report.policy.to_string())
+            .or_default()
+            .merge(&report.tally());
     }
 
-    /// Total of one outcome for one action kind, across policies.
-    pub fn total(&self, action: &str, outcome: &str) -> u64 {
+    /// Decisions of one action kind with one outcome, across policies, repeats left out.
+    pub fn total(&self, action: ActionKind, outcome: OutcomeKind) -> u64 {
         self.counts
-            .iter()
-            .filter(|((_, a), _)| *a == action)
-            .filter_map(|(_, o)| o.get(outcome))
+            .values()
+            .map(|tally| tally.get(action, outcome, false))
             .sum()
     }
 
@@ -65,20 +59,30 @@ impl Summary {
 
     /// The table printed at the end of a demo or a run.
     pub fn table(&self) -> Table {
-        const OUTCOMES: [&str; 4] = ["succeeded", "failed", "skipped_over_budget", "dry_run"];
+        const OUTCOMES: [OutcomeKind; 4] = [
+            OutcomeKind::Succeeded,
+            OutcomeKind::Failed,
+            OutcomeKind::SkippedOverBudget,
+            OutcomeKind::DryRun,
+        ];
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
         let mut header = vec!["policy", "action"];
-        header.extend(OUTCOMES);
+        header.extend(OUTCOMES.map(OutcomeKind::as_str));
         table.set_header(header);
-        for ((policy, action), outcomes) in &self.counts {
-            let mut row = vec![policy.clone(), (*action).to_owned()];
-            row.extend(
-                OUTCOMES
+        for (policy, tally) in &self.counts {
+            for action in ActionKind::ALL {
+                let decided = OutcomeKind::ALL
                     .iter()
-                    .map(|o| outcomes.get(o).copied().unwrap_or(0).to_string()),
-            );
-            table.add_row(row);
+                    .filter(|o| **o != OutcomeKind::Deferred)
+                    .any(|o| tally.get(action, *o, false) > 0);
+                if !decided {
+                    continue;
+                }
+                let mut row = vec![policy.clone(), action.as_str().to_owned()];
+                row.extend(OUTCOMES.map(|outcome| tally.get(action, outcome, false).to_string()));
+                table.add_row(row);
+            }
         }
         table
     }

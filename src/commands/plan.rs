@@ -198,7 +198,7 @@ pub fn render_text(report: &RunReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::HeldBack;
+    use crate::engine::Tally;
     use crate::policy::PolicyKey;
 
     #[test]
@@ -211,7 +211,7 @@ mod tests {
             projects: 1234,
             jobs_seen: 56,
             actions: Vec::new(),
-            unlisted: HeldBack::default(),
+            unlisted: Tally::default(),
             failures: Vec::new(),
             deliveries_only: false,
         };

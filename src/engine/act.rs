@@ -38,18 +38,66 @@ pub enum Outcome {
     Deferred { not_before: Timestamp },
 }
 
+/// What kind of outcome an [`Outcome`] is, without its details: what counters count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutcomeKind {
+    Succeeded,
+    Noop,
+    Failed,
+    InDoubt,
+    SkippedOverBudget,
+    DryRun,
+    Deferred,
+}
+
+impl OutcomeKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [OutcomeKind; 7] = [
+        OutcomeKind::Succeeded,
+        OutcomeKind::Noop,
+        OutcomeKind::Failed,
+        OutcomeKind::InDoubt,
+        OutcomeKind::SkippedOverBudget,
+        OutcomeKind::DryRun,
+        OutcomeKind::Deferred,
+    ];
+
+    /// The stable label used in metrics and machine output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Succeeded => "succeeded",
+            OutcomeKind::Noop => "noop",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::InDoubt => "in_doubt",
+            OutcomeKind::SkippedOverBudget => "skipped_over_budget",
+            OutcomeKind::DryRun => "dry_run",
+            OutcomeKind::Deferred => "deferred",
+        }
+    }
+
+    /// A decision that did not act: waiting for a backoff or for the budget.
+    pub fn is_held_back(self) -> bool {
+        matches!(self, OutcomeKind::Deferred | OutcomeKind::SkippedOverBudget)
+    }
+}
+
 impl Outcome {
+    /// The kind of this outcome.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Succeeded { .. } => OutcomeKind::Succeeded,
+            Outcome::Noop { .. } => OutcomeKind::Noop,
+            Outcome::Failed { .. } => OutcomeKind::Failed,
+            Outcome::InDoubt { .. } => OutcomeKind::InDoubt,
+            Outcome::SkippedOverBudget => OutcomeKind::SkippedOverBudget,
+            Outcome::DryRun => OutcomeKind::DryRun,
+            Outcome::Deferred { .. } => OutcomeKind::Deferred,
+        }
+    }
+
     /// The stable label used in metrics and machine output.
     pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Succeeded { .. } => "succeeded",
-            Outcome::Noop { .. } => "noop",
-            Outcome::Failed { .. } => "failed",
-            Outcome::InDoubt { .. } => "in_doubt",
-            Outcome::SkippedOverBudget => "skipped_over_budget",
-            Outcome::DryRun => "dry_run",
-            Outcome::Deferred { .. } => "deferred",
-        }
+        self.kind().as_str()
     }
 
     /// True when a GitLab call was made (it counts against budgets).

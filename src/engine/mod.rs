@@ -9,11 +9,11 @@ pub mod observe;
 pub mod reconcile;
 pub mod shard;
 
-pub use act::Outcome;
+pub use act::{Outcome, OutcomeKind};
 pub use ledger::{Ledger, LedgerError};
 pub use reconcile::{
     ActionRecord, Clock, DEFAULT_GROUP_REFRESH_INTERVAL, Engine, EngineConfig, FailedTarget,
-    HeldBack, JobEvent, MAX_LISTED_HELD_BACK, ProjectFailure, ReconcileError, RunMode, RunReport,
-    system_clock,
+    JobEvent, MAX_LISTED_ACTIONS, MAX_LISTED_HELD_BACK, ProjectFailure, ReconcileError, RunMode,
+    RunReport, Tally, system_clock,
 };
 pub use shard::{Shard, ShardError};

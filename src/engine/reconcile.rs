@@ -1,6 +1,6 @@
 //! One policy run: observe → gather facts → decide → act → report.
 
-use super::act::{self, Outcome};
+use super::act::{self, Outcome, OutcomeKind};
 use super::groups::GroupMemberships;
 use super::inbox::Inbox;
 use super::ledger::{Ledger, SentBy, Unsettled};
@@ -241,11 +241,12 @@ pub struct RunReport {
     /// Jobs tracked over the projects observed: unfinished jobs and finished ones a rule may act on.
     pub jobs_seen: usize,
     /// What was done, and the decisions held back (deferred, over budget): the first
-    /// [`MAX_LISTED_HELD_BACK`] of those, so a policy with thousands of jobs waiting for its
-    /// budget does not build thousands of records every run.
+    /// [`MAX_LISTED_ACTIONS`] that acted and the first [`MAX_LISTED_HELD_BACK`] held back (all
+    /// of them in a plan), so a run that retries a backlog of 90,000 jobs, or has as many
+    /// waiting for its budget, does not hold 90,000 records. Each was logged as it happened.
     pub actions: Vec<ActionRecord>,
-    /// Held-back decisions beyond those listed in `actions`, counted.
-    pub unlisted: HeldBack,
+    /// The decisions beyond those listed in `actions`, counted.
+    pub unlisted: Tally,
     pub failures: Vec<ProjectFailure>,
     /// A pass on Job Hook deliveries between two runs
     /// ([`Engine::reconcile_delivered`]): only the projects with deliveries waiting were looked
@@ -253,47 +254,102 @@ pub struct RunReport {
     pub deliveries_only: bool,
 }
 
-/// Decisions that did not act in a run, counted.
+/// Decisions counted by action, outcome and whether they repeat the previous run's (see
+/// [`ActionRecord::repeat`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HeldBack {
-    /// Waiting for a retry backoff.
-    pub deferred: usize,
-    /// Skipped because a limit was reached.
-    pub over_budget: usize,
+pub struct Tally {
+    counts: [[[u64; 2]; OutcomeKind::ALL.len()]; ActionKind::ALL.len()],
+}
+
+impl Tally {
+    /// Counts one decision.
+    pub fn add(&mut self, record: &ActionRecord) {
+        let count = &mut self.counts[record.action as usize][record.outcome.kind() as usize]
+            [usize::from(record.repeat)];
+        *count = count.saturating_add(1);
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: &Tally) {
+        for action in ActionKind::ALL {
+            for outcome in OutcomeKind::ALL {
+                for repeat in [false, true] {
+                    let count =
+                        &mut self.counts[action as usize][outcome as usize][usize::from(repeat)];
+                    *count = count.saturating_add(other.get(action, outcome, repeat));
+                }
+            }
+        }
+    }
+
+    /// The decisions of this action and outcome that repeat the previous run's (`repeat`), or
+    /// not.
+    pub fn get(&self, action: ActionKind, outcome: OutcomeKind, repeat: bool) -> u64 {
+        self.counts[action as usize][outcome as usize][usize::from(repeat)]
+    }
+
+    /// The decisions of this action and outcome, repeats included.
+    pub fn count(&self, action: ActionKind, outcome: OutcomeKind) -> u64 {
+        self.get(action, outcome, false) + self.get(action, outcome, true)
+    }
+
+    /// The decisions with this outcome, over every action, repeats included.
+    pub fn outcome_total(&self, outcome: OutcomeKind) -> u64 {
+        ActionKind::ALL
+            .iter()
+            .map(|action| self.count(*action, outcome))
+            .sum()
+    }
+}
+
+/// How many decisions a run lists in its report; the others are counted ([`RunReport::unlisted`]).
+#[derive(Debug, Clone, Copy)]
+struct Listing {
+    acted: usize,
+    held_back: usize,
+    /// At most this many that acted ([`MAX_LISTED_ACTIONS`], or every one in a plan).
+    acted_limit: usize,
 }
 
 /// At most this many held-back decisions are listed in a run report.
 pub const MAX_LISTED_HELD_BACK: usize = 100;
 
+/// At most this many decisions that acted (or, dry-run, would have) are listed in a run report
+/// (a plan lists them all).
+pub const MAX_LISTED_ACTIONS: usize = 1_000;
+
 impl RunReport {
+    /// Every decision of the run, listed or not.
+    pub fn tally(&self) -> Tally {
+        let mut tally = self.unlisted;
+        for record in &self.actions {
+            tally.add(record);
+        }
+        tally
+    }
+
     /// Every decision skipped over budget in this run, listed or not.
-    pub fn over_budget_total(&self) -> usize {
-        self.count_outcome(|o| matches!(o, Outcome::SkippedOverBudget)) + self.unlisted.over_budget
+    pub fn over_budget_total(&self) -> u64 {
+        self.tally().outcome_total(OutcomeKind::SkippedOverBudget)
     }
 
     /// Every decision deferred (retry backoff) in this run, listed or not.
-    pub fn deferred_total(&self) -> usize {
-        self.count_outcome(|o| matches!(o, Outcome::Deferred { .. })) + self.unlisted.deferred
+    pub fn deferred_total(&self) -> u64 {
+        self.tally().outcome_total(OutcomeKind::Deferred)
     }
 
-    fn count_outcome(&self, which: impl Fn(&Outcome) -> bool) -> usize {
-        self.actions.iter().filter(|a| which(&a.outcome)).count()
-    }
-
-    /// Adds one decision: listed, or, once [`MAX_LISTED_HELD_BACK`] held-back ones are, counted.
-    fn add(&mut self, record: ActionRecord, listed_held_back: &mut usize) {
-        let held_back = match record.outcome {
-            Outcome::Deferred { .. } => Some(&mut self.unlisted.deferred),
-            Outcome::SkippedOverBudget => Some(&mut self.unlisted.over_budget),
-            _ => None,
+    /// Adds one decision: listed while the listing has room for its kind, counted after.
+    fn add(&mut self, record: ActionRecord, listing: &mut Listing) {
+        let (listed, limit) = if record.outcome.kind().is_held_back() {
+            (&mut listing.held_back, MAX_LISTED_HELD_BACK)
+        } else {
+            (&mut listing.acted, listing.acted_limit)
         };
-        match held_back {
-            Some(count) if *listed_held_back >= MAX_LISTED_HELD_BACK => *count += 1,
-            Some(_) => {
-                *listed_held_back += 1;
-                self.actions.push(record);
-            }
-            None => self.actions.push(record),
+        if *listed < limit {
+            *listed += 1;
+            self.actions.push(record);
+        } else {
+            self.unlisted.add(&record);
         }
     }
 
@@ -306,24 +362,27 @@ impl RunReport {
         } else {
             "reconciled"
         };
+        let tally = self.tally();
+        let acted: u64 = OutcomeKind::ALL
+            .iter()
+            .filter(|kind| !kind.is_held_back())
+            .map(|kind| tally.outcome_total(*kind))
+            .sum();
         tracing::info!(
             policy = %self.policy,
             projects = self.projects,
             jobs = self.jobs_seen,
-            actions = self.actions.len() - self.count_outcome(|o| matches!(o, Outcome::Deferred { .. } | Outcome::SkippedOverBudget)),
-            deferred = self.deferred_total(),
-            over_budget = self.over_budget_total(),
+            actions = acted,
+            deferred = tally.outcome_total(OutcomeKind::Deferred),
+            over_budget = tally.outcome_total(OutcomeKind::SkippedOverBudget),
             failures = self.failures.len(),
             "{what}"
         );
     }
 
-    /// Count of records of this action with this outcome label.
-    pub fn count(&self, action: ActionKind, outcome: &str) -> usize {
-        self.actions
-            .iter()
-            .filter(|a| a.action == action && a.outcome.label() == outcome)
-            .count()
+    /// Decisions of this action with this outcome, listed or not, repeats included.
+    pub fn count(&self, action: ActionKind, outcome: OutcomeKind) -> u64 {
+        self.tally().count(action, outcome)
     }
 }
 
@@ -755,7 +814,7 @@ impl Engine {
             projects: 0,
             jobs_seen: 0,
             actions: Vec::new(),
-            unlisted: HeldBack::default(),
+            unlisted: Tally::default(),
             failures: Vec::new(),
             deliveries_only: scope == Scope::Delivered,
         };
@@ -836,7 +895,14 @@ impl Engine {
         });
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
-        let mut listed_held_back = 0;
+        let mut listing = Listing {
+            acted: 0,
+            held_back: 0,
+            acted_limit: match mode {
+                RunMode::ForceDryRun => usize::MAX,
+                RunMode::Normal => MAX_LISTED_ACTIONS,
+            },
+        };
         loop {
             while running.len() < concurrency && !stop.is_cancelled() {
                 let Some(target) = queue.next() else { break };
@@ -857,7 +923,7 @@ impl Engine {
             }
             report.jobs_seen += project_run.jobs_seen;
             for record in project_run.actions {
-                report.add(record, &mut listed_held_back);
+                report.add(record, &mut listing);
             }
             report.failures.extend(project_run.fact_failures);
         }

@@ -15,7 +15,7 @@ use crate::crd::{
     ActionCounters, ActionKind, ActionOutcome, ActionRecord as StatusAction, JobPolicyStatus,
     MAX_RECENT_ACTIONS, kube_time,
 };
-use crate::engine::{ActionRecord, FailedTarget, Outcome, RunReport};
+use crate::engine::{ActionRecord, FailedTarget, Outcome, OutcomeKind, RunReport, Tally};
 use crate::policy::SpecErrors;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -108,13 +108,7 @@ pub fn reconciled(
         )],
         last_sync_time: Some(kube_time(report.time)),
         projects: Some(u64::try_from(report.projects).unwrap_or(u64::MAX)),
-        counters: {
-            let mut counters = accumulate(&previous.counters, &report.actions);
-            counters.skipped_over_budget = counters
-                .skipped_over_budget
-                .saturating_add(report.unlisted.over_budget as u64);
-            counters
-        },
+        counters: accumulate(&previous.counters, &report.tally()),
         recent_actions: merge_recent(&report.actions, &previous.recent_actions),
         shards: Default::default(),
     }
@@ -125,7 +119,7 @@ pub fn reconciled(
 pub fn with_actions(previous: Option<&JobPolicyStatus>, report: &RunReport) -> JobPolicyStatus {
     let previous = previous.cloned().unwrap_or_default();
     JobPolicyStatus {
-        counters: accumulate(&previous.counters, &report.actions),
+        counters: accumulate(&previous.counters, &report.tally()),
         recent_actions: merge_recent(&report.actions, &previous.recent_actions),
         ..previous
     }
@@ -222,28 +216,20 @@ pub fn not_due_for(
 
 /// Counters after a run: `previous` plus this run's succeeded actions per kind and decisions
 /// skipped over budget. Saturates instead of overflowing.
-pub fn accumulate(previous: &ActionCounters, actions: &[ActionRecord]) -> ActionCounters {
+pub fn accumulate(previous: &ActionCounters, tally: &Tally) -> ActionCounters {
     let mut counters = previous.clone();
-    for record in actions.iter().filter(|r| !r.repeat) {
-        match &record.outcome {
-            Outcome::Succeeded { .. } => {
-                let counter = match record.action {
-                    ActionKind::Retry => &mut counters.retried,
-                    ActionKind::Cancel => &mut counters.canceled,
-                    ActionKind::Play => &mut counters.played,
-                    ActionKind::KeepArtifacts => &mut counters.artifacts_kept,
-                };
-                *counter = counter.saturating_add(1);
-            }
-            Outcome::SkippedOverBudget => {
-                counters.skipped_over_budget = counters.skipped_over_budget.saturating_add(1);
-            }
-            Outcome::Noop { .. }
-            | Outcome::Failed { .. }
-            | Outcome::InDoubt { .. }
-            | Outcome::DryRun
-            | Outcome::Deferred { .. } => {}
-        }
+    let new = |action, outcome| tally.get(action, outcome, false);
+    for action in ActionKind::ALL {
+        let counter = match action {
+            ActionKind::Retry => &mut counters.retried,
+            ActionKind::Cancel => &mut counters.canceled,
+            ActionKind::Play => &mut counters.played,
+            ActionKind::KeepArtifacts => &mut counters.artifacts_kept,
+        };
+        *counter = counter.saturating_add(new(action, OutcomeKind::Succeeded));
+        counters.skipped_over_budget = counters
+            .skipped_over_budget
+            .saturating_add(new(action, OutcomeKind::SkippedOverBudget));
     }
     counters
 }

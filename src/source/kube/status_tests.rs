@@ -131,7 +131,9 @@ fn counters_saturate_instead_of_overflowing() {
         ..ActionCounters::default()
     };
     let now = ts(T0);
-    let counters = accumulate(&previous, &[record(1, ActionKind::Retry, succeeded(), now)]);
+    let mut tally = Tally::default();
+    tally.add(&record(1, ActionKind::Retry, succeeded(), now));
+    let counters = accumulate(&previous, &tally);
     assert_eq!(counters.retried, u64::MAX);
 }
 
