@@ -73,6 +73,11 @@ pub struct ClientConfig {
     /// The most pages one listing fetches before it stops with a
     /// [`GitLabError::Pagination`] (a guard against a server whose pages never end).
     pub max_pages: u32,
+    /// A connection pool to share with other clients of the same instance (it must have been
+    /// built for the same `ca_bundle` and `timeout`: see [`GitLabClient::connections`]);
+    /// `None` builds a pool of its own. Policies of one instance then share a few connections
+    /// instead of each keeping its own.
+    pub connections: Option<reqwest::Client>,
 }
 
 impl ClientConfig {
@@ -102,6 +107,7 @@ impl ClientConfig {
             retry_backoff: Backoff::default(),
             max_body_bytes: ClientConfig::DEFAULT_MAX_BODY_BYTES,
             max_pages: ClientConfig::DEFAULT_MAX_PAGES,
+            connections: None,
         }
     }
 }
@@ -236,6 +242,38 @@ enum Deadline {
     PerRead,
 }
 
+/// The HTTP client (connection pool) of a [`GitLabClient`]: its timeouts, no redirects, and the
+/// extra CA certificates of `ca_bundle`.
+fn http_client(
+    timeout: Duration,
+    ca_bundle: Option<&std::path::Path>,
+) -> Result<reqwest::Client, GitLabError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("jobwarden/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_bundle {
+        let pem = std::fs::read(path).map_err(|e| {
+            GitLabError::Config(format!("cannot read CA bundle {}: {e}", path.display()))
+        })?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            GitLabError::Config(format!("invalid CA bundle {}: {e}", path.display()))
+        })?;
+        if certificates.is_empty() {
+            return Err(GitLabError::Config(format!(
+                "the CA bundle {} contains no certificate",
+                path.display()
+            )));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| GitLabError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
 impl GitLabClient {
     /// Builds a client. Fails on an unusable base URL, an unreadable or empty CA bundle, a
     /// credential that cannot be sent in a header, or zero timeout/budget.
@@ -260,30 +298,10 @@ impl GitLabClient {
         let root = api_base.path().trim_end_matches('/').to_owned();
         api_base.set_path(&format!("{root}/api/v4"));
 
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("jobwarden/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.ca_bundle {
-            let pem = std::fs::read(path).map_err(|e| {
-                GitLabError::Config(format!("cannot read CA bundle {}: {e}", path.display()))
-            })?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                GitLabError::Config(format!("invalid CA bundle {}: {e}", path.display()))
-            })?;
-            if certificates.is_empty() {
-                return Err(GitLabError::Config(format!(
-                    "the CA bundle {} contains no certificate",
-                    path.display()
-                )));
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| GitLabError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = match config.connections {
+            Some(pool) => pool,
+            None => http_client(config.timeout, config.ca_bundle.as_deref())?,
+        };
         let auth = config
             .credential
             .as_ref()
@@ -309,6 +327,12 @@ impl GitLabClient {
                 max_pages: config.max_pages.max(1),
             }),
         })
+    }
+
+    /// The client's connection pool, to share with other clients of the same instance, CA
+    /// bundle and timeout ([`ClientConfig::connections`]).
+    pub fn connections(&self) -> reqwest::Client {
+        self.inner.http.clone()
     }
 
     /// The instance URL the client was built with.
