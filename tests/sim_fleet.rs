@@ -308,6 +308,52 @@ async fn the_request_log_records_templates_and_statuses() {
     sim.stop().await;
 }
 
+/// Clients sharing one token (replicas of one controller) are told apart by their address:
+/// each of two connections is logged with its own local `ip:port`, in the log and on
+/// `GET /-/sim/requests`.
+#[tokio::test]
+async fn the_request_log_records_each_clients_address() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = start(config(1)).await;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(sim.handle.local_addr())
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET /api/v4/projects/1/jobs HTTP/1.1\r\nHost: x\r\nPRIVATE-TOKEN: {TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("read");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        clients.push(stream.local_addr().expect("local address").to_string());
+    }
+    assert_ne!(clients[0], clients[1]);
+    let logged: Vec<String> = sim
+        .control
+        .request_log()
+        .into_iter()
+        .map(|r| r.client)
+        .collect();
+    assert_eq!(logged, clients);
+    let wire: Value = sim
+        .client
+        .get(sim.url("/-/sim/requests"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(wire[1]["client"], clients[1].as_str());
+    sim.stop().await;
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn the_simulate_command_prints_its_address_and_stops_on_sigterm() {

@@ -128,7 +128,7 @@
 //!
 //! | Route | Does |
 //! |---|---|
-//! | `GET /-/sim/requests` | the request log, oldest first (the newest 100,000): `[{"method","endpoint","path","query","status","at"}]` (`status` 0 = dropped; `at`: when it was received, in milliseconds since the epoch on the simulated clock, like the jobs' timestamps) |
+//! | `GET /-/sim/requests` | the request log, oldest first (the newest 100,000): `[{"method","endpoint","path","query","client","status","at"}]` (`client`: the caller's `ip:port`; `status` 0 = dropped; `at`: when it was received, in milliseconds since the epoch on the simulated clock, like the jobs' timestamps) |
 //! | `GET /-/sim/counters` | `{"GET /projects/:id/jobs": 3, …}` |
 //! | `POST /-/sim/reset` | clears log, counters and rate-limit counts → 204 (hooks and their counters stay) |
 //! | `GET /-/sim/now` | `{"now": "2026-11-23T10:00:00.000Z"}` |

@@ -16,6 +16,11 @@ pub struct LoggedRequest {
     pub path: String,
     /// The raw query string (empty if none).
     pub query: String,
+    /// The client's address as the simulator's socket saw it (`127.0.0.1:54321`): tells apart
+    /// clients that share a token (several replicas of one controller), as GitLab's
+    /// `remote_ip` in its API log does, with the port because on loopback every client has
+    /// the same IP.
+    pub client: String,
     /// The status answered; 0 when the connection was dropped without an answer.
     pub status: u16,
     /// When the simulator received the request: milliseconds since the Unix epoch on the
@@ -83,6 +88,7 @@ mod tests {
                 endpoint: "/projects/:id/jobs",
                 path: "/api/v4/projects/1/jobs".into(),
                 query: String::new(),
+                client: "127.0.0.1:40000".into(),
                 status,
                 at: 1_795_428_000_000,
                 applied_late: false,

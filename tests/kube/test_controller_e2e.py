@@ -131,6 +131,12 @@ class Process:
     def running(self) -> bool:
         return self.popen.poll() is None
 
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (release a Lease, close sockets)."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=SHUTDOWN_TIMEOUT)
+
     def stop(self) -> int:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -168,11 +174,20 @@ class Gitlab:
         return [r["path"] for r in requests.get(f"{self.url}/-/sim/requests", timeout=REQUEST_TIMEOUT).json()]
 
 
-@pytest.fixture(scope="module")
-def gitlab(binary: pathlib.Path, workdir: pathlib.Path) -> Iterator[Gitlab]:
+def sim(gitlab: Gitlab, method: str, path: str, body: Any = None) -> Any:
+    """A call to the simulator's admin API (``/-/sim/...``)."""
+    response = requests.request(method, f"{gitlab.url}/-/sim/{path}", json=body, timeout=REQUEST_TIMEOUT)
+    assert response.ok, f"{method} /-/sim/{path}: {response.status_code} {response.text}"
+    return response.json() if response.content else None
+
+
+@contextlib.contextmanager
+def simulator(binary: pathlib.Path, workdir: pathlib.Path, extra_args: Sequence[str] = ()) -> Iterator[Gitlab]:
+    """``jobwarden simulate`` on a free loopback port with the module's token (plus
+    ``extra_args``), stopped on exit."""
     process = Process.start(
         "simulator",
-        [str(binary), "simulate", "--listen", "127.0.0.1:0", "--token", TOKEN, "--projects", "3", "--seed", "7"],
+        [str(binary), "simulate", "--listen", "127.0.0.1:0", "--token", TOKEN, *extra_args],
         workdir,
     )
     try:
@@ -182,6 +197,12 @@ def gitlab(binary: pathlib.Path, workdir: pathlib.Path) -> Iterator[Gitlab]:
         yield Gitlab(match[1])
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def gitlab(binary: pathlib.Path, workdir: pathlib.Path) -> Iterator[Gitlab]:
+    with simulator(binary, workdir, ["--projects", "3", "--seed", "7"]) as started:
+        yield started
 
 
 @dataclasses.dataclass
@@ -314,9 +335,11 @@ def start_controller(
     identity: str,
     extra_args: Sequence[str] = (),
     extra_env: Mapping[str, str] | None = None,
+    on_start: Callable[[Process], None] | None = None,
 ) -> tuple[Process, str]:
     """``jobwarden run --namespace ci`` against the emulator (plus ``extra_args``, with
-    ``extra_env`` added to its environment); returns it and its metrics URL."""
+    ``extra_env`` added to its environment); returns it and its metrics URL. ``on_start`` is
+    called with the process as soon as it is started, before it serves."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBWARDEN_", "POD_", "GITLAB_"))}
     env.update({"KUBECONFIG": str(kube.kubeconfig), "RUST_LOG": "info", "JOBWARDEN_LOG_FORMAT": "json"})
     env.update(extra_env or {})
@@ -335,6 +358,8 @@ def start_controller(
         workdir,
         env,
     )
+    if on_start is not None:
+        on_start(process)
 
     def metrics_address() -> str | None:
         if not process.running():
@@ -401,12 +426,12 @@ def wait_for_actions(kube: Kube, name: str) -> dict[str, Any]:
     return wait_for(f"{name} to report actions", probe)
 
 
-def wait_for_holder(kube: Kube, identity: str) -> dict[str, Any]:
+def wait_for_holder(kube: Kube, identity: str, lease_name: str = "jobwarden", timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        lease = kube.lease()
+        lease = kube.lease(lease_name)
         return lease if lease and lease["spec"].get("holderIdentity") == identity else None
 
-    return wait_for(f"the Lease to be held by {identity}", probe)
+    return wait_for(f"the Lease {lease_name} to be held by {identity}", probe, timeout)
 
 
 # --------------------------------------------------------------------------- tests

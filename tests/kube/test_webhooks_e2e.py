@@ -43,6 +43,7 @@ from test_controller_e2e import (  # noqa: F401  (fixtures are used by name)
     kube,
     ready_condition,
     secret,
+    sim,
     start_controller,
     wait_for,
     wait_for_holder,
@@ -67,13 +68,6 @@ RETRY_RULES: Final = [
 
 
 # --------------------------------------------------------------------------- the simulator
-
-
-def sim(gitlab: Gitlab, method: str, path: str, body: Any = None) -> Any:
-    """A call to the simulator's admin API (``/-/sim/...``)."""
-    response = requests.request(method, f"{gitlab.url}/-/sim/{path}", json=body, timeout=REQUEST_TIMEOUT)
-    assert response.ok, f"{method} /-/sim/{path}: {response.status_code} {response.text}"
-    return response.json() if response.content else None
 
 
 def retry_requests(gitlab: Gitlab, project: int, job: int) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ pub(crate) async fn serve(
         endpoint,
         path,
         query,
+        client: conn.peer.to_string(),
         status: 0,
         at: shared.now().0,
         applied_late: false,
