@@ -201,6 +201,15 @@ async fn the_admin_endpoint_drives_scenarios_over_http() {
             .expect("request"),
     )
     .await;
+    let mut log = log;
+    let client = log[0]
+        .as_object_mut()
+        .and_then(|entry| entry.remove("client"))
+        .expect("the client's address is logged");
+    assert!(
+        client.as_str().is_some_and(|c| c.starts_with("127.0.0.1:")),
+        "{client}"
+    );
     assert_eq!(
         log,
         json!([{"method": "GET", "endpoint": "/job", "path": "/api/v4/job", "query": "", "status": 200,
