@@ -8,22 +8,20 @@ use jobwarden::gitlab::{
     ClientConfig, Credential, GitLabClient, GitLabError, GroupProjectsQuery, GroupRef, Project,
     ProjectOrder, SortDirection,
 };
-use jobwarden::sim::{
-    Clock, FleetConfig, LoggedRequest, SimConfig, SimControl, SimHandle, Simulator, project_group,
-};
+use jobwarden::sim::{LoggedRequest, SimConfig, SimControl, SimHandle, project_group};
 use std::time::Duration;
 
-const TOKEN: &str = "glpat-client-groups-token";
+mod sim_support;
+
+use sim_support::TOKEN;
+
 const SEED: u64 = 7;
 
 /// A frozen fleet of `projects` projects on a manual clock.
 fn fleet(projects: u32) -> SimConfig {
     SimConfig {
-        projects,
         seed: SEED,
-        clock: Clock::manual("2026-11-23T10:00:00Z".parse().expect("a timestamp")),
-        fleet: FleetConfig::frozen(),
-        ..SimConfig::new(TOKEN)
+        ..sim_support::config(projects)
     }
 }
 
@@ -34,11 +32,13 @@ struct Lab {
 
 impl Lab {
     async fn start(config: SimConfig) -> Lab {
-        let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("loopback"))
-            .await
-            .expect("the simulator starts");
-        let control = sim.control();
-        Lab { sim, control }
+        let sim_support::Sim {
+            handle, control, ..
+        } = sim_support::start(config).await;
+        Lab {
+            sim: handle,
+            control,
+        }
     }
 
     fn client(&self) -> GitLabClient {

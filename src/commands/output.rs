@@ -87,3 +87,58 @@ impl Summary {
         table
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Outcome, Tally};
+    use crate::gitlab::models::ProjectRef;
+    use crate::policy::PolicyKey;
+
+    fn report(policy: &str, outcomes: &[(ActionKind, Outcome, bool)]) -> RunReport {
+        let record = |(action, outcome, repeat): &(ActionKind, Outcome, bool)| ActionRecord {
+            time: jiff::Timestamp::UNIX_EPOCH,
+            project: ProjectRef::Id(1),
+            job_id: 7,
+            job_name: "rspec".into(),
+            rule: "retry-stuck".into(),
+            action: *action,
+            reason: String::new(),
+            outcome: outcome.clone(),
+            repeat: *repeat,
+        };
+        RunReport {
+            policy: PolicyKey::new("ci", policy),
+            time: jiff::Timestamp::UNIX_EPOCH,
+            dry_run: false,
+            suspended: false,
+            projects: 1,
+            jobs_seen: 1,
+            actions: outcomes.iter().map(record).collect(),
+            unlisted: Tally::default(),
+            failures: Vec::new(),
+            deliveries_only: false,
+        }
+    }
+
+    #[test]
+    fn the_summary_adds_runs_and_policies_and_leaves_repeats_out() {
+        let retried = (
+            ActionKind::Retry,
+            Outcome::Succeeded { new_job_id: None },
+            false,
+        );
+        let over_budget = (ActionKind::Cancel, Outcome::SkippedOverBudget, false);
+        let repeated = (ActionKind::Cancel, Outcome::SkippedOverBudget, true);
+        let mut summary = Summary::default();
+        summary.add(&report("a", &[retried.clone(), over_budget.clone()]));
+        summary.add(&report("a", &[retried.clone(), repeated]));
+        summary.add(&report("b", &[retried]));
+        assert_eq!(summary.total(ActionKind::Retry, OutcomeKind::Succeeded), 3);
+        assert_eq!(
+            summary.total(ActionKind::Cancel, OutcomeKind::SkippedOverBudget),
+            1
+        );
+        assert_eq!(summary.total(ActionKind::Play, OutcomeKind::Succeeded), 0);
+    }
+}

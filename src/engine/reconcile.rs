@@ -271,14 +271,9 @@ impl Tally {
 
     /// Adds every count of `other`.
     pub fn merge(&mut self, other: &Tally) {
-        for action in ActionKind::ALL {
-            for outcome in OutcomeKind::ALL {
-                for repeat in [false, true] {
-                    let count =
-                        &mut self.counts[action as usize][outcome as usize][usize::from(repeat)];
-                    *count = count.saturating_add(other.get(action, outcome, repeat));
-                }
-            }
+        let theirs = other.counts.iter().flatten().flatten();
+        for (mine, theirs) in self.counts.iter_mut().flatten().flatten().zip(theirs) {
+            *mine = mine.saturating_add(*theirs);
         }
     }
 

@@ -4,6 +4,7 @@
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, Name, Stamp};
 use jiff::Timestamp;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 /// What the engine knows about one project of the policy, borrowed for one decision.
@@ -117,40 +118,30 @@ impl ProjectJobs {
             .entry((job.tag, job.git_ref.clone(), job.name.clone()))
             .or_insert(job.pipeline_id);
         *pipeline = (*pipeline).max(job.pipeline_id);
-        // A new attempt of a name whose entries were dropped: the job was retried.
-        let dropped_before = !self
-            .attempts
-            .contains_key(&(job.pipeline_id, job.name.clone()))
-            && self
-                .forgotten
-                .get(&job.pipeline_id)
-                .is_some_and(|f| f.contains(&job.name));
-        if dropped_before {
-            let retried = self
-                .retried_at
-                .entry(job.pipeline_id)
-                .or_insert(job.created_at);
-            *retried = (*retried).max(job.created_at);
-        }
-        let attempts = self
-            .attempts
-            .entry((job.pipeline_id, job.name.clone()))
-            .or_insert(Attempts {
+        let attempts = match self.attempts.entry((job.pipeline_id, job.name.clone())) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(Attempts {
                 newest: job.id,
                 oldest: job.id,
                 newest_created: job.created_at,
                 seen: 0,
-                incomplete: dropped_before,
+                // A new attempt of a name whose entries were dropped: the job was retried, and
+                // its earlier attempts are not counted here.
+                incomplete: self
+                    .forgotten
+                    .get(&job.pipeline_id)
+                    .is_some_and(|f| f.contains(&job.name)),
                 pipeline_created: job
                     .pipeline_created_at
                     .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
-            });
+            }),
+        };
         if job.id > attempts.newest {
             attempts.newest = job.id;
             attempts.newest_created = job.created_at;
         }
         attempts.oldest = attempts.oldest.min(job.id);
-        if attempts.oldest < attempts.newest {
+        if attempts.oldest < attempts.newest || attempts.incomplete {
             let retried = self
                 .retried_at
                 .entry(job.pipeline_id)
