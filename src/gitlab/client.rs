@@ -244,6 +244,12 @@ enum Deadline {
 
 /// The HTTP client (connection pool) of a [`GitLabClient`]: its timeouts, no redirects, and the
 /// extra CA certificates of `ca_bundle`.
+/// Idle connections kept open per instance. Each holds a read buffer that grows to the largest
+/// answer it carried (a page of 100 jobs is about 300 KB): at 5,000 projects about 30 idle
+/// connections held 11 MB. Syncs run 8 at a time per instance
+/// ([`EngineConfig::observe_concurrency`](crate::engine::EngineConfig)), so 8 stay warm.
+const IDLE_CONNECTIONS_PER_INSTANCE: usize = 8;
+
 fn http_client(
     timeout: Duration,
     ca_bundle: Option<&std::path::Path>,
@@ -251,6 +257,7 @@ fn http_client(
     let mut builder = reqwest::Client::builder()
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_INSTANCE)
         .user_agent(concat!("jobwarden/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_bundle {
         let pem = std::fs::read(path).map_err(|e| {
