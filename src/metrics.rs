@@ -1,5 +1,7 @@
 //! Prometheus metrics: one registry, every metric registered in one place, typed recording
 //! methods for the engine and an implementation of the GitLab client's [`RequestObserver`].
+//! The four per-project families, the only ones that grow with the fleet, are kept compactly
+//! beside the registry ([`projects`]) and rendered after it.
 //!
 //! Every metric is named `jobwarden_<name>`. Labels are low-cardinality by construction: a label
 //! takes a project (as configured in a policy), a stage, a policy, a rule, an action, an outcome,
@@ -15,17 +17,19 @@
 //! of [`RECONCILE_BUCKETS`] per policy).
 
 pub mod accounting;
+mod projects;
 
 pub use accounting::{JobAccounting, JobEvents};
+
+use projects::ProjectSeries;
 
 use crate::gitlab::telemetry::RequestObserver;
 use crate::sync::lock;
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -117,10 +121,6 @@ const MAX_TOKEN_LEN: usize = 64;
 /// [`RequestObserver`]) and the HTTP server. All methods take `&self` and never block for long.
 pub struct Metrics {
     registry: Registry,
-    job_queued_duration: HistogramVec,
-    job_failures: IntCounterVec,
-    jobs: IntGaugeVec,
-    job_pending_age: GaugeVec,
     actions: IntCounterVec,
     gitlab_requests: IntCounterVec,
     gitlab_request_duration: HistogramVec,
@@ -130,8 +130,9 @@ pub struct Metrics {
     policies: IntGaugeVec,
     webhook_deliveries: IntCounterVec,
     webhook_action_latency: Histogram,
-    /// Statuses ever reported per project, so a status that drops out is set back to zero.
-    job_statuses_by_project: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// The series per project (`jobs`, `job_pending_age_seconds`, `job_queued_duration_seconds`,
+    /// `job_failures_total`), kept outside the registry: see [`projects`].
+    projects: ProjectSeries,
     /// Policy states ever reported (the four known ones from the start).
     policy_states: Mutex<BTreeSet<String>>,
 }
@@ -163,34 +164,6 @@ impl Metrics {
     fn build() -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)?;
 
-        let job_queued_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "job_queued_duration_seconds",
-                "Time a job waited for a runner (GitLab's queued_duration), observed once per \
-                 job that started after jobwarden began observing.",
-            )
-            .buckets(QUEUED_DURATION_BUCKETS.to_vec()),
-            &["project", "stage"],
-        )?;
-        let job_failures = IntCounterVec::new(
-            Opts::new(
-                "job_failures_total",
-                "Failed jobs, counted once per job that finished after jobwarden began \
-                 observing, by GitLab failure_reason.",
-            ),
-            &["project", "stage", "failure_reason"],
-        )?;
-        let jobs = IntGaugeVec::new(
-            Opts::new("jobs", "Jobs currently seen per project and status."),
-            &["project", "status"],
-        )?;
-        let job_pending_age = GaugeVec::new(
-            Opts::new(
-                "job_pending_age_seconds",
-                "Age of the oldest job still waiting for a runner (0 when none is waiting).",
-            ),
-            &["project"],
-        )?;
         let actions = IntCounterVec::new(
             Opts::new(
                 "actions_total",
@@ -268,10 +241,6 @@ impl Metrics {
             &["version"],
         )?;
 
-        registry.register(Box::new(job_queued_duration.clone()))?;
-        registry.register(Box::new(job_failures.clone()))?;
-        registry.register(Box::new(jobs.clone()))?;
-        registry.register(Box::new(job_pending_age.clone()))?;
         registry.register(Box::new(actions.clone()))?;
         registry.register(Box::new(gitlab_requests.clone()))?;
         registry.register(Box::new(gitlab_request_duration.clone()))?;
@@ -292,10 +261,6 @@ impl Metrics {
 
         Ok(Metrics {
             registry,
-            job_queued_duration,
-            job_failures,
-            jobs,
-            job_pending_age,
             actions,
             gitlab_requests,
             gitlab_request_duration,
@@ -305,7 +270,7 @@ impl Metrics {
             policies,
             webhook_deliveries,
             webhook_action_latency,
-            job_statuses_by_project: Mutex::new(HashMap::new()),
+            projects: ProjectSeries::default(),
             policy_states: Mutex::new(POLICY_STATES.iter().map(|s| (*s).to_owned()).collect()),
         })
     }
@@ -326,6 +291,7 @@ impl Metrics {
                 tracing::error!(metric = family.name(), error = %err, "cannot encode metric");
             }
         }
+        self.projects.render(&encoder, &mut out);
         out
     }
 
@@ -335,17 +301,14 @@ impl Metrics {
         if !seconds.is_finite() || seconds < 0.0 {
             return;
         }
-        self.job_queued_duration
-            .with_label_values(&[project, stage])
-            .observe(seconds);
+        self.projects.observe_queued(project, stage, seconds);
     }
 
     /// A job of `project` failed with `reason` (as GitLab sends it). Call once per job (see
     /// [`JobAccounting`]).
     pub fn count_job_failure(&self, project: &str, stage: &str, reason: &str) {
-        self.job_failures
-            .with_label_values(&[project, stage, &bounded_token(reason)])
-            .inc();
+        self.projects
+            .count_failure(project, stage, &bounded_token(reason));
     }
 
     /// Records what [`JobAccounting::observe`] decided for one job of `project` in `stage`.
@@ -361,11 +324,7 @@ impl Metrics {
     /// Sets how many jobs of `project` are currently seen in each status. Statuses reported for
     /// the project before but absent from `counts` are set to 0; repeated statuses are summed.
     pub fn set_jobs_by_status(&self, project: &str, counts: &[(&str, i64)]) {
-        let mut reported = lock(&self.job_statuses_by_project);
-        let known = reported.entry(project.to_owned()).or_default();
-        set_counts_by_label(known, counts, |status, count| {
-            self.jobs.with_label_values(&[project, status]).set(count);
-        });
+        self.projects.set_jobs(project, counts);
     }
 
     /// Sets the age of the oldest job of `project` still waiting for a runner; `None` (nothing
@@ -374,23 +333,13 @@ impl Metrics {
         let value = seconds
             .filter(|s| s.is_finite() && *s >= 0.0)
             .unwrap_or(0.0);
-        self.job_pending_age
-            .with_label_values(&[project])
-            .set(value);
+        self.projects.set_pending_age(project, value);
     }
 
     /// Removes the per-project gauges (`jobs`, `job_pending_age_seconds`) of a project no policy
     /// observes any more. Counters and histograms are kept: they are history.
     pub fn forget_project(&self, project: &str) {
-        let mut reported = lock(&self.job_statuses_by_project);
-        if let Some(statuses) = reported.remove(project) {
-            for status in &statuses {
-                // The series exists (it was reported), so removal cannot fail in a way that
-                // matters; a missing series is already the desired state.
-                let _ = self.jobs.remove_label_values(&[project, status]);
-            }
-        }
-        let _ = self.job_pending_age.remove_label_values(&[project]);
+        self.projects.forget_gauges(project);
     }
 
     /// A policy's rule took (or, dry-run or over budget, decided but did not take) an action.
