@@ -16,11 +16,7 @@ use tokio_util::sync::CancellationToken;
 const SECRET: &str = "webhook-test-secret";
 const GET_JOB: &str = "GET /projects/:id/jobs/:job_id";
 
-const RETRY_AT_ONCE: &str = "  rules:
-    - name: retry-stuck
-      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
-      retry: {limit: 2}
-";
+const RETRY_AT_ONCE: &str = RETRY_STUCK;
 
 struct Receiver {
     url: String,
