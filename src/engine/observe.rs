@@ -203,6 +203,11 @@ impl ProjectObserver {
         }
     }
 
+    /// The policies that watch this project, as of their last run.
+    pub fn watchers(&self) -> &[Arc<CompiledPolicy>] {
+        &self.watchers
+    }
+
     /// Forgets a policy; returns true when no policy watches the project any more.
     pub fn unwatch(&mut self, key: &PolicyKey) -> bool {
         self.watchers.retain(|w| &w.key != key);
