@@ -168,9 +168,11 @@ pub struct JobPolicySpec {
     pub interval: String,
 
     /// With GitLab Job Hooks delivered to jobwarden (`--webhook-listen`): how often a project
-    /// whose hooks arrive is listed in full anyway, to catch a lost delivery (Go duration, at
-    /// least `interval`; e.g. ten times it). Between those listings a delivery is followed by
-    /// one read of its job. Without it, or while a project's hooks are silent, every run lists.
+    /// whose hook can be relied on is listed in full anyway, to catch a lost delivery (Go
+    /// duration, at least `interval`; e.g. ten times it). A hook is relied on when the project
+    /// had a delivery within 24 h and its GitLab instance delivered anything within this
+    /// interval. Between those listings a delivery is followed by at most one read of its job.
+    /// Without it, or for a project without a delivery, every run lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub resync_interval: Option<String>,

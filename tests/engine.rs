@@ -1006,30 +1006,27 @@ async fn a_cancel_of_a_job_that_finished_meanwhile_is_a_noop() {
     );
 }
 
-/// Known bug, found by the fleet bench (issue 9): a manual job below the observer's low-water
-/// mark is not followed unless a policy watching the project targets blocked statuses, so when
-/// it is played (`pending`, an old id) and then fails, no listing reaches it and the retry
-/// policy never sees the failure. `cargo test --test engine -- --ignored` shows it.
-#[tokio::test]
-#[ignore = "known bug: a played manual job below the low-water mark is never re-read"]
-async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
-    let w = World::start(MONDAY_MORNING).await;
-    let engine = w.engine();
-    let policy = w.policy(
-        "  rules:
-    - name: retry-stuck
-      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
-      retry: {limit: 2}
-",
-    );
-    let release = w.pipeline(
+/// A tag pipeline, an hour old, whose built release job waits to be played; its id.
+fn manual_release_job(w: &World) -> u64 {
+    w.pipeline(
         "v1.0.0",
         true,
         vec![
             JobSpec::new("build", "build", "success").aged(Duration::from_secs(3600)),
             JobSpec::new("release", "deploy", "manual").aged(Duration::from_secs(3600)),
         ],
-    )[1];
+    )[1]
+}
+
+/// Found by the fleet bench (issue 9): a manual job is played and fails under the id it had,
+/// below the low-water mark that newer jobs moved past it. No policy targets blocked statuses,
+/// so no manual listing follows it: the listing must reach it, without a request more.
+#[tokio::test]
+async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(RETRY_STUCK);
+    let release = manual_release_job(&w);
     w.run(&engine, &policy).await;
     // A newer job runs and finishes: the low-water mark moves above the manual job.
     let newer = w.pipeline(
@@ -1042,14 +1039,8 @@ async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
     w.ctl.set_job_status(w.project, newer, "success", None);
     w.advance(20);
     w.run(&engine, &policy).await;
-    // Someone plays the release job; no runner takes it and it fails as stuck.
-    w.ctl.set_job_status(w.project, release, "pending", None);
-    w.ctl.set_job_status(
-        w.project,
-        release,
-        "failed",
-        Some("stuck_or_timeout_failure"),
-    );
+    w.play_and_fail_as_stuck(release);
+    let listings = w.count(LIST_JOBS);
     let mut retried = 0;
     for _ in 0..3 {
         w.advance(20);
@@ -1057,4 +1048,41 @@ async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
         retried += outcomes(&report, "retry").len();
     }
     assert_eq!(retried, 1, "the played job's failure is retried");
+    assert_eq!(
+        w.count(LIST_JOBS) - listings,
+        3,
+        "one listing per run: the manual job was within its reach"
+    );
+}
+
+/// A manual job more than a page of jobs behind the newest is beyond the listing's reach: it is
+/// looked for through the manual listing, less often, and its failure once played is retried.
+#[tokio::test]
+async fn a_played_manual_job_beyond_the_listings_reach_is_retried_after_the_manual_listing() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(RETRY_STUCK);
+    let release = manual_release_job(&w);
+    // 120 newer jobs: more than one page lies between the newest job and the manual one.
+    let newer: Vec<JobSpec> = (0..120)
+        .map(|i| {
+            JobSpec::new(format!("rspec {i}"), "test", "success").aged(Duration::from_secs(3600))
+        })
+        .collect();
+    w.pipeline("main", false, newer);
+    w.run(&engine, &policy).await;
+    w.advance(20);
+    w.run(&engine, &policy).await;
+
+    w.play_and_fail_as_stuck(release);
+    let mut retried = 0;
+    let mut runs = 0;
+    while retried == 0 && runs < 40 {
+        w.advance(20);
+        let report = w.run(&engine, &policy).await;
+        retried += outcomes(&report, "retry").len();
+        runs += 1;
+    }
+    assert_eq!(retried, 1, "the played job's failure is retried");
+    assert_eq!(w.count(RETRY), 1);
 }

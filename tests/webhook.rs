@@ -16,11 +16,7 @@ use tokio_util::sync::CancellationToken;
 const SECRET: &str = "webhook-test-secret";
 const GET_JOB: &str = "GET /projects/:id/jobs/:job_id";
 
-const RETRY_AT_ONCE: &str = "  rules:
-    - name: retry-stuck
-      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
-      retry: {limit: 2}
-";
+const RETRY_AT_ONCE: &str = RETRY_STUCK;
 
 struct Receiver {
     url: String,
@@ -574,4 +570,117 @@ async fn a_policys_own_secret_is_accepted_for_its_projects_only() {
         )
         .await;
     assert_eq!(revoked.0, 401);
+}
+
+/// Listings of the project of `policy` that one run of it makes.
+async fn listings_of_one_run(
+    w: &World,
+    engine: &Engine,
+    policy: &jobwarden::policy::CompiledPolicy,
+) -> u64 {
+    let before = w.count(LIST_JOBS);
+    w.run(engine, policy).await;
+    w.count(LIST_JOBS) - before
+}
+
+/// A project that has delivered once is trusted to have a hook: while its GitLab instance's
+/// deliveries flow (another project's here), it is listed only at the resync, however quiet
+/// it stays. When the instance falls silent for longer than the resync, it is listed at every
+/// run again (deliveries may be lost).
+#[tokio::test]
+async fn a_quiet_project_with_a_hook_is_listed_only_at_the_resync_while_its_instance_delivers() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let with_resync = format!("  resyncInterval: 300s\n{RETRY_AT_ONCE}");
+    let quiet = w.named_policy("quiet", PROJECT, &with_resync);
+    let busy_project = w.ctl.add_project("team/busy").expect("project");
+    let busy = w.named_policy("busy", "team/busy", &with_resync);
+    w.run(&engine, &quiet).await;
+    w.run(&engine, &busy).await;
+    let receiver = Receiver::start(&engine).await;
+    // The quiet project delivers once, then never again.
+    assert_eq!(receiver.deliver(&w, 1, "running", "quiet").await.0, 202);
+
+    let mut quiet_listings = 0;
+    for step in 1..=60 {
+        w.advance(10);
+        let event = format!("busy-{step}");
+        let (status, _) = receiver
+            .deliver_with(
+                &w,
+                busy_project,
+                1000 + step,
+                "running",
+                &event,
+                Some(SECRET),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202);
+        quiet_listings += listings_of_one_run(&w, &engine, &quiet).await;
+    }
+    assert_eq!(
+        quiet_listings, 2,
+        "600 s of runs every 10 s: listed at each 300 s resync only"
+    );
+
+    // Nothing is delivered for longer than the resync: every run lists again.
+    w.advance(310);
+    let mut silent_listings = 0;
+    for _ in 0..3 {
+        w.advance(10);
+        silent_listings += listings_of_one_run(&w, &engine, &quiet).await;
+    }
+    assert_eq!(silent_listings, 3);
+}
+
+/// A delivered job is read only when a rule could act on it as delivered or as held: the
+/// deliveries of a running job cost nothing to a policy that only retries failures; its
+/// failure costs one read, and is retried.
+#[tokio::test]
+async fn deliveries_no_rule_could_act_on_are_not_read_and_a_failure_still_is() {
+    let (w, engine, policy, job, receiver) = retry_policy_watching_a_running_job().await;
+    w.ctl.reset_log();
+    for (event, status) in [("e1", "pending"), ("e2", "running")] {
+        assert_eq!(receiver.deliver(&w, job, status, event).await.0, 202);
+        let report = run_delivered(&engine, &policy).await;
+        assert!(report.actions.is_empty());
+    }
+    assert_eq!(
+        w.count(GET_JOB),
+        0,
+        "no rule acts on a pending or running job"
+    );
+
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    assert_eq!(receiver.deliver(&w, job, "failed", "e3").await.0, 202);
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(w.count(GET_JOB), 1, "the failure is read once");
+    assert_eq!(w.count(LIST_JOBS), 0);
+}
+
+/// A person plays the manual job a play policy holds: the job is delivered as `pending`, which
+/// no play rule acts on, but it is held as `manual`, so it is read, and not played again.
+#[tokio::test]
+async fn a_manual_job_someone_played_is_read_and_not_played_again() {
+    // 08:58 in Berlin: the play policy's window opens at 09:00.
+    let w = World::start("2026-11-23T07:58:00Z").await;
+    let engine = w.engine();
+    let policy = w.policy(&format!("  resyncInterval: 1h\n{PLAY_POLICY}"));
+    let deploy = w.pipeline("main", false, deploy_pipeline("success"))[2];
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "outside the window");
+    let receiver = Receiver::start(&engine).await;
+
+    w.ctl.set_job_status(w.project, deploy, "pending", None);
+    assert_eq!(receiver.deliver(&w, deploy, "pending", "e1").await.0, 202);
+    w.advance(180);
+    w.ctl.reset_log();
+    let report = run_delivered(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(GET_JOB), 1, "held as manual: read");
+    assert_eq!(w.count(LIST_JOBS), 0, "within the resync");
+    assert_eq!(w.count(PLAY), 0);
 }

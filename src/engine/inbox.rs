@@ -11,9 +11,11 @@
 //! per policy, the projects it is *due* to look at again. A policy's pass on deliveries visits
 //! its due projects, whichever policy read the jobs first.
 
+use crate::gitlab::models::JobStatus;
 use crate::policy::PolicyKey;
 use crate::sync::lock;
-use std::collections::{HashMap, HashSet};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -25,13 +27,17 @@ pub(crate) type ObserverKey = (String, u64);
 const MAX_AWAITING: usize = 10_000;
 /// A delivery whose job is not acted on within this long is forgotten for the latency.
 const AWAITING_FOR: Duration = Duration::from_secs(600);
+/// A project that got a delivery within this long has a hook (see [`Inbox::hooks_healthy`]).
+pub(crate) const HOOKED_PROJECT_MEMORY: SignedDuration = SignedDuration::from_hours(24);
 
 #[derive(Debug, Default)]
 struct State {
     /// Jobs delivered since their project's last run, with when each was delivered.
-    pending: HashMap<ObserverKey, HashMap<u64, Instant>>,
-    /// When each project last got a delivery.
-    last_delivery: HashMap<ObserverKey, Instant>,
+    pending: HashMap<ObserverKey, HashMap<u64, Delivered>>,
+    /// When each project last got a delivery, on the engine's clock.
+    project_delivered_at: HashMap<ObserverKey, Timestamp>,
+    /// When each GitLab instance last delivered anything, on the engine's clock.
+    instance_delivered_at: HashMap<String, Timestamp>,
     /// Delivered jobs not acted on yet, by instance and job id.
     awaiting_action: HashMap<(String, u64), Instant>,
     /// Per policy, the projects with deliveries since the policy last looked at them.
@@ -56,17 +62,43 @@ impl Default for Inbox {
     }
 }
 
+/// A job delivered since its project's last run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub job_id: u64,
+    /// When it was first delivered since then (for the delivery-to-action latency).
+    pub at: Instant,
+    /// The statuses it was delivered with since then; `None` for a delivery that named none.
+    pub statuses: Vec<Option<JobStatus>>,
+}
+
 impl Inbox {
-    /// Records a delivery for a job of an observed project.
-    pub(crate) fn deliver(&self, key: &ObserverKey, job_id: u64, at: Instant) {
+    /// Records a delivery for a job of an observed project, delivered with `status` at `at`
+    /// (`now` on the engine's clock).
+    pub(crate) fn deliver(
+        &self,
+        key: &ObserverKey,
+        job_id: u64,
+        status: Option<JobStatus>,
+        at: Instant,
+        now: Timestamp,
+    ) {
         let mut state = lock(&self.state);
-        state
+        let delivered = state
             .pending
             .entry(key.clone())
             .or_default()
             .entry(job_id)
-            .or_insert(at);
-        state.last_delivery.insert(key.clone(), at);
+            .or_insert_with(|| Delivered {
+                job_id,
+                at,
+                statuses: Vec::new(),
+            });
+        if !delivered.statuses.contains(&status) {
+            delivered.statuses.push(status);
+        }
+        state.project_delivered_at.insert(key.clone(), now);
+        state.instance_delivered_at.insert(key.0.clone(), now);
     }
 
     /// Marks a project as due for a policy that watches it: the policy's next pass on
@@ -111,7 +143,7 @@ impl Inbox {
     /// previous read: the deliveries before that were answered by that read, which led to no
     /// action (a job delivered as `running`, then as `failed` an hour later, is retried in
     /// answer to the `failed` one).
-    pub(crate) fn take(&self, key: &ObserverKey) -> Vec<u64> {
+    pub(crate) fn take(&self, key: &ObserverKey) -> Vec<Delivered> {
         let mut state = lock(&self.state);
         let Some(jobs) = state.pending.remove(key) else {
             return Vec::new();
@@ -122,18 +154,18 @@ impl Inbox {
                 .awaiting_action
                 .retain(|_, delivered| now.duration_since(*delivered) < AWAITING_FOR);
         }
-        for (&job_id, &at) in &jobs {
-            let job = (key.0.clone(), job_id);
+        for delivered in jobs.values() {
+            let job = (key.0.clone(), delivered.job_id);
             if state.awaiting_action.len() < MAX_AWAITING
                 || state.awaiting_action.contains_key(&job)
             {
-                state.awaiting_action.insert(job, at);
+                state.awaiting_action.insert(job, delivered.at);
             }
         }
         drop(state);
-        let mut jobs: Vec<(u64, Instant)> = jobs.into_iter().collect();
-        jobs.sort_by_key(|(id, at)| (*at, *id));
-        jobs.into_iter().map(|(id, _)| id).collect()
+        let mut jobs: Vec<Delivered> = jobs.into_values().collect();
+        jobs.sort_by_key(|d| (d.at, d.job_id));
+        jobs
     }
 
     /// True when a project has deliveries waiting.
@@ -142,13 +174,30 @@ impl Inbox {
         lock(&self.state).pending.contains_key(key)
     }
 
-    /// True when the project got a delivery within `within`: its hooks work, so a full listing
-    /// can wait for the resync.
-    pub(crate) fn hooks_healthy(&self, key: &ObserverKey, within: Duration) -> bool {
-        lock(&self.state)
-            .last_delivery
+    /// True when the project's hook can be relied on at `now`, so its full listing can wait for
+    /// the resync: the project has a hook (it got a delivery within [`HOOKED_PROJECT_MEMORY`])
+    /// and its GitLab instance's deliveries still flow (it delivered anything, for any project,
+    /// within `resync`). A quiet project of a live instance is not listed more often than a
+    /// busy one; a project that never delivered, or an instance gone silent, is listed at every
+    /// run.
+    pub(crate) fn hooks_healthy(
+        &self,
+        key: &ObserverKey,
+        resync: Duration,
+        now: Timestamp,
+    ) -> bool {
+        let state = lock(&self.state);
+        let within = |at: &Timestamp, span: SignedDuration| now.duration_since(*at) < span;
+        let project_hooked = state
+            .project_delivered_at
             .get(key)
-            .is_some_and(|at| at.elapsed() < within)
+            .is_some_and(|at| within(at, HOOKED_PROJECT_MEMORY));
+        let resync = SignedDuration::try_from(resync).unwrap_or(SignedDuration::MAX);
+        let instance_alive = state
+            .instance_delivered_at
+            .get(&key.0)
+            .is_some_and(|at| within(at, resync));
+        project_hooked && instance_alive
     }
 
     /// How long ago the delivery an action on the job answers arrived (see [`Inbox::take`]),
@@ -164,7 +213,7 @@ impl Inbox {
     pub(crate) fn forget(&self, key: &ObserverKey) {
         let mut state = lock(&self.state);
         state.pending.remove(key);
-        state.last_delivery.remove(key);
+        state.project_delivered_at.remove(key);
         state.due.retain(|_, keys| {
             keys.remove(key);
             !keys.is_empty()
@@ -199,6 +248,28 @@ impl Inbox {
     }
 }
 
+/// Whether a delivered job must be read (one `GET`) before the policies watching its project
+/// decide on it: when a rule of theirs could act on a job in a status it was delivered with, or
+/// in the status jobwarden holds for it. `acted_on` is the statuses their rules act on, `None`
+/// when some rule may act on any. The held status matters: a manual job that a person plays is
+/// delivered as `pending`, `running`, then `success`, none of which a play rule acts on, but
+/// jobwarden must see that the job it holds as `manual` moved, or it could play it again. A
+/// delivery that named no status, or one jobwarden does not know, is read.
+pub(crate) fn delivery_needs_read(
+    delivered: &[Option<JobStatus>],
+    held: Option<&JobStatus>,
+    acted_on: Option<&BTreeSet<JobStatus>>,
+) -> bool {
+    let Some(acted_on) = acted_on else {
+        return true;
+    };
+    let delivered_actionable = delivered.iter().any(|status| match status {
+        None | Some(JobStatus::Other(_)) => true,
+        Some(status) => acted_on.contains(status),
+    });
+    delivered_actionable || held.is_some_and(|status| acted_on.contains(status))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,30 +278,44 @@ mod tests {
         ("https://gitlab.example.com".to_owned(), id)
     }
 
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).expect("valid time")
+    }
+
+    /// A delivery of job `job_id` of project `project` as `running`, at the engine time 0.
+    fn deliver(inbox: &Inbox, project: u64, job_id: u64, when: Instant) {
+        inbox.deliver(&key(project), job_id, Some(JobStatus::Running), when, at(0));
+    }
+
+    /// The ids of the jobs taken for the project.
+    fn taken(inbox: &Inbox, project: u64) -> Vec<u64> {
+        inbox.take(&key(project)).iter().map(|d| d.job_id).collect()
+    }
+
     #[test]
     fn deliveries_are_taken_once_oldest_first_and_a_repeat_keeps_the_first_time() {
         let inbox = Inbox::default();
         let t0 = Instant::now();
-        inbox.deliver(&key(1), 30, t0 + Duration::from_millis(5));
-        inbox.deliver(&key(1), 20, t0);
-        inbox.deliver(&key(1), 30, t0 + Duration::from_millis(9));
-        inbox.deliver(&key(2), 40, t0);
+        deliver(&inbox, 1, 30, t0 + Duration::from_millis(5));
+        deliver(&inbox, 1, 20, t0);
+        deliver(&inbox, 1, 30, t0 + Duration::from_millis(9));
+        deliver(&inbox, 2, 40, t0);
         assert!(inbox.has_pending(&key(1)));
-        assert_eq!(inbox.take(&key(1)), [20, 30]);
-        assert!(inbox.take(&key(1)).is_empty());
+        assert_eq!(taken(&inbox, 1), [20, 30]);
+        assert!(taken(&inbox, 1).is_empty());
         assert!(!inbox.has_pending(&key(1)));
-        assert_eq!(inbox.take(&key(2)), [40]);
+        assert_eq!(taken(&inbox, 2), [40]);
     }
 
     #[test]
     fn a_job_is_answered_once() {
         let inbox = Inbox::default();
-        inbox.deliver(&key(1), 30, Instant::now());
+        deliver(&inbox, 1, 30, Instant::now());
         assert!(
             inbox.answered("https://gitlab.example.com", 30).is_none(),
             "not read yet"
         );
-        assert_eq!(inbox.take(&key(1)), [30]);
+        assert_eq!(taken(&inbox, 1), [30]);
         assert!(inbox.answered("https://gitlab.example.com", 30).is_some());
         assert!(inbox.answered("https://gitlab.example.com", 30).is_none());
         assert!(inbox.answered("https://gitlab.example.com", 31).is_none());
@@ -243,12 +328,12 @@ mod tests {
             PolicyKey::new("ci", "retry"),
             PolicyKey::new("ci", "cancel"),
         );
-        inbox.deliver(&key(1), 30, Instant::now());
+        deliver(&inbox, 1, 30, Instant::now());
         inbox.mark_due(&retry, &key(1));
         inbox.mark_due(&cancel, &key(1));
         // The cancel policy reads the job first: the retry policy still has to decide on it.
         inbox.clear_due(&cancel, &key(1));
-        assert_eq!(inbox.take(&key(1)), [30]);
+        assert_eq!(taken(&inbox, 1), [30]);
         assert!(!inbox.has_due(&cancel));
         assert!(inbox.has_due(&retry) && inbox.is_due(&retry, &key(1)));
         assert!(!inbox.is_due(&retry, &key(2)));
@@ -269,13 +354,13 @@ mod tests {
             .checked_sub(Duration::from_secs(3600))
             .unwrap_or_else(Instant::now);
         // Delivered as running an hour ago and read: nothing to do then.
-        inbox.deliver(&key(1), 30, long_ago);
-        assert_eq!(inbox.take(&key(1)), [30]);
+        deliver(&inbox, 1, 30, long_ago);
+        assert_eq!(taken(&inbox, 1), [30]);
         // Delivered as failed now, twice, and read: the retry answers the first of those.
         let failed = Instant::now();
-        inbox.deliver(&key(1), 30, failed);
-        inbox.deliver(&key(1), 30, failed + Duration::from_millis(5));
-        assert_eq!(inbox.take(&key(1)), [30]);
+        deliver(&inbox, 1, 30, failed);
+        deliver(&inbox, 1, 30, failed + Duration::from_millis(5));
+        assert_eq!(taken(&inbox, 1), [30]);
         let latency = inbox
             .answered("https://gitlab.example.com", 30)
             .expect("awaiting");
@@ -283,11 +368,68 @@ mod tests {
     }
 
     #[test]
-    fn hooks_are_healthy_while_deliveries_arrive() {
+    fn a_project_that_delivered_once_is_hooked_while_its_instance_delivers() {
         let inbox = Inbox::default();
-        assert!(!inbox.hooks_healthy(&key(1), Duration::from_secs(60)));
-        inbox.deliver(&key(1), 30, Instant::now());
-        assert!(inbox.hooks_healthy(&key(1), Duration::from_secs(60)));
-        assert!(!inbox.hooks_healthy(&key(2), Duration::from_secs(60)));
+        let resync = Duration::from_secs(300);
+        let other_instance = ("https://other.example.com".to_owned(), 3);
+        assert!(
+            !inbox.hooks_healthy(&key(1), resync, at(0)),
+            "never delivered"
+        );
+        inbox.deliver(&key(1), 30, None, Instant::now(), at(0));
+        assert!(inbox.hooks_healthy(&key(1), resync, at(10)));
+        assert!(
+            !inbox.hooks_healthy(&key(2), resync, at(10)),
+            "never delivered"
+        );
+        // Project 1 stays quiet for an hour while project 2 of its instance delivers.
+        inbox.deliver(&key(2), 40, None, Instant::now(), at(3500));
+        assert!(inbox.hooks_healthy(&key(1), resync, at(3600)));
+        assert!(!inbox.hooks_healthy(&other_instance, resync, at(3600)));
+        // The instance falls silent for longer than the resync: nothing is relied on.
+        assert!(!inbox.hooks_healthy(&key(1), resync, at(3800)));
+        assert!(!inbox.hooks_healthy(&key(2), resync, at(3800)));
+        // A day after its last delivery the project is taken to have lost its hook.
+        inbox.deliver(&key(2), 41, None, Instant::now(), at(86_400));
+        assert!(!inbox.hooks_healthy(&key(1), resync, at(86_400)));
+        assert!(inbox.hooks_healthy(&key(2), resync, at(86_400)));
+        inbox.forget(&key(2));
+        assert!(!inbox.hooks_healthy(&key(2), resync, at(86_400)));
+    }
+
+    #[test]
+    fn a_delivered_job_is_read_when_its_delivered_or_held_status_is_acted_on() {
+        use JobStatus::*;
+        let failed_only: BTreeSet<JobStatus> = [Failed].into();
+        let manual_only: BTreeSet<JobStatus> = [Manual].into();
+        let read = |delivered: &[Option<JobStatus>], held: Option<JobStatus>, acted_on| {
+            delivery_needs_read(delivered, held.as_ref(), acted_on)
+        };
+        // A retry policy: a running job is not read, a failed one is.
+        assert!(!read(&[Some(Running)], None, Some(&failed_only)));
+        assert!(!read(
+            &[Some(Created), Some(Pending)],
+            Some(Pending),
+            Some(&failed_only)
+        ));
+        assert!(read(
+            &[Some(Running), Some(Failed)],
+            Some(Running),
+            Some(&failed_only)
+        ));
+        // A job held as failed and delivered as running (retried in place, or out of order).
+        assert!(read(&[Some(Running)], Some(Failed), Some(&failed_only)));
+        // A play policy: a person plays the manual job it holds; each move is read.
+        assert!(read(&[Some(Pending)], Some(Manual), Some(&manual_only)));
+        assert!(read(&[Some(Success)], Some(Manual), Some(&manual_only)));
+        assert!(!read(&[Some(Success)], Some(Running), Some(&manual_only)));
+        // No status, an unknown one, or a rule acting on any status: read.
+        assert!(read(&[None], None, Some(&failed_only)));
+        assert!(read(
+            &[Some(Other("paused".into()))],
+            None,
+            Some(&failed_only)
+        ));
+        assert!(read(&[Some(Running)], None, None));
     }
 }

@@ -5,8 +5,11 @@
 //! unfinished (a retry makes a new job). After a sync the observer keeps a low-water mark: the
 //! smallest id of the jobs still unfinished, or the newest id seen when none is. The next sync
 //! pages from the newest job until it passes that mark and stops, so a quiet project costs one
-//! request. Jobs that can wait for weeks (`manual`, `scheduled`) do not hold the mark back: they
-//! are followed through their own `scope[]` listing, and only when a policy needs them.
+//! request. Jobs that can wait for weeks (`manual`, `scheduled`) are played or canceled under the
+//! id they have, so only a listing that reaches them sees them move: they hold the mark while
+//! the jobs above them fit in one page (the listing then reaches them at no extra request), and
+//! further back they are followed through their own `scope[]` listing, at every sync when a
+//! policy targets blocked statuses, else at most every [`UNREACHED_BLOCKED_EVERY`].
 //!
 //! # What is kept
 //! - Every unfinished job, whatever its age: the first sync lists the unfinished statuses through
@@ -64,6 +67,11 @@ const MAX_REREADS_PER_SYNC: usize = 200;
 /// on only later (artifacts expiring in weeks) is dropped and re-read when the time comes.
 const WAKE_AHEAD: SignedDuration = SignedDuration::from_hours(1);
 
+/// How often blocked jobs beyond the listing's reach are listed through their own `scope[]`
+/// when no watching policy targets blocked statuses: only to see one played (and finished)
+/// weeks after it was created, which may wait this long.
+pub const UNREACHED_BLOCKED_EVERY: SignedDuration = SignedDuration::from_mins(10);
+
 /// Completed jobs' log tails are cached (a finished log never changes); bounded.
 const LOG_CACHE_CAPACITY: usize = 512;
 
@@ -116,6 +124,11 @@ pub struct ProjectObserver {
     wakeups: Wakeups,
     /// A policy with new rules watches the project: list it again back to the horizon.
     relist: bool,
+    /// When manual and scheduled jobs were last listed through their own `scope[]`.
+    blocked_listed_at: Option<Timestamp>,
+    /// Blocked jobs below this id are beyond the listing's reach: they no longer hold the mark
+    /// (how many jobs lie above them is not known any more once the mark has passed them).
+    blocked_reach_floor: u64,
 }
 
 impl ProjectObserver {
@@ -140,6 +153,8 @@ impl ProjectObserver {
             },
             wakeups: Wakeups::default(),
             relist: false,
+            blocked_listed_at: None,
+            blocked_reach_floor: 0,
         }
     }
 
@@ -188,6 +203,11 @@ impl ProjectObserver {
         }
     }
 
+    /// The policies that watch this project, as of their last run.
+    pub fn watchers(&self) -> &[Arc<CompiledPolicy>] {
+        &self.watchers
+    }
+
     /// Forgets a policy; returns true when no policy watches the project any more.
     pub fn unwatch(&mut self, key: &PolicyKey) -> bool {
         self.watchers.retain(|w| &w.key != key);
@@ -195,13 +215,32 @@ impl ProjectObserver {
     }
 
     /// The smallest id whose status may still change without a new job being created, i.e.
-    /// where the next sync may stop paging.
+    /// where the next sync may stop paging: the oldest unfinished job that is not blocked (or
+    /// the newest id seen when none is), or an older blocked job that lies within one page of
+    /// the newest jobs known. A blocked job further back does not hold the mark, then or ever
+    /// after: paging down to it would re-read every newer job at each sync.
     pub fn low_water_mark(&self) -> Option<u64> {
-        self.jobs
+        let alive = self
+            .jobs
             .from_id(0)
             .find(|j| !j.status.is_completed() && !j.status.is_blocked())
             .map(|j| j.id)
-            .or(self.newest_seen)
+            .or(self.newest_seen);
+        let blocked_in_reach = self
+            .jobs
+            .from_id(self.blocked_reach_floor)
+            .filter(|j| j.status.is_blocked())
+            .map(|j| j.id)
+            .find(|&id| self.known_from(id) <= PER_PAGE);
+        match (alive, blocked_in_reach) {
+            (Some(alive), Some(blocked)) => Some(alive.min(blocked)),
+            (alive, blocked) => alive.or(blocked),
+        }
+    }
+
+    /// How many jobs with an id of at least `id` are known (kept or settled).
+    fn known_from(&self, id: u64) -> usize {
+        self.jobs.from_id(id).count() + self.settled.count_from(id)
     }
 
     /// How far back jobs are looked at, at `now`: the history for every rule, and as far back
@@ -258,17 +297,21 @@ impl ProjectObserver {
         }
         self.reach = self.reach_at(now);
         let mark = self.low_water_mark();
-        let behind_mark = mark.map_or(0, |m| {
-            self.jobs.from_id(m).count() + self.settled.count_from(m)
-        });
+        let behind_mark = mark.map_or(0, |m| self.known_from(m));
         let arrivals = page_for(self.recent_arrivals);
+        // Every job with an id of at least this was listed by this sync.
+        let listed_down_to: u64;
         if first || relist {
             // Every job back to the horizon, then (the first time) the unfinished ones older
             // than it: after that they are followed until they finish.
             let horizon = self.horizon();
-            let (reached, _) = self
+            let (reached, seen) = self
                 .list_down(client, Until::OlderThan(horizon), PER_PAGE_MAX, &mut run)
                 .await?;
+            listed_down_to = match reached {
+                Reached::Until => seen.iter().min().copied().unwrap_or(u64::MAX),
+                Reached::End => 0,
+            };
             // Every job since the horizon has now been seen once: so has every attempt of the
             // pipelines created since (with a margin for ids and clocks that disagree).
             self.jobs.set_complete_since(match reached {
@@ -286,6 +329,7 @@ impl ProjectObserver {
                     let first_page = page_for(behind_mark + self.recent_arrivals);
                     self.sync_down_to_mark(client, mark, first_page, &mut run)
                         .await?;
+                    listed_down_to = mark;
                 }
                 Some(_) => {
                     // An old unfinished job holds the mark far back: paging down to it would
@@ -295,16 +339,29 @@ impl ProjectObserver {
                     self.list_down(client, Until::Known(known), arrivals, &mut run)
                         .await?;
                     self.sync_active(client, &mut run).await?;
+                    listed_down_to = known.saturating_add(1);
                 }
                 // Nothing listed yet: every job is new.
                 None => {
                     self.list_down(client, Until::Known(0), arrivals, &mut run)
                         .await?;
+                    listed_down_to = 0;
                 }
             }
         }
-        if follow_blocked {
+        // A blocked job the listing did not reach may have been played: without a policy that
+        // targets blocked statuses it is still looked for, only less often.
+        let blocked_unreached = self
+            .jobs
+            .from_id(0)
+            .take_while(|j| j.id < listed_down_to)
+            .any(|j| j.status.is_blocked());
+        let blocked_listing_due = self
+            .blocked_listed_at
+            .is_none_or(|at| now.duration_since(at) >= UNREACHED_BLOCKED_EVERY);
+        if follow_blocked || (blocked_unreached && blocked_listing_due) {
             self.sync_blocked(client, &mut run).await?;
+            self.blocked_listed_at = Some(now);
         }
         self.wake_due(client, &mut run).await?;
         self.prune();
@@ -371,7 +428,7 @@ impl ProjectObserver {
             .jobs
             .from_id(mark)
             .filter(|j| !seen.contains(&j.id))
-            .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
+            .filter(|j| !j.status.is_completed())
             .map(|j| j.id)
             .collect();
         for id in gone {
@@ -598,6 +655,7 @@ impl ProjectObserver {
         self.jobs.retain(|j| !drop.contains(&j.id));
         if let Some(mark) = self.low_water_mark() {
             self.settled.forget_below(mark);
+            self.blocked_reach_floor = self.blocked_reach_floor.max(mark);
         }
         let jobs = &self.jobs;
         self.log_tails.retain(|id, _| jobs.contains(*id));

@@ -2,12 +2,12 @@
 
 use super::act::{self, Outcome, OutcomeKind};
 use super::groups::GroupMemberships;
-use super::inbox::Inbox;
+use super::inbox::{Inbox, delivery_needs_read};
 use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
 use super::shard::Shard;
 use crate::crd::ActionKind;
-use crate::gitlab::models::{GroupRef, ProjectRef};
+use crate::gitlab::models::{GroupRef, JobStatus, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{
     ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, PipelineJobsQuery,
@@ -22,7 +22,7 @@ use crate::sync::lock;
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -659,7 +659,13 @@ impl Engine {
     /// woken. A project no policy observes costs nothing. With project sharding, a project of
     /// another shard is ignored here (never observed by this replica): its owner acts on the
     /// job when the delivery reaches it, or at its next run.
-    pub fn job_event(&self, instance: Option<&str>, project_id: u64, job_id: u64) -> JobEvent {
+    pub fn job_event(
+        &self,
+        instance: Option<&str>,
+        project_id: u64,
+        job_id: u64,
+        delivered_status: Option<JobStatus>,
+    ) -> JobEvent {
         let shard = self.inner.config.shard;
         let keys: Vec<ObserverKey> = lock(&self.inner.observers)
             .keys()
@@ -670,9 +676,11 @@ impl Engine {
         if keys.is_empty() {
             return JobEvent::Ignored;
         }
-        let now = std::time::Instant::now();
+        let (at, now) = (std::time::Instant::now(), self.now());
         for key in &keys {
-            self.inner.inbox.deliver(key, job_id, now);
+            self.inner
+                .inbox
+                .deliver(key, job_id, delivered_status.clone(), at, now);
         }
         // Every policy watching the project has to decide on the job, whichever reads it.
         let watchers: Vec<(PolicyKey, Vec<ObserverKey>)> = lock(&self.inner.watched)
@@ -1192,8 +1200,18 @@ impl Engine {
             .last_sync()
             .is_none_or(|t| run.now - t >= fresh_for);
         if !must_list {
+            // Only the jobs a rule of a watching policy could act on, as delivered or as held.
+            let acted_on = statuses_acted_on(observer.watchers());
+            let to_read: Vec<u64> = delivered
+                .iter()
+                .filter(|d| {
+                    let held = observer.jobs().get(d.job_id).map(|j| &j.status);
+                    delivery_needs_read(&d.statuses, held, acted_on.as_ref())
+                })
+                .map(|d| d.job_id)
+                .collect();
             let refreshed = self
-                .read_delivered(run, project_id, &mut observer, &delivered)
+                .read_delivered(run, project_id, &mut observer, &to_read)
                 .await;
             self.account(&label, &observer, &refreshed, run.now);
         } else {
@@ -1363,12 +1381,13 @@ impl Engine {
     }
 
     /// How long a project's last listing stays fresh for this policy: half its interval (so the
-    /// policies of a project share one listing), or, while Job Hook deliveries for the project
-    /// arrive, `resyncInterval` less that half (so the first run after `resyncInterval` lists).
+    /// policies of a project share one listing), or, while the project's hook can be relied on
+    /// ([`Inbox::hooks_healthy`]), `resyncInterval` less that half (so the first run after
+    /// `resyncInterval` lists).
     fn fresh_for(&self, run: &PolicyRun, key: &ObserverKey) -> Duration {
         let half = run.policy.interval / 2;
         match run.policy.resync_interval {
-            Some(resync) if self.inner.inbox.hooks_healthy(key, resync) => {
+            Some(resync) if self.inner.inbox.hooks_healthy(key, resync, run.now) => {
                 resync.saturating_sub(half)
             }
             _ => half,
@@ -1626,6 +1645,15 @@ impl Engine {
 
 /// True when `key` is the observer of `project_id` on `instance` (any instance when `None`;
 /// a trailing slash of the instance URL does not count).
+/// The statuses some rule of `policies` could act on, `None` when one may act on any.
+fn statuses_acted_on(policies: &[Arc<CompiledPolicy>]) -> Option<BTreeSet<JobStatus>> {
+    let mut all = BTreeSet::new();
+    for policy in policies {
+        all.extend(policy.statuses_acted_on()?);
+    }
+    Some(all)
+}
+
 fn is_project(key: &ObserverKey, instance: Option<&str>, project_id: u64) -> bool {
     let (observed_instance, id) = key;
     *id == project_id && instance.is_none_or(|want| want.trim_end_matches('/') == observed_instance)

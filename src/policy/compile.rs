@@ -237,10 +237,24 @@ impl CompiledPolicy {
     /// status or needs to see every job (`superseded` compares a job with newer ones of any
     /// status). The engine may use it for server-side `scope[]` filters.
     pub fn statuses_of_interest(&self) -> Option<BTreeSet<JobStatus>> {
+        if self
+            .rules
+            .iter()
+            .any(|rule| rule.conditions.superseded.is_some())
+        {
+            return None;
+        }
+        self.statuses_acted_on()
+    }
+
+    /// The statuses of the jobs some rule could act on, or `None` when a rule may act on any
+    /// status. A rule with `superseded` also counts `created`: a job new to jobwarden (its first
+    /// Job Hook delivery says `created`) may supersede the jobs the rule acts on.
+    pub fn statuses_acted_on(&self) -> Option<BTreeSet<JobStatus>> {
         let mut all = BTreeSet::new();
         for rule in &self.rules {
             if rule.conditions.superseded.is_some() {
-                return None;
+                all.insert(JobStatus::Created);
             }
             let applicable = rule.action.applicable_statuses();
             let statuses: Vec<JobStatus> = match (&applicable, rule.conditions.statuses.is_empty())

@@ -12,7 +12,8 @@
 //! 4. a project no policy observes: 200 `ignored`, nothing done (no GitLab call);
 //! 5. otherwise 202 `accepted`: the engine queues the job for a re-read and wakes the policies
 //!    that watch the project ([`Engine::job_event`]). The payload's status is never used for a
-//!    decision.
+//!    decision: it only spares the read of a job that no rule could act on in that status nor
+//!    in the one jobwarden holds for it.
 //!
 //! A standby replica forwards what passed 1–2 to the leader ([`forward`]) and answers with the
 //! leader's status (`forwarded`), or 503 when the leader cannot be reached.
@@ -27,6 +28,7 @@ pub use dedupe::RecentDeliveries;
 pub use forward::{Forwarder, Leadership, Role};
 
 use crate::engine::{Engine, JobEvent};
+use crate::gitlab::models::JobStatus;
 use crate::server::ConnectionLimits;
 use axum::Router;
 use axum::body::Bytes;
@@ -184,6 +186,10 @@ struct JobHook {
     object_kind: String,
     project_id: u64,
     build_id: u64,
+    /// Never decided on: it only tells whether the job is worth a read (see
+    /// [`Engine::job_event`]).
+    #[serde(default)]
+    build_status: Option<JobStatus>,
 }
 
 /// How a delivery was answered.
@@ -351,10 +357,12 @@ fn dispatch(state: &WebhookState, headers: &HeaderMap, hook: &JobHook) -> (Deliv
         return answered(Delivery::Duplicate, StatusCode::OK);
     }
     let instance = header(headers, "x-gitlab-instance");
-    match state
-        .engine
-        .job_event(instance, hook.project_id, hook.build_id)
-    {
+    match state.engine.job_event(
+        instance,
+        hook.project_id,
+        hook.build_id,
+        hook.build_status.clone(),
+    ) {
         JobEvent::Accepted { .. } => answered(Delivery::Accepted, StatusCode::ACCEPTED),
         JobEvent::Ignored => answered(Delivery::Ignored, StatusCode::OK),
     }

@@ -137,6 +137,17 @@ impl World {
         self.ctl.job(self.project, job).expect("job exists").status
     }
 
+    /// Someone plays a manual job; no runner takes it and it fails as stuck.
+    pub fn play_and_fail_as_stuck(&self, job: u64) {
+        self.ctl.set_job_status(self.project, job, "pending", None);
+        self.ctl.set_job_status(
+            self.project,
+            job,
+            "failed",
+            Some("stuck_or_timeout_failure"),
+        );
+    }
+
     pub fn pipeline(&self, git_ref: &str, tag: bool, jobs: Vec<JobSpec>) -> Vec<u64> {
         let mut spec = PipelineSpec::new(git_ref, jobs);
         spec.tag = tag;
@@ -177,6 +188,13 @@ pub const RETRY_SCRIPT_FAILURES: &str = "  rules:
         failureReasons: [script_failure]
       retry:
         limit: 1
+";
+
+/// Retries jobs that failed as stuck or timed out, twice.
+pub const RETRY_STUCK: &str = "  rules:
+    - name: retry-stuck
+      match: {statuses: [failed], failureReasons: [stuck_or_timeout_failure]}
+      retry: {limit: 2}
 ";
 
 pub const PLAY_POLICY: &str = "  rules:
