@@ -168,7 +168,15 @@ impl ProjectJobs {
     fn put(&mut self, job: JobRecord) {
         match self.position(job.id) {
             Ok(at) => self.jobs[at] = job,
-            Err(at) => self.jobs.insert(at, job),
+            Err(at) => {
+                // Grow by a quarter, not by doubling: the jobs an action returns (a retry's new
+                // attempt) arrive one by one, and a doubled vector of 128-byte records was
+                // the largest part of the peak at 5,000 projects.
+                if self.jobs.len() == self.jobs.capacity() {
+                    self.jobs.reserve_exact(slack(self.jobs.len()) - self.jobs.len());
+                }
+                self.jobs.insert(at, job);
+            }
         }
     }
 
