@@ -73,7 +73,9 @@ pub struct RunArgs {
     pub gitlab: GitLabArgs,
 }
 
-/// Flags of cluster mode (ignored with `--policies`).
+/// Flags of cluster mode (ignored with `--policies`, except `--shard-index`/`--shard-count`,
+/// which split the projects in file mode too: run exactly one process per index there, as
+/// nothing elects a leader).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Cluster mode (without --policies)")]
 pub struct ClusterArgs {
@@ -154,9 +156,13 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     };
     let metrics = Arc::new(Metrics::new());
     let mut engine_config = args.gitlab.engine_config();
-    if let Some((config, _)) = &cluster {
-        shard_engine(&mut engine_config, config.shard);
-    }
+    // Both modes shard: in file mode without leader election (one process per shard index).
+    let shard = match &cluster {
+        Some((config, _)) => config.shard,
+        None => Shard::new(args.cluster.shard_index, args.cluster.shard_count)
+            .map_err(ClusterError::from)?,
+    };
+    shard_engine(&mut engine_config, shard);
     let ledger = match &args.state_dir {
         Some(dir) => Ledger::in_dir(dir, engine_config.in_doubt_for)?,
         None => Ledger::in_memory(engine_config.in_doubt_for),

@@ -173,7 +173,8 @@ impl ProjectJobs {
                 // attempt) arrive one by one, and a doubled vector of 128-byte records was
                 // the largest part of the peak at 5,000 projects.
                 if self.jobs.len() == self.jobs.capacity() {
-                    self.jobs.reserve_exact(slack(self.jobs.len()) - self.jobs.len());
+                    self.jobs
+                        .reserve_exact(slack(self.jobs.len()) - self.jobs.len());
                 }
                 self.jobs.insert(at, job);
             }
