@@ -222,7 +222,7 @@ impl Metrics {
             Opts::new(
                 "webhook_deliveries_total",
                 "GitLab Job Hook deliveries received, by outcome (accepted, duplicate, \
-                 unauthorized, ignored, invalid).",
+                 unauthorized, ignored, invalid; forwarded, unforwarded, misrouted).",
             ),
             &["outcome"],
         )?;

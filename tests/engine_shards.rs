@@ -205,3 +205,37 @@ async fn a_second_run_of_each_shard_lists_only_its_own_projects_again() {
         assert_eq!(w.count(RETRY), 0);
     }
 }
+
+#[tokio::test]
+async fn every_shard_names_the_owner_of_a_delivered_project_as_the_one_that_observes_it() {
+    let w = World::start(MONDAY_MORNING).await;
+    let failed = fleet(&w);
+    let engines = [engine_of(&w, 0), engine_of(&w, 1)];
+    let instance = w.sim.base_url().as_str().trim_end_matches('/').to_owned();
+    // Before any run, an engine knows no instance: a delivery without one cannot be placed.
+    assert_eq!(engines[0].owner_shard(None, w.project), None);
+    let policy = fleet_policy(&w, "\"team/app\"");
+    let Runs { listed, .. } = run_each(&w, &engines, &policy).await;
+    for project in failed.keys() {
+        let observer = u32::from(!listed[0].contains(project));
+        assert!(listed[observer as usize].contains(project));
+        for engine in &engines {
+            assert_eq!(
+                engine.owner_shard(Some(&instance), *project),
+                Some(observer),
+                "project {project}, asked of shard {}",
+                engine.shard()
+            );
+            assert_eq!(
+                engine.owner_shard(Some(&format!("{instance}/")), *project),
+                Some(observer),
+                "a trailing slash does not count"
+            );
+            assert_eq!(
+                engine.owner_shard(None, *project),
+                Some(observer),
+                "the instance of the policies run"
+            );
+        }
+    }
+}

@@ -684,3 +684,264 @@ async fn a_manual_job_someone_played_is_read_and_not_played_again() {
     assert_eq!(w.count(LIST_JOBS), 0, "within the resync");
     assert_eq!(w.count(PLAY), 0);
 }
+
+/// Who leads each shard, for the routing tests: a table the test fills once the receivers
+/// listen, and the shards the receiver gave up on.
+#[derive(Default)]
+struct TestLeaders {
+    table: std::sync::Mutex<std::collections::BTreeMap<u32, String>>,
+    forgotten: std::sync::Mutex<Vec<u32>>,
+}
+
+impl TestLeaders {
+    fn set(&self, index: u32, receiver: &Receiver) {
+        self.table
+            .lock()
+            .expect("table")
+            .insert(index, receiver.identity().to_owned());
+    }
+
+    fn forgotten(&self) -> Vec<u32> {
+        self.forgotten.lock().expect("forgotten").clone()
+    }
+}
+
+impl jobwarden::webhook::ShardLeaders for TestLeaders {
+    fn leader_of(&self, index: u32) -> futures::future::BoxFuture<'_, Option<String>> {
+        let leader = self.table.lock().expect("table").get(&index).cloned();
+        Box::pin(async move { leader })
+    }
+
+    fn forget(&self, index: u32) {
+        self.forgotten.lock().expect("forgotten").push(index);
+    }
+}
+
+impl Receiver {
+    /// The receiver's address, as `{identity}` in `http://{identity}/webhook`.
+    fn identity(&self) -> &str {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/webhook")
+    }
+}
+
+/// Two shards of two over the world's project, each leading its shard with a receiver: the
+/// owner of the project (whose policy run observed its running job) and the other shard,
+/// whose receiver forwards deliveries for the owner's projects as `leaders` says.
+struct TwoShards {
+    w: World,
+    policy: jobwarden::policy::CompiledPolicy,
+    job: u64,
+    owner: Engine,
+    other: Engine,
+    owner_receiver: Receiver,
+    other_receiver: Receiver,
+    leaders: std::sync::Arc<TestLeaders>,
+}
+
+impl TwoShards {
+    async fn start() -> TwoShards {
+        use jobwarden::engine::{EngineConfig, Shard};
+        use jobwarden::webhook::{Forwarder, Leadership};
+        let w = World::start(MONDAY_MORNING).await;
+        let instance = w.sim.base_url().as_str().trim_end_matches('/').to_owned();
+        let owner_index = jobwarden::engine::shard::owner_of_project(&instance, w.project, 2);
+        let engine_of = |index: u32| {
+            w.engine_with(EngineConfig {
+                destinations: jobwarden::gitlab::TokenDestinations::insecure_http_allowed(),
+                shard: Shard::new(index, 2).expect("valid shard"),
+                ..EngineConfig::default()
+            })
+        };
+        let (owner, other) = (engine_of(owner_index), engine_of(1 - owner_index));
+        let policy = w.policy(RETRY_AT_ONCE);
+        let job = observed_running_job(&w, &owner, &policy).await;
+        // The other shard runs the policy too (every shard runs every policy) and leaves the
+        // project alone.
+        let report = w.run(&other, &policy).await;
+        assert_eq!(
+            report.projects, 0,
+            "the other shard does not own the project"
+        );
+        assert_eq!(other.observed_projects(), 0);
+        let secrets =
+            || WebhookSecrets::new(vec![SecretString::from(SECRET)], "TEST").expect("secret");
+        let owner_receiver =
+            Receiver::start_with(WebhookState::new(owner.clone(), secrets())).await;
+        let leaders = std::sync::Arc::new(TestLeaders::default());
+        let other_receiver = Receiver::start_with(
+            WebhookState::new(other.clone(), secrets())
+                .elected(
+                    Leadership::always_leading(),
+                    Some(Forwarder::new("http://{identity}/webhook")),
+                )
+                .routed(leaders.clone()),
+        )
+        .await;
+        w.ctl
+            .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+        w.advance(1);
+        w.ctl.reset_log();
+        TwoShards {
+            w,
+            policy,
+            job,
+            owner,
+            other,
+            owner_receiver,
+            other_receiver,
+            leaders,
+        }
+    }
+}
+
+fn deliveries(engine: &Engine) -> Vec<String> {
+    engine
+        .metrics()
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("jobwarden_webhook_deliveries_total{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_delivery_for_another_shards_project_is_forwarded_once_to_that_shards_leader() {
+    let s = TwoShards::start().await;
+    s.leaders.set(owner_index(&s), &s.owner_receiver);
+
+    // A stranger is refused where it knocks: nothing forwarded.
+    let (status, _) = s
+        .other_receiver
+        .deliver_with(
+            &s.w,
+            s.w.project,
+            s.job,
+            "failed",
+            "e0",
+            Some("wrong"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(deliveries(&s.owner), Vec::<String>::new());
+
+    let (status, body) = s.other_receiver.deliver(&s.w, s.job, "failed", "e1").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (202, r#"{"status":"forwarded"}"#),
+        "the owner's status"
+    );
+    assert_eq!(
+        deliveries(&s.other),
+        [
+            "jobwarden_webhook_deliveries_total{outcome=\"forwarded\"} 1",
+            "jobwarden_webhook_deliveries_total{outcome=\"unauthorized\"} 1",
+        ]
+    );
+    assert_eq!(
+        deliveries(&s.owner),
+        ["jobwarden_webhook_deliveries_total{outcome=\"accepted\"} 1"],
+        "received once, by the owner"
+    );
+    assert!(
+        s.w.ctl.request_log().is_empty(),
+        "forwarding calls no GitLab"
+    );
+
+    let report = run_delivered(&s.owner, &s.policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"], "the owner acted");
+    assert_eq!(s.w.count(GET_JOB), 1, "one read of the delivered job");
+    assert_eq!(s.w.count(LIST_JOBS), 0);
+    let report = run_delivered(&s.other, &s.policy).await;
+    assert!(report.actions.is_empty());
+    assert_eq!(s.w.count(RETRY), 1);
+    assert!(s.leaders.forgotten().is_empty());
+}
+
+fn owner_index(s: &TwoShards) -> u32 {
+    s.owner.shard().index()
+}
+
+#[tokio::test]
+async fn a_forwarded_delivery_is_never_forwarded_again() {
+    let s = TwoShards::start().await;
+    // A stale table: the owner's shard is believed led by the other receiver itself. Without
+    // the mark on forwarded deliveries it would forward to itself for ever.
+    s.leaders.set(owner_index(&s), &s.other_receiver);
+    let (status, body) = s.other_receiver.deliver(&s.w, s.job, "failed", "e1").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        deliveries(&s.other),
+        [
+            "jobwarden_webhook_deliveries_total{outcome=\"misrouted\"} 1",
+            "jobwarden_webhook_deliveries_total{outcome=\"unforwarded\"} 1",
+        ],
+        "one hop: the forwarded copy was refused, not forwarded"
+    );
+    assert_eq!(
+        s.leaders.forgotten(),
+        [owner_index(&s)],
+        "the stale leader is read again next time"
+    );
+    assert_eq!(deliveries(&s.owner), Vec::<String>::new());
+
+    // Marked as forwarded by hand: the owner acts on it, the other shard refuses it.
+    let forwarded = |receiver: &Receiver, event: &str| {
+        let payload = serde_json::json!({
+            "object_kind": "build", "build_id": s.job, "build_status": "failed",
+            "project_id": s.w.project,
+        });
+        reqwest::Client::new()
+            .post(&receiver.url)
+            .header("Content-Type", "application/json")
+            .header("X-Gitlab-Event", "Job Hook")
+            .header("X-Gitlab-Event-UUID", event)
+            .header("X-Gitlab-Token", SECRET)
+            .header(
+                "X-Gitlab-Instance",
+                s.w.sim.base_url().as_str().trim_end_matches('/'),
+            )
+            .header("X-Jobwarden-Forwarded", "1")
+            .body(payload.to_string())
+            .send()
+    };
+    let refused = forwarded(&s.other_receiver, "e2").await.expect("answered");
+    assert_eq!(refused.status().as_u16(), 421);
+    let taken = forwarded(&s.owner_receiver, "e3").await.expect("answered");
+    assert_eq!(taken.status().as_u16(), 202);
+    let report = run_delivered(&s.owner, &s.policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(s.w.count(GET_JOB), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_or_unknown_owner_is_answered_503() {
+    let s = TwoShards::start().await;
+    // No replica holds the owner's Lease.
+    let (status, body) = s.other_receiver.deliver(&s.w, s.job, "failed", "e1").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no replica is known to lead shard"), "{body}");
+
+    // The Lease names a replica that is gone.
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    s.leaders
+        .table
+        .lock()
+        .expect("table")
+        .insert(owner_index(&s), gone.to_string());
+    let (status, body) = s.other_receiver.deliver(&s.w, s.job, "failed", "e2").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cannot reach the leader"), "{body}");
+    assert_eq!(s.leaders.forgotten(), [owner_index(&s)]);
+    assert_eq!(
+        deliveries(&s.other),
+        ["jobwarden_webhook_deliveries_total{outcome=\"unforwarded\"} 2"]
+    );
+    assert!(s.w.ctl.request_log().is_empty(), "no GitLab call");
+    drop(s.owner_receiver);
+}

@@ -7,6 +7,7 @@ use crate::engine::{Engine, Ledger, system_clock};
 use crate::metrics::Metrics;
 use crate::runner::{RunnerConfig, run_policies};
 use crate::source::kube::leader::LeaseSettings;
+use crate::source::kube::shard_leaders::LeaseLeaders;
 use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};
 use crate::source::selector::LabelSelector;
 use crate::webhook::{Forwarder, Leadership, Role, WebhookSecrets, WebhookState};
@@ -53,8 +54,10 @@ pub struct RunArgs {
     pub webhook_token_env: String,
     /// Cluster mode: where a standby replica passes deliveries on to the leader, a URL in which
     /// `{identity}` stands for the leader's identity in the Lease (its Pod name), e.g.
-    /// `http://{identity}.jobwarden-peers.jobwarden-system.svc:9443/webhook`. Without it a
-    /// standby ignores deliveries (the leader's resync still catches their jobs).
+    /// `http://{identity}.jobwarden-peers.jobwarden-system.svc:9443/webhook`. With
+    /// --shard-count above 1, a delivery for another shard's project goes the same way to that
+    /// shard's leader (the holder of its Lease). Without it a standby, or a replica of another
+    /// shard, ignores deliveries (the owner's resync still catches their jobs).
     #[arg(
         long,
         env = "JOBWARDEN_WEBHOOK_FORWARD_TO",
@@ -188,10 +191,20 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
             let secret = std::env::var(&args.webhook_token_env).unwrap_or_default();
             let secrets =
                 WebhookSecrets::new(vec![SecretString::from(secret)], &args.webhook_token_env)?;
-            let state = WebhookState::new(engine.clone(), secrets).elected(
-                leadership.clone(),
-                args.webhook_forward_to.clone().map(Forwarder::new),
-            );
+            let forwarder = args.webhook_forward_to.clone().map(Forwarder::new);
+            let mut state = WebhookState::new(engine.clone(), secrets)
+                .elected(leadership.clone(), forwarder.clone());
+            // With project sharding, deliveries for other shards' projects go to their leaders.
+            if let (Some((config, client)), Some(_)) = (&cluster, &forwarder)
+                && !config.shard.is_everything()
+            {
+                state = state.routed(Arc::new(LeaseLeaders::new(
+                    client.clone(),
+                    &config.lease.namespace,
+                    &args.cluster.lease_name,
+                    config.shard.count(),
+                )));
+            }
             Some(crate::webhook::spawn(addr, state, shutdown.clone()).await?)
         }
         None => None,

@@ -740,11 +740,66 @@ impl Engine {
             })
             .map(|(policy, _)| policy.clone())
             .collect();
+        self.webhook_secrets_of(&watchers)
+    }
+
+    /// The webhook secrets these policies set.
+    fn webhook_secrets_of(&self, policies: &[PolicyKey]) -> Vec<SecretString> {
         let secrets = lock(&self.inner.webhook_secrets);
-        watchers
+        policies
             .iter()
             .filter_map(|policy| secrets.get(policy).cloned())
             .collect()
+    }
+
+    /// The webhook secrets of every policy of `instance` (of any instance when `None`), whatever
+    /// projects they watch: what a replica can check a delivery for another shard's project
+    /// against, since it does not know which policies watch that project. The owning shard
+    /// checks the delivery again against the secrets of the policies watching it.
+    pub fn webhook_secrets_of_instance(&self, instance: Option<&str>) -> Vec<SecretString> {
+        let policies: Vec<PolicyKey> = lock(&self.inner.clients)
+            .iter()
+            .filter(|(_, (policy_instance, _, _))| {
+                instance.is_none_or(|want| want.trim_end_matches('/') == policy_instance)
+            })
+            .map(|(policy, _)| policy.clone())
+            .collect();
+        self.webhook_secrets_of(&policies)
+    }
+
+    /// This replica's shard ([`EngineConfig::shard`]).
+    pub fn shard(&self) -> Shard {
+        self.inner.config.shard
+    }
+
+    /// The index of the shard that owns project `project_id` of `instance`, by the same
+    /// function that decides what this engine observes ([`Shard::owns_project`]). Without an
+    /// instance (no `X-Gitlab-Instance` header) the candidates are the instances of the
+    /// policies this engine runs: this shard when it owns the project on one of them, else the
+    /// one shard that owns it on all of them; `None` when that cannot be told (no policy run
+    /// yet, as on a standby, or several instances with different owners).
+    pub fn owner_shard(&self, instance: Option<&str>, project_id: u64) -> Option<u32> {
+        let shard = self.inner.config.shard;
+        if shard.is_everything() {
+            return Some(shard.index());
+        }
+        let count = shard.count();
+        if let Some(instance) = instance {
+            return Some(super::shard::owner_of_project(instance, project_id, count));
+        }
+        let owners: BTreeSet<u32> = lock(&self.inner.clients)
+            .values()
+            .map(|(policy_instance, _, _)| {
+                super::shard::owner_of_project(policy_instance, project_id, count)
+            })
+            .collect();
+        if owners.contains(&shard.index()) {
+            return Some(shard.index());
+        }
+        match (owners.first(), owners.len()) {
+            (Some(owner), 1) => Some(*owner),
+            _ => None,
+        }
     }
 
     /// True when Job Hook deliveries wait for one of the policy's projects (delivered since the

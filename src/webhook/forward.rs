@@ -6,7 +6,9 @@
 //! `{identity}` is the leader's identity in the Lease (its Pod name), e.g.
 //! `http://{identity}.jobwarden-peers.jobwarden-system.svc:9443/webhook` with the headless
 //! Service `jobwarden-peers` of `deploy/webhook/`. The forwarded request carries
-//! `X-Jobwarden-Forwarded: 1` and is never forwarded again.
+//! `X-Jobwarden-Forwarded: 1` and is never forwarded again. With project sharding the same
+//! forwarder also takes deliveries for another shard's project to that shard's leader
+//! ([`super::route`]).
 
 use std::time::Duration;
 use tokio::sync::watch;

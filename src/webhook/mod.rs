@@ -16,16 +16,22 @@
 //!    in the one jobwarden holds for it.
 //!
 //! A standby replica forwards what passed 1–2 to the leader ([`forward`]) and answers with the
-//! leader's status (`forwarded`), or 503 when the leader cannot be reached.
+//! leader's status (`forwarded`), or 503 when the leader cannot be reached. With project
+//! sharding, a delivery for a project of another shard is forwarded to that shard's leader
+//! ([`route`]); a forwarded delivery (`X-Jobwarden-Forwarded`) is never forwarded again: it is
+//! acted on by the leader of the owning shard, and refused (421 `misrouted`) by any other
+//! replica.
 //!
 //! A stranger's junk is logged at debug level only; every delivery is counted in
 //! `jobwarden_webhook_deliveries_total{outcome}`.
 
 mod dedupe;
 pub mod forward;
+pub mod route;
 
 pub use dedupe::RecentDeliveries;
 pub use forward::{Forwarder, Leadership, Role};
+pub use route::{FixedLeaders, ShardLeaders};
 
 use crate::engine::{Engine, JobEvent};
 use crate::gitlab::models::JobStatus;
@@ -108,6 +114,9 @@ pub struct WebhookState {
     recent: Arc<Mutex<RecentDeliveries>>,
     leadership: Leadership,
     forwarder: Option<Forwarder>,
+    /// With project sharding: who leads the other shards, to whom the deliveries for their
+    /// projects are forwarded.
+    shard_leaders: Option<Arc<dyn ShardLeaders>>,
 }
 
 impl WebhookState {
@@ -119,6 +128,7 @@ impl WebhookState {
             recent: Arc::new(Mutex::new(RecentDeliveries::default())),
             leadership: Leadership::always_leading(),
             forwarder: None,
+            shard_leaders: None,
         }
     }
 
@@ -127,6 +137,14 @@ impl WebhookState {
     pub fn elected(mut self, leadership: Leadership, forwarder: Option<Forwarder>) -> WebhookState {
         self.leadership = leadership;
         self.forwarder = forwarder;
+        self
+    }
+
+    /// With project sharding (the engine's shard is one of several): a delivery for another
+    /// shard's project is forwarded, through the forwarder of [`elected`](Self::elected), to
+    /// that shard's leader as `leaders` tells it.
+    pub fn routed(mut self, leaders: Arc<dyn ShardLeaders>) -> WebhookState {
+        self.shard_leaders = Some(leaders);
         self
     }
 }
@@ -200,10 +218,13 @@ enum Delivery {
     Unauthorized,
     Ignored,
     Invalid,
-    /// Passed on to the leader by a standby.
+    /// Passed on to the leader by a standby, or to the owning shard's leader.
     Forwarded,
-    /// A standby could not pass it on.
+    /// Could not be passed on (the leader unreachable, unknown, or no longer leading).
     Unforwarded,
+    /// A forwarded delivery that reached a replica not leading the owning shard: refused,
+    /// never forwarded again.
+    Misrouted,
 }
 
 impl Delivery {
@@ -211,6 +232,7 @@ impl Delivery {
         match self {
             Delivery::Forwarded => "forwarded",
             Delivery::Unforwarded => "unforwarded",
+            Delivery::Misrouted => "misrouted",
             Delivery::Accepted => "accepted",
             Delivery::Duplicate => "duplicate",
             Delivery::Unauthorized => "unauthorized",
@@ -221,30 +243,7 @@ impl Delivery {
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
-    let (delivery, response) = match check(&state, &headers, &body) {
-        Err(refused) => refused,
-        Ok(hook) => match (state.leadership.get(), &state.forwarder) {
-            (Role::Following { leader }, Some(forwarder))
-                if !headers.contains_key(forward::FORWARDED_HEADER) =>
-            {
-                match forwarder.forward(&leader, &headers, body).await {
-                    Ok(status) => answered(
-                        Delivery::Forwarded,
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    ),
-                    Err(error) => {
-                        tracing::warn!(%error, "a webhook delivery could not be passed to the leader");
-                        refuse(
-                            Delivery::Unforwarded,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            error,
-                        )
-                    }
-                }
-            }
-            _ => dispatch(&state, &headers, &hook),
-        },
-    };
+    let (delivery, response) = route(&state, &headers, body).await;
     state
         .engine
         .metrics()
@@ -252,14 +251,144 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     response
 }
 
+/// Checks a delivery, then acts on it here or passes it on to the replica that acts on it.
+async fn route(state: &WebhookState, headers: &HeaderMap, body: Bytes) -> (Delivery, Response) {
+    let hook = match parse(headers, &body) {
+        Ok(hook) => hook,
+        Err(refused) => return refused,
+    };
+    let forwarded = headers.contains_key(forward::FORWARDED_HEADER);
+    let instance = header(headers, "x-gitlab-instance");
+    let shard = state.engine.shard();
+    if !shard.is_everything()
+        && let Some(owner) = state
+            .engine
+            .owner_shard(instance, hook.project_id)
+            .filter(|owner| *owner != shard.index())
+    {
+        return to_another_shard(state, headers, body, &hook, owner, forwarded).await;
+    }
+    if let Err(refused) = authenticate(state, headers, &hook) {
+        return refused;
+    }
+    let role = state.leadership.get();
+    if forwarded && !shard.is_everything() && role != Role::Leading {
+        return refuse(
+            Delivery::Misrouted,
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this replica does not lead shard {shard}"),
+        );
+    }
+    match (role, &state.forwarder) {
+        (Role::Following { leader }, Some(forwarder)) if !forwarded => {
+            pass_on(forwarder, &leader, headers, body, || {}).await
+        }
+        _ => dispatch(state, headers, &hook),
+    }
+}
+
+/// A delivery for a project of shard `owner`, not this replica's: forwarded to that shard's
+/// leader, unless it was forwarded already.
+async fn to_another_shard(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    body: Bytes,
+    hook: &JobHook,
+    owner: u32,
+    forwarded: bool,
+) -> (Delivery, Response) {
+    // This replica does not know which policies watch the project: the controller's secret, or
+    // the secret of a policy of the instance, lets the delivery through to the owner, which
+    // checks it against the secrets of the policies watching the project.
+    let token = token(headers);
+    let instance = header(headers, "x-gitlab-instance");
+    if !state.secrets.accepts(token)
+        && !equals_any(&state.engine.webhook_secrets_of_instance(instance), token)
+    {
+        return unauthorized();
+    }
+    if forwarded {
+        return refuse(
+            Delivery::Misrouted,
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "project {} belongs to shard {owner}, not to this replica's shard {}",
+                hook.project_id,
+                state.engine.shard()
+            ),
+        );
+    }
+    let (Some(forwarder), Some(leaders)) = (&state.forwarder, &state.shard_leaders) else {
+        // Nowhere to forward to: the owner catches the job at its next run.
+        return dispatch(state, headers, hook);
+    };
+    let Some(leader) = leaders.leader_of(owner).await else {
+        let error = format!(
+            "no replica is known to lead shard {owner} (its Lease is free, expired or unreadable)"
+        );
+        tracing::warn!(%error, "a webhook delivery could not be passed to its shard");
+        return refuse(
+            Delivery::Unforwarded,
+            StatusCode::SERVICE_UNAVAILABLE,
+            error,
+        );
+    };
+    pass_on(forwarder, &leader, headers, body, || leaders.forget(owner)).await
+}
+
+/// Forwards a delivery to `leader` and answers with its status; 503 when it cannot be reached
+/// or does not lead (421), after calling `unreached`.
+async fn pass_on(
+    forwarder: &Forwarder,
+    leader: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    unreached: impl FnOnce(),
+) -> (Delivery, Response) {
+    let error = match forwarder.forward(leader, headers, body).await {
+        Ok(status) if status == StatusCode::MISDIRECTED_REQUEST.as_u16() => {
+            format!("the replica {leader} no longer leads the shard of this delivery")
+        }
+        Ok(status) => {
+            return answered(
+                Delivery::Forwarded,
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            );
+        }
+        Err(error) => error,
+    };
+    unreached();
+    tracing::warn!(%error, "a webhook delivery could not be passed to the leader");
+    refuse(
+        Delivery::Unforwarded,
+        StatusCode::SERVICE_UNAVAILABLE,
+        error,
+    )
+}
+
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn token(headers: &HeaderMap) -> &[u8] {
+    headers
+        .get("x-gitlab-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default()
 }
 
 fn refuse(delivery: Delivery, status: StatusCode, error: String) -> (Delivery, Response) {
     tracing::debug!(%status, %error, "webhook delivery refused");
     let body = serde_json::json!({ "error": error });
     (delivery, (status, axum::Json(body)).into_response())
+}
+
+fn unauthorized() -> (Delivery, Response) {
+    refuse(
+        Delivery::Unauthorized,
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong X-Gitlab-Token".to_owned(),
+    )
 }
 
 fn answered(delivery: Delivery, status: StatusCode) -> (Delivery, Response) {
@@ -270,19 +399,19 @@ fn answered(delivery: Delivery, status: StatusCode) -> (Delivery, Response) {
 /// Checks a delivery and acts on it here.
 #[cfg(test)]
 fn answer(state: &WebhookState, headers: &HeaderMap, body: &[u8]) -> (Delivery, Response) {
-    match check(state, headers, body) {
-        Ok(hook) => dispatch(state, headers, &hook),
+    let hook = match parse(headers, body) {
+        Ok(hook) => hook,
+        Err(refused) => return refused,
+    };
+    match authenticate(state, headers, &hook) {
+        Ok(()) => dispatch(state, headers, &hook),
         Err(refused) => refused,
     }
 }
 
-/// The secret, the headers and the payload of a delivery.
+/// The headers and the payload of a delivery.
 #[allow(clippy::result_large_err)] // the refusal is the response itself
-fn check(
-    state: &WebhookState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<JobHook, (Delivery, Response)> {
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<JobHook, (Delivery, Response)> {
     let content_type = header(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     if !content_type
         .to_ascii_lowercase()
@@ -324,11 +453,18 @@ fn check(
             ),
         ));
     }
-    // The controller's secret, or the secret of a policy that watches the project.
-    let token = headers
-        .get("x-gitlab-token")
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+    Ok(hook)
+}
+
+/// The secret of a delivery: the controller's, or the secret of a policy that watches the
+/// project.
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+fn authenticate(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    hook: &JobHook,
+) -> Result<(), (Delivery, Response)> {
+    let token = token(headers);
     let instance = header(headers, "x-gitlab-instance");
     if !state.secrets.accepts(token)
         && !equals_any(
@@ -336,13 +472,9 @@ fn check(
             token,
         )
     {
-        return Err(refuse(
-            Delivery::Unauthorized,
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong X-Gitlab-Token".to_owned(),
-        ));
+        return Err(unauthorized());
     }
-    Ok(hook)
+    Ok(())
 }
 
 /// De-duplicates a checked delivery and hands it to the engine.

@@ -19,11 +19,13 @@
 //! | [`events`] | Kubernetes Events for actions and problems |
 //! | [`secrets`] | the GitLab token, from the policy's own namespace only |
 //! | [`leader`] | leader election with a `coordination.k8s.io/v1` Lease |
+//! | [`shard_leaders`] | with project sharding: the other shards' leaders, for routing webhook deliveries |
 
 pub mod controller;
 pub mod events;
 pub mod leader;
 pub mod secrets;
+pub mod shard_leaders;
 pub mod shard_status;
 pub mod status;
 
