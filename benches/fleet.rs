@@ -61,7 +61,8 @@
 //! `BENCH_FAILURES_PER_PROJECT_HOUR` (4), `BENCH_PROJECTS_PER_POLICY` (500), `BENCH_SEED` (7),
 //! `BENCH_LATENCY_WINDOW_SECS` (120), `BENCH_RUN_TIMEOUT_SECS` (1800), `BENCH_PYTHON`
 //! (`python3`), `BENCH_DECIDE_PROJECTS` (500), `BENCH_KEEP_LOGS` (set to keep the processes'
-//! logs and the generated policies).
+//! logs and the generated policies), `BENCH_SHARDS` (unset; `N`: instead of all the above,
+//! each fleet run by one process and by N shard processes, `fleet/shards.rs`).
 
 // The driver's parts live in benches/fleet/ (this file is the bench's crate root).
 #[path = "fleet/baseline.rs"]
@@ -84,6 +85,8 @@ mod policies;
 mod process;
 #[path = "fleet/report.rs"]
 mod report;
+#[path = "fleet/shards.rs"]
+mod shards;
 #[path = "fleet/sim.rs"]
 mod sim;
 
@@ -130,6 +133,9 @@ fn run() -> Result<(), String> {
         config.projects_per_policy,
         config.seed
     ));
+    if let Some(replicas) = config.shards {
+        return run_shards(&config, replicas);
+    }
     let mut rows = Vec::new();
     let mut mode_rows = Vec::new();
     for size in &config.sizes {
@@ -153,6 +159,25 @@ fn run() -> Result<(), String> {
     println!("{}", report::goals_line(config.resync_factor));
     println!();
     println!("{}", decide.line());
+    Ok(())
+}
+
+/// `BENCH_SHARDS=N`: each fleet run by one process, then by N shard processes (and nothing
+/// else); prints the sharding table.
+fn run_shards(config: &BenchConfig, replicas: u32) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for size in &config.sizes {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("jobwarden-bench-shards-{}-", size.label))
+            .tempdir()
+            .map_err(|err| format!("temporary directory: {err}"))?;
+        for count in [1, replicas] {
+            rows.push(shards::measure(config, size, dir.path(), count)?);
+        }
+    }
+    let table = report::shard_table(&rows);
+    report::check_shards(&rows, config.sizes.len() * 2, &table)?;
+    println!("{table}");
     Ok(())
 }
 

@@ -114,6 +114,9 @@ pub struct BenchConfig {
     /// while a tool runs, per project and hour (default 4, about the fleet's own steady rate;
     /// 0 = none).
     pub failures_per_project_hour: f64,
+    /// `BENCH_SHARDS`: measure each fleet with one process and with this many shard processes
+    /// (and nothing else). Unset: the polling, webhook and baseline measurements.
+    pub shards: Option<u32>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -179,6 +182,10 @@ impl BenchConfig {
                 usize::try_from(resync_factor).unwrap_or(usize::MAX),
             )?,
             failures_per_project_hour: number("BENCH_FAILURES_PER_PROJECT_HOUR", 4.0)?,
+            shards: match var("BENCH_SHARDS") {
+                None => None,
+                Some(_) => Some(number("BENCH_SHARDS", 4)?),
+            },
         };
         config.check()
     }
@@ -208,6 +215,11 @@ impl BenchConfig {
         if self.steady_runs == 0 || self.webhook_steady_runs == 0 {
             return Err(
                 "BENCH_STEADY_RUNS and BENCH_WEBHOOK_STEADY_RUNS must be at least 1".to_owned(),
+            );
+        }
+        if self.shards.is_some_and(|n| n < 2) {
+            return Err(
+                "BENCH_SHARDS must be at least 2 (it is compared with one process)".to_owned(),
             );
         }
         if self.resync_factor == 0 {

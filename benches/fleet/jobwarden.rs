@@ -55,6 +55,28 @@ impl Jobwarden {
         webhook: Option<(SocketAddr, &str)>,
         log_dir: &Path,
     ) -> Result<Jobwarden, String> {
+        Self::start_shard(
+            name,
+            dir,
+            names,
+            requests_per_minute,
+            webhook,
+            None,
+            log_dir,
+        )
+    }
+
+    /// [`Jobwarden::start`] as shard `index` of `count` (`--shard-index`, `--shard-count`: it
+    /// observes the projects that hash to it, within its share of the request budget).
+    pub fn start_shard(
+        name: &str,
+        dir: &Path,
+        names: &[String],
+        requests_per_minute: Option<u32>,
+        webhook: Option<(SocketAddr, &str)>,
+        shard: Option<(u32, u32)>,
+        log_dir: &Path,
+    ) -> Result<Jobwarden, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_jobwarden"));
         command
             .args(["--log-format", "json", "run", "--policies"])
@@ -66,6 +88,11 @@ impl Jobwarden {
             .env_remove("RUST_LOG");
         if let Some(budget) = requests_per_minute {
             command.args(["--requests-per-minute", &budget.to_string()]);
+        }
+        if let Some((index, count)) = shard {
+            command
+                .args(["--shard-index", &index.to_string()])
+                .args(["--shard-count", &count.to_string()]);
         }
         if let Some((addr, token)) = webhook {
             command

@@ -4,6 +4,7 @@
 
 use crate::config::{FleetSize, Mode};
 use crate::process::cpu_tick;
+use crate::shards::ShardRow;
 
 /// The figures of one fleet.
 #[derive(Debug, Clone)]
@@ -353,4 +354,81 @@ pub fn check_modes(rows: &[ModeRow], expected: usize, table: &str) -> Result<(),
     }
     rows.iter().try_for_each(ModeRow::check)?;
     check_lines(table, expected, MODE_HEADER.len())
+}
+
+const SHARD_HEADER: [&str; 10] = [
+    "projects",
+    "replicas",
+    "first pass s (no limit)",
+    "peak RSS MiB per replica (max)",
+    "peak RSS MiB (all replicas)",
+    "CPU s per replica, two runs (max)",
+    "req/project, two runs",
+    "first action s (GitLab.com limits)",
+    "req/min, one token (GitLab.com limits)",
+    "429s",
+];
+
+impl ShardRow {
+    fn numbers(&self) -> Vec<f64> {
+        let mut numbers = vec![
+            self.first_pass_secs,
+            self.requests_per_project,
+            self.first_action_secs,
+            self.requests_per_minute,
+        ];
+        numbers.extend(&self.rss_mib);
+        numbers.extend(&self.cpu_secs);
+        numbers
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let max = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
+        vec![
+            thousands(self.size.projects),
+            self.replicas.to_string(),
+            format!("{:.1}", self.first_pass_secs),
+            format!("{:.1}", max(&self.rss_mib)),
+            format!("{:.1}", self.rss_mib.iter().sum::<f64>()),
+            format!("{:.2}", max(&self.cpu_secs)),
+            format!("{:.2}", self.requests_per_project),
+            format!("{:.1}", self.first_action_secs),
+            format!("{:.0}", self.requests_per_minute),
+            self.throttled.to_string(),
+        ]
+    }
+
+    /// One figure per replica, every figure a finite, non-negative number.
+    fn check(&self) -> Result<(), String> {
+        let replicas = self.replicas as usize;
+        if self.rss_mib.len() != replicas || self.cpu_secs.len() != replicas {
+            return Err(format!(
+                "fleet {} with {} replicas: figures of {} processes",
+                self.size.label,
+                self.replicas,
+                self.rss_mib.len()
+            ));
+        }
+        match self.numbers().iter().find(|n| !n.is_finite() || **n < 0.0) {
+            Some(bad) => Err(format!(
+                "fleet {} with {} replicas: a figure is {bad}",
+                self.size.label, self.replicas
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The sharding table: one row per fleet and replica count.
+pub fn shard_table(rows: &[ShardRow]) -> String {
+    render(&SHARD_HEADER, rows.iter().map(ShardRow::cells))
+}
+
+/// Checks the sharding figures and their table (`expected` rows).
+pub fn check_shards(rows: &[ShardRow], expected: usize, table: &str) -> Result<(), String> {
+    if rows.len() != expected {
+        return Err(format!("{} sharding rows, not {expected}", rows.len()));
+    }
+    rows.iter().try_for_each(ShardRow::check)?;
+    check_lines(table, expected, SHARD_HEADER.len())
 }
