@@ -23,6 +23,35 @@ const RETRY_POLICY: &str = "  rules:
         backoff: {duration: 60s, factor: 2, maxDuration: 10m}
 ";
 
+/// A retried failure is let go as soon as its new attempt is known, not at the next sync: a
+/// first run that retries a backlog would otherwise hold each failure next to its new attempt.
+#[tokio::test]
+async fn a_retried_failure_is_not_held_next_to_its_new_attempt() {
+    let w = World::start(MONDAY_MORNING).await;
+    let stuck = |name: &str| {
+        JobSpec::new(name, "test", "failed")
+            .failed_with("stuck_or_timeout_failure")
+            .aged(Duration::from_secs(3600))
+    };
+    w.pipeline("main", false, vec![stuck("a"), stuck("b"), stuck("c")]);
+    let engine = w.engine();
+    let policy = w.policy(RETRY_POLICY);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(
+        outcomes(&report, "retry"),
+        ["deferred"; 3],
+        "the 60 s backoff"
+    );
+    w.advance(61);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"; 3]);
+    assert_eq!(
+        engine.kept_jobs(),
+        3,
+        "the three new attempts (pending), not the three failures they replace"
+    );
+}
+
 #[tokio::test]
 async fn a_stuck_job_is_retried_exactly_limit_times_with_backoff_even_across_restarts() {
     let w = World::start(MONDAY_MORNING).await;

@@ -701,6 +701,30 @@ impl ProjectObserver {
         record
     }
 
+    /// Judges a kept job again after an action on it brought news the job itself does not
+    /// show: a retry's new attempt leaves the failed one for no rule to act on. It is dropped
+    /// (or left to wake up) now, not held until the next sync: a first run that retries a
+    /// backlog of 80,000 failures would otherwise hold every one of them next to its new
+    /// attempt until the next sync.
+    pub fn judge_again(&mut self, id: u64) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        if !job.status.is_completed() {
+            return;
+        }
+        match self.fate(job) {
+            Fate::Keep => {}
+            fate => {
+                if let Fate::WakeAt(at) = fate {
+                    self.wakeups.insert(at, id);
+                }
+                self.jobs.remove(id);
+                self.settled.insert(id);
+            }
+        }
+    }
+
     /// Jobs kept per status, for the `jobs` gauge.
     pub fn status_counts(&self) -> Vec<(&str, i64)> {
         let mut counts: Vec<(&str, i64)> = Vec::new();

@@ -813,6 +813,16 @@ impl Engine {
         lock(&self.inner.observers).len()
     }
 
+    /// The job records held in memory over every observed project (an observer in use by a
+    /// run at this moment is not counted).
+    pub fn kept_jobs(&self) -> usize {
+        let slots: Vec<ObserverSlot> = lock(&self.inner.observers).values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok().map(|observer| observer.jobs().len()))
+            .sum()
+    }
+
     /// Runs one reconcile of a policy. Per-project failures are reported in the run report and
     /// do not stop the other projects; the run fails only when no project could be observed.
     /// `stop` is checked between actions: an action in flight is always finished.
@@ -1540,7 +1550,11 @@ impl Engine {
         let in_doubt_until = || self.now() + ledger.in_doubt_for();
         let (outcome, fresh) = act::execute(&run.client, decision, &in_doubt_until).await;
         if let Some(job) = fresh {
+            let new_attempt = job.id != decision.job_id;
             observer.update_job(JobWire::from(&job), self.now());
+            if new_attempt {
+                observer.judge_again(decision.job_id);
+            }
         }
         outcome
     }
