@@ -4,7 +4,7 @@
 //! Route templates (`/projects/:id/jobs/:job_id/retry`) are what the client reports to its
 //! [`RequestObserver`](crate::gitlab::telemetry::RequestObserver) and puts in errors: they are
 //! low-cardinality and never contain a project path, a token or a query string. The same
-//! template renders the request's path ([`Endpoint::path`] with [`PathParams`]), so the label a
+//! template renders the request's path (`Endpoint::path` with `PathParams`), so the label a
 //! request is counted under and the URL it is sent to come from one definition.
 
 use crate::gitlab::error::GitLabError;
