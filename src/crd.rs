@@ -7,6 +7,7 @@
 //! unknown time zone) is checked by [`crate::policy::compile()`], which also repeats every schema
 //! check so that file mode without an apiserver is equally safe.
 
+use crate::gitlab::models::JobStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use kube::CustomResourceExt;
@@ -406,43 +407,54 @@ pub struct RuleMatch {
 }
 
 /// A job status, as GitLab names it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatusName {
-    Created,
-    WaitingForResource,
-    Preparing,
-    WaitingForCallback,
-    Pending,
-    Running,
-    Success,
-    Failed,
-    Canceling,
-    Canceled,
-    Skipped,
-    Manual,
-    Scheduled,
-}
+///
+/// One of GitLab's known statuses ([`JobStatus::KNOWN`],
+/// where the statuses and their names are defined once): a rule cannot name a status GitLab
+/// does not have, so an unknown name is refused when the policy is read, and the CRD schema lists
+/// the known names as its `enum`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JobStatusName(JobStatus);
 
 impl JobStatusName {
+    /// The name of `status`, if GitLab knows it (`None` for `JobStatus::Other`).
+    pub fn new(status: JobStatus) -> Option<JobStatusName> {
+        (!matches!(status, JobStatus::Other(_))).then_some(JobStatusName(status))
+    }
+
     /// The model status this name stands for.
-    pub fn to_status(self) -> crate::gitlab::models::JobStatus {
-        use crate::gitlab::models::JobStatus as S;
-        match self {
-            JobStatusName::Created => S::Created,
-            JobStatusName::WaitingForResource => S::WaitingForResource,
-            JobStatusName::Preparing => S::Preparing,
-            JobStatusName::WaitingForCallback => S::WaitingForCallback,
-            JobStatusName::Pending => S::Pending,
-            JobStatusName::Running => S::Running,
-            JobStatusName::Success => S::Success,
-            JobStatusName::Failed => S::Failed,
-            JobStatusName::Canceling => S::Canceling,
-            JobStatusName::Canceled => S::Canceled,
-            JobStatusName::Skipped => S::Skipped,
-            JobStatusName::Manual => S::Manual,
-            JobStatusName::Scheduled => S::Scheduled,
-        }
+    pub fn to_status(&self) -> JobStatus {
+        self.0.clone()
+    }
+}
+
+impl Serialize for JobStatusName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobStatusName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        JobStatusName::new(JobStatus::parse(&name))
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, JobStatus::known_names()))
+    }
+}
+
+impl JsonSchema for JobStatusName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "JobStatusName".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = serde_json::Map::new();
+        schema.insert(
+            "description".into(),
+            "A job status, as GitLab names it.".into(),
+        );
+        schema.insert("type".into(), "string".into());
+        schema.insert("enum".into(), JobStatus::known_names().into());
+        schemars::Schema::from(schema)
     }
 }
 
@@ -847,4 +859,46 @@ pub fn kube_time(ts: jiff::Timestamp) -> Time {
 pub fn crd_yaml() -> String {
     serde_yaml::to_string(&JobPolicy::crd())
         .expect("a CustomResourceDefinition built from static types always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_status_is_a_name_and_round_trips() {
+        for status in JobStatus::KNOWN {
+            let name = JobStatusName::new(status.clone()).expect("a known status");
+            let json = serde_json::to_string(&name).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            let back: JobStatusName = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.to_status(), status);
+        }
+    }
+
+    #[test]
+    fn an_unknown_status_cannot_be_named() {
+        assert_eq!(JobStatusName::new(JobStatus::Other("bogus".into())), None);
+        let err = serde_json::from_str::<JobStatusName>("\"bogus\"").unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "unknown variant `bogus`, expected one of `created`, `waiting_for_resource`"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_schema_lists_the_known_names() {
+        let schema = schemars::schema_for!(JobStatusName);
+        let names: Vec<&str> = schema
+            .get("enum")
+            .and_then(serde_json::Value::as_array)
+            .expect("an enum")
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        let known: Vec<&str> = JobStatus::KNOWN.iter().map(JobStatus::as_str).collect();
+        assert_eq!(names, known);
+    }
 }

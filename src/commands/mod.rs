@@ -12,6 +12,20 @@ use crate::gitlab::TokenDestinations;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where file mode finds its policies and, failing a Secret manifest, its GitLab token; shared
+/// by `run` (where `--policies` is optional: without it, cluster mode) and `plan` (where it is
+/// required).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyFilesArgs {
+    /// Directories or files of JobPolicy (and Secret) manifests.
+    #[arg(long = "policies", env = "JOBWARDEN_POLICIES", num_args = 1..)]
+    pub policies: Vec<PathBuf>,
+    /// Environment variable holding the GitLab token when a policy's Secret is not among the
+    /// manifests.
+    #[arg(long, env = "JOBWARDEN_TOKEN_ENV", default_value = "GITLAB_TOKEN")]
+    pub token_env: String,
+}
+
 /// How jobwarden talks to GitLab; shared by `run`, `plan` and `demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GitLabArgs {
@@ -107,5 +121,58 @@ pub async fn termination_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::{CommandFactory, Parser};
+
+    fn parse(argv: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("jobwarden").chain(argv.iter().copied()))
+    }
+
+    #[test]
+    fn run_and_plan_share_the_policy_file_flags() {
+        let argv = ["--policies", "a", "b", "--token-env", "MY_TOKEN"];
+        let Ok(Cli {
+            command: Command::Run(run),
+            ..
+        }) = parse(&[&["run"][..], &argv].concat())
+        else {
+            panic!("run parses");
+        };
+        let Ok(Cli {
+            command: Command::Plan(plan),
+            ..
+        }) = parse(&[&["plan"][..], &argv].concat())
+        else {
+            panic!("plan parses");
+        };
+        assert_eq!(run.files.policies, plan.files.policies);
+        assert_eq!(plan.files.policies.len(), 2);
+        assert_eq!(run.files.token_env, "MY_TOKEN");
+        assert_eq!(plan.files.token_env, "MY_TOKEN");
+    }
+
+    #[test]
+    fn plan_requires_policies_and_run_does_not() {
+        // (Unless JOBWARDEN_POLICIES is set, which a test run does not do.)
+        if std::env::var_os("JOBWARDEN_POLICIES").is_some() {
+            return;
+        }
+        let err = parse(&["plan"]).expect_err("--policies is required");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--policies"), "{err}");
+        assert!(parse(&["run"]).is_ok(), "without --policies, cluster mode");
+    }
+
+    #[test]
+    fn run_says_what_no_policies_means() {
+        let mut cli = Cli::command();
+        let run = cli.find_subcommand_mut("run").expect("run");
+        let help = run.render_help().to_string();
+        assert!(help.contains("runs in cluster mode"), "{help}");
     }
 }

@@ -1,13 +1,12 @@
 //! `jobwarden plan --policies DIR`: one dry pass, showing what would be done to which job and
 //! why.
 
-use super::GitLabArgs;
+use super::{GitLabArgs, PolicyFilesArgs};
 use crate::engine::{ActionRecord, Engine, Outcome, RunMode, RunReport, system_clock};
 use crate::metrics::Metrics;
 use crate::source::files::{load_manifests, resolve_token};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -19,14 +18,10 @@ pub enum PlanFormat {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("policies", |arg| arg.required(true)))]
 pub struct PlanArgs {
-    /// Directories or files of JobPolicy (and Secret) manifests.
-    #[arg(long = "policies", env = "JOBWARDEN_POLICIES", required = true, num_args = 1..)]
-    pub policies: Vec<PathBuf>,
-    /// Environment variable holding the GitLab token when a policy's Secret is not in the
-    /// directory.
-    #[arg(long, env = "JOBWARDEN_TOKEN_ENV", default_value = "GITLAB_TOKEN")]
-    pub token_env: String,
+    #[command(flatten)]
+    pub files: PolicyFilesArgs,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = PlanFormat::Text)]
     pub output: PlanFormat,
@@ -70,7 +65,7 @@ impl PlannedAction {
 }
 
 pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
-    let manifests = load_manifests(&args.policies);
+    let manifests = load_manifests(&args.files.policies);
     let mut failed = !manifests.errors.is_empty();
     for error in &manifests.errors {
         eprintln!("error: {error}");
@@ -96,7 +91,7 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
                 continue;
             }
         };
-        let token = match resolve_token(&loaded.policy, &manifests.secrets, &args.token_env) {
+        let token = match resolve_token(&loaded.policy, &manifests.secrets, &args.files.token_env) {
             Ok(t) => t,
             Err(err) => {
                 failed = true;

@@ -1,7 +1,7 @@
 //! `jobwarden run`: the controller. With `--policies DIR` it runs the policies of a directory
 //! (file mode, no cluster); without, it watches JobPolicy objects in the cluster (cluster mode).
 
-use super::{GitLabArgs, termination_signal};
+use super::{GitLabArgs, PolicyFilesArgs, termination_signal};
 use crate::engine::Shard;
 use crate::engine::{Engine, Ledger, system_clock};
 use crate::metrics::Metrics;
@@ -20,15 +20,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("policies", |arg| arg.help(
+    "Directories or files of JobPolicy (and Secret) manifests; reloaded when they change. \
+     Without it, jobwarden runs in cluster mode (JobPolicies from the Kubernetes API)"
+)))]
 pub struct RunArgs {
-    /// Directories or files of JobPolicy (and Secret) manifests; reloaded when they change.
-    /// Without it, jobwarden runs in cluster mode (JobPolicies from the Kubernetes API).
-    #[arg(long = "policies", env = "JOBWARDEN_POLICIES", num_args = 1..)]
-    pub policies: Vec<PathBuf>,
-    /// File mode: environment variable holding the GitLab token when a policy's Secret is not
-    /// in the directory.
-    #[arg(long, env = "JOBWARDEN_TOKEN_ENV", default_value = "GITLAB_TOKEN")]
-    pub token_env: String,
+    // `--policies` and `--token-env`, as in `plan`.
+    #[command(flatten)]
+    pub files: PolicyFilesArgs,
     #[command(flatten)]
     pub server: crate::server::ServerArgs,
     /// File mode: how often the policy files are checked for changes, in seconds.
@@ -147,7 +146,7 @@ fn shard_engine(engine_config: &mut crate::engine::EngineConfig, shard: Shard) {
 }
 
 pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
-    let cluster = if args.policies.is_empty() {
+    let cluster = if args.files.policies.is_empty() {
         let mut config = args.cluster.config()?;
         config.selector = args.selector.clone();
         let client = kube::Client::try_default()
@@ -220,8 +219,8 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         )),
         None => {
             let config = RunnerConfig {
-                paths: args.policies,
-                token_env: args.token_env,
+                paths: args.files.policies,
+                token_env: args.files.token_env,
                 token_override: None,
                 override_policy: None,
                 reload_every: Duration::from_secs(args.reload_seconds.max(1)),
@@ -273,7 +272,7 @@ mod tests {
             "--shard-count",
             "2",
         ]);
-        assert!(args.policies.is_empty());
+        assert!(args.files.policies.is_empty());
         let config = args.cluster.config().expect("a valid cluster config");
         assert_eq!(config.namespace.as_deref(), Some("ci"));
         assert_eq!(config.lease.namespace, "jobwarden-system");
@@ -331,7 +330,7 @@ mod tests {
     #[test]
     fn with_policies_it_is_file_mode() {
         let args = parse(&["--policies", "deploy/examples"]);
-        assert_eq!(args.policies, [PathBuf::from("deploy/examples")]);
+        assert_eq!(args.files.policies, [PathBuf::from("deploy/examples")]);
     }
 
     #[test]

@@ -7,13 +7,17 @@ pub mod inbox;
 pub mod ledger;
 pub mod observe;
 pub mod reconcile;
+pub mod report;
 pub mod shard;
 
 pub use act::{Outcome, OutcomeKind};
 pub use ledger::{Ledger, LedgerError};
 pub use reconcile::{
-    ActionRecord, Clock, DEFAULT_GROUP_REFRESH_INTERVAL, Engine, EngineConfig, FailedTarget,
-    JobEvent, MAX_LISTED_ACTIONS, MAX_LISTED_HELD_BACK, ProjectFailure, ReconcileError, RunMode,
-    RunReport, Tally, system_clock,
+    Clock, DEFAULT_GROUP_REFRESH_INTERVAL, Engine, EngineConfig, JobEvent, ReconcileError, RunMode,
+    system_clock,
+};
+pub use report::{
+    ActionRecord, FailedTarget, MAX_LISTED_ACTIONS, MAX_LISTED_HELD_BACK, ProjectFailure,
+    RunReport, Tally,
 };
 pub use shard::{Shard, ShardError};

@@ -20,7 +20,7 @@
 
 use crate::gitlab::auth::{AuthHeader, Credential};
 use crate::gitlab::backoff::Backoff;
-use crate::gitlab::endpoints::{Endpoint, Method, Query};
+use crate::gitlab::endpoints::{Endpoint, Method, PathParams, Query};
 use crate::gitlab::error::{GitLabError, TransportFailure, api_message};
 use crate::gitlab::ratelimit::{LimitScope, RateLimiter};
 use crate::gitlab::telemetry::{NoopObserver, RequestObserver};
@@ -371,6 +371,17 @@ impl GitLabClient {
             url.set_query(Some(&query.to_query_string()));
         }
         Ok(url)
+    }
+
+    /// The URL of one request to `endpoint`: its path rendered from `params` (see
+    /// [`Endpoint::path`]), then checked and joined like any [`api_url`](Self::api_url).
+    pub(crate) fn endpoint_url(
+        &self,
+        endpoint: Endpoint,
+        params: &PathParams<'_>,
+        query: &Query,
+    ) -> Result<Url, GitLabError> {
+        self.api_url(&endpoint.path(params)?, query)
     }
 
     /// Sends one request (following redirects for GETs) and returns the response if its status

@@ -1,31 +1,127 @@
 //! Streaming response bodies (job logs, artifacts) chunk by chunk, never buffering them whole.
+//!
+//! Every download goes through one function, [`GitLabClient::download`], given a [`Download`]:
+//! what to fetch, which names its endpoint, path and query. The per-endpoint methods of
+//! [`jobs`](crate::gitlab::jobs) (`download_artifacts`, …) are one-line wrappers around it.
 
 use crate::gitlab::client::{GitLabClient, Opened, timeout_error, transport_error};
-use crate::gitlab::endpoints::Endpoint;
+use crate::gitlab::endpoints::{Endpoint, PathParams, Query};
 use crate::gitlab::error::GitLabError;
+use crate::gitlab::models::ProjectRef;
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use url::Url;
 
+/// A body the client can download: a job's log, or an artifacts archive or one file of it, of a
+/// job given by id or as the latest successful job of a name on a ref.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Download<'a> {
+    /// `GET /projects/:id/jobs/:job_id/trace`: the job log.
+    JobLog {
+        project: &'a ProjectRef,
+        job_id: u64,
+    },
+    /// `GET /projects/:id/jobs/:job_id/artifacts`: the artifacts archive.
+    Artifacts {
+        project: &'a ProjectRef,
+        job_id: u64,
+    },
+    /// `GET /projects/:id/jobs/artifacts/:ref_name/download?job=…`: the archive of the latest
+    /// successful `job_name` job on `ref_name` (a branch or tag; encoded, `/` included).
+    ArtifactsByRef {
+        project: &'a ProjectRef,
+        ref_name: &'a str,
+        job_name: &'a str,
+    },
+    /// `GET /projects/:id/jobs/:job_id/artifacts/*artifact_path`: one file of the archive
+    /// (`some/release/file.pdf`; `.`/`..` segments are refused).
+    ArtifactFile {
+        project: &'a ProjectRef,
+        job_id: u64,
+        artifact_path: &'a str,
+    },
+    /// `GET /projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path?job=…`: one file of the
+    /// archive of the latest successful `job_name` job on `ref_name`.
+    ArtifactFileByRef {
+        project: &'a ProjectRef,
+        ref_name: &'a str,
+        job_name: &'a str,
+        artifact_path: &'a str,
+    },
+}
+
+impl<'a> Download<'a> {
+    /// The endpoint this download is a request to (its metric label and its route).
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Download::JobLog { .. } => Endpoint::JOB_TRACE,
+            Download::Artifacts { .. } => Endpoint::DOWNLOAD_ARTIFACTS,
+            Download::ArtifactsByRef { .. } => Endpoint::DOWNLOAD_ARTIFACTS_BY_REF,
+            Download::ArtifactFile { .. } => Endpoint::DOWNLOAD_ARTIFACT_FILE,
+            Download::ArtifactFileByRef { .. } => Endpoint::DOWNLOAD_ARTIFACT_FILE_BY_REF,
+        }
+    }
+
+    /// The values of the endpoint's placeholders.
+    fn params(&self) -> PathParams<'a> {
+        match *self {
+            Download::JobLog { project, job_id } | Download::Artifacts { project, job_id } => {
+                PathParams::project(project).job(job_id)
+            }
+            Download::ArtifactsByRef {
+                project, ref_name, ..
+            } => PathParams::project(project).ref_name(ref_name),
+            Download::ArtifactFile {
+                project,
+                job_id,
+                artifact_path,
+            } => PathParams::project(project)
+                .job(job_id)
+                .artifact_path(artifact_path),
+            Download::ArtifactFileByRef {
+                project,
+                ref_name,
+                artifact_path,
+                ..
+            } => PathParams::project(project)
+                .ref_name(ref_name)
+                .artifact_path(artifact_path),
+        }
+    }
+
+    /// The query string: `job=` for the by-ref downloads, nothing for the others.
+    fn query(&self) -> Query {
+        let mut query = Query::new();
+        if let Download::ArtifactsByRef { job_name, .. }
+        | Download::ArtifactFileByRef { job_name, .. } = self
+        {
+            query.push("job", job_name);
+        }
+        query
+    }
+
+    /// The URL of the request.
+    fn url(&self, client: &GitLabClient) -> Result<Url, GitLabError> {
+        client.endpoint_url(self.endpoint(), &self.params(), &self.query())
+    }
+}
+
 impl GitLabClient {
-    /// GETs `url` and writes its body to `writer` as it arrives. Returns the number of bytes
+    /// GETs `what` and writes its body to `writer` as it arrives. Returns the number of bytes
     /// written. Retried (like any GET) until the response starts; a body that breaks off is an
     /// error, as the writer already holds part of it.
-    pub(crate) async fn download_to<W>(
-        &self,
-        endpoint: Endpoint,
-        url: &Url,
-        writer: &mut W,
-    ) -> Result<u64, GitLabError>
+    pub async fn download<W>(&self, what: Download<'_>, writer: &mut W) -> Result<u64, GitLabError>
     where
         W: AsyncWrite + Unpin + Send,
     {
+        let endpoint = what.endpoint();
+        let url = what.url(self)?;
         let write_error = |source| GitLabError::Write {
             endpoint: endpoint.template,
             source,
         };
-        let mut chunks = self.body_chunks(endpoint, url).await?;
+        let mut chunks = self.body_chunks(endpoint, &url).await?;
         let mut written = 0u64;
         while let Some(chunk) = chunks.next().await? {
             writer.write_all(&chunk).await.map_err(write_error)?;
@@ -35,14 +131,15 @@ impl GitLabClient {
         Ok(written)
     }
 
-    /// GETs `url` and keeps only the last `max_bytes` of its body.
-    pub(crate) async fn download_tail(
+    /// GETs `what` and keeps only the last `max_bytes` of its body (as text; invalid UTF-8 is
+    /// replaced).
+    pub async fn download_tail(
         &self,
-        endpoint: Endpoint,
-        url: &Url,
+        what: Download<'_>,
         max_bytes: usize,
     ) -> Result<String, GitLabError> {
-        let mut chunks = self.body_chunks(endpoint, url).await?;
+        let url = what.url(self)?;
+        let mut chunks = self.body_chunks(what.endpoint(), &url).await?;
         let mut tail = TailBuffer::new(max_bytes);
         while let Some(chunk) = chunks.next().await? {
             tail.push(&chunk);

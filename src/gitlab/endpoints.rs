@@ -3,9 +3,14 @@
 //!
 //! Route templates (`/projects/:id/jobs/:job_id/retry`) are what the client reports to its
 //! [`RequestObserver`](crate::gitlab::telemetry::RequestObserver) and puts in errors: they are
-//! low-cardinality and never contain a project path, a token or a query string.
+//! low-cardinality and never contain a project path, a token or a query string. The same
+//! template renders the request's path (`Endpoint::path` with `PathParams`), so the label a
+//! request is counted under and the URL it is sent to come from one definition.
 
+use crate::gitlab::error::GitLabError;
+use crate::gitlab::models::{GroupRef, ProjectRef};
 use std::fmt;
+use std::fmt::Write as _;
 
 /// The HTTP methods the Jobs API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,6 +152,112 @@ impl Endpoint {
     ];
 }
 
+impl Endpoint {
+    /// The path of one request to this endpoint: the template with each placeholder replaced by
+    /// its value from `params`, percent-encoded (`/projects/g%2Fp/jobs/7/play`). An empty
+    /// `:ref_name` or `*artifact_path` is refused; so is a placeholder `params` has no value for
+    /// (a mistake in the caller, reported rather than sent).
+    pub(crate) fn path(self, params: &PathParams<'_>) -> Result<String, GitLabError> {
+        let missing = |placeholder: &str| {
+            GitLabError::InvalidArgument(format!("{self}: no value for `{placeholder}`"))
+        };
+        let mut path = String::with_capacity(self.template.len() + 32);
+        for segment in self.template.split('/').skip(1) {
+            path.push('/');
+            match segment {
+                ":id" => path.push_str(params.id.as_deref().ok_or_else(|| missing(segment))?),
+                ":job_id" => {
+                    let id = params.job_id.ok_or_else(|| missing(segment))?;
+                    let _ = write!(path, "{id}");
+                }
+                ":pipeline_id" => {
+                    let id = params.pipeline_id.ok_or_else(|| missing(segment))?;
+                    let _ = write!(path, "{id}");
+                }
+                ":ref_name" => {
+                    let ref_name = params.ref_name.ok_or_else(|| missing(segment))?;
+                    if ref_name.is_empty() {
+                        return Err(GitLabError::InvalidArgument("the ref name is empty".into()));
+                    }
+                    path.push_str(&encode_segment(ref_name));
+                }
+                "*artifact_path" => {
+                    let raw = params.artifact_path.ok_or_else(|| missing(segment))?;
+                    let encoded = encode_artifact_path(raw);
+                    if encoded.is_empty() {
+                        return Err(GitLabError::InvalidArgument(
+                            "the artifact path is empty".into(),
+                        ));
+                    }
+                    path.push_str(&encoded);
+                }
+                literal => path.push_str(literal),
+            }
+        }
+        Ok(path)
+    }
+}
+
+/// The values that fill an [`Endpoint`]'s placeholders: `:id` (a project or a group, already
+/// encoded as one path segment), `:job_id`, `:pipeline_id`, `:ref_name` and `*artifact_path`
+/// (both encoded when the path is rendered). Built from the project or group, then one setter a
+/// further placeholder: `PathParams::project(&p).job(7)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PathParams<'a> {
+    id: Option<String>,
+    job_id: Option<u64>,
+    pipeline_id: Option<u64>,
+    ref_name: Option<&'a str>,
+    artifact_path: Option<&'a str>,
+}
+
+impl<'a> PathParams<'a> {
+    /// No placeholder (`/job`).
+    pub(crate) fn none() -> PathParams<'a> {
+        PathParams::default()
+    }
+
+    /// `:id` is `project`, by id or by encoded full path.
+    pub(crate) fn project(project: &ProjectRef) -> PathParams<'a> {
+        PathParams {
+            id: Some(project.to_path_segment()),
+            ..PathParams::default()
+        }
+    }
+
+    /// `:id` is `group`, by id or by encoded full path.
+    pub(crate) fn group(group: &GroupRef) -> PathParams<'a> {
+        PathParams {
+            id: Some(group.to_path_segment()),
+            ..PathParams::default()
+        }
+    }
+
+    /// `:job_id`.
+    pub(crate) fn job(mut self, job_id: u64) -> PathParams<'a> {
+        self.job_id = Some(job_id);
+        self
+    }
+
+    /// `:pipeline_id`.
+    pub(crate) fn pipeline(mut self, pipeline_id: u64) -> PathParams<'a> {
+        self.pipeline_id = Some(pipeline_id);
+        self
+    }
+
+    /// `:ref_name`: a branch or tag, `/` included.
+    pub(crate) fn ref_name(mut self, ref_name: &'a str) -> PathParams<'a> {
+        self.ref_name = Some(ref_name);
+        self
+    }
+
+    /// `*artifact_path`: a path inside an artifacts archive (`some/release/file.pdf`).
+    pub(crate) fn artifact_path(mut self, artifact_path: &'a str) -> PathParams<'a> {
+        self.artifact_path = Some(artifact_path);
+        self
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.method, self.template)
@@ -239,6 +350,83 @@ mod tests {
             q.to_query_string(),
             "scope[]=pending&scope[]=running&job=build%20%26%20test"
         );
+    }
+
+    #[test]
+    fn every_template_renders_with_every_placeholder_filled() {
+        let project = ProjectRef::parse("g/p");
+        let full = PathParams::project(&project)
+            .job(7)
+            .pipeline(3)
+            .ref_name("feature/login")
+            .artifact_path("some/file 1.pdf");
+        for e in Endpoint::ALL {
+            let path = e.path(&full).unwrap();
+            assert!(!path.contains(':') && !path.contains('*'), "{e}: {path}");
+            assert_eq!(
+                path.split('/').count(),
+                e.template.split('/').count() + usize::from(e.template.contains('*')),
+                "{e}: {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_encode_their_values() {
+        let p = ProjectRef::parse("g/p");
+        assert_eq!(
+            Endpoint::PLAY_JOB
+                .path(&PathParams::project(&p).job(7))
+                .unwrap(),
+            "/projects/g%2Fp/jobs/7/play"
+        );
+        assert_eq!(
+            Endpoint::LIST_PIPELINE_BRIDGES
+                .path(&PathParams::project(&ProjectRef::Id(5)).pipeline(9))
+                .unwrap(),
+            "/projects/5/pipelines/9/bridges"
+        );
+        assert_eq!(
+            Endpoint::DOWNLOAD_ARTIFACT_FILE_BY_REF
+                .path(
+                    &PathParams::project(&p)
+                        .ref_name("feature/login")
+                        .artifact_path("/some/file 1.pdf")
+                )
+                .unwrap(),
+            "/projects/g%2Fp/jobs/artifacts/feature%2Flogin/raw/some/file%201.pdf"
+        );
+        assert_eq!(
+            Endpoint::LIST_GROUP_PROJECTS
+                .path(&PathParams::group(&GroupRef::parse("a/b c")))
+                .unwrap(),
+            "/groups/a%2Fb%20c/projects"
+        );
+        assert_eq!(
+            Endpoint::CURRENT_JOB.path(&PathParams::none()).unwrap(),
+            "/job"
+        );
+    }
+
+    #[test]
+    fn empty_or_missing_values_are_refused() {
+        let p = ProjectRef::parse("g/p");
+        let empty_ref = Endpoint::DOWNLOAD_ARTIFACTS_BY_REF
+            .path(&PathParams::project(&p).ref_name(""))
+            .unwrap_err();
+        assert_eq!(
+            empty_ref.to_string(),
+            "invalid argument: the ref name is empty"
+        );
+        let empty_file = Endpoint::DOWNLOAD_ARTIFACT_FILE
+            .path(&PathParams::project(&p).job(1).artifact_path("/"))
+            .unwrap_err();
+        assert_eq!(empty_file.kind(), "invalid_argument");
+        let missing = Endpoint::GET_JOB
+            .path(&PathParams::project(&p))
+            .unwrap_err();
+        assert!(missing.to_string().contains("`:job_id`"), "{missing}");
+        assert!(Endpoint::GET_PROJECT.path(&PathParams::none()).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `docs/gitlab-groups-api.md` for what GitLab documents about it.
 
 use crate::gitlab::client::GitLabClient;
-use crate::gitlab::endpoints::{Endpoint, Query};
+use crate::gitlab::endpoints::{Endpoint, PathParams, Query};
 use crate::gitlab::error::GitLabError;
 use crate::gitlab::models::GroupRef;
 use crate::gitlab::pagination::{PER_PAGE, PaginationMode, paginate};
@@ -157,10 +157,6 @@ impl GroupProjectsQuery {
     }
 }
 
-fn group_path(group: &GroupRef) -> String {
-    format!("/groups/{}", group.to_path_segment())
-}
-
 impl GitLabClient {
     /// `GET /groups/:id/projects`: the projects of a group (by id or full path), lazily, page
     /// after page (offset pagination: GitLab has no keyset pagination here). An unknown group,
@@ -174,6 +170,7 @@ impl GitLabClient {
         group: &GroupRef,
         query: &GroupProjectsQuery,
     ) -> impl Stream<Item = Result<Project, GitLabError>> + Send + 'static {
+        let endpoint = Endpoint::LIST_GROUP_PROJECTS;
         let refused = (query.simple && query.archived.is_none()).then(|| {
             GitLabError::InvalidArgument(
                 "a simple listing of a group's projects does not say which are archived: \
@@ -183,31 +180,24 @@ impl GitLabClient {
         });
         let first = match refused {
             Some(err) => Err(err),
-            None => self.api_url(
-                &format!("{}/projects", group_path(group)),
-                &query.to_query(),
-            ),
+            None => self.endpoint_url(endpoint, &PathParams::group(group), &query.to_query()),
         };
         let known_archived = query.simple.then_some(query.archived).flatten();
         let mut seen = HashSet::new();
-        paginate::<Project>(
-            self.clone(),
-            Endpoint::LIST_GROUP_PROJECTS,
-            first,
-            PaginationMode::Offset,
-        )
-        .filter_map(move |item| {
-            let item = match item {
-                Ok(mut project) => {
-                    if let Some(archived) = known_archived {
-                        project.archived = archived;
+        paginate::<Project>(self.clone(), endpoint, first, PaginationMode::Offset).filter_map(
+            move |item| {
+                let item = match item {
+                    Ok(mut project) => {
+                        if let Some(archived) = known_archived {
+                            project.archived = archived;
+                        }
+                        seen.insert(project.id).then_some(Ok(project))
                     }
-                    seen.insert(project.id).then_some(Ok(project))
-                }
-                Err(err) => Some(Err(err)),
-            };
-            futures::future::ready(item)
-        })
+                    Err(err) => Some(Err(err)),
+                };
+                futures::future::ready(item)
+            },
+        )
     }
 }
 
@@ -243,10 +233,15 @@ mod tests {
 
     #[test]
     fn group_paths_are_one_encoded_segment() {
+        let path = |group: &GroupRef| {
+            Endpoint::LIST_GROUP_PROJECTS
+                .path(&PathParams::group(group))
+                .unwrap()
+        };
         assert_eq!(
-            group_path(&GroupRef::parse("fleet/platform")),
-            "/groups/fleet%2Fplatform"
+            path(&GroupRef::parse("fleet/platform")),
+            "/groups/fleet%2Fplatform/projects"
         );
-        assert_eq!(group_path(&GroupRef::Id(7)), "/groups/7");
+        assert_eq!(path(&GroupRef::Id(7)), "/groups/7/projects");
     }
 }

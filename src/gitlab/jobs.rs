@@ -5,7 +5,8 @@
 //! [`client`](crate::gitlab::client) for the retry policy).
 
 use crate::gitlab::client::{GitLabClient, decode_json};
-use crate::gitlab::endpoints::{Endpoint, Query, encode_artifact_path, encode_segment};
+use crate::gitlab::download::Download;
+use crate::gitlab::endpoints::{Endpoint, PathParams, Query};
 use crate::gitlab::error::GitLabError;
 use crate::gitlab::models::{AllowedAgents, Job, JobStatus, JobVariable, ProjectRef};
 use crate::gitlab::pagination::{PER_PAGE, PaginationMode, paginate};
@@ -14,7 +15,6 @@ use futures::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWrite;
-use url::Url;
 
 /// What `GET /projects/:id/jobs` should return.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,35 +98,6 @@ fn push_scopes(query: &mut Query, scopes: &[JobStatus]) {
     }
 }
 
-fn project_path(project: &ProjectRef) -> String {
-    format!("/projects/{}", project.to_path_segment())
-}
-
-fn job_path(project: &ProjectRef, job_id: u64) -> String {
-    format!("{}/jobs/{job_id}", project_path(project))
-}
-
-fn artifacts_by_ref_path(project: &ProjectRef, ref_name: &str) -> Result<String, GitLabError> {
-    if ref_name.is_empty() {
-        return Err(GitLabError::InvalidArgument("the ref name is empty".into()));
-    }
-    Ok(format!(
-        "{}/jobs/artifacts/{}",
-        project_path(project),
-        encode_segment(ref_name)
-    ))
-}
-
-fn artifact_file_path(artifact_path: &str) -> Result<String, GitLabError> {
-    let encoded = encode_artifact_path(artifact_path);
-    if encoded.is_empty() {
-        return Err(GitLabError::InvalidArgument(
-            "the artifact path is empty".into(),
-        ));
-    }
-    Ok(encoded)
-}
-
 impl GitLabClient {
     /// `GET /projects/:id/jobs`: the project's jobs, newest first, retried attempts included.
     /// The stream is lazy: the next page is fetched only when the consumer polls past the current
@@ -151,13 +122,9 @@ impl GitLabClient {
         query
             .pagination
             .apply(&mut q, query.per_page.unwrap_or(PER_PAGE));
-        let url = self.api_url(&format!("{}/jobs", project_path(project)), &q);
-        paginate(
-            self.clone(),
-            Endpoint::LIST_PROJECT_JOBS,
-            url,
-            query.pagination,
-        )
+        let endpoint = Endpoint::LIST_PROJECT_JOBS;
+        let url = self.endpoint_url(endpoint, &PathParams::project(project), &q);
+        paginate(self.clone(), endpoint, url, query.pagination)
     }
 
     /// `GET /projects/:id/pipelines/:pipeline_id/jobs`: a pipeline's jobs (bridges excluded),
@@ -184,13 +151,10 @@ impl GitLabClient {
             q.push("include_retried", "true");
         }
         PaginationMode::Offset.apply(&mut q, PER_PAGE);
-        let path = format!("{}/pipelines/{pipeline_id}/jobs", project_path(project));
-        paginate(
-            self.clone(),
-            Endpoint::LIST_PIPELINE_JOBS,
-            self.api_url(&path, &q),
-            PaginationMode::Offset,
-        )
+        let endpoint = Endpoint::LIST_PIPELINE_JOBS;
+        let params = PathParams::project(project).pipeline(pipeline_id);
+        let url = self.endpoint_url(endpoint, &params, &q);
+        paginate(self.clone(), endpoint, url, PaginationMode::Offset)
     }
 
     /// `GET /projects/:id/pipelines/:pipeline_id/bridges`: a pipeline's trigger jobs, decoded as
@@ -204,13 +168,10 @@ impl GitLabClient {
         let mut q = Query::new();
         push_scopes(&mut q, scopes);
         PaginationMode::Offset.apply(&mut q, PER_PAGE);
-        let path = format!("{}/pipelines/{pipeline_id}/bridges", project_path(project));
-        paginate(
-            self.clone(),
-            Endpoint::LIST_PIPELINE_BRIDGES,
-            self.api_url(&path, &q),
-            PaginationMode::Offset,
-        )
+        let endpoint = Endpoint::LIST_PIPELINE_BRIDGES;
+        let params = PathParams::project(project).pipeline(pipeline_id);
+        let url = self.endpoint_url(endpoint, &params, &q);
+        paginate(self.clone(), endpoint, url, PaginationMode::Offset)
     }
 
     /// `GET /projects/:id/jobs/:job_id`.
@@ -225,8 +186,13 @@ impl GitLabClient {
         project: &ProjectRef,
         job_id: u64,
     ) -> Result<T, GitLabError> {
-        let url = self.api_url(&job_path(project, job_id), &Query::new())?;
-        self.get_json(Endpoint::GET_JOB, &url).await
+        let endpoint = Endpoint::GET_JOB;
+        let url = self.endpoint_url(
+            endpoint,
+            &PathParams::project(project).job(job_id),
+            &Query::new(),
+        )?;
+        self.get_json(endpoint, &url).await
     }
 
     /// `GET /projects/:id/jobs/:job_id/trace`, keeping only the last `max_bytes` bytes (as text;
@@ -237,11 +203,7 @@ impl GitLabClient {
         job_id: u64,
         max_bytes: usize,
     ) -> Result<String, GitLabError> {
-        let url = self.api_url(
-            &format!("{}/trace", job_path(project, job_id)),
-            &Query::new(),
-        )?;
-        self.download_tail(Endpoint::JOB_TRACE, &url, max_bytes)
+        self.download_tail(Download::JobLog { project, job_id }, max_bytes)
             .await
     }
 
@@ -255,11 +217,8 @@ impl GitLabClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let url = self.api_url(
-            &format!("{}/trace", job_path(project, job_id)),
-            &Query::new(),
-        )?;
-        self.download_to(Endpoint::JOB_TRACE, &url, writer).await
+        self.download(Download::JobLog { project, job_id }, writer)
+            .await
     }
 
     /// `POST /projects/:id/jobs/:job_id/cancel`; `force` (newer GitLab, maintainers) moves a job
@@ -274,27 +233,21 @@ impl GitLabClient {
         if force {
             q.push("force", "true");
         }
-        let url = self.api_url(&format!("{}/cancel", job_path(project, job_id)), &q)?;
-        self.post_for_job(Endpoint::CANCEL_JOB, &url, None).await
+        self.post_for_job(Endpoint::CANCEL_JOB, project, job_id, &q, None)
+            .await
     }
 
     /// `POST /projects/:id/jobs/:job_id/retry`. Returns the NEW job (a new id); the old one keeps
     /// its status.
     pub async fn retry_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
-        let url = self.api_url(
-            &format!("{}/retry", job_path(project, job_id)),
-            &Query::new(),
-        )?;
-        self.post_for_job(Endpoint::RETRY_JOB, &url, None).await
+        self.post_for_job(Endpoint::RETRY_JOB, project, job_id, &Query::new(), None)
+            .await
     }
 
     /// `POST /projects/:id/jobs/:job_id/erase`: removes the job's artifacts and log.
     pub async fn erase_job(&self, project: &ProjectRef, job_id: u64) -> Result<Job, GitLabError> {
-        let url = self.api_url(
-            &format!("{}/erase", job_path(project, job_id)),
-            &Query::new(),
-        )?;
-        self.post_for_job(Endpoint::ERASE_JOB, &url, None).await
+        self.post_for_job(Endpoint::ERASE_JOB, project, job_id, &Query::new(), None)
+            .await
     }
 
     /// `POST /projects/:id/jobs/:job_id/play`: starts a manual job, with `variables` as
@@ -305,10 +258,6 @@ impl GitLabClient {
         job_id: u64,
         variables: &[JobVariable],
     ) -> Result<Job, GitLabError> {
-        let url = self.api_url(
-            &format!("{}/play", job_path(project, job_id)),
-            &Query::new(),
-        )?;
         let body = if variables.is_empty() {
             None
         } else {
@@ -318,7 +267,8 @@ impl GitLabClient {
             .map_err(|e| GitLabError::InvalidArgument(format!("job variables: {e}")))?;
             Some(Bytes::from(json))
         };
-        self.post_for_job(Endpoint::PLAY_JOB, &url, body).await
+        self.post_for_job(Endpoint::PLAY_JOB, project, job_id, &Query::new(), body)
+            .await
     }
 
     /// `POST /projects/:id/jobs/:job_id/artifacts/keep`: keeps the artifacts from expiring.
@@ -327,12 +277,14 @@ impl GitLabClient {
         project: &ProjectRef,
         job_id: u64,
     ) -> Result<Job, GitLabError> {
-        let url = self.api_url(
-            &format!("{}/artifacts/keep", job_path(project, job_id)),
+        self.post_for_job(
+            Endpoint::KEEP_ARTIFACTS,
+            project,
+            job_id,
             &Query::new(),
-        )?;
-        self.post_for_job(Endpoint::KEEP_ARTIFACTS, &url, None)
-            .await
+            None,
+        )
+        .await
     }
 
     /// `DELETE /projects/:id/jobs/:job_id/artifacts` (GitLab answers 204).
@@ -341,13 +293,10 @@ impl GitLabClient {
         project: &ProjectRef,
         job_id: u64,
     ) -> Result<(), GitLabError> {
-        let url = self.api_url(
-            &format!("{}/artifacts", job_path(project, job_id)),
-            &Query::new(),
-        )?;
-        self.send_action(Endpoint::DELETE_ARTIFACTS, &url, None)
-            .await
-            .map(|_| ())
+        let endpoint = Endpoint::DELETE_ARTIFACTS;
+        let params = PathParams::project(project).job(job_id);
+        let url = self.endpoint_url(endpoint, &params, &Query::new())?;
+        self.send_action(endpoint, &url, None).await.map(|_| ())
     }
 
     /// `GET /projects/:id/jobs/:job_id/artifacts`: the artifacts archive, streamed into
@@ -361,11 +310,7 @@ impl GitLabClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let url = self.api_url(
-            &format!("{}/artifacts", job_path(project, job_id)),
-            &Query::new(),
-        )?;
-        self.download_to(Endpoint::DOWNLOAD_ARTIFACTS, &url, writer)
+        self.download(Download::Artifacts { project, job_id }, writer)
             .await
     }
 
@@ -381,12 +326,12 @@ impl GitLabClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let mut q = Query::new();
-        q.push("job", job_name);
-        let path = format!("{}/download", artifacts_by_ref_path(project, ref_name)?);
-        let url = self.api_url(&path, &q)?;
-        self.download_to(Endpoint::DOWNLOAD_ARTIFACTS_BY_REF, &url, writer)
-            .await
+        let latest = Download::ArtifactsByRef {
+            project,
+            ref_name,
+            job_name,
+        };
+        self.download(latest, writer).await
     }
 
     /// `GET /projects/:id/jobs/:job_id/artifacts/*artifact_path`: one file of the archive
@@ -401,14 +346,12 @@ impl GitLabClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let path = format!(
-            "{}/artifacts/{}",
-            job_path(project, job_id),
-            artifact_file_path(artifact_path)?
-        );
-        let url = self.api_url(&path, &Query::new())?;
-        self.download_to(Endpoint::DOWNLOAD_ARTIFACT_FILE, &url, writer)
-            .await
+        let file = Download::ArtifactFile {
+            project,
+            job_id,
+            artifact_path,
+        };
+        self.download(file, writer).await
     }
 
     /// `GET /projects/:id/jobs/artifacts/:ref_name/raw/*artifact_path?job=…`: one file of the
@@ -424,38 +367,41 @@ impl GitLabClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let mut q = Query::new();
-        q.push("job", job_name);
-        let path = format!(
-            "{}/raw/{}",
-            artifacts_by_ref_path(project, ref_name)?,
-            artifact_file_path(artifact_path)?
-        );
-        let url = self.api_url(&path, &q)?;
-        self.download_to(Endpoint::DOWNLOAD_ARTIFACT_FILE_BY_REF, &url, writer)
-            .await
+        let file = Download::ArtifactFileByRef {
+            project,
+            ref_name,
+            job_name,
+            artifact_path,
+        };
+        self.download(file, writer).await
     }
 
     /// `GET /job`: the job whose CI job token the client uses (`Credential::JobToken`).
     pub async fn current_job(&self) -> Result<Job, GitLabError> {
-        let url = self.api_url("/job", &Query::new())?;
-        self.get_json(Endpoint::CURRENT_JOB, &url).await
+        let endpoint = Endpoint::CURRENT_JOB;
+        let url = self.endpoint_url(endpoint, &PathParams::none(), &Query::new())?;
+        self.get_json(endpoint, &url).await
     }
 
     /// `GET /job/allowed_agents`: the job token's job and the agents it may use.
     pub async fn allowed_agents(&self) -> Result<AllowedAgents, GitLabError> {
-        let url = self.api_url("/job/allowed_agents", &Query::new())?;
-        self.get_json(Endpoint::ALLOWED_AGENTS, &url).await
+        let endpoint = Endpoint::ALLOWED_AGENTS;
+        let url = self.endpoint_url(endpoint, &PathParams::none(), &Query::new())?;
+        self.get_json(endpoint, &url).await
     }
 
-    /// Sends a state-changing POST once and decodes the job it returns.
+    /// Sends a state-changing POST to one job's `endpoint` once and decodes the job it returns.
     async fn post_for_job(
         &self,
         endpoint: Endpoint,
-        url: &Url,
+        project: &ProjectRef,
+        job_id: u64,
+        query: &Query,
         body: Option<Bytes>,
     ) -> Result<Job, GitLabError> {
-        let (body, headers) = self.send_action(endpoint, url, body).await?;
+        let params = PathParams::project(project).job(job_id);
+        let url = self.endpoint_url(endpoint, &params, query)?;
+        let (body, headers) = self.send_action(endpoint, &url, body).await?;
         decode_json(endpoint, &headers, &body)
     }
 }
@@ -487,23 +433,6 @@ mod tests {
         assert_eq!(
             json,
             r#"{"job_variables_attributes":[{"key":"DEPLOY","value":"yes"}]}"#
-        );
-    }
-
-    #[test]
-    fn by_ref_paths_encode_the_ref_and_refuse_empty_values() {
-        let p = ProjectRef::parse("g/p");
-        assert_eq!(
-            artifacts_by_ref_path(&p, "feature/login").unwrap(),
-            "/projects/g%2Fp/jobs/artifacts/feature%2Flogin"
-        );
-        assert_eq!(
-            artifacts_by_ref_path(&p, "").unwrap_err().kind(),
-            "invalid_argument"
-        );
-        assert_eq!(
-            artifact_file_path("/").unwrap_err().kind(),
-            "invalid_argument"
         );
     }
 }

@@ -44,6 +44,7 @@ pub use auth::Credential;
 pub use backoff::Backoff;
 pub use client::{ClientConfig, GitLabClient, instance_name};
 pub use destinations::{DestinationRefused, TokenDestinations};
+pub use download::Download;
 pub use endpoints::{Endpoint, Method};
 pub use error::{GitLabError, TransportFailure};
 pub use groups::{GroupProjectsQuery, ProjectOrder, SortDirection};

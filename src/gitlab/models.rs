@@ -7,6 +7,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::sync::LazyLock;
 
 /// A job status as GitLab reports it. Unknown values from a newer GitLab are kept in `Other`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,8 +46,17 @@ impl JobStatus {
         JobStatus::Scheduled,
     ];
 
+    /// The status's name on the wire (`waiting_for_resource`).
     pub fn as_str(&self) -> &str {
         match self {
+            JobStatus::Other(s) => s,
+            known => known.known_name().unwrap_or_default(),
+        }
+    }
+
+    /// The name of a known status (`None` for `Other`): the one place the 13 names are spelt.
+    fn known_name(&self) -> Option<&'static str> {
+        Some(match self {
             JobStatus::Created => "created",
             JobStatus::WaitingForResource => "waiting_for_resource",
             JobStatus::Preparing => "preparing",
@@ -60,8 +70,19 @@ impl JobStatus {
             JobStatus::Skipped => "skipped",
             JobStatus::Manual => "manual",
             JobStatus::Scheduled => "scheduled",
-            JobStatus::Other(s) => s,
-        }
+            JobStatus::Other(_) => return None,
+        })
+    }
+
+    /// The names of [`KNOWN`](Self::KNOWN), in the same order.
+    pub fn known_names() -> &'static [&'static str] {
+        static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+            JobStatus::KNOWN
+                .iter()
+                .filter_map(JobStatus::known_name)
+                .collect()
+        });
+        &NAMES
     }
 
     /// Parses a status; never fails (unknown values become `Other`).

@@ -4,7 +4,7 @@
 //! [`list_group_projects`](GitLabClient::list_group_projects) yields.
 
 use crate::gitlab::client::GitLabClient;
-use crate::gitlab::endpoints::{Endpoint, Query};
+use crate::gitlab::endpoints::{Endpoint, PathParams, Query};
 use crate::gitlab::error::GitLabError;
 use crate::gitlab::models::ProjectRef;
 use serde::Deserialize;
@@ -41,8 +41,8 @@ impl GitLabClient {
     /// `GET /projects/:id`, by id or full path (404 `Project Not Found` when the token cannot
     /// see it).
     pub async fn get_project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
-        let path = format!("/projects/{}", project.to_path_segment());
-        let url = self.api_url(&path, &Query::new())?;
-        self.get_json(Endpoint::GET_PROJECT, &url).await
+        let endpoint = Endpoint::GET_PROJECT;
+        let url = self.endpoint_url(endpoint, &PathParams::project(project), &Query::new())?;
+        self.get_json(endpoint, &url).await
     }
 }

@@ -14,6 +14,7 @@
 
 use crate::crd::{self, JobPolicy, SecretKeyRef};
 use crate::policy::{CompiledPolicy, FieldError, PolicyKey, SpecErrors, compile};
+use crate::source::secret::{EnvFallback, SecretError};
 use base64::Engine as _;
 use kube::CustomResourceExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -801,52 +802,6 @@ fn policy_key(policy: &JobPolicy) -> PolicyKey {
     )
 }
 
-/// Why a Secret reference could not be resolved. Names the Secret and key, never a value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("Secret {namespace}/{name} has no key {key:?}")]
-    MissingKey {
-        namespace: String,
-        name: String,
-        key: String,
-    },
-    #[error("key {key:?} of Secret {namespace}/{name} is empty")]
-    EmptyValue {
-        namespace: String,
-        name: String,
-        key: String,
-    },
-    #[error(
-        "no Secret {namespace}/{name} (key {key:?}) among the manifests, and the environment variable {env_var} is not set{}",
-        other_namespaces_hint(other_namespaces)
-    )]
-    NotFound {
-        namespace: String,
-        name: String,
-        key: String,
-        env_var: String,
-        /// Namespaces that do have a Secret of that name (which the policy may not use).
-        other_namespaces: Vec<String>,
-    },
-    #[error("no Secret {namespace}/{name} (key {key:?}) among the manifests")]
-    SecretNotFound {
-        namespace: String,
-        name: String,
-        key: String,
-    },
-}
-
-fn other_namespaces_hint(namespaces: &[String]) -> String {
-    if namespaces.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (a Secret of that name exists in namespace {}, but a policy may only use Secrets in its own namespace)",
-            namespaces.join(", ")
-        )
-    }
-}
-
 /// The namespace of a policy manifest (`default` when absent).
 pub fn policy_namespace(policy: &JobPolicy) -> &str {
     policy
@@ -861,7 +816,7 @@ pub fn lookup_secret_key<'s>(
     secrets: &'s [LoadedSecret],
     namespace: &str,
     secret_ref: &SecretKeyRef,
-) -> Result<Option<&'s SecretString>, TokenError> {
+) -> Result<Option<&'s SecretString>, SecretError> {
     let Some(secret) = secrets
         .iter()
         .find(|s| s.namespace == namespace && s.name == secret_ref.name)
@@ -870,13 +825,13 @@ pub fn lookup_secret_key<'s>(
     };
     let value = secret
         .get(&secret_ref.key)
-        .ok_or_else(|| TokenError::MissingKey {
+        .ok_or_else(|| SecretError::KeyNotFound {
             namespace: namespace.to_owned(),
             name: secret_ref.name.clone(),
             key: secret_ref.key.clone(),
         })?;
     if value.expose_secret().trim().is_empty() {
-        return Err(TokenError::EmptyValue {
+        return Err(SecretError::EmptyValue {
             namespace: namespace.to_owned(),
             name: secret_ref.name.clone(),
             key: secret_ref.key.clone(),
@@ -893,7 +848,7 @@ pub fn resolve_token(
     policy: &JobPolicy,
     secrets: &[LoadedSecret],
     env_var_name: &str,
-) -> Result<SecretString, TokenError> {
+) -> Result<SecretString, SecretError> {
     resolve_token_with(policy, secrets, env_var_name, |name| {
         std::env::var(name).ok()
     })
@@ -905,7 +860,7 @@ pub fn resolve_token_with(
     secrets: &[LoadedSecret],
     env_var_name: &str,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<SecretString, TokenError> {
+) -> Result<SecretString, SecretError> {
     let namespace = policy_namespace(policy);
     let secret_ref = &policy.spec.gitlab.token_secret_ref;
     if let Some(value) = lookup_secret_key(secrets, namespace, secret_ref)? {
@@ -921,12 +876,14 @@ pub fn resolve_token_with(
                 .collect();
             other_namespaces.sort();
             other_namespaces.dedup();
-            Err(TokenError::NotFound {
+            Err(SecretError::NotAmongManifests {
                 namespace: namespace.to_owned(),
                 name: secret_ref.name.clone(),
                 key: secret_ref.key.clone(),
-                env_var: env_var_name.to_owned(),
-                other_namespaces,
+                env_fallback: Some(EnvFallback {
+                    env_var: env_var_name.to_owned(),
+                    other_namespaces,
+                }),
             })
         }
     }
@@ -937,7 +894,7 @@ pub fn resolve_token_with(
 pub fn resolve_ca_bundle(
     policy: &JobPolicy,
     secrets: &[LoadedSecret],
-) -> Result<Option<SecretString>, TokenError> {
+) -> Result<Option<SecretString>, SecretError> {
     resolve_secret_ref(
         policy,
         secrets,
@@ -950,7 +907,7 @@ pub fn resolve_ca_bundle(
 pub fn resolve_webhook_secret(
     policy: &JobPolicy,
     secrets: &[LoadedSecret],
-) -> Result<Option<SecretString>, TokenError> {
+) -> Result<Option<SecretString>, SecretError> {
     resolve_secret_ref(
         policy,
         secrets,
@@ -964,17 +921,18 @@ fn resolve_secret_ref(
     policy: &JobPolicy,
     secrets: &[LoadedSecret],
     secret_ref: Option<&SecretKeyRef>,
-) -> Result<Option<SecretString>, TokenError> {
+) -> Result<Option<SecretString>, SecretError> {
     let Some(secret_ref) = secret_ref else {
         return Ok(None);
     };
     let namespace = policy_namespace(policy);
     match lookup_secret_key(secrets, namespace, secret_ref)? {
         Some(value) => Ok(Some(value.clone())),
-        None => Err(TokenError::SecretNotFound {
+        None => Err(SecretError::NotAmongManifests {
             namespace: namespace.to_owned(),
             name: secret_ref.name.clone(),
             key: secret_ref.key.clone(),
+            env_fallback: None,
         }),
     }
 }

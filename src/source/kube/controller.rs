@@ -401,7 +401,9 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
             Ok(token) => token,
             Err(err) => {
                 let reason = match &err {
-                    SecretError::NotFound { .. } => ReadyReason::SecretNotFound,
+                    SecretError::NotFound { .. } | SecretError::NotAmongManifests { .. } => {
+                        ReadyReason::SecretNotFound
+                    }
                     SecretError::KeyNotFound { .. }
                     | SecretError::EmptyValue { .. }
                     | SecretError::NotText { .. } => ReadyReason::SecretKeyNotFound,

@@ -8,56 +8,10 @@
 //! Errors name the Secret and the key, never a value.
 
 use crate::crd::SecretKeyRef;
+pub use crate::source::secret::SecretError;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use secrecy::SecretString;
-
-/// Why a policy's token could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    #[error(
-        "Secret {namespace}/{name} not found (a JobPolicy can only use Secrets in its own namespace)"
-    )]
-    NotFound { namespace: String, name: String },
-    #[error("Secret {namespace}/{name} has no key {key:?}")]
-    KeyNotFound {
-        namespace: String,
-        name: String,
-        key: String,
-    },
-    #[error("key {key:?} of Secret {namespace}/{name} is empty")]
-    EmptyValue {
-        namespace: String,
-        name: String,
-        key: String,
-    },
-    #[error("key {key:?} of Secret {namespace}/{name} is not UTF-8 text")]
-    NotText {
-        namespace: String,
-        name: String,
-        key: String,
-    },
-    #[error("cannot read Secret {namespace}/{name}: {source}")]
-    Unreadable {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-}
-
-impl SecretError {
-    /// A stable, low-cardinality name for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SecretError::NotFound { .. } => "secret_not_found",
-            SecretError::KeyNotFound { .. }
-            | SecretError::EmptyValue { .. }
-            | SecretError::NotText { .. } => "secret_key_not_found",
-            SecretError::Unreadable { .. } => "secret_unreadable",
-        }
-    }
-}
 
 /// The token under `secret_ref.key` of the Secret `secret_ref.name` in `policy_namespace`,
 /// with surrounding whitespace (the newline of `echo token | base64`) trimmed.
