@@ -24,13 +24,22 @@ pub type ReportSink = Arc<dyn Fn(&RunReport) + Send + Sync>;
 /// Rewrites a loaded policy before it runs (the demo points policies at its simulator).
 pub type PolicyOverride = Arc<dyn Fn(&mut CompiledPolicy) + Send + Sync>;
 
+/// Where the policies' GitLab tokens come from.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// The Secret a policy's `tokenSecretRef` names, from the loaded manifests (in the policy's
+    /// own namespace), else this environment variable (`--token-env`).
+    SecretOrEnv(String),
+    /// This token for every policy, whatever its Secret says (the demo's simulator token).
+    Fixed(SecretString),
+}
+
 /// Where the policies come from and how their tokens resolve.
 #[derive(Clone)]
 pub struct RunnerConfig {
     pub paths: Vec<PathBuf>,
-    pub token_env: String,
-    /// A token used for every policy instead of its Secret (the demo's simulator token).
-    pub token_override: Option<SecretString>,
+    /// Where each policy's GitLab token comes from.
+    pub token: TokenSource,
     pub override_policy: Option<PolicyOverride>,
     /// How often the directory is checked for changes.
     pub reload_every: Duration,
@@ -156,9 +165,9 @@ fn apply(
         if let Some(rewrite) = &config.override_policy {
             rewrite(&mut compiled);
         }
-        let resolved = match &config.token_override {
-            Some(token) => Ok(token.clone()),
-            None => resolve_token(&loaded.policy, &manifests.secrets, &config.token_env),
+        let resolved = match &config.token {
+            TokenSource::Fixed(token) => Ok(token.clone()),
+            TokenSource::SecretOrEnv(env) => resolve_token(&loaded.policy, &manifests.secrets, env),
         };
         let token = match resolved {
             Ok(token) => token,

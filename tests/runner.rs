@@ -5,7 +5,7 @@
 use jobwarden::engine::{Engine, EngineConfig, OutcomeKind, RunReport};
 use jobwarden::gitlab::TokenDestinations;
 use jobwarden::metrics::Metrics;
-use jobwarden::runner::{RunnerConfig, run_policies};
+use jobwarden::runner::{RunnerConfig, TokenSource, run_policies};
 use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,8 +72,7 @@ fn engine_on(ctl: &SimControl) -> (Engine, Arc<Metrics>) {
 fn runner_config(dir: &std::path::Path) -> RunnerConfig {
     RunnerConfig {
         paths: vec![dir.to_path_buf()],
-        token_env: "JOBWARDEN_TEST_TOKEN_THAT_IS_NOT_SET".into(),
-        token_override: None,
+        token: TokenSource::SecretOrEnv("JOBWARDEN_TEST_TOKEN_THAT_IS_NOT_SET".into()),
         override_policy: None,
         reload_every: Duration::from_millis(100),
         selector: None,

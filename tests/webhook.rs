@@ -341,7 +341,7 @@ async fn a_lost_delivery_is_caught_by_the_resync() {
 
 #[tokio::test]
 async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval() {
-    use jobwarden::runner::{RunnerConfig, run_policies};
+    use jobwarden::runner::{RunnerConfig, TokenSource, run_policies};
     use std::sync::Arc;
     let w = World::start(MONDAY_MORNING).await;
     let engine = w.engine();
@@ -364,8 +364,7 @@ async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval(
         engine.clone(),
         RunnerConfig {
             paths: vec![dir.path().to_path_buf()],
-            token_env: "JOBWARDEN_TEST_TOKEN_THAT_IS_NOT_SET".into(),
-            token_override: Some(SecretString::from(TOKEN.to_owned())),
+            token: TokenSource::Fixed(SecretString::from(TOKEN.to_owned())),
             override_policy: None,
             reload_every: Duration::from_secs(3600),
             selector: None,

@@ -7,7 +7,7 @@ use super::{GitLabArgs, termination_signal};
 use crate::crd::ActionKind;
 use crate::engine::{Engine, OutcomeKind, RunReport};
 use crate::metrics::Metrics;
-use crate::runner::{RunnerConfig, run_policies};
+use crate::runner::{RunnerConfig, TokenSource, run_policies};
 use crate::sim::{Clock, SimConfig, Simulator, WebhookConfig};
 use crate::webhook::{WebhookSecrets, WebhookState};
 use secrecy::SecretString;
@@ -173,8 +173,7 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let override_url = sim_url.clone();
     let config = RunnerConfig {
         paths,
-        token_env: "JOBWARDEN_DEMO_UNUSED_TOKEN".into(),
-        token_override: Some(SecretString::from(token.clone())),
+        token: TokenSource::Fixed(SecretString::from(token.clone())),
         override_policy: Some(Arc::new(move |p: &mut crate::policy::CompiledPolicy| {
             p.gitlab_url = override_url.clone();
             p.interval = interval;

@@ -5,7 +5,7 @@ use super::{GitLabArgs, PolicyFilesArgs, termination_signal};
 use crate::engine::Shard;
 use crate::engine::{Engine, Ledger, system_clock};
 use crate::metrics::Metrics;
-use crate::runner::{RunnerConfig, run_policies};
+use crate::runner::{RunnerConfig, TokenSource, run_policies};
 use crate::source::kube::leader::LeaseSettings;
 use crate::source::kube::shard_leaders::LeaseLeaders;
 use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};
@@ -220,8 +220,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         None => {
             let config = RunnerConfig {
                 paths: args.files.policies,
-                token_env: args.files.token_env,
-                token_override: None,
+                token: TokenSource::SecretOrEnv(args.files.token_env),
                 override_policy: None,
                 reload_every: Duration::from_secs(args.reload_seconds.max(1)),
                 selector: args.selector,
