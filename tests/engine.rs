@@ -23,6 +23,45 @@ const RETRY_POLICY: &str = "  rules:
         backoff: {duration: 60s, factor: 2, maxDuration: 10m}
 ";
 
+/// A policy whose only rule cancels superseded jobs does not list manual jobs through their own
+/// scope: it cannot act on them (the listing of new jobs already notes their pipelines).
+#[tokio::test]
+async fn a_superseded_rule_does_not_follow_manual_jobs() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("build", "build", "running"),
+            JobSpec::new("deploy", "deploy", "manual"),
+        ],
+    );
+    let engine = w.engine();
+    let policy = w.policy(
+        "  rules:
+    - name: cancel-superseded
+      match: {statuses: [pending, running], superseded: true}
+      cancel: {}
+",
+    );
+    for _ in 0..3 {
+        w.run(&engine, &policy).await;
+        w.advance(60);
+    }
+    let listings: Vec<String> = w
+        .ctl
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == "/projects/:id/jobs")
+        .map(|r| r.query)
+        .collect();
+    assert!(listings.len() >= 3, "{listings:?}");
+    assert!(
+        listings.iter().all(|q| !q.contains("manual")),
+        "no manual-scope listing: {listings:?}"
+    );
+}
+
 /// A retried failure is let go as soon as its new attempt is known, not at the next sync: a
 /// first run that retries a backlog would otherwise hold each failure next to its new attempt.
 #[tokio::test]

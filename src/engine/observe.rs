@@ -72,6 +72,16 @@ const WAKE_AHEAD: SignedDuration = SignedDuration::from_hours(1);
 /// weeks after it was created, which may wait this long.
 pub const UNREACHED_BLOCKED_EVERY: SignedDuration = SignedDuration::from_mins(10);
 
+/// How long before its first sync a project counts as having listed its blocked jobs: a
+/// second of [`UNREACHED_BLOCKED_EVERY`] chosen by a hash of the project (stable, spread).
+fn blocked_listing_offset(project: &ProjectRef) -> SignedDuration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    project.to_string().hash(&mut hasher);
+    let period = UNREACHED_BLOCKED_EVERY.as_secs().max(1) as u64;
+    SignedDuration::from_secs((hasher.finish() % period) as i64)
+}
+
 /// Completed jobs' log tails are cached (a finished log never changes); bounded.
 const LOG_CACHE_CAPACITY: usize = 512;
 
@@ -290,6 +300,12 @@ impl ProjectObserver {
             refreshed: Vec::new(),
         };
         let first = self.last_sync.is_none();
+        if first {
+            // The first listing of blocked jobs beyond the listing's reach falls due within
+            // UNREACHED_BLOCKED_EVERY at a point fixed by the project, so a fleet's projects
+            // do not all pay for it in the same run.
+            self.blocked_listed_at = now.checked_sub(blocked_listing_offset(&self.project)).ok();
+        }
         let relist = !first && std::mem::take(&mut self.relist);
         if relist {
             // Jobs dropped before may be wanted now: none is skipped as settled.
@@ -868,5 +884,29 @@ impl Wakeups {
             .partition_point(|(at, _)| *at <= now.as_second())
             .min(max);
         self.0.drain(..due).map(|(_, id)| id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_blocked_listings_are_spread_over_the_period() {
+        let offsets: Vec<i64> = (1..=600)
+            .map(|id| blocked_listing_offset(&ProjectRef::Id(id)).as_secs())
+            .collect();
+        let period = UNREACHED_BLOCKED_EVERY.as_secs();
+        assert!(offsets.iter().all(|s| (0..period).contains(s)));
+        // Ten one-minute slots: each gets some of 600 projects, none most of them.
+        let mut slots = [0usize; 10];
+        for s in &offsets {
+            slots[(*s * 10 / period) as usize] += 1;
+        }
+        assert!(slots.iter().all(|n| (20..=120).contains(n)), "{slots:?}");
+        assert_eq!(
+            blocked_listing_offset(&ProjectRef::Id(7)),
+            blocked_listing_offset(&ProjectRef::Id(7))
+        );
     }
 }

@@ -700,8 +700,12 @@ impl Engine {
                 .next_run();
         }
         let allowance = Allowance::new(self.budget(&policy.key, &policy.limits, now));
+        // Manual and scheduled jobs are followed through their own listing only for a policy
+        // that may act on them (a `superseded` rule widens what is listed, not what is acted
+        // on: the newer pipeline's jobs are noted when they first appear, whatever becomes of
+        // them).
         let follow_blocked = policy
-            .statuses_of_interest()
+            .statuses_acted_on()
             .is_none_or(|statuses| statuses.iter().any(|s| s.is_blocked()));
         let policy = self.watch(policy);
         let run = PolicyRun {
