@@ -1102,10 +1102,14 @@ async fn a_delivered_job_younger_than_older_than_is_not_read() {
 async fn a_delivered_job_is_read_for_superseded_only_when_it_supersedes_a_held_job() {
     let rules = "  rules:\n    - name: superseded\n      match: {statuses: [pending, running], superseded: true}\n      cancel: {}\n";
     let (w, engine, policy, receiver) = watching(rules).await;
+    // A held lint waits in `created`, which the rule does not cancel.
     let held = w.pipeline(
         "main",
         false,
-        vec![JobSpec::new("rspec", "test", "running")],
+        vec![
+            JobSpec::new("rspec", "test", "running"),
+            JobSpec::new("lint", "lint", "created"),
+        ],
     )[0];
     // The next run lists the project (no delivery yet: every run lists).
     w.advance(10);
@@ -1133,7 +1137,7 @@ async fn a_delivered_job_is_read_for_superseded_only_when_it_supersedes_a_held_j
     assert_eq!(
         w.count(GET_JOB),
         0,
-        "supersedes nothing, superseded by nothing"
+        "supersedes no job the rule cancels, superseded by nothing"
     );
 
     assert_eq!(receiver.deliver_as_gitlab(&w, newer, "rspec").await, 202);

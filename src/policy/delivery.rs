@@ -15,6 +15,7 @@
 use super::compile::{CompiledPolicy, CompiledRule, GlobList, JobGlobs};
 use super::observation::ProjectJobs;
 use crate::gitlab::models::JobStatus;
+use crate::gitlab::records::JobRecord;
 use jiff::Timestamp;
 use std::sync::Arc;
 
@@ -276,18 +277,21 @@ fn rule_could_act(
     true
 }
 
-/// True when a rule with `superseded` watches the project and the job, of a pipeline newer than
-/// any known for its name and ref, would supersede a held unfinished job (or when the facts do
-/// not tell).
+/// True when the job, of a pipeline newer than any known for its name and ref, would supersede
+/// a held unfinished job that a rule with `superseded` could act on but for that condition (or
+/// when the delivery does not tell its name, ref or pipeline).
 fn supersedes_held(
     policies: &[Arc<CompiledPolicy>],
     facts: &Facts<'_>,
     jobs: &ProjectJobs,
 ) -> bool {
-    let watches_superseded = policies
+    let rules: Vec<(&CompiledPolicy, &CompiledRule)> = policies
         .iter()
-        .any(|p| !p.suspend && p.rules.iter().any(|r| r.conditions.superseded.is_some()));
-    if !watches_superseded {
+        .filter(|p| !p.suspend)
+        .flat_map(|p| p.rules.iter().map(move |r| (&**p, r)))
+        .filter(|(_, r)| r.conditions.superseded.is_some())
+        .collect();
+    if rules.is_empty() {
         return false;
     }
     let (Some((tag, git_ref, name)), Some(pipeline)) = (facts.key(), facts.pipeline_id) else {
@@ -306,7 +310,29 @@ fn supersedes_held(
             && held.tag == tag
             && *held.git_ref == *git_ref
             && *held.name == *name
+            && rules
+                .iter()
+                .any(|(policy, rule)| policy.filter.matches(held) && held_may_match(rule, held))
     })
+}
+
+/// The conditions of `rule` that a held job's own fields decide, and the action's statuses.
+fn held_may_match(rule: &CompiledRule, held: &JobRecord) -> bool {
+    let c = &rule.conditions;
+    let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
+        held.failure_reason
+            .as_deref()
+            .is_some_and(|r| reasons.matches(r))
+    });
+    (c.statuses.is_empty() || c.statuses.contains(&held.status))
+        && rule
+            .action
+            .applicable_statuses()
+            .is_none_or(|statuses| statuses.contains(&held.status))
+        && reason_ok
+        && c.globs.matches(held)
+        && c.tag.is_none_or(|tag| held.tag == tag)
+        && c.allow_failure.is_none_or(|a| held.allow_failure == a)
 }
 
 #[cfg(test)]

@@ -219,9 +219,11 @@ fn a_new_job_is_read_for_superseded_only_when_it_supersedes_a_held_unfinished_jo
         ),
         DeliveryNeed::Read
     );
-    // Finished, another name, or already superseded by a pipeline as new as this one.
+    // Finished, in a status the rule does not cancel, another name, or already superseded by
+    // a pipeline as new as this one.
     for jobs in [
         vec![held(41, 4, "rspec", Success)],
+        vec![held(41, 4, "rspec", Created)],
         vec![held(41, 4, "lint", Running)],
         vec![held(41, 4, "rspec", Running), held(61, 5, "rspec", Created)],
     ] {
