@@ -1,10 +1,11 @@
 //! Job Hook deliveries on their way to the engine.
 //!
 //! A delivery is never trusted for a decision: it only says "job J of project P changed". The
-//! inbox keeps, per observed project, the jobs delivered since the project's last run, and wakes
-//! the policies that watch it; the run then re-reads those jobs (one `GET` each) and decides on
-//! GitLab's answer. So a delivery that arrives late, twice or out of order costs a read at
-//! most, and never causes a wrong action.
+//! inbox keeps, per observed project, the jobs delivered since the project's last run (with
+//! the statuses and facts they were delivered with), and wakes the policies that watch it; the
+//! run then re-reads those of the jobs a rule could act on ([`crate::policy::delivery_need`]),
+//! one `GET` each, and decides on GitLab's answer. So a delivery that arrives late, twice or
+//! out of order costs a read at most, and never causes a wrong action.
 //!
 //! The jobs are read once for all the policies watching the project (their observer is
 //! shared), but each of those policies has to decide on what was read: the inbox also keeps,
