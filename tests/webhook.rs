@@ -1172,12 +1172,20 @@ async fn a_delivery_of_the_held_status_is_not_read() {
     assert_eq!(w.count(GET_JOB), 0);
 }
 
-/// A held job delivered in another status that no rule acts on now is not read at once; it is
-/// read before a rule would act on what is held, and nothing wrong is done: a pending job that
-/// started running is not canceled as stale pending half an hour later.
-#[tokio::test]
-async fn a_held_job_that_moved_on_is_read_before_a_rule_acts_on_what_was_held() {
-    let rules = "  rules:\n    - name: stale\n      match: {statuses: [pending], olderThan: 30m}\n      cancel: {}\n";
+/// A policy that cancels jobs pending for 30 minutes (after `extra_rules`), whose first run
+/// holds a new pending job, and a receiver.
+async fn a_held_pending_job(
+    extra_rules: &str,
+) -> (
+    World,
+    Engine,
+    jobwarden::policy::CompiledPolicy,
+    u64,
+    Receiver,
+) {
+    let rules = format!(
+        "  rules:\n{extra_rules}    - name: stale\n      match: {{statuses: [pending], olderThan: 30m}}\n      cancel: {{}}\n"
+    );
     let w = World::start(MONDAY_MORNING).await;
     let engine = w.engine();
     let policy = w.policy(&format!("  resyncInterval: 1h\n{rules}"));
@@ -1189,12 +1197,33 @@ async fn a_held_job_that_moved_on_is_read_before_a_rule_acts_on_what_was_held() 
     let report = w.run(&engine, &policy).await;
     assert!(report.actions.is_empty());
     let receiver = Receiver::start(&engine).await;
+    (w, engine, policy, job, receiver)
+}
 
+/// [`a_held_pending_job`] that starts running and is delivered so; returns after the pass on
+/// that delivery.
+async fn a_held_pending_job_started_running() -> (
+    World,
+    Engine,
+    jobwarden::policy::CompiledPolicy,
+    u64,
+    Receiver,
+) {
+    let (w, engine, policy, job, receiver) = a_held_pending_job("").await;
     w.ctl.set_job_status(w.project, job, "running", None);
     w.advance(1);
     w.ctl.reset_log();
     assert_eq!(receiver.deliver_as_gitlab(&w, job, "running").await, 202);
     run_delivered(&engine, &policy).await;
+    (w, engine, policy, job, receiver)
+}
+
+/// A held job delivered in another status that no rule acts on now is not read at once; it is
+/// read before a rule would act on what is held, and nothing wrong is done: a pending job that
+/// started running is not canceled as stale pending half an hour later.
+#[tokio::test]
+async fn a_held_job_that_moved_on_is_read_before_a_rule_acts_on_what_was_held() {
+    let (w, engine, policy, job, _receiver) = a_held_pending_job_started_running().await;
     assert_eq!(w.count(GET_JOB), 0, "no rule acts on a running job");
 
     // Held as pending, it would be stale pending now: it is read first, and left running.
@@ -1205,4 +1234,48 @@ async fn a_held_job_that_moved_on_is_read_before_a_rule_acts_on_what_was_held() 
     assert_eq!(w.count(GET_JOB), 1, "read before the decision");
     assert_eq!(w.count(CANCEL), 0);
     assert_eq!(w.status(job), "running");
+}
+
+/// A held job a delivery said has moved on is not decided on while it cannot be read: with
+/// every request failing, the held `pending` job that started running is not canceled as
+/// stale pending; once GitLab answers, it is read and left running.
+#[tokio::test]
+async fn a_held_job_that_moved_on_and_cannot_be_read_is_not_decided_on() {
+    let (w, engine, policy, job, _receiver) = a_held_pending_job_started_running().await;
+    w.advance(31 * 60);
+    w.ctl.set_faults(jobwarden::sim::FaultConfig {
+        error_5xx_ratio: 1.0,
+        ..Default::default()
+    });
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(CANCEL), 0);
+
+    w.ctl.set_faults(jobwarden::sim::FaultConfig::default());
+    w.advance(10);
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(CANCEL), 0);
+    assert_eq!(w.status(job), "running");
+}
+
+/// A delivery that must be read but cannot be makes its held job stale: a held `pending` job
+/// delivered as failed is not canceled as stale pending while every read fails.
+#[tokio::test]
+async fn a_held_job_whose_delivery_cannot_be_read_is_not_decided_on() {
+    let retry = RETRY_STUCK.trim_start_matches("  rules:\n");
+    let (w, engine, policy, job, receiver) = a_held_pending_job(retry).await;
+    w.advance(31 * 60);
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    assert_eq!(receiver.deliver_as_gitlab(&w, job, "failed").await, 202);
+    w.ctl.set_faults(jobwarden::sim::FaultConfig {
+        error_5xx_ratio: 1.0,
+        ..Default::default()
+    });
+    w.ctl.reset_log();
+    let report = run_delivered(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert!(w.count(GET_JOB) >= 1, "tried to read it");
+    assert_eq!(w.count(CANCEL), 0);
 }

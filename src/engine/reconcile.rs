@@ -1460,7 +1460,7 @@ impl Engine {
     }
 
     /// Reads the jobs Job Hooks delivered, one `GET` each, into the observer (a job GitLab no
-    /// longer has is forgotten).
+    /// longer has is forgotten; a held one that cannot be read is stale until it is).
     async fn read_delivered(
         &self,
         run: &PolicyRun,
@@ -1475,6 +1475,8 @@ impl Engine {
                 Ok(job) => refreshed.push(observer.update_job(JobWire::from(&job), self.now())),
                 Err(err) if err.is_not_found() => observer.forget_gone(job_id),
                 Err(err) => {
+                    // Nothing is decided on a held job that may have moved on until it is read.
+                    observer.mark_stale(job_id);
                     tracing::warn!(policy = %run.policy.key, project_id, job_id, error = %err, "cannot read a delivered job: the next listing will");
                 }
             }
