@@ -173,7 +173,7 @@ async fn two_shards_act_on_every_job_once_and_never_list_a_project_twice() {
         let owner = usize::from(!listed[0].contains(project));
         let events: Vec<JobEvent> = engines
             .iter()
-            .map(|engine| engine.job_event(None, *project, *job, None))
+            .map(|engine| engine.job_event(None, *project, *job, &Default::default()))
             .collect();
         assert!(
             matches!(events[owner], JobEvent::Accepted { policies: 1 }),

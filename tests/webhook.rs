@@ -88,6 +88,33 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Delivers a Job Hook for `job` of the world's project as the simulator holds it now, with
+    /// every field GitLab sends that jobwarden reads.
+    async fn deliver_as_gitlab(&self, w: &World, job: u64, event: &str) -> u16 {
+        let sim = w.ctl.job(w.project, job).expect("job exists");
+        let time = |t: jiff::Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let payload = serde_json::json!({
+            "object_kind": "build",
+            "ref": sim.git_ref,
+            "tag": sim.tag,
+            "build_id": job,
+            "build_name": sim.name,
+            "build_stage": sim.stage,
+            "build_status": sim.status,
+            "build_created_at": time(sim.created_at),
+            "build_allow_failure": sim.allow_failure,
+            "build_failure_reason": sim.failure_reason,
+            "pipeline_id": sim.pipeline_id,
+            "project_id": w.project,
+        });
+        let body = Some(payload.to_string().into_bytes());
+        self.deliver_with(w, w.project, job, "", event, Some(SECRET), body)
+            .await
+            .0
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -943,4 +970,311 @@ async fn an_unreachable_or_unknown_owner_is_answered_503() {
     );
     assert!(s.w.ctl.request_log().is_empty(), "no GitLab call");
     drop(s.owner_receiver);
+}
+
+/// A policy with `rules` (and a one-hour resync) that has run once on the world's project,
+/// its engine and a receiver.
+async fn watching(rules: &str) -> (World, Engine, jobwarden::policy::CompiledPolicy, Receiver) {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(&format!("  resyncInterval: 1h\n{rules}"));
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty());
+    let receiver = Receiver::start(&engine).await;
+    (w, engine, policy, receiver)
+}
+
+/// Fails `skipped` and `matched` (new jobs, not held), delivers each failure as GitLab does, and
+/// checks that only `matched` is read, once, and retried.
+async fn only_the_matching_failure_is_read(
+    condition: &str,
+    skipped: (&str, JobSpec),
+    matched: (&str, JobSpec),
+) {
+    let rules = format!(
+        "  rules:\n    - name: r\n      match: {{statuses: [failed], {condition}}}\n      retry: {{limit: 1}}\n"
+    );
+    let (w, engine, policy, receiver) = watching(&rules).await;
+    let skipped = w.pipeline(skipped.0, skipped.0.starts_with('v'), vec![skipped.1])[0];
+    let matched = w.pipeline(matched.0, matched.0.starts_with('v'), vec![matched.1])[0];
+    w.advance(1);
+    w.ctl.reset_log();
+    assert_eq!(
+        receiver.deliver_as_gitlab(&w, skipped, "skipped").await,
+        202
+    );
+    let report = run_delivered(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{condition}");
+    assert_eq!(w.count(GET_JOB), 0, "{condition}: no rule acts on it");
+
+    assert_eq!(
+        receiver.deliver_as_gitlab(&w, matched, "matched").await,
+        202
+    );
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"], "{condition}");
+    assert_eq!(w.count(GET_JOB), 1, "{condition}: the match is read once");
+    assert_eq!(w.count(RETRY), 1, "{condition}");
+    assert_eq!(w.count(LIST_JOBS), 0, "{condition}");
+}
+
+fn failed(name: &str, stage: &str, reason: &str) -> JobSpec {
+    JobSpec::new(name, stage, "failed").failed_with(reason)
+}
+
+/// A failure is read only when its delivered reason, name, stage, ref, tag and allow_failure
+/// let some rule act on it.
+#[tokio::test]
+async fn a_delivered_failure_is_read_only_when_its_delivered_facts_match_a_rule() {
+    const SCRIPT: &str = "script_failure";
+    let cases = [
+        (
+            "failureReasons: [stuck_or_timeout_failure]",
+            ("main", failed("rspec", "test", SCRIPT)),
+            ("main", failed("rspec", "test", "stuck_or_timeout_failure")),
+        ),
+        (
+            "names: ['rspec*']",
+            ("main", failed("lint", "test", SCRIPT)),
+            ("main", failed("rspec 1/3", "test", SCRIPT)),
+        ),
+        (
+            "stages: [build]",
+            ("main", failed("rspec", "test", SCRIPT)),
+            ("main", failed("build", "build", SCRIPT)),
+        ),
+        (
+            "refs: ['main']",
+            ("feature/x", failed("rspec", "test", SCRIPT)),
+            ("main", failed("rspec", "test", SCRIPT)),
+        ),
+        (
+            "tag: true",
+            ("main", failed("release", "deploy", SCRIPT)),
+            ("v1.2.3", failed("release", "deploy", SCRIPT)),
+        ),
+        (
+            "allowFailure: false",
+            ("main", failed("lint", "test", SCRIPT).manual()),
+            ("main", failed("rspec", "test", SCRIPT)),
+        ),
+    ];
+    for (condition, skipped, matched) in cases {
+        only_the_matching_failure_is_read(condition, skipped, matched).await;
+    }
+}
+
+/// `olderThan`: a job created less than that ago cannot match yet, so its delivery is not
+/// read (the resync lists it when it can); one created long enough ago is read and canceled.
+#[tokio::test]
+async fn a_delivered_job_younger_than_older_than_is_not_read() {
+    let rules = "  rules:\n    - name: stale\n      match: {statuses: [created], olderThan: 30m}\n      cancel: {}\n";
+    let (w, engine, policy, receiver) = watching(rules).await;
+    let young = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "created")],
+    )[0];
+    let old = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "created").aged(Duration::from_secs(2400))],
+    )[0];
+    w.advance(1);
+    w.ctl.reset_log();
+    assert_eq!(receiver.deliver_as_gitlab(&w, young, "young").await, 202);
+    run_delivered(&engine, &policy).await;
+    assert_eq!(w.count(GET_JOB), 0, "created a second ago");
+
+    assert_eq!(receiver.deliver_as_gitlab(&w, old, "old").await, 202);
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["succeeded"]);
+    assert_eq!(w.count(GET_JOB), 1);
+    assert_eq!(w.count(CANCEL), 1);
+    assert_eq!(w.status(young), "created");
+}
+
+/// `superseded`: a new job is read only when it supersedes a held unfinished job (same name
+/// and ref, older pipeline), which is then canceled; a running job of the newest pipeline is
+/// not read.
+#[tokio::test]
+async fn a_delivered_job_is_read_for_superseded_only_when_it_supersedes_a_held_job() {
+    let rules = "  rules:\n    - name: superseded\n      match: {statuses: [pending, running], superseded: true}\n      cancel: {}\n";
+    let (w, engine, policy, receiver) = watching(rules).await;
+    // A held lint waits in `created`, which the rule does not cancel.
+    let held = w.pipeline(
+        "main",
+        false,
+        vec![
+            JobSpec::new("rspec", "test", "running"),
+            JobSpec::new("lint", "lint", "created"),
+        ],
+    )[0];
+    // The next run lists the project (no delivery yet: every run lists).
+    w.advance(10);
+    w.run(&engine, &policy).await;
+    let other_name = w.pipeline("main", false, vec![JobSpec::new("lint", "test", "created")])[0];
+    let newer = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "created")],
+    )[0];
+    w.advance(1);
+    w.ctl.reset_log();
+    assert_eq!(
+        receiver.deliver_as_gitlab(&w, other_name, "lint").await,
+        202
+    );
+    w.ctl.set_job_status(w.project, other_name, "running", None);
+    assert_eq!(
+        receiver
+            .deliver_as_gitlab(&w, other_name, "lint-running")
+            .await,
+        202
+    );
+    run_delivered(&engine, &policy).await;
+    assert_eq!(
+        w.count(GET_JOB),
+        0,
+        "supersedes no job the rule cancels, superseded by nothing"
+    );
+
+    assert_eq!(receiver.deliver_as_gitlab(&w, newer, "rspec").await, 202);
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["succeeded"]);
+    assert_eq!(w.count(GET_JOB), 1, "the new rspec is read once");
+    assert_eq!(w.count(CANCEL), 1);
+    assert_eq!(w.status(held), "canceled");
+}
+
+/// A delivery of the status jobwarden holds tells nothing new: not read, even for a rule
+/// acting on that status (a dry-run policy that would cancel the running job).
+#[tokio::test]
+async fn a_delivery_of_the_held_status_is_not_read() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(
+        "  resyncInterval: 1h\n  dryRun: true\n  rules:\n    - name: cancel\n      match: {statuses: [running]}\n      cancel: {}\n",
+    );
+    let job = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "running")],
+    )[0];
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "cancel"), ["dry_run"]);
+    let receiver = Receiver::start(&engine).await;
+    w.advance(1);
+    w.ctl.reset_log();
+    assert_eq!(receiver.deliver_as_gitlab(&w, job, "again").await, 202);
+    run_delivered(&engine, &policy).await;
+    assert_eq!(w.count(GET_JOB), 0);
+}
+
+/// A policy that cancels jobs pending for 30 minutes (after `extra_rules`), whose first run
+/// holds a new pending job, and a receiver.
+async fn a_held_pending_job(
+    extra_rules: &str,
+) -> (
+    World,
+    Engine,
+    jobwarden::policy::CompiledPolicy,
+    u64,
+    Receiver,
+) {
+    let rules = format!(
+        "  rules:\n{extra_rules}    - name: stale\n      match: {{statuses: [pending], olderThan: 30m}}\n      cancel: {{}}\n"
+    );
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(&format!("  resyncInterval: 1h\n{rules}"));
+    let job = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "pending")],
+    )[0];
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty());
+    let receiver = Receiver::start(&engine).await;
+    (w, engine, policy, job, receiver)
+}
+
+/// [`a_held_pending_job`] that starts running and is delivered so; returns after the pass on
+/// that delivery.
+async fn a_held_pending_job_started_running() -> (
+    World,
+    Engine,
+    jobwarden::policy::CompiledPolicy,
+    u64,
+    Receiver,
+) {
+    let (w, engine, policy, job, receiver) = a_held_pending_job("").await;
+    w.ctl.set_job_status(w.project, job, "running", None);
+    w.advance(1);
+    w.ctl.reset_log();
+    assert_eq!(receiver.deliver_as_gitlab(&w, job, "running").await, 202);
+    run_delivered(&engine, &policy).await;
+    (w, engine, policy, job, receiver)
+}
+
+/// A held job delivered in another status that no rule acts on now is not read at once; it is
+/// read before a rule would act on what is held, and nothing wrong is done: a pending job that
+/// started running is not canceled as stale pending half an hour later.
+#[tokio::test]
+async fn a_held_job_that_moved_on_is_read_before_a_rule_acts_on_what_was_held() {
+    let (w, engine, policy, job, _receiver) = a_held_pending_job_started_running().await;
+    assert_eq!(w.count(GET_JOB), 0, "no rule acts on a running job");
+
+    // Held as pending, it would be stale pending now: it is read first, and left running.
+    w.advance(31 * 60);
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(LIST_JOBS), 0, "within the resync");
+    assert_eq!(w.count(GET_JOB), 1, "read before the decision");
+    assert_eq!(w.count(CANCEL), 0);
+    assert_eq!(w.status(job), "running");
+}
+
+/// A held job a delivery said has moved on is not decided on while it cannot be read: with
+/// every request failing, the held `pending` job that started running is not canceled as
+/// stale pending; once GitLab answers, it is read and left running.
+#[tokio::test]
+async fn a_held_job_that_moved_on_and_cannot_be_read_is_not_decided_on() {
+    let (w, engine, policy, job, _receiver) = a_held_pending_job_started_running().await;
+    w.advance(31 * 60);
+    w.ctl.set_faults(jobwarden::sim::FaultConfig {
+        error_5xx_ratio: 1.0,
+        ..Default::default()
+    });
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(CANCEL), 0);
+
+    w.ctl.set_faults(jobwarden::sim::FaultConfig::default());
+    w.advance(10);
+    let report = w.run(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert_eq!(w.count(CANCEL), 0);
+    assert_eq!(w.status(job), "running");
+}
+
+/// A delivery that must be read but cannot be makes its held job stale: a held `pending` job
+/// delivered as failed is not canceled as stale pending while every read fails.
+#[tokio::test]
+async fn a_held_job_whose_delivery_cannot_be_read_is_not_decided_on() {
+    let retry = RETRY_STUCK.trim_start_matches("  rules:\n");
+    let (w, engine, policy, job, receiver) = a_held_pending_job(retry).await;
+    w.advance(31 * 60);
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    assert_eq!(receiver.deliver_as_gitlab(&w, job, "failed").await, 202);
+    w.ctl.set_faults(jobwarden::sim::FaultConfig {
+        error_5xx_ratio: 1.0,
+        ..Default::default()
+    });
+    w.ctl.reset_log();
+    let report = run_delivered(&engine, &policy).await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
+    assert!(w.count(GET_JOB) >= 1, "tried to read it");
+    assert_eq!(w.count(CANCEL), 0);
 }

@@ -1,21 +1,21 @@
 //! Job Hook deliveries on their way to the engine.
 //!
 //! A delivery is never trusted for a decision: it only says "job J of project P changed". The
-//! inbox keeps, per observed project, the jobs delivered since the project's last run, and wakes
-//! the policies that watch it; the run then re-reads those jobs (one `GET` each) and decides on
-//! GitLab's answer. So a delivery that arrives late, twice or out of order costs a read at
-//! most, and never causes a wrong action.
+//! inbox keeps, per observed project, the jobs delivered since the project's last run (with
+//! the statuses and facts they were delivered with), and wakes the policies that watch it; the
+//! run then re-reads those of the jobs a rule could act on ([`crate::policy::delivery_need`]),
+//! one `GET` each, and decides on GitLab's answer. So a delivery that arrives late, twice or
+//! out of order costs a read at most, and never causes a wrong action.
 //!
 //! The jobs are read once for all the policies watching the project (their observer is
 //! shared), but each of those policies has to decide on what was read: the inbox also keeps,
 //! per policy, the projects it is *due* to look at again. A policy's pass on deliveries visits
 //! its due projects, whichever policy read the jobs first.
 
-use crate::gitlab::models::JobStatus;
-use crate::policy::PolicyKey;
+use crate::policy::{DeliveredJob, JobDelivery, PolicyKey};
 use crate::sync::lock;
 use jiff::{SignedDuration, Timestamp};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -65,21 +65,20 @@ impl Default for Inbox {
 /// A job delivered since its project's last run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Delivered {
-    pub job_id: u64,
+    /// The statuses it was delivered with since then, and the facts the deliveries agree on.
+    pub job: DeliveredJob,
     /// When it was first delivered since then (for the delivery-to-action latency).
     pub at: Instant,
-    /// The statuses it was delivered with since then; `None` for a delivery that named none.
-    pub statuses: Vec<Option<JobStatus>>,
 }
 
 impl Inbox {
-    /// Records a delivery for a job of an observed project, delivered with `status` at `at`
-    /// (`now` on the engine's clock).
+    /// Records a delivery for a job of an observed project, received at `at` (`now` on the
+    /// engine's clock).
     pub(crate) fn deliver(
         &self,
         key: &ObserverKey,
         job_id: u64,
-        status: Option<JobStatus>,
+        delivery: &JobDelivery,
         at: Instant,
         now: Timestamp,
     ) {
@@ -90,12 +89,16 @@ impl Inbox {
             .or_default()
             .entry(job_id)
             .or_insert_with(|| Delivered {
-                job_id,
+                job: DeliveredJob {
+                    job_id,
+                    moves: Vec::new(),
+                    facts: delivery.facts.clone(),
+                },
                 at,
-                statuses: Vec::new(),
             });
-        if !delivered.statuses.contains(&status) {
-            delivered.statuses.push(status);
+        delivered.job.facts.merge(&delivery.facts);
+        if !delivered.job.moves.contains(&delivery.moved) {
+            delivered.job.moves.push(delivery.moved.clone());
         }
         state.project_delivered_at.insert(key.clone(), now);
         state.instance_delivered_at.insert(key.0.clone(), now);
@@ -155,7 +158,7 @@ impl Inbox {
                 .retain(|_, delivered| now.duration_since(*delivered) < AWAITING_FOR);
         }
         for delivered in jobs.values() {
-            let job = (key.0.clone(), delivered.job_id);
+            let job = (key.0.clone(), delivered.job.job_id);
             if state.awaiting_action.len() < MAX_AWAITING
                 || state.awaiting_action.contains_key(&job)
             {
@@ -164,7 +167,7 @@ impl Inbox {
         }
         drop(state);
         let mut jobs: Vec<Delivered> = jobs.into_values().collect();
-        jobs.sort_by_key(|d| (d.at, d.job_id));
+        jobs.sort_by_key(|d| (d.at, d.job.job_id));
         jobs
     }
 
@@ -248,28 +251,6 @@ impl Inbox {
     }
 }
 
-/// Whether a delivered job must be read (one `GET`) before the policies watching its project
-/// decide on it: when a rule of theirs could act on a job in a status it was delivered with, or
-/// in the status jobwarden holds for it. `acted_on` is the statuses their rules act on, `None`
-/// when some rule may act on any. The held status matters: a manual job that a person plays is
-/// delivered as `pending`, `running`, then `success`, none of which a play rule acts on, but
-/// jobwarden must see that the job it holds as `manual` moved, or it could play it again. A
-/// delivery that named no status, or one jobwarden does not know, is read.
-pub(crate) fn delivery_needs_read(
-    delivered: &[Option<JobStatus>],
-    held: Option<&JobStatus>,
-    acted_on: Option<&BTreeSet<JobStatus>>,
-) -> bool {
-    let Some(acted_on) = acted_on else {
-        return true;
-    };
-    let delivered_actionable = delivered.iter().any(|status| match status {
-        None | Some(JobStatus::Other(_)) => true,
-        Some(status) => acted_on.contains(status),
-    });
-    delivered_actionable || held.is_some_and(|status| acted_on.contains(status))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,12 +265,17 @@ mod tests {
 
     /// A delivery of job `job_id` of project `project` as `running`, at the engine time 0.
     fn deliver(inbox: &Inbox, project: u64, job_id: u64, when: Instant) {
-        inbox.deliver(&key(project), job_id, Some(JobStatus::Running), when, at(0));
+        let running = JobDelivery::of_status(Some(crate::gitlab::models::JobStatus::Running));
+        inbox.deliver(&key(project), job_id, &running, when, at(0));
     }
 
     /// The ids of the jobs taken for the project.
     fn taken(inbox: &Inbox, project: u64) -> Vec<u64> {
-        inbox.take(&key(project)).iter().map(|d| d.job_id).collect()
+        inbox
+            .take(&key(project))
+            .iter()
+            .map(|d| d.job.job_id)
+            .collect()
     }
 
     #[test]
@@ -376,60 +362,36 @@ mod tests {
             !inbox.hooks_healthy(&key(1), resync, at(0)),
             "never delivered"
         );
-        inbox.deliver(&key(1), 30, None, Instant::now(), at(0));
+        inbox.deliver(&key(1), 30, &JobDelivery::default(), Instant::now(), at(0));
         assert!(inbox.hooks_healthy(&key(1), resync, at(10)));
         assert!(
             !inbox.hooks_healthy(&key(2), resync, at(10)),
             "never delivered"
         );
         // Project 1 stays quiet for an hour while project 2 of its instance delivers.
-        inbox.deliver(&key(2), 40, None, Instant::now(), at(3500));
+        inbox.deliver(
+            &key(2),
+            40,
+            &JobDelivery::default(),
+            Instant::now(),
+            at(3500),
+        );
         assert!(inbox.hooks_healthy(&key(1), resync, at(3600)));
         assert!(!inbox.hooks_healthy(&other_instance, resync, at(3600)));
         // The instance falls silent for longer than the resync: nothing is relied on.
         assert!(!inbox.hooks_healthy(&key(1), resync, at(3800)));
         assert!(!inbox.hooks_healthy(&key(2), resync, at(3800)));
         // A day after its last delivery the project is taken to have lost its hook.
-        inbox.deliver(&key(2), 41, None, Instant::now(), at(86_400));
+        inbox.deliver(
+            &key(2),
+            41,
+            &JobDelivery::default(),
+            Instant::now(),
+            at(86_400),
+        );
         assert!(!inbox.hooks_healthy(&key(1), resync, at(86_400)));
         assert!(inbox.hooks_healthy(&key(2), resync, at(86_400)));
         inbox.forget(&key(2));
         assert!(!inbox.hooks_healthy(&key(2), resync, at(86_400)));
-    }
-
-    #[test]
-    fn a_delivered_job_is_read_when_its_delivered_or_held_status_is_acted_on() {
-        use JobStatus::*;
-        let failed_only: BTreeSet<JobStatus> = [Failed].into();
-        let manual_only: BTreeSet<JobStatus> = [Manual].into();
-        let read = |delivered: &[Option<JobStatus>], held: Option<JobStatus>, acted_on| {
-            delivery_needs_read(delivered, held.as_ref(), acted_on)
-        };
-        // A retry policy: a running job is not read, a failed one is.
-        assert!(!read(&[Some(Running)], None, Some(&failed_only)));
-        assert!(!read(
-            &[Some(Created), Some(Pending)],
-            Some(Pending),
-            Some(&failed_only)
-        ));
-        assert!(read(
-            &[Some(Running), Some(Failed)],
-            Some(Running),
-            Some(&failed_only)
-        ));
-        // A job held as failed and delivered as running (retried in place, or out of order).
-        assert!(read(&[Some(Running)], Some(Failed), Some(&failed_only)));
-        // A play policy: a person plays the manual job it holds; each move is read.
-        assert!(read(&[Some(Pending)], Some(Manual), Some(&manual_only)));
-        assert!(read(&[Some(Success)], Some(Manual), Some(&manual_only)));
-        assert!(!read(&[Some(Success)], Some(Running), Some(&manual_only)));
-        // No status, an unknown one, or a rule acting on any status: read.
-        assert!(read(&[None], None, Some(&failed_only)));
-        assert!(read(
-            &[Some(Other("paused".into()))],
-            None,
-            Some(&failed_only)
-        ));
-        assert!(read(&[Some(Running)], None, None));
     }
 }

@@ -139,6 +139,9 @@ pub struct ProjectObserver {
     /// Blocked jobs below this id are beyond the listing's reach: they no longer hold the mark
     /// (how many jobs lie above them is not known any more once the mark has passed them).
     blocked_reach_floor: u64,
+    /// Held jobs that a Job Hook delivery said have moved on, not read since: nothing is decided
+    /// on them before they are read (or listed) again.
+    stale: HashSet<u64>,
 }
 
 impl ProjectObserver {
@@ -165,7 +168,32 @@ impl ProjectObserver {
             relist: false,
             blocked_listed_at: None,
             blocked_reach_floor: 0,
+            stale: HashSet::new(),
         }
+    }
+
+    /// Marks a held job as moved on, by what a delivery said: it is read before anything is
+    /// decided on it. A job not held is left alone (it is decided on only once read or listed).
+    pub fn mark_stale(&mut self, id: u64) {
+        if self.jobs.contains(id) {
+            self.stale.insert(id);
+        }
+    }
+
+    /// True when the held record of job `id` is stale ([`mark_stale`](Self::mark_stale)).
+    pub fn is_stale(&self, id: u64) -> bool {
+        self.stale.contains(&id)
+    }
+
+    /// True when some held job is stale.
+    pub fn has_stale(&self) -> bool {
+        !self.stale.is_empty()
+    }
+
+    /// Forgets a job GitLab no longer has.
+    pub fn forget_gone(&mut self, id: u64) {
+        self.stale.remove(&id);
+        self.jobs.remove(id);
     }
 
     pub fn project(&self) -> &ProjectRef {
@@ -551,6 +579,7 @@ impl ProjectObserver {
     /// may still use them, and invalidate their pipeline's cached job list.
     fn absorb(&mut self, wire: JobWire, run: &mut Sync) {
         run.stats.jobs_read += 1;
+        self.stale.remove(&wire.id);
         if self.settled.contains(wire.id) && wire.status.is_completed() {
             return;
         }
@@ -674,6 +703,7 @@ impl ProjectObserver {
             self.blocked_reach_floor = self.blocked_reach_floor.max(mark);
         }
         let jobs = &self.jobs;
+        self.stale.retain(|id| jobs.contains(*id));
         self.log_tails.retain(|id, _| jobs.contains(*id));
         self.log_order.retain(|id| jobs.contains(*id));
         let pipelines: HashSet<u64> = jobs.newest_first().map(|j| j.pipeline_id).collect();
@@ -709,6 +739,7 @@ impl ProjectObserver {
     /// The job may be new (the attempt a retry created): it is counted once, and the next
     /// listing, which reads it again, does not count it twice.
     pub fn update_job(&mut self, wire: JobWire, now: Timestamp) -> JobRecord {
+        self.stale.remove(&wire.id);
         let first_sight = self.is_first_sight(wire.id, self.newest_seen);
         self.reach = self.reach_at(now);
         let record = JobRecord::from_wire(wire, now, &mut self.names);

@@ -2,7 +2,7 @@
 
 use super::act::{self, Outcome};
 use super::groups::GroupMemberships;
-use super::inbox::{Inbox, delivery_needs_read};
+use super::inbox::Inbox;
 use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver};
 use super::report::Listing;
@@ -12,7 +12,7 @@ pub use super::report::{
     RunReport, Tally,
 };
 use super::shard::Shard;
-use crate::gitlab::models::{GroupRef, JobStatus, ProjectRef};
+use crate::gitlab::models::{GroupRef, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{
     ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, PipelineJobsQuery,
@@ -20,8 +20,8 @@ use crate::gitlab::{
 };
 use crate::metrics::{JobAccounting, Metrics};
 use crate::policy::{
-    Budget, CompiledPolicy, Decision, FactRequest, Observation, PolicyKey, Verdict, decide,
-    facts_needed,
+    Budget, CompiledPolicy, Decision, DeliveryNeed, FactRequest, JobDelivery, Observation,
+    PolicyKey, Verdict, decide, delivery_need, facts_needed,
 };
 use crate::sync::lock;
 use futures::{StreamExt, TryStreamExt};
@@ -422,7 +422,8 @@ impl Engine {
     /// A GitLab Job Hook delivery: job `job_id` of project `project_id` changed, on `instance`
     /// (the `X-Gitlab-Instance` header; `None` matches the project on any instance). The job is
     /// queued for a re-read by the next run of the policies watching the project, and they are
-    /// woken. A project no policy observes costs nothing. With project sharding, a project of
+    /// woken (what the delivery says only tells whether the job is worth a read:
+    /// [`delivery_need`]). A project no policy observes costs nothing. With project sharding, a project of
     /// another shard is ignored here (never observed by this replica): its owner acts on the
     /// job when the delivery reaches it, or at its next run.
     pub fn job_event(
@@ -430,7 +431,7 @@ impl Engine {
         instance: Option<&str>,
         project_id: u64,
         job_id: u64,
-        delivered_status: Option<JobStatus>,
+        delivery: &JobDelivery,
     ) -> JobEvent {
         let shard = self.inner.config.shard;
         let keys: Vec<ObserverKey> = lock(&self.inner.observers)
@@ -444,9 +445,7 @@ impl Engine {
         }
         let (at, now) = (std::time::Instant::now(), self.now());
         for key in &keys {
-            self.inner
-                .inbox
-                .deliver(key, job_id, delivered_status.clone(), at, now);
+            self.inner.inbox.deliver(key, job_id, delivery, at, now);
         }
         // Every policy watching the project has to decide on the job, whichever reads it.
         let watchers: Vec<(PolicyKey, Vec<ObserverKey>)> = lock(&self.inner.watched)
@@ -1031,16 +1030,18 @@ impl Engine {
             .last_sync()
             .is_none_or(|t| run.now - t >= fresh_for);
         if !must_list {
-            // Only the jobs a rule of a watching policy could act on, as delivered or as held.
-            let acted_on = statuses_acted_on(observer.watchers());
-            let to_read: Vec<u64> = delivered
-                .iter()
-                .filter(|d| {
-                    let held = observer.jobs().get(d.job_id).map(|j| &j.status);
-                    delivery_needs_read(&d.statuses, held, acted_on.as_ref())
-                })
-                .map(|d| d.job_id)
-                .collect();
+            // Only the jobs a rule of a watching policy could act on now, or that supersede a
+            // held job; a held job delivered in another status is read before any decision on
+            // it (see `read_stale`).
+            let mut to_read = Vec::new();
+            for d in &delivered {
+                let need = delivery_need(observer.watchers(), &d.job, observer.jobs(), run.now);
+                match need {
+                    DeliveryNeed::Read => to_read.push(d.job.job_id),
+                    DeliveryNeed::Stale => observer.mark_stale(d.job.job_id),
+                    DeliveryNeed::Nothing => {}
+                }
+            }
             let refreshed = self
                 .read_delivered(run, project_id, &mut observer, &to_read)
                 .await;
@@ -1067,6 +1068,9 @@ impl Engine {
         }
         // A job whose in-doubt window has passed is re-read before its facts and decisions.
         self.reread_settled(run, project_id, &mut observer).await;
+        // So is a held job a delivery said has moved on, when the policy would decide on it.
+        self.read_stale(run, project_id, project, &label, &mut observer)
+            .await;
         out.jobs_seen = observer.jobs().len();
         tokio::select! {
             biased;
@@ -1090,6 +1094,12 @@ impl Engine {
                 &run.allowance.budget(),
             )
         };
+        // Nothing is decided on a held job a delivery said has moved on and that could not be
+        // read: the next listing or read tells.
+        let decisions: Vec<Decision> = decisions
+            .into_iter()
+            .filter(|d| !observer.is_stale(d.job_id))
+            .collect();
         for decision in decisions {
             if stop.is_cancelled() {
                 break;
@@ -1226,7 +1236,7 @@ impl Engine {
     }
 
     /// Reads the jobs Job Hooks delivered, one `GET` each, into the observer (a job GitLab no
-    /// longer has is left to the next listing).
+    /// longer has is forgotten; a held one that cannot be read is stale until it is).
     async fn read_delivered(
         &self,
         run: &PolicyRun,
@@ -1239,13 +1249,56 @@ impl Engine {
         for &job_id in delivered {
             match run.client.get_job(&project, job_id).await {
                 Ok(job) => refreshed.push(observer.update_job(JobWire::from(&job), self.now())),
-                Err(err) if err.is_not_found() => {}
+                Err(err) if err.is_not_found() => observer.forget_gone(job_id),
                 Err(err) => {
+                    // Nothing is decided on a held job that may have moved on until it is read.
+                    observer.mark_stale(job_id);
                     tracing::warn!(policy = %run.policy.key, project_id, job_id, error = %err, "cannot read a delivered job: the next listing will");
                 }
             }
         }
         refreshed
+    }
+
+    /// Reads the held jobs that deliveries said have moved on (stale, see [`DeliveryNeed`]) and
+    /// that the policy would decide on as held, so it decides on GitLab's answer instead: a
+    /// manual job a person played is read before a play rule could play it again, a job that
+    /// finished before a cancel rule could cancel it.
+    async fn read_stale(
+        &self,
+        run: &PolicyRun,
+        project_id: u64,
+        project: &ProjectRef,
+        label: &str,
+        observer: &mut ProjectObserver,
+    ) {
+        if !observer.has_stale() {
+            return;
+        }
+        let wanted: Vec<u64> = {
+            let observation = Observation {
+                project,
+                jobs: observer.jobs(),
+                pipeline_jobs: observer.pipeline_jobs(),
+                log_tails: observer.log_tails(),
+            };
+            let unlimited = Budget {
+                remaining_this_run: u32::MAX,
+                remaining_this_hour: u32::MAX,
+            };
+            decide(&run.policy, &[observation], run.now, &unlimited)
+                .into_iter()
+                .map(|d| d.job_id)
+                .filter(|id| observer.is_stale(*id))
+                .collect()
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        let refreshed = self
+            .read_delivered(run, project_id, observer, &wanted)
+            .await;
+        self.account(label, observer, &refreshed, run.now);
     }
 
     /// Re-reads the jobs of a project whose in-doubt window has passed, so what is decided next
@@ -1480,15 +1533,6 @@ impl Engine {
 
 /// True when `key` is the observer of `project_id` on `instance` (any instance when `None`;
 /// a trailing slash of the instance URL does not count).
-/// The statuses some rule of `policies` could act on, `None` when one may act on any.
-fn statuses_acted_on(policies: &[Arc<CompiledPolicy>]) -> Option<BTreeSet<JobStatus>> {
-    let mut all = BTreeSet::new();
-    for policy in policies {
-        all.extend(policy.statuses_acted_on()?);
-    }
-    Some(all)
-}
-
 fn is_project(key: &ObserverKey, instance: Option<&str>, project_id: u64) -> bool {
     let (observed_instance, id) = key;
     *id == project_id && instance.is_none_or(|want| want.trim_end_matches('/') == observed_instance)

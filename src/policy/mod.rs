@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod decide;
+pub mod delivery;
 pub mod duration;
 pub mod observation;
 pub mod reasons;
@@ -18,5 +19,8 @@ pub use compile::{
 pub use decide::{
     Action, Budget, Decision, FactRequest, Reach, Verdict, decide, earliest_action, facts_needed,
     may_act_on,
+};
+pub use delivery::{
+    DeliveredFacts, DeliveredJob, DeliveredMove, DeliveryNeed, JobDelivery, delivery_need,
 };
 pub use observation::{Observation, ProjectJobs};

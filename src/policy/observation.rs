@@ -305,6 +305,13 @@ impl ProjectJobs {
             .filter(|p| *p > job.pipeline_id)
     }
 
+    /// The newest pipeline seen with a job named `name` on `git_ref` (a tag when `tag`).
+    pub fn newest_pipeline_of(&self, tag: bool, git_ref: &str, name: &str) -> Option<u64> {
+        self.newest_pipeline
+            .get(&(tag, Name::from(git_ref), Name::from(name)))
+            .copied()
+    }
+
     /// When a job of `job`'s pipeline was last retried, if after `job` was created: the job may
     /// have been re-opened then (a retry of an earlier stage turns the `skipped` jobs after it
     /// back into `created`).

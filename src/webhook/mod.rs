@@ -11,9 +11,9 @@
 //!    `duplicate`, nothing done;
 //! 4. a project no policy observes: 200 `ignored`, nothing done (no GitLab call);
 //! 5. otherwise 202 `accepted`: the engine queues the job for a re-read and wakes the policies
-//!    that watch the project ([`Engine::job_event`]). The payload's status is never used for a
-//!    decision: it only spares the read of a job that no rule could act on in that status nor
-//!    in the one jobwarden holds for it.
+//!    that watch the project ([`Engine::job_event`]). The payload is never used for a decision:
+//!    it only spares the read of a job that no rule could act on now as delivered
+//!    ([`crate::policy::delivery_need`]).
 //!
 //! A standby replica forwards what passed 1–2 to the leader ([`forward`]) and answers with the
 //! leader's status (`forwarded`), or 503 when the leader cannot be reached. With project
@@ -35,6 +35,7 @@ pub use route::{FixedLeaders, ShardLeaders};
 
 use crate::engine::{Engine, JobEvent};
 use crate::gitlab::models::JobStatus;
+use crate::policy::{DeliveredFacts, DeliveredMove, JobDelivery};
 use crate::server::ConnectionLimits;
 use axum::Router;
 use axum::body::Bytes;
@@ -199,15 +200,79 @@ pub async fn spawn(
 }
 
 /// The fields of a Job Hook payload jobwarden reads (GitLab's `Gitlab::DataBuilder::Build`).
+/// Only `object_kind`, `project_id` and `build_id` are required; the others are never decided
+/// on, they only tell whether the job is worth a read ([`Engine::job_event`]), and one that is
+/// missing or not of the expected type is taken as not delivered.
 #[derive(Debug, Deserialize)]
 struct JobHook {
     object_kind: String,
     project_id: u64,
     build_id: u64,
-    /// Never decided on: it only tells whether the job is worth a read (see
-    /// [`Engine::job_event`]).
     #[serde(default)]
     build_status: Option<JobStatus>,
+    #[serde(default)]
+    build_failure_reason: Lenient<String>,
+    #[serde(default)]
+    build_name: Lenient<String>,
+    #[serde(default)]
+    build_stage: Lenient<String>,
+    #[serde(rename = "ref", default)]
+    git_ref: Lenient<String>,
+    #[serde(default)]
+    tag: Lenient<bool>,
+    #[serde(default)]
+    build_allow_failure: Lenient<bool>,
+    #[serde(default)]
+    build_created_at: Lenient<String>,
+    #[serde(default)]
+    pipeline_id: Lenient<u64>,
+}
+
+/// A field that is `None` when missing, `null` or of another type than `T`.
+#[derive(Debug)]
+struct Lenient<T>(Option<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(None)
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Lenient(serde_json::from_value(value).ok()))
+    }
+}
+
+impl JobHook {
+    /// What the engine is told of the delivery.
+    fn delivery(&self) -> JobDelivery {
+        JobDelivery {
+            moved: DeliveredMove {
+                status: self.build_status.clone(),
+                failure_reason: self.build_failure_reason.0.clone(),
+            },
+            facts: DeliveredFacts {
+                name: self.build_name.0.clone(),
+                stage: self.build_stage.0.clone(),
+                git_ref: self.git_ref.0.clone(),
+                tag: self.tag.0,
+                allow_failure: self.build_allow_failure.0,
+                created_at: self.build_created_at.0.as_deref().and_then(hook_time),
+                pipeline_id: self.pipeline_id.0,
+            },
+        }
+    }
+}
+
+/// A Job Hook timestamp: GitLab's webhook format (`2021-02-23 02:41:37 UTC`) or RFC 3339.
+fn hook_time(raw: &str) -> Option<jiff::Timestamp> {
+    if let Ok(t) = raw.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    let utc = raw.strip_suffix(" UTC")?.replacen(' ', "T", 1);
+    format!("{utc}Z").parse().ok()
 }
 
 /// How a delivery was answered.
@@ -489,12 +554,10 @@ fn dispatch(state: &WebhookState, headers: &HeaderMap, hook: &JobHook) -> (Deliv
         return answered(Delivery::Duplicate, StatusCode::OK);
     }
     let instance = header(headers, "x-gitlab-instance");
-    match state.engine.job_event(
-        instance,
-        hook.project_id,
-        hook.build_id,
-        hook.build_status.clone(),
-    ) {
+    match state
+        .engine
+        .job_event(instance, hook.project_id, hook.build_id, &hook.delivery())
+    {
         JobEvent::Accepted { .. } => answered(Delivery::Accepted, StatusCode::ACCEPTED),
         JobEvent::Ignored => answered(Delivery::Ignored, StatusCode::OK),
     }

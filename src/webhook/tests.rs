@@ -119,3 +119,37 @@ fn no_secret_no_receiver() {
         .expect_err("empty");
     assert!(err.to_string().contains("JOBWARDEN_WEBHOOK_TOKEN"), "{err}");
 }
+
+#[test]
+fn the_payloads_facts_are_read_and_a_field_of_another_type_is_taken_as_missing() {
+    let full = br#"{"object_kind":"build","project_id":7,"build_id":42,"build_status":"failed",
+        "build_failure_reason":"stuck_or_timeout_failure","build_name":"rspec 1/3",
+        "build_stage":"test","ref":"main","tag":false,"build_allow_failure":true,
+        "build_created_at":"2026-11-23 11:58:07 UTC","pipeline_id":9}"#;
+    let hook: JobHook = serde_json::from_slice(full).expect("payload");
+    let delivery = hook.delivery();
+    assert_eq!(delivery.moved.status, Some(JobStatus::Failed));
+    assert_eq!(
+        delivery.moved.failure_reason.as_deref(),
+        Some("stuck_or_timeout_failure")
+    );
+    let facts = delivery.facts;
+    assert_eq!(facts.name.as_deref(), Some("rspec 1/3"));
+    assert_eq!(facts.stage.as_deref(), Some("test"));
+    assert_eq!(facts.git_ref.as_deref(), Some("main"));
+    assert_eq!((facts.tag, facts.allow_failure), (Some(false), Some(true)));
+    assert_eq!(
+        facts.created_at,
+        Some("2026-11-23T11:58:07Z".parse().expect("time"))
+    );
+    assert_eq!(facts.pipeline_id, Some(9));
+    assert_eq!(
+        hook_time("2026-11-23T11:58:07.5+01:00"),
+        Some("2026-11-23T10:58:07.5Z".parse().expect("time"))
+    );
+
+    let odd = br#"{"object_kind":"build","project_id":7,"build_id":42,"build_name":3,
+        "tag":"yes","build_created_at":"last tuesday","pipeline_id":null}"#;
+    let hook: JobHook = serde_json::from_slice(odd).expect("still a Job Hook");
+    assert_eq!(hook.delivery(), JobDelivery::default());
+}
