@@ -64,6 +64,10 @@ pub struct GitLabArgs {
         value_parser = parse_refresh_interval
     )]
     pub group_refresh_interval: Duration,
+    /// Idle connections kept open per GitLab instance (each keeps a read buffer as large as the
+    /// largest page it carried; more are opened while syncs and actions run in parallel).
+    #[arg(long, env = "JOBWARDEN_IDLE_CONNECTIONS", default_value_t = 8)]
+    pub idle_connections: usize,
 }
 
 /// Shortest `--group-refresh-interval`.
@@ -97,6 +101,7 @@ impl GitLabArgs {
                     .collect(),
             },
             group_refresh_interval: self.group_refresh_interval,
+            idle_connections: self.idle_connections,
             ..EngineConfig::default()
         }
     }

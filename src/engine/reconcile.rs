@@ -73,6 +73,8 @@ pub struct EngineConfig {
     /// The projects this replica acts on ([`Shard::ALL`]: every one). Policies are the same on
     /// every replica; each reconciles only the projects of its shard.
     pub shard: Shard,
+    /// Idle connections kept open per GitLab instance (`--idle-connections`).
+    pub idle_connections: usize,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +92,7 @@ impl Default for EngineConfig {
             group_refresh_interval: DEFAULT_GROUP_REFRESH_INTERVAL,
             max_projects_per_policy: crate::crd::MAX_RESOLVED_PROJECTS,
             shard: Shard::ALL,
+            idle_connections: ClientConfig::DEFAULT_IDLE_CONNECTIONS,
         }
     }
 }
@@ -292,6 +295,7 @@ impl Engine {
             ClientConfig::new(url.clone(), Some(Credential::PrivateToken(token.clone())));
         config.timeout = self.inner.config.request_timeout;
         config.ca_bundle = self.inner.config.ca_bundle.clone();
+        config.idle_connections = self.inner.config.idle_connections;
         config.requests_per_minute = self.inner.config.requests_per_minute;
         config.rate_limiter = Some(limiter);
         config.observer = self.inner.metrics.clone();

@@ -265,6 +265,9 @@ def start_shard(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: 
             "--history-hours", str(HISTORY_HOURS),
             "--lease-duration-seconds", str(LEASE_DURATION),
             "--lease-renew-seconds", str(LEASE_RENEW),
+            # Requests are told apart by their connection's process (sampled from /proc every
+            # 20 ms): connections must outlive a sample, so none is closed for being idle.
+            "--idle-connections", "1000",
         ],
         # Watched from the start: its first GitLab request may come before it serves /metrics.
         on_start=lambda started: fleet.owners.watch(identity, started.popen.pid),
