@@ -136,11 +136,7 @@ fn first_pass(
         Some(UNTHROTTLED_BUDGET),
         "pass",
     )?;
-    let started = jobwardens
-        .iter()
-        .map(Jobwarden::started)
-        .min()
-        .unwrap_or_else(Instant::now);
+    let started = earliest_start(&jobwardens);
     for jobwarden in &mut jobwardens {
         jobwarden
             .wait_runs(1, config.run_timeout)
@@ -190,11 +186,7 @@ fn under_limits(
         None,
         "limited",
     )?;
-    let started = jobwardens
-        .iter()
-        .map(Jobwarden::started)
-        .min()
-        .unwrap_or_else(Instant::now);
+    let started = earliest_start(&jobwardens);
     let mut first_action = None;
     while started.elapsed() < config.latency_window {
         std::thread::sleep(POLL);
@@ -215,6 +207,15 @@ fn under_limits(
          minute over {watched:.0} s, {throttled} answered 429"
     ));
     Ok((first_action, per_minute, throttled))
+}
+
+/// When the first of the replicas started.
+fn earliest_start(jobwardens: &[Jobwarden]) -> Instant {
+    jobwardens
+        .iter()
+        .map(Jobwarden::started)
+        .min()
+        .unwrap_or_else(Instant::now)
 }
 
 fn total(counters: &Counters) -> u64 {

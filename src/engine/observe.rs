@@ -620,14 +620,20 @@ impl ProjectObserver {
                 }
             }
             fate => {
-                if let Fate::WakeAt(at) = fate {
-                    self.wakeups.insert(at, record.id);
-                }
                 self.jobs.note(&record, first_sight);
-                self.jobs.remove(record.id);
-                self.settled.insert(record.id);
+                self.let_go(record.id, fate);
             }
         }
+    }
+
+    /// Stops keeping job `id` (a fate other than [`Fate::Keep`]): settled, and re-read when
+    /// its wake-up time comes.
+    fn let_go(&mut self, id: u64, fate: Fate) {
+        if let Fate::WakeAt(at) = fate {
+            self.wakeups.insert(at, id);
+        }
+        self.jobs.remove(id);
+        self.settled.insert(id);
     }
 
     /// What to do with a job: unfinished jobs are kept; a finished one is kept while a watching
@@ -762,13 +768,7 @@ impl ProjectObserver {
         }
         match self.fate(job) {
             Fate::Keep => {}
-            fate => {
-                if let Fate::WakeAt(at) = fate {
-                    self.wakeups.insert(at, id);
-                }
-                self.jobs.remove(id);
-                self.settled.insert(id);
-            }
+            fate => self.let_go(id, fate),
         }
     }
 
