@@ -11,10 +11,11 @@ use super::events::{EventPublisher, PolicyEvent, action_event};
 use super::secrets::{self, SecretError};
 use super::shard_status;
 use super::status::{self, ReadyReason};
+use crate::crd::Limits;
 use crate::crd::{JobPolicy, JobPolicyStatus};
 use crate::engine::{Engine, ReconcileError, RunMode, RunReport, Shard};
 use crate::metrics::PolicyState;
-use crate::policy::{CompiledPolicy, PolicyKey, compile};
+use crate::policy::{CompiledPolicy, PolicyKey, SpecErrors, compile};
 use crate::source::selector::LabelSelector;
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
@@ -320,72 +321,78 @@ fn policy_key(policy: &JobPolicy) -> Result<PolicyKey, Error> {
     Ok(PolicyKey::new(namespace, name))
 }
 
+/// What one reconcile of a policy came to, before anything is reported. [`reconcile`] finds it
+/// ([`run_policy`]: validate → suspended? → due? → read the token → run); [`report`] turns it
+/// into the status patch, the Events, the `policies` gauge and the requeue.
+#[derive(Debug)]
+enum Outcome {
+    /// The spec does not compile: nothing runs until it changes.
+    Invalid(SpecErrors),
+    /// `spec.suspend` is true: nothing runs until it changes.
+    Suspended,
+    /// The last run is more recent than `spec.interval`: the next one comes after `wait`.
+    /// Job Hook deliveries for the policy's projects were acted on meanwhile, if any: see
+    /// [`act_on_deliveries`].
+    NotDue {
+        wait: Duration,
+        delivered: Option<Delivered>,
+    },
+    /// The token Secret could not be read.
+    SecretFailed(SecretError),
+    /// A run reached GitLab.
+    Ran {
+        report: RunReport,
+        interval: Duration,
+        limits: Limits,
+    },
+    /// The run failed as a whole (no client, every project refused, too many projects…).
+    RunFailed(ReconcileError),
+}
+
+/// The actions taken on Job Hook deliveries between two runs.
+#[derive(Debug)]
+struct Delivered {
+    report: RunReport,
+    limits: Limits,
+}
+
 /// Reconciles one JobPolicy: see the module documentation.
 pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = policy_key(&policy)?;
-    let generation = policy.metadata.generation;
     let previous = ctx.previous_status(&key, &policy);
+    let outcome = run_policy(&ctx, &policy, &key, previous.as_ref()).await;
+    report(&ctx, &policy, &key, previous.as_ref(), outcome).await
+}
+
+/// Validates the spec, and runs the policy when it is due and its token can be read.
+async fn run_policy(
+    ctx: &Context,
+    policy: &JobPolicy,
+    key: &PolicyKey,
+    previous: Option<&JobPolicyStatus>,
+) -> Outcome {
+    let generation = policy.metadata.generation;
     let compiled = match compile(key.clone(), &policy.spec) {
         Ok(compiled) => compiled,
-        Err(errors) => {
-            tracing::warn!(policy = %key, "invalid spec:\n{errors}");
-            let status =
-                status::invalid_spec(previous.as_ref(), &errors, generation, ctx.engine.now());
-            let written = ctx
-                .write_status(&policy, &key, previous.as_ref(), status)
-                .await;
-            ctx.publish(
-                &policy,
-                &PolicyEvent::warning(ReadyReason::InvalidSpec.as_str(), errors.to_string()),
-            )
-            .await;
-            written?;
-            ctx.settle(&key, PolicyState::Invalid);
-            return Ok(Action::await_change());
-        }
+        Err(errors) => return Outcome::Invalid(errors),
     };
     if compiled.suspend {
-        let was_suspended = previous
-            .as_ref()
-            .and_then(status::ready_of)
-            .is_some_and(|c| c.reason == ReadyReason::Suspended.as_str());
-        let status = status::suspended(previous.as_ref(), generation, ctx.engine.now());
-        let written = ctx
-            .write_status(&policy, &key, previous.as_ref(), status)
-            .await;
-        if !was_suspended {
-            tracing::info!(policy = %key, "suspended");
-            ctx.publish(
-                &policy,
-                &PolicyEvent::normal(
-                    ReadyReason::Suspended.as_str(),
-                    "spec.suspend is true: reconciling stops until it is false",
-                ),
-            )
-            .await;
-        }
-        written?;
-        ctx.settle(&key, PolicyState::Suspended);
-        return Ok(Action::await_change());
+        return Outcome::Suspended;
     }
-    if let Some(wait) = status::not_due_for(
-        previous.as_ref(),
-        generation,
-        compiled.interval,
-        ctx.engine.now(),
-    ) {
-        if ctx.engine.has_deliveries(&key) {
-            act_on_deliveries(&ctx, &policy, &key, &compiled, previous.as_ref()).await?;
+    let now = ctx.engine.now();
+    if let Some(wait) = status::not_due_for(previous, generation, compiled.interval, now) {
+        let delivered = if ctx.engine.has_deliveries(key) {
+            act_on_deliveries(ctx, key, &compiled).await
         } else {
             tracing::debug!(policy = %key, ?wait, "not due yet");
-        }
-        ctx.settle(&key, PolicyState::Ready);
-        return Ok(Action::requeue(wait));
+            None
+        };
+        return Outcome::NotDue { wait, delivered };
     }
-    let new_generation = previous.as_ref().and_then(|s| s.observed_generation) != generation;
+    let new_generation = previous.and_then(|s| s.observed_generation) != generation;
     if new_generation && compiled.ca_bundle_secret_ref.is_some() {
         ctx.publish(
-            &policy,
+            policy,
             &PolicyEvent::warning(
                 "CABundleIgnored",
                 "spec.gitlab.caBundleSecretRef is not used yet: GitLab's certificate is checked \
@@ -394,70 +401,144 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
         )
         .await;
     }
-
-    read_webhook_secret(&ctx, &key, &compiled).await;
+    read_webhook_secret(ctx, key, &compiled).await;
     let token =
         match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
             Ok(token) => token,
-            Err(err) => {
-                let reason = match &err {
-                    SecretError::NotFound { .. } | SecretError::NotAmongManifests { .. } => {
-                        ReadyReason::SecretNotFound
-                    }
-                    SecretError::KeyNotFound { .. }
-                    | SecretError::EmptyValue { .. }
-                    | SecretError::NotText { .. } => ReadyReason::SecretKeyNotFound,
-                    SecretError::Unreadable { .. } => ReadyReason::SecretUnreadable,
-                };
-                report_failure(
-                    &ctx,
-                    &policy,
-                    &key,
-                    previous.as_ref(),
-                    reason,
-                    err.to_string(),
-                )
-                .await;
-                return Err(Error::Secret(err));
-            }
+            Err(err) => return Outcome::SecretFailed(err),
         };
-
     match ctx
         .engine
         .reconcile(&compiled, &token, RunMode::Normal, &ctx.stop)
         .await
     {
-        Ok(report) => {
-            report.log();
-            let status =
-                status::reconciled(previous.as_ref(), &report, generation, ctx.engine.now());
-            let written = ctx
-                .write_status(&policy, &key, previous.as_ref(), status)
-                .await;
-            publish_run_events(&ctx, &policy, &compiled, &report).await;
-            written?;
-            ctx.settle(&key, PolicyState::Ready);
-            Ok(Action::requeue(compiled.interval))
+        Ok(report) => Outcome::Ran {
+            report,
+            interval: compiled.interval,
+            limits: compiled.limits,
+        },
+        Err(err) => Outcome::RunFailed(err),
+    }
+}
+
+/// Reports `outcome`: the status (written unless unchanged), the Events, the policy's state in
+/// the `policies` gauge, and when to reconcile again. A failed run returns its error, so that
+/// [`error_policy`] counts it and backs off.
+async fn report(
+    ctx: &Context,
+    policy: &JobPolicy,
+    key: &PolicyKey,
+    previous: Option<&JobPolicyStatus>,
+    outcome: Outcome,
+) -> Result<Action, Error> {
+    let generation = policy.metadata.generation;
+    let now = ctx.engine.now();
+    match outcome {
+        Outcome::Invalid(errors) => {
+            report_invalid(ctx, policy, key, previous, &errors).await?;
+            Ok(Action::await_change())
         }
-        Err(err) => {
-            let reason = match &err {
-                ReconcileError::Client { .. } => ReadyReason::GitLabClientError,
-                ReconcileError::AllProjectsFailed { .. } => ReadyReason::GitLabError,
-                ReconcileError::TooManyProjects { .. } => ReadyReason::TooManyProjects,
-                ReconcileError::DestinationRefused(_) => ReadyReason::GitLabUrlNotAllowed,
-            };
+        Outcome::Suspended => {
+            report_suspended(ctx, policy, key, previous).await?;
+            Ok(Action::await_change())
+        }
+        Outcome::NotDue { wait, delivered } => {
+            if let Some(Delivered { report, limits }) = delivered {
+                let status = status::with_actions(previous, &report);
+                let written = ctx.write_status(policy, key, previous, status).await;
+                publish_run_events(ctx, policy, &limits, &report).await;
+                written?;
+            }
+            ctx.settle(key, PolicyState::Ready);
+            Ok(Action::requeue(wait))
+        }
+        Outcome::SecretFailed(err) => {
             report_failure(
-                &ctx,
-                &policy,
-                &key,
-                previous.as_ref(),
-                reason,
+                ctx,
+                policy,
+                key,
+                previous,
+                ReadyReason::of_secret_error(&err),
+                err.to_string(),
+            )
+            .await;
+            Err(Error::Secret(err))
+        }
+        Outcome::Ran {
+            report,
+            interval,
+            limits,
+        } => {
+            report.log();
+            let status = status::reconciled(previous, &report, generation, now);
+            let written = ctx.write_status(policy, key, previous, status).await;
+            publish_run_events(ctx, policy, &limits, &report).await;
+            written?;
+            ctx.settle(key, PolicyState::Ready);
+            Ok(Action::requeue(interval))
+        }
+        Outcome::RunFailed(err) => {
+            report_failure(
+                ctx,
+                policy,
+                key,
+                previous,
+                ReadyReason::of_run_error(&err),
                 err.to_string(),
             )
             .await;
             Err(Error::GitLab(err))
         }
     }
+}
+
+/// Writes `Ready=False` (`InvalidSpec`) with the spec's errors, and a Warning Event.
+async fn report_invalid(
+    ctx: &Context,
+    policy: &JobPolicy,
+    key: &PolicyKey,
+    previous: Option<&JobPolicyStatus>,
+    errors: &SpecErrors,
+) -> Result<(), Error> {
+    tracing::warn!(policy = %key, "invalid spec:\n{errors}");
+    let status = status::invalid_spec(
+        previous,
+        errors,
+        policy.metadata.generation,
+        ctx.engine.now(),
+    );
+    let written = ctx.write_status(policy, key, previous, status).await;
+    let reason = ReadyReason::InvalidSpec.as_str();
+    ctx.publish(policy, &PolicyEvent::warning(reason, errors.to_string()))
+        .await;
+    written?;
+    ctx.settle(key, PolicyState::Invalid);
+    Ok(())
+}
+
+/// Writes `Ready=True` (`Suspended`), and a Normal Event when the policy was not suspended
+/// already.
+async fn report_suspended(
+    ctx: &Context,
+    policy: &JobPolicy,
+    key: &PolicyKey,
+    previous: Option<&JobPolicyStatus>,
+) -> Result<(), Error> {
+    let was_suspended = previous
+        .and_then(status::ready_of)
+        .is_some_and(|c| c.reason == ReadyReason::Suspended.as_str());
+    let status = status::suspended(previous, policy.metadata.generation, ctx.engine.now());
+    let written = ctx.write_status(policy, key, previous, status).await;
+    if !was_suspended {
+        tracing::info!(policy = %key, "suspended");
+        let note = "spec.suspend is true: reconciling stops until it is false";
+        let reason = ReadyReason::Suspended.as_str();
+        ctx.publish(policy, &PolicyEvent::normal(reason, note))
+            .await;
+    }
+    written?;
+    ctx.settle(key, PolicyState::Suspended);
+    Ok(())
 }
 
 /// Reads the policy's own webhook secret (`spec.gitlab.webhookSecretRef`, in its namespace)
@@ -479,22 +560,21 @@ async fn read_webhook_secret(ctx: &Context, key: &PolicyKey, compiled: &Compiled
     ctx.engine.set_webhook_secret(key, secret);
 }
 
-/// Between two runs of a policy, acts on the Job Hook deliveries for its projects: records the
-/// actions in the status (counters, recent actions; `lastSyncTime` stays the last full run's)
-/// and publishes their Events. A failure is logged and left to the next full run.
+/// Between two runs of a policy, acts on the Job Hook deliveries for its projects. Their
+/// actions are reported like a run's (counters, recent actions, Events; `lastSyncTime` stays the
+/// last full run's); `None` when nothing was done. A failure is logged and left to the next
+/// full run.
 async fn act_on_deliveries(
     ctx: &Context,
-    policy: &JobPolicy,
     key: &PolicyKey,
     compiled: &CompiledPolicy,
-    previous: Option<&JobPolicyStatus>,
-) -> Result<(), Error> {
+) -> Option<Delivered> {
     let token =
         match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
             Ok(token) => token,
             Err(err) => {
                 tracing::warn!(policy = %key, error = %err, "deliveries left for the next run");
-                return Ok(());
+                return None;
             }
         };
     match ctx
@@ -502,16 +582,14 @@ async fn act_on_deliveries(
         .reconcile_delivered(compiled, &token, &ctx.stop)
         .await
     {
-        Ok(report) if report.actions.is_empty() && report.failures.is_empty() => Ok(()),
-        Ok(report) => {
-            let status = status::with_actions(previous, &report);
-            let written = ctx.write_status(policy, key, previous, status).await;
-            publish_run_events(ctx, policy, compiled, &report).await;
-            written
-        }
+        Ok(report) if report.actions.is_empty() && report.failures.is_empty() => None,
+        Ok(report) => Some(Delivered {
+            report,
+            limits: compiled.limits.clone(),
+        }),
         Err(err) => {
             tracing::warn!(policy = %key, error = %err, "acting on deliveries failed; the next run reads again");
-            Ok(())
+            None
         }
     }
 }
@@ -541,7 +619,7 @@ async fn report_failure(
 async fn publish_run_events(
     ctx: &Context,
     policy: &JobPolicy,
-    compiled: &CompiledPolicy,
+    limits: &Limits,
     report: &RunReport,
 ) {
     for event in report.actions.iter().filter_map(action_event) {
@@ -560,7 +638,7 @@ async fn publish_run_events(
         let note = format!(
             "{over_budget} decision(s) skipped: limits reached (maxActionsPerRun {}, \
              maxActionsPerHour {}); decided again next run",
-            compiled.limits.max_actions_per_run, compiled.limits.max_actions_per_hour
+            limits.max_actions_per_run, limits.max_actions_per_hour
         );
         ctx.publish(policy, &PolicyEvent::warning("OverBudget", note))
             .await;

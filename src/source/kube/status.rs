@@ -15,8 +15,11 @@ use crate::crd::{
     ActionCounters, ActionKind, ActionOutcome, ActionRecord as StatusAction, JobPolicyStatus,
     MAX_RECENT_ACTIONS, kube_time,
 };
-use crate::engine::{ActionRecord, FailedTarget, Outcome, OutcomeKind, RunReport, Tally};
+use crate::engine::{
+    ActionRecord, FailedTarget, Outcome, OutcomeKind, ReconcileError, RunReport, Tally,
+};
 use crate::policy::SpecErrors;
+use crate::source::secret::SecretError;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::time::Duration;
@@ -75,6 +78,29 @@ impl ReadyReason {
     /// Whether the policy counts as ready with this reason.
     pub fn is_ready(self) -> bool {
         matches!(self, ReadyReason::Reconciled | ReadyReason::Suspended)
+    }
+
+    /// Why a policy whose token Secret cannot be read is not ready.
+    pub fn of_secret_error(err: &SecretError) -> ReadyReason {
+        match err {
+            SecretError::NotFound { .. } | SecretError::NotAmongManifests { .. } => {
+                ReadyReason::SecretNotFound
+            }
+            SecretError::KeyNotFound { .. }
+            | SecretError::EmptyValue { .. }
+            | SecretError::NotText { .. } => ReadyReason::SecretKeyNotFound,
+            SecretError::Unreadable { .. } => ReadyReason::SecretUnreadable,
+        }
+    }
+
+    /// Why a policy whose run failed as a whole is not ready.
+    pub fn of_run_error(err: &ReconcileError) -> ReadyReason {
+        match err {
+            ReconcileError::Client { .. } => ReadyReason::GitLabClientError,
+            ReconcileError::AllProjectsFailed { .. } => ReadyReason::GitLabError,
+            ReconcileError::TooManyProjects { .. } => ReadyReason::TooManyProjects,
+            ReconcileError::DestinationRefused(_) => ReadyReason::GitLabUrlNotAllowed,
+        }
     }
 }
 
