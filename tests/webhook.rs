@@ -660,6 +660,65 @@ async fn a_quiet_project_with_a_hook_is_listed_only_at_the_resync_while_its_inst
     assert_eq!(silent_listings, 3);
 }
 
+/// Manual-scope listings of the world's project so far.
+fn manual_listings(w: &World) -> usize {
+    w.ctl
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == "/projects/:id/jobs" && r.query.contains("manual"))
+        .count()
+}
+
+/// A manual job more than a page behind the newest is beyond the listing's reach and is looked
+/// for through the manual listing: every 10 minutes without hooks, but only hourly while the
+/// project's hook is healthy (a played job's delivery marks it stale meanwhile). When the
+/// deliveries stop, the 10-minute listing comes back.
+#[tokio::test]
+async fn blocked_jobs_beyond_reach_are_listed_hourly_while_the_hook_is_healthy() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline(
+        "v1.0.0",
+        true,
+        vec![JobSpec::new("release", "deploy", "manual").aged(Duration::from_secs(3600))],
+    );
+    let newer: Vec<JobSpec> = (0..120)
+        .map(|i| {
+            JobSpec::new(format!("rspec {i}"), "test", "success").aged(Duration::from_secs(3600))
+        })
+        .collect();
+    w.pipeline("main", false, newer);
+    let engine = w.engine();
+    let policy = w.policy(&format!("  resyncInterval: 300s\n{RETRY_AT_ONCE}"));
+    w.run(&engine, &policy).await;
+    let receiver = Receiver::start(&engine).await;
+
+    let before = manual_listings(&w);
+    // Two hours of runs every 30 s, the project's hook delivering all along.
+    for step in 1..=240u64 {
+        w.advance(30);
+        let event = format!("e{step}");
+        assert_eq!(receiver.deliver(&w, 1, "running", &event).await.0, 202);
+        w.run(&engine, &policy).await;
+    }
+    let with_hooks = manual_listings(&w) - before;
+    assert!(
+        (1..=3).contains(&with_hooks),
+        "two hours with a healthy hook: about one manual listing an hour, got {with_hooks}"
+    );
+
+    // The deliveries stop: after the resync, every 10 minutes again.
+    let before = manual_listings(&w);
+    for _ in 1..=120u64 {
+        w.advance(30);
+        w.run(&engine, &policy).await;
+    }
+    let without = manual_listings(&w) - before;
+    assert!(
+        (5..=7).contains(&without),
+        "an hour without deliveries: every 10 minutes, got {without}"
+    );
+}
+
 /// A delivered job is read only when a rule could act on it as delivered or as held: the
 /// deliveries of a running job cost nothing to a policy that only retries failures; its
 /// failure costs one read, and is retried.

@@ -9,7 +9,8 @@
 //! id they have, so only a listing that reaches them sees them move: they hold the mark while
 //! the jobs above them fit in one page (the listing then reaches them at no extra request), and
 //! further back they are followed through their own `scope[]` listing, at every sync when a
-//! policy targets blocked statuses, else at most every [`UNREACHED_BLOCKED_EVERY`].
+//! policy targets blocked statuses, else at most every [`UNREACHED_BLOCKED_EVERY`] (every
+//! [`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`] while the project's Job Hook is healthy).
 //!
 //! # What is kept
 //! - Every unfinished job, whatever its age: the first sync lists the unfinished statuses through
@@ -72,13 +73,29 @@ const WAKE_AHEAD: SignedDuration = SignedDuration::from_hours(1);
 /// weeks after it was created, which may wait this long.
 pub const UNREACHED_BLOCKED_EVERY: SignedDuration = SignedDuration::from_mins(10);
 
+/// The same while the project's Job Hook is healthy: a played job's delivery already marks its
+/// held record stale (nothing is decided on it before it is read again), so the listing only
+/// lets the record go.
+pub const UNREACHED_BLOCKED_EVERY_WITH_HOOKS: SignedDuration = SignedDuration::from_hours(1);
+
+/// How a sync follows manual and scheduled jobs (which change under the id they have, so only a
+/// listing that reaches them sees them move).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockedListing {
+    /// Through their own `scope[]` listing at every sync: a watching policy may act on them.
+    EverySync,
+    /// Through that listing at most this often, and only when some lie beyond the listing's
+    /// reach ([`UNREACHED_BLOCKED_EVERY`], or [`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`]).
+    Unreached(SignedDuration),
+}
+
 /// How long before its first sync a project counts as having listed its blocked jobs: a
-/// second of [`UNREACHED_BLOCKED_EVERY`] chosen by a hash of the project (stable, spread).
-fn blocked_listing_offset(project: &ProjectRef) -> SignedDuration {
+/// second of `period` chosen by a hash of the project (stable, spread).
+fn blocked_listing_offset(project: &ProjectRef, period: SignedDuration) -> SignedDuration {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     project.to_string().hash(&mut hasher);
-    let period = UNREACHED_BLOCKED_EVERY.as_secs().max(1) as u64;
+    let period = period.as_secs().max(1) as u64;
     SignedDuration::from_secs((hasher.finish() % period) as i64)
 }
 
@@ -307,8 +324,8 @@ impl ProjectObserver {
         }
     }
 
-    /// Reads what changed since the last sync. `follow_blocked` also refreshes manual and
-    /// scheduled jobs through their own listing. Returns the jobs whose snapshot changed.
+    /// Reads what changed since the last sync, and manual and scheduled jobs as `blocked` says.
+    /// Returns the jobs whose snapshot changed.
     ///
     /// `now` is when the sync started; `clock` tells when each page was answered, which a
     /// pending job's wait is counted back from (a page may come long after the start, after a
@@ -318,7 +335,7 @@ impl ProjectObserver {
         client: &GitLabClient,
         now: Timestamp,
         clock: &Clock,
-        follow_blocked: bool,
+        blocked: BlockedListing,
     ) -> Result<(SyncStats, Refreshed), GitLabError> {
         let mut run = Sync {
             clock: clock.clone(),
@@ -330,9 +347,12 @@ impl ProjectObserver {
         let first = self.last_sync.is_none();
         if first {
             // The first listing of blocked jobs beyond the listing's reach falls due within
-            // UNREACHED_BLOCKED_EVERY at a point fixed by the project, so a fleet's projects
-            // do not all pay for it in the same run.
-            self.blocked_listed_at = now.checked_sub(blocked_listing_offset(&self.project)).ok();
+            // its period at a point fixed by the project, so a fleet's projects do not all pay
+            // for it in the same run.
+            if let BlockedListing::Unreached(period) = blocked {
+                let offset = blocked_listing_offset(&self.project, period);
+                self.blocked_listed_at = now.checked_sub(offset).ok();
+            }
         }
         let relist = !first && std::mem::take(&mut self.relist);
         if relist {
@@ -400,10 +420,16 @@ impl ProjectObserver {
             .from_id(0)
             .take_while(|j| j.id < listed_down_to)
             .any(|j| j.status.is_blocked());
-        let blocked_listing_due = self
-            .blocked_listed_at
-            .is_none_or(|at| now.duration_since(at) >= UNREACHED_BLOCKED_EVERY);
-        if follow_blocked || (blocked_unreached && blocked_listing_due) {
+        let due = match blocked {
+            BlockedListing::EverySync => true,
+            BlockedListing::Unreached(period) => {
+                blocked_unreached
+                    && self
+                        .blocked_listed_at
+                        .is_none_or(|at| now.duration_since(at) >= period)
+            }
+        };
+        if due {
             self.sync_blocked(client, &mut run).await?;
             self.blocked_listed_at = Some(now);
         }
@@ -925,7 +951,9 @@ mod tests {
     #[test]
     fn first_blocked_listings_are_spread_over_the_period() {
         let offsets: Vec<i64> = (1..=600)
-            .map(|id| blocked_listing_offset(&ProjectRef::Id(id)).as_secs())
+            .map(|id| {
+                blocked_listing_offset(&ProjectRef::Id(id), UNREACHED_BLOCKED_EVERY).as_secs()
+            })
             .collect();
         let period = UNREACHED_BLOCKED_EVERY.as_secs();
         assert!(offsets.iter().all(|s| (0..period).contains(s)));
@@ -936,8 +964,8 @@ mod tests {
         }
         assert!(slots.iter().all(|n| (20..=120).contains(n)), "{slots:?}");
         assert_eq!(
-            blocked_listing_offset(&ProjectRef::Id(7)),
-            blocked_listing_offset(&ProjectRef::Id(7))
+            blocked_listing_offset(&ProjectRef::Id(7), UNREACHED_BLOCKED_EVERY),
+            blocked_listing_offset(&ProjectRef::Id(7), UNREACHED_BLOCKED_EVERY)
         );
     }
 }

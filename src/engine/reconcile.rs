@@ -4,7 +4,10 @@ use super::act::{self, Outcome};
 use super::groups::GroupMemberships;
 use super::inbox::Inbox;
 use super::ledger::{Ledger, SentBy, Unsettled};
-use super::observe::{DEFAULT_HISTORY, ProjectObserver};
+use super::observe::{
+    BlockedListing, DEFAULT_HISTORY, ProjectObserver, UNREACHED_BLOCKED_EVERY,
+    UNREACHED_BLOCKED_EVERY_WITH_HOOKS,
+};
 use super::report::Listing;
 // The run report's types lived here before `report` was split off; kept reachable by this path.
 pub use super::report::{
@@ -1056,7 +1059,7 @@ impl Engine {
             let synced = tokio::select! {
                 biased;
                 () = stop.cancelled() => return out,
-                synced = observer.sync(&run.client, run.now, &self.inner.clock, run.follow_blocked) => synced,
+                synced = observer.sync(&run.client, run.now, &self.inner.clock, self.blocked_listing(run, &observer_key)) => synced,
             };
             match synced {
                 Ok((stats, refreshed)) => {
@@ -1232,10 +1235,29 @@ impl Engine {
     fn fresh_for(&self, run: &PolicyRun, key: &ObserverKey) -> Duration {
         let half = run.policy.interval / 2;
         match run.policy.resync_interval {
-            Some(resync) if self.inner.inbox.hooks_healthy(key, resync, run.now) => {
-                resync.saturating_sub(half)
-            }
+            Some(resync) if self.hooks_healthy(run, key) => resync.saturating_sub(half),
             _ => half,
+        }
+    }
+
+    /// True when the policy resyncs on Job Hooks and the project's hook can be relied on
+    /// ([`Inbox::hooks_healthy`]).
+    fn hooks_healthy(&self, run: &PolicyRun, key: &ObserverKey) -> bool {
+        run.policy
+            .resync_interval
+            .is_some_and(|resync| self.inner.inbox.hooks_healthy(key, resync, run.now))
+    }
+
+    /// How a sync of the project follows manual and scheduled jobs for this policy: at every
+    /// sync when it may act on them, else only those beyond the listing's reach, less often
+    /// while the project's hook tells when one is played.
+    fn blocked_listing(&self, run: &PolicyRun, key: &ObserverKey) -> BlockedListing {
+        if run.follow_blocked {
+            BlockedListing::EverySync
+        } else if self.hooks_healthy(run, key) {
+            BlockedListing::Unreached(UNREACHED_BLOCKED_EVERY_WITH_HOOKS)
+        } else {
+            BlockedListing::Unreached(UNREACHED_BLOCKED_EVERY)
         }
     }
 
