@@ -433,24 +433,27 @@ async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval(
     runner.await.expect("runner stops");
 }
 
-#[tokio::test]
-async fn a_standby_passes_a_delivery_on_to_the_leader() {
+/// A standby replica (its own engine, which runs no policy) following `leader`, and its
+/// receiver, which forwards to `http://{identity}/webhook` (the leader's identity is its
+/// receiver's address, so that `{identity}` finds it here).
+async fn standby_of(w: &World, leader: &Receiver) -> (Engine, Receiver) {
     use jobwarden::webhook::{Forwarder, Leadership, Role};
-    let (w, engine, policy, job, leader) = retry_policy_watching_a_running_job().await;
-    // The leader's identity is its receiver's address, so that `{identity}` finds it here.
-    let leader_identity = leader
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/webhook");
-    let standby_engine = w.engine();
+    let engine = w.engine();
     let secrets = WebhookSecrets::new(vec![SecretString::from(SECRET)], "TEST").expect("secret");
-    let standby = Receiver::start_with(WebhookState::new(standby_engine.clone(), secrets).elected(
+    let receiver = Receiver::start_with(WebhookState::new(engine.clone(), secrets).elected(
         Leadership::new(Role::Following {
-            leader: leader_identity.to_owned(),
+            leader: leader.identity().to_owned(),
         }),
         Some(Forwarder::new("http://{identity}/webhook")),
     ))
     .await;
+    (engine, receiver)
+}
+
+#[tokio::test]
+async fn a_standby_passes_a_delivery_on_to_the_leader() {
+    let (w, engine, policy, job, leader) = retry_policy_watching_a_running_job().await;
+    let (standby_engine, standby) = standby_of(&w, &leader).await;
 
     w.ctl
         .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
@@ -477,6 +480,47 @@ async fn a_standby_passes_a_delivery_on_to_the_leader() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, body) = standby.deliver(&w, job, "failed", "e2").await;
     assert_eq!(status, 503, "{body}");
+}
+
+/// A standby runs no policy, so it does not know a policy's own webhook secret: it forwards the
+/// delivery and the leader checks it. A token neither knows gets the leader's 401.
+#[tokio::test]
+async fn a_standby_forwards_a_delivery_signed_with_a_policys_own_secret() {
+    let (w, engine, policy, job, leader) = retry_policy_watching_a_running_job().await;
+    engine.set_webhook_secret(&policy.key, Some(SecretString::from("team-secret")));
+    let (standby_engine, standby) = standby_of(&w, &leader).await;
+
+    w.ctl
+        .set_job_status(w.project, job, "failed", Some("stuck_or_timeout_failure"));
+    let (status, body) = standby
+        .deliver_with(
+            &w,
+            w.project,
+            job,
+            "failed",
+            "e1",
+            Some("team-secret"),
+            None,
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (202, r#"{"status":"forwarded"}"#));
+    let report = run_delivered(&engine, &policy).await;
+    assert_eq!(
+        outcomes(&report, "retry"),
+        ["succeeded"],
+        "the leader acted"
+    );
+
+    let (status, _) = standby
+        .deliver_with(&w, w.project, job, "failed", "e2", Some("nobody's"), None)
+        .await;
+    assert_eq!(status, 401, "the leader refused the token");
+    for scrape in [standby_engine.metrics().render(), engine.metrics().render()] {
+        assert!(
+            scrape.contains("jobwarden_webhook_deliveries_total{outcome=\"unauthorized\"} 1"),
+            "{scrape}"
+        );
+    }
 }
 
 #[tokio::test]

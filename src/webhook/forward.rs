@@ -1,9 +1,10 @@
 //! Deliveries that reach a standby replica.
 //!
 //! In a cluster only the replica holding the Lease observes projects and acts; a standby's
-//! engine would ignore every delivery. So a standby forwards each authenticated, well-formed
-//! delivery to the leader: the URL comes from `--webhook-forward-to`, a template in which
-//! `{identity}` is the leader's identity in the Lease (its Pod name), e.g.
+//! engine would ignore every delivery. So a standby forwards each well-formed delivery to the
+//! leader, which checks its token (a standby runs no policy, so it does not know the secrets
+//! of the policies' own `webhookSecretRef`). The URL comes from `--webhook-forward-to`, a
+//! template in which `{identity}` is the leader's identity in the Lease (its Pod name), e.g.
 //! `http://{identity}.jobwarden-peers.jobwarden-system.svc:9443/webhook` with the headless
 //! Service `jobwarden-peers` of `deploy/webhook/`. The forwarded request carries
 //! `X-Jobwarden-Forwarded: 1` and is never forwarded again. With project sharding the same

@@ -15,8 +15,10 @@
 //!    it only spares the read of a job that no rule could act on now as delivered
 //!    ([`crate::policy::delivery_need`]).
 //!
-//! A standby replica forwards what passed 1–2 to the leader ([`forward`]) and answers with the
-//! leader's status (`forwarded`), or 503 when the leader cannot be reached. With project
+//! A standby replica forwards what passed 1 to the leader ([`forward`]) and answers with the
+//! leader's status (`forwarded`; `unauthorized` when the leader refused the token), or 503 when
+//! the leader cannot be reached: a standby runs no policy, so it does not know the policies' own
+//! secrets, and leaves step 2 to the leader. With project
 //! sharding, a delivery for a project of another shard is forwarded to that shard's leader
 //! ([`route`]); a forwarded delivery (`X-Jobwarden-Forwarded`) is never forwarded again: it is
 //! acted on by the leader of the owning shard, and refused (421 `misrouted`) by any other
@@ -333,10 +335,17 @@ async fn route(state: &WebhookState, headers: &HeaderMap, body: Bytes) -> (Deliv
     {
         return to_another_shard(state, headers, body, &hook, owner, forwarded).await;
     }
+    let role = state.leadership.get();
+    if let (Role::Following { leader }, Some(forwarder)) = (&role, &state.forwarder)
+        && !forwarded
+    {
+        // A standby runs no policy, so it knows the controller's secret but not the policies'
+        // own (`webhookSecretRef`): the leader checks the token, and its 401 is passed back.
+        return pass_on(forwarder, leader, headers, body, || {}).await;
+    }
     if let Err(refused) = authenticate(state, headers, &hook) {
         return refused;
     }
-    let role = state.leadership.get();
     if forwarded && !shard.is_everything() && role != Role::Leading {
         return refuse(
             Delivery::Misrouted,
@@ -344,12 +353,7 @@ async fn route(state: &WebhookState, headers: &HeaderMap, body: Bytes) -> (Deliv
             format!("this replica does not lead shard {shard}"),
         );
     }
-    match (role, &state.forwarder) {
-        (Role::Following { leader }, Some(forwarder)) if !forwarded => {
-            pass_on(forwarder, &leader, headers, body, || {}).await
-        }
-        _ => dispatch(state, headers, &hook),
-    }
+    dispatch(state, headers, &hook)
 }
 
 /// A delivery for a project of shard `owner`, not this replica's: forwarded to that shard's
@@ -364,10 +368,13 @@ async fn to_another_shard(
 ) -> (Delivery, Response) {
     // This replica does not know which policies watch the project: the controller's secret, or
     // the secret of a policy of the instance, lets the delivery through to the owner, which
-    // checks it against the secrets of the policies watching the project.
+    // checks it against the secrets of the policies watching the project. A standby runs no
+    // policy and knows none of their secrets: it lets the owner check every delivery.
     let token = token(headers);
     let instance = header(headers, "x-gitlab-instance");
-    if !state.secrets.accepts(token)
+    let knows_policy_secrets = state.leadership.get() == Role::Leading;
+    if knows_policy_secrets
+        && !state.secrets.accepts(token)
         && !equals_any(&state.engine.webhook_secrets_of_instance(instance), token)
     {
         return unauthorized();
@@ -414,6 +421,8 @@ async fn pass_on(
         Ok(status) if status == StatusCode::MISDIRECTED_REQUEST.as_u16() => {
             format!("the replica {leader} no longer leads the shard of this delivery")
         }
+        // The leader refused the token: counted here as it is there.
+        Ok(status) if status == StatusCode::UNAUTHORIZED.as_u16() => return unauthorized(),
         Ok(status) => {
             return answered(
                 Delivery::Forwarded,

@@ -397,10 +397,12 @@ def test_a_wrong_secret_gets_401_and_no_gitlab_request(
     time.sleep(QUIET_FOR)
     assert sim(gitlab, "GET", "requests") == [], "a refused delivery reached GitLab"
     assert status_of(kube) == before
-    # The simulator's delivery and the two posted to the leader; one to the standby.
-    assert leader.deliveries("unauthorized") == unauthorized[0] + 3
+    # The simulator's delivery, the two posted to the leader and the one the standby passed on
+    # (a standby knows no policy's own secret: the leader checks every token); the standby
+    # counts the leader's refusal as its own.
+    assert leader.deliveries("unauthorized") == unauthorized[0] + 4
     assert standby.deliveries("unauthorized") == unauthorized[1] + 1
-    assert standby.deliveries("forwarded") == forwarded, "the standby passed on a refused delivery"
+    assert standby.deliveries("forwarded") == forwarded, "a refused delivery counted as forwarded"
 
     # The same delivery with the right secret is acted on: the job was actionable all along.
     response = deliver(gitlab, leader.webhook_url, payload, WEBHOOK_SECRET)
