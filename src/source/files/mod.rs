@@ -1,5 +1,6 @@
 //! Policies from files: `JobPolicy` and `Secret` manifests in YAML files or directories, for
-//! running without a cluster (`jobwarden run --policies DIR`, `jobwarden check`).
+//! running without a cluster (`jobwarden run --policies DIR`, file mode: [`runner`]) and for
+//! `jobwarden check`.
 //!
 //! - A directory contributes its `*.yaml` and `*.yml` files (not recursively, like
 //!   `kubectl apply -f DIR`; hidden files are skipped), in name order. A file named explicitly is
@@ -21,10 +22,12 @@
 //! | `schema` | the CRD schema's checks on a JobPolicy document |
 //! | `secrets` | `Secret` manifests, and a key looked up in them |
 //! | `tokens` | a policy's GitLab token, CA bundle and webhook secret, from its own namespace |
+//! | [`runner`] | file mode: one task per policy, reloaded when the files change |
 
 mod bounds;
 mod documents;
 mod metadata;
+pub mod runner;
 mod schema;
 mod secrets;
 mod tokens;

@@ -1,12 +1,14 @@
-//! Running policies from a directory of manifests: one task per policy, each on its interval,
+//! File mode, the counterpart of cluster mode's [`controller`](crate::source::kube::controller):
+//! running policies from a directory of manifests, one task per policy, each on its interval,
 //! reloaded when the files change, stopped gracefully.
 
+use super::{
+    LoadedManifests, load_manifests, manifest_files, read_manifest, resolve_token,
+    resolve_webhook_secret,
+};
 use crate::engine::{Engine, RunMode, RunReport};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey};
-use crate::source::files::{
-    LoadedManifests, load_manifests, resolve_token, resolve_webhook_secret,
-};
 use crate::source::selector::LabelSelector;
 use crate::sync::lock;
 use secrecy::{ExposeSecret, SecretString};
@@ -316,16 +318,15 @@ async fn policy_loop(
     }
 }
 
-/// A digest of the manifest files' names and contents (within the bounds of
-/// [`read_manifest`](crate::source::files::read_manifest)): when it changes, the manifests are
-/// loaded again. Only manifest files are opened: a FIFO or a device in the directory is never
-/// read.
+/// A digest of the manifest files' names and contents (within the bounds of [`read_manifest`]):
+/// when it changes, the manifests are loaded again. Only manifest files are opened: a FIFO or a
+/// device in the directory is never read.
 fn files_fingerprint(paths: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let mut listing_errors = Vec::new();
-    for file in crate::source::files::manifest_files(paths, &mut listing_errors) {
+    for file in manifest_files(paths, &mut listing_errors) {
         file.hash(&mut h);
-        match crate::source::files::read_manifest(&file) {
+        match read_manifest(&file) {
             Ok(content) => content.hash(&mut h),
             Err(problem) => problem.hash(&mut h),
         }
