@@ -10,7 +10,6 @@ pub mod engine;
 pub mod gitlab;
 pub mod metrics;
 pub mod policy;
-pub mod runner;
 pub mod server;
 pub mod sim;
 pub mod source;

@@ -5,8 +5,8 @@
 use jobwarden::engine::{Engine, EngineConfig, OutcomeKind, RunReport};
 use jobwarden::gitlab::TokenDestinations;
 use jobwarden::metrics::Metrics;
-use jobwarden::runner::{RunnerConfig, TokenSource, run_policies};
 use jobwarden::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimControl, SimHandle, Simulator};
+use jobwarden::source::files::runner::{RunnerConfig, TokenSource, run_policies};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

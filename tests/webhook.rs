@@ -368,7 +368,7 @@ async fn a_lost_delivery_is_caught_by_the_resync() {
 
 #[tokio::test]
 async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval() {
-    use jobwarden::runner::{RunnerConfig, TokenSource, run_policies};
+    use jobwarden::source::files::runner::{RunnerConfig, TokenSource, run_policies};
     use std::sync::Arc;
     let w = World::start(MONDAY_MORNING).await;
     let engine = w.engine();

@@ -5,7 +5,7 @@ use super::{GitLabArgs, PolicyFilesArgs, termination_signal};
 use crate::engine::Shard;
 use crate::engine::{Engine, Ledger, system_clock};
 use crate::metrics::Metrics;
-use crate::runner::{RunnerConfig, TokenSource, run_policies};
+use crate::source::files::runner::{RunnerConfig, TokenSource, run_policies};
 use crate::source::kube::leader::LeaseSettings;
 use crate::source::kube::shard_leaders::LeaseLeaders;
 use crate::source::kube::{ClusterConfig, ClusterError, generated_identity, lease_name};

@@ -1,12 +1,14 @@
-//! Running policies from a directory of manifests: one task per policy, each on its interval,
+//! File mode, the counterpart of cluster mode's [`controller`](crate::source::kube::controller):
+//! running policies from a directory of manifests, one task per policy, each on its interval,
 //! reloaded when the files change, stopped gracefully.
 
+use super::{
+    LoadedManifests, LoadedPolicy, LoadedSecret, load_manifests, manifest_files, read_manifest,
+    resolve_token, resolve_webhook_secret,
+};
 use crate::engine::{Engine, RunMode, RunReport};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey};
-use crate::source::files::{
-    LoadedManifests, load_manifests, resolve_token, resolve_webhook_secret,
-};
 use crate::source::selector::LabelSelector;
 use crate::sync::lock;
 use secrecy::{ExposeSecret, SecretString};
@@ -121,6 +123,9 @@ pub async fn run_policies(
     }
 }
 
+/// What a policy task runs, by policy: the compiled policy, its token and its fingerprint.
+type Wanted = HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)>;
+
 /// Starts, restarts or stops policy tasks to match what the files say now.
 fn apply(
     engine: &Engine,
@@ -131,21 +136,39 @@ fn apply(
     running: &mut HashMap<PolicyKey, Running>,
     states: &Arc<Mutex<PolicyStates>>,
 ) {
+    let mut unrunnable = rejected_documents(manifests);
+    let wanted = wanted_policies(engine, config, manifests, &mut unrunnable);
+    publish_states(engine, states, unrunnable, &wanted);
+    stop_outdated(engine, running, &wanted);
+    start_new(engine, sink, shutdown, states, running, wanted);
+}
+
+/// Logs the manifest errors and counts the documents rejected before they could even be read
+/// as policies: each counts as invalid (once, whatever the number of its errors).
+fn rejected_documents(manifests: &LoadedManifests) -> HashMap<PolicyState, i64> {
     for error in &manifests.errors {
         tracing::error!(%error, "manifest rejected");
     }
-    // A document rejected before it could even be read as a policy counts as invalid too
-    // (once, whatever the number of its errors).
     let rejected: std::collections::HashSet<(&std::path::Path, Option<usize>)> = manifests
         .errors
         .iter()
         .map(|e| (e.file.as_path(), e.document))
         .collect();
-    let mut counts: HashMap<PolicyState, i64> = HashMap::from([(
+    HashMap::from([(
         PolicyState::Invalid,
         i64::try_from(rejected.len()).unwrap_or(i64::MAX),
-    )]);
-    let mut wanted: HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)> = HashMap::new();
+    )])
+}
+
+/// The selected policies that can run; each that cannot (invalid, or without a token) is
+/// counted in `unrunnable`.
+fn wanted_policies(
+    engine: &Engine,
+    config: &RunnerConfig,
+    manifests: &LoadedManifests,
+    unrunnable: &mut HashMap<PolicyState, i64>,
+) -> Wanted {
+    let mut wanted = Wanted::new();
     let selected = manifests.policies.iter().filter(|loaded| {
         config
             .selector
@@ -153,74 +176,82 @@ fn apply(
             .is_none_or(|selector| selector.matches(loaded.policy.metadata.labels.as_ref()))
     });
     for loaded in selected {
-        let compiled = match &loaded.compiled {
-            Ok(compiled) => compiled,
-            Err(errors) => {
-                *counts.entry(PolicyState::Invalid).or_default() += 1;
-                tracing::error!(source = %loaded.source, policy = %loaded.key(), "invalid policy:\n{errors}");
-                continue;
+        match runnable(engine, config, &manifests.secrets, loaded) {
+            Ok((compiled, token)) => {
+                let fingerprint = policy_fingerprint(&loaded.policy.spec, &token);
+                wanted.insert(compiled.key.clone(), (compiled, token, fingerprint));
             }
-        };
-        let mut compiled = compiled.clone();
-        if let Some(rewrite) = &config.override_policy {
-            rewrite(&mut compiled);
+            Err(state) => *unrunnable.entry(state).or_default() += 1,
         }
-        let resolved = match &config.token {
-            TokenSource::Fixed(token) => Ok(token.clone()),
-            TokenSource::SecretOrEnv(env) => resolve_token(&loaded.policy, &manifests.secrets, env),
-        };
-        let token = match resolved {
-            Ok(token) => token,
-            Err(err) => {
-                *counts.entry(PolicyState::Error).or_default() += 1;
-                tracing::error!(policy = %compiled.key, error = %err, "no GitLab token");
-                continue;
-            }
-        };
-        match resolve_webhook_secret(&loaded.policy, &manifests.secrets) {
-            Ok(secret) => engine.set_webhook_secret(&compiled.key, secret),
-            Err(err) => {
-                // Polling still works; deliveries with this secret are refused.
-                tracing::error!(policy = %compiled.key, error = %err, "no webhook secret");
-                engine.set_webhook_secret(&compiled.key, None);
-            }
-        }
-        *counts
-            .entry(if compiled.suspend {
-                PolicyState::Suspended
-            } else {
-                PolicyState::Ready
-            })
-            .or_default() += 1;
-        let fingerprint = policy_fingerprint(&loaded.policy.spec, &token);
-        wanted.insert(compiled.key.clone(), (compiled, token, fingerprint));
     }
-    {
-        let mut states = lock(states);
-        states.unrunnable = HashMap::from([
-            (
-                PolicyState::Invalid,
-                counts.get(&PolicyState::Invalid).copied().unwrap_or(0),
-            ),
-            (
-                PolicyState::Error,
-                counts.get(&PolicyState::Error).copied().unwrap_or(0),
-            ),
-        ]);
-        // A policy that keeps running keeps the state of its latest run.
-        let previous = std::mem::take(&mut states.runnable);
-        for (key, (policy, _, _)) in &wanted {
-            let initial = if policy.suspend {
-                PolicyState::Suspended
-            } else {
-                PolicyState::Ready
-            };
-            let state = previous.get(key).copied().unwrap_or(initial);
-            states.runnable.insert(key.clone(), state);
-        }
-        states.publish(engine);
-    }
+    wanted
+}
 
+/// A policy ready to run: compiled (and rewritten by the override), with its GitLab token, its
+/// webhook secret given to the engine. Else, with its problem logged, the state it counts in.
+fn runnable(
+    engine: &Engine,
+    config: &RunnerConfig,
+    secrets: &[LoadedSecret],
+    loaded: &LoadedPolicy,
+) -> Result<(CompiledPolicy, SecretString), PolicyState> {
+    let compiled = match &loaded.compiled {
+        Ok(compiled) => compiled,
+        Err(errors) => {
+            tracing::error!(source = %loaded.source, policy = %loaded.key(), "invalid policy:\n{errors}");
+            return Err(PolicyState::Invalid);
+        }
+    };
+    let mut compiled = compiled.clone();
+    if let Some(rewrite) = &config.override_policy {
+        rewrite(&mut compiled);
+    }
+    let resolved = match &config.token {
+        TokenSource::Fixed(token) => Ok(token.clone()),
+        TokenSource::SecretOrEnv(env) => resolve_token(&loaded.policy, secrets, env),
+    };
+    let token = match resolved {
+        Ok(token) => token,
+        Err(err) => {
+            tracing::error!(policy = %compiled.key, error = %err, "no GitLab token");
+            return Err(PolicyState::Error);
+        }
+    };
+    match resolve_webhook_secret(&loaded.policy, secrets) {
+        Ok(secret) => engine.set_webhook_secret(&compiled.key, secret),
+        Err(err) => {
+            // Polling still works; deliveries with this secret are refused.
+            tracing::error!(policy = %compiled.key, error = %err, "no webhook secret");
+            engine.set_webhook_secret(&compiled.key, None);
+        }
+    }
+    Ok((compiled, token))
+}
+
+/// Sets the `policies` gauge to what the files say now: the documents that cannot run, and
+/// each runnable policy in the state of its latest run (a new one `ready` or `suspended`).
+fn publish_states(
+    engine: &Engine,
+    states: &Arc<Mutex<PolicyStates>>,
+    unrunnable: HashMap<PolicyState, i64>,
+    wanted: &Wanted,
+) {
+    let mut states = lock(states);
+    states.unrunnable = unrunnable;
+    // A policy that keeps running keeps the state of its latest run.
+    let previous = std::mem::take(&mut states.runnable);
+    for (key, (policy, _, _)) in wanted {
+        let state = previous
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| healthy_state(policy));
+        states.runnable.insert(key.clone(), state);
+    }
+    states.publish(engine);
+}
+
+/// Stops the tasks whose policy changed or is gone. The engine forgets a policy gone for good.
+fn stop_outdated(engine: &Engine, running: &mut HashMap<PolicyKey, Running>, wanted: &Wanted) {
     running.retain(|key, run| {
         let keep = wanted
             .get(key)
@@ -236,6 +267,17 @@ fn apply(
         }
         keep
     });
+}
+
+/// Starts a task for each wanted policy that has none running.
+fn start_new(
+    engine: &Engine,
+    sink: &ReportSink,
+    shutdown: &CancellationToken,
+    states: &Arc<Mutex<PolicyStates>>,
+    running: &mut HashMap<PolicyKey, Running>,
+    wanted: Wanted,
+) {
     for (key, (policy, token, fingerprint)) in wanted {
         if running.contains_key(&key) {
             continue;
@@ -261,6 +303,15 @@ fn apply(
     }
 }
 
+/// The state of a policy whose runs reach GitLab: `suspended` or `ready`.
+fn healthy_state(policy: &CompiledPolicy) -> PolicyState {
+    if policy.suspend {
+        PolicyState::Suspended
+    } else {
+        PolicyState::Ready
+    }
+}
+
 /// Reconciles one policy on its interval until stopped.
 async fn policy_loop(
     engine: Engine,
@@ -279,11 +330,7 @@ async fn policy_loop(
         {
             Ok(report) => {
                 sink(&report);
-                if policy.suspend {
-                    PolicyState::Suspended
-                } else {
-                    PolicyState::Ready
-                }
+                healthy_state(&policy)
             }
             Err(err) => {
                 tracing::error!(policy = %policy.key, error = %err, "reconcile failed");
@@ -316,16 +363,15 @@ async fn policy_loop(
     }
 }
 
-/// A digest of the manifest files' names and contents (within the bounds of
-/// [`read_manifest`](crate::source::files::read_manifest)): when it changes, the manifests are
-/// loaded again. Only manifest files are opened: a FIFO or a device in the directory is never
-/// read.
+/// A digest of the manifest files' names and contents (within the bounds of [`read_manifest`]):
+/// when it changes, the manifests are loaded again. Only manifest files are opened: a FIFO or a
+/// device in the directory is never read.
 fn files_fingerprint(paths: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let mut listing_errors = Vec::new();
-    for file in crate::source::files::manifest_files(paths, &mut listing_errors) {
+    for file in manifest_files(paths, &mut listing_errors) {
         file.hash(&mut h);
-        match crate::source::files::read_manifest(&file) {
+        match read_manifest(&file) {
             Ok(content) => content.hash(&mut h),
             Err(problem) => problem.hash(&mut h),
         }
