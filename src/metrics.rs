@@ -161,115 +161,25 @@ impl Metrics {
         Self::build().expect("static metric definitions are valid and unique")
     }
 
+    /// Creates every family and registers it in a new registry, group by group.
     fn build() -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)?;
-
-        let actions = IntCounterVec::new(
-            Opts::new(
-                "actions_total",
-                "Actions decided by policies, by rule, action (retry, cancel, play, \
-                 keep_artifacts) and outcome (succeeded, noop, failed, dry_run, skipped_over_budget).",
-            ),
-            &["namespace", "policy", "rule", "action", "outcome"],
-        )?;
-        let gitlab_requests = IntCounterVec::new(
-            Opts::new(
-                "gitlab_requests_total",
-                "HTTP requests to GitLab by route template and status code (\"error\" when no \
-                 response arrived).",
-            ),
-            &["endpoint", "code"],
-        )?;
-        let gitlab_request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "gitlab_request_duration_seconds",
-                "Duration of HTTP requests to GitLab by route template.",
-            )
-            .buckets(GITLAB_REQUEST_BUCKETS.to_vec()),
-            &["endpoint"],
-        )?;
-        let gitlab_ratelimit_remaining = IntGaugeVec::new(
-            Opts::new(
-                "gitlab_ratelimit_remaining",
-                "Requests left in GitLab's current rate-limit window (RateLimit-Remaining), by \
-                 GitLab host.",
-            ),
-            &["gitlab_host"],
-        )?;
-        let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "reconcile_duration_seconds",
-                "Duration of one reconcile of a policy.",
-            )
-            .buckets(RECONCILE_BUCKETS.to_vec()),
-            &["namespace", "policy"],
-        )?;
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new(
-                "reconcile_errors_total",
-                "Reconciles that ended in an error, by error kind.",
-            ),
-            &["namespace", "policy", "error"],
-        )?;
-        let policies = IntGaugeVec::new(
-            Opts::new(
-                "policies",
-                "Policies by state (ready, invalid, suspended, error).",
-            ),
-            &["state"],
-        )?;
-        let webhook_deliveries = IntCounterVec::new(
-            Opts::new(
-                "webhook_deliveries_total",
-                "GitLab Job Hook deliveries received, by outcome (accepted, duplicate, \
-                 unauthorized, ignored, invalid; forwarded, unforwarded, misrouted).",
-            ),
-            &["outcome"],
-        )?;
-        let webhook_action_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "webhook_action_latency_seconds",
-                "Time from a Job Hook delivery to the action it led to (the GitLab call sent).",
-            )
-            .buckets(WEBHOOK_LATENCY_BUCKETS.to_vec()),
-        )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "build_info",
-                "Always 1; the version of the running jobwarden.",
-            ),
-            &["version"],
-        )?;
-
-        registry.register(Box::new(actions.clone()))?;
-        registry.register(Box::new(gitlab_requests.clone()))?;
-        registry.register(Box::new(gitlab_request_duration.clone()))?;
-        registry.register(Box::new(gitlab_ratelimit_remaining.clone()))?;
-        registry.register(Box::new(reconcile_duration.clone()))?;
-        registry.register(Box::new(reconcile_errors.clone()))?;
-        registry.register(Box::new(policies.clone()))?;
-        registry.register(Box::new(webhook_deliveries.clone()))?;
-        registry.register(Box::new(webhook_action_latency.clone()))?;
-        registry.register(Box::new(build_info.clone()))?;
-
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for state in POLICY_STATES {
-            policies.with_label_values(&[state]).set(0);
-        }
-
+        let actions = register_actions(&registry)?;
+        let gitlab = GitlabFamilies::register(&registry)?;
+        let reconcile = ReconcileFamilies::register(&registry)?;
+        let webhooks = WebhookFamilies::register(&registry)?;
+        register_build_info(&registry)?;
         Ok(Metrics {
             registry,
             actions,
-            gitlab_requests,
-            gitlab_request_duration,
-            gitlab_ratelimit_remaining,
-            reconcile_duration,
-            reconcile_errors,
-            policies,
-            webhook_deliveries,
-            webhook_action_latency,
+            gitlab_requests: gitlab.requests,
+            gitlab_request_duration: gitlab.request_duration,
+            gitlab_ratelimit_remaining: gitlab.ratelimit_remaining,
+            reconcile_duration: reconcile.duration,
+            reconcile_errors: reconcile.errors,
+            policies: reconcile.policies,
+            webhook_deliveries: webhooks.deliveries,
+            webhook_action_latency: webhooks.action_latency,
             projects: ProjectSeries::default(),
             policy_states: Mutex::new(POLICY_STATES.iter().map(|s| (*s).to_owned()).collect()),
         })
@@ -405,6 +315,173 @@ impl Metrics {
             self.policies.with_label_values(&[state]).set(count);
         });
     }
+}
+
+/// Registers `metric` in `registry` and hands it back.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// A registered counter family.
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+/// A registered gauge family.
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+/// A registered histogram family with `buckets`.
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(registry, HistogramVec::new(opts, labels)?)
+}
+
+/// `actions_total`: what the policies decided, and how it went.
+fn register_actions(registry: &Registry) -> prometheus::Result<IntCounterVec> {
+    counter_vec(
+        registry,
+        "actions_total",
+        "Actions decided by policies, by rule, action (retry, cancel, play, \
+         keep_artifacts) and outcome (succeeded, noop, failed, dry_run, skipped_over_budget).",
+        &["namespace", "policy", "rule", "action", "outcome"],
+    )
+}
+
+/// The GitLab client's families: requests, their duration, and the rate limit left.
+struct GitlabFamilies {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    ratelimit_remaining: IntGaugeVec,
+}
+
+impl GitlabFamilies {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        Ok(GitlabFamilies {
+            requests: counter_vec(
+                registry,
+                "gitlab_requests_total",
+                "HTTP requests to GitLab by route template and status code (\"error\" when no \
+                 response arrived).",
+                &["endpoint", "code"],
+            )?,
+            request_duration: histogram_vec(
+                registry,
+                "gitlab_request_duration_seconds",
+                "Duration of HTTP requests to GitLab by route template.",
+                &GITLAB_REQUEST_BUCKETS,
+                &["endpoint"],
+            )?,
+            ratelimit_remaining: gauge_vec(
+                registry,
+                "gitlab_ratelimit_remaining",
+                "Requests left in GitLab's current rate-limit window (RateLimit-Remaining), by \
+                 GitLab host.",
+                &["gitlab_host"],
+            )?,
+        })
+    }
+}
+
+/// The families of policy runs: how long a reconcile takes, which ones fail, and the policies
+/// by state (the four known states start at 0).
+struct ReconcileFamilies {
+    duration: HistogramVec,
+    errors: IntCounterVec,
+    policies: IntGaugeVec,
+}
+
+impl ReconcileFamilies {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let families = ReconcileFamilies {
+            duration: histogram_vec(
+                registry,
+                "reconcile_duration_seconds",
+                "Duration of one reconcile of a policy.",
+                &RECONCILE_BUCKETS,
+                &["namespace", "policy"],
+            )?,
+            errors: counter_vec(
+                registry,
+                "reconcile_errors_total",
+                "Reconciles that ended in an error, by error kind.",
+                &["namespace", "policy", "error"],
+            )?,
+            policies: gauge_vec(
+                registry,
+                "policies",
+                "Policies by state (ready, invalid, suspended, error).",
+                &["state"],
+            )?,
+        };
+        for state in POLICY_STATES {
+            families.policies.with_label_values(&[state]).set(0);
+        }
+        Ok(families)
+    }
+}
+
+/// The families of GitLab Job Hook deliveries: by outcome, and how soon they led to an action.
+struct WebhookFamilies {
+    deliveries: IntCounterVec,
+    action_latency: Histogram,
+}
+
+impl WebhookFamilies {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let action_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "webhook_action_latency_seconds",
+                "Time from a Job Hook delivery to the action it led to (the GitLab call sent).",
+            )
+            .buckets(WEBHOOK_LATENCY_BUCKETS.to_vec()),
+        )?;
+        Ok(WebhookFamilies {
+            deliveries: counter_vec(
+                registry,
+                "webhook_deliveries_total",
+                "GitLab Job Hook deliveries received, by outcome (accepted, duplicate, \
+                 unauthorized, ignored, invalid; forwarded, unforwarded, misrouted).",
+                &["outcome"],
+            )?,
+            action_latency: registered(registry, action_latency)?,
+        })
+    }
+}
+
+/// `build_info{version}`, set to 1 for the running version. Nothing else writes it.
+fn register_build_info(registry: &Registry) -> prometheus::Result<()> {
+    let build_info = gauge_vec(
+        registry,
+        "build_info",
+        "Always 1; the version of the running jobwarden.",
+        &["version"],
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    Ok(())
 }
 
 /// Sets a gauge per label value from `counts` (repeated values summed): the values reported

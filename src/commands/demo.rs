@@ -7,9 +7,9 @@ use super::{GitLabArgs, termination_signal};
 use crate::crd::ActionKind;
 use crate::engine::{Engine, OutcomeKind, RunReport};
 use crate::metrics::Metrics;
-use crate::sim::{Clock, SimConfig, Simulator, WebhookConfig};
-use crate::source::files::runner::{RunnerConfig, TokenSource, run_policies};
-use crate::webhook::{WebhookSecrets, WebhookState};
+use crate::sim::{Clock, SimConfig, SimHandle, Simulator, WebhookConfig};
+use crate::source::files::runner::{ReportSink, RunnerConfig, TokenSource, run_policies};
+use crate::webhook::{WebhookHandle, WebhookSecrets, WebhookState};
 use secrecy::SecretString;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -95,30 +95,65 @@ fn materialise_examples() -> std::io::Result<PathBuf> {
 
 pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let token = format!("demo-{:016x}", rand::random::<u64>());
-    let mut sim_config = SimConfig::new(token.clone());
+    let sim = start_simulator(&args, &token).await?;
+    let sim_url = sim.base_url();
+    let metrics = Arc::new(Metrics::new());
+    let engine = demo_engine(&args, &sim, metrics.clone());
+    let shutdown = CancellationToken::new();
+    let server =
+        crate::server::spawn(args.server.metrics_listen, metrics, shutdown.clone()).await?;
+    server.ready.set_ready();
+    let (receiver, hook_url) = deliver_job_hooks(&sim, &engine, &shutdown).await?;
+    let (paths, temp_dir) = policy_paths(&args)?;
+    let embedded = temp_dir.is_some();
+    print_banner(&args, &sim_url, server.local_addr, &hook_url, embedded);
+
+    let config = runner_config(&args, paths, sim_url, token);
+    let summary = Arc::new(Mutex::new(Summary::default()));
+    let sink = print_reports(summary.clone());
+    let runner = tokio::spawn(run_policies(engine, config, sink, shutdown.clone()));
+    wait_until_done(args.run_for).await;
+    shutdown.cancel();
+    let _ = runner.await;
+    server.join().await;
+    receiver.join().await;
+    sim.shutdown().await;
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    print_summary(&summary.lock().map(|s| s.clone()).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the simulated GitLab: a fleet of `--projects` projects from `--seed`, living `--speed`
+/// times faster than the wall clock, that accepts `token`.
+async fn start_simulator(args: &DemoArgs, token: &str) -> std::io::Result<SimHandle> {
+    let mut sim_config = SimConfig::new(token);
     sim_config.projects = args.projects;
     sim_config.seed = args.seed;
     sim_config.clock = Clock::real(args.speed);
-    let sim = Simulator::start(sim_config, args.sim_listen).await?;
-    let sim_url = sim.base_url();
+    Simulator::start(sim_config, args.sim_listen).await
+}
 
-    let metrics = Arc::new(Metrics::new());
+/// The engine of the demo: it follows the simulated clock.
+fn demo_engine(args: &DemoArgs, sim: &SimHandle, metrics: Arc<Metrics>) -> Engine {
     let control = sim.control();
     let sim_clock: crate::engine::Clock = Arc::new(move || control.now());
     let mut engine_config = args.gitlab.engine_config();
     // The built-in simulator speaks plain http on loopback, and every policy is pointed at it.
     engine_config.destinations.allow_insecure_http = true;
-    let engine = Engine::new(engine_config, sim_clock, metrics.clone());
-    let shutdown = CancellationToken::new();
-    let server = crate::server::spawn(
-        args.server.metrics_listen,
-        metrics.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    server.ready.set_ready();
-    // The simulated GitLab delivers its Job Hooks to jobwarden, as a real one would: failures
-    // are acted on as they happen, not only at each run.
+    Engine::new(engine_config, sim_clock, metrics)
+}
+
+/// Starts a Job Hook receiver and has the simulated GitLab deliver its Job Hooks to it, as a
+/// real one would: failures are acted on as they happen, not only at each run. Returns the
+/// receiver and its URL. When the simulator refuses the hook, the demo runs without webhooks.
+async fn deliver_job_hooks(
+    sim: &SimHandle,
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> crate::Result<(WebhookHandle, String)> {
     let hook_secret = format!("demo-hook-{:016x}", rand::random::<u64>());
     let receiver = crate::webhook::spawn(
         "127.0.0.1:0".parse().expect("a loopback address"),
@@ -136,25 +171,41 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     {
         tracing::warn!(error = %err, "the demo runs without webhooks");
     }
+    Ok((receiver, hook_url))
+}
 
-    let (paths, temp_dir) = if args.policies.is_empty() {
+/// The policy manifests to run: `--policies`, or else the embedded examples, written to a
+/// temporary directory that is returned too (to be removed at the end).
+fn policy_paths(args: &DemoArgs) -> std::io::Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    if args.policies.is_empty() {
         let dir = materialise_examples()?;
-        (vec![dir.clone()], Some(dir))
+        Ok((vec![dir.clone()], Some(dir)))
     } else {
-        (args.policies.clone(), None)
-    };
+        Ok((args.policies.clone(), None))
+    }
+}
+
+/// Prints where everything is: the simulated GitLab, metrics, the Job Hook receiver, the
+/// policies (`embedded`: the embedded examples) and how the demo runs and stops.
+fn print_banner(
+    args: &DemoArgs,
+    sim_url: &url::Url,
+    metrics_addr: SocketAddr,
+    hook_url: &str,
+    embedded: bool,
+) {
     println!("jobwarden demo");
     println!(
         "  simulated GitLab : {sim_url}api/v4  ({} projects, seed {})",
         args.projects, args.seed
     );
-    println!("  metrics          : http://{}/metrics", server.local_addr);
+    println!("  metrics          : http://{metrics_addr}/metrics");
     println!(
         "  Job Hooks        : {hook_url} (the simulated GitLab delivers every job transition)"
     );
     println!(
         "  policies         : {}",
-        if temp_dir.is_some() {
+        if embedded {
             "the embedded deploy/examples".to_owned()
         } else {
             format!("{:?}", args.policies)
@@ -168,22 +219,33 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
             .unwrap_or_default()
     );
     let _ = std::io::stdout().flush();
+}
 
+/// How the runner runs the policies at `paths`: against the simulated GitLab at `sim_url` with
+/// `token`, every policy reconciling every `--interval-seconds` (at least 1).
+fn runner_config(
+    args: &DemoArgs,
+    paths: Vec<PathBuf>,
+    sim_url: url::Url,
+    token: String,
+) -> RunnerConfig {
     let interval = Duration::from_secs(args.interval_seconds.max(1));
-    let override_url = sim_url.clone();
-    let config = RunnerConfig {
+    RunnerConfig {
         paths,
-        token: TokenSource::Fixed(SecretString::from(token.clone())),
+        token: TokenSource::Fixed(SecretString::from(token)),
         override_policy: Some(Arc::new(move |p: &mut crate::policy::CompiledPolicy| {
-            p.gitlab_url = override_url.clone();
+            p.gitlab_url = sim_url.clone();
             p.interval = interval;
         })),
         reload_every: Duration::from_secs(3600),
         selector: None,
-    };
-    let summary = Arc::new(Mutex::new(Summary::default()));
-    let sink_summary = summary.clone();
-    let sink = Arc::new(move |report: &RunReport| {
+    }
+}
+
+/// A sink that prints every run's new actions and failures as they happen, and adds the run to
+/// `summary`.
+fn print_reports(summary: Arc<Mutex<Summary>>) -> ReportSink {
+    Arc::new(move |report: &RunReport| {
         // A dry-run or over-budget decision comes back every run until it changes: shown once.
         for record in report.actions.iter().filter(|r| !r.repeat) {
             println!("{}", output::action_line(report, record));
@@ -192,28 +254,25 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
             println!("  ! {}: {}: {}", report.policy, f.target, f.message);
         }
         let _ = std::io::stdout().flush();
-        if let Ok(mut s) = sink_summary.lock() {
+        if let Ok(mut s) = summary.lock() {
             s.add(report);
         }
-    });
-    let runner = tokio::spawn(run_policies(engine, config, sink, shutdown.clone()));
-    match args.run_for {
+    })
+}
+
+/// Waits for `--for` to pass (if given) or for Ctrl-C / SIGTERM, whichever comes first.
+async fn wait_until_done(run_for: Option<Duration>) {
+    match run_for {
         Some(d) => tokio::select! {
             () = tokio::time::sleep(d) => {},
             () = termination_signal() => {},
         },
         None => termination_signal().await,
     }
-    shutdown.cancel();
-    let _ = runner.await;
-    server.join().await;
-    receiver.join().await;
-    sim.shutdown().await;
-    if let Some(dir) = temp_dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+}
 
-    let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
+/// Prints the summary table and, for each kind of action, whether one succeeded.
+fn print_summary(summary: &Summary) {
     println!("\nSummary");
     println!("{}", summary.table());
     let seen: Vec<String> = ActionKind::ALL
@@ -230,5 +289,4 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
         })
         .collect();
     println!("Actions carried out: {}", seen.join(", "));
-    Ok(ExitCode::SUCCESS)
 }

@@ -501,6 +501,13 @@ fn check_count(len: usize, max: usize, path: &str, noun: &str, errors: &mut Erro
     }
 }
 
+/// Reports a list of more than `max` `noun` (`must have at most …`).
+fn check_entries(len: usize, max: usize, path: &str, noun: &str, errors: &mut Errors) {
+    if len > max {
+        errors.add(path, format!("must have at most {max} {noun}"));
+    }
+}
+
 /// Checks a project or group as written: 1 to 255 characters, and a numeric id or a full path
 /// (`is_full_path`; `example` shows one in the message). True when it is fine.
 fn check_reference(
@@ -562,10 +569,21 @@ fn compile_resync_interval(
 }
 
 fn compile_job_filter(filter: &JobFilter, path: &str, errors: &mut Errors) -> JobGlobs {
+    compile_job_globs(&filter.refs, &filter.names, &filter.stages, path, errors)
+}
+
+/// Globs on a job's ref, name and stage, checked under `{path}.refs`, `.names` and `.stages`.
+fn compile_job_globs(
+    refs: &[String],
+    names: &[String],
+    stages: &[String],
+    path: &str,
+    errors: &mut Errors,
+) -> JobGlobs {
     JobGlobs {
-        refs: compile_globs(&filter.refs, &format!("{path}.refs"), errors),
-        names: compile_globs(&filter.names, &format!("{path}.names"), errors),
-        stages: compile_globs(&filter.stages, &format!("{path}.stages"), errors),
+        refs: compile_globs(refs, &format!("{path}.refs"), errors),
+        names: compile_globs(names, &format!("{path}.names"), errors),
+        stages: compile_globs(stages, &format!("{path}.stages"), errors),
     }
 }
 
@@ -591,12 +609,7 @@ fn compile_globs_with(
     if patterns.is_empty() {
         return None;
     }
-    if patterns.len() > crd::MAX_GLOBS {
-        errors.add(
-            path,
-            format!("must have at most {} entries", crd::MAX_GLOBS),
-        );
-    }
+    check_entries(patterns.len(), crd::MAX_GLOBS, path, "entries", errors);
     let mut builder = GlobSetBuilder::new();
     let mut seen = HashSet::new();
     let mut ok = true;
@@ -681,56 +694,12 @@ fn compile_rules(rules: &[crd::Rule], errors: &mut Errors) -> Vec<CompiledRule> 
     out
 }
 
+/// A rule's `match`, checked and compiled: each condition by its own step, every problem
+/// reported under `path`.
 fn compile_match(m: &RuleMatch, path: &str, errors: &mut Errors) -> Conditions {
-    let mut statuses = Vec::new();
-    for (i, s) in m.statuses.iter().enumerate() {
-        let status = s.to_status();
-        if statuses.contains(&status) {
-            errors.add(
-                format!("{path}.statuses[{i}]"),
-                format!("duplicate value {:?}", status.as_str()),
-            );
-        } else {
-            statuses.push(status);
-        }
-    }
-
-    let failure_reasons = if m.failure_reasons.is_empty() {
-        None
-    } else {
-        if m.failure_reasons.len() > crd::MAX_FAILURE_REASONS {
-            errors.add(
-                format!("{path}.failureReasons"),
-                format!("must have at most {} entries", crd::MAX_FAILURE_REASONS),
-            );
-        }
-        let mut seen = HashSet::new();
-        for (i, r) in m.failure_reasons.iter().enumerate() {
-            let item = format!("{path}.failureReasons[{i}]");
-            if r.is_empty() || r.len() > 128 || !FAILURE_REASON.is_match(r) {
-                errors.add(
-                    &item,
-                    format!("{r:?} is not a failure reason (lowercase letters, digits and '_')"),
-                );
-            } else if !seen.insert(r.as_str()) {
-                errors.add(&item, format!("duplicate value {r:?}"));
-            }
-        }
-        if !statuses.is_empty() && !statuses.contains(&JobStatus::Failed) {
-            errors.add(
-                format!("{path}.failureReasons"),
-                "failureReasons only match failed jobs: add failed to statuses (or leave statuses out)",
-            );
-        }
-        Some(FailureReasonSet::new(&m.failure_reasons))
-    };
-
-    let globs = JobGlobs {
-        refs: compile_globs(&m.refs, &format!("{path}.refs"), errors),
-        names: compile_globs(&m.names, &format!("{path}.names"), errors),
-        stages: compile_globs(&m.stages, &format!("{path}.stages"), errors),
-    };
-
+    let statuses = compile_statuses(&m.statuses, path, errors);
+    let failure_reasons = compile_failure_reasons(&m.failure_reasons, &statuses, path, errors);
+    let globs = compile_job_globs(&m.refs, &m.names, &m.stages, path, errors);
     let older_than = m
         .older_than
         .as_deref()
@@ -739,55 +708,19 @@ fn compile_match(m: &RuleMatch, path: &str, errors: &mut Errors) -> Conditions {
         .artifacts_expire_within
         .as_deref()
         .and_then(|d| compile_duration(d, &format!("{path}.artifactsExpireWithin"), errors));
-
-    let stages_succeeded = match &m.pipeline {
-        None => Vec::new(),
-        Some(p) => {
-            let item = format!("{path}.pipeline.stagesSucceeded");
-            if p.stages_succeeded.is_empty() {
-                errors.add(&item, "must name at least one stage");
-            }
-            if p.stages_succeeded.len() > 32 {
-                errors.add(&item, "must name at most 32 stages");
-            }
-            let mut seen = HashSet::new();
-            for (i, s) in p.stages_succeeded.iter().enumerate() {
-                if s.is_empty() || s.len() > 255 {
-                    errors.add(format!("{item}[{i}]"), "must be 1 to 255 characters");
-                } else if !seen.insert(s.as_str()) {
-                    errors.add(format!("{item}[{i}]"), format!("duplicate value {s:?}"));
-                }
-            }
-            p.stages_succeeded.clone()
-        }
-    };
-
+    let stages_succeeded = m
+        .pipeline
+        .as_ref()
+        .map(|p| compile_stages_succeeded(p, path, errors))
+        .unwrap_or_default();
     let window = m
         .window
         .as_ref()
         .and_then(|w| compile_window(w, &format!("{path}.window"), errors));
-
-    let log_pattern = m.log_pattern.as_deref().and_then(|p| {
-        let item = format!("{path}.logPattern");
-        if p.is_empty() || p.len() > crd::MAX_LOG_PATTERN_LEN {
-            errors.add(
-                &item,
-                format!("must be 1 to {} characters", crd::MAX_LOG_PATTERN_LEN),
-            );
-            return None;
-        }
-        match RegexBuilder::new(p)
-            .multi_line(true)
-            .size_limit(LOG_PATTERN_SIZE_LIMIT)
-            .build()
-        {
-            Ok(re) => Some(re),
-            Err(err) => {
-                errors.add(&item, regex_error_message(&err));
-                None
-            }
-        }
-    });
+    let log_pattern = m
+        .log_pattern
+        .as_deref()
+        .and_then(|p| compile_log_pattern(p, &format!("{path}.logPattern"), errors));
 
     Conditions {
         statuses,
@@ -801,6 +734,113 @@ fn compile_match(m: &RuleMatch, path: &str, errors: &mut Errors) -> Conditions {
         window,
         artifacts_expire_within,
         log_pattern,
+    }
+}
+
+/// `match.statuses`, each once: a repeated status is reported and left out.
+fn compile_statuses(
+    names: &[crd::JobStatusName],
+    path: &str,
+    errors: &mut Errors,
+) -> Vec<JobStatus> {
+    let mut statuses = Vec::new();
+    for (i, s) in names.iter().enumerate() {
+        let status = s.to_status();
+        if statuses.contains(&status) {
+            errors.add(
+                format!("{path}.statuses[{i}]"),
+                format!("duplicate value {:?}", status.as_str()),
+            );
+        } else {
+            statuses.push(status);
+        }
+    }
+    statuses
+}
+
+/// `match.failureReasons` (`None` when there are none): each reason checked, and the rule's
+/// `statuses` (already compiled) must let failed jobs through.
+fn compile_failure_reasons(
+    reasons: &[String],
+    statuses: &[JobStatus],
+    path: &str,
+    errors: &mut Errors,
+) -> Option<FailureReasonSet> {
+    if reasons.is_empty() {
+        return None;
+    }
+    check_entries(
+        reasons.len(),
+        crd::MAX_FAILURE_REASONS,
+        &format!("{path}.failureReasons"),
+        "entries",
+        errors,
+    );
+    let mut seen = HashSet::new();
+    for (i, r) in reasons.iter().enumerate() {
+        let item = format!("{path}.failureReasons[{i}]");
+        if r.is_empty() || r.len() > 128 || !FAILURE_REASON.is_match(r) {
+            errors.add(
+                &item,
+                format!("{r:?} is not a failure reason (lowercase letters, digits and '_')"),
+            );
+        } else if !seen.insert(r.as_str()) {
+            errors.add(&item, format!("duplicate value {r:?}"));
+        }
+    }
+    if !statuses.is_empty() && !statuses.contains(&JobStatus::Failed) {
+        errors.add(
+            format!("{path}.failureReasons"),
+            "failureReasons only match failed jobs: add failed to statuses (or leave statuses out)",
+        );
+    }
+    Some(FailureReasonSet::new(reasons))
+}
+
+/// `match.pipeline.stagesSucceeded`, checked: 1 to 32 distinct stage names.
+fn compile_stages_succeeded(
+    p: &crd::PipelineMatch,
+    path: &str,
+    errors: &mut Errors,
+) -> Vec<String> {
+    let item = format!("{path}.pipeline.stagesSucceeded");
+    if p.stages_succeeded.is_empty() {
+        errors.add(&item, "must name at least one stage");
+    }
+    if p.stages_succeeded.len() > 32 {
+        errors.add(&item, "must name at most 32 stages");
+    }
+    let mut seen = HashSet::new();
+    for (i, s) in p.stages_succeeded.iter().enumerate() {
+        if s.is_empty() || s.len() > 255 {
+            errors.add(format!("{item}[{i}]"), "must be 1 to 255 characters");
+        } else if !seen.insert(s.as_str()) {
+            errors.add(format!("{item}[{i}]"), format!("duplicate value {s:?}"));
+        }
+    }
+    p.stages_succeeded.clone()
+}
+
+/// `match.logPattern` (at `path`), compiled as a multi-line regex within
+/// [`LOG_PATTERN_SIZE_LIMIT`].
+fn compile_log_pattern(raw: &str, path: &str, errors: &mut Errors) -> Option<Regex> {
+    if raw.is_empty() || raw.len() > crd::MAX_LOG_PATTERN_LEN {
+        errors.add(
+            path,
+            format!("must be 1 to {} characters", crd::MAX_LOG_PATTERN_LEN),
+        );
+        return None;
+    }
+    match RegexBuilder::new(raw)
+        .multi_line(true)
+        .size_limit(LOG_PATTERN_SIZE_LIMIT)
+        .build()
+    {
+        Ok(re) => Some(re),
+        Err(err) => {
+            errors.add(path, regex_error_message(&err));
+            None
+        }
     }
 }
 
@@ -888,7 +928,25 @@ fn compile_window(w: &crd::TimeWindow, path: &str, errors: &mut Errors) -> Optio
     Some(Window::new(&days, from, to, tz, w.time_zone.clone()))
 }
 
+/// A rule's action, checked and compiled: exactly one must be given, and it must be valid.
 fn compile_action(rule: &crd::Rule, path: &str, errors: &mut Errors) -> Option<RuleAction> {
+    if !check_single_action(rule, path, errors) {
+        return None;
+    }
+    if let Some(retry) = &rule.retry {
+        return compile_retry(retry, path, errors);
+    }
+    if rule.cancel.is_some() {
+        return Some(RuleAction::Cancel);
+    }
+    if let Some(play) = &rule.play {
+        return compile_play(play, path, errors);
+    }
+    Some(RuleAction::KeepArtifacts)
+}
+
+/// Reports a rule with no action or with more than one. True when it has exactly one.
+fn check_single_action(rule: &crd::Rule, path: &str, errors: &mut Errors) -> bool {
     let given: Vec<&str> = [
         rule.retry.as_ref().map(|_| "retry"),
         rule.cancel.as_ref().map(|_| "cancel"),
@@ -898,119 +956,127 @@ fn compile_action(rule: &crd::Rule, path: &str, errors: &mut Errors) -> Option<R
     .into_iter()
     .flatten()
     .collect();
-    if given.len() != 1 {
-        let found = if given.is_empty() {
-            "none".to_owned()
-        } else {
-            given.join(" and ")
-        };
+    if given.len() == 1 {
+        return true;
+    }
+    let found = if given.is_empty() {
+        "none".to_owned()
+    } else {
+        given.join(" and ")
+    };
+    errors.add(
+        path.to_owned(),
+        format!("a rule must have exactly one action: retry, cancel, play or keepArtifacts (found {found})"),
+    );
+    false
+}
+
+/// `retry` of the rule at `path`: its limit and, if given, its backoff. `None` when either is
+/// invalid (every problem is reported).
+fn compile_retry(retry: &crd::RetryAction, path: &str, errors: &mut Errors) -> Option<RuleAction> {
+    let limit_ok = (1..=crd::MAX_RETRY_LIMIT).contains(&retry.limit);
+    if !limit_ok {
         errors.add(
-            path.to_owned(),
-            format!("a rule must have exactly one action: retry, cancel, play or keepArtifacts (found {found})"),
+            format!("{path}.retry.limit"),
+            format!("must be between 1 and {}", crd::MAX_RETRY_LIMIT),
+        );
+    }
+    // The outer `None`: a backoff was given and is invalid.
+    let backoff = match &retry.backoff {
+        None => Some(None),
+        Some(b) => compile_backoff(b, &format!("{path}.retry.backoff"), errors).map(Some),
+    };
+    match (limit_ok, backoff) {
+        (true, Some(backoff)) => Some(RuleAction::Retry {
+            limit: retry.limit,
+            backoff,
+        }),
+        _ => None,
+    }
+}
+
+/// `retry.backoff` (at `path`): a base duration, a factor and an optional cap no shorter than
+/// the base. `None` when any part is invalid (every problem is reported).
+fn compile_backoff(b: &crd::Backoff, path: &str, errors: &mut Errors) -> Option<BackoffSchedule> {
+    let base = compile_duration(&b.duration, &format!("{path}.duration"), errors);
+    let factor_ok = b.factor.is_finite() && (1.0..=crd::MAX_BACKOFF_FACTOR).contains(&b.factor);
+    if !factor_ok {
+        errors.add(
+            format!("{path}.factor"),
+            format!("must be between 1 and {}", crd::MAX_BACKOFF_FACTOR),
+        );
+    }
+    // The outer `None`: a cap was given and is invalid.
+    let max = match b.max_duration.as_deref() {
+        None => Some(None),
+        Some(raw) => compile_duration(raw, &format!("{path}.maxDuration"), errors).map(Some),
+    };
+    let (base, max) = (base?, max?);
+    if max.is_some_and(|max| max < base) {
+        errors.add(
+            format!("{path}.maxDuration"),
+            "maxDuration must not be shorter than duration",
         );
         return None;
     }
-    if let Some(retry) = &rule.retry {
-        let mut ok = true;
-        if !(1..=crd::MAX_RETRY_LIMIT).contains(&retry.limit) {
-            errors.add(
-                format!("{path}.retry.limit"),
-                format!("must be between 1 and {}", crd::MAX_RETRY_LIMIT),
-            );
-            ok = false;
-        }
-        let backoff = match &retry.backoff {
-            None => None,
-            Some(b) => {
-                let bpath = format!("{path}.retry.backoff");
-                let base = compile_duration(&b.duration, &format!("{bpath}.duration"), errors);
-                if !(b.factor.is_finite() && (1.0..=crd::MAX_BACKOFF_FACTOR).contains(&b.factor)) {
-                    errors.add(
-                        format!("{bpath}.factor"),
-                        format!("must be between 1 and {}", crd::MAX_BACKOFF_FACTOR),
-                    );
-                    ok = false;
-                }
-                let max = match b.max_duration.as_deref() {
-                    None => None,
-                    Some(raw) => {
-                        let max = compile_duration(raw, &format!("{bpath}.maxDuration"), errors);
-                        if max.is_none() {
-                            ok = false;
-                        }
-                        max
-                    }
-                };
-                match (base, max) {
-                    (Some(base), Some(max)) if max < base => {
-                        errors.add(
-                            format!("{bpath}.maxDuration"),
-                            "maxDuration must not be shorter than duration",
-                        );
-                        ok = false;
-                        None
-                    }
-                    (Some(base), max) => Some(BackoffSchedule {
-                        base,
-                        factor: b.factor,
-                        max,
-                    }),
-                    (None, _) => {
-                        ok = false;
-                        None
-                    }
-                }
-            }
-        };
-        return ok.then_some(RuleAction::Retry {
-            limit: retry.limit,
-            backoff,
-        });
+    factor_ok.then_some(BackoffSchedule {
+        base,
+        factor: b.factor,
+        max,
+    })
+}
+
+/// `play` of the rule at `path`: its variables, each checked. `None` when any is invalid.
+fn compile_play(play: &crd::PlayAction, path: &str, errors: &mut Errors) -> Option<RuleAction> {
+    let vpath = format!("{path}.play.variables");
+    check_entries(
+        play.variables.len(),
+        crd::MAX_PLAY_VARIABLES,
+        &vpath,
+        "variables",
+        errors,
+    );
+    let mut ok = true;
+    let mut keys = HashSet::new();
+    for (i, v) in play.variables.iter().enumerate() {
+        ok &= check_play_variable(v, &format!("{vpath}[{i}]"), &mut keys, errors);
     }
-    if rule.cancel.is_some() {
-        return Some(RuleAction::Cancel);
+    ok.then(|| RuleAction::Play {
+        variables: play
+            .variables
+            .iter()
+            .map(|v| (v.key.clone(), v.value.clone()))
+            .collect(),
+    })
+}
+
+/// One `play.variables[]` entry (at `path`): a valid key not in `keys` (it is added), and a
+/// value of at most 10000 characters. True when it is fine.
+fn check_play_variable<'a>(
+    v: &'a crd::PlayVariable,
+    path: &str,
+    keys: &mut HashSet<&'a str>,
+    errors: &mut Errors,
+) -> bool {
+    let mut ok = true;
+    if v.key.is_empty() || v.key.len() > 255 || !VARIABLE_KEY.is_match(&v.key) {
+        errors.add(
+            format!("{path}.key"),
+            "must be 1 to 255 letters, digits or '_'",
+        );
+        ok = false;
+    } else if !keys.insert(v.key.as_str()) {
+        errors.add(
+            format!("{path}.key"),
+            format!("duplicate variable {:?}", v.key),
+        );
+        ok = false;
     }
-    if let Some(play) = &rule.play {
-        let vpath = format!("{path}.play.variables");
-        if play.variables.len() > crd::MAX_PLAY_VARIABLES {
-            errors.add(
-                &vpath,
-                format!("must have at most {} variables", crd::MAX_PLAY_VARIABLES),
-            );
-        }
-        let mut ok = true;
-        let mut keys = HashSet::new();
-        for (i, v) in play.variables.iter().enumerate() {
-            if v.key.is_empty() || v.key.len() > 255 || !VARIABLE_KEY.is_match(&v.key) {
-                errors.add(
-                    format!("{vpath}[{i}].key"),
-                    "must be 1 to 255 letters, digits or '_'",
-                );
-                ok = false;
-            } else if !keys.insert(v.key.as_str()) {
-                errors.add(
-                    format!("{vpath}[{i}].key"),
-                    format!("duplicate variable {:?}", v.key),
-                );
-                ok = false;
-            }
-            if v.value.len() > 10_000 {
-                errors.add(
-                    format!("{vpath}[{i}].value"),
-                    "must be at most 10000 characters",
-                );
-                ok = false;
-            }
-        }
-        return ok.then(|| RuleAction::Play {
-            variables: play
-                .variables
-                .iter()
-                .map(|v| (v.key.clone(), v.value.clone()))
-                .collect(),
-        });
+    if v.value.len() > 10_000 {
+        errors.add(format!("{path}.value"), "must be at most 10000 characters");
+        ok = false;
     }
-    Some(RuleAction::KeepArtifacts)
+    ok
 }
 
 fn check_limits(limits: &Limits, errors: &mut Errors) {

@@ -25,7 +25,7 @@
 //!   would do. Decisions waiting for backoff or facts use no budget.
 //! - Decisions are returned in the same order.
 
-use super::compile::{CompiledPolicy, CompiledRule, RuleAction};
+use super::compile::{BackoffSchedule, CompiledPolicy, CompiledRule, Conditions, RuleAction};
 use super::duration::HumanDuration;
 use super::observation::{Observation, ProjectJobs};
 use crate::crd::{ActionKind, Limits};
@@ -359,137 +359,219 @@ fn rule_may_act_on(
         && action_applies_to_job(&rule.action, job, jobs)
 }
 
+/// The first rule of `policy` that claims `job`, and how far it got; `None` when no rule does.
 fn evaluate_job(
     policy: &CompiledPolicy,
     obs: &Observation<'_>,
     job: &JobRecord,
     now: Timestamp,
 ) -> Option<Evaluation> {
-    let index = obs.jobs;
-    let evaluation = |rule_index: usize, why: Vec<String>, state: State| Evaluation {
-        project: obs.project.clone(),
-        job_id: job.id,
-        job_name: job.name.to_string(),
-        pipeline_id: job.pipeline_id,
-        created_at: job.created_at.get(),
-        rule_index,
-        reason: why.join("; "),
-        state,
-    };
-
-    for (rule_index, rule) in policy.rules.iter().enumerate() {
-        // Tier 0: the job's own fields, the project job list and the clock.
-        let Some(mut why) = cheap_conditions(rule, job, index, now) else {
-            continue;
-        };
-        if !action_applies_to_job(&rule.action, job, index) {
-            continue;
-        }
-
-        // Tier 1: the pipeline's job list, unless the project job list already counted every
-        // attempt of the job.
-        let mut attempt = None;
-        let retry_limit = match rule.action {
-            RuleAction::Retry { limit, .. } => Some(limit),
-            _ => None,
-        };
-        let counted = retry_limit.and_then(|_| index.attempts_of(job));
-        let needs_pipeline = !rule.conditions.stages_succeeded.is_empty()
-            || (retry_limit.is_some() && counted.is_none());
-        let pipeline_jobs = obs.pipeline_jobs.get(&job.pipeline_id);
-        if needs_pipeline && pipeline_jobs.is_none() {
-            why.push(format!(
-                "waiting for the job list of pipeline #{}",
-                job.pipeline_id
-            ));
-            let fact = FactRequest::PipelineJobs {
+    policy
+        .rules
+        .iter()
+        .enumerate()
+        .find_map(|(rule_index, rule)| {
+            let (why, state) = try_rule(policy, obs, rule, job, now)?;
+            Some(Evaluation {
                 project: obs.project.clone(),
+                job_id: job.id,
+                job_name: job.name.to_string(),
                 pipeline_id: job.pipeline_id,
-            };
-            return Some(evaluation(rule_index, why, State::Awaiting(fact)));
-        }
-        if !rule.conditions.stages_succeeded.is_empty()
-            && let Some(pipeline_jobs) = pipeline_jobs
-        {
-            match stages_succeeded(&rule.conditions.stages_succeeded, job, pipeline_jobs) {
-                Ok(note) => why.push(note),
-                Err(not) => {
-                    skipped(policy, rule, job, &not);
-                    continue;
-                }
-            }
-        }
-        if let Some(limit) = retry_limit {
-            // Counted from the project job list when complete; else from the pipeline's (which
-            // is then present: it was waited for above).
-            let number = match (counted, pipeline_jobs) {
-                (Some(n), _) => Some(n),
-                (None, Some(pipeline_jobs)) => retry_attempt(job, pipeline_jobs),
-                (None, None) => continue,
-            };
-            match number {
-                Some(n) if n - 1 < limit => attempt = Some((n, limit)),
-                Some(n) => {
-                    skipped(
-                        policy,
-                        rule,
-                        job,
-                        &format!("retry limit {limit} reached (attempt {n})"),
-                    );
-                    continue;
-                }
-                None => {
-                    skipped(policy, rule, job, "a newer attempt of the job exists");
-                    continue;
-                }
-            }
-        }
+                created_at: job.created_at.get(),
+                rule_index,
+                reason: why.join("; "),
+                state,
+            })
+        })
+}
 
-        // Tier 2: the job log.
-        if let Some(pattern) = &rule.conditions.log_pattern {
-            let Some(log) = obs.log_tails.get(&job.id) else {
-                why.push("waiting for the job log".to_owned());
-                let fact = FactRequest::LogTail {
-                    project: obs.project.clone(),
-                    job_id: job.id,
-                };
-                return Some(evaluation(rule_index, why, State::Awaiting(fact)));
-            };
-            if !pattern.is_match(log) {
-                skipped(policy, rule, job, "the log does not match logPattern");
-                continue;
-            }
-            why.push(format!("log matches /{}/", pattern.as_str()));
-        }
+/// How one tier of a rule's conditions came out for a job.
+enum Tier<T> {
+    /// The conditions hold; `T` is what they found out.
+    Holds(T),
+    /// This fact is missing to tell: the rule claims the job while it is fetched.
+    Awaiting(FactRequest),
+    /// The conditions do not hold: the rule does not claim the job.
+    Fails,
+}
 
-        // Timing: the retry backoff.
-        let mut state = State::Ready;
-        if let (RuleAction::Retry { backoff, .. }, Some((n, limit))) = (&rule.action, attempt) {
-            let mut note = format!("attempt {n} of {}", limit + 1);
-            if let Some(backoff) = backoff {
-                let delay = backoff.delay(n);
-                let finished = job
-                    .finished_at
-                    .or(job.started_at)
-                    .unwrap_or(job.created_at)
-                    .get();
-                let earliest = finished.checked_add(delay).unwrap_or(Timestamp::MAX);
-                if now < earliest {
-                    note.push_str(&format!(
-                        ", backoff {} until {}",
-                        HumanDuration(delay),
-                        earliest
-                    ));
-                    state = State::NotBefore(earliest);
-                } else {
-                    note.push_str(&format!(", backoff {} elapsed", HumanDuration(delay)));
-                }
-            }
-            why.push(note);
-        }
-        return Some(evaluation(rule_index, why, state));
+/// Tries one rule on a job, tier by tier, cheapest first. `None` when the rule does not claim
+/// the job; else why it does and how far it got.
+fn try_rule(
+    policy: &CompiledPolicy,
+    obs: &Observation<'_>,
+    rule: &CompiledRule,
+    job: &JobRecord,
+    now: Timestamp,
+) -> Option<(Vec<String>, State)> {
+    // Tier 0: the job's own fields, the project job list and the clock.
+    let mut why = cheap_conditions(rule, job, obs.jobs, now)?;
+    if !action_applies_to_job(&rule.action, job, obs.jobs) {
+        return None;
     }
-    None
+    // Tier 1: the pipeline's job list.
+    let attempt = match pipeline_conditions(policy, obs, rule, job, &mut why) {
+        Tier::Holds(attempt) => attempt,
+        Tier::Awaiting(fact) => return Some((why, State::Awaiting(fact))),
+        Tier::Fails => return None,
+    };
+    // Tier 2: the job log.
+    match log_condition(policy, obs, rule, job, &mut why) {
+        Tier::Holds(()) => {}
+        Tier::Awaiting(fact) => return Some((why, State::Awaiting(fact))),
+        Tier::Fails => return None,
+    }
+    // Timing: the retry backoff.
+    let state = match (&rule.action, attempt) {
+        (RuleAction::Retry { backoff, .. }, Some(attempt)) => {
+            retry_timing(backoff.as_ref(), attempt, job, now, &mut why)
+        }
+        _ => State::Ready,
+    };
+    Some((why, state))
+}
+
+/// Tier 1: the conditions that need the pipeline's job list: `pipeline.stagesSucceeded`, and a
+/// retry's attempt count unless the project job list already counted every attempt of the job.
+/// Holds with `(attempt, limit)` for a retry rule; notes what holds in `why`.
+fn pipeline_conditions(
+    policy: &CompiledPolicy,
+    obs: &Observation<'_>,
+    rule: &CompiledRule,
+    job: &JobRecord,
+    why: &mut Vec<String>,
+) -> Tier<Option<(u32, u32)>> {
+    let retry_limit = match rule.action {
+        RuleAction::Retry { limit, .. } => Some(limit),
+        _ => None,
+    };
+    let counted = retry_limit.and_then(|_| obs.jobs.attempts_of(job));
+    let needs_pipeline = !rule.conditions.stages_succeeded.is_empty()
+        || (retry_limit.is_some() && counted.is_none());
+    let pipeline_jobs = obs.pipeline_jobs.get(&job.pipeline_id).map(Vec::as_slice);
+    if needs_pipeline && pipeline_jobs.is_none() {
+        why.push(format!(
+            "waiting for the job list of pipeline #{}",
+            job.pipeline_id
+        ));
+        return Tier::Awaiting(FactRequest::PipelineJobs {
+            project: obs.project.clone(),
+            pipeline_id: job.pipeline_id,
+        });
+    }
+    if !rule.conditions.stages_succeeded.is_empty()
+        && let Some(pipeline_jobs) = pipeline_jobs
+    {
+        match stages_succeeded(&rule.conditions.stages_succeeded, job, pipeline_jobs) {
+            Ok(note) => why.push(note),
+            Err(not) => {
+                skipped(policy, rule, job, &not);
+                return Tier::Fails;
+            }
+        }
+    }
+    let Some(limit) = retry_limit else {
+        return Tier::Holds(None);
+    };
+    match attempt_within_limit(policy, rule, job, limit, counted, pipeline_jobs) {
+        Some(n) => Tier::Holds(Some((n, limit))),
+        None => Tier::Fails,
+    }
+}
+
+/// The attempt number of a job that a retry rule with `limit` may still retry. Counted from the
+/// project job list when complete (`counted`); else from the pipeline's (which is then present:
+/// it was waited for). `None` when the limit is reached or a newer attempt exists.
+fn attempt_within_limit(
+    policy: &CompiledPolicy,
+    rule: &CompiledRule,
+    job: &JobRecord,
+    limit: u32,
+    counted: Option<u32>,
+    pipeline_jobs: Option<&[JobRecord]>,
+) -> Option<u32> {
+    let number = match (counted, pipeline_jobs) {
+        (Some(n), _) => Some(n),
+        (None, Some(pipeline_jobs)) => retry_attempt(job, pipeline_jobs),
+        (None, None) => return None,
+    };
+    match number {
+        Some(n) if n - 1 < limit => Some(n),
+        Some(n) => {
+            skipped(
+                policy,
+                rule,
+                job,
+                &format!("retry limit {limit} reached (attempt {n})"),
+            );
+            None
+        }
+        None => {
+            skipped(policy, rule, job, "a newer attempt of the job exists");
+            None
+        }
+    }
+}
+
+/// Tier 2: `logPattern` against the job log's tail; notes the match in `why`.
+fn log_condition(
+    policy: &CompiledPolicy,
+    obs: &Observation<'_>,
+    rule: &CompiledRule,
+    job: &JobRecord,
+    why: &mut Vec<String>,
+) -> Tier<()> {
+    let Some(pattern) = &rule.conditions.log_pattern else {
+        return Tier::Holds(());
+    };
+    let Some(log) = obs.log_tails.get(&job.id) else {
+        why.push("waiting for the job log".to_owned());
+        return Tier::Awaiting(FactRequest::LogTail {
+            project: obs.project.clone(),
+            job_id: job.id,
+        });
+    };
+    if !pattern.is_match(log) {
+        skipped(policy, rule, job, "the log does not match logPattern");
+        return Tier::Fails;
+    }
+    why.push(format!("log matches /{}/", pattern.as_str()));
+    Tier::Holds(())
+}
+
+/// When attempt `n` of a retry rule with `limit` may be retried: [`State::NotBefore`] while its
+/// `backoff` (counted from when the job finished) has not elapsed. Notes the attempt and the
+/// backoff in `why`.
+fn retry_timing(
+    backoff: Option<&BackoffSchedule>,
+    (n, limit): (u32, u32),
+    job: &JobRecord,
+    now: Timestamp,
+    why: &mut Vec<String>,
+) -> State {
+    let mut state = State::Ready;
+    let mut note = format!("attempt {n} of {}", limit + 1);
+    if let Some(backoff) = backoff {
+        let delay = backoff.delay(n);
+        let finished = job
+            .finished_at
+            .or(job.started_at)
+            .unwrap_or(job.created_at)
+            .get();
+        let earliest = finished.checked_add(delay).unwrap_or(Timestamp::MAX);
+        if now < earliest {
+            note.push_str(&format!(
+                ", backoff {} until {}",
+                HumanDuration(delay),
+                earliest
+            ));
+            state = State::NotBefore(earliest);
+        } else {
+            note.push_str(&format!(", backoff {} elapsed", HumanDuration(delay)));
+        }
+    }
+    why.push(note);
+    state
 }
 
 /// Says (at debug level) why a rule whose cheaper conditions matched a job did not apply after
@@ -512,74 +594,26 @@ fn cheap_conditions(
     now: Timestamp,
 ) -> Option<Vec<String>> {
     let c = &rule.conditions;
-    let mut why = Vec::new();
-
-    if !c.statuses.is_empty() && !c.statuses.contains(&job.status) {
-        return None;
-    }
-    let mut status_note = job.status.to_string();
-    if let Some(reasons) = &c.failure_reasons {
-        let reason = job.failure_reason.as_deref()?;
-        if job.status != JobStatus::Failed || !reasons.matches(reason) {
-            return None;
-        }
-        status_note.push_str(" with ");
-        status_note.push_str(reason);
-        if let Some(alias_of) = reasons.matched_alias_of(reason) {
-            status_note.push_str(&format!(" (alias of {alias_of})"));
-        }
-    }
-    why.push(status_note);
-
+    let mut why = vec![status_note(c, job)?];
     if !c.globs.matches(job) {
         return None;
     }
     if let Some(tag) = c.tag {
-        if job.tag != tag {
-            return None;
-        }
-        why.push(
-            if tag {
-                "tag pipeline"
-            } else {
-                "branch pipeline"
-            }
-            .to_owned(),
-        );
+        why.push(flag_note(tag, job.tag, "tag pipeline", "branch pipeline")?);
     }
     if let Some(allow_failure) = c.allow_failure {
-        if job.allow_failure != allow_failure {
-            return None;
-        }
-        why.push(
-            if allow_failure {
-                "allowed to fail"
-            } else {
-                "not allowed to fail"
-            }
-            .to_owned(),
-        );
+        why.push(flag_note(
+            allow_failure,
+            job.allow_failure,
+            "allowed to fail",
+            "not allowed to fail",
+        )?);
     }
     if let Some(min_age) = c.older_than {
-        let (age, since) = time_in_current_state(job, index, now);
-        if age < min_age {
-            return None;
-        }
-        why.push(format!(
-            "{since} {} ago (olderThan {})",
-            HumanDuration(age),
-            HumanDuration(min_age)
-        ));
+        why.push(older_than_note(min_age, job, index, now)?);
     }
     if let Some(want) = c.superseded {
-        let newer = index.newer_pipeline(job);
-        if newer.is_some() != want {
-            return None;
-        }
-        why.push(match newer {
-            Some(p) => format!("superseded by pipeline #{p} on {}", job.git_ref),
-            None => "not superseded".to_owned(),
-        });
+        why.push(superseded_note(want, job, index)?);
     }
     if let Some(window) = &c.window {
         if !window.contains(now) {
@@ -588,19 +622,89 @@ fn cheap_conditions(
         why.push(format!("inside window {window}"));
     }
     if let Some(within) = c.artifacts_expire_within {
-        let expires = job.artifacts_expire_at?.get();
-        let left = expires.duration_since(now);
-        // Expired artifacts are gone: GitLab answers a keep with 404.
-        if left > within || !left.is_positive() {
-            return None;
-        }
-        why.push(format!(
-            "artifacts expire in {} (artifactsExpireWithin {})",
-            HumanDuration(left),
-            HumanDuration(within)
-        ));
+        why.push(artifacts_expire_note(within, job, now)?);
     }
     Some(why)
+}
+
+/// `statuses` and `failureReasons`: `Some` note of the job's status (and failure reason) when
+/// both hold.
+fn status_note(c: &Conditions, job: &JobRecord) -> Option<String> {
+    if !c.statuses.is_empty() && !c.statuses.contains(&job.status) {
+        return None;
+    }
+    let mut note = job.status.to_string();
+    if let Some(reasons) = &c.failure_reasons {
+        let reason = job.failure_reason.as_deref()?;
+        if job.status != JobStatus::Failed || !reasons.matches(reason) {
+            return None;
+        }
+        note.push_str(" with ");
+        note.push_str(reason);
+        if let Some(alias_of) = reasons.matched_alias_of(reason) {
+            note.push_str(&format!(" (alias of {alias_of})"));
+        }
+    }
+    Some(note)
+}
+
+/// A yes/no condition (`tag`, `allowFailure`): `Some` note, `if_true` or `if_false` as `want`
+/// says, when the job's `actual` value is `want`.
+fn flag_note(want: bool, actual: bool, if_true: &str, if_false: &str) -> Option<String> {
+    if actual != want {
+        return None;
+    }
+    Some(if want { if_true } else { if_false }.to_owned())
+}
+
+/// `olderThan`: `Some` note when the job has been in its current state for at least `min_age`.
+fn older_than_note(
+    min_age: SignedDuration,
+    job: &JobRecord,
+    index: &ProjectJobs,
+    now: Timestamp,
+) -> Option<String> {
+    let (age, since) = time_in_current_state(job, index, now);
+    if age < min_age {
+        return None;
+    }
+    Some(format!(
+        "{since} {} ago (olderThan {})",
+        HumanDuration(age),
+        HumanDuration(min_age)
+    ))
+}
+
+/// `superseded`: `Some` note when a newer pipeline on the job's ref exists exactly when `want`
+/// says so.
+fn superseded_note(want: bool, job: &JobRecord, index: &ProjectJobs) -> Option<String> {
+    let newer = index.newer_pipeline(job);
+    if newer.is_some() != want {
+        return None;
+    }
+    Some(match newer {
+        Some(p) => format!("superseded by pipeline #{p} on {}", job.git_ref),
+        None => "not superseded".to_owned(),
+    })
+}
+
+/// `artifactsExpireWithin`: `Some` note when the job's artifacts expire within `within` and
+/// have not expired yet (expired artifacts are gone: GitLab answers a keep with 404).
+fn artifacts_expire_note(
+    within: SignedDuration,
+    job: &JobRecord,
+    now: Timestamp,
+) -> Option<String> {
+    let expires = job.artifacts_expire_at?.get();
+    let left = expires.duration_since(now);
+    if left > within || !left.is_positive() {
+        return None;
+    }
+    Some(format!(
+        "artifacts expire in {} (artifactsExpireWithin {})",
+        HumanDuration(left),
+        HumanDuration(within)
+    ))
 }
 
 /// The action's own preconditions that the job's fields decide.
