@@ -1154,3 +1154,73 @@ async fn a_played_manual_job_beyond_the_listings_reach_is_retried_after_the_manu
     assert_eq!(retried, 1, "the played job's failure is retried");
     assert_eq!(w.count(RETRY), 1);
 }
+
+/// Found by the fleet bench (issue 7): retrying a job re-opens the jobs of later stages that
+/// its failure had skipped (`skipped` → `created`, under the ids they had, and GitLab fires no
+/// Job Hook for it). When the low-water mark has moved above them, no listing reaches them: one
+/// that then runs and fails must still be seen and retried.
+#[tokio::test]
+async fn a_job_reopened_by_a_retry_below_the_low_water_mark_is_followed_and_retried() {
+    let w = World::start(MONDAY_MORNING).await;
+    let stuck = JobSpec::new("build", "build", "failed")
+        .failed_with("stuck_or_timeout_failure")
+        .aged(Duration::from_secs(1800));
+    let old = w.pipeline(
+        "main",
+        false,
+        vec![
+            stuck,
+            JobSpec::new("test", "test", "skipped").aged(Duration::from_secs(1800)),
+        ],
+    );
+    let test_job = old[1];
+    // A newer pipeline runs: the low-water mark sits on its job, above the old pipeline's.
+    w.pipeline(
+        "feature",
+        false,
+        vec![JobSpec::new("lint", "test", "running")],
+    );
+    let engine = w.engine();
+    let policy = w.policy(RETRY_STUCK);
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(
+        outcomes(&report, "retry"),
+        ["succeeded"],
+        "the build is retried"
+    );
+
+    // The new build attempt passes; the re-opened test job is picked up and fails as stuck.
+    w.advance(20);
+    w.run(&engine, &policy).await;
+    w.ctl.set_job_status(w.project, test_job, "pending", None);
+    w.advance(20);
+    w.run(&engine, &policy).await;
+    w.ctl.set_job_status(
+        w.project,
+        test_job,
+        "failed",
+        Some("stuck_or_timeout_failure"),
+    );
+    let mut retried = 0;
+    for _ in 0..3 {
+        w.advance(20);
+        let report = w.run(&engine, &policy).await;
+        retried += report
+            .actions
+            .iter()
+            .filter(|a| a.job_id == test_job && a.outcome.label() == "succeeded")
+            .count();
+    }
+    assert_eq!(retried, 1, "the re-opened job's failure is retried");
+    let reopen_listings = w
+        .ctl
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == "/projects/:id/pipelines/:pipeline_id/jobs")
+        .filter(|r| r.query.contains("scope[]=created"))
+        .count();
+    assert_eq!(
+        reopen_listings, 2,
+        "the retried pipeline's unfinished jobs are listed once after each retry"
+    );
+}

@@ -32,7 +32,7 @@
 use super::reconcile::Clock;
 use crate::gitlab::models::{JobStatus, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire, Names};
-use crate::gitlab::{GitLabClient, GitLabError, ListJobsQuery};
+use crate::gitlab::{GitLabClient, GitLabError, ListJobsQuery, PipelineJobsQuery};
 use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, Reach, earliest_action};
 use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -78,16 +78,36 @@ pub const UNREACHED_BLOCKED_EVERY: SignedDuration = SignedDuration::from_mins(10
 /// lets the record go.
 pub const UNREACHED_BLOCKED_EVERY_WITH_HOOKS: SignedDuration = SignedDuration::from_hours(1);
 
-/// How a sync follows manual and scheduled jobs (which change under the id they have, so only a
-/// listing that reaches them sees them move).
+/// What a sync follows besides the jobs its listing reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlockedListing {
-    /// Through their own `scope[]` listing at every sync: a watching policy may act on them.
-    EverySync,
-    /// Through that listing at most this often, and only when some lie beyond the listing's
-    /// reach ([`UNREACHED_BLOCKED_EVERY`], or [`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`]).
-    Unreached(SignedDuration),
+pub struct SyncOptions {
+    /// A watching policy may act on manual or scheduled jobs: they are listed through their own
+    /// `scope[]` at every sync. Otherwise only those beyond the listing's reach are, at most
+    /// every [`UNREACHED_BLOCKED_EVERY`].
+    pub follow_blocked: bool,
+    /// The project's Job Hook can be relied on: a job that moves is delivered, so the listings
+    /// that only look for jobs changing under an old id come less often
+    /// ([`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`]) or not at all (jobs re-opened by a retry).
+    pub hook_healthy: bool,
 }
+
+impl SyncOptions {
+    /// How often blocked jobs beyond the listing's reach are listed.
+    fn unreached_blocked_every(self) -> SignedDuration {
+        if self.hook_healthy {
+            UNREACHED_BLOCKED_EVERY_WITH_HOOKS
+        } else {
+            UNREACHED_BLOCKED_EVERY
+        }
+    }
+}
+
+/// A job created this long after its pipeline is a retry (GitLab creates a pipeline's jobs with
+/// it; only a retry adds one later), which may have re-opened later jobs of the pipeline.
+const RETRY_AFTER_PIPELINE: SignedDuration = SignedDuration::from_mins(1);
+
+/// At most this many retried pipelines are listed for re-opened jobs in one sync; the rest wait.
+const MAX_REOPEN_LISTINGS_PER_SYNC: usize = 20;
 
 /// How long before its first sync a project counts as having listed its blocked jobs: a
 /// second of `period` chosen by a hash of the project (stable, spread).
@@ -159,6 +179,11 @@ pub struct ProjectObserver {
     /// Held jobs that a Job Hook delivery said have moved on, not read since: nothing is decided
     /// on them before they are read (or listed) again.
     stale: HashSet<u64>,
+    /// Pipelines with a retry seen since the last sync. A retry re-opens the jobs of later
+    /// stages that the failure had skipped (`skipped` → `created`, under their old ids, with no
+    /// Job Hook): below the low-water mark no listing reaches them, so the next sync lists the
+    /// pipeline's unfinished jobs, which are then kept and followed.
+    retried_pipelines: Vec<u64>,
 }
 
 impl ProjectObserver {
@@ -186,6 +211,7 @@ impl ProjectObserver {
             blocked_listed_at: None,
             blocked_reach_floor: 0,
             stale: HashSet::new(),
+            retried_pipelines: Vec::new(),
         }
     }
 
@@ -324,7 +350,7 @@ impl ProjectObserver {
         }
     }
 
-    /// Reads what changed since the last sync, and manual and scheduled jobs as `blocked` says.
+    /// Reads what changed since the last sync, and what `options` says to follow besides.
     /// Returns the jobs whose snapshot changed.
     ///
     /// `now` is when the sync started; `clock` tells when each page was answered, which a
@@ -335,7 +361,7 @@ impl ProjectObserver {
         client: &GitLabClient,
         now: Timestamp,
         clock: &Clock,
-        blocked: BlockedListing,
+        options: SyncOptions,
     ) -> Result<(SyncStats, Refreshed), GitLabError> {
         let mut run = Sync {
             clock: clock.clone(),
@@ -349,10 +375,8 @@ impl ProjectObserver {
             // The first listing of blocked jobs beyond the listing's reach falls due within
             // its period at a point fixed by the project, so a fleet's projects do not all pay
             // for it in the same run.
-            if let BlockedListing::Unreached(period) = blocked {
-                let offset = blocked_listing_offset(&self.project, period);
-                self.blocked_listed_at = now.checked_sub(offset).ok();
-            }
+            let offset = blocked_listing_offset(&self.project, options.unreached_blocked_every());
+            self.blocked_listed_at = now.checked_sub(offset).ok();
         }
         let relist = !first && std::mem::take(&mut self.relist);
         if relist {
@@ -420,15 +444,12 @@ impl ProjectObserver {
             .from_id(0)
             .take_while(|j| j.id < listed_down_to)
             .any(|j| j.status.is_blocked());
-        let due = match blocked {
-            BlockedListing::EverySync => true,
-            BlockedListing::Unreached(period) => {
-                blocked_unreached
-                    && self
-                        .blocked_listed_at
-                        .is_none_or(|at| now.duration_since(at) >= period)
-            }
-        };
+        let due = options.follow_blocked
+            || (blocked_unreached
+                && self
+                    .blocked_listed_at
+                    .is_none_or(|at| now.duration_since(at) >= options.unreached_blocked_every()));
+        self.follow_reopened(client, options, &mut run).await?;
         if due {
             self.sync_blocked(client, &mut run).await?;
             self.blocked_listed_at = Some(now);
@@ -548,6 +569,49 @@ impl ProjectObserver {
         self.reread(client, moved_on, run).await
     }
 
+    /// Lists the unfinished jobs of the pipelines retried since the last sync (see
+    /// `retried_pipelines`), so that the jobs a retry re-opened are kept and followed. With a
+    /// healthy hook nothing is listed: a re-opened job is delivered as soon as it is queued.
+    async fn follow_reopened(
+        &mut self,
+        client: &GitLabClient,
+        options: SyncOptions,
+        run: &mut Sync,
+    ) -> Result<(), GitLabError> {
+        if options.hook_healthy {
+            self.retried_pipelines.clear();
+            return Ok(());
+        }
+        let count = self
+            .retried_pipelines
+            .len()
+            .min(MAX_REOPEN_LISTINGS_PER_SYNC);
+        let pipelines: Vec<u64> = self.retried_pipelines.drain(..count).collect();
+        let query = PipelineJobsQuery::latest().with_scopes(ACTIVE_SCOPES);
+        for pipeline_id in pipelines {
+            let reopened: Vec<JobWire> = client
+                .list_pipeline_jobs_as(&self.project, pipeline_id, &query)
+                .try_collect()
+                .await?;
+            for job in reopened {
+                self.absorb(job, run);
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes the pipeline of `job`, seen for the first time, when the job is a retry (created
+    /// well after its pipeline): its later jobs may have been re-opened.
+    fn note_retry(&mut self, job: &JobRecord) {
+        let Some(pipeline_created) = job.pipeline_created_at else {
+            return;
+        };
+        let late = job.created_at.get().duration_since(pipeline_created.get());
+        if late > RETRY_AFTER_PIPELINE && !self.retried_pipelines.contains(&job.pipeline_id) {
+            self.retried_pipelines.push(job.pipeline_id);
+        }
+    }
+
     /// Re-reads jobs by id; a job GitLab no longer has is forgotten.
     async fn reread(
         &mut self,
@@ -615,6 +679,10 @@ impl ProjectObserver {
         }
         // After the answer arrived: a pending job's wait is never overstated.
         let record = JobRecord::from_wire(wire, (run.clock)(), &mut self.names);
+        // (The first sync lists every unfinished job anyway.)
+        if first_sight && run.newest_before.is_some() {
+            self.note_retry(&record);
+        }
         match self.jobs.get(record.id) {
             Some(old) if old.same_state(&record) => return,
             Some(_) => {}
@@ -775,6 +843,9 @@ impl ProjectObserver {
         let first_sight = self.is_first_sight(wire.id, self.newest_seen);
         self.reach = self.reach_at(now);
         let record = JobRecord::from_wire(wire, now, &mut self.names);
+        if first_sight && self.last_sync.is_some() {
+            self.note_retry(&record);
+        }
         self.pipeline_jobs.remove(&record.pipeline_id);
         self.keep_or_settle(record.clone(), first_sight);
         record

@@ -4,10 +4,7 @@ use super::act::{self, Outcome};
 use super::groups::GroupMemberships;
 use super::inbox::Inbox;
 use super::ledger::{Ledger, SentBy, Unsettled};
-use super::observe::{
-    BlockedListing, DEFAULT_HISTORY, ProjectObserver, UNREACHED_BLOCKED_EVERY,
-    UNREACHED_BLOCKED_EVERY_WITH_HOOKS,
-};
+use super::observe::{DEFAULT_HISTORY, ProjectObserver, SyncOptions};
 use super::report::Listing;
 // The run report's types lived here before `report` was split off; kept reachable by this path.
 pub use super::report::{
@@ -1059,7 +1056,7 @@ impl Engine {
             let synced = tokio::select! {
                 biased;
                 () = stop.cancelled() => return out,
-                synced = observer.sync(&run.client, run.now, &self.inner.clock, self.blocked_listing(run, &observer_key)) => synced,
+                synced = observer.sync(&run.client, run.now, &self.inner.clock, self.sync_options(run, &observer_key)) => synced,
             };
             match synced {
                 Ok((stats, refreshed)) => {
@@ -1248,16 +1245,11 @@ impl Engine {
             .is_some_and(|resync| self.inner.inbox.hooks_healthy(key, resync, run.now))
     }
 
-    /// How a sync of the project follows manual and scheduled jobs for this policy: at every
-    /// sync when it may act on them, else only those beyond the listing's reach, less often
-    /// while the project's hook tells when one is played.
-    fn blocked_listing(&self, run: &PolicyRun, key: &ObserverKey) -> BlockedListing {
-        if run.follow_blocked {
-            BlockedListing::EverySync
-        } else if self.hooks_healthy(run, key) {
-            BlockedListing::Unreached(UNREACHED_BLOCKED_EVERY_WITH_HOOKS)
-        } else {
-            BlockedListing::Unreached(UNREACHED_BLOCKED_EVERY)
+    /// What a sync of the project follows for this policy besides its listing.
+    fn sync_options(&self, run: &PolicyRun, key: &ObserverKey) -> SyncOptions {
+        SyncOptions {
+            follow_blocked: run.follow_blocked,
+            hook_healthy: self.hooks_healthy(run, key),
         }
     }
 
