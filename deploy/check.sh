@@ -24,7 +24,7 @@ need python3 "install Python 3"
 
 echo "== kustomize"
 if command -v kubectl >/dev/null 2>&1; then
-  for dir in deploy deploy/core deploy/monitoring deploy/webhook deploy/sharded; do
+  for dir in deploy deploy/core deploy/monitoring deploy/webhook deploy/sharded deploy/sharded-webhook; do
     kubectl kustomize "$dir" >/dev/null
     echo "$dir: builds"
   done

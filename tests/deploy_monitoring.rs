@@ -451,7 +451,7 @@ fn run_with_patched_args(patch: &Value) -> jobwarden::commands::run::RunArgs {
 
 #[test]
 fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
-    let patch = yaml("webhook/deployment-patch.yaml");
+    let patch = yaml("components/webhook/controller-patch.yaml");
     let added = |path: &str| patch_values(&patch, path);
     // The flags exist and parse (the token comes from the environment, not a flag).
     let run = run_with_patched_args(&patch);
@@ -474,7 +474,7 @@ fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
     let subdomain = added("/spec/template/spec/subdomain")[0]
         .as_str()
         .expect("subdomain");
-    let services = yaml_documents("webhook/service.yaml");
+    let services = yaml_documents("components/webhook/service.yaml");
     let peers = services
         .iter()
         .find(|s| s["spec"]["clusterIP"].as_str() == Some("None"))
@@ -487,7 +487,7 @@ fn the_webhook_overlay_wires_flags_secret_port_and_peer_names_that_agree() {
         )),
         "{template}"
     );
-    let ingress = yaml("webhook/ingress.yaml");
+    let ingress = yaml("components/webhook/ingress.yaml");
     let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0];
     assert_eq!(backend["path"].as_str(), Some("/webhook"));
     let webhook_service = services
@@ -539,4 +539,49 @@ fn the_sharded_overlay_runs_one_shard_per_pod_ordinal_of_a_statefulset() {
         Some(str_at(&service, &["metadata", "name"]))
     );
     assert_eq!(service["spec"]["clusterIP"].as_str(), Some("None"));
+}
+
+/// Sharding and webhooks together: the StatefulSet Pods take their DNS subdomain from the
+/// governing Service, so the overlay makes that the webhook's headless peers Service, the one
+/// the forward template names; and the webhook Component patches the workload whatever its kind.
+#[test]
+fn the_sharded_webhook_overlay_makes_every_shard_reachable_by_the_forward_template() {
+    let component = yaml("components/webhook/kustomization.yaml");
+    let target = &component["patches"][0]["target"];
+    assert_eq!(target["group"].as_str(), Some("apps"));
+    assert_eq!(target["name"].as_str(), Some("jobwarden"));
+    assert!(
+        target["kind"].is_null(),
+        "the patch targets a Deployment or a StatefulSet"
+    );
+
+    let overlay = yaml("sharded-webhook/kustomization.yaml");
+    let patch_text = overlay["patches"][0]["patch"]
+        .as_str()
+        .expect("an inline patch");
+    let patch: Value = serde_yaml::from_str(patch_text).expect("a JSON patch");
+    let service_name = patch_values(&patch, "/spec/serviceName")[0]
+        .as_str()
+        .expect("serviceName");
+    let controller = yaml("components/webhook/controller-patch.yaml");
+    let subdomain = patch_values(&controller, "/spec/template/spec/subdomain")[0]
+        .as_str()
+        .expect("subdomain");
+    assert_eq!(service_name, subdomain);
+    let template = run_with_patched_args(&controller)
+        .webhook_forward_to
+        .expect("--webhook-forward-to");
+    assert!(
+        template.starts_with(&format!("http://{{identity}}.{service_name}.")),
+        "{template}"
+    );
+    let peers = yaml_documents("components/webhook/service.yaml")
+        .into_iter()
+        .find(|s| str_at(s, &["metadata", "name"]) == service_name)
+        .expect("the governing Service is the webhook's peers Service");
+    assert_eq!(peers["spec"]["clusterIP"].as_str(), Some("None"));
+    assert_eq!(
+        peers["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true)
+    );
 }
