@@ -1224,3 +1224,52 @@ async fn a_job_reopened_by_a_retry_below_the_low_water_mark_is_followed_and_retr
         "the retried pipeline's unfinished jobs are listed once after each retry"
     );
 }
+
+/// An old unfinished job holds the low-water mark far back (here a job pending for 100 h,
+/// more than a page of jobs behind the newest). The recent jobs that finish between two syncs
+/// are seen by the listing down to the newest page, not re-read one by one; the old job is
+/// followed through the unfinished jobs' listing.
+#[tokio::test]
+async fn recent_jobs_are_listed_not_reread_while_an_old_unfinished_job_holds_the_mark() {
+    let w = World::start(MONDAY_MORNING).await;
+    w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("deploy", "deploy", "pending").aged(Duration::from_secs(100 * 3600))],
+    );
+    let finished: Vec<JobSpec> = (0..120)
+        .map(|i| {
+            JobSpec::new(format!("rspec {i}"), "test", "success").aged(Duration::from_secs(3600))
+        })
+        .collect();
+    w.pipeline("main", false, finished);
+    let running = w.pipeline(
+        "feature",
+        false,
+        (0..3)
+            .map(|i| JobSpec::new(format!("lint {i}"), "test", "running"))
+            .collect(),
+    );
+    let engine = w.engine();
+    let policy = w.policy(RETRY_STUCK);
+    w.run(&engine, &policy).await;
+    w.advance(20);
+    w.run(&engine, &policy).await;
+
+    for job in &running {
+        w.ctl.set_job_status(w.project, *job, "success", None);
+    }
+    w.ctl.reset_log();
+    w.advance(20);
+    w.run(&engine, &policy).await;
+    assert_eq!(
+        w.count("GET /projects/:id/jobs/:job_id"),
+        0,
+        "the finished jobs were listed, not re-read"
+    );
+    assert_eq!(
+        w.count(LIST_JOBS),
+        2,
+        "the newest page and the unfinished jobs' listing"
+    );
+}
