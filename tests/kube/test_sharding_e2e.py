@@ -8,14 +8,15 @@ Kubernetes API emulator and the helpers that start ``jobwarden run --namespace c
 - ONE JobPolicy over the group ``fleet`` (subgroups included) retrying the jobs that failed with
   ``stuck_or_timeout_failure``, every 10 s; for the last tests, a second one (``HOOK_POLICY``,
   every 10 minutes) over a project of its own outside the fleet, acted on through Job Hook
-  deliveries;
+  deliveries, and a third (``LATE_POLICY``, every 10 s) whose spec changes while shard 2 has no
+  replica;
 - three replicas, ``--shard-count 3 --shard-index 0/1/2``, each with ``--requests-per-minute
   BUDGET`` (so ``BUDGET / 3`` each), and later a fourth process standing by for shard 1. Every
   replica runs the webhook receiver (``--webhook-listen``, the secret in
   ``JOBWARDEN_WEBHOOK_TOKEN``); its identity is its webhook address ``127.0.0.1:<port>``, so
   that ``--webhook-forward-to 'http://{identity}/webhook'`` reaches the leader of any shard on
   loopback, as the headless Service ``jobwarden-peers`` does in a cluster. The tests name the
-  replicas ``jobwarden-shard-<I>`` (and ``jobwarden-shard-1-standby``).
+  replicas ``jobwarden-shard-<I>`` (and ``jobwarden-shard-1-standby``, ``jobwarden-shard-2-late``).
 
 All replicas share the policy's one token, so the simulator cannot tell them apart by user; its
 request log records each request's client address (``client``: ``127.0.0.1:<port>``), and a
@@ -108,6 +109,11 @@ HOOK_INTERVAL: Final = "10m"
 PROMPTLY: Final = 10.0
 #: How long GitLab is watched for a second retry of a delivered job.
 QUIET_FOR: Final = 3.0
+#: A third policy, for the merged status: its spec changes while shard ``LATE_SHARD`` has no
+#: replica, and a new replica of that shard comes later.
+LATE_POLICY: Final = "late-shard"
+LATE_SHARD: Final = 2
+LATE_NAME: Final = f"jobwarden-shard-{LATE_SHARD}-late"
 
 JOB_LIST: Final = "/projects/:id/jobs"
 RETRY: Final = "/projects/:id/jobs/:job_id/retry"
@@ -637,3 +643,57 @@ def test_a_delivery_to_another_shard_is_forwarded_to_the_owner_and_acted_on_at_o
     entry = wait_for(f"shard {hook_project.owner}'s status to count the retry", counted, PROMPTLY)
     assert entry["recentActions"][0]["jobId"] == job, entry["recentActions"][0]
     assert entry["lastSyncTime"] == before["lastSyncTime"], "a delivery is not a full run"
+
+
+def test_the_status_is_shards_pending_until_every_shard_reports_on_the_generation(
+    binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, replicas: dict[str, Replica], standby: Replica
+) -> None:
+    """After a spec change, a policy is not Ready until every shard has run it: while shard
+    ``LATE_SHARD`` has no replica, the status shard 0 writes says Ready=False, reason
+    ``ShardsPending``, naming that shard (its report on the previous generation does not
+    count); once a new replica of that shard reports, Ready turns True (``Reconciled``, naming
+    every shard) at shard 0's next run."""
+    assert LATE_SHARD not in (0, VICTIM)
+    project = sim(fleet.gitlab, "POST", "projects", {"path": "late/app"})["id"]
+    kube.create(f"{POLICIES}/namespaces/{NAMESPACE}/jobpolicies", job_policy(LATE_POLICY, fleet.gitlab.url, [str(project)], RETRY_RULES))
+    wait_for(f"every shard to run {LATE_POLICY}", lambda: shard_entries_on_generation(kube.policy(LATE_POLICY)))
+    running = {**replicas, STANDBY: standby}
+    stopped = leader_of(kube, LATE_SHARD, running)
+    assert running[stopped].process.stop() == 0, running[stopped].process.stderr()
+
+    path = f"{POLICIES}/namespaces/{NAMESPACE}/jobpolicies/{LATE_POLICY}"
+    generation = kube.merge_patch(path, {"spec": {"limits": {"maxActionsPerRun": 50}}})["metadata"]["generation"]
+    assert generation == 2
+
+    def pending() -> dict[str, Any] | None:
+        policy = kube.policy(LATE_POLICY)
+        ready = ready_condition(policy)
+        on_generation = policy["status"].get("observedGeneration") == generation
+        return policy if on_generation and ready is not None and ready["reason"] == "ShardsPending" else None
+
+    policy = wait_for(f"shard 0 to report {LATE_POLICY} pending on generation {generation}", pending)
+    ready = ready_condition(policy)
+    assert ready["status"] == "False", ready
+    # Shard 1 may not have run the new spec yet either when shard 0 wrote; shard 0 always has.
+    expected = rf"waiting for shard\(s\) (1, )?{LATE_SHARD} of {SHARDS} to report on generation {generation}"
+    assert re.fullmatch(expected, ready["message"]), ready["message"]
+    assert policy["status"]["shards"][str(LATE_SHARD)]["observedGeneration"] == generation - 1
+
+    late = start_shard(binary, kube, workdir, fleet, LATE_SHARD, LATE_NAME)
+    try:
+        wait_for_holder(kube, late.identity, lease_name(LATE_SHARD))
+
+        def reconciled() -> dict[str, Any] | None:
+            policy = kube.policy(LATE_POLICY)
+            ready = ready_condition(policy)
+            on_generation = policy["status"].get("observedGeneration") == generation
+            return policy if on_generation and ready is not None and ready["status"] == "True" else None
+
+        policy = wait_for(f"{LATE_POLICY} to be Ready once shard {LATE_SHARD} reports", reconciled)
+        ready = ready_condition(policy)
+        assert ready["reason"] == "Reconciled", ready
+        assert all(f"shard {index}: " in ready["message"] for index in range(SHARDS)), ready["message"]
+        assert shard_entries_on_generation(policy), policy["status"]["shards"]
+        assert policy["status"]["projects"] == 1
+    finally:
+        late.process.stop()
