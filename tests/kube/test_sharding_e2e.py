@@ -6,9 +6,17 @@ Kubernetes API emulator and the helpers that start ``jobwarden run --namespace c
   tree (``src/sim/fleet.rs``), on the real clock at speed 1, with its per-user limits (job lists
   and all API requests) set to ``BUDGET`` requests per minute;
 - ONE JobPolicy over the group ``fleet`` (subgroups included) retrying the jobs that failed with
-  ``stuck_or_timeout_failure``, every 10 s;
+  ``stuck_or_timeout_failure``, every 10 s; for the last tests, a second one (``HOOK_POLICY``,
+  every 10 minutes) over a project of its own outside the fleet, acted on through Job Hook
+  deliveries, and a third (``LATE_POLICY``, every 10 s) whose spec changes while shard 2 has no
+  replica;
 - three replicas, ``--shard-count 3 --shard-index 0/1/2``, each with ``--requests-per-minute
-  BUDGET`` (so ``BUDGET / 3`` each), and later a fourth process standing by for shard 1.
+  BUDGET`` (so ``BUDGET / 3`` each), and later a fourth process standing by for shard 1. Every
+  replica runs the webhook receiver (``--webhook-listen``, the secret in
+  ``JOBWARDEN_WEBHOOK_TOKEN``); its identity is its webhook address ``127.0.0.1:<port>``, so
+  that ``--webhook-forward-to 'http://{identity}/webhook'`` reaches the leader of any shard on
+  loopback, as the headless Service ``jobwarden-peers`` does in a cluster. The tests name the
+  replicas ``jobwarden-shard-<I>`` (and ``jobwarden-shard-1-standby``, ``jobwarden-shard-2-late``).
 
 All replicas share the policy's one token, so the simulator cannot tell them apart by user; its
 request log records each request's client address (``client``: ``127.0.0.1:<port>``), and a
@@ -33,13 +41,13 @@ from typing import Any, Final
 
 import pytest
 
+from job_hooks import RECEIVER_ENV, WEBHOOK_SECRET, Replica, deliver, free_port, job_hook, receiver_args, retry_requests
 from test_controller_e2e import (  # noqa: F401  (fixtures are used by name)
     NAMESPACE,
     POLICIES,
     TOKEN,
     Gitlab,
     Kube,
-    Process,
     binary,
     job_policy,
     kube,
@@ -91,6 +99,21 @@ VICTIM: Final = 1
 FAILOVER_ACTION_TIMEOUT: Final = 90.0
 #: The first runs of three shards sharing one budget.
 FIRST_RUN_TIMEOUT: Final = 90.0
+
+#: A second policy, over one project outside the fleet, acting on Job Hook deliveries: it runs
+#: every 10 minutes, so after its first run nothing but a delivery makes it act within the test.
+HOOK_POLICY: Final = "hooks-retry"
+HOOK_INTERVAL: Final = "10m"
+#: How long a delivery may take to lead to its retry: "a few seconds" (the owner's GitLab
+#: budget is busy with the fleet policy), far below the hook policy's interval.
+PROMPTLY: Final = 10.0
+#: How long GitLab is watched for a second retry of a delivered job.
+QUIET_FOR: Final = 3.0
+#: A third policy, for the merged status: its spec changes while shard ``LATE_SHARD`` has no
+#: replica, and a new replica of that shard comes later.
+LATE_POLICY: Final = "late-shard"
+LATE_SHARD: Final = 2
+LATE_NAME: Final = f"jobwarden-shard-{LATE_SHARD}-late"
 
 JOB_LIST: Final = "/projects/:id/jobs"
 RETRY: Final = "/projects/:id/jobs/:job_id/retry"
@@ -252,12 +275,16 @@ def policy(kube: Kube, fleet: Fleet) -> None:
     kube.create(f"{POLICIES}/namespaces/{NAMESPACE}/jobpolicies", manifest)
 
 
-def start_shard(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, shard: int, identity: str) -> Process:
-    process, _ = start_controller(
+def start_shard(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, shard: int, name: str) -> Replica:
+    """A replica of ``shard``, called ``name`` in the simulator's request log, with the webhook
+    receiver on a free port, which is also its identity; returns once the receiver listens (so
+    the next port picked is another one)."""
+    address = f"127.0.0.1:{free_port()}"
+    process, metrics_url = start_controller(
         binary,
         kube,
         workdir,
-        identity,
+        address,
         extra_args=[
             "--shard-index", str(shard),
             "--shard-count", str(SHARDS),
@@ -268,14 +295,19 @@ def start_shard(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: 
             # Requests are told apart by their connection's process (sampled from /proc every
             # 20 ms): connections must outlive a sample, so none is closed for being idle.
             "--idle-connections", "1000",
+            *receiver_args(address),
         ],
+        extra_env=RECEIVER_ENV,
         # Watched from the start: its first GitLab request may come before it serves /metrics.
-        on_start=lambda started: fleet.owners.watch(identity, started.popen.pid),
+        on_start=lambda started: fleet.owners.watch(name, started.popen.pid),
     )
-    return process
+    replica = Replica(process, address, metrics_url)
+    replica.wait_listening()
+    return replica
 
 
-def identity(shard: int) -> str:
+def replica_name(shard: int) -> str:
+    """The name of shard ``shard``'s first replica (its identity is its webhook address)."""
     return f"jobwarden-shard-{shard}"
 
 
@@ -283,33 +315,76 @@ STANDBY: Final = f"jobwarden-shard-{VICTIM}-standby"
 
 
 @pytest.fixture(scope="module")
-def replicas(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, policy: None) -> Iterator[dict[str, Process]]:
-    started: dict[str, Process] = {}
+def replicas(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, policy: None) -> Iterator[dict[str, Replica]]:
+    started: dict[str, Replica] = {}
     try:
         for shard in range(SHARDS):
-            started[identity(shard)] = start_shard(binary, kube, workdir, fleet, shard, identity(shard))
+            started[replica_name(shard)] = start_shard(binary, kube, workdir, fleet, shard, replica_name(shard))
         for shard in range(SHARDS):
-            wait_for_holder(kube, identity(shard), lease_name(shard))
+            wait_for_holder(kube, started[replica_name(shard)].identity, lease_name(shard))
         yield started
     finally:
-        for process in started.values():
-            process.stop()
+        for replica in started.values():
+            replica.process.stop()
 
 
 @pytest.fixture(scope="module")
-def standby(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, replicas: dict[str, Process]) -> Iterator[Process]:
-    process = start_shard(binary, kube, workdir, fleet, VICTIM, STANDBY)
+def standby(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, replicas: dict[str, Replica]) -> Iterator[Replica]:
+    replica = start_shard(binary, kube, workdir, fleet, VICTIM, STANDBY)
     try:
-        wait_for(
-            f"the standby of shard {VICTIM} to stand by",
-            lambda: any("standing by" in r.get("fields", {}).get("message", "") for r in process.log_records()),
-        )
-        yield process
+        wait_for(f"the standby of shard {VICTIM} to stand by", lambda: replica.logged("standing by"))
+        yield replica
     finally:
-        process.stop()
+        replica.process.stop()
+
+
+@dataclasses.dataclass
+class HookProject:
+    project: int
+    #: Its running jobs.
+    jobs: list[int]
+    #: The shard that owns it.
+    owner: int
+
+
+@pytest.fixture(scope="module")
+def hook_project(kube: Kube, fleet: Fleet, replicas: dict[str, Replica]) -> HookProject:
+    """A project outside the fleet (the fleet policy never polls it) with a pipeline of running
+    jobs, and ``HOOK_POLICY`` over it, every ``HOOK_INTERVAL``; returned once every shard has
+    run that policy (its owner has observed the running jobs)."""
+    project = sim(fleet.gitlab, "POST", "projects", {"path": "hooks/app"})["id"]
+    specs = [{"name": f"rspec {i}/2", "stage": "test", "status": "running"} for i in (1, 2)]
+    jobs = sim(fleet.gitlab, "POST", f"projects/{project}/pipelines", {"ref": "main", "jobs": specs})["job_ids"]
+    manifest = job_policy(HOOK_POLICY, fleet.gitlab.url, [str(project)], RETRY_RULES)
+    manifest["spec"]["interval"] = HOOK_INTERVAL
+    kube.create(f"{POLICIES}/namespaces/{NAMESPACE}/jobpolicies", manifest)
+    entries = wait_for(f"every shard to run {HOOK_POLICY}", lambda: shard_entries_on_generation(kube.policy(HOOK_POLICY)))
+    owners = [int(index) for index, entry in entries.items() if entry.get("projects", 0) == 1]
+    assert len(owners) == 1 and sum(e.get("projects", 0) for e in entries.values()) == 1, entries
+    return HookProject(project, jobs, owners[0])
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def shard_entries_on_generation(policy: dict[str, Any]) -> dict[str, Any] | None:
+    """``status.shards`` once every shard has an entry on the policy's current generation."""
+    shards = policy.get("status", {}).get("shards", {})
+    generation = policy["metadata"]["generation"]
+    if sorted(shards) != [str(i) for i in range(SHARDS)]:
+        return None
+    if any(entry.get("observedGeneration") != generation or not entry.get("lastSyncTime") for entry in shards.values()):
+        return None
+    return shards
+
+
+def leader_of(kube: Kube, shard: int, running: dict[str, Replica]) -> str:
+    """The name of the replica among ``running`` that holds ``shard``'s Lease."""
+    holder = kube.lease(lease_name(shard))["spec"]["holderIdentity"]
+    names = [name for name, replica in running.items() if replica.identity == holder and replica.process.running()]
+    assert len(names) == 1, f"shard {shard}'s Lease is held by {holder!r}, none of {sorted(running)}"
+    return names[0]
+
 
 
 def shards_reported(policy: dict[str, Any]) -> bool:
@@ -374,7 +449,7 @@ def assert_no_429(log: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- tests
 
 
-def test_the_shards_status_adds_up_to_the_group(kube: Kube, fleet: Fleet, replicas: dict[str, Process]) -> None:
+def test_the_shards_status_adds_up_to_the_group(kube: Kube, fleet: Fleet, replicas: dict[str, Replica]) -> None:
     policy = wait_all_shards(kube)
     status = policy["status"]
     per_shard = {index: entry["projects"] for index, entry in status["shards"].items()}
@@ -394,7 +469,7 @@ def test_the_shards_status_adds_up_to_the_group(kube: Kube, fleet: Fleet, replic
     assert all(60 <= count <= 140 for count in per_shard.values()), per_shard
 
 
-def test_every_eligible_job_is_retried_exactly_once(kube: Kube, fleet: Fleet, replicas: dict[str, Process]) -> None:
+def test_every_eligible_job_is_retried_exactly_once(kube: Kube, fleet: Fleet, replicas: dict[str, Replica]) -> None:
     wait_for(
         f"the {len(fleet.eligible)} eligible jobs to be retried",
         lambda: fleet.eligible <= set(retries(fleet, fleet.log())),
@@ -420,7 +495,7 @@ def test_every_eligible_job_is_retried_exactly_once(kube: Kube, fleet: Fleet, re
     assert sum(e["counters"]["retried"] for e in status["shards"].values()) == len(fleet.eligible)
 
 
-def test_no_project_is_polled_by_two_replicas(kube: Kube, fleet: Fleet, replicas: dict[str, Process]) -> None:
+def test_no_project_is_polled_by_two_replicas(kube: Kube, fleet: Fleet, replicas: dict[str, Replica]) -> None:
     log = fleet.log()
     polled = pollers(fleet, log)
     shared = {project: sorted(who) for project, who in polled.items() if len(who) > 1}
@@ -429,7 +504,7 @@ def test_no_project_is_polled_by_two_replicas(kube: Kube, fleet: Fleet, replicas
     # Each replica polls as many projects as its shard reports, and acts on its own projects only.
     owned = collections.Counter(next(iter(who)) for who in polled.values())
     shards = kube.policy(POLICY)["status"]["shards"]
-    assert {name: owned[name] for name in replicas} == {identity(i): shards[str(i)]["projects"] for i in range(SHARDS)}
+    assert {name: owned[name] for name in replicas} == {replica_name(i): shards[str(i)]["projects"] for i in range(SHARDS)}
     owner_of = {project: next(iter(who)) for project, who in polled.items()}
     for entry in log:
         if entry["method"] == "POST":
@@ -447,7 +522,7 @@ def busiest(times: list[int], window_ms: int) -> int:
     return most
 
 
-def test_the_shards_together_stay_inside_the_budget(fleet: Fleet, replicas: dict[str, Process]) -> None:
+def test_the_shards_together_stay_inside_the_budget(fleet: Fleet, replicas: dict[str, Replica]) -> None:
     log = fleet.log()
     assert_no_429(log)
     by_replica: dict[str, list[int]] = collections.defaultdict(list)
@@ -469,11 +544,11 @@ def test_the_shards_together_stay_inside_the_budget(fleet: Fleet, replicas: dict
 
 
 def test_a_standby_takes_over_a_killed_shard_within_the_lease_duration(
-    kube: Kube, fleet: Fleet, replicas: dict[str, Process], standby: Process
+    kube: Kube, fleet: Fleet, replicas: dict[str, Replica], standby: Replica
 ) -> None:
-    victim = identity(VICTIM)
-    before = wait_for_holder(kube, victim, lease_name(VICTIM))
-    assert kube.lease(lease_name(VICTIM))["spec"]["holderIdentity"] == victim, "the replica keeps its Lease"
+    victim = replica_name(VICTIM)
+    before = wait_for_holder(kube, replicas[victim].identity, lease_name(VICTIM))
+    assert kube.lease(lease_name(VICTIM))["spec"]["holderIdentity"] == replicas[victim].identity, "the replica keeps its Lease"
     assert before["spec"]["leaseDurationSeconds"] == LEASE_DURATION
     log = fleet.log()
     owner_of = {project: next(iter(who)) for project, who in pollers(fleet, log).items()}
@@ -483,9 +558,9 @@ def test_a_standby_takes_over_a_killed_shard_within_the_lease_duration(
         specs = [{"name": f"stuck {i}/2", "stage": "test", "status": "running"} for i in (1, 2)]
         jobs[project] = sim(fleet.gitlab, "POST", f"projects/{project}/pipelines", {"ref": "main", "jobs": specs})["job_ids"]
 
-    replicas[victim].kill()
+    replicas[victim].process.kill()
     killed_at = time.monotonic()
-    lease = wait_for_holder(kube, STANDBY, lease_name(VICTIM), timeout=LEASE_DURATION + LEASE_RETRY + 10)
+    lease = wait_for_holder(kube, standby.identity, lease_name(VICTIM), timeout=LEASE_DURATION + LEASE_RETRY + 10)
     took = time.monotonic() - killed_at
     # The Lease expires at most LEASE_DURATION after the kill (the last renewal came before
     # it), and the standby looks every LEASE_RETRY; one more second for the emulator and polling.
@@ -493,7 +568,7 @@ def test_a_standby_takes_over_a_killed_shard_within_the_lease_duration(
     print(f"\nstandby took shard {VICTIM}'s Lease {took:.2f}s after SIGKILL (lease duration {LEASE_DURATION}s)")
     assert lease["spec"]["leaseTransitions"] == before["spec"].get("leaseTransitions", 0) + 1, lease
     for shard in set(range(SHARDS)) - {VICTIM}:
-        assert kube.lease(lease_name(shard))["spec"]["holderIdentity"] == identity(shard)
+        assert kube.lease(lease_name(shard))["spec"]["holderIdentity"] == replicas[replica_name(shard)].identity
 
     # New failures in the dead replica's projects: its standby retries them.
     failed = {(project, job) for project, ids in jobs.items() for job in ids}
@@ -520,3 +595,105 @@ def test_a_standby_takes_over_a_killed_shard_within_the_lease_duration(
     shared = {p: sorted(who) for p, who in by_shard.items() if len(who) > 1}
     assert not shared, shared
     assert_no_429(log)
+
+
+def test_a_delivery_to_another_shard_is_forwarded_to_the_owner_and_acted_on_at_once(
+    kube: Kube, fleet: Fleet, replicas: dict[str, Replica], standby: Replica, hook_project: HookProject
+) -> None:
+    """Behind one Service, two Job Hook deliveries in three reach a replica of a shard that does
+    not own the job's project. That replica forwards the delivery to the leader of the owning
+    shard, and GitLab hears 202 ``forwarded``: the owner retries the job once, within seconds,
+    not at its policy's next run 10 minutes later."""
+    running = {**replicas, STANDBY: standby}
+    owner_name = leader_of(kube, hook_project.owner, running)
+    other_shard = next(shard for shard in range(SHARDS) if shard != hook_project.owner)
+    other_name = leader_of(kube, other_shard, running)
+    owner, other = running[owner_name], running[other_name]
+    project, job = hook_project.project, hook_project.jobs[0]
+    before = kube.policy(HOOK_POLICY)["status"]["shards"][str(hook_project.owner)]
+    counts = {"accepted": owner.deliveries("accepted"), "forwarded": other.deliveries("forwarded")}
+    acted = {name: replica.deliveries("accepted") for name, replica in running.items() if name != owner_name and replica.process.running()}
+
+    sim(fleet.gitlab, "POST", f"projects/{project}/jobs/{job}/status", {"status": "failed", "failure_reason": STUCK})
+    payload = job_hook(fleet.gitlab, project, job)
+    assert (payload["build_status"], payload["build_failure_reason"]) == ("failed", STUCK), payload
+    delivered_at = time.monotonic()
+    response = deliver(fleet.gitlab, other.webhook_url, payload, WEBHOOK_SECRET)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "forwarded"}
+
+    wait_for(f"a retry of job {job}", lambda: retry_requests(fleet.gitlab, project, job) or None, PROMPTLY)
+    took = time.monotonic() - delivered_at
+    print(f"\njob {job} (shard {hook_project.owner}) delivered to shard {other_shard}, retried {took:.2f}s later")
+    assert took < PROMPTLY, f"the retry came {took:.1f}s after the delivery (interval {HOOK_INTERVAL})"
+    time.sleep(QUIET_FOR)
+    sent = retry_requests(fleet.gitlab, project, job)
+    assert len(sent) == 1, f"job {job} retried {len(sent)} times: {sent}"
+    assert fleet.owners.of(sent[0]["client"]) == owner_name, "the owner's leader retried it"
+
+    # Received once by each: forwarded by the other shard's leader, accepted by the owner's.
+    assert other.deliveries("forwarded") == counts["forwarded"] + 1
+    assert owner.deliveries("accepted") == counts["accepted"] + 1
+    assert {name: running[name].deliveries("accepted") for name in acted} == acted, "only the owner accepted it"
+    # The owner's report counts the retry; its last full run is still the first one.
+    def counted() -> dict[str, Any] | None:
+        entry = kube.policy(HOOK_POLICY)["status"]["shards"][str(hook_project.owner)]
+        return entry if entry["counters"]["retried"] == before["counters"]["retried"] + 1 else None
+
+    entry = wait_for(f"shard {hook_project.owner}'s status to count the retry", counted, PROMPTLY)
+    assert entry["recentActions"][0]["jobId"] == job, entry["recentActions"][0]
+    assert entry["lastSyncTime"] == before["lastSyncTime"], "a delivery is not a full run"
+
+
+def test_the_status_is_shards_pending_until_every_shard_reports_on_the_generation(
+    binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, fleet: Fleet, replicas: dict[str, Replica], standby: Replica
+) -> None:
+    """After a spec change, a policy is not Ready until every shard has run it: while shard
+    ``LATE_SHARD`` has no replica, the status shard 0 writes says Ready=False, reason
+    ``ShardsPending``, naming that shard (its report on the previous generation does not
+    count); once a new replica of that shard reports, Ready turns True (``Reconciled``, naming
+    every shard) at shard 0's next run."""
+    assert LATE_SHARD not in (0, VICTIM)
+    project = sim(fleet.gitlab, "POST", "projects", {"path": "late/app"})["id"]
+    kube.create(f"{POLICIES}/namespaces/{NAMESPACE}/jobpolicies", job_policy(LATE_POLICY, fleet.gitlab.url, [str(project)], RETRY_RULES))
+    wait_for(f"every shard to run {LATE_POLICY}", lambda: shard_entries_on_generation(kube.policy(LATE_POLICY)))
+    running = {**replicas, STANDBY: standby}
+    stopped = leader_of(kube, LATE_SHARD, running)
+    assert running[stopped].process.stop() == 0, running[stopped].process.stderr()
+
+    path = f"{POLICIES}/namespaces/{NAMESPACE}/jobpolicies/{LATE_POLICY}"
+    generation = kube.merge_patch(path, {"spec": {"limits": {"maxActionsPerRun": 50}}})["metadata"]["generation"]
+    assert generation == 2
+
+    def pending() -> dict[str, Any] | None:
+        policy = kube.policy(LATE_POLICY)
+        ready = ready_condition(policy)
+        on_generation = policy["status"].get("observedGeneration") == generation
+        return policy if on_generation and ready is not None and ready["reason"] == "ShardsPending" else None
+
+    policy = wait_for(f"shard 0 to report {LATE_POLICY} pending on generation {generation}", pending)
+    ready = ready_condition(policy)
+    assert ready["status"] == "False", ready
+    # Shard 1 may not have run the new spec yet either when shard 0 wrote; shard 0 always has.
+    expected = rf"waiting for shard\(s\) (1, )?{LATE_SHARD} of {SHARDS} to report on generation {generation}"
+    assert re.fullmatch(expected, ready["message"]), ready["message"]
+    assert policy["status"]["shards"][str(LATE_SHARD)]["observedGeneration"] == generation - 1
+
+    late = start_shard(binary, kube, workdir, fleet, LATE_SHARD, LATE_NAME)
+    try:
+        wait_for_holder(kube, late.identity, lease_name(LATE_SHARD))
+
+        def reconciled() -> dict[str, Any] | None:
+            policy = kube.policy(LATE_POLICY)
+            ready = ready_condition(policy)
+            on_generation = policy["status"].get("observedGeneration") == generation
+            return policy if on_generation and ready is not None and ready["status"] == "True" else None
+
+        policy = wait_for(f"{LATE_POLICY} to be Ready once shard {LATE_SHARD} reports", reconciled)
+        ready = ready_condition(policy)
+        assert ready["reason"] == "Reconciled", ready
+        assert all(f"shard {index}: " in ready["message"] for index in range(SHARDS)), ready["message"]
+        assert shard_entries_on_generation(policy), policy["status"]["shards"]
+        assert policy["status"]["projects"] == 1
+    finally:
+        late.process.stop()

@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import pathlib
-import re
-import socket
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
-import requests
 
+from job_hooks import RECEIVER_ENV, WEBHOOK_SECRET, Replica, deliver, free_port, job_hook, receiver_args, retry_requests
 from test_controller_e2e import (  # noqa: F401  (fixtures are used by name)
     NAMESPACE,
     POLICIES,
-    REQUEST_TIMEOUT,
     TOKEN,
     Gitlab,
     Kube,
@@ -51,7 +46,6 @@ from test_controller_e2e import (  # noqa: F401  (fixtures are used by name)
     workdir,
 )
 
-WEBHOOK_SECRET: Final = "e2e-webhook-secret-3f9c"
 WRONG_SECRET: Final = "e2e-webhook-secret-xxxx"
 POLICY: Final = "on-hooks"
 INTERVAL: Final = "10m"
@@ -68,11 +62,6 @@ RETRY_RULES: Final = [
 
 
 # --------------------------------------------------------------------------- the simulator
-
-
-def retry_requests(gitlab: Gitlab, project: int, job: int) -> list[dict[str, Any]]:
-    path = f"/api/v4/projects/{project}/jobs/{job}/retry"
-    return [r for r in sim(gitlab, "GET", "requests") if r["method"] == "POST" and r["path"] == path]
 
 
 def hook_deliveries(gitlab: Gitlab, hook: int, job: int, status: str) -> list[dict[str, Any]]:
@@ -127,39 +116,6 @@ def wait_until_gitlab_is_quiet(gitlab: Gitlab, quiet_for: float = 1.0) -> None:
 # --------------------------------------------------------------------------- jobwarden
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclasses.dataclass
-class Replica:
-    process: Process
-    identity: str
-    metrics_url: str
-
-    @property
-    def webhook_url(self) -> str:
-        return f"http://{self.identity}/webhook"
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
-        text = requests.get(f"{self.metrics_url}/metrics", timeout=REQUEST_TIMEOUT).text
-        total = 0.0
-        for match in re.finditer(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", text, re.M):
-            sample = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match[1] or ""))
-            if all(sample.get(k) == v for k, v in labels.items()):
-                total += float(match[2])
-        return total
-
-    def deliveries(self, outcome: str) -> float:
-        return self.metric("jobwarden_webhook_deliveries_total", outcome=outcome)
-
-    def logged(self, message: str) -> bool:
-        return any(message in r.get("fields", {}).get("message", "") for r in self.process.log_records())
-
-
 def start_replica(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, port: int) -> Replica:
     identity = f"127.0.0.1:{port}"
     process, metrics_url = start_controller(
@@ -167,11 +123,11 @@ def start_replica(binary: pathlib.Path, kube: Kube, workdir: pathlib.Path, port:
         kube,
         workdir,
         identity,
-        extra_args=["--webhook-listen", identity, "--webhook-forward-to", "http://{identity}/webhook"],
-        extra_env={"JOBWARDEN_WEBHOOK_TOKEN": WEBHOOK_SECRET},
+        extra_args=receiver_args(identity),
+        extra_env=RECEIVER_ENV,
     )
     replica = Replica(process, identity, metrics_url)
-    wait_for("the webhook receiver to listen", lambda: replica.logged("listening for GitLab Job Hooks"))
+    replica.wait_listening()
     return replica
 
 
@@ -192,10 +148,8 @@ def scenario(gitlab: Gitlab) -> Scenario:
 
 @pytest.fixture(scope="module")
 def ports() -> tuple[int, int]:
-    leader, standby = free_port(), free_port()
-    while standby == leader:
-        standby = free_port()
-    return leader, standby
+    leader = free_port()
+    return leader, free_port(avoid={leader})
 
 
 @pytest.fixture(scope="module")
@@ -274,41 +228,6 @@ def wait_for_retried_event(kube: Kube, job: int) -> dict[str, Any]:
         return None
 
     return wait_for(f"a Retried event for job {job}", published, PROMPTLY)
-
-
-def job_hook(gitlab: Gitlab, project: int, job: int) -> dict[str, Any]:
-    """A Job Hook payload for the job as the simulator has it now (GitLab's field names)."""
-    snapshot = sim(gitlab, "GET", f"projects/{project}/jobs/{job}")
-    return {
-        "object_kind": "build",
-        "ref": "main",
-        "tag": False,
-        "build_id": job,
-        "build_name": snapshot["name"],
-        "build_stage": snapshot["stage"],
-        "build_status": snapshot["status"],
-        "build_failure_reason": snapshot["failure_reason"],
-        "pipeline_id": snapshot["pipeline_id"],
-        "project_id": project,
-        "project_name": "hooks / app",
-        "retries_count": 0,
-    }
-
-
-def deliver(gitlab: Gitlab, url: str, payload: dict[str, Any], token: str | None) -> requests.Response:
-    """POSTs ``payload`` to a receiver with the headers GitLab sends."""
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "GitLab/17.5.0",
-        "X-Gitlab-Event": "Job Hook",
-        "X-Gitlab-Instance": gitlab.url,
-        "X-Gitlab-Webhook-UUID": str(uuid.uuid4()),
-        "X-Gitlab-Event-UUID": str(uuid.uuid4()),
-        "Idempotency-Key": str(uuid.uuid4()),
-    }
-    if token is not None:
-        headers["X-Gitlab-Token"] = token
-    return requests.post(url, data=json.dumps(payload), headers=headers, timeout=REQUEST_TIMEOUT)
 
 
 # --------------------------------------------------------------------------- tests
