@@ -5,10 +5,17 @@ FROM rust:1.89-bookworm AS build
 WORKDIR /src
 
 # Fetch dependencies in a layer of their own, so a source change does not download them again.
+# Cargo reads every target the manifest declares before it fetches, so the RUN below stubs each
+# of them: the library, the binary and the fleet bench (add a stub here with any new [[bin]],
+# [[bench]], [[test]] or [[example]] in Cargo.toml). CI replays this COPY and this RUN in a
+# temporary directory (scripts/check-dockerfile-fetch.sh, run by .ci/run), so keep the RUN's
+# form: one instruction, the only one with `cargo fetch`.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir -p src benches \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/fleet.rs \
     && cargo fetch --locked \
-    && rm -rf src
+    && rm -rf src benches
 
 COPY . .
 RUN cargo build --release --locked --offline --bin jobwarden \

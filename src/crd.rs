@@ -644,7 +644,7 @@ pub struct JobPolicyStatus {
     /// The `metadata.generation` the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (reasons `Reconciled`, `InvalidSpec`, `GitlabUnavailable`, `Suspended`, …).
+    /// `Ready` (reasons `Reconciled`, `InvalidSpec`, `GitLabError`, `Suspended`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

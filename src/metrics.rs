@@ -300,7 +300,8 @@ impl Metrics {
     }
 
     /// One reconcile of a policy failed; `error_kind` is the stable name of the error variant
-    /// (for example `GitLabUnauthorized`), never its message.
+    /// (`ReconcileError::kind`: for example `api_error`, `transport` or `too_many_projects`), never
+    /// its message.
     pub fn count_reconcile_error(&self, namespace: &str, policy: &str, error_kind: &str) {
         self.reconcile_errors
             .with_label_values(&[namespace, policy, &bounded_token(error_kind)])

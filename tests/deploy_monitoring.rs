@@ -93,7 +93,7 @@ fn rendered_metrics() -> String {
     metrics.on_request("/projects/:id/jobs", Some(200), Duration::from_millis(1));
     metrics.on_rate_limit_remaining("https://gitlab.example.com", 100);
     metrics.observe_reconcile("ns", "policy", 0.1);
-    metrics.count_reconcile_error("ns", "policy", "GitLabUnauthorized");
+    metrics.count_reconcile_error("ns", "policy", "api_error");
     metrics.set_policies(&[("ready", 1)]);
     metrics.render()
 }

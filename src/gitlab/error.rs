@@ -1,9 +1,9 @@
 //! The client's error type, and the rendering of GitLab's error bodies into one message.
 //!
-//! GitLab answers errors in several shapes (see the API notes, §4): `{"message":"..."}`,
-//! `{"message":{"error":"..."}}` (the `jobs_index` 429, validation errors),
-//! `{"error":"..."}` (Grape parameter errors), `{"error":"...","error_description":"..."}` (OAuth
-//! token errors) and plain text (Rack::Attack's `Retry later`, proxies' HTML pages).
+//! GitLab answers errors in several shapes (`docs/gitlab-behaviour.md` §5.1): `{"message":"..."}`,
+//! `{"message":{"error":"..."}}` (the `jobs_index` 429, validation errors), `{"error":"..."}`
+//! (Grape parameter errors), `{"error":"...","error_description":"..."}` (OAuth token errors) and
+//! plain text (Rack::Attack's `Retry later`, proxies' HTML pages).
 
 use crate::gitlab::endpoints::Method;
 use std::fmt;

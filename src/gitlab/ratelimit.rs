@@ -6,8 +6,9 @@
 //!   (implemented as GCRA, the "virtual scheduling" form of a token bucket);
 //! - what GitLab says: `RateLimit-Remaining: 0` pauses every request until `RateLimit-Reset`;
 //!   a 429 pauses until `Retry-After` (seconds or an HTTP-date). The `jobs_index` 429 on
-//!   `GET /projects/:id/jobs` carries no headers at all (API notes §7.1); it pauses only that
-//!   endpoint, for a conservative fixed time (by default a full minute, GitLab's window).
+//!   `GET /projects/:id/jobs` carries no headers at all (`docs/gitlab-behaviour.md` §8.1); it
+//!   pauses only that endpoint, for a conservative fixed time (by default a full minute, GitLab's
+//!   window).
 //!
 //! Share one limiter among all clients of an instance (`ClientConfig::rate_limiter`).
 

@@ -51,7 +51,7 @@ fn record_everything(metrics: &Metrics) {
     );
     metrics.on_rate_limit_remaining("https://gitlab.example.com", 1999);
     metrics.observe_reconcile("ci-ops", "hygiene", 0.3);
-    metrics.count_reconcile_error("ci-ops", "hygiene", "GitLabUnauthorized");
+    metrics.count_reconcile_error("ci-ops", "hygiene", "api_error");
     metrics.set_policies(&[("ready", 4), ("invalid", 1)]);
 }
 
@@ -178,7 +178,7 @@ fn every_metric_is_rendered_with_help_type_and_labels() {
             &[
                 ("namespace", "ci-ops"),
                 ("policy", "hygiene"),
-                ("error", "GitLabUnauthorized")
+                ("error", "api_error")
             ]
         ),
         Some(1.0)

@@ -33,16 +33,16 @@ pub struct Observation<'a> {
 /// attempt. Their entries go when no kept job can ask for them ([`ProjectJobs::retain`]).
 ///
 /// # When attempt counts are complete
-/// The project job list includes retried attempts (notes §5), so an observer that has listed
-/// every job created since some time `T` has seen every attempt of every pipeline created since
-/// `T`: it says so with [`set_complete_since`](ProjectJobs::set_complete_since), and counts each
-/// job once, when it is first seen ([`insert_new`](ProjectJobs::insert_new)). A pipeline's counts
-/// are kept only for the names of its kept jobs; the names whose entries are dropped are
-/// remembered per pipeline as *forgotten* (a 64-bit set of name hashes and the pipeline's
-/// creation, until it falls behind `T`), and a later attempt of one of them is counted from the
-/// pipeline's job list again. A pipeline with no kept job left forgets every name. The entries
-/// of a project's history are mostly of jobs nobody keeps: a first sync of 200 jobs notes 200
-/// `(pipeline, name)` pairs, of which the few dozen of kept jobs stay.
+/// The project job list includes retried attempts (`docs/gitlab-behaviour.md` §6), so an observer
+/// that has listed every job created since some time `T` has seen every attempt of every pipeline
+/// created since `T`: it says so with [`set_complete_since`](ProjectJobs::set_complete_since), and
+/// counts each job once, when it is first seen ([`insert_new`](ProjectJobs::insert_new)). A
+/// pipeline's counts are kept only for the names of its kept jobs; the names whose entries are
+/// dropped are remembered per pipeline as *forgotten* (a 64-bit set of name hashes and the
+/// pipeline's creation, until it falls behind `T`), and a later attempt of one of them is counted
+/// from the pipeline's job list again. A pipeline with no kept job left forgets every name. The
+/// entries of a project's history are mostly of jobs nobody keeps: a first sync of 200 jobs notes
+/// 200 `(pipeline, name)` pairs, of which the few dozen of kept jobs stay.
 #[derive(Debug, Default, Clone)]
 pub struct ProjectJobs {
     /// Kept jobs by ascending id: a sorted vector, a third less memory than a tree for the

@@ -1,6 +1,6 @@
-//! GitLab's job state machine (notes §1.3–§1.4): the events, the statuses each one may leave,
-//! the timestamps each status sets, and the predicates the API checks (retryable, playable,
-//! erasable).
+//! GitLab's job state machine (`docs/gitlab-behaviour.md` §2): the events, the statuses each one
+//! may leave, the timestamps each status sets, and the predicates the API checks (retryable,
+//! playable, erasable).
 
 use crate::sim::clock::SimTime;
 use crate::sim::state::{Job, JobKind};
@@ -52,12 +52,12 @@ pub(crate) fn enter(job: &mut Job, status: Status, t: SimTime, failure_reason: O
     job.epoch += 1;
 }
 
-/// Whether GitLab fires a Job Hook for a build that moved from `from` to `to` (`None`: the
-/// build was just created, `after_create`, whatever its status). `Ci::Build` executes its job
-/// hooks after create, on `any => pending`, on `pending => running` and on the completion
-/// statuses `success`, `failed` and `canceled` (notes §9.1). The simulator also fires on a
-/// forced move into `running` from elsewhere (a test jumping over `pending`); a "move" to the
-/// status the job already has fires nothing.
+/// Whether GitLab fires a Job Hook for a build that moved from `from` to `to` (`None`: the build
+/// was just created, `after_create`, whatever its status). `Ci::Build` executes its job hooks after
+/// create, on `any => pending`, on `pending => running` and on the completion statuses `success`,
+/// `failed` and `canceled` (`docs/gitlab-behaviour.md` §10.1). The simulator also fires on a forced
+/// move into `running` from elsewhere (a test jumping over `pending`); a "move" to the status the
+/// job already has fires nothing.
 pub(crate) fn fires_hook(from: Option<Status>, to: Status) -> bool {
     match from {
         None => true,

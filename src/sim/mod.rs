@@ -1,8 +1,8 @@
 //! A simulated GitLab instance serving the Jobs API (`/api/v4`), for tests, the demo and the
-//! benchmarks. It is written to be faithful wherever a client could notice: status codes and
-//! error bodies, entity fields and their order, pagination and rate-limit headers, retry
-//! semantics and the job state machine (see `/work/shared/docs/gitlab-jobs-api-notes.md`). It
-//! renders JSON with its own types, never the client's models.
+//! benchmarks. It is written to be faithful wherever a client could notice: status codes and error
+//! bodies, entity fields and their order, pagination and rate-limit headers, retry semantics and
+//! the job state machine (see `docs/gitlab-behaviour.md`). It renders JSON with its own types,
+//! never the client's models.
 //!
 //! # Running it
 //!
@@ -70,10 +70,10 @@
 //!
 //! # Job Hooks
 //!
-//! Webhooks with "Job events" (notes §9): [`SimConfig::webhooks`], `--webhook-url` /
-//! `--webhook-token` (one hook for every project), [`SimControl::add_webhook`] or
-//! `POST /-/sim/hooks`. A hook is a URL, an optional secret token and an optional set of
-//! project ids (none: every project, as a group or instance hook).
+//! Webhooks with "Job events" (`docs/gitlab-behaviour.md` §10): [`SimConfig::webhooks`],
+//! `--webhook-url` / `--webhook-token` (one hook for every project), [`SimControl::add_webhook`] or
+//! `POST /-/sim/hooks`. A hook is a URL, an optional secret token and an optional set of project
+//! ids (none: every project, as a group or instance hook).
 //!
 //! * **What fires**: a build's creation (with the status it was created in: `created` in
 //!   GitLab's own pipelines and on retry; a scenario job added as `success` fires one delivery

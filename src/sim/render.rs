@@ -1,6 +1,6 @@
 //! GitLab's JSON entities, written with the simulator's own serde types (never the client's
 //! models, so a mistake there cannot hide by being mirrored here). Field order follows the
-//! Grape entities (notes §3): `Entities::Ci::JobBasic`, `Entities::Ci::Job`,
+//! Grape entities (`docs/gitlab-behaviour.md` §4): `Entities::Ci::JobBasic`, `Entities::Ci::Job`,
 //! `Entities::Ci::Bridge`, `PipelineBasic`, `Commit`, `User`, `Runner`, `RunnerManager`.
 
 use crate::sim::artifacts;

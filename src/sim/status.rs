@@ -1,4 +1,4 @@
-//! Job statuses and GitLab's status groups (`Ci::HasStatus`, notes §1.1–§1.2).
+//! Job statuses and GitLab's status groups (`Ci::HasStatus`, `docs/gitlab-behaviour.md` §1).
 
 use std::fmt;
 

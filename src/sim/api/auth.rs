@@ -1,9 +1,9 @@
-//! Who is calling (notes §8). A personal access token comes as `PRIVATE-TOKEN`,
-//! `private_token=`, `access_token=` or `Authorization: Bearer`. A CI job token comes as
-//! `JOB-TOKEN` or `job_token=` (or as a bearer token) and counts only on the endpoints that
-//! allow job tokens, and only while its job is running; elsewhere it is ignored. The artifact
-//! downloads (`authenticate_non_get!`) also accept requests without any credentials, which
-//! then see only public projects (the simulator has none).
+//! Who is calling (`docs/gitlab-behaviour.md` §9). A personal access token comes as
+//! `PRIVATE-TOKEN`, `private_token=`, `access_token=` or `Authorization: Bearer`. A CI job token
+//! comes as `JOB-TOKEN` or `job_token=` (or as a bearer token) and counts only on the endpoints
+//! that allow job tokens, and only while its job is running; elsewhere it is ignored. The artifact
+//! downloads (`authenticate_non_get!`) also accept requests without any credentials, which then see
+//! only public projects (the simulator has none).
 
 use crate::sim::api::errors::ApiError;
 use crate::sim::api::params::Params;

@@ -1,4 +1,5 @@
-//! GitLab's error responses (notes §4): three JSON shapes plus Rack::Attack's plain text.
+//! GitLab's error responses (`docs/gitlab-behaviour.md` §5): three JSON shapes plus Rack::Attack's
+//! plain text.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! GitLab's two pagination schemes (notes §6).
+//! GitLab's two pagination schemes (`docs/gitlab-behaviour.md` §7).
 //!
 //! * Offset (`page`, `per_page`): `X-Per-Page`, `X-Page`, `X-Next-Page`, `X-Prev-Page` (empty
 //!   when absent) and `Link` (`prev`, `next`, `first`, and `last` only when counted); counted

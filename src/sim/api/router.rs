@@ -63,9 +63,9 @@ impl Endpoint {
     }
 
     /// What authenticates on this endpoint besides a personal access token: CI job tokens
-    /// (notes §8), and no credentials at all on the artifact downloads and the group listing
-    /// (`authenticate_non_get!`: an anonymous caller sees public groups only, so it finds none
-    /// of the simulator's private ones).
+    /// (`docs/gitlab-behaviour.md` §9), and no credentials at all on the artifact downloads and the
+    /// group listing (`authenticate_non_get!`: an anonymous caller sees public groups only, so it
+    /// finds none of the simulator's private ones).
     pub fn accepts(self) -> Accepts {
         let download = matches!(
             self,

@@ -1,5 +1,5 @@
-//! Job Hooks (notes §9): the simulator calls registered webhooks as GitLab does when a build
-//! moves.
+//! Job Hooks (`docs/gitlab-behaviour.md` §10): the simulator calls registered webhooks as GitLab
+//! does when a build moves.
 //!
 //! * **What fires** ([`crate::sim::machine::fires_hook`]): a build's creation (`after_create`,
 //!   with the status it was created in), any move into `pending`, into `running`, and into

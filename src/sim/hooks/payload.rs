@@ -1,6 +1,6 @@
-//! The Job Hook body (`Gitlab::DataBuilder::Build`, notes §9.1), written with the simulator's
-//! own serde types, fields in the data builder's order. Timestamps use the webhook format
-//! (`2021-02-23 02:41:37 UTC`), not the REST API's.
+//! The Job Hook body (`Gitlab::DataBuilder::Build`, `docs/gitlab-behaviour.md` §10.2), written with
+//! the simulator's own serde types, fields in the data builder's order. Timestamps use the webhook
+//! format (`2021-02-23 02:41:37 UTC`), not the REST API's.
 //!
 //! The build's own fields are the build as it was when it moved; the pipeline's (`commit.status`,
 //! its duration and times) and `retries_count` are read when the change that moved it is
