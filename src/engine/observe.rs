@@ -5,9 +5,7 @@
 //! unfinished (a retry makes a new job). After a sync the observer keeps a low-water mark: the
 //! smallest id of the jobs still unfinished, or the newest id seen when none is. The next sync
 //! pages from the newest job until it passes that mark and stops, so a quiet project costs one
-//! request. When an old unfinished job holds the mark more than a page back, the sync pages only
-//! down to the unfinished jobs within a page of the newest and follows the older ones through
-//! their `scope[]` listing (two requests), re-reading by id only those of them that left it. Jobs that can wait for weeks (`manual`, `scheduled`) are played or canceled under the
+//! request. Jobs that can wait for weeks (`manual`, `scheduled`) are played or canceled under the
 //! id they have, so only a listing that reaches them sees them move: they hold the mark while
 //! the jobs above them fit in one page (the listing then reaches them at no extra request), and
 //! further back they are followed through their own `scope[]` listing, at every sync when a
@@ -321,32 +319,6 @@ impl ProjectObserver {
         }
     }
 
-    /// Where a sync pages down to when the low-water mark lies further back than a page: the
-    /// oldest unfinished, unblocked job with at most a page of known jobs above it, or an older
-    /// blocked one within that reach, else the newest id seen. The listing down to it costs
-    /// about one page; the unfinished jobs behind it are followed through their `scope[]`
-    /// listing.
-    fn mark_within_reach(&self) -> Option<u64> {
-        let within_reach = |id: &u64| self.known_from(*id) <= PER_PAGE;
-        let alive = self
-            .jobs
-            .from_id(0)
-            .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
-            .map(|j| j.id)
-            .find(within_reach);
-        let blocked = self
-            .jobs
-            .from_id(self.blocked_reach_floor)
-            .filter(|j| j.status.is_blocked())
-            .map(|j| j.id)
-            .find(within_reach);
-        [alive, blocked]
-            .into_iter()
-            .flatten()
-            .min()
-            .or(self.newest_seen)
-    }
-
     /// How many jobs with an id of at least `id` are known (kept or settled).
     fn known_from(&self, id: u64) -> usize {
         self.jobs.from_id(id).count() + self.settled.count_from(id)
@@ -437,7 +409,7 @@ impl ProjectObserver {
                 Reached::End => Timestamp::MIN,
             });
             if first {
-                self.sync_active(client, listed_down_to, &mut run).await?;
+                self.sync_active(client, &mut run).await?;
             }
         } else {
             match mark {
@@ -449,14 +421,13 @@ impl ProjectObserver {
                 }
                 Some(_) => {
                     // An old unfinished job holds the mark far back: paging down to it would
-                    // re-read every newer job. Page down to the jobs within a page of the
-                    // newest, then follow the older unfinished ones through their scope.
-                    let near = self.mark_within_reach().unwrap_or(0);
-                    let first_page = page_for(self.known_from(near) + self.recent_arrivals);
-                    self.sync_down_to_mark(client, near, first_page, &mut run)
+                    // re-read every newer job. Read the new jobs, then the unfinished ones
+                    // through their scope.
+                    let known = self.newest_seen.unwrap_or(0);
+                    self.list_down(client, Until::Known(known), arrivals, &mut run)
                         .await?;
-                    self.sync_active(client, near, &mut run).await?;
-                    listed_down_to = near;
+                    self.sync_active(client, &mut run).await?;
+                    listed_down_to = known.saturating_add(1);
                 }
                 // Nothing listed yet: every job is new.
                 None => {
@@ -567,12 +538,10 @@ impl ProjectObserver {
     }
 
     /// Lists every unfinished job through a `scope[]` listing, whatever its age; a cached
-    /// unfinished job below `listed_down_to` (the jobs from there up were just listed) that is
-    /// no longer listed has moved on and is re-read.
+    /// unfinished job that is no longer listed has moved on and is re-read.
     async fn sync_active(
         &mut self,
         client: &GitLabClient,
-        listed_down_to: u64,
         run: &mut Sync,
     ) -> Result<(), GitLabError> {
         let unfinished = self
@@ -593,7 +562,7 @@ impl ProjectObserver {
             .jobs
             .newest_first()
             .filter(|j| !j.status.is_completed() && !j.status.is_blocked())
-            .filter(|j| j.id < listed_down_to && !listed.contains(&j.id))
+            .filter(|j| !listed.contains(&j.id))
             .map(|j| j.id)
             .take(MAX_REREADS_PER_SYNC)
             .collect();
