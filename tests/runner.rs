@@ -140,7 +140,7 @@ async fn a_policy_directory_runs_reloads_and_stops() {
             .expect("lock")
             .iter()
             .filter(|r| r.policy.name == policy)
-            .map(|r| r.count(jobwarden::crd::ActionKind::Cancel, outcome))
+            .map(|r| r.tally().count(jobwarden::crd::ActionKind::Cancel, outcome))
             .sum::<u64>()
     };
     wait_until("a dry run of the valid policy", || {
