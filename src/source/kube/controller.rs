@@ -751,10 +751,10 @@ fn log_result(result: &RunResult) {
         // error_policy has logged it.
         Err(controller::Error::ReconcilerFailed(..)) => {}
         Err(controller::Error::ObjectNotFound(policy)) => {
-            tracing::debug!(%policy, "policy gone before its turn")
+            tracing::debug!(%policy, "policy gone before its turn");
         }
         Err(err @ controller::Error::QueueError(_)) => {
-            tracing::warn!(error = %err, "watching JobPolicies failed; retrying")
+            tracing::warn!(error = %err, "watching JobPolicies failed; retrying");
         }
         Err(err) => tracing::warn!(error = %err, "controller error"),
     }
