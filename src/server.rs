@@ -1,6 +1,23 @@
 //! The operational HTTP endpoints: `GET /metrics` (Prometheus text format), `GET /healthz`
-//! (liveness: 200 while the process serves) and `GET /readyz` (readiness: 200 once the engine
-//! says so, 503 with the reason before).
+//! (liveness: 200 while the process serves) and `GET /readyz` (readiness: 200 when the process
+//! knows what it has to do, else 503 with the reason).
+//!
+//! What ready means depends on the mode of `jobwarden run`:
+//!
+//! - file mode (`--policies`): the policy files have been loaded once and a task started for
+//!   every runnable policy ([`run_policies`](crate::source::files::runner::run_policies)); a
+//!   manifest with errors does not hold readiness back (it is logged and counted as `invalid`);
+//! - cluster mode: the leader election knows this replica's role, and
+//!   ([`source::kube::readiness`](crate::source::kube::readiness)):
+//!   - a standby that follows a known leader is ready (it serves metrics and forwards webhook
+//!     deliveries to the leader);
+//!   - the leader is ready once its JobPolicy watch has listed every policy (the reflector's
+//!     store holds the initial list), and not ready from the moment it wins the Lease until
+//!     then;
+//!   - a replica still campaigning, with no leader known (the Lease cannot be read yet, or was
+//!     just lost), is not ready.
+//!
+//! `jobwarden demo` is ready once its embedded policies are loaded, as in file mode.
 //!
 //! [`router`] is public so that further routes (the GitLab webhook) can be merged into the same
 //! listener.
@@ -45,21 +62,19 @@ impl Readiness {
         }
     }
 
-    /// Ready from the start.
-    pub fn ready() -> Self {
-        Readiness {
-            state: Arc::new(RwLock::new(Ok(()))),
-        }
-    }
-
     /// Marks the process ready.
     pub fn set_ready(&self) {
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = Ok(());
+        self.set(Ok(()));
     }
 
     /// Marks the process not ready, for `reason`.
     pub fn set_not_ready(&self, reason: impl Into<String>) {
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = Err(reason.into());
+        self.set(Err(reason.into()));
+    }
+
+    /// Sets the state: `Ok` when ready, else the reason it is not.
+    pub fn set(&self, status: Result<(), String>) {
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = status;
     }
 
     /// `Ok` when ready, else the reason it is not.

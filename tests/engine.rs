@@ -972,7 +972,9 @@ async fn a_backlog_run_lists_a_thousand_actions_and_counts_the_rest() {
         30
     );
     assert_eq!(
-        report.count(ActionKind::Retry, OutcomeKind::Succeeded),
+        report
+            .tally()
+            .count(ActionKind::Retry, OutcomeKind::Succeeded),
         1_030
     );
     let counters =

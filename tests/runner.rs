@@ -76,6 +76,7 @@ fn runner_config(dir: &std::path::Path) -> RunnerConfig {
         override_policy: None,
         reload_every: Duration::from_millis(100),
         selector: None,
+        readiness: None,
     }
 }
 
@@ -139,7 +140,7 @@ async fn a_policy_directory_runs_reloads_and_stops() {
             .expect("lock")
             .iter()
             .filter(|r| r.policy.name == policy)
-            .map(|r| r.count(jobwarden::crd::ActionKind::Cancel, outcome))
+            .map(|r| r.tally().count(jobwarden::crd::ActionKind::Cancel, outcome))
             .sum::<u64>()
     };
     wait_until("a dry run of the valid policy", || {
@@ -294,4 +295,86 @@ async fn with_a_selector_only_the_policies_carrying_its_labels_run() {
         ran,
         std::collections::BTreeSet::from(["platform".to_owned()])
     );
+}
+
+/// `/readyz` says 503 with the reason until the policy files are loaded, then 200.
+#[test]
+fn readyz_turns_ready_once_the_policy_files_are_loaded() {
+    // One blocking thread, held until the test lets go: the runner reads the files there, so
+    // it cannot load them before the test has seen `/readyz` say so.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(readyz_until_loaded());
+}
+
+async fn readyz_until_loaded() {
+    let (sim, ctl) = start_simulator().await;
+    ctl.add_project("team/app").expect("project");
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_token_secret(dir.path());
+    std::fs::write(
+        dir.path().join("cleanup.yaml"),
+        policy_manifest("cleanup", sim.base_url().as_str(), "dry run", true),
+    )
+    .expect("write");
+    let (engine, metrics) = engine_on(&ctl);
+    let shutdown = CancellationToken::new();
+    let server = jobwarden::server::spawn(
+        "127.0.0.1:0".parse().expect("loopback"),
+        metrics,
+        shutdown.clone(),
+    )
+    .await
+    .expect("the server listens");
+    let readyz = format!("http://{}/readyz", server.local_addr);
+    let get_readyz = || async {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(&readyz)
+            .send()
+            .await
+            .expect("readyz answers");
+        (response.status(), response.text().await.expect("body"))
+    };
+
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = tokio::task::spawn_blocking(move || held.recv());
+    let runner = tokio::spawn(run_policies(
+        engine,
+        RunnerConfig {
+            readiness: Some(server.ready.clone()),
+            ..runner_config(dir.path())
+        },
+        Arc::new(|_: &RunReport| {}),
+        shutdown.clone(),
+    ));
+    let ready = server.ready.clone();
+    wait_until("the runner to start loading", || {
+        ready.status() == Err("loading the policy files".to_owned())
+    })
+    .await;
+    assert_eq!(
+        get_readyz().await,
+        (
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: loading the policy files\n".to_owned()
+        )
+    );
+    release.send(()).expect("the blocker waits");
+    blocker.await.expect("the blocker ends").expect("released");
+    wait_until("ready", || ready.is_ready()).await;
+    assert_eq!(
+        get_readyz().await,
+        (reqwest::StatusCode::OK, "ready\n".to_owned())
+    );
+
+    shutdown.cancel();
+    runner.await.expect("the runner stops");
+    server.join().await;
 }

@@ -395,6 +395,7 @@ async fn the_file_mode_loop_acts_on_a_delivery_without_waiting_for_its_interval(
             override_policy: None,
             reload_every: Duration::from_secs(3600),
             selector: None,
+            readiness: None,
         },
         Arc::new(|_: &jobwarden::engine::RunReport| {}),
         stop.clone(),

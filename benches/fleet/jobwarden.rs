@@ -200,9 +200,8 @@ impl Jobwarden {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.child.lines().recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => return Err(self.child.failure("no metrics address logged")),
+            let Ok(line) = self.child.lines().recv_timeout(left) else {
+                return Err(self.child.failure("no metrics address logged"));
             };
             let Some(fields) = log_fields(&line.text, "serving /metrics") else {
                 continue;

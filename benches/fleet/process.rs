@@ -47,6 +47,8 @@ impl Child {
             .stderr(Stdio::piped());
         // SAFETY: the closure runs in the forked child before exec and only makes two
         // async-signal-safe system calls.
+        // `pre_exec` is unsafe by nature; the bench needs it so that its children die with it.
+        #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -173,6 +175,7 @@ pub fn cpu_tick() -> f64 {
 
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a system constant.
+    #[allow(unsafe_code)] // no safe wrapper in the standard library; only the bench reads it
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }

@@ -102,13 +102,13 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let server =
         crate::server::spawn(args.server.metrics_listen, metrics, shutdown.clone()).await?;
-    server.ready.set_ready();
     let (receiver, hook_url) = deliver_job_hooks(&sim, &engine, &shutdown).await?;
     let (paths, temp_dir) = policy_paths(&args)?;
     let embedded = temp_dir.is_some();
     print_banner(&args, &sim_url, server.local_addr, &hook_url, embedded);
 
-    let config = runner_config(&args, paths, sim_url, token);
+    let mut config = runner_config(&args, paths, sim_url, token);
+    config.readiness = Some(server.ready.clone());
     let summary = Arc::new(Mutex::new(Summary::default()));
     let sink = print_reports(summary.clone());
     let runner = tokio::spawn(run_policies(engine, config, sink, shutdown.clone()));
@@ -239,6 +239,7 @@ fn runner_config(
         })),
         reload_every: Duration::from_secs(3600),
         selector: None,
+        readiness: None,
     }
 }
 

@@ -177,8 +177,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         shutdown.clone(),
     )
     .await?;
-    // Ready means serving: a standby replica is as ready as the leader.
-    server.ready.set_ready();
+    // `/readyz` says 503 until the policies are known: see the `server` module for when.
     // File mode always acts; in a cluster the leader election says who does.
     let leadership = if cluster.is_some() {
         Leadership::new(Role::Unknown)
@@ -215,6 +214,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
             engine,
             client,
             leadership,
+            server.ready.clone(),
             shutdown.clone(),
         )),
         None => {
@@ -224,6 +224,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
                 override_policy: None,
                 reload_every: Duration::from_secs(args.reload_seconds.max(1)),
                 selector: args.selector,
+                readiness: Some(server.ready.clone()),
             };
             let sink = Arc::new(|report: &crate::engine::RunReport| report.log());
             tokio::spawn(run_policies(engine, config, sink, shutdown.clone()))

@@ -256,11 +256,6 @@ impl RunReport {
             "{what}"
         );
     }
-
-    /// Decisions of this action with this outcome, listed or not, repeats included.
-    pub fn count(&self, action: ActionKind, outcome: OutcomeKind) -> u64 {
-        self.tally().count(action, outcome)
-    }
 }
 
 impl ProjectFailure {
@@ -356,7 +351,10 @@ mod tests {
             report.over_budget_total(),
             (MAX_LISTED_HELD_BACK + 3) as u64
         );
-        assert_eq!(report.count(ActionKind::Retry, OutcomeKind::DryRun), 5);
+        assert_eq!(
+            report.tally().count(ActionKind::Retry, OutcomeKind::DryRun),
+            5
+        );
         assert_eq!(report.deferred_total(), 0);
     }
 

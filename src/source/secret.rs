@@ -1,5 +1,5 @@
-//! Why a policy's reference to a key of a Secret (`tokenSecretRef`, `webhookSecretRef`,
-//! `caBundleSecretRef`) could not be resolved: one error for both policy sources, the cluster
+//! Why a policy's reference to a key of a Secret (`tokenSecretRef`, `webhookSecretRef`) could
+//! not be resolved: one error for both policy sources, the cluster
 //! ([`kube::secrets`](crate::source::kube::secrets), Secrets read from the apiserver) and files
 //! ([`files`](crate::source::files), Secret manifests loaded with the policies).
 //!

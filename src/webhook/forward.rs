@@ -60,6 +60,11 @@ impl Leadership {
     pub fn get(&self) -> Role {
         self.tx.borrow().clone()
     }
+
+    /// A receiver told of every change of role (readiness follows it in cluster mode).
+    pub fn subscribe(&self) -> watch::Receiver<Role> {
+        self.tx.subscribe()
+    }
 }
 
 /// Where a standby sends deliveries.

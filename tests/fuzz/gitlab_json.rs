@@ -268,7 +268,7 @@ proptest! {
         let body = mutate::apply_bytes(seed, &ops, &partners);
         let headers = headers_with(&content_type);
         bounded("job JSON (bytes)", &(String::from_utf8_lossy(&body), &ops), || {
-            feed(&body, &headers, now, &log)
+            feed(&body, &headers, now, &log);
         })?;
     }
 
@@ -286,7 +286,7 @@ proptest! {
         let body = mutate::apply_json(seed, &ops);
         let headers = headers_with(&None);
         bounded("job JSON (structure)", &(String::from_utf8_lossy(&body), &ops), || {
-            feed(&body, &headers, now, &log)
+            feed(&body, &headers, now, &log);
         })?;
     }
 

@@ -8,8 +8,8 @@ use crate::mutate::{self, Fragment, JsonOp};
 use crate::support::{self, any_now, bounded, exercise_decide};
 use jiff::Timestamp;
 use jobwarden::source::files::{
-    LoadedManifests, load_manifest_text, lookup_secret_key, policy_namespace, resolve_ca_bundle,
-    resolve_token_with,
+    LoadedManifests, load_manifest_text, lookup_secret_key, policy_namespace, resolve_token_with,
+    resolve_webhook_secret,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -157,7 +157,7 @@ fn feed(text: &str, now: Timestamp) -> LoadedManifests {
             .map_err(|e| e.to_string());
         let _ = resolve_token_with(&policy.policy, &loaded.secrets, "FUZZ_TOKEN", |_| None)
             .map_err(|e| e.to_string());
-        let _ = resolve_ca_bundle(&policy.policy, &loaded.secrets).map_err(|e| e.to_string());
+        let _ = resolve_webhook_secret(&policy.policy, &loaded.secrets).map_err(|e| e.to_string());
         if let Ok(compiled) = &policy.compiled {
             for rule in &compiled.rules {
                 let _ = format!("{:?} {:?}", rule.action, rule.conditions);

@@ -54,7 +54,7 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
                 for (key, child) in map {
                     match props.get(key) {
                         Some(child_schema) => {
-                            validate(child_schema, child, &join(path, key), errors)
+                            validate(child_schema, child, &join(path, key), errors);
                         }
                         None => errors.push(format!("{}: unknown field", join(path, key))),
                     }
@@ -124,7 +124,7 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
             }
         }
         (Some("integer"), Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            check_bounds(schema, n.as_f64(), at, errors)
+            check_bounds(schema, n.as_f64(), at, errors);
         }
         (Some("number"), Value::Number(n)) => check_bounds(schema, n.as_f64(), at, errors),
         (Some("boolean"), Value::Bool(_)) => {}

@@ -45,7 +45,7 @@ pub(super) fn check_object_name(
                 at,
                 Some(path.to_owned()),
                 format!("{n:?} is not a valid name (lowercase letters, digits, '-' and '.')"),
-            ))
+            ));
         }
         Some(_) => {}
     }

@@ -36,7 +36,7 @@ mod walk;
 pub use bounds::{MAX_DOCUMENTS, MAX_FLOW_NESTING, MAX_MANIFEST_BYTES, check_manifest_text};
 pub use metadata::{DEFAULT_NAMESPACE, policy_namespace};
 pub use secrets::lookup_secret_key;
-pub use tokens::{resolve_ca_bundle, resolve_token, resolve_token_with, resolve_webhook_secret};
+pub use tokens::{resolve_token, resolve_token_with, resolve_webhook_secret};
 pub use walk::{manifest_files, read_manifest};
 
 use crate::crd::JobPolicy;

@@ -9,6 +9,7 @@ use super::{
 use crate::engine::{Engine, RunMode, RunReport};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey};
+use crate::server::Readiness;
 use crate::source::selector::LabelSelector;
 use crate::sync::lock;
 use secrecy::{ExposeSecret, SecretString};
@@ -47,6 +48,9 @@ pub struct RunnerConfig {
     pub reload_every: Duration,
     /// Only the policies whose `metadata.labels` match (`--selector`); all when `None`.
     pub selector: Option<LabelSelector>,
+    /// What `/readyz` reports: not ready until the files have been loaded the first time (and
+    /// a task started for every runnable policy), ready from then on.
+    pub readiness: Option<Readiness>,
 }
 
 /// What the `policies` gauge counts in file mode: documents that cannot run (invalid, or
@@ -79,6 +83,7 @@ struct Running {
 }
 
 /// Runs every valid policy found in the paths until `shutdown` fires, reloading on change.
+/// `config.readiness` turns ready once the first load is applied.
 pub async fn run_policies(
     engine: Engine,
     config: RunnerConfig,
@@ -88,6 +93,9 @@ pub async fn run_policies(
     let mut running: HashMap<PolicyKey, Running> = HashMap::new();
     let states = Arc::new(Mutex::new(PolicyStates::default()));
     let mut last_state: Option<u64> = None;
+    if let Some(readiness) = &config.readiness {
+        readiness.set_not_ready("loading the policy files");
+    }
     loop {
         // File reads stay off the async workers: a slow disk never stalls a reconcile,
         // /healthz or SIGTERM.
@@ -111,6 +119,12 @@ pub async fn run_policies(
                 &mut running,
                 &states,
             );
+            if let Some(readiness) = &config.readiness
+                && !readiness.is_ready()
+            {
+                tracing::info!(policies = running.len(), "policy files loaded: ready");
+                readiness.set_ready();
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => break,

@@ -57,21 +57,8 @@ pub fn resolve_token_with(
     }
 }
 
-/// The PEM CA bundle of a policy's `caBundleSecretRef`, if it has one. Unlike the token there
-/// is no environment fallback: a referenced bundle must exist in the policy's namespace.
-pub fn resolve_ca_bundle(
-    policy: &JobPolicy,
-    secrets: &[LoadedSecret],
-) -> Result<Option<SecretString>, SecretError> {
-    resolve_secret_ref(
-        policy,
-        secrets,
-        policy.spec.gitlab.ca_bundle_secret_ref.as_ref(),
-    )
-}
-
-/// The webhook secret of a policy's `webhookSecretRef`, if it has one; like the CA bundle, it
-/// must exist in the policy's namespace.
+/// The webhook secret of a policy's `webhookSecretRef`, if it has one. Unlike the token there
+/// is no environment fallback: a referenced secret must exist in the policy's namespace.
 pub fn resolve_webhook_secret(
     policy: &JobPolicy,
     secrets: &[LoadedSecret],

@@ -66,20 +66,16 @@ fn a_secret_without_the_key_is_an_error_not_a_fallback() {
 }
 
 #[test]
-fn ca_bundle_has_no_environment_fallback() {
+fn a_webhook_secret_has_no_environment_fallback() {
     let (mut policy, secrets) = loaded_with(SECRET);
-    assert!(
-        resolve_ca_bundle(&policy, &secrets).unwrap().is_none(),
-        "no bundle referenced"
-    );
-    policy.spec.gitlab.ca_bundle_secret_ref = Some(SecretKeyRef {
-        name: "ca".into(),
-        key: "ca.crt".into(),
+    policy.spec.gitlab.webhook_secret_ref = Some(SecretKeyRef {
+        name: "hooks".into(),
+        key: "token".into(),
     });
-    let err = resolve_ca_bundle(&policy, &secrets).unwrap_err();
+    let err = resolve_webhook_secret(&policy, &secrets).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no Secret ci/ca (key \"ca.crt\") among the manifests"
+        "no Secret ci/hooks (key \"token\") among the manifests"
     );
 }
 

@@ -26,6 +26,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The field manager of jobwarden's status patches.
@@ -660,10 +661,19 @@ pub fn error_policy(policy: Arc<JobPolicy>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Watches JobPolicies through `api` (with `config`: see [`watcher_config`]) and reconciles every one of them (over the projects of
-/// `ctx.shard`, which the engine filters) until `ctx.stop`
-/// fires; then lets the reconciles in flight finish and returns.
-pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>, config: watcher::Config) {
+/// Watches JobPolicies through `api` (with `config`: see [`watcher_config`]) and reconciles
+/// every one of them (over the projects of `ctx.shard`, which the engine filters) until
+/// `ctx.stop` fires; then lets the reconciles in flight finish and returns.
+///
+/// `synced` turns true once the watch has listed every JobPolicy (the reflector's store is
+/// ready: the initial list is complete), and false again when this returns.
+pub async fn run(
+    ctx: Arc<Context>,
+    api: Api<JobPolicy>,
+    config: watcher::Config,
+    synced: watch::Sender<bool>,
+) {
+    synced.send_replace(false);
     let (reader, writer) = reflector::store::<JobPolicy>();
     let policies = watcher(api, config)
         .default_backoff()
@@ -691,7 +701,7 @@ pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>, config: watcher::Config
             }
         }
     });
-    Controller::for_stream(policies, reader.clone())
+    let controller = Controller::for_stream(policies, reader.clone())
         .with_config(config)
         .reconcile_on(woken)
         .graceful_shutdown_on(async move {
@@ -702,8 +712,19 @@ pub async fn run(ctx: Arc<Context>, api: Api<JobPolicy>, config: watcher::Config
             log_result(&result);
             ctx.retain_policies(|key| exists_in(&reader, key));
             futures::future::ready(())
-        })
-        .await;
+        });
+    let listed = async {
+        if reader.wait_until_ready().await.is_ok() {
+            tracing::info!(policies = reader.len(), "listed the JobPolicies");
+            synced.send_replace(true);
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = controller => {}
+        () = listed => {}
+    }
+    synced.send_replace(false);
     ctx.forget_all();
 }
 
@@ -730,10 +751,10 @@ fn log_result(result: &RunResult) {
         // error_policy has logged it.
         Err(controller::Error::ReconcilerFailed(..)) => {}
         Err(controller::Error::ObjectNotFound(policy)) => {
-            tracing::debug!(%policy, "policy gone before its turn")
+            tracing::debug!(%policy, "policy gone before its turn");
         }
         Err(err @ controller::Error::QueueError(_)) => {
-            tracing::warn!(error = %err, "watching JobPolicies failed; retrying")
+            tracing::warn!(error = %err, "watching JobPolicies failed; retrying");
         }
         Err(err) => tracing::warn!(error = %err, "controller error"),
     }

@@ -6,7 +6,9 @@ use crate::engine::EngineConfig;
 use crate::gitlab::TokenDestinations;
 use crate::metrics::Metrics;
 use crate::sim::{Clock, JobSpec, PipelineSpec, SimConfig, SimHandle, Simulator};
-use crate::source::kube::test_api::{Handle, expect, mock_client, next};
+use crate::source::kube::test_api::{
+    Handle, answer_empty_policy_list, expect, mock_client, next, offline_engine, stop_and_join,
+};
 use base64::Engine as _;
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -56,17 +58,6 @@ fn sharded_context(client: Client, engine: Engine, shard: Shard) -> Arc<Context>
         shard,
         CancellationToken::new(),
     ))
-}
-
-fn offline_engine() -> Engine {
-    Engine::new(
-        EngineConfig {
-            destinations: TokenDestinations::insecure_http_allowed(),
-            ..EngineConfig::default()
-        },
-        crate::engine::system_clock(),
-        Arc::new(Metrics::new()),
-    )
 }
 
 fn status_path(namespace: &str, name: &str) -> String {
@@ -656,19 +647,12 @@ async fn first_watch_request(selector: Option<&LabelSelector>) -> String {
     let (client, mut api) = mock_client();
     let ctx = context(client.clone(), offline_engine());
     let stop = ctx.stop.clone();
-    let controller = tokio::spawn(run(ctx, Api::all(client), watcher_config(selector)));
+    let listed = watch::Sender::new(false);
+    let controller = tokio::spawn(run(ctx, Api::all(client), watcher_config(selector), listed));
     let first = next(&mut api).await.expect("the watch lists policies");
     let uri = first.uri.clone();
-    first.ok(&json!({
-        "apiVersion": "jobwarden.dev/v1alpha1", "kind": "JobPolicyList",
-        "metadata": {"resourceVersion": "1"}, "items": []
-    }));
-    stop.cancel();
-    drop(api);
-    tokio::time::timeout(Duration::from_secs(10), controller)
-        .await
-        .expect("the controller stops")
-        .expect("the controller task ends");
+    answer_empty_policy_list(first);
+    stop_and_join(&stop, api, controller).await;
     uri
 }
 
@@ -686,4 +670,36 @@ async fn with_a_selector_the_apiserver_is_asked_for_the_matching_policies_only()
     );
     let uri = first_watch_request(None).await;
     assert!(!uri.contains("labelSelector"), "{uri}");
+}
+
+#[tokio::test]
+async fn the_policies_count_as_listed_once_the_apiserver_answered_the_initial_list() {
+    let (client, mut api) = mock_client();
+    let ctx = context(client.clone(), offline_engine());
+    let stop = ctx.stop.clone();
+    // Left true by a previous term: a new term starts unlisted.
+    let listed = watch::Sender::new(true);
+    let mut seen = listed.subscribe();
+    let controller = tokio::spawn(run(
+        ctx,
+        Api::namespaced(client, "ci"),
+        watcher_config(None),
+        listed.clone(),
+    ));
+    let list = expect(
+        &mut api,
+        "GET /apis/jobwarden.dev/v1alpha1/namespaces/ci/jobpolicies",
+    )
+    .await;
+    assert!(!*listed.borrow(), "listed before the apiserver answered");
+    answer_empty_policy_list(list);
+    tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|listed| *listed))
+        .await
+        .expect("listed in time")
+        .expect("the sender lives");
+    stop_and_join(&stop, api, controller).await;
+    assert!(
+        !*listed.borrow(),
+        "the list of a stopped controller no longer counts"
+    );
 }

@@ -381,7 +381,7 @@ pub async fn run_elected<F, Fut>(
                 match lock.release().await {
                     Ok(()) => tracing::info!(identity = %settings.identity, "released the lease"),
                     Err(err) => {
-                        tracing::warn!(error = %err, "cannot release the lease; it expires on its own")
+                        tracing::warn!(error = %err, "cannot release the lease; it expires on its own");
                     }
                 }
             }

@@ -1,6 +1,5 @@
 use super::*;
-use crate::source::kube::test_api::{expect, mock_client};
-use http::StatusCode;
+use crate::source::kube::test_api::{answer_lease_created, expect, mock_client};
 use serde_json::json;
 
 const ME: &str = "jobwarden-7d9f-abc";
@@ -197,21 +196,7 @@ const LEASE_PATH: &str =
 async fn a_missing_lease_is_created_with_this_identity() {
     let (client, mut api) = mock_client();
     let lock = LeaseLock::new(client, settings());
-    let server = tokio::spawn(async move {
-        expect(&mut api, &format!("GET {LEASE_PATH}")).await.fail(
-            404,
-            "NotFound",
-            "leases.coordination.k8s.io \"jobwarden\" not found",
-        );
-        let create = expect(
-            &mut api,
-            "POST /apis/coordination.k8s.io/v1/namespaces/jobwarden-system/leases",
-        )
-        .await;
-        let body = create.body.clone();
-        create.respond(StatusCode::CREATED, &body);
-        body
-    });
+    let server = tokio::spawn(async move { answer_lease_created(&mut api).await });
     assert_eq!(
         lock.try_acquire_or_renew().await.expect("created"),
         Attempt::Leading

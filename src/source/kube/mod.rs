@@ -35,10 +35,13 @@ mod test_api;
 use crate::crd::JobPolicy;
 use crate::engine::Engine;
 use crate::engine::Shard;
+use crate::server::Readiness;
 use crate::source::selector::LabelSelector;
+use crate::webhook::{Leadership, Role};
 use events::EventPublisher;
 use leader::{LeaseLock, LeaseSettings};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// What cluster mode watches and how it elects its leader.
@@ -89,14 +92,52 @@ pub fn generated_identity() -> String {
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
+/// What `/readyz` says in cluster mode, from this replica's `role` in the election and whether
+/// the watch of the current term has `listed` every JobPolicy: a standby that follows a known
+/// leader is ready (it serves metrics and forwards webhook deliveries); the leader is ready once
+/// its watch has listed the policies; a replica that knows no leader yet is not.
+pub fn readiness(role: &Role, listed: bool) -> Result<(), String> {
+    match role {
+        Role::Following { .. } => Ok(()),
+        Role::Leading if listed => Ok(()),
+        Role::Leading => Err("leading: listing the JobPolicies".to_owned()),
+        Role::Unknown => Err("campaigning for the lease: no leader known yet".to_owned()),
+    }
+}
+
+/// Keeps `ready` equal to [`readiness`] of the current role and listing; never returns.
+async fn follow_readiness(
+    ready: Readiness,
+    mut role: watch::Receiver<Role>,
+    mut listed: watch::Receiver<bool>,
+) {
+    loop {
+        let status = readiness(&role.borrow_and_update(), *listed.borrow_and_update());
+        if status.is_ok() && !ready.is_ready() {
+            tracing::info!(role = ?*role.borrow(), "ready");
+        }
+        ready.set(status);
+        let changed = tokio::select! {
+            changed = role.changed() => changed.is_ok(),
+            changed = listed.changed() => changed.is_ok(),
+        };
+        if !changed {
+            // Nobody can change either any more: the state stays as it is.
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Runs cluster mode until `shutdown` fires: campaigns for the Lease and, while leading,
 /// reconciles every policy over the projects of this replica's shard (the engine's
-/// [`crate::engine::EngineConfig::shard`], which must be `config.shard`).
+/// [`crate::engine::EngineConfig::shard`], which must be `config.shard`). `ready` follows
+/// [`readiness`].
 pub async fn run(
     config: ClusterConfig,
     engine: Engine,
     client: kube::Client,
-    leadership: crate::webhook::Leadership,
+    leadership: Leadership,
+    ready: Readiness,
     shutdown: CancellationToken,
 ) {
     let events = Arc::new(EventPublisher::new(client.clone(), &config.lease.identity));
@@ -113,7 +154,9 @@ pub async fn run(
         "cluster mode: campaigning for the lease"
     );
     let lock = LeaseLock::new(client.clone(), config.lease.clone());
-    leader::run_elected(lock, shutdown, &leadership, |term| {
+    let listed = watch::Sender::new(false);
+    let follow = follow_readiness(ready, leadership.subscribe(), listed.subscribe());
+    let elected = leader::run_elected(lock, shutdown, &leadership, |term| {
         let ctx = Arc::new(controller::Context::new(
             engine.clone(),
             client.clone(),
@@ -125,14 +168,124 @@ pub async fn run(
             ctx,
             policies.clone(),
             controller::watcher_config(config.selector.as_ref()),
+            listed.clone(),
         )
-    })
-    .await;
+    });
+    tokio::select! {
+        () = elected => {}
+        () = follow => {}
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::kube::test_api::{
+        answer_empty_policy_list, answer_lease_created, expect, mock_client, offline_engine,
+        stop_and_join,
+    };
+    use serde_json::json;
+    use std::time::Duration;
+
+    const LEASE_PATH: &str =
+        "/apis/coordination.k8s.io/v1/namespaces/jobwarden-system/leases/jobwarden";
+    const CAMPAIGNING: &str = "campaigning for the lease: no leader known yet";
+
+    #[test]
+    fn only_a_replica_that_knows_its_role_and_has_what_it_needs_is_ready() {
+        let following = Role::Following {
+            leader: "pod-b".to_owned(),
+        };
+        assert_eq!(readiness(&following, false), Ok(()));
+        assert_eq!(readiness(&following, true), Ok(()));
+        assert_eq!(readiness(&Role::Leading, true), Ok(()));
+        assert_eq!(
+            readiness(&Role::Leading, false),
+            Err("leading: listing the JobPolicies".to_owned())
+        );
+        assert_eq!(
+            readiness(&Role::Unknown, false),
+            Err(CAMPAIGNING.to_owned())
+        );
+        assert_eq!(readiness(&Role::Unknown, true), Err(CAMPAIGNING.to_owned()));
+    }
+
+    /// Cluster mode in namespace `ci`, as `pod-a`, against the scripted apiserver; not ready
+    /// until told otherwise.
+    fn start(client: kube::Client) -> (Readiness, CancellationToken, tokio::task::JoinHandle<()>) {
+        let config = ClusterConfig {
+            namespace: Some("ci".to_owned()),
+            lease: LeaseSettings::new(
+                "jobwarden-system",
+                "jobwarden",
+                "pod-a",
+                leader::DEFAULT_LEASE_DURATION,
+                leader::DEFAULT_RENEW_EVERY,
+            )
+            .expect("valid lease settings"),
+            shard: Shard::ALL,
+            selector: None,
+        };
+        let ready = Readiness::not_ready("starting");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            config,
+            offline_engine(),
+            client,
+            Leadership::new(Role::Unknown),
+            ready.clone(),
+            shutdown.clone(),
+        ));
+        (ready, shutdown, task)
+    }
+
+    async fn wait_for_readiness(ready: &Readiness, wanted: Result<(), &str>) {
+        let wanted = wanted.map_err(str::to_owned);
+        for _ in 0..500 {
+            if ready.status() == wanted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("readiness is {:?}, not {wanted:?}", ready.status());
+    }
+
+    #[tokio::test]
+    async fn the_leader_is_ready_once_the_apiserver_answered_the_list_of_policies() {
+        let (client, mut api) = mock_client();
+        let (ready, shutdown, task) = start(client);
+        wait_for_readiness(&ready, Err(CAMPAIGNING)).await;
+        answer_lease_created(&mut api).await;
+
+        let list = expect(
+            &mut api,
+            "GET /apis/jobwarden.dev/v1alpha1/namespaces/ci/jobpolicies",
+        )
+        .await;
+        wait_for_readiness(&ready, Err("leading: listing the JobPolicies")).await;
+        answer_empty_policy_list(list);
+        wait_for_readiness(&ready, Ok(())).await;
+        stop_and_join(&shutdown, api, task).await;
+    }
+
+    #[tokio::test]
+    async fn a_standby_is_ready_once_it_knows_the_leader() {
+        let (client, mut api) = mock_client();
+        let (ready, shutdown, task) = start(client);
+        let get = expect(&mut api, &format!("GET {LEASE_PATH}")).await;
+        wait_for_readiness(&ready, Err(CAMPAIGNING)).await;
+        get.ok(&json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "jobwarden", "namespace": "jobwarden-system", "resourceVersion": "7"},
+            "spec": {
+                "holderIdentity": "pod-b",
+                "leaseDurationSeconds": 15,
+                "renewTime": jiff::Timestamp::now().to_string(),
+            }
+        }));
+        wait_for_readiness(&ready, Ok(())).await;
+        stop_and_join(&shutdown, api, task).await;
+    }
 
     #[test]
     fn every_shard_has_its_own_lease() {

@@ -106,3 +106,62 @@ pub async fn expect(handle: &mut Handle, route: &str) -> Seen {
     assert_eq!(seen.route(), route, "unexpected request");
     seen
 }
+
+/// Answers a watch's first list with no object (kind `JobPolicyList`).
+pub fn answer_empty_policy_list(list: Seen) {
+    list.ok(&json!({
+        "apiVersion": "jobwarden.dev/v1alpha1", "kind": "JobPolicyList",
+        "metadata": {"resourceVersion": "1"}, "items": []
+    }));
+}
+
+/// Answers a candidate's read of the Lease `jobwarden-system/jobwarden` with 404, then expects
+/// its creation and answers 201 with what was sent (at `resourceVersion` 1); returns that.
+pub async fn answer_lease_created(handle: &mut Handle) -> Value {
+    expect(
+        handle,
+        "GET /apis/coordination.k8s.io/v1/namespaces/jobwarden-system/leases/jobwarden",
+    )
+    .await
+    .fail(
+        404,
+        "NotFound",
+        "leases.coordination.k8s.io \"jobwarden\" not found",
+    );
+    let create = expect(
+        handle,
+        "POST /apis/coordination.k8s.io/v1/namespaces/jobwarden-system/leases",
+    )
+    .await;
+    let mut created = create.body.clone();
+    created["metadata"]["resourceVersion"] = json!("1");
+    create.respond(StatusCode::CREATED, &created);
+    created
+}
+
+/// An engine that never reaches a GitLab (none is configured) but accepts `http://` URLs.
+pub fn offline_engine() -> crate::engine::Engine {
+    crate::engine::Engine::new(
+        crate::engine::EngineConfig {
+            destinations: crate::gitlab::TokenDestinations::insecure_http_allowed(),
+            ..crate::engine::EngineConfig::default()
+        },
+        crate::engine::system_clock(),
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+    )
+}
+
+/// Fires `stop`, drops the scripted apiserver (requests still waiting fail) and waits for
+/// `task` to end.
+pub async fn stop_and_join(
+    stop: &tokio_util::sync::CancellationToken,
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+) {
+    stop.cancel();
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the task stops in time")
+        .expect("the task ends without panicking");
+}
