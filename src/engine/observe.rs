@@ -179,10 +179,11 @@ pub struct ProjectObserver {
     /// Held jobs that a Job Hook delivery said have moved on, not read since: nothing is decided
     /// on them before they are read (or listed) again.
     stale: HashSet<u64>,
-    /// Pipelines with a retry seen since the last sync. A retry re-opens the jobs of later
-    /// stages that the failure had skipped (`skipped` → `created`, under their old ids, with no
-    /// Job Hook): below the low-water mark no listing reaches them, so the next sync lists the
-    /// pipeline's unfinished jobs, which are then kept and followed.
+    /// Pipelines whose retried job succeeded since the last sync. A retry re-opens the jobs of
+    /// later stages that the failure had skipped (`skipped` → `created`, under their old ids,
+    /// with no Job Hook), and they are queued once it succeeds: below the low-water mark no
+    /// listing reaches them, so the next sync lists the pipeline's unfinished jobs, which are
+    /// then kept and followed.
     retried_pipelines: Vec<u64>,
 }
 
@@ -600,14 +601,27 @@ impl ProjectObserver {
         Ok(())
     }
 
-    /// Notes the pipeline of `job`, seen for the first time, when the job is a retry (created
-    /// well after its pipeline): its later jobs may have been re-opened.
-    fn note_retry(&mut self, job: &JobRecord) {
+    /// Notes the pipeline of `job` when the job is a retry (created well after its pipeline)
+    /// seen finishing in a way that lets the later stages run: the jobs its retry re-opened are
+    /// queued now, and may fail. (Until then they wait in `created`, where no rule acts on them;
+    /// a retry that fails again skips them again.) `first_sight` says the job was never seen
+    /// before, so a finished one finished since the last sync.
+    fn note_retry(&mut self, job: &JobRecord, first_sight: bool) {
+        let lets_later_stages_run = job.status == JobStatus::Success
+            || (job.status == JobStatus::Failed && job.allow_failure);
+        let finished_now = match self.jobs.get(job.id) {
+            Some(held) => !held.status.is_completed(),
+            None => first_sight,
+        };
         let Some(pipeline_created) = job.pipeline_created_at else {
             return;
         };
         let late = job.created_at.get().duration_since(pipeline_created.get());
-        if late > RETRY_AFTER_PIPELINE && !self.retried_pipelines.contains(&job.pipeline_id) {
+        if lets_later_stages_run
+            && finished_now
+            && late > RETRY_AFTER_PIPELINE
+            && !self.retried_pipelines.contains(&job.pipeline_id)
+        {
             self.retried_pipelines.push(job.pipeline_id);
         }
     }
@@ -680,8 +694,8 @@ impl ProjectObserver {
         // After the answer arrived: a pending job's wait is never overstated.
         let record = JobRecord::from_wire(wire, (run.clock)(), &mut self.names);
         // (The first sync lists every unfinished job anyway.)
-        if first_sight && run.newest_before.is_some() {
-            self.note_retry(&record);
+        if run.newest_before.is_some() {
+            self.note_retry(&record, first_sight);
         }
         match self.jobs.get(record.id) {
             Some(old) if old.same_state(&record) => return,
@@ -843,8 +857,8 @@ impl ProjectObserver {
         let first_sight = self.is_first_sight(wire.id, self.newest_seen);
         self.reach = self.reach_at(now);
         let record = JobRecord::from_wire(wire, now, &mut self.names);
-        if first_sight && self.last_sync.is_some() {
-            self.note_retry(&record);
+        if self.last_sync.is_some() {
+            self.note_retry(&record, first_sight);
         }
         self.pipeline_jobs.remove(&record.pipeline_id);
         self.keep_or_settle(record.clone(), first_sight);
