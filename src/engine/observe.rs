@@ -570,8 +570,8 @@ impl ProjectObserver {
         self.reread(client, moved_on, run).await
     }
 
-    /// Lists the unfinished jobs of the pipelines retried since the last sync (see
-    /// `retried_pipelines`), so that the jobs a retry re-opened are kept and followed. With a
+    /// Lists the jobs of the pipelines whose retry succeeded since the last sync (see
+    /// `retried_pipelines`), so that the jobs the retry re-opened are kept and followed. With a
     /// healthy hook nothing is listed: a re-opened job is delivered as soon as it is queued.
     async fn follow_reopened(
         &mut self,
@@ -588,13 +588,16 @@ impl ProjectObserver {
             .len()
             .min(MAX_REOPEN_LISTINGS_PER_SYNC);
         let pipelines: Vec<u64> = self.retried_pipelines.drain(..count).collect();
-        let query = PipelineJobsQuery::latest().with_scopes(ACTIVE_SCOPES);
+        // Every status: a re-opened job may have been queued and have finished (failed, say)
+        // before this sync, and a job remembered as settled (`skipped`) is news again.
+        let query = PipelineJobsQuery::latest();
         for pipeline_id in pipelines {
-            let reopened: Vec<JobWire> = client
+            let latest: Vec<JobWire> = client
                 .list_pipeline_jobs_as(&self.project, pipeline_id, &query)
                 .try_collect()
                 .await?;
-            for job in reopened {
+            for job in latest {
+                self.settled.remove(job.id);
                 self.absorb(job, run);
             }
         }
