@@ -182,8 +182,8 @@ pub struct ProjectObserver {
     /// Pipelines whose retried job succeeded since the last sync. A retry re-opens the jobs of
     /// later stages that the failure had skipped (`skipped` → `created`, under their old ids,
     /// with no Job Hook), and they are queued once it succeeds: below the low-water mark no
-    /// listing reaches them, so the next sync lists the pipeline's unfinished jobs, which are
-    /// then kept and followed.
+    /// listing reaches them, so the next sync lists the pipeline's jobs (every status), and the
+    /// re-opened ones are then kept and followed.
     retried_pipelines: Vec<u64>,
 }
 

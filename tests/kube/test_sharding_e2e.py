@@ -36,7 +36,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import pytest
@@ -665,13 +665,18 @@ def test_the_status_is_shards_pending_until_every_shard_reports_on_the_generatio
     generation = kube.merge_patch(path, {"spec": {"limits": {"maxActionsPerRun": 50}}})["metadata"]["generation"]
     assert generation == 2
 
-    def pending() -> dict[str, Any] | None:
-        policy = kube.policy(LATE_POLICY)
-        ready = ready_condition(policy)
-        on_generation = policy["status"].get("observedGeneration") == generation
-        return policy if on_generation and ready is not None and ready["reason"] == "ShardsPending" else None
+    def with_ready(key: str, value: str) -> Callable[[], dict[str, Any] | None]:
+        """The late policy, once its status is on `generation` with `Ready.<key>` = `value`."""
 
-    policy = wait_for(f"shard 0 to report {LATE_POLICY} pending on generation {generation}", pending)
+        def check() -> dict[str, Any] | None:
+            policy = kube.policy(LATE_POLICY)
+            ready = ready_condition(policy)
+            on_generation = policy["status"].get("observedGeneration") == generation
+            return policy if on_generation and ready is not None and ready[key] == value else None
+
+        return check
+
+    policy = wait_for(f"shard 0 to report {LATE_POLICY} pending on generation {generation}", with_ready("reason", "ShardsPending"))
     ready = ready_condition(policy)
     assert ready["status"] == "False", ready
     # Shard 1 may not have run the new spec yet either when shard 0 wrote; shard 0 always has.
@@ -683,13 +688,7 @@ def test_the_status_is_shards_pending_until_every_shard_reports_on_the_generatio
     try:
         wait_for_holder(kube, late.identity, lease_name(LATE_SHARD))
 
-        def reconciled() -> dict[str, Any] | None:
-            policy = kube.policy(LATE_POLICY)
-            ready = ready_condition(policy)
-            on_generation = policy["status"].get("observedGeneration") == generation
-            return policy if on_generation and ready is not None and ready["status"] == "True" else None
-
-        policy = wait_for(f"{LATE_POLICY} to be Ready once shard {LATE_SHARD} reports", reconciled)
+        policy = wait_for(f"{LATE_POLICY} to be Ready once shard {LATE_SHARD} reports", with_ready("status", "True"))
         ready = ready_condition(policy)
         assert ready["reason"] == "Reconciled", ready
         assert all(f"shard {index}: " in ready["message"] for index in range(SHARDS)), ready["message"]
