@@ -77,6 +77,8 @@ mod http;
 mod inject;
 #[path = "fleet/jobwarden.rs"]
 mod jobwarden;
+#[path = "fleet/listings.rs"]
+mod listings;
 #[path = "fleet/measure.rs"]
 mod measure;
 #[path = "fleet/policies.rs"]
@@ -318,7 +320,7 @@ fn details(
         }
     }
     for jobwarden in jobwardens {
-        jobwarden_details(label, jobwarden);
+        jobwarden_details(label, size.projects, jobwarden);
     }
     eprintln!(
         "  {label} baseline: {} jobs failed while it ran",
@@ -354,7 +356,7 @@ fn details(
 }
 
 /// One mode's actions, failures, deliveries and /metrics cost, on stderr.
-fn jobwarden_details(label: &str, jobwarden: &JobwardenFigures) {
+fn jobwarden_details(label: &str, projects: u32, jobwarden: &JobwardenFigures) {
     let mode = jobwarden.mode.label();
     let actions: Vec<String> = jobwarden
         .scrape
@@ -365,6 +367,11 @@ fn jobwarden_details(label: &str, jobwarden: &JobwardenFigures) {
     eprintln!(
         "  {label} jobwarden ({mode}) actions: {}",
         actions.join(", ")
+    );
+    let steady_seconds: f64 = jobwarden.runs.steady.iter().map(|r| r.seconds).sum();
+    eprintln!(
+        "  {label} jobwarden ({mode}) {}",
+        jobwarden.listings.describe(projects, steady_seconds)
     );
     let (bytes, cpu) = jobwarden.scrape_cost;
     eprintln!(

@@ -8,6 +8,7 @@ use crate::baseline::{self, Baseline};
 use crate::config::{BenchConfig, FleetSize, Mode};
 use crate::inject::{Injected, Injector, RetryLatency};
 use crate::jobwarden::{Jobwarden, Scrape};
+use crate::listings::Listings;
 use crate::policies;
 use crate::process::{cpu_seconds, peak_rss_mib};
 use crate::sim::{self, Counters, HookStats, HookTarget, RateLimits, Simulator};
@@ -31,17 +32,42 @@ const FIRST_ACTION_TIMEOUT: Duration = Duration::from_secs(600);
 /// What is read when a run ends: the tool's CPU time, then the simulator's counters.
 struct Mark {
     at: Instant,
+    /// The same moment in milliseconds since the epoch (the simulated clock at speed 1).
+    wall_ms: i64,
     cpu: f64,
     counters: Counters,
 }
 
 impl Mark {
+    /// The mark of a tool's start (no CPU used yet), with the counters read before it.
+    fn start(at: Instant, counters: Counters) -> Mark {
+        Mark {
+            at,
+            wall_ms: 0,
+            cpu: 0.0,
+            counters,
+        }
+    }
+
     fn take(pid: u32, sim: &Simulator) -> Result<Mark, String> {
         let at = Instant::now();
+        let wall_ms = epoch_ms();
         let cpu = cpu_seconds(pid)?;
         let counters = sim.counters()?;
-        Ok(Mark { at, cpu, counters })
+        Ok(Mark {
+            at,
+            wall_ms,
+            cpu,
+            counters,
+        })
     }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// One run of a tool: wall time, CPU time, requests per endpoint.
@@ -206,6 +232,8 @@ pub struct JobwardenFigures {
     pub retry_latency: RetryLatency,
     /// What the simulator's hook sent (webhook mode): up to the steady runs, and in all.
     pub hooks: Option<(HookStats, HookStats)>,
+    /// The steady runs' listings by purpose (from the simulator's request log).
+    pub listings: Listings,
 }
 
 /// Runs jobwarden for a first run, the warm-up runs (webhook mode) and the steady runs, on a
@@ -257,11 +285,7 @@ pub fn jobwarden(
         config.failures_per_project_hour,
         config.seed,
     );
-    let start = Mark {
-        at: jobwarden.started(),
-        cpu: 0.0,
-        counters: before,
-    };
+    let start = Mark::start(jobwarden.started(), before);
     let mut marks = Vec::new();
     let mut scrape = Scrape::default();
     let mut hooks_before = HookStats::default();
@@ -289,6 +313,12 @@ pub fn jobwarden(
         runs + 1
     ));
     let log = sim.requests()?;
+    let listings = Listings::of(
+        &log,
+        marks[warmup].wall_ms,
+        marks.last().map_or(i64::MAX, |m| m.wall_ms),
+        size.projects,
+    );
     let retry_latency = RetryLatency::of(
         &injected.failures,
         marks[warmup].at,
@@ -316,6 +346,7 @@ pub fn jobwarden(
         injected,
         retry_latency,
         hooks,
+        listings,
     })
 }
 
@@ -368,11 +399,7 @@ pub fn baseline(
         config.failures_per_project_hour,
         config.seed,
     );
-    let start = Mark {
-        at: started,
-        cpu: 0.0,
-        counters: before,
-    };
+    let start = Mark::start(started, before);
     let mut marks = Vec::new();
     for pass in 1..=1 + config.steady_runs {
         baseline

@@ -55,6 +55,9 @@ pub struct LoggedRequest {
     pub endpoint: String,
     /// The raw path, e.g. `/api/v4/projects/7/jobs/512/retry`.
     pub path: String,
+    /// The raw query string.
+    #[serde(default)]
+    pub query: String,
     /// The status answered (0: the connection was dropped).
     pub status: u16,
     /// When it was received: milliseconds since the epoch on the simulated clock.
