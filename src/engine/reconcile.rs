@@ -2,7 +2,7 @@
 
 use super::act::{self, Outcome};
 use super::groups::GroupMemberships;
-use super::inbox::Inbox;
+use super::inbox::{Delivered, Inbox};
 use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver, SyncOptions};
 use super::report::Listing;
@@ -665,20 +665,72 @@ impl Engine {
             deliveries_only: scope == Scope::Delivered,
         };
         if policy.suspend {
-            // The last known project set: a suspended policy lists nothing.
-            let project_set = self.project_set(None, &instance, policy, now).await;
-            let own: Vec<Target> = project_set
-                .targets
-                .into_iter()
-                .filter(|target| self.owns_as_known(&instance, target))
-                .collect();
-            report.projects = self.count_projects(&instance, &own);
+            report.projects = self.suspended_projects(&instance, policy, now).await;
             return Ok(report);
         }
         let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
+        let mut failures = Failures::default();
+        let targets = self
+            .targets(&client, &instance, policy, scope, now, &mut failures)
+            .await?;
+        let run = self.start_run(policy, client, instance, now, mode, scope);
+        // This replica's projects only: paths are resolved first (cached) so that each has the
+        // id its owner is decided by.
+        let (targets, unresolvable) = self.own_targets(&run, targets, scope, stop).await;
+        let unresolvable_count = unresolvable.len();
+        for (project, err) in unresolvable {
+            failures.add(FailedTarget::Project(project), err);
+        }
+        self.announce_watcher(&run, &targets);
+        let observed = self
+            .run_projects(&run, &targets, stop, &mut report, &mut failures)
+            .await;
+        let claimed = std::mem::take(&mut *lock(&run.claimed));
+        if scope == Scope::All {
+            self.rewatch(&run.policy, &run.instance, claimed, &targets)
+                .await;
+        }
+        report.projects = self.count_projects(&run.instance, &targets) + unresolvable_count;
+        report.failures.extend(failures.all);
+        if observed == 0
+            && let Some((target, source)) = failures.first
+        {
+            return Err(ReconcileError::AllProjectsFailed { target, source });
+        }
+        Ok(report)
+    }
+
+    /// How many of a suspended policy's projects are this replica's, from the last known
+    /// project set: a suspended policy lists nothing.
+    async fn suspended_projects(
+        &self,
+        instance: &str,
+        policy: &CompiledPolicy,
+        now: Timestamp,
+    ) -> usize {
+        let project_set = self.project_set(None, instance, policy, now).await;
+        let own: Vec<Target> = project_set
+            .targets
+            .into_iter()
+            .filter(|target| self.owns_as_known(instance, target))
+            .collect();
+        self.count_projects(instance, &own)
+    }
+
+    /// The policy's project set for this run, within the engine's limit; its groups that could
+    /// not be listed go to `failures`.
+    async fn targets(
+        &self,
+        client: &GitLabClient,
+        instance: &str,
+        policy: &CompiledPolicy,
+        scope: Scope,
+        now: Timestamp,
+        failures: &mut Failures,
+    ) -> Result<Vec<Target>, ReconcileError> {
         // Groups are listed on their own interval, and never for a pass on deliveries.
-        let lister = (scope == Scope::All).then_some(&client);
-        let project_set = self.project_set(lister, &instance, policy, now).await;
+        let lister = (scope == Scope::All).then_some(client);
+        let project_set = self.project_set(lister, instance, policy, now).await;
         let limit = self.inner.config.max_projects_per_policy;
         if project_set.targets.len() > limit {
             return Err(ReconcileError::TooManyProjects {
@@ -686,22 +738,28 @@ impl Engine {
                 limit,
             });
         }
-        let mut first_error = None;
         for (group, err) in project_set.group_failures {
-            report.failures.push(ProjectFailure {
-                target: FailedTarget::Group(group.clone()),
-                kind: err.kind(),
-                message: err.to_string(),
-            });
-            first_error.get_or_insert((FailedTarget::Group(group), err));
+            failures.add(FailedTarget::Group(group), err);
         }
-        let targets = project_set.targets;
         if scope == Scope::All {
             lock(&self.inner.unsent)
                 .entry(policy.key.clone())
                 .or_default()
                 .next_run();
         }
+        Ok(project_set.targets)
+    }
+
+    /// What every project of a policy's run shares: its client, budget, clock and scope.
+    fn start_run(
+        &self,
+        policy: &CompiledPolicy,
+        client: GitLabClient,
+        instance: String,
+        now: Timestamp,
+        mode: RunMode,
+        scope: Scope,
+    ) -> PolicyRun {
         let allowance = Allowance::new(self.budget(&policy.key, &policy.limits, now));
         // Manual and scheduled jobs are followed through their own listing only for a policy
         // that may act on them (a `superseded` rule widens what is listed, not what is acted
@@ -710,32 +768,37 @@ impl Engine {
         let follow_blocked = policy
             .statuses_acted_on()
             .is_none_or(|statuses| statuses.iter().any(|s| s.is_blocked()));
-        let policy = self.watch(policy);
-        let run = PolicyRun {
+        PolicyRun {
             client,
             instance,
-            policy,
+            policy: self.watch(policy),
             now,
-            dry_run,
+            dry_run: policy.dry_run || mode == RunMode::ForceDryRun,
             allowance,
             claimed: Mutex::new(HashSet::new()),
             follow_blocked,
-        };
-
-        // This replica's projects only: paths are resolved first (cached) so that each has the
-        // id its owner is decided by.
-        let (targets, unresolvable) = self.own_targets(&run, targets, scope, stop).await;
-        let unresolvable_count = unresolvable.len();
-        for (project, err) in unresolvable {
-            report.failures.push(ProjectFailure::of(&project, &err));
-            first_error.get_or_insert((FailedTarget::Project(project), err));
+            scope,
+            listed_actions: match mode {
+                RunMode::ForceDryRun => usize::MAX,
+                RunMode::Normal => MAX_LISTED_ACTIONS,
+            },
         }
+    }
 
-        self.announce_watcher(&run, &targets);
-        // Each project goes observe → facts → decide → act on its own, a few at a time, so the
-        // first action comes as soon as its project is observed, not after the whole pass.
+    /// Runs the projects of the scope (every target, or those with deliveries due), each
+    /// observe → facts → decide → act on its own, a few at a time, so the first action comes as
+    /// soon as its project is observed, not after the whole pass. Returns how many were
+    /// observed.
+    async fn run_projects(
+        &self,
+        run: &PolicyRun,
+        targets: &[Target],
+        stop: &CancellationToken,
+        report: &mut RunReport,
+        failures: &mut Failures,
+    ) -> usize {
         let concurrency = self.inner.config.observe_concurrency.max(1);
-        let mut queue = targets.iter().filter(|target| match scope {
+        let mut queue = targets.iter().filter(|target| match run.scope {
             Scope::All => true,
             Scope::Delivered => self.target_id(&run.instance, target).is_some_and(|id| {
                 self.inner
@@ -745,49 +808,29 @@ impl Engine {
         });
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
-        let mut listing = Listing::new(match mode {
-            RunMode::ForceDryRun => usize::MAX,
-            RunMode::Normal => MAX_LISTED_ACTIONS,
-        });
+        let mut listing = Listing::new(run.listed_actions);
         loop {
             while running.len() < concurrency && !stop.is_cancelled() {
                 let Some(target) = queue.next() else { break };
-                running.push(self.run_project(&run, target, stop));
+                running.push(self.run_project(run, target, stop));
             }
             let Some(project_run) = running.next().await else {
                 break;
             };
             match project_run.observe_error {
-                Some(err) => {
-                    report
-                        .failures
-                        .push(ProjectFailure::of(&project_run.project, &err));
-                    first_error
-                        .get_or_insert((FailedTarget::Project(project_run.project.clone()), err));
-                }
+                Some(err) => failures.add(FailedTarget::Project(project_run.project), err),
                 None => observed += 1,
             }
             report.jobs_seen += project_run.jobs_seen;
             for record in project_run.actions {
                 report.add(record, &mut listing);
             }
-            report.failures.extend(project_run.fact_failures);
+            failures.all.extend(project_run.fact_failures);
         }
         if stop.is_cancelled() {
             tracing::info!(policy = %run.policy.key, "stopping: remaining projects left for the next run");
         }
-        let claimed = std::mem::take(&mut *lock(&run.claimed));
-        if scope == Scope::All {
-            self.rewatch(&run.policy, &run.instance, claimed, &targets)
-                .await;
-        }
-        report.projects = self.count_projects(&run.instance, &targets) + unresolvable_count;
-        if observed == 0
-            && let Some((target, source)) = first_error
-        {
-            return Err(ReconcileError::AllProjectsFailed { target, source });
-        }
-        Ok(report)
+        observed
     }
 
     /// The projects a policy covers: its `projects`, then the members of its groups (listed
@@ -989,22 +1032,14 @@ impl Engine {
     ) -> ProjectRun {
         let project = &target.project;
         let mut out = ProjectRun::new(project);
-        let resolved = match target.id {
-            // Listed with its id (a group's member): no lookup.
-            Some(id) => Ok(id),
-            None => tokio::select! {
-                biased;
-                () = stop.cancelled() => return out,
-                resolved = self.resolve(run, project) => resolved,
-            },
-        };
-        let project_id = match resolved {
-            Ok(id) => id,
-            Err(err) => {
+        let project_id = match self.resolve_target(run, target, stop).await {
+            Some(Ok(id)) => id,
+            Some(Err(err)) => {
                 tracing::warn!(policy = %run.policy.key, %project, error = %err, "cannot find project");
                 out.observe_error = Some(err);
                 return out;
             }
+            None => return out,
         };
         if !lock(&run.claimed).insert(project_id) {
             // The same project spelled twice (by id and by path): observed once per run.
@@ -1019,10 +1054,63 @@ impl Engine {
             () = stop.cancelled() => return out,
             slot = self.sync_slots(&run.instance).acquire_owned() => slot.ok(),
         };
+        observer.watch(&run.policy);
+        match self
+            .observe_project(run, project, project_id, &mut observer, stop)
+            .await
+        {
+            Observed::Yes => {}
+            Observed::Failed(err) => {
+                out.observe_error = Some(err);
+                return out;
+            }
+            Observed::Stopped => return out,
+        }
+        out.jobs_seen = observer.jobs().len();
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return out,
+            () = self.gather_facts(run, &mut observer, &mut out) => {}
+        }
+        // Observed: decisions and actions need no sync slot.
+        drop(sync_slot);
+        self.decide_and_act(run, project_id, &mut observer, stop, &mut out)
+            .await;
+        out
+    }
+
+    /// A target's project id: as listed (a group's member), else looked up (cached). `None`
+    /// when stopped while looking it up.
+    async fn resolve_target(
+        &self,
+        run: &PolicyRun,
+        target: &Target,
+        stop: &CancellationToken,
+    ) -> Option<Result<u64, GitLabError>> {
+        match target.id {
+            Some(id) => Some(Ok(id)),
+            None => tokio::select! {
+                biased;
+                () = stop.cancelled() => None,
+                resolved = self.resolve(run, &target.project) => Some(resolved),
+            },
+        }
+    }
+
+    /// Brings the project's observer up to date for this policy: a listing when the last one
+    /// is no longer fresh for it ([`Engine::fresh_for`]), else a read of the delivered jobs a
+    /// rule could act on; then the re-reads of settled and stale jobs.
+    async fn observe_project(
+        &self,
+        run: &PolicyRun,
+        project: &ProjectRef,
+        project_id: u64,
+        observer: &mut ProjectObserver,
+        stop: &CancellationToken,
+    ) -> Observed {
         // Metrics label the project by its id; decisions, logs and Events name it as the policy
         // spells it.
         let label = project_id.to_string();
-        observer.watch(&run.policy);
         let observer_key = (run.instance.clone(), project_id);
         // Jobs delivered by Job Hooks: a listing now reads them anyway; otherwise each is read
         // (once, by whichever policy comes first: the others decide on what it read).
@@ -1033,60 +1121,73 @@ impl Engine {
         let must_list = observer
             .last_sync()
             .is_none_or(|t| run.now - t >= fresh_for);
-        if !must_list {
-            // Only the jobs a rule of a watching policy could act on now, or that supersede a
-            // held job; a held job delivered in another status is read before any decision on
-            // it (see `read_stale`).
-            let mut to_read = Vec::new();
-            for d in &delivered {
-                let need = delivery_need(observer.watchers(), &d.job, observer.jobs(), run.now);
-                match need {
-                    DeliveryNeed::Read => to_read.push(d.job.job_id),
-                    DeliveryNeed::Stale => observer.mark_stale(d.job.job_id),
-                    DeliveryNeed::Nothing => {}
-                }
-            }
-            let refreshed = self
-                .read_delivered(run, project_id, &mut observer, &to_read)
-                .await;
-            self.account(&label, &observer, &refreshed, run.now);
-        } else {
+        if must_list {
             // A sync can wait long for the rate limit: it is abandoned on stop (the next sync
             // reads again whatever this one did not finish).
+            let options = self.sync_options(run, &observer_key);
             let synced = tokio::select! {
                 biased;
-                () = stop.cancelled() => return out,
-                synced = observer.sync(&run.client, run.now, &self.inner.clock, self.sync_options(run, &observer_key)) => synced,
+                () = stop.cancelled() => return Observed::Stopped,
+                synced = observer.sync(&run.client, run.now, &self.inner.clock, options) => synced,
             };
             match synced {
                 Ok((stats, refreshed)) => {
                     tracing::debug!(%project, ?stats, "synced");
-                    self.account(&label, &observer, &refreshed, run.now);
+                    self.account(&label, observer, &refreshed, run.now);
                 }
                 Err(err) => {
                     tracing::warn!(policy = %run.policy.key, %project, error = %err, "cannot observe project");
-                    out.observe_error = Some(err);
-                    return out;
+                    return Observed::Failed(err);
                 }
             }
+        } else {
+            let refreshed = self
+                .read_deliveries(run, project_id, observer, &delivered)
+                .await;
+            self.account(&label, observer, &refreshed, run.now);
         }
         // A job whose in-doubt window has passed is re-read before its facts and decisions.
-        self.reread_settled(run, project_id, &mut observer).await;
+        self.reread_settled(run, project_id, observer).await;
         // So is a held job a delivery said has moved on, when the policy would decide on it.
-        self.read_stale(run, project_id, project, &label, &mut observer)
+        self.read_stale(run, project_id, project, &label, observer)
             .await;
-        out.jobs_seen = observer.jobs().len();
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return out,
-            () = self.gather_facts(run, &mut observer, &mut out) => {}
-        }
-        // Observed: decisions and actions need no sync slot.
-        drop(sync_slot);
+        Observed::Yes
+    }
 
+    /// Reads the delivered jobs a rule of a watching policy could act on now, or that supersede
+    /// a held job; a held job delivered in another status is marked stale, to be read before
+    /// any decision on it (see [`Engine::read_stale`]).
+    async fn read_deliveries(
+        &self,
+        run: &PolicyRun,
+        project_id: u64,
+        observer: &mut ProjectObserver,
+        delivered: &[Delivered],
+    ) -> Vec<JobRecord> {
+        let mut to_read = Vec::new();
+        for d in delivered {
+            match delivery_need(observer.watchers(), &d.job, observer.jobs(), run.now) {
+                DeliveryNeed::Read => to_read.push(d.job.job_id),
+                DeliveryNeed::Stale => observer.mark_stale(d.job.job_id),
+                DeliveryNeed::Nothing => {}
+            }
+        }
+        self.read_delivered(run, project_id, observer, &to_read)
+            .await
+    }
+
+    /// Decides on the observed project and carries out the decisions, until stopped.
+    async fn decide_and_act(
+        &self,
+        run: &PolicyRun,
+        project_id: u64,
+        observer: &mut ProjectObserver,
+        stop: &CancellationToken,
+        out: &mut ProjectRun,
+    ) {
         let decisions = {
             let observation = Observation {
-                project,
+                project: &out.project,
                 jobs: observer.jobs(),
                 pipeline_jobs: observer.pipeline_jobs(),
                 log_tails: observer.log_tails(),
@@ -1108,14 +1209,10 @@ impl Engine {
             if stop.is_cancelled() {
                 break;
             }
-            if let Some(record) = self
-                .carry_out(run, project_id, &mut observer, decision)
-                .await
-            {
+            if let Some(record) = self.carry_out(run, project_id, observer, decision).await {
                 out.actions.push(record);
             }
         }
-        out
     }
 
     /// Feeds job metrics: queue times and failures exactly once per job, current counts.
@@ -1184,8 +1281,10 @@ impl Engine {
                     Ok(Fact::LogTail(id, tail)) => observer.cache_log_tail(id, tail),
                     Err(err) => {
                         tracing::warn!(policy = %run.policy.key, project = %out.project, error = %err, "cannot read a fact");
-                        out.fact_failures
-                            .push(ProjectFailure::of(&out.project, &err));
+                        out.fact_failures.push(ProjectFailure::new(
+                            FailedTarget::Project(out.project.clone()),
+                            &err,
+                        ));
                     }
                 }
             }
@@ -1586,6 +1685,10 @@ struct PolicyRun {
     claimed: Mutex<HashSet<u64>>,
     /// Whether a rule may act on manual or scheduled jobs: then syncs follow them too.
     follow_blocked: bool,
+    /// Every project, or those with deliveries due.
+    scope: Scope,
+    /// How many actions the run's report lists one by one.
+    listed_actions: usize,
 }
 
 /// The actions a run may still take, shared by the projects it runs concurrently.
@@ -1620,6 +1723,31 @@ impl Allowance {
 }
 
 /// What one project contributed to a policy run.
+/// A run's failures, in order, and the first (what the run fails with when no project could
+/// be observed).
+#[derive(Default)]
+struct Failures {
+    all: Vec<ProjectFailure>,
+    first: Option<(FailedTarget, GitLabError)>,
+}
+
+impl Failures {
+    fn add(&mut self, target: FailedTarget, err: GitLabError) {
+        self.all.push(ProjectFailure::new(target.clone(), &err));
+        self.first.get_or_insert((target, err));
+    }
+}
+
+/// How a project's observation for a run went.
+enum Observed {
+    /// Up to date: decide on it.
+    Yes,
+    /// Not observed: the error is the project's failure in the run.
+    Failed(GitLabError),
+    /// Stopped (shutdown) before it was observed.
+    Stopped,
+}
+
 struct ProjectRun {
     project: ProjectRef,
     observe_error: Option<GitLabError>,

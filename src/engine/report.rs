@@ -259,10 +259,10 @@ impl RunReport {
 }
 
 impl ProjectFailure {
-    /// The failure to observe `project`.
-    pub(super) fn of(project: &ProjectRef, err: &GitLabError) -> ProjectFailure {
+    /// A failure on `target` (a project or a group).
+    pub(super) fn new(target: FailedTarget, err: &GitLabError) -> ProjectFailure {
         ProjectFailure {
-            target: FailedTarget::Project(project.clone()),
+            target,
             kind: err.kind(),
             message: err.to_string(),
         }
@@ -364,8 +364,8 @@ mod tests {
             FailedTarget::Project(ProjectRef::parse("g/p")).to_string(),
             "project g/p"
         );
-        let failure = ProjectFailure::of(
-            &ProjectRef::Id(3),
+        let failure = ProjectFailure::new(
+            FailedTarget::Project(ProjectRef::Id(3)),
             &GitLabError::InvalidArgument("bad".into()),
         );
         assert_eq!(failure.target, FailedTarget::Project(ProjectRef::Id(3)));
