@@ -233,7 +233,9 @@ pub struct GitlabConnection {
     /// The Secret (in the policy's own namespace) holding a GitLab API token with the `api` scope.
     pub token_secret_ref: SecretKeyRef,
 
-    /// A Secret (in the policy's own namespace) holding PEM CA certificates to trust for `url`.
+    /// A Secret (in the policy's own namespace) holding PEM CA certificates to trust for `url`,
+    /// on top of the system roots and the controller's `--ca-bundle` (for a private CA). The
+    /// policy does not run while the Secret or key is missing or holds no valid certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_secret_ref: Option<SecretKeyRef>,
 

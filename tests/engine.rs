@@ -797,7 +797,7 @@ async fn a_stop_mid_pass_ends_the_run_without_waiting_for_slow_requests() {
     let policy = w.policy(RETRY_POLICY);
     let engine = w.engine();
     let stop = CancellationToken::new();
-    let token = SecretString::from(TOKEN.to_owned());
+    let token = jobwarden::engine::GitLabAccess::from(SecretString::from(TOKEN.to_owned()));
     let run = engine.reconcile(&policy, &token, RunMode::Normal, &stop);
     let stopper = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -954,7 +954,7 @@ async fn a_backlog_run_lists_a_thousand_actions_and_counts_the_rest() {
     let plan = engine
         .reconcile(
             &policy,
-            &SecretString::from(TOKEN.to_owned()),
+            &SecretString::from(TOKEN.to_owned()).into(),
             RunMode::ForceDryRun,
             &CancellationToken::new(),
         )

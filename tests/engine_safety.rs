@@ -195,7 +195,7 @@ async fn run_expecting_refusal(w: &World, config: EngineConfig) -> ReconcileErro
     w.engine_with(config)
         .reconcile(
             &w.policy(PLAY_POLICY),
-            &SecretString::from(TOKEN.to_owned()),
+            &SecretString::from(TOKEN.to_owned()).into(),
             RunMode::Normal,
             &tokio_util::sync::CancellationToken::new(),
         )
@@ -276,7 +276,7 @@ async fn the_example_policies_do_not_undo_each_other() {
         std::sync::Arc::new(jobwarden::metrics::Metrics::new()),
     );
     let policies = example_policies(&sim.base_url());
-    let token = SecretString::from(TOKEN.to_owned());
+    let token = jobwarden::engine::GitLabAccess::from(SecretString::from(TOKEN.to_owned()));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut created_by_retry = HashSet::new();
     let mut canceled = std::collections::HashMap::new();

@@ -108,7 +108,7 @@ async fn reconcile(engine: &Engine, policy: &CompiledPolicy) {
     engine
         .reconcile(
             policy,
-            &SecretString::from(TOKEN.to_owned()),
+            &SecretString::from(TOKEN.to_owned()).into(),
             RunMode::Normal,
             &CancellationToken::new(),
         )

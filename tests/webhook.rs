@@ -160,7 +160,7 @@ async fn run_delivered(
     engine
         .reconcile_delivered(
             policy,
-            &SecretString::from(TOKEN.to_owned()),
+            &SecretString::from(TOKEN.to_owned()).into(),
             &CancellationToken::new(),
         )
         .await

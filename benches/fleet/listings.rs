@@ -51,7 +51,9 @@ impl Listings {
         let listed = u64::try_from(full.len()).unwrap_or(u64::MAX);
         full_per_project[0] = u64::from(projects).saturating_sub(listed);
         for count in full.values() {
-            let bucket = usize::try_from(*count).unwrap_or(usize::MAX).min(MOST_BUCKETS);
+            let bucket = usize::try_from(*count)
+                .unwrap_or(usize::MAX)
+                .min(MOST_BUCKETS);
             full_per_project[bucket] += 1;
         }
         Listings {

@@ -5,9 +5,11 @@
 //! problem (`<file>: document <n>: <field>: <reason>`) on stderr. Exit code 0 when every
 //! manifest is valid and at least one policy was found, 1 otherwise.
 
+use crate::gitlab::CaBundle;
 use crate::source::files::{
     LoadedManifests, ManifestError, load_manifests, lookup_secret_key, policy_namespace,
 };
+use secrecy::ExposeSecret;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,37 +60,52 @@ pub fn run(
     })
 }
 
-/// A policy whose token Secret is among the manifests but lacks the key would fail at run
-/// time; say so now. (A Secret that is absent is fine: the token may come from the
-/// environment.)
+/// A policy whose token or CA bundle Secret is among the manifests but lacks the key (or whose
+/// CA bundle holds no valid certificate) would fail at run time; say so now. (A Secret that is
+/// absent is fine: the token may come from the environment, and Secrets are often kept apart
+/// from the policies.)
 fn secret_reference_problems(loaded: &LoadedManifests) -> Vec<ManifestError> {
     let mut out = Vec::new();
     for p in &loaded.policies {
         let namespace = policy_namespace(&p.policy);
         let gitlab = &p.policy.spec.gitlab;
         let refs = [
-            ("spec.gitlab.tokenSecretRef", Some(&gitlab.token_secret_ref)),
-            (
-                "spec.gitlab.caBundleSecretRef",
-                gitlab.ca_bundle_secret_ref.as_ref(),
-            ),
+            (TOKEN_REF, Some(&gitlab.token_secret_ref)),
+            (CA_BUNDLE_REF, gitlab.ca_bundle_secret_ref.as_ref()),
         ];
         for (path, secret_ref) in refs {
             let Some(secret_ref) = secret_ref else {
                 continue;
             };
-            if let Err(e) = lookup_secret_key(&loaded.secrets, namespace, secret_ref) {
+            let problem = match lookup_secret_key(&loaded.secrets, namespace, secret_ref) {
+                Err(e) => Some(e.to_string()),
+                Ok(Some(pem)) if path == CA_BUNDLE_REF => {
+                    CaBundle::from_pem(pem.expose_secret().as_bytes())
+                        .err()
+                        .map(|e| {
+                            format!(
+                                "key {:?} of Secret {namespace}/{}: {e}",
+                                secret_ref.key, secret_ref.name
+                            )
+                        })
+                }
+                Ok(_) => None,
+            };
+            if let Some(message) = problem {
                 out.push(ManifestError {
                     file: p.source.file.clone(),
                     document: Some(p.source.document),
                     path: Some(path.to_owned()),
-                    message: e.to_string(),
+                    message,
                 });
             }
         }
     }
     out
 }
+
+const TOKEN_REF: &str = "spec.gitlab.tokenSecretRef";
+const CA_BUNDLE_REF: &str = "spec.gitlab.caBundleSecretRef";
 
 #[cfg(test)]
 mod tests {
@@ -160,6 +177,30 @@ spec:
             err,
             format!(
                 "{}: document 1: spec.gitlab.tokenSecretRef: Secret ci/gitlab has no key \"token\"\n",
+                file.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_ca_bundle_secret_without_a_certificate_fails_the_check() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("p.yaml");
+        let policy = POLICY.replace(
+            "tokenSecretRef: {name: gitlab, key: token}}",
+            "tokenSecretRef: {name: gitlab, key: token}, \
+             caBundleSecretRef: {name: gitlab-ca, key: ca.crt}}",
+        );
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: gitlab-ca, namespace: ci}\nstringData: {ca.crt: glpat-pasted-here}\n";
+        fs::write(&file, format!("{policy}---\n{secret}")).unwrap();
+        let (code, _, err) = check(vec![file.clone()]);
+        assert_eq!(code, ExitCode::FAILURE);
+        assert_eq!(
+            err,
+            format!(
+                "{}: document 1: spec.gitlab.caBundleSecretRef: key \"ca.crt\" of Secret \
+                 ci/gitlab-ca: holds no certificate (a PEM bundle of `-----BEGIN CERTIFICATE-----` \
+                 blocks)\n",
                 file.display()
             )
         );

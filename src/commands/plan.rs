@@ -2,9 +2,13 @@
 //! why.
 
 use super::{GitLabArgs, PolicyFilesArgs};
-use crate::engine::{ActionRecord, Engine, Outcome, RunMode, RunReport, system_clock};
+use crate::engine::{
+    ActionRecord, Engine, GitLabAccess, Outcome, RunMode, RunReport, system_clock,
+};
 use crate::metrics::Metrics;
-use crate::source::files::{load_manifests, resolve_token};
+use crate::source::files::{
+    LoadedPolicy, LoadedSecret, load_manifests, resolve_ca_bundle, resolve_token,
+};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -91,8 +95,8 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
                 continue;
             }
         };
-        let token = match resolve_token(&loaded.policy, &manifests.secrets, &args.files.token_env) {
-            Ok(t) => t,
+        let access = match access_of(loaded, &manifests.secrets, &args.files.token_env) {
+            Ok(access) => access,
             Err(err) => {
                 failed = true;
                 eprintln!("error: {}: {err}", policy.key);
@@ -100,7 +104,7 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
             }
         };
         match engine
-            .reconcile(policy, &token, RunMode::ForceDryRun, &never)
+            .reconcile(policy, &access, RunMode::ForceDryRun, &never)
             .await
         {
             Ok(report) => {
@@ -138,6 +142,18 @@ pub async fn run(args: PlanArgs) -> crate::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A policy's token (its Secret, else the environment variable `token_env`) and CA bundle,
+/// from the loaded manifests; else why not.
+fn access_of(
+    loaded: &LoadedPolicy,
+    secrets: &[LoadedSecret],
+    token_env: &str,
+) -> Result<GitLabAccess, String> {
+    let token = resolve_token(&loaded.policy, secrets, token_env).map_err(|e| e.to_string())?;
+    let ca_bundle = resolve_ca_bundle(&loaded.policy, secrets).map_err(|e| e.to_string())?;
+    Ok(GitLabAccess::new(token).with_ca_bundle(ca_bundle))
 }
 
 /// The human plan of one policy: a table of jobs, rules, actions and reasons.

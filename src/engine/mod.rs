@@ -1,6 +1,7 @@
 //! The engine: observe GitLab (shared per-project caches), gather the facts candidates need,
 //! decide (pure, in `crate::policy`), act within budgets, and report.
 
+pub mod access;
 pub mod act;
 pub mod groups;
 pub mod inbox;
@@ -10,6 +11,7 @@ pub mod reconcile;
 pub mod report;
 pub mod shard;
 
+pub use access::GitLabAccess;
 pub use act::{Outcome, OutcomeKind};
 pub use ledger::{Ledger, LedgerError};
 pub use reconcile::{

@@ -1,5 +1,6 @@
 //! One policy run: observe → gather facts → decide → act → report.
 
+use super::access::GitLabAccess;
 use super::act::{self, Outcome};
 use super::groups::GroupMemberships;
 use super::inbox::{Delivered, Inbox};
@@ -15,8 +16,8 @@ use super::shard::Shard;
 use crate::gitlab::models::{GroupRef, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire};
 use crate::gitlab::{
-    ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError, PipelineJobsQuery,
-    RateLimiter, TokenDestinations,
+    CaDigest, ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError,
+    PipelineJobsQuery, RateLimiter, TokenDestinations,
 };
 use crate::metrics::{JobAccounting, Metrics};
 use crate::policy::{
@@ -157,20 +158,42 @@ type ObserverKey = (String, u64);
 /// A project path as written in a policy, on an instance (lowercase: GitLab finds paths
 /// case-insensitively).
 type AliasKey = (String, String);
+/// A connection pool's key: the instance, and the digest of the CA bundle its connections trust
+/// besides the system roots and `--ca-bundle` (a policy's own; `None`: no bundle of its own).
+type PoolKey = (String, Option<CaDigest>);
+
+/// A policy's client, with what it was built for: a rotated token or a changed CA bundle
+/// replaces it.
+struct PolicyClient {
+    instance: String,
+    /// A digest of the token: the token itself never leaves [`Engine::client_for`].
+    token_digest: u64,
+    ca_digest: Option<CaDigest>,
+    client: GitLabClient,
+}
+
+impl PolicyClient {
+    fn pool_key(&self) -> PoolKey {
+        (self.instance.clone(), self.ca_digest)
+    }
+}
 
 struct Inner {
     config: EngineConfig,
     clock: Clock,
     metrics: Arc<Metrics>,
     started_at: Timestamp,
-    /// One client per policy: its instance, a digest of its token, and the client. A rotated
-    /// token replaces the policy's client; a forgotten policy drops it.
-    clients: Mutex<HashMap<PolicyKey, (String, u64, GitLabClient)>>,
+    /// One client per policy, with its instance and digests of its token and CA bundle. A
+    /// rotated token or a changed bundle replaces the policy's client; a forgotten policy drops
+    /// it.
+    clients: Mutex<HashMap<PolicyKey, PolicyClient>>,
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
-    /// One connection pool per instance, shared by every policy's client (a token travels in
-    /// each request's header, not in the connection): 30 policies of one instance used to keep
-    /// 250–450 connections, each with its read buffer.
-    connections: Mutex<HashMap<String, reqwest::Client>>,
+    /// One connection pool per instance and CA bundle, shared by every policy's client of that
+    /// instance trusting the same certificates (a token travels in each request's header, not
+    /// in the connection): 30 policies of one instance used to keep 250–450 connections, each
+    /// with its read buffer. A pool no client uses any more is dropped
+    /// ([`Engine::drop_unused_pools`]): a policy never connects trusting another policy's CA.
+    connections: Mutex<HashMap<PoolKey, reqwest::Client>>,
     /// Per instance, the projects being synced at once over all policies: a few projects
     /// finish their sync (and act) quickly instead of hundreds sharing the rate limit.
     sync_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -190,6 +213,14 @@ struct Inner {
     /// Per policy, the decisions that sent nothing in its last run and in the current one.
     unsent: Mutex<HashMap<PolicyKey, UnsentDecisions>>,
     accounting: Mutex<JobAccounting>,
+}
+
+/// A digest of a token, to tell a rotated one (the token itself is never kept beside it).
+fn token_digest(token: &SecretString) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.expose_secret().hash(&mut h);
+    h.finish()
 }
 
 /// The reconciler's context: GitLab clients (one rate limiter per instance), the shared project
@@ -260,13 +291,14 @@ impl Engine {
         (self.inner.clock)()
     }
 
-    /// The client of a policy, for its GitLab instance and token. Clients of one instance share
-    /// one rate limiter, whatever the token.
+    /// The client of a policy, for its GitLab instance, token and CA bundle. Clients of one
+    /// instance share one rate limiter, whatever the token; those that also trust the same CA
+    /// bundle share one connection pool.
     fn client_for(
         &self,
         key: &PolicyKey,
         url: &url::Url,
-        token: &SecretString,
+        access: &GitLabAccess,
     ) -> Result<GitLabClient, ReconcileError> {
         self.inner
             .config
@@ -274,41 +306,70 @@ impl Engine {
             .check(url)
             .map_err(ReconcileError::DestinationRefused)?;
         let instance = crate::gitlab::instance_name(url);
-        // The token is part of the key only as a digest: it never leaves this function.
-        let digest = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            token.expose_secret().hash(&mut h);
-            h.finish()
-        };
-        if let Some((i, d, client)) = lock(&self.inner.clients).get(key)
-            && *i == instance
-            && *d == digest
+        let token_digest = token_digest(&access.token);
+        let ca_digest = access
+            .ca_bundle
+            .as_ref()
+            .map(crate::gitlab::CaBundle::digest);
+        if let Some(known) = lock(&self.inner.clients).get(key)
+            && known.instance == instance
+            && known.token_digest == token_digest
+            && known.ca_digest == ca_digest
         {
-            return Ok(client.clone());
+            return Ok(known.client.clone());
         }
+        let pool_key: PoolKey = (instance.clone(), ca_digest);
         let limiter = lock(&self.inner.limiters)
             .entry(instance.clone())
             .or_insert_with(|| Arc::new(RateLimiter::new(self.inner.config.requests_per_minute)))
             .clone();
-        let mut config =
-            ClientConfig::new(url.clone(), Some(Credential::PrivateToken(token.clone())));
+        let mut config = ClientConfig::new(
+            url.clone(),
+            Some(Credential::PrivateToken(access.token.clone())),
+        );
         config.timeout = self.inner.config.request_timeout;
         config.ca_bundle = self.inner.config.ca_bundle.clone();
+        config.ca_certificates = access.ca_bundle.clone();
         config.idle_connections = self.inner.config.idle_connections;
         config.requests_per_minute = self.inner.config.requests_per_minute;
         config.rate_limiter = Some(limiter);
         config.observer = self.inner.metrics.clone();
-        config.connections = lock(&self.inner.connections).get(&instance).cloned();
+        config.connections = lock(&self.inner.connections).get(&pool_key).cloned();
         let client = GitLabClient::new(config).map_err(|source| ReconcileError::Client {
             url: instance.clone(),
             source,
         })?;
+        let replaced = lock(&self.inner.clients).insert(
+            key.clone(),
+            PolicyClient {
+                instance,
+                token_digest,
+                ca_digest,
+                client: client.clone(),
+            },
+        );
         lock(&self.inner.connections)
-            .entry(instance.clone())
+            .entry(pool_key)
             .or_insert_with(|| client.connections());
-        lock(&self.inner.clients).insert(key.clone(), (instance, digest, client.clone()));
+        if replaced.is_some() {
+            self.drop_unused_pools();
+        }
         Ok(client)
+    }
+
+    /// Drops the connection pools that no policy's client uses any more (their instance or CA
+    /// bundle changed, or their policies are gone).
+    fn drop_unused_pools(&self) {
+        let used: HashSet<PoolKey> = lock(&self.inner.clients)
+            .values()
+            .map(PolicyClient::pool_key)
+            .collect();
+        lock(&self.inner.connections).retain(|pool, _| used.contains(pool));
+    }
+
+    /// The connection pools kept, one per instance and CA bundle in use.
+    pub fn connection_pools(&self) -> usize {
+        lock(&self.inner.connections).len()
     }
 
     /// The version of `policy` this run works with, shared with the observers it watches.
@@ -365,6 +426,7 @@ impl Engine {
     /// and every observer no other policy watches, with their metric series.
     pub async fn forget_policy(&self, key: &PolicyKey) {
         lock(&self.inner.clients).remove(key);
+        self.drop_unused_pools();
         lock(&self.inner.unsent).remove(key);
         self.inner.inbox.forget_policy(key);
         lock(&self.inner.webhook_secrets).remove(key);
@@ -528,8 +590,8 @@ impl Engine {
     pub fn webhook_secrets_of_instance(&self, instance: Option<&str>) -> Vec<SecretString> {
         let policies: Vec<PolicyKey> = lock(&self.inner.clients)
             .iter()
-            .filter(|(_, (policy_instance, _, _))| {
-                instance.is_none_or(|want| want.trim_end_matches('/') == policy_instance)
+            .filter(|(_, known)| {
+                instance.is_none_or(|want| want.trim_end_matches('/') == known.instance)
             })
             .map(|(policy, _)| policy.clone())
             .collect();
@@ -558,9 +620,7 @@ impl Engine {
         }
         let owners: BTreeSet<u32> = lock(&self.inner.clients)
             .values()
-            .map(|(policy_instance, _, _)| {
-                super::shard::owner_of_project(policy_instance, project_id, count)
-            })
+            .map(|known| super::shard::owner_of_project(&known.instance, project_id, count))
             .collect();
         if owners.contains(&shard.index()) {
             return Some(shard.index());
@@ -598,12 +658,12 @@ impl Engine {
     pub async fn reconcile(
         &self,
         policy: &CompiledPolicy,
-        token: &SecretString,
+        access: &GitLabAccess,
         mode: RunMode,
         stop: &CancellationToken,
     ) -> Result<RunReport, ReconcileError> {
         let started = std::time::Instant::now();
-        let result = self.reconcile_inner(policy, token, mode, stop).await;
+        let result = self.reconcile_inner(policy, access, mode, stop).await;
         let key = &policy.key;
         let metrics = &self.inner.metrics;
         metrics.observe_reconcile(&key.namespace, &key.name, started.elapsed().as_secs_f64());
@@ -623,28 +683,28 @@ impl Engine {
     pub async fn reconcile_delivered(
         &self,
         policy: &CompiledPolicy,
-        token: &SecretString,
+        access: &GitLabAccess,
         stop: &CancellationToken,
     ) -> Result<RunReport, ReconcileError> {
-        self.reconcile_scoped(policy, token, RunMode::Normal, Scope::Delivered, stop)
+        self.reconcile_scoped(policy, access, RunMode::Normal, Scope::Delivered, stop)
             .await
     }
 
     async fn reconcile_inner(
         &self,
         policy: &CompiledPolicy,
-        token: &SecretString,
+        access: &GitLabAccess,
         mode: RunMode,
         stop: &CancellationToken,
     ) -> Result<RunReport, ReconcileError> {
-        self.reconcile_scoped(policy, token, mode, Scope::All, stop)
+        self.reconcile_scoped(policy, access, mode, Scope::All, stop)
             .await
     }
 
     async fn reconcile_scoped(
         &self,
         policy: &CompiledPolicy,
-        token: &SecretString,
+        access: &GitLabAccess,
         mode: RunMode,
         scope: Scope,
         stop: &CancellationToken,
@@ -668,7 +728,7 @@ impl Engine {
             report.projects = self.suspended_projects(&instance, policy, now).await;
             return Ok(report);
         }
-        let client = self.client_for(&policy.key, &policy.gitlab_url, token)?;
+        let client = self.client_for(&policy.key, &policy.gitlab_url, access)?;
         let mut failures = Failures::default();
         let targets = self
             .targets(&client, &instance, policy, scope, now, &mut failures)
@@ -1786,3 +1846,7 @@ enum Fact {
     PipelineJobs(u64, Vec<JobWire>),
     LogTail(u64, String),
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -20,6 +20,7 @@
 
 use crate::gitlab::auth::{AuthHeader, Credential};
 use crate::gitlab::backoff::Backoff;
+use crate::gitlab::ca::CaBundle;
 use crate::gitlab::endpoints::{Endpoint, Method, PathParams, Query};
 use crate::gitlab::error::{GitLabError, TransportFailure, api_message};
 use crate::gitlab::ratelimit::{LimitScope, RateLimiter};
@@ -57,6 +58,9 @@ pub struct ClientConfig {
     /// A PEM bundle of extra CA certificates to trust (for instances with a private CA). TLS is
     /// always verified.
     pub ca_bundle: Option<PathBuf>,
+    /// More CA certificates to trust, besides the system roots and `ca_bundle`'s (a policy's
+    /// `spec.gitlab.caBundleSecretRef`).
+    pub ca_certificates: Option<CaBundle>,
     /// The token-bucket budget used when `rate_limiter` is `None`.
     pub requests_per_minute: u32,
     /// How many times a failed GET (and a throttled POST/DELETE) is re-sent.
@@ -74,7 +78,8 @@ pub struct ClientConfig {
     /// [`GitLabError::Pagination`] (a guard against a server whose pages never end).
     pub max_pages: u32,
     /// A connection pool to share with other clients of the same instance (it must have been
-    /// built for the same `ca_bundle` and `timeout`: see [`GitLabClient::connections`]);
+    /// built for the same `ca_bundle`, `ca_certificates` and `timeout`: see
+    /// [`GitLabClient::connections`]);
     /// `None` builds a pool of its own. Policies of one instance then share a few connections
     /// instead of each keeping its own.
     pub connections: Option<reqwest::Client>,
@@ -108,6 +113,7 @@ impl ClientConfig {
             credential,
             timeout: ClientConfig::DEFAULT_TIMEOUT,
             ca_bundle: None,
+            ca_certificates: None,
             requests_per_minute: ClientConfig::DEFAULT_REQUESTS_PER_MINUTE,
             max_get_retries: ClientConfig::DEFAULT_MAX_GET_RETRIES,
             observer: Arc::new(NoopObserver),
@@ -128,6 +134,7 @@ impl fmt::Debug for ClientConfig {
             .field("credential", &self.credential)
             .field("timeout", &self.timeout)
             .field("ca_bundle", &self.ca_bundle)
+            .field("ca_certificates", &self.ca_certificates)
             .field("requests_per_minute", &self.requests_per_minute)
             .field("max_get_retries", &self.max_get_retries)
             .field("rate_limiter", &self.rate_limiter)
@@ -252,10 +259,10 @@ enum Deadline {
 }
 
 /// The HTTP client (connection pool) of a [`GitLabClient`]: its timeouts, no redirects, and the
-/// extra CA certificates of `ca_bundle`.
+/// extra CA certificates of `bundles`.
 fn http_client(
     timeout: Duration,
-    ca_bundle: Option<&std::path::Path>,
+    bundles: &[CaBundle],
     idle_connections: usize,
 ) -> Result<reqwest::Client, GitLabError> {
     let mut builder = reqwest::Client::builder()
@@ -263,22 +270,8 @@ fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(idle_connections)
         .user_agent(concat!("jobwarden/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_bundle {
-        let pem = std::fs::read(path).map_err(|e| {
-            GitLabError::Config(format!("cannot read CA bundle {}: {e}", path.display()))
-        })?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            GitLabError::Config(format!("invalid CA bundle {}: {e}", path.display()))
-        })?;
-        if certificates.is_empty() {
-            return Err(GitLabError::Config(format!(
-                "the CA bundle {} contains no certificate",
-                path.display()
-            )));
-        }
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
+    for certificate in bundles.iter().flat_map(CaBundle::reqwest_certificates) {
+        builder = builder.add_root_certificate(certificate);
     }
     builder
         .build()
@@ -286,7 +279,7 @@ fn http_client(
 }
 
 impl GitLabClient {
-    /// Builds a client. Fails on an unusable base URL, an unreadable or empty CA bundle, a
+    /// Builds a client. Fails on an unusable base URL, an unreadable or empty CA bundle file, a
     /// credential that cannot be sent in a header, or zero timeout/budget.
     pub fn new(config: ClientConfig) -> Result<GitLabClient, GitLabError> {
         let base_url = config.base_url;
@@ -311,11 +304,16 @@ impl GitLabClient {
 
         let http = match config.connections {
             Some(pool) => pool,
-            None => http_client(
-                config.timeout,
-                config.ca_bundle.as_deref(),
-                config.idle_connections,
-            )?,
+            None => {
+                let file = config
+                    .ca_bundle
+                    .as_deref()
+                    .map(CaBundle::read)
+                    .transpose()?;
+                let bundles: Vec<CaBundle> =
+                    file.into_iter().chain(config.ca_certificates).collect();
+                http_client(config.timeout, &bundles, config.idle_connections)?
+            }
         };
         let auth = config
             .credential

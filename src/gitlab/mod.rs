@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod ca;
 pub mod client;
 pub mod destinations;
 mod download;
@@ -42,6 +43,7 @@ pub mod testing;
 
 pub use auth::Credential;
 pub use backoff::Backoff;
+pub use ca::{CaBundle, CaBundleError, CaDigest};
 pub use client::{ClientConfig, GitLabClient, instance_name};
 pub use destinations::{DestinationRefused, TokenDestinations};
 pub use download::Download;

@@ -1,11 +1,13 @@
 //! `jobwarden simulate`: serve a simulated GitLab until SIGINT or SIGTERM.
 
 use crate::sim::{
-    Clock, DEFAULT_WEBHOOK_TIMEOUT, FaultConfig, FleetConfig, SimConfig, Simulator, WebhookConfig,
+    Clock, DEFAULT_WEBHOOK_TIMEOUT, FaultConfig, FleetConfig, SimConfig, SimTls, Simulator,
+    WebhookConfig,
 };
 use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -135,6 +137,15 @@ pub struct SimulateArgs {
         default_value_t = 1_000
     )]
     pub fault_hook_reorder_ms: u64,
+
+    /// Serve HTTPS with this PEM certificate (the server's first, then any intermediates)
+    /// instead of plain HTTP. Needs --tls-key.
+    #[arg(long, env = "JOBWARDEN_SIM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "JOBWARDEN_SIM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for SimulateArgs {
@@ -150,6 +161,7 @@ impl fmt::Debug for SimulateArgs {
                 "webhook_token",
                 &self.webhook_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("tls_cert", &self.tls_cert)
             .finish_non_exhaustive()
     }
 }
@@ -177,7 +189,16 @@ fn positive_float(raw: &str) -> Result<f64, String> {
 }
 
 impl SimulateArgs {
-    /// The simulator configuration these flags describe.
+    /// The HTTPS certificate and key of `--tls-cert` and `--tls-key`, read and checked; `None`
+    /// without them (plain HTTP).
+    pub fn tls(&self) -> std::io::Result<Option<SimTls>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => SimTls::from_files(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The simulator configuration these flags describe (without TLS: see [`Self::tls`]).
     pub fn config(&self) -> SimConfig {
         SimConfig {
             projects: self.projects,
@@ -231,12 +252,17 @@ pub async fn run_simulate(args: SimulateArgs) -> crate::Result<ExitCode> {
             "--token must not be empty".into(),
         ));
     }
-    let handle = Simulator::start(args.config(), args.listen).await?;
+    let config = SimConfig {
+        tls: args.tls()?,
+        ..args.config()
+    };
+    let handle = Simulator::start(config, args.listen).await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "jobwarden simulator listening on http://{}",
+            "jobwarden simulator listening on {}://{}",
+            handle.base_url().scheme(),
             handle.local_addr()
         )?;
         out.flush()?;
@@ -332,6 +358,34 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_load_the_certificate_and_key_and_name_a_file_that_cannot_be_read() {
+        let pki = crate::sim::TestPki::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, &pki.cert_pem).expect("write");
+        std::fs::write(&key, &pki.key_pem).expect("write");
+        let parse = |cert: &std::path::Path, key: &std::path::Path| {
+            let (cert, key) = (cert.to_str().expect("UTF-8"), key.to_str().expect("UTF-8"));
+            let args = [
+                "simulate",
+                "--token",
+                "t",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ];
+            Cli::try_parse_from(args).expect("valid flags").args
+        };
+        assert!(parse(&cert, &key).tls().expect("usable").is_some());
+        let missing = dir.path().join("missing.pem");
+        let err = parse(&cert, &missing).tls().expect_err("no key file");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        let cli = Cli::try_parse_from(["simulate", "--token", "t"]).expect("valid flags");
+        assert!(cli.args.tls().expect("nothing to read").is_none());
+    }
+
+    #[test]
     fn bad_flags_are_refused() {
         for bad in [
             vec!["simulate", "--token", "t", "--fault-drop-ratio", "1.5"],
@@ -339,6 +393,8 @@ mod tests {
             vec!["simulate", "--token", "t", "--fault-429-every", "0"],
             vec!["simulate", "--token", "t", "--webhook-token", "x"],
             vec!["simulate", "--token", "t", "--fault-hook-drop-ratio", "2"],
+            vec!["simulate", "--token", "t", "--tls-cert", "cert.pem"],
+            vec!["simulate", "--token", "t", "--tls-key", "key.pem"],
             vec!["simulate"],
         ] {
             assert!(Cli::try_parse_from(bad.clone()).is_err(), "{bad:?}");

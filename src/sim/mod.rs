@@ -9,7 +9,9 @@
 //! In process: [`Simulator::start`] with a [`SimConfig`], then talk HTTP to
 //! [`SimHandle::base_url`] and drive the scenario through [`SimHandle::control`]. From the
 //! command line: `jobwarden simulate --token T [--projects N --seed S …]`; the first line on
-//! stdout is `jobwarden simulator listening on http://<addr>`.
+//! stdout is `jobwarden simulator listening on http://<addr>`. With `--tls-cert PATH --tls-key
+//! PATH` ([`SimConfig::tls`] in process) it serves the same API over HTTPS, and that line says
+//! `https://<addr>`.
 //!
 //! # The fleet
 //!
@@ -169,6 +171,7 @@ mod reqlog;
 mod server;
 mod state;
 mod status;
+mod tls;
 mod trace;
 
 pub use clock::Clock;
@@ -180,6 +183,9 @@ pub use faults::FaultConfig;
 pub use fleet::{FLEET_GROUPS, FleetConfig, project_group, project_path};
 pub use hooks::{RECENT_DELIVERIES, SimWebhook, WebhookConfig, WebhookDelivery, WebhookStats};
 pub use reqlog::LoggedRequest;
+pub use tls::SimTls;
+#[cfg(test)]
+pub(crate) use tls::TestPki;
 
 use crate::sim::faults::FaultInjector;
 use crate::sim::hooks::{HookHub, HubSettings};
@@ -187,6 +193,7 @@ use crate::sim::ratelimit::FixedWindow;
 use crate::sim::reqlog::RequestLog;
 use crate::sim::server::{ConnInfo, Shared, SimListener};
 use crate::sim::state::{World, mix64};
+use crate::sim::tls::TlsSimListener;
 use axum::Router;
 use std::fmt;
 use std::net::SocketAddr;
@@ -226,6 +233,8 @@ pub struct SimConfig {
     /// Deliveries each hook may have waiting; beyond that they are discarded and counted
     /// (default 1000).
     pub webhook_queue_capacity: usize,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP (default: plain HTTP).
+    pub tls: Option<SimTls>,
 }
 
 impl SimConfig {
@@ -246,6 +255,7 @@ impl SimConfig {
             webhooks: Vec::new(),
             webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
             webhook_queue_capacity: 1000,
+            tls: None,
         }
     }
 }
@@ -275,6 +285,7 @@ impl fmt::Debug for SimConfig {
             .field("webhooks", &self.webhooks)
             .field("webhook_timeout", &self.webhook_timeout)
             .field("webhook_queue_capacity", &self.webhook_queue_capacity)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -310,7 +321,12 @@ impl Simulator {
     pub async fn start(config: SimConfig, listen: SocketAddr) -> std::io::Result<SimHandle> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let base_url = url::Url::parse(&format!("http://{local_addr}/"))
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = url::Url::parse(&format!("{scheme}://{local_addr}/"))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let links_base = match &config.base_url_for_links {
             Some(custom) => {
@@ -381,17 +397,14 @@ impl Simulator {
             .nest("/-/sim", admin::router())
             .fallback(api::serve)
             .with_state(Arc::clone(&shared));
-        let signal = shutdown.clone();
-        let server = axum::serve(
-            SimListener::new(listener),
-            app.into_make_service_with_connect_info::<ConnInfo>(),
-        )
-        .with_graceful_shutdown(async move { signal.cancelled().await });
-        let task = tokio::spawn(async move {
-            if let Err(err) = server.await {
-                tracing::error!(error = %err, "simulator server stopped");
-            }
-        });
+        let task = match &config.tls {
+            None => serve(SimListener::new(listener), app, shutdown.clone()),
+            Some(tls) => serve(
+                TlsSimListener::new(listener, local_addr, tls),
+                app,
+                shutdown.clone(),
+            ),
+        };
         tracing::info!(url = %base_url, projects = config.projects, seed = config.seed, "simulator started");
         Ok(SimHandle {
             base_url,
@@ -401,6 +414,24 @@ impl Simulator {
             task: Some(task),
         })
     }
+}
+
+/// Serves `app` on `listener` (plain HTTP, or HTTPS) until `shutdown` fires.
+fn serve<L>(listener: L, app: Router, shutdown: CancellationToken) -> JoinHandle<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    ConnInfo: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ConnInfo>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    tokio::spawn(async move {
+        if let Err(err) = server.await {
+            tracing::error!(error = %err, "simulator server stopped");
+        }
+    })
 }
 
 /// Builds the world with its fleet (CPU-bound; run off the async threads).

@@ -120,6 +120,13 @@ pub(crate) struct KillableStream {
     kill: KillSwitch,
 }
 
+impl KillableStream {
+    /// The switch that closes this connection.
+    pub fn kill_switch(&self) -> KillSwitch {
+        self.kill.clone()
+    }
+}
+
 fn killed() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,

@@ -1,9 +1,12 @@
-//! Why a policy's reference to a key of a Secret (`tokenSecretRef`, `webhookSecretRef`) could
-//! not be resolved: one error for both policy sources, the cluster
+//! Why a policy's reference to a key of a Secret (`tokenSecretRef`, `webhookSecretRef`,
+//! `caBundleSecretRef`) could not be resolved: one error for both policy sources, the cluster
 //! ([`kube::secrets`](crate::source::kube::secrets), Secrets read from the apiserver) and files
 //! ([`files`](crate::source::files), Secret manifests loaded with the policies).
 //!
 //! Every message names the namespace, the Secret and (where it matters) the key, never a value.
+
+use crate::crd::SecretKeyRef;
+use crate::gitlab::{CaBundle, CaBundleError};
 
 /// Why a Secret reference could not be resolved. Names the Secret and key, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,50 @@ pub enum SecretError {
         #[source]
         source: kube::Error,
     },
+}
+
+/// Why a policy's `spec.gitlab.caBundleSecretRef` gives no CA certificates to trust: the
+/// policy does not run. Every message starts with the field, then names the Secret and key,
+/// never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleRefError {
+    /// The Secret or its key cannot be read (as for the token).
+    #[error("spec.gitlab.caBundleSecretRef: {0}")]
+    Secret(#[source] SecretError),
+    /// The key's value is not a PEM bundle of CA certificates.
+    #[error("spec.gitlab.caBundleSecretRef: key {key:?} of Secret {namespace}/{name}: {source}")]
+    Certificates {
+        namespace: String,
+        name: String,
+        key: String,
+        #[source]
+        source: CaBundleError,
+    },
+}
+
+impl CaBundleRefError {
+    /// A stable, low-cardinality name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CaBundleRefError::Secret(err) => err.kind(),
+            CaBundleRefError::Certificates { .. } => "ca_bundle_invalid",
+        }
+    }
+}
+
+/// The CA certificates of `pem`, the value of `secret_ref` (a policy's `caBundleSecretRef`)
+/// in `namespace`.
+pub fn parse_ca_bundle(
+    pem: &[u8],
+    namespace: &str,
+    secret_ref: &SecretKeyRef,
+) -> Result<CaBundle, CaBundleRefError> {
+    CaBundle::from_pem(pem).map_err(|source| CaBundleRefError::Certificates {
+        namespace: namespace.to_owned(),
+        name: secret_ref.name.clone(),
+        key: secret_ref.key.clone(),
+        source,
+    })
 }
 
 /// The environment fallback of a file-mode token that was not found either.

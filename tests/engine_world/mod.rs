@@ -164,7 +164,7 @@ async fn reconcile(
     engine
         .reconcile(
             policy,
-            &SecretString::from(token.to_owned()),
+            &SecretString::from(token.to_owned()).into(),
             RunMode::Normal,
             &CancellationToken::new(),
         )

@@ -9,7 +9,8 @@
 //!   1, counting only documents with content. Each document is parsed on its own, so one bad
 //!   document never stops the others from loading.
 //! - `jobwarden.dev/v1alpha1` `JobPolicy` documents are policies (namespace `default` when
-//!   absent); `v1` `Secret` documents provide tokens; other kinds are ignored.
+//!   absent); `v1` `Secret` documents provide tokens, CA bundles and webhook secrets; other kinds
+//!   are ignored.
 //! - Fields the CRD schema does not know are errors (the apiserver would drop them silently,
 //!   and a misspelt condition such as `olderthan` would widen a rule to every job).
 //!
@@ -36,7 +37,7 @@ mod walk;
 pub use bounds::{MAX_DOCUMENTS, MAX_FLOW_NESTING, MAX_MANIFEST_BYTES, check_manifest_text};
 pub use metadata::{DEFAULT_NAMESPACE, policy_namespace};
 pub use secrets::lookup_secret_key;
-pub use tokens::{resolve_token, resolve_token_with, resolve_webhook_secret};
+pub use tokens::{resolve_ca_bundle, resolve_token, resolve_token_with, resolve_webhook_secret};
 pub use walk::{manifest_files, read_manifest};
 
 use crate::crd::JobPolicy;

@@ -4,9 +4,9 @@
 
 use super::{
     LoadedManifests, LoadedPolicy, LoadedSecret, load_manifests, manifest_files, read_manifest,
-    resolve_token, resolve_webhook_secret,
+    resolve_ca_bundle, resolve_token, resolve_webhook_secret,
 };
-use crate::engine::{Engine, RunMode, RunReport};
+use crate::engine::{Engine, GitLabAccess, RunMode, RunReport};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey};
 use crate::server::Readiness;
@@ -137,8 +137,9 @@ pub async fn run_policies(
     }
 }
 
-/// What a policy task runs, by policy: the compiled policy, its token and its fingerprint.
-type Wanted = HashMap<PolicyKey, (CompiledPolicy, SecretString, u64)>;
+/// What a policy task runs, by policy: the compiled policy, its token and CA bundle, and its
+/// fingerprint.
+type Wanted = HashMap<PolicyKey, (CompiledPolicy, GitLabAccess, u64)>;
 
 /// Starts, restarts or stops policy tasks to match what the files say now.
 fn apply(
@@ -174,8 +175,8 @@ fn rejected_documents(manifests: &LoadedManifests) -> HashMap<PolicyState, i64> 
     )])
 }
 
-/// The selected policies that can run; each that cannot (invalid, or without a token) is
-/// counted in `unrunnable`.
+/// The selected policies that can run; each that cannot (invalid, without a token, or with an
+/// unusable CA bundle) is counted in `unrunnable`.
 fn wanted_policies(
     engine: &Engine,
     config: &RunnerConfig,
@@ -191,9 +192,9 @@ fn wanted_policies(
     });
     for loaded in selected {
         match runnable(engine, config, &manifests.secrets, loaded) {
-            Ok((compiled, token)) => {
-                let fingerprint = policy_fingerprint(&loaded.policy.spec, &token);
-                wanted.insert(compiled.key.clone(), (compiled, token, fingerprint));
+            Ok((compiled, access)) => {
+                let fingerprint = policy_fingerprint(&loaded.policy.spec, &access);
+                wanted.insert(compiled.key.clone(), (compiled, access, fingerprint));
             }
             Err(state) => *unrunnable.entry(state).or_default() += 1,
         }
@@ -201,14 +202,15 @@ fn wanted_policies(
     wanted
 }
 
-/// A policy ready to run: compiled (and rewritten by the override), with its GitLab token, its
-/// webhook secret given to the engine. Else, with its problem logged, the state it counts in.
+/// A policy ready to run: compiled (and rewritten by the override), with its GitLab token and
+/// CA bundle, its webhook secret given to the engine. Else, with its problem logged, the state
+/// it counts in.
 fn runnable(
     engine: &Engine,
     config: &RunnerConfig,
     secrets: &[LoadedSecret],
     loaded: &LoadedPolicy,
-) -> Result<(CompiledPolicy, SecretString), PolicyState> {
+) -> Result<(CompiledPolicy, GitLabAccess), PolicyState> {
     let compiled = match &loaded.compiled {
         Ok(compiled) => compiled,
         Err(errors) => {
@@ -231,6 +233,14 @@ fn runnable(
             return Err(PolicyState::Error);
         }
     };
+    let ca_bundle = match resolve_ca_bundle(&loaded.policy, secrets) {
+        Ok(ca_bundle) => ca_bundle,
+        Err(err) => {
+            // The field leads the message: `spec.gitlab.caBundleSecretRef: …`.
+            tracing::error!(policy = %compiled.key, error = %err, "no usable CA bundle: the policy does not run");
+            return Err(PolicyState::Error);
+        }
+    };
     match resolve_webhook_secret(&loaded.policy, secrets) {
         Ok(secret) => engine.set_webhook_secret(&compiled.key, secret),
         Err(err) => {
@@ -239,7 +249,7 @@ fn runnable(
             engine.set_webhook_secret(&compiled.key, None);
         }
     }
-    Ok((compiled, token))
+    Ok((compiled, GitLabAccess::new(token).with_ca_bundle(ca_bundle)))
 }
 
 /// Sets the `policies` gauge to what the files say now: the documents that cannot run, and
@@ -292,7 +302,7 @@ fn start_new(
     running: &mut HashMap<PolicyKey, Running>,
     wanted: Wanted,
 ) {
-    for (key, (policy, token, fingerprint)) in wanted {
+    for (key, (policy, access, fingerprint)) in wanted {
         if running.contains_key(&key) {
             continue;
         }
@@ -301,7 +311,7 @@ fn start_new(
         let task = tokio::spawn(policy_loop(
             engine.clone(),
             policy,
-            token,
+            access,
             sink.clone(),
             Arc::clone(states),
             stop.clone(),
@@ -330,7 +340,7 @@ fn healthy_state(policy: &CompiledPolicy) -> PolicyState {
 async fn policy_loop(
     engine: Engine,
     policy: CompiledPolicy,
-    token: SecretString,
+    access: GitLabAccess,
     sink: ReportSink,
     states: Arc<Mutex<PolicyStates>>,
     stop: CancellationToken,
@@ -339,7 +349,7 @@ async fn policy_loop(
     let wakeup = engine.wakeup(&policy.key);
     loop {
         let state = match engine
-            .reconcile(&policy, &token, RunMode::Normal, &stop)
+            .reconcile(&policy, &access, RunMode::Normal, &stop)
             .await
         {
             Ok(report) => {
@@ -366,7 +376,7 @@ async fn policy_loop(
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep_until(next_run) => break,
                 () = wakeup.notified() => {
-                    match engine.reconcile_delivered(&policy, &token, &stop).await {
+                    match engine.reconcile_delivered(&policy, &access, &stop).await {
                         Ok(report) if !report.actions.is_empty() || !report.failures.is_empty() => sink(&report),
                         Ok(_) => {}
                         Err(err) => tracing::warn!(policy = %policy.key, error = %err, "acting on deliveries failed"),
@@ -396,10 +406,12 @@ fn files_fingerprint(paths: &[PathBuf]) -> u64 {
     h.finish()
 }
 
-/// Identifies what a policy task runs: its spec and its token. A change restarts the task.
-fn policy_fingerprint(spec: &crate::crd::JobPolicySpec, token: &SecretString) -> u64 {
+/// Identifies what a policy task runs: its spec, its token and its CA bundle. A change
+/// restarts the task.
+fn policy_fingerprint(spec: &crate::crd::JobPolicySpec, access: &GitLabAccess) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
-    token.expose_secret().hash(&mut h);
+    access.token.expose_secret().hash(&mut h);
+    access.ca_bundle.as_ref().map(|b| b.digest()).hash(&mut h);
     h.finish()
 }

@@ -5,7 +5,8 @@ use super::LoadedSecret;
 use super::metadata::policy_namespace;
 use super::secrets::lookup_secret_key;
 use crate::crd::{JobPolicy, SecretKeyRef};
-use crate::source::secret::{EnvFallback, SecretError};
+use crate::gitlab::CaBundle;
+use crate::source::secret::{CaBundleRefError, EnvFallback, SecretError, parse_ca_bundle};
 use secrecy::{ExposeSecret, SecretString};
 
 /// The GitLab token of a policy: the key of its `tokenSecretRef` Secret in the policy's OWN
@@ -71,6 +72,22 @@ pub fn resolve_webhook_secret(
     .map(|secret| secret.map(|s| SecretString::from(s.expose_secret().trim().to_owned())))
 }
 
+/// The CA certificates of a policy's `caBundleSecretRef`, if it names one: the PEM bundle under
+/// that key of the Secret manifest in the policy's own namespace (no environment fallback).
+/// Errors name the field.
+pub fn resolve_ca_bundle(
+    policy: &JobPolicy,
+    secrets: &[LoadedSecret],
+) -> Result<Option<CaBundle>, CaBundleRefError> {
+    let Some(secret_ref) = &policy.spec.gitlab.ca_bundle_secret_ref else {
+        return Ok(None);
+    };
+    let namespace = policy_namespace(policy);
+    let pem =
+        required_secret_key(namespace, secrets, secret_ref).map_err(CaBundleRefError::Secret)?;
+    parse_ca_bundle(pem.expose_secret().as_bytes(), namespace, secret_ref).map(Some)
+}
+
 /// The value a Secret manifest of the policy's namespace holds under `secret_ref`.
 fn resolve_secret_ref(
     policy: &JobPolicy,
@@ -80,9 +97,17 @@ fn resolve_secret_ref(
     let Some(secret_ref) = secret_ref else {
         return Ok(None);
     };
-    let namespace = policy_namespace(policy);
+    required_secret_key(policy_namespace(policy), secrets, secret_ref).map(Some)
+}
+
+/// The value of `secret_ref` among the Secret manifests of `namespace`, which must be there.
+fn required_secret_key(
+    namespace: &str,
+    secrets: &[LoadedSecret],
+    secret_ref: &SecretKeyRef,
+) -> Result<SecretString, SecretError> {
     match lookup_secret_key(secrets, namespace, secret_ref)? {
-        Some(value) => Ok(Some(value.clone())),
+        Some(value) => Ok(value.clone()),
         None => Err(SecretError::NotAmongManifests {
             namespace: namespace.to_owned(),
             name: secret_ref.name.clone(),

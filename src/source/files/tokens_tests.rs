@@ -110,3 +110,47 @@ stringData:
     let err = resolve_webhook_secret(&policy, &secrets).unwrap_err();
     assert!(err.to_string().contains("ci/other-hooks"), "{err}");
 }
+
+/// A Secret `gitlab-ca` of `namespace` holding `value` under `ca.crt`.
+fn ca_secret(namespace: &str, value: &str) -> String {
+    let quoted = serde_json::to_string(value).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: gitlab-ca, namespace: {namespace}}}\n\
+         stringData: {{ca.crt: {quoted}}}\n"
+    )
+}
+
+#[test]
+fn a_ca_bundle_comes_only_from_the_policy_s_namespace_and_its_problems_name_the_field() {
+    let pem = crate::sim::TestPki::new().ca_pem;
+    let (mut policy, secrets) =
+        loaded_with(&format!("{SECRET}---\n{}", ca_secret("elsewhere", &pem)));
+    assert!(
+        resolve_ca_bundle(&policy, &secrets).unwrap().is_none(),
+        "none named"
+    );
+    policy.spec.gitlab.ca_bundle_secret_ref = Some(SecretKeyRef {
+        name: "gitlab-ca".into(),
+        key: "ca.crt".into(),
+    });
+    let err = resolve_ca_bundle(&policy, &secrets).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.gitlab.caBundleSecretRef: no Secret ci/gitlab-ca (key \"ca.crt\") among the manifests"
+    );
+
+    let (_, secrets) = loaded_with(&format!("{SECRET}---\n{}", ca_secret("ci", &pem)));
+    let bundle = resolve_ca_bundle(&policy, &secrets)
+        .unwrap()
+        .expect("a bundle");
+    assert_eq!(bundle.certificate_count(), 1);
+
+    let (_, secrets) = loaded_with(&format!("{SECRET}---\n{}", ca_secret("ci", "demo-token")));
+    let err = resolve_ca_bundle(&policy, &secrets).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.gitlab.caBundleSecretRef: key \"ca.crt\" of Secret ci/gitlab-ca: holds no \
+         certificate (a PEM bundle of `-----BEGIN CERTIFICATE-----` blocks)"
+    );
+    assert!(!format!("{err:?}").contains("demo-token"));
+}

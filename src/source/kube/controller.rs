@@ -1,6 +1,6 @@
 //! The JobPolicy controller: a `kube::runtime::Controller` whose reconcile compiles the spec,
-//! reads the token from the policy's own namespace, runs the engine and reports through
-//! `/status` and Events.
+//! reads the token and CA bundle from the policy's own namespace, runs the engine and reports
+//! through `/status` and Events.
 //!
 //! Wake-ups: the watch is filtered with `predicates::generation`, so only spec changes (and new
 //! policies) trigger a reconcile — jobwarden's own status patches do not. Each successful run
@@ -8,12 +8,12 @@
 //! change; errors requeue with a bounded exponential backoff ([`ErrorBackoff`]).
 
 use super::events::{EventPublisher, PolicyEvent, action_event};
-use super::secrets::{self, SecretError};
+use super::secrets::{self, AccessError, CaBundleRefError, SecretError};
 use super::shard_status;
 use super::status::{self, ReadyReason};
 use crate::crd::Limits;
 use crate::crd::{JobPolicy, JobPolicyStatus};
-use crate::engine::{Engine, ReconcileError, RunMode, RunReport, Shard};
+use crate::engine::{Engine, GitLabAccess, ReconcileError, RunMode, RunReport, Shard};
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey, SpecErrors, compile};
 use crate::source::selector::LabelSelector;
@@ -69,6 +69,8 @@ pub enum Error {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
+    CaBundle(#[from] CaBundleRefError),
+    #[error(transparent)]
     GitLab(ReconcileError),
     #[error("cannot patch the status of JobPolicy {policy}: {source}")]
     StatusPatch {
@@ -84,6 +86,7 @@ impl Error {
         match self {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Secret(err) => err.kind(),
+            Error::CaBundle(err) => err.kind(),
             Error::GitLab(err) => err.kind(),
             Error::StatusPatch { .. } => "status_patch",
         }
@@ -323,8 +326,8 @@ fn policy_key(policy: &JobPolicy) -> Result<PolicyKey, Error> {
 }
 
 /// What one reconcile of a policy came to, before anything is reported. [`reconcile`] finds it
-/// ([`run_policy`]: validate → suspended? → due? → read the token → run); [`report`] turns it
-/// into the status patch, the Events, the `policies` gauge and the requeue.
+/// ([`run_policy`]: validate → suspended? → due? → read the token and CA bundle → run);
+/// [`report`] turns it into the status patch, the Events, the `policies` gauge and the requeue.
 #[derive(Debug)]
 enum Outcome {
     /// The spec does not compile: nothing runs until it changes.
@@ -338,8 +341,8 @@ enum Outcome {
         wait: Duration,
         delivered: Option<Delivered>,
     },
-    /// The token Secret could not be read.
-    SecretFailed(SecretError),
+    /// The token Secret, or the CA bundle Secret, could not be read or used.
+    SecretFailed(AccessError),
     /// A run reached GitLab.
     Ran {
         report: RunReport,
@@ -365,7 +368,8 @@ pub async fn reconcile(policy: Arc<JobPolicy>, ctx: Arc<Context>) -> Result<Acti
     report(&ctx, &policy, &key, previous.as_ref(), outcome).await
 }
 
-/// Validates the spec, and runs the policy when it is due and its token can be read.
+/// Validates the spec, and runs the policy when it is due and its token (and CA bundle) can be
+/// read.
 async fn run_policy(
     ctx: &Context,
     policy: &JobPolicy,
@@ -390,27 +394,14 @@ async fn run_policy(
         };
         return Outcome::NotDue { wait, delivered };
     }
-    let new_generation = previous.and_then(|s| s.observed_generation) != generation;
-    if new_generation && compiled.ca_bundle_secret_ref.is_some() {
-        ctx.publish(
-            policy,
-            &PolicyEvent::warning(
-                "CABundleIgnored",
-                "spec.gitlab.caBundleSecretRef is not used yet: GitLab's certificate is checked \
-                 against the system roots and the controller's --ca-bundle",
-            ),
-        )
-        .await;
-    }
     read_webhook_secret(ctx, key, &compiled).await;
-    let token =
-        match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
-            Ok(token) => token,
-            Err(err) => return Outcome::SecretFailed(err),
-        };
+    let access = match read_access(ctx, key, &compiled).await {
+        Ok(access) => access,
+        Err(err) => return Outcome::SecretFailed(err),
+    };
     match ctx
         .engine
-        .reconcile(&compiled, &token, RunMode::Normal, &ctx.stop)
+        .reconcile(&compiled, &access, RunMode::Normal, &ctx.stop)
         .await
     {
         Ok(report) => Outcome::Ran {
@@ -459,11 +450,14 @@ async fn report(
                 policy,
                 key,
                 previous,
-                ReadyReason::of_secret_error(&err),
+                ReadyReason::of_access_error(&err),
                 err.to_string(),
             )
             .await;
-            Err(Error::Secret(err))
+            Err(match err {
+                AccessError::Token(err) => Error::Secret(err),
+                AccessError::CaBundle(err) => Error::CaBundle(err),
+            })
         }
         Outcome::Ran {
             report,
@@ -561,6 +555,21 @@ async fn read_webhook_secret(ctx: &Context, key: &PolicyKey, compiled: &Compiled
     ctx.engine.set_webhook_secret(key, secret);
 }
 
+/// The policy's token and CA bundle, from Secrets of its own namespace.
+async fn read_access(
+    ctx: &Context,
+    key: &PolicyKey,
+    compiled: &CompiledPolicy,
+) -> Result<GitLabAccess, AccessError> {
+    secrets::read_access(
+        &ctx.client,
+        &key.namespace,
+        &compiled.token_secret_ref,
+        compiled.ca_bundle_secret_ref.as_ref(),
+    )
+    .await
+}
+
 /// Between two runs of a policy, acts on the Job Hook deliveries for its projects. Their
 /// actions are reported like a run's (counters, recent actions, Events; `lastSyncTime` stays the
 /// last full run's); `None` when nothing was done. A failure is logged and left to the next
@@ -570,17 +579,16 @@ async fn act_on_deliveries(
     key: &PolicyKey,
     compiled: &CompiledPolicy,
 ) -> Option<Delivered> {
-    let token =
-        match secrets::read_token(&ctx.client, &key.namespace, &compiled.token_secret_ref).await {
-            Ok(token) => token,
-            Err(err) => {
-                tracing::warn!(policy = %key, error = %err, "deliveries left for the next run");
-                return None;
-            }
-        };
+    let access = match read_access(ctx, key, compiled).await {
+        Ok(access) => access,
+        Err(err) => {
+            tracing::warn!(policy = %key, error = %err, "deliveries left for the next run");
+            return None;
+        }
+    };
     match ctx
         .engine
-        .reconcile_delivered(compiled, &token, &ctx.stop)
+        .reconcile_delivered(compiled, &access, &ctx.stop)
         .await
     {
         Ok(report) if report.actions.is_empty() && report.failures.is_empty() => None,

@@ -434,9 +434,11 @@ struct Gitlab {
     stuck_job: u64,
 }
 
-async fn gitlab_with_a_stuck_job() -> Gitlab {
+/// A simulator (over HTTPS with `tls`) with one project and a job failed as stuck.
+async fn gitlab_with_a_stuck_job(tls: Option<crate::sim::SimTls>) -> Gitlab {
     let mut config = SimConfig::new(TOKEN);
     config.projects = 0;
+    config.tls = tls;
     config.clock = Clock::manual("2026-11-23T10:00:00Z".parse().expect("start time"));
     let sim = Simulator::start(config, "127.0.0.1:0".parse().expect("loopback"))
         .await
@@ -464,7 +466,7 @@ async fn gitlab_with_a_stuck_job() -> Gitlab {
 
 #[tokio::test]
 async fn a_run_patches_ready_counters_and_recent_actions_and_records_an_event_per_action() {
-    let gitlab = gitlab_with_a_stuck_job().await;
+    let gitlab = gitlab_with_a_stuck_job(None).await;
     let ctl = gitlab.sim.control();
     let engine = Engine::new(
         EngineConfig {
@@ -571,74 +573,156 @@ fn the_error_backoff_doubles_up_to_its_bound() {
     assert_eq!(backoff.delay(u32::MAX), backoff.max);
 }
 
-#[tokio::test]
-async fn a_ca_bundle_reference_that_is_not_used_is_said_once_per_spec() {
-    let (client, mut api) = mock_client();
-    let ctx = context(client, offline_engine());
-    let p = policy(
-        "ci",
+/// A policy of `namespace` that trusts the CA of its Secret `gitlab-ca` (key `ca.crt`).
+fn private_ca_policy(namespace: &str, url: &str) -> JobPolicy {
+    policy(
+        namespace,
         "private-ca",
-        "https://gitlab.example.com",
+        url,
         retry_rules(),
         json!({"gitlab": {
-            "url": "https://gitlab.example.com",
+            "url": url,
             "tokenSecretRef": {"name": "gitlab-token", "key": "token"},
             "caBundleSecretRef": {"name": "gitlab-ca", "key": "ca.crt"}
         }}),
-    );
+    )
+}
+
+/// A Secret `name` of `namespace` holding `value` under `key`.
+fn secret_object(namespace: &str, name: &str, key: &str, value: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {key: base64::engine::general_purpose::STANDARD.encode(value)}
+    })
+}
+
+#[tokio::test]
+async fn the_ca_bundle_is_read_from_the_policy_s_own_namespace_and_its_problems_name_the_field() {
+    let (client, mut api) = mock_client();
+    let engine = offline_engine();
+    let metrics = engine.metrics().clone();
+    let ctx = context(client, engine);
+    let p = private_ca_policy("team-a", "https://gitlab.example.com");
     let object = p.clone();
     let verifier = tokio::spawn(async move {
-        let warning = answer_event(expect(&mut api, &events_path("ci")).await);
-        expect(&mut api, &secret_path("ci")).await.fail(
-            404,
-            "NotFound",
-            "secrets \"gitlab-token\" not found",
-        );
-        answer_status_patch(
+        let ca_path = "GET /api/v1/namespaces/team-a/secrets/gitlab-ca";
+        let mut conditions = Vec::new();
+        // First the key holds no certificate, then the Secret is gone: each time the token is
+        // read first, and both Secrets only from team-a.
+        for found in [true, false] {
+            expect(&mut api, &secret_path("team-a"))
+                .await
+                .ok(&secret_object("team-a", "gitlab-token", "token", TOKEN));
+            let ca = expect(&mut api, ca_path).await;
+            if found {
+                ca.ok(&secret_object("team-a", "gitlab-ca", "ca.crt", TOKEN));
+            } else {
+                ca.fail(404, "NotFound", "secrets \"gitlab-ca\" not found");
+            }
+            let status = answer_status_patch(
+                expect(&mut api, &status_path("team-a", "private-ca")).await,
+                &object,
+            );
+            let event = answer_event(expect(&mut api, &events_path("team-a")).await);
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["reason"], status["conditions"][0]["reason"]);
+            conditions.push(status["conditions"][0].clone());
+        }
+        (conditions, api)
+    });
+
+    let policy = Arc::new(p);
+    let err = reconcile(policy.clone(), ctx.clone())
+        .await
+        .expect_err("no certificate");
+    assert!(
+        matches!(err, Error::CaBundle(CaBundleRefError::Certificates { .. })),
+        "{err:?}"
+    );
+    error_policy(policy.clone(), &err, ctx.clone());
+    let err = reconcile(policy, ctx.clone()).await.expect_err("no Secret");
+    assert!(
+        matches!(err, Error::CaBundle(CaBundleRefError::Secret(SecretError::NotFound { ref namespace, .. })) if namespace == "team-a"),
+        "{err:?}"
+    );
+    drop(ctx);
+
+    let (conditions, api) = verifier.await.expect("the verifier finished");
+    let [invalid, missing] = &conditions[..] else {
+        panic!("two statuses: {conditions:?}");
+    };
+    assert_eq!(invalid["status"], "False");
+    assert_eq!(invalid["reason"], "InvalidCABundle");
+    assert_eq!(
+        invalid["message"],
+        "spec.gitlab.caBundleSecretRef: key \"ca.crt\" of Secret team-a/gitlab-ca: holds no \
+         certificate (a PEM bundle of `-----BEGIN CERTIFICATE-----` blocks)"
+    );
+    assert_eq!(missing["reason"], "SecretNotFound");
+    assert!(
+        missing["message"]
+            .as_str()
+            .is_some_and(|m| m
+                .starts_with("spec.gitlab.caBundleSecretRef: Secret team-a/gitlab-ca not found")),
+        "{missing}"
+    );
+    // What the key held (here the token, put there by mistake) is never shown.
+    assert!(!format!("{conditions:?}").contains(TOKEN));
+    let rendered = metrics.render();
+    assert!(
+        rendered
+            .lines()
+            .any(|l| l.starts_with("jobwarden_reconcile_errors_total")
+                && l.contains("error=\"ca_bundle_invalid\"")),
+        "{rendered}"
+    );
+    assert_no_more_requests(api).await;
+}
+
+#[tokio::test]
+async fn with_its_ca_bundle_a_policy_reaches_a_gitlab_with_a_private_ca() {
+    let pki = crate::sim::TestPki::new();
+    let gitlab = gitlab_with_a_stuck_job(Some(pki.sim_tls())).await;
+    let ctl = gitlab.sim.control();
+    // https only, as in production: the token goes nowhere in cleartext.
+    let engine = Engine::new(
+        EngineConfig::default(),
+        Arc::new(move || ctl.now()),
+        Arc::new(Metrics::new()),
+    );
+    let (client, mut api) = mock_client();
+    let ctx = context(client, engine);
+    let url = gitlab.sim.base_url().to_string();
+    assert!(url.starts_with("https://"), "{url}");
+    let p = private_ca_policy("ci", &url);
+    let object = p.clone();
+    let ca_pem = pki.ca_pem.clone();
+    let verifier = tokio::spawn(async move {
+        expect(&mut api, &secret_path("ci"))
+            .await
+            .ok(&secret_object("ci", "gitlab-token", "token", TOKEN));
+        expect(&mut api, "GET /api/v1/namespaces/ci/secrets/gitlab-ca")
+            .await
+            .ok(&secret_object("ci", "gitlab-ca", "ca.crt", &ca_pem));
+        let status = answer_status_patch(
             expect(&mut api, &status_path("ci", "private-ca")).await,
             &object,
         );
         answer_event(expect(&mut api, &events_path("ci")).await);
-        // The retry of the same generation reads the Secret again, without the CA warning; the
-        // same SecretNotFound again joins the first Event's series instead of adding one.
-        expect(&mut api, &secret_path("ci")).await.fail(
-            404,
-            "NotFound",
-            "secrets \"gitlab-token\" not found",
-        );
-        let repeat = next(&mut api).await.expect("the repeated Event");
-        assert_eq!(repeat.method, "PATCH");
-        assert!(
-            repeat
-                .uri
-                .starts_with("/apis/events.k8s.io/v1/namespaces/ci/events/private-ca."),
-            "{}",
-            repeat.uri
-        );
-        assert_eq!(repeat.body["reason"], "SecretNotFound");
-        assert_eq!(repeat.body["series"]["count"], 2);
-        answer_event(repeat);
-        (warning, api)
+        (status, api)
     });
 
-    let policy = Arc::new(p);
-    for _ in 0..2 {
-        let err = reconcile(policy.clone(), ctx.clone())
-            .await
-            .expect_err("no Secret");
-        assert!(matches!(err, Error::Secret(SecretError::NotFound { .. })));
-    }
+    reconcile(Arc::new(p), ctx.clone())
+        .await
+        .expect("the run reaches GitLab over https");
     drop(ctx);
-    let (warning, api) = verifier.await.expect("the verifier finished");
-    assert_eq!(warning["type"], "Warning");
-    assert_eq!(warning["reason"], "CABundleIgnored");
-    assert!(
-        warning["note"]
-            .as_str()
-            .is_some_and(|n| n.contains("caBundleSecretRef")),
-        "{warning}"
-    );
+    let (status, api) = verifier.await.expect("the verifier finished");
+    assert_eq!(status["conditions"][0]["reason"], "Reconciled");
+    assert_eq!(status["counters"]["retried"], 1);
+    assert_eq!(status["recentActions"][0]["jobId"], gitlab.stuck_job);
     assert_no_more_requests(api).await;
+    gitlab.sim.shutdown().await;
 }
 
 /// The first request the controller's watch sends with `selector`, answered with an empty list,

@@ -1,17 +1,72 @@
-//! Reading a policy's GitLab token from the Secret its `spec.gitlab.tokenSecretRef` names — in
-//! the policy's OWN namespace, never another: a policy must not be able to borrow the token of
-//! a team it does not belong to. The namespace is the policy's, not a parameter a caller could
-//! get wrong: [`read_token`] takes the policy's namespace and builds the namespaced `Api`
-//! itself.
+//! Reading a policy's GitLab token from the Secret its `spec.gitlab.tokenSecretRef` names, and
+//! its CA certificates from the one `spec.gitlab.caBundleSecretRef` names — in the policy's OWN
+//! namespace, never another: a policy must not be able to borrow the token of a team it does
+//! not belong to, nor make another team's policies trust its CA. The namespace is the
+//! policy's, not a parameter a caller could get wrong: [`read_token`] and [`read_access`] take
+//! the policy's namespace and build the namespaced `Api` themselves.
 //!
 //! Only `get` is used (no list, no watch), matching the RBAC in `deploy/core/rbac.yaml`.
 //! Errors name the Secret and the key, never a value.
 
 use crate::crd::SecretKeyRef;
-pub use crate::source::secret::SecretError;
+use crate::engine::GitLabAccess;
+use crate::gitlab::CaBundle;
+use crate::source::secret::parse_ca_bundle;
+pub use crate::source::secret::{CaBundleRefError, SecretError};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Why a policy's Secrets give it no access to GitLab.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The token (`spec.gitlab.tokenSecretRef`) cannot be read.
+    #[error(transparent)]
+    Token(#[from] SecretError),
+    /// The CA bundle (`spec.gitlab.caBundleSecretRef`) cannot be read or holds no certificate.
+    #[error(transparent)]
+    CaBundle(#[from] CaBundleRefError),
+}
+
+impl AccessError {
+    /// A stable, low-cardinality name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AccessError::Token(err) => err.kind(),
+            AccessError::CaBundle(err) => err.kind(),
+        }
+    }
+}
+
+/// What a policy in `policy_namespace` reaches GitLab with: the token of `token_ref` and, when
+/// it names one, the CA bundle of `ca_bundle_ref`, both read from Secrets of that namespace.
+pub async fn read_access(
+    client: &Client,
+    policy_namespace: &str,
+    token_ref: &SecretKeyRef,
+    ca_bundle_ref: Option<&SecretKeyRef>,
+) -> Result<GitLabAccess, AccessError> {
+    let token = read_token(client, policy_namespace, token_ref).await?;
+    let ca_bundle = match ca_bundle_ref {
+        Some(secret_ref) => Some(read_ca_bundle(client, policy_namespace, secret_ref).await?),
+        None => None,
+    };
+    Ok(GitLabAccess::new(token).with_ca_bundle(ca_bundle))
+}
+
+/// The CA certificates (a PEM bundle) under `secret_ref.key` of the Secret `secret_ref.name` in
+/// `policy_namespace`: a policy's `caBundleSecretRef`. Errors name that field.
+pub async fn read_ca_bundle(
+    client: &Client,
+    policy_namespace: &str,
+    secret_ref: &SecretKeyRef,
+) -> Result<CaBundle, CaBundleRefError> {
+    // Read as a token is (the same checks: found, has the key, text, not blank), then parsed.
+    let pem = read_token(client, policy_namespace, secret_ref)
+        .await
+        .map_err(CaBundleRefError::Secret)?;
+    parse_ca_bundle(pem.expose_secret().as_bytes(), policy_namespace, secret_ref)
+}
 
 /// The token under `secret_ref.key` of the Secret `secret_ref.name` in `policy_namespace`,
 /// with surrounding whitespace (the newline of `echo token | base64`) trimmed.
@@ -90,7 +145,6 @@ pub fn token_from_secret(
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
-    use secrecy::ExposeSecret;
     use std::collections::BTreeMap;
 
     fn reference() -> SecretKeyRef {

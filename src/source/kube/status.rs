@@ -19,7 +19,8 @@ use crate::engine::{
     ActionRecord, FailedTarget, Outcome, OutcomeKind, ReconcileError, RunReport, Tally,
 };
 use crate::policy::SpecErrors;
-use crate::source::secret::SecretError;
+use crate::source::kube::secrets::AccessError;
+use crate::source::secret::{CaBundleRefError, SecretError};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::time::Duration;
@@ -36,13 +37,16 @@ pub enum ReadyReason {
     Suspended,
     /// The spec has problems the schema could not catch (False).
     InvalidSpec,
-    /// The Secret named by `spec.gitlab.tokenSecretRef` does not exist in the policy's
-    /// namespace (False).
+    /// The Secret named by `spec.gitlab.tokenSecretRef` (or `caBundleSecretRef`) does not exist
+    /// in the policy's namespace (False).
     SecretNotFound,
     /// The Secret exists but has no (non-empty) value under the key (False).
     SecretKeyNotFound,
     /// The Secret could not be read (forbidden, apiserver error) (False).
     SecretUnreadable,
+    /// The key named by `spec.gitlab.caBundleSecretRef` holds no usable CA certificate: not
+    /// PEM, no certificate, or one that is not a valid X.509 certificate (False).
+    InvalidCABundle,
     /// No project could be observed: GitLab refused or failed every request (False).
     GitLabError,
     /// No GitLab client could be built for `spec.gitlab.url` (False).
@@ -67,6 +71,7 @@ impl ReadyReason {
             ReadyReason::SecretNotFound => "SecretNotFound",
             ReadyReason::SecretKeyNotFound => "SecretKeyNotFound",
             ReadyReason::SecretUnreadable => "SecretUnreadable",
+            ReadyReason::InvalidCABundle => "InvalidCABundle",
             ReadyReason::GitLabError => "GitLabError",
             ReadyReason::GitLabClientError => "GitLabClientError",
             ReadyReason::GitLabUrlNotAllowed => "GitLabUrlNotAllowed",
@@ -90,6 +95,18 @@ impl ReadyReason {
             | SecretError::EmptyValue { .. }
             | SecretError::NotText { .. } => ReadyReason::SecretKeyNotFound,
             SecretError::Unreadable { .. } => ReadyReason::SecretUnreadable,
+        }
+    }
+
+    /// Why a policy whose token or CA bundle cannot be read (or used) is not ready.
+    pub fn of_access_error(err: &AccessError) -> ReadyReason {
+        match err {
+            AccessError::Token(err) | AccessError::CaBundle(CaBundleRefError::Secret(err)) => {
+                ReadyReason::of_secret_error(err)
+            }
+            AccessError::CaBundle(CaBundleRefError::Certificates { .. }) => {
+                ReadyReason::InvalidCABundle
+            }
         }
     }
 
