@@ -654,6 +654,29 @@ async fn listings_of_one_run(
     w.count(LIST_JOBS) - before
 }
 
+/// Another project of the instance (`busy_project`) delivers a running job, its `step`th
+/// delivery: the instance's deliveries flow.
+async fn keep_the_instance_delivering(
+    receiver: &Receiver,
+    w: &World,
+    busy_project: u64,
+    step: u64,
+) {
+    let event = format!("busy-{step}");
+    let (status, _) = receiver
+        .deliver_with(
+            w,
+            busy_project,
+            1000 + step,
+            "running",
+            &event,
+            Some(SECRET),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+}
+
 /// A project that has delivered once is trusted to have a hook: while its GitLab instance's
 /// deliveries flow (another project's here), it is listed only at the resync, however quiet
 /// it stays. When the instance falls silent for longer than the resync, it is listed at every
@@ -675,19 +698,7 @@ async fn a_quiet_project_with_a_hook_is_listed_only_at_the_resync_while_its_inst
     let mut quiet_listings = 0;
     for step in 1..=60 {
         w.advance(10);
-        let event = format!("busy-{step}");
-        let (status, _) = receiver
-            .deliver_with(
-                &w,
-                busy_project,
-                1000 + step,
-                "running",
-                &event,
-                Some(SECRET),
-                None,
-            )
-            .await;
-        assert_eq!(status, 202);
+        keep_the_instance_delivering(&receiver, &w, busy_project, step).await;
         quiet_listings += listings_of_one_run(&w, &engine, &quiet).await;
     }
     assert_eq!(
@@ -703,6 +714,71 @@ async fn a_quiet_project_with_a_hook_is_listed_only_at_the_resync_while_its_inst
         silent_listings += listings_of_one_run(&w, &engine, &quiet).await;
     }
     assert_eq!(silent_listings, 3);
+}
+
+/// A project of a live instance that has not delivered yet is trusted once it has been listed
+/// for a whole resync (a quiet project has nothing to deliver). But a listing that finds a job
+/// created or moved since the previous one, which is then not delivered within the grace,
+/// shows that its hook does not deliver: it is listed at every run again, until it delivers.
+#[tokio::test]
+async fn a_project_whose_moves_are_not_delivered_is_listed_at_every_run_again() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let with_resync = format!("  resyncInterval: 300s\n{RETRY_AT_ONCE}");
+    let silent = w.named_policy("silent", PROJECT, &with_resync);
+    let busy_project = w.ctl.add_project("team/busy").expect("project");
+    let busy = w.named_policy("busy", "team/busy", &with_resync);
+    w.run(&engine, &silent).await;
+    w.run(&engine, &busy).await;
+    let receiver = Receiver::start(&engine).await;
+    let mut step = 0u64;
+    // Runs every 10 s for `seconds`, the busy project delivering all along: the listings of
+    // the silent project.
+    let mut listings_for = async |seconds: u64| {
+        let mut listings = 0;
+        for _ in 0..seconds / 10 {
+            step += 1;
+            w.advance(10);
+            keep_the_instance_delivering(&receiver, &w, busy_project, step).await;
+            listings += listings_of_one_run(&w, &engine, &silent).await;
+        }
+        listings
+    };
+    assert_eq!(
+        listings_for(290).await,
+        29,
+        "not listed for a resync yet: every run"
+    );
+    assert_eq!(
+        listings_for(210).await,
+        0,
+        "quiet for a resync: trusted (t = 300–500 s)"
+    );
+    // A pipeline is pushed at 500 s; nothing is delivered for it.
+    w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("rspec", "test", "pending")],
+    );
+    assert_eq!(
+        listings_for(90).await,
+        1,
+        "the resync at 590 s finds the new job"
+    );
+    assert_eq!(
+        listings_for(110).await,
+        0,
+        "its delivery may still come (grace until 710 s)"
+    );
+    assert_eq!(
+        listings_for(100).await,
+        10,
+        "never delivered: every run (710–800 s)"
+    );
+    // The project delivers: its hook works after all.
+    let (status, _) = receiver.deliver(&w, 1, "running", "silent-1").await;
+    assert_eq!(status, 202);
+    assert_eq!(listings_for(100).await, 0, "trusted again");
 }
 
 /// Manual-scope listings of the world's project so far.

@@ -12,6 +12,7 @@
 //! per policy, the projects it is *due* to look at again. A policy's pass on deliveries visits
 //! its due projects, whichever policy read the jobs first.
 
+use crate::gitlab::records::JobRecord;
 use crate::policy::{DeliveredJob, JobDelivery, PolicyKey};
 use crate::sync::lock;
 use jiff::{SignedDuration, Timestamp};
@@ -29,6 +30,9 @@ const MAX_AWAITING: usize = 10_000;
 const AWAITING_FOR: Duration = Duration::from_secs(600);
 /// A project that got a delivery within this long has a hook (see [`Inbox::hooks_healthy`]).
 pub(crate) const HOOKED_PROJECT_MEMORY: SignedDuration = SignedDuration::from_hours(24);
+/// A change a listing found is taken as never delivered when no delivery of its job arrives
+/// within this long after the listing (GitLab sends a Job Hook within seconds of the move).
+pub(crate) const DELIVERY_GRACE: SignedDuration = SignedDuration::from_mins(2);
 
 #[derive(Debug, Default)]
 struct State {
@@ -42,6 +46,39 @@ struct State {
     awaiting_action: HashMap<(String, u64), Instant>,
     /// Per policy, the projects with deliveries since the policy last looked at them.
     due: HashMap<PolicyKey, HashSet<ObserverKey>>,
+    /// What the listings of each project tell about its hook.
+    listed: HashMap<ObserverKey, ListingEvidence>,
+}
+
+/// What a project's listings tell about its Job Hook.
+#[derive(Debug)]
+struct ListingEvidence {
+    /// When the project was first listed.
+    first: Timestamp,
+    /// The jobs delivered since its last listing.
+    delivered_since: HashSet<u64>,
+    /// Jobs a listing found moved, with no delivery yet, and when that listing was.
+    unconfirmed: Vec<(u64, Timestamp)>,
+    /// When a listing last found a move that was never delivered.
+    undelivered_at: Option<Timestamp>,
+}
+
+impl ListingEvidence {
+    /// Settles the moves whose delivery is overdue at `now`: the project then has a move that
+    /// was never delivered, seen when that listing was.
+    fn settle(&mut self, now: Timestamp) {
+        let overdue = self
+            .unconfirmed
+            .iter()
+            .filter(|(_, seen)| now.duration_since(*seen) >= DELIVERY_GRACE)
+            .map(|(_, seen)| *seen)
+            .max();
+        if let Some(seen) = overdue {
+            self.undelivered_at = Some(self.undelivered_at.map_or(seen, |at| at.max(seen)));
+            self.unconfirmed
+                .retain(|(_, at)| now.duration_since(*at) < DELIVERY_GRACE);
+        }
+    }
 }
 
 /// See the module documentation.
@@ -69,6 +106,30 @@ pub(crate) struct Delivered {
     pub job: DeliveredJob,
     /// When it was first delivered since then (for the delivery-to-action latency).
     pub at: Instant,
+}
+
+/// GitLab's clock and the engine's may disagree by this much.
+const CLOCK_MARGIN: SignedDuration = SignedDuration::from_mins(1);
+
+/// The jobs among `refreshed` (what a listing found new or changed) that were created, or
+/// moved into a status that fires a Job Hook, after `previous_listing`: each of them should
+/// have been delivered.
+pub(crate) fn hook_moves(refreshed: &[JobRecord], previous_listing: Timestamp) -> Vec<u64> {
+    let since = previous_listing
+        .checked_sub(CLOCK_MARGIN)
+        .unwrap_or(previous_listing);
+    refreshed
+        .iter()
+        .filter(|job| {
+            let created = job.created_at.get() >= since;
+            let moved = [job.queued_at, job.started_at, job.finished_at]
+                .into_iter()
+                .flatten()
+                .any(|at| at.get() >= since);
+            created || (moved && job.status.fires_job_hook())
+        })
+        .map(|job| job.id)
+        .collect()
 }
 
 impl Inbox {
@@ -99,6 +160,12 @@ impl Inbox {
         delivered.job.facts.merge(&delivery.facts);
         if !delivered.job.moves.contains(&delivery.moved) {
             delivered.job.moves.push(delivery.moved.clone());
+        }
+        if let Some(evidence) = state.listed.get_mut(key) {
+            // The project's hook works: whatever a listing found undelivered before, was lost.
+            evidence.delivered_since.insert(job_id);
+            evidence.unconfirmed.retain(|(id, _)| *id != job_id);
+            evidence.undelivered_at = None;
         }
         state.project_delivered_at.insert(key.clone(), now);
         state.instance_delivered_at.insert(key.0.clone(), now);
@@ -171,6 +238,30 @@ impl Inbox {
         jobs
     }
 
+    /// A listing of the project at `now` found `moved`: the jobs that moved in a way that fires
+    /// a Job Hook since the project's previous listing (none for its first listing). Those not
+    /// delivered since that listing, and not delivered within [`DELIVERY_GRACE`] either, are
+    /// evidence that the project's hook does not deliver (see [`Inbox::hooks_healthy`]).
+    pub(crate) fn listed(&self, key: &ObserverKey, moved: &[u64], now: Timestamp) {
+        let mut state = lock(&self.state);
+        let evidence = state
+            .listed
+            .entry(key.clone())
+            .or_insert_with(|| ListingEvidence {
+                first: now,
+                delivered_since: HashSet::new(),
+                unconfirmed: Vec::new(),
+                undelivered_at: None,
+            });
+        let delivered = std::mem::take(&mut evidence.delivered_since);
+        evidence.unconfirmed.extend(
+            moved
+                .iter()
+                .filter(|id| !delivered.contains(id))
+                .map(|id| (*id, now)),
+        );
+    }
+
     /// True when a project has deliveries waiting.
     #[cfg(test)]
     pub(crate) fn has_pending(&self, key: &ObserverKey) -> bool {
@@ -178,29 +269,46 @@ impl Inbox {
     }
 
     /// True when the project's hook can be relied on at `now`, so its full listing can wait for
-    /// the resync: the project has a hook (it got a delivery within [`HOOKED_PROJECT_MEMORY`])
-    /// and its GitLab instance's deliveries still flow (it delivered anything, for any project,
-    /// within `resync`). A quiet project of a live instance is not listed more often than a
-    /// busy one; a project that never delivered, or an instance gone silent, is listed at every
-    /// run.
+    /// the resync. Its GitLab instance's deliveries must still flow (it delivered anything, for
+    /// any project, within `resync`), and the project must have a hook as far as can be told:
+    /// - it got a delivery within [`HOOKED_PROJECT_MEMORY`], or it has been listed for a whole
+    ///   `resync` (a quiet project of a live instance is not listed more often than a busy
+    ///   one, though it has nothing to deliver);
+    /// - and no listing within `resync` found a move that was never delivered
+    ///   ([`Inbox::listed`]): a project without a hook is listed at every run while it moves,
+    ///   and a quiet one at the resync, which finds its first move.
+    ///
+    /// An instance gone silent has every project listed at every run.
     pub(crate) fn hooks_healthy(
         &self,
         key: &ObserverKey,
         resync: Duration,
         now: Timestamp,
     ) -> bool {
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
         let within = |at: &Timestamp, span: SignedDuration| now.duration_since(*at) < span;
-        let project_hooked = state
-            .project_delivered_at
-            .get(key)
-            .is_some_and(|at| within(at, HOOKED_PROJECT_MEMORY));
         let resync = SignedDuration::try_from(resync).unwrap_or(SignedDuration::MAX);
         let instance_alive = state
             .instance_delivered_at
             .get(&key.0)
             .is_some_and(|at| within(at, resync));
-        project_hooked && instance_alive
+        let delivered = state
+            .project_delivered_at
+            .get(key)
+            .is_some_and(|at| within(at, HOOKED_PROJECT_MEMORY));
+        let (listed_long, undelivered) = match state.listed.get_mut(key) {
+            Some(evidence) => {
+                evidence.settle(now);
+                (
+                    !within(&evidence.first, resync),
+                    evidence
+                        .undelivered_at
+                        .is_some_and(|at| within(&at, resync)),
+                )
+            }
+            None => (false, false),
+        };
+        instance_alive && (delivered || listed_long) && !undelivered
     }
 
     /// How long ago the delivery an action on the job answers arrived (see [`Inbox::take`]),
@@ -217,6 +325,7 @@ impl Inbox {
         let mut state = lock(&self.state);
         state.pending.remove(key);
         state.project_delivered_at.remove(key);
+        state.listed.remove(key);
         state.due.retain(|_, keys| {
             keys.remove(key);
             !keys.is_empty()
@@ -393,5 +502,85 @@ mod tests {
         assert!(inbox.hooks_healthy(&key(2), resync, at(86_400)));
         inbox.forget(&key(2));
         assert!(!inbox.hooks_healthy(&key(2), resync, at(86_400)));
+    }
+
+    #[test]
+    fn a_quiet_project_is_trusted_once_listed_for_a_resync_while_its_instance_delivers() {
+        let inbox = Inbox::default();
+        let resync = Duration::from_secs(300);
+        inbox.listed(&key(1), &[], at(0));
+        // Another project of the instance delivers all along.
+        for second in [100, 299, 300] {
+            inbox.deliver(
+                &key(2),
+                40,
+                &JobDelivery::default(),
+                Instant::now(),
+                at(second),
+            );
+        }
+        assert!(!inbox.hooks_healthy(&key(1), resync, at(299)));
+        assert!(inbox.hooks_healthy(&key(1), resync, at(300)));
+        assert!(
+            !inbox.hooks_healthy(&key(1), resync, at(601)),
+            "the instance fell silent"
+        );
+    }
+
+    #[test]
+    fn a_listed_move_that_is_never_delivered_has_the_project_listed_for_a_resync() {
+        let inbox = Inbox::default();
+        let resync = Duration::from_secs(300);
+        let delivery = JobDelivery::default();
+        inbox.listed(&key(1), &[], at(0));
+        inbox.deliver(&key(1), 30, &delivery, Instant::now(), at(10));
+        // Job 30 was delivered since the last listing: no evidence. Job 31 was not.
+        inbox.listed(&key(1), &[30, 31], at(20));
+        inbox.deliver(&key(2), 40, &delivery, Instant::now(), at(130));
+        assert!(
+            inbox.hooks_healthy(&key(1), resync, at(139)),
+            "within the grace"
+        );
+        assert!(!inbox.hooks_healthy(&key(1), resync, at(140)), "overdue");
+        inbox.deliver(&key(2), 41, &delivery, Instant::now(), at(310));
+        assert!(!inbox.hooks_healthy(&key(1), resync, at(319)));
+        assert!(
+            inbox.hooks_healthy(&key(1), resync, at(320)),
+            "a resync after that listing"
+        );
+
+        // A move delivered late, within the grace, is no evidence.
+        inbox.listed(&key(1), &[32], at(330));
+        inbox.deliver(&key(1), 32, &delivery, Instant::now(), at(400));
+        assert!(inbox.hooks_healthy(&key(1), resync, at(500)));
+        // A delivery after the evidence shows that the hook works.
+        inbox.listed(&key(1), &[33], at(510));
+        assert!(!inbox.hooks_healthy(&key(1), resync, at(640)));
+        inbox.deliver(&key(1), 34, &delivery, Instant::now(), at(650));
+        assert!(inbox.hooks_healthy(&key(1), resync, at(651)));
+    }
+
+    #[test]
+    fn the_moves_that_fire_a_job_hook_since_the_last_listing_are_the_ones_expected() {
+        use crate::gitlab::models::JobStatus;
+        use crate::gitlab::records::Stamp;
+        use crate::policy::test_support::{job, mins, now};
+        let listing = now() - mins(10);
+        let moved = |id, status, at: Timestamp| {
+            let mut record = job(id, 1, "rspec", status);
+            record.started_at = Some(Stamp::new(at));
+            record
+        };
+        let mut created = job(4, 1, "lint", JobStatus::Created);
+        created.created_at = Stamp::new(now() - mins(2));
+        let refreshed = [
+            moved(1, JobStatus::Running, now() - mins(5)),
+            // Moved before the listing (beyond the clock margin): seen late, not news.
+            moved(2, JobStatus::Running, listing - mins(2)),
+            // Skipped, manual: moves GitLab does not deliver.
+            moved(3, JobStatus::Skipped, now() - mins(5)),
+            created,
+        ];
+        assert_eq!(hook_moves(&refreshed, listing), [1, 4]);
     }
 }

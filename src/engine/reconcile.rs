@@ -3,7 +3,7 @@
 use super::access::GitLabAccess;
 use super::act::{self, Outcome};
 use super::groups::GroupMemberships;
-use super::inbox::{Delivered, Inbox};
+use super::inbox::{Delivered, Inbox, hook_moves};
 use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver, SyncOptions};
 use super::report::Listing;
@@ -1185,6 +1185,7 @@ impl Engine {
             // A sync can wait long for the rate limit: it is abandoned on stop (the next sync
             // reads again whatever this one did not finish).
             let options = self.sync_options(run, &observer_key);
+            let previous_listing = observer.last_sync();
             let synced = tokio::select! {
                 biased;
                 () = stop.cancelled() => return Observed::Stopped,
@@ -1194,6 +1195,13 @@ impl Engine {
                 Ok((stats, refreshed)) => {
                     tracing::debug!(%project, ?stats, "synced");
                     self.account(&label, observer, &refreshed, run.now);
+                    if run.policy.resync_interval.is_some() {
+                        // What the listing found tells whether the project's hook delivers.
+                        let moves = previous_listing
+                            .map(|at| hook_moves(&refreshed, at))
+                            .unwrap_or_default();
+                        self.inner.inbox.listed(&observer_key, &moves, run.now);
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(policy = %run.policy.key, %project, error = %err, "cannot observe project");

@@ -103,6 +103,19 @@ impl JobStatus {
         )
     }
 
+    /// The statuses whose entry fires a Job Hook (`docs/gitlab-behaviour.md` §10): besides a
+    /// build's creation, only the moves into these are delivered.
+    pub fn fires_job_hook(&self) -> bool {
+        matches!(
+            self,
+            JobStatus::Pending
+                | JobStatus::Running
+                | JobStatus::Success
+                | JobStatus::Failed
+                | JobStatus::Canceled
+        )
+    }
+
     /// `BLOCKED_STATUSES`: manual and scheduled jobs, which can wait for weeks.
     pub fn is_blocked(&self) -> bool {
         matches!(self, JobStatus::Manual | JobStatus::Scheduled)

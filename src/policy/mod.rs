@@ -10,7 +10,7 @@ pub mod reasons;
 pub mod window;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use compile::{
     BackoffSchedule, CompiledPolicy, CompiledRule, Conditions, FieldError, GlobList,
