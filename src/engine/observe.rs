@@ -385,59 +385,98 @@ impl ProjectObserver {
             self.settled = SettledIds::default();
         }
         self.reach = self.reach_at(now);
+        let listed_down_to = if first || relist {
+            self.list_to_horizon(client, first, &mut run).await?
+        } else {
+            self.list_changes(client, &mut run).await?
+        };
+        self.follow_beyond_listing(client, listed_down_to, now, options, &mut run)
+            .await?;
+        self.wake_due(client, &mut run).await?;
+        self.prune();
+        self.last_sync = Some(now);
+        self.recent_arrivals = run.arrivals;
+        Ok((run.stats, run.refreshed))
+    }
+
+    /// Lists every job back to the horizon, then (on the `first` sync) the unfinished ones
+    /// older than it: after that they are followed until they finish. Returns the smallest id
+    /// the listing covered.
+    async fn list_to_horizon(
+        &mut self,
+        client: &GitLabClient,
+        first: bool,
+        run: &mut Sync,
+    ) -> Result<u64, GitLabError> {
+        let horizon = self.horizon();
+        let (reached, seen) = self
+            .list_down(client, Until::OlderThan(horizon), PER_PAGE_MAX, run)
+            .await?;
+        let listed_down_to = match reached {
+            Reached::Until => seen.iter().min().copied().unwrap_or(u64::MAX),
+            Reached::End => 0,
+        };
+        // Every job since the horizon has now been seen once: so has every attempt of the
+        // pipelines created since (with a margin for ids and clocks that disagree).
+        self.jobs.set_complete_since(match reached {
+            Reached::Until => horizon
+                .checked_add(COMPLETENESS_MARGIN)
+                .unwrap_or(Timestamp::MAX),
+            Reached::End => Timestamp::MIN,
+        });
+        if first {
+            self.sync_active(client, run).await?;
+        }
+        Ok(listed_down_to)
+    }
+
+    /// Lists what changed since the last sync: down to the low-water mark when the jobs above
+    /// it fit in a page, else the new jobs and the unfinished ones through their scope. Returns
+    /// the smallest id the listing covered.
+    async fn list_changes(
+        &mut self,
+        client: &GitLabClient,
+        run: &mut Sync,
+    ) -> Result<u64, GitLabError> {
         let mark = self.low_water_mark();
         let behind_mark = mark.map_or(0, |m| self.known_from(m));
         let arrivals = page_for(self.recent_arrivals);
-        // Every job with an id of at least this was listed by this sync.
-        let listed_down_to: u64;
-        if first || relist {
-            // Every job back to the horizon, then (the first time) the unfinished ones older
-            // than it: after that they are followed until they finish.
-            let horizon = self.horizon();
-            let (reached, seen) = self
-                .list_down(client, Until::OlderThan(horizon), PER_PAGE_MAX, &mut run)
-                .await?;
-            listed_down_to = match reached {
-                Reached::Until => seen.iter().min().copied().unwrap_or(u64::MAX),
-                Reached::End => 0,
-            };
-            // Every job since the horizon has now been seen once: so has every attempt of the
-            // pipelines created since (with a margin for ids and clocks that disagree).
-            self.jobs.set_complete_since(match reached {
-                Reached::Until => horizon
-                    .checked_add(COMPLETENESS_MARGIN)
-                    .unwrap_or(Timestamp::MAX),
-                Reached::End => Timestamp::MIN,
-            });
-            if first {
-                self.sync_active(client, &mut run).await?;
+        match mark {
+            Some(mark) if behind_mark <= PER_PAGE => {
+                let first_page = page_for(behind_mark + self.recent_arrivals);
+                self.sync_down_to_mark(client, mark, first_page, run)
+                    .await?;
+                Ok(mark)
             }
-        } else {
-            match mark {
-                Some(mark) if behind_mark <= PER_PAGE => {
-                    let first_page = page_for(behind_mark + self.recent_arrivals);
-                    self.sync_down_to_mark(client, mark, first_page, &mut run)
-                        .await?;
-                    listed_down_to = mark;
-                }
-                Some(_) => {
-                    // An old unfinished job holds the mark far back: paging down to it would
-                    // re-read every newer job. Read the new jobs, then the unfinished ones
-                    // through their scope.
-                    let known = self.newest_seen.unwrap_or(0);
-                    self.list_down(client, Until::Known(known), arrivals, &mut run)
-                        .await?;
-                    self.sync_active(client, &mut run).await?;
-                    listed_down_to = known.saturating_add(1);
-                }
-                // Nothing listed yet: every job is new.
-                None => {
-                    self.list_down(client, Until::Known(0), arrivals, &mut run)
-                        .await?;
-                    listed_down_to = 0;
-                }
+            Some(_) => {
+                // An old unfinished job holds the mark far back: paging down to it would
+                // re-read every newer job. Read the new jobs, then the unfinished ones
+                // through their scope.
+                let known = self.newest_seen.unwrap_or(0);
+                self.list_down(client, Until::Known(known), arrivals, run)
+                    .await?;
+                self.sync_active(client, run).await?;
+                Ok(known.saturating_add(1))
+            }
+            // Nothing listed yet: every job is new.
+            None => {
+                self.list_down(client, Until::Known(0), arrivals, run)
+                    .await?;
+                Ok(0)
             }
         }
+    }
+
+    /// Follows what the listing (down to `listed_down_to`) cannot show: the pipelines a retry
+    /// may have re-opened, and the blocked jobs beyond its reach when they are due.
+    async fn follow_beyond_listing(
+        &mut self,
+        client: &GitLabClient,
+        listed_down_to: u64,
+        now: Timestamp,
+        options: SyncOptions,
+        run: &mut Sync,
+    ) -> Result<(), GitLabError> {
         // A blocked job the listing did not reach may have been played: without a policy that
         // targets blocked statuses it is still looked for, only less often.
         let blocked_unreached = self
@@ -450,16 +489,12 @@ impl ProjectObserver {
                 && self
                     .blocked_listed_at
                     .is_none_or(|at| now.duration_since(at) >= options.unreached_blocked_every()));
-        self.follow_reopened(client, options, &mut run).await?;
+        self.follow_reopened(client, options, run).await?;
         if due {
-            self.sync_blocked(client, &mut run).await?;
+            self.sync_blocked(client, run).await?;
             self.blocked_listed_at = Some(now);
         }
-        self.wake_due(client, &mut run).await?;
-        self.prune();
-        self.last_sync = Some(now);
-        self.recent_arrivals = run.arrivals;
-        Ok((run.stats, run.refreshed))
+        Ok(())
     }
 
     /// Pages from the newest job down until `until`, refreshing everything on the way. Says
