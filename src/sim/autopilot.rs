@@ -13,9 +13,10 @@
 
 use crate::sim::clock::{SimTime, duration_millis};
 use crate::sim::fleet::{self, FleetConfig, ProjectShape};
+use crate::sim::hooks::Outbox;
 use crate::sim::machine;
 use crate::sim::ops::{self, NewJob, NewPipeline};
-use crate::sim::state::{JobKind, RUNNERS, Trace, World, mix64};
+use crate::sim::state::{Job, JobKind, Project, RUNNERS, Trace, World, mix64};
 use crate::sim::status::{Status, When};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -242,53 +243,16 @@ pub(crate) fn after_change(world: &mut World, project_id: u64, pipeline_id: u64,
     }
 }
 
+/// Applies one due event at its own time `at`.
 fn apply(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimTime, event: Event) {
     match event {
         Event::NewPipeline => new_pipeline(world, project_id, ap, at),
-        Event::Pickup { job_id, epoch } => {
-            let runner_id = RUNNERS[ap.rng.random_range(0..RUNNERS.len())].id;
-            with_current_job(world, project_id, ap, at, job_id, epoch, |job| {
-                if !machine::run(job, at) {
-                    return;
-                }
-                if job.kind == JobKind::Build {
-                    job.runner_id = Some(runner_id);
-                    job.trace.get_or_insert(Trace::Generated);
-                }
-            });
-        }
+        Event::Pickup { job_id, epoch } => pickup(world, project_id, ap, at, job_id, epoch),
         Event::Finish {
             job_id,
             epoch,
             outcome,
-        } => {
-            let coverage = 70.0 + f64::from(ap.rng.random_range(0..2500u32)) / 100.0;
-            with_current_job(
-                world,
-                project_id,
-                ap,
-                at,
-                job_id,
-                epoch,
-                |job| match outcome {
-                    Outcome::Success => {
-                        if machine::succeed(job, at) {
-                            if let Some(keep) = job.artifacts_expire_in {
-                                job.artifacts = Some(crate::sim::state::Artifacts {
-                                    expire_at: Some(at.plus(keep)),
-                                });
-                            }
-                            if job.name.starts_with("rspec") {
-                                job.coverage = Some(coverage);
-                            }
-                        }
-                    }
-                    Outcome::Failed(reason) => {
-                        machine::drop_job(job, at, reason);
-                    }
-                },
-            );
-        }
+        } => finish_job(world, project_id, ap, at, job_id, epoch, outcome),
         Event::DropStuck {
             job_id,
             epoch,
@@ -313,26 +277,99 @@ fn apply(world: &mut World, project_id: u64, ap: &mut Autopilot, at: SimTime, ev
             });
         }
         Event::CancelPipeline { pipeline_id } => {
-            let Some(project) = world.projects.get_mut(&project_id) else {
-                return;
-            };
-            let ids: Vec<u64> = project
-                .latest_jobs(pipeline_id)
-                .filter(|j| j.status.is_cancelable() && j.status != Status::Manual)
-                .map(|j| j.id)
-                .collect();
-            for id in ids {
-                if let Some(job) = project.jobs.get_mut(&id) {
-                    let from = job.status;
-                    if machine::cancel(job, at) {
-                        world.hooks.record(job, Some(from));
-                    }
-                }
-            }
-            stamp(world, project_id, pipeline_id, at);
-            process_pipeline(world, project_id, ap, pipeline_id, at);
+            cancel_pipeline(world, project_id, ap, at, pipeline_id);
         }
     }
+}
+
+/// A runner (drawn from the fleet's runners) picks a pending job up; a build gets the runner
+/// and a generated log.
+fn pickup(
+    world: &mut World,
+    project_id: u64,
+    ap: &mut Autopilot,
+    at: SimTime,
+    job_id: u64,
+    epoch: u64,
+) {
+    let runner_id = RUNNERS[ap.rng.random_range(0..RUNNERS.len())].id;
+    with_current_job(world, project_id, ap, at, job_id, epoch, |job| {
+        if !machine::run(job, at) {
+            return;
+        }
+        if job.kind == JobKind::Build {
+            job.runner_id = Some(runner_id);
+            job.trace.get_or_insert(Trace::Generated);
+        }
+    });
+}
+
+/// A running job ends with `outcome` (the coverage an `rspec` job reports is drawn first,
+/// whether or not it is used).
+fn finish_job(
+    world: &mut World,
+    project_id: u64,
+    ap: &mut Autopilot,
+    at: SimTime,
+    job_id: u64,
+    epoch: u64,
+    outcome: Outcome,
+) {
+    let coverage = 70.0 + f64::from(ap.rng.random_range(0..2500u32)) / 100.0;
+    with_current_job(world, project_id, ap, at, job_id, epoch, |job| {
+        end_job(job, at, outcome, coverage);
+    });
+}
+
+/// Ends a job: a success gets its artifacts (when the job keeps any, until
+/// `artifacts_expire_in` has passed) and, for `rspec` jobs, `coverage`; a failure drops it
+/// with its reason.
+fn end_job(job: &mut Job, at: SimTime, outcome: Outcome, coverage: f64) {
+    match outcome {
+        Outcome::Success => {
+            if machine::succeed(job, at) {
+                if let Some(keep) = job.artifacts_expire_in {
+                    job.artifacts = Some(crate::sim::state::Artifacts {
+                        expire_at: Some(at.plus(keep)),
+                    });
+                }
+                if job.name.starts_with("rspec") {
+                    job.coverage = Some(coverage);
+                }
+            }
+        }
+        Outcome::Failed(reason) => {
+            machine::drop_job(job, at, reason);
+        }
+    }
+}
+
+/// A developer cancels a whole pipeline: every cancelable job but the manual ones.
+fn cancel_pipeline(
+    world: &mut World,
+    project_id: u64,
+    ap: &mut Autopilot,
+    at: SimTime,
+    pipeline_id: u64,
+) {
+    let Some(project) = world.projects.get_mut(&project_id) else {
+        return;
+    };
+    let ids: Vec<u64> = project
+        .latest_jobs(pipeline_id)
+        .filter(|j| j.status.is_cancelable() && j.status != Status::Manual)
+        .map(|j| j.id)
+        .collect();
+    for id in ids {
+        if let Some(job) = project.jobs.get_mut(&id) {
+            let from = job.status;
+            if machine::cancel(job, at) {
+                world.hooks.record(job, Some(from));
+            }
+        }
+    }
+    stamp(world, project_id, pipeline_id, at);
+    process_pipeline(world, project_id, ap, pipeline_id, at);
 }
 
 /// Runs `change` on a job if it still exists and has not moved since the event was planned,
@@ -344,7 +381,7 @@ fn with_current_job(
     at: SimTime,
     job_id: u64,
     epoch: u64,
-    change: impl FnOnce(&mut crate::sim::state::Job),
+    change: impl FnOnce(&mut Job),
 ) {
     let Some(job) = world.job_mut(project_id, job_id) else {
         return;
@@ -469,35 +506,33 @@ fn process_pipeline(
         .map(|j| (j.stage_idx, j.id))
         .collect();
     latest.sort_unstable();
+    let changed = process_stages(project, &mut world.hooks, &latest, t);
+    if changed && let Some(pipeline) = project.pipelines.get_mut(&pipeline_id) {
+        pipeline.updated_at = pipeline.updated_at.max(t);
+    }
+    plan_moved(project, ap, &latest, t);
+}
 
+/// Walks the pipeline's latest jobs (`(stage_idx, id)`, sorted) stage by stage: a `created`
+/// job moves once every earlier stage has completed. Returns whether any job moved.
+fn process_stages(
+    project: &mut Project,
+    hooks: &mut Outbox,
+    latest: &[(u32, u64)],
+    t: SimTime,
+) -> bool {
     let mut earlier_complete = true;
     let mut earlier_ok = true;
     let mut changed = false;
-    let mut i = 0;
-    while i < latest.len() {
-        let stage = latest[i].0;
-        let end = latest[i..]
-            .iter()
-            .position(|(s, _)| *s != stage)
-            .map_or(latest.len(), |n| i + n);
+    for stage in latest.chunk_by(|a, b| a.0 == b.0) {
         let mut stage_complete = true;
         let mut stage_ok = true;
-        for &(_, id) in &latest[i..end] {
+        for &(_, id) in stage {
             let Some(job) = project.jobs.get_mut(&id) else {
                 continue;
             };
             if job.status == Status::Created && earlier_complete {
-                let moved = if !earlier_ok {
-                    machine::skip(job, t)
-                } else if job.when == When::Manual {
-                    machine::actionize(job, t)
-                } else {
-                    machine::enqueue(job, t)
-                };
-                if moved {
-                    world.hooks.record(job, Some(Status::Created));
-                }
-                changed |= moved;
+                changed |= release(job, hooks, earlier_ok, t);
             }
             let ignored_manual = job.status == Status::Manual && job.allow_failure;
             stage_complete &= job.status.is_completed() || ignored_manual;
@@ -510,13 +545,31 @@ fn process_pipeline(
         }
         earlier_complete &= stage_complete;
         earlier_ok &= stage_ok;
-        i = end;
     }
-    if changed && let Some(pipeline) = project.pipelines.get_mut(&pipeline_id) {
-        pipeline.updated_at = pipeline.updated_at.max(t);
-    }
+    changed
+}
 
-    for (_, id) in latest {
+/// Moves a `created` job whose earlier stages have completed: skipped when one of them failed
+/// (`!earlier_ok`), else made manual or queued, and records the Job Hook. Returns whether it
+/// moved.
+fn release(job: &mut Job, hooks: &mut Outbox, earlier_ok: bool, t: SimTime) -> bool {
+    let moved = if !earlier_ok {
+        machine::skip(job, t)
+    } else if job.when == When::Manual {
+        machine::actionize(job, t)
+    } else {
+        machine::enqueue(job, t)
+    };
+    if moved {
+        hooks.record(job, Some(Status::Created));
+    }
+    moved
+}
+
+/// Plans what happens next to each of the pipeline's latest jobs that moved since it was last
+/// planned, in `latest`'s order (so the draws stay in order).
+fn plan_moved(project: &mut Project, ap: &mut Autopilot, latest: &[(u32, u64)], t: SimTime) {
+    for &(_, id) in latest {
         let Some(job) = project.jobs.get_mut(&id) else {
             continue;
         };
@@ -551,112 +604,130 @@ struct Planned {
 
 /// Decides what happens next to a job that just moved.
 fn plan(ap: &mut Autopilot, t: SimTime, job: Planned, name: &str) {
+    let rng = &mut ap.rng;
+    let next = match (job.status, job.kind) {
+        (Status::Pending, JobKind::Bridge) => Some(pending_bridge(rng, job)),
+        (Status::Pending, JobKind::Build) => Some(pending_build(rng, job)),
+        (Status::Running, JobKind::Bridge) => Some(running_bridge(rng, job)),
+        (Status::Running, JobKind::Build) => Some(running_build(rng, job, name)),
+        (Status::Manual, _) => manual_play(rng, job),
+        _ => None,
+    };
+    if let Some((after, event)) = next {
+        ap.schedule(t.plus_millis(after), event);
+    }
+}
+
+/// A pending bridge: triggered within seconds. Returns the delay (milliseconds) and the event.
+fn pending_bridge(rng: &mut ChaCha8Rng, job: Planned) -> (i64, Event) {
+    let after = rng.random_range(1_000..5_000);
+    let Planned { job_id, epoch, .. } = job;
+    (after, Event::Pickup { job_id, epoch })
+}
+
+/// A pending build: picked up by a runner (usually within a minute, sometimes after many), or
+/// dropped as stuck when no runner takes it.
+fn pending_build(rng: &mut ChaCha8Rng, job: Planned) -> (i64, Event) {
     let Planned {
         job_id,
         epoch,
-        status,
-        kind,
         needs_gpu,
         failure_scale: scale,
+        ..
     } = job;
-    let rng = &mut ap.rng;
-    match (status, kind) {
-        (Status::Pending, JobKind::Bridge) => {
-            let after = rng.random_range(1_000..5_000);
-            ap.schedule(t.plus_millis(after), Event::Pickup { job_id, epoch });
-        }
-        (Status::Pending, JobKind::Build) => {
-            let roll: f64 = rng.random();
-            let event = if needs_gpu {
-                // No online runner has the tag: dropped after an hour (GitLab ≥ 17 reason).
-                (
-                    HOUR,
-                    Event::DropStuck {
-                        job_id,
-                        epoch,
-                        reason: "stuck_pending_no_matching_runners",
-                    },
-                )
-            } else if roll < 0.085 * scale {
-                // Runners exist but never take it: dropped after a day.
-                (
-                    24 * HOUR,
-                    Event::DropStuck {
-                        job_id,
-                        epoch,
-                        reason: "stuck_or_timeout_failure",
-                    },
-                )
-            } else if roll < 0.12 {
-                (
-                    rng.random_range(3 * MINUTE..45 * MINUTE),
-                    Event::Pickup { job_id, epoch },
-                )
-            } else {
-                (
-                    rng.random_range(1_000..60_000),
-                    Event::Pickup { job_id, epoch },
-                )
-            };
-            ap.schedule(t.plus_millis(event.0), event.1);
-        }
-        (Status::Running, JobKind::Bridge) => {
-            let after = rng.random_range(MINUTE..8 * MINUTE);
-            let outcome = if rng.random_bool(0.92) {
-                Outcome::Success
-            } else {
-                Outcome::Failed("downstream_pipeline_creation_failed")
-            };
-            ap.schedule(
-                t.plus_millis(after),
-                Event::Finish {
-                    job_id,
-                    epoch,
-                    outcome,
-                },
-            );
-        }
-        (Status::Running, JobKind::Build) => {
-            let normal = run_time(rng, name);
-            let roll: f64 = rng.random();
-            let (after, outcome) = if roll < 0.075 * scale {
-                (HOUR, Outcome::Failed("stuck_or_timeout_failure"))
-            } else if roll < 0.082 * scale {
-                (HOUR, Outcome::Failed("job_execution_timeout"))
-            } else if roll < 0.085 * scale {
-                (30 * MINUTE, Outcome::Failed("no_updates_running"))
-            } else if roll < 0.10 * scale {
-                (normal, Outcome::Failed("script_failure"))
-            } else if roll < 0.11 * scale {
-                (
-                    rng.random_range(5_000..normal.max(5_001)),
-                    Outcome::Failed("runner_system_failure"),
-                )
-            } else {
-                (normal, Outcome::Success)
-            };
-            ap.schedule(
-                t.plus_millis(after),
-                Event::Finish {
-                    job_id,
-                    epoch,
-                    outcome,
-                },
-            );
-        }
-        (Status::Manual, _) if rng.random_bool(0.35) => {
-            let after = rng.random_range(10 * MINUTE..3 * HOUR);
-            let user_id = rng.random_range(2..=5);
-            ap.schedule(
-                t.plus_millis(after),
-                Event::Play {
-                    job_id,
-                    epoch,
-                    user_id,
-                },
-            );
-        }
-        _ => {}
+    let roll: f64 = rng.random();
+    if needs_gpu {
+        // No online runner has the tag: dropped after an hour (GitLab ≥ 17 reason).
+        (
+            HOUR,
+            Event::DropStuck {
+                job_id,
+                epoch,
+                reason: "stuck_pending_no_matching_runners",
+            },
+        )
+    } else if roll < 0.085 * scale {
+        // Runners exist but never take it: dropped after a day.
+        (
+            24 * HOUR,
+            Event::DropStuck {
+                job_id,
+                epoch,
+                reason: "stuck_or_timeout_failure",
+            },
+        )
+    } else if roll < 0.12 {
+        (
+            rng.random_range(3 * MINUTE..45 * MINUTE),
+            Event::Pickup { job_id, epoch },
+        )
+    } else {
+        (
+            rng.random_range(1_000..60_000),
+            Event::Pickup { job_id, epoch },
+        )
+    }
+}
+
+/// A running bridge: its downstream pipeline is created within minutes, or fails to be.
+fn running_bridge(rng: &mut ChaCha8Rng, job: Planned) -> (i64, Event) {
+    let after = rng.random_range(MINUTE..8 * MINUTE);
+    let outcome = if rng.random_bool(0.92) {
+        Outcome::Success
+    } else {
+        Outcome::Failed("downstream_pipeline_creation_failed")
+    };
+    (after, finish(job, outcome))
+}
+
+/// A running build: succeeds after its usual run time, or fails with one of GitLab's reasons.
+fn running_build(rng: &mut ChaCha8Rng, job: Planned, name: &str) -> (i64, Event) {
+    let scale = job.failure_scale;
+    let normal = run_time(rng, name);
+    let roll: f64 = rng.random();
+    let (after, outcome) = if roll < 0.075 * scale {
+        (HOUR, Outcome::Failed("stuck_or_timeout_failure"))
+    } else if roll < 0.082 * scale {
+        (HOUR, Outcome::Failed("job_execution_timeout"))
+    } else if roll < 0.085 * scale {
+        (30 * MINUTE, Outcome::Failed("no_updates_running"))
+    } else if roll < 0.10 * scale {
+        (normal, Outcome::Failed("script_failure"))
+    } else if roll < 0.11 * scale {
+        (
+            rng.random_range(5_000..normal.max(5_001)),
+            Outcome::Failed("runner_system_failure"),
+        )
+    } else {
+        (normal, Outcome::Success)
+    };
+    (after, finish(job, outcome))
+}
+
+/// A manual job: about a third are played by a developer, minutes to hours later.
+fn manual_play(rng: &mut ChaCha8Rng, job: Planned) -> Option<(i64, Event)> {
+    if !rng.random_bool(0.35) {
+        return None;
+    }
+    let after = rng.random_range(10 * MINUTE..3 * HOUR);
+    let user_id = rng.random_range(2..=5);
+    let Planned { job_id, epoch, .. } = job;
+    Some((
+        after,
+        Event::Play {
+            job_id,
+            epoch,
+            user_id,
+        },
+    ))
+}
+
+/// The event that ends a running job with `outcome`.
+fn finish(job: Planned, outcome: Outcome) -> Event {
+    Event::Finish {
+        job_id: job.job_id,
+        epoch: job.epoch,
+        outcome,
     }
 }
 
