@@ -115,31 +115,16 @@ impl Params {
     /// boolean) fails Grape's `type: Array` coercion: 400 `"<name> is invalid"` (an empty
     /// string coerces to an empty array).
     pub fn hash_array(&self, name: &str) -> Result<Option<Vec<HashParam>>, ApiError> {
-        let invalid = || ApiError::param(format!("{name} is invalid"));
-        if let Some(value) = self.json.get(name) {
-            let items = match value {
-                Value::Array(items) => items.clone(),
-                Value::Object(map) => map.values().cloned().collect(),
-                Value::String(s) if s.is_empty() => Vec::new(),
-                Value::Null => Vec::new(),
-                Value::String(_) | Value::Number(_) | Value::Bool(_) => return Err(invalid()),
-            };
-            return Ok(Some(
-                items
-                    .iter()
-                    .map(|item| match item {
-                        Value::Object(map) => map
-                            .iter()
-                            .map(|(k, v)| {
-                                let v = (!v.is_null()).then(|| json_scalar(v));
-                                (k.clone(), v)
-                            })
-                            .collect(),
-                        _ => BTreeMap::new(),
-                    })
-                    .collect(),
-            ));
+        match self.json.get(name) {
+            Some(value) => json_hash_array(name, value).map(Some),
+            None => self.pairs_hash_array(name),
         }
+    }
+
+    /// [`Params::hash_array`] from the query and form pairs: the `name[][field]=` hashes
+    /// (grouped as Rack groups them), then the `name[index][field]=` hashes (in the order their
+    /// indexes first appear).
+    fn pairs_hash_array(&self, name: &str) -> Result<Option<Vec<HashParam>>, ApiError> {
         let array_prefix = format!("{name}[][");
         let indexed_prefix = format!("{name}[");
         let mut rack_array: Vec<HashParam> = Vec::new();
@@ -153,32 +138,14 @@ impl Params {
                 .and_then(|rest| rest.strip_suffix(']'))
             {
                 seen = true;
-                // Rack starts a new hash when the last one already has this key.
-                let start_new = rack_array
-                    .last()
-                    .is_none_or(|last| last.contains_key(field));
-                if start_new {
-                    rack_array.push(BTreeMap::new());
-                }
-                if let Some(last) = rack_array.last_mut() {
-                    last.insert(field.to_owned(), Some(value.clone()));
-                }
+                push_rack_field(&mut rack_array, field, value);
             } else if let Some((index, field)) = key
                 .strip_prefix(&indexed_prefix)
                 .and_then(|rest| rest.strip_suffix(']'))
                 .and_then(|rest| rest.split_once("]["))
             {
                 seen = true;
-                let slot = match indexed.iter().position(|(i, _)| i == index) {
-                    Some(pos) => pos,
-                    None => {
-                        indexed.push((index.to_owned(), BTreeMap::new()));
-                        indexed.len() - 1
-                    }
-                };
-                indexed[slot]
-                    .1
-                    .insert(field.to_owned(), Some(value.clone()));
+                set_indexed_field(&mut indexed, index, field, value);
             } else if key == name {
                 plain = Some(value);
             } else if *key == format!("{name}[]") {
@@ -189,7 +156,7 @@ impl Params {
             return match plain {
                 None => Ok(None),
                 Some("") => Ok(Some(Vec::new())),
-                Some(_) => Err(invalid()),
+                Some(_) => Err(ApiError::param(format!("{name} is invalid"))),
             };
         }
         rack_array.extend(indexed.into_iter().map(|(_, hash)| hash));
@@ -217,6 +184,61 @@ impl Params {
                 .ok_or_else(|| ApiError::param(format!("{name} is invalid"))),
         }
     }
+}
+
+/// [`Params::hash_array`] of a JSON member: an array of objects, or an object whose values
+/// are the objects (an empty string or `null` is an empty array; another scalar is invalid).
+/// An item that is not an object is an empty hash.
+fn json_hash_array(name: &str, value: &Value) -> Result<Vec<HashParam>, ApiError> {
+    let items = match value {
+        Value::Array(items) => items.clone(),
+        Value::Object(map) => map.values().cloned().collect(),
+        Value::String(s) if s.is_empty() => Vec::new(),
+        Value::Null => Vec::new(),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+            return Err(ApiError::param(format!("{name} is invalid")));
+        }
+    };
+    Ok(items
+        .iter()
+        .map(|item| match item {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| {
+                    let v = (!v.is_null()).then(|| json_scalar(v));
+                    (k.clone(), v)
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        })
+        .collect())
+}
+
+/// Adds `name[][field]=value` to the array of hashes the way Rack does: to the last hash,
+/// unless that one already has `field` (then a new hash starts).
+fn push_rack_field(hashes: &mut Vec<HashParam>, field: &str, value: &str) {
+    let start_new = hashes.last().is_none_or(|last| last.contains_key(field));
+    if start_new {
+        hashes.push(BTreeMap::new());
+    }
+    if let Some(last) = hashes.last_mut() {
+        last.insert(field.to_owned(), Some(value.to_owned()));
+    }
+}
+
+/// Sets `name[index][field]=value` in the hash of that index (created, after the others,
+/// the first time the index appears).
+fn set_indexed_field(hashes: &mut Vec<(String, HashParam)>, index: &str, field: &str, value: &str) {
+    let slot = match hashes.iter().position(|(i, _)| i == index) {
+        Some(pos) => pos,
+        None => {
+            hashes.push((index.to_owned(), BTreeMap::new()));
+            hashes.len() - 1
+        }
+    };
+    hashes[slot]
+        .1
+        .insert(field.to_owned(), Some(value.to_owned()));
 }
 
 fn json_scalar(value: &Value) -> String {

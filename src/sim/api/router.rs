@@ -124,42 +124,39 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Option<Route> {
         method.clone()
     };
     let raw: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-    let get = method == Method::GET;
-    let post = method == Method::POST;
-    let seg = |i: usize| raw.get(i).map(|s| path_decode(s));
-    let rest = |from: usize| {
-        raw.get(from..)
-            .filter(|tail| !tail.is_empty() && tail.iter().all(|s| !s.is_empty()))
-            .map(|tail| {
-                tail.iter()
-                    .map(|s| path_decode(s))
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
-    };
-
-    match raw.as_slice() {
-        ["job"] if get => return Some(Route::new(Endpoint::CurrentJob)),
-        ["job", "allowed_agents"] if get => {
-            return Some(Route::new(Endpoint::CurrentJobAllowedAgents));
-        }
-        ["groups", id] if get && !id.is_empty() => {
-            return Some(Route {
-                group: seg(1),
-                ..Route::new(Endpoint::GetGroup)
-            });
-        }
-        ["groups", id, "projects"] if get && !id.is_empty() => {
-            return Some(Route {
-                group: seg(1),
-                ..Route::new(Endpoint::ListGroupProjects)
-            });
-        }
-        _ => {}
+    if let Some(route) = instance_route(&method, &raw) {
+        return Some(route);
     }
     if raw.first() != Some(&"projects") || raw.get(1).is_none_or(|s| s.is_empty()) {
         return None;
     }
+    project_route(&method, &raw)
+}
+
+/// The routes outside a project (all `GET`): `/job`, `/job/allowed_agents`, `/groups/:id` and
+/// `/groups/:id/projects`.
+fn instance_route(method: &Method, raw: &[&str]) -> Option<Route> {
+    if *method != Method::GET {
+        return None;
+    }
+    let group = |endpoint: Endpoint| Route {
+        group: segment(raw, 1),
+        ..Route::new(endpoint)
+    };
+    match raw {
+        ["job"] => Some(Route::new(Endpoint::CurrentJob)),
+        ["job", "allowed_agents"] => Some(Route::new(Endpoint::CurrentJobAllowedAgents)),
+        ["groups", id] if !id.is_empty() => Some(group(Endpoint::GetGroup)),
+        ["groups", id, "projects"] if !id.is_empty() => Some(group(Endpoint::ListGroupProjects)),
+        _ => None,
+    }
+}
+
+/// The routes below `/projects/:id` (`raw` is `["projects", id, …]` with a non-empty id).
+fn project_route(method: &Method, raw: &[&str]) -> Option<Route> {
+    let get = *method == Method::GET;
+    let post = *method == Method::POST;
+    let seg = |i: usize| segment(raw, i);
     let with = |endpoint: Endpoint| Route {
         project: seg(1),
         ..Route::new(endpoint)
@@ -181,41 +178,63 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Option<Route> {
         },
         ["jobs", "artifacts", r, "raw", _, ..] if get && !r.is_empty() => Route {
             ref_name: seg(4),
-            artifact_path: Some(rest(6)?),
+            artifact_path: Some(rest(raw, 6)?),
             ..with(Endpoint::ArtifactFileByRef)
         },
         ["jobs", id] if get && !id.is_empty() => Route {
             resource_id: seg(3),
             ..with(Endpoint::GetJob)
         },
-        ["jobs", id, action] if !id.is_empty() => {
-            let endpoint = match *action {
-                "trace" if get => Endpoint::Trace,
-                "cancel" if post => Endpoint::Cancel,
-                "retry" if post => Endpoint::Retry,
-                "erase" if post => Endpoint::Erase,
-                "play" if post => Endpoint::Play,
-                "artifacts" if get => Endpoint::DownloadArtifacts,
-                "artifacts" if method == Method::DELETE => Endpoint::DeleteArtifacts,
-                _ => return None,
-            };
-            Route {
-                resource_id: seg(3),
-                ..with(endpoint)
-            }
-        }
+        ["jobs", id, action] if !id.is_empty() => Route {
+            resource_id: seg(3),
+            ..with(job_action(method, action)?)
+        },
         ["jobs", id, "artifacts", "keep"] if post && !id.is_empty() => Route {
             resource_id: seg(3),
             ..with(Endpoint::KeepArtifacts)
         },
         ["jobs", id, "artifacts", _, ..] if get && !id.is_empty() => Route {
             resource_id: seg(3),
-            artifact_path: Some(rest(5)?),
+            artifact_path: Some(rest(raw, 5)?),
             ..with(Endpoint::ArtifactFile)
         },
         _ => return None,
     };
     Some(endpoint_route)
+}
+
+/// The endpoint of `/projects/:id/jobs/:job_id/<action>` for `method`, if there is one.
+fn job_action(method: &Method, action: &str) -> Option<Endpoint> {
+    let get = *method == Method::GET;
+    let post = *method == Method::POST;
+    Some(match action {
+        "trace" if get => Endpoint::Trace,
+        "cancel" if post => Endpoint::Cancel,
+        "retry" if post => Endpoint::Retry,
+        "erase" if post => Endpoint::Erase,
+        "play" if post => Endpoint::Play,
+        "artifacts" if get => Endpoint::DownloadArtifacts,
+        "artifacts" if *method == Method::DELETE => Endpoint::DeleteArtifacts,
+        _ => return None,
+    })
+}
+
+/// Segment `i` of the raw path, decoded.
+fn segment(raw: &[&str], i: usize) -> Option<String> {
+    raw.get(i).map(|s| path_decode(s))
+}
+
+/// The segments from `from` on, each decoded, joined with `/` (a `*path` parameter); `None`
+/// when there are none or one of them is empty.
+fn rest(raw: &[&str], from: usize) -> Option<String> {
+    raw.get(from..)
+        .filter(|tail| !tail.is_empty() && tail.iter().all(|s| !s.is_empty()))
+        .map(|tail| {
+            tail.iter()
+                .map(|s| path_decode(s))
+                .collect::<Vec<_>>()
+                .join("/")
+        })
 }
 
 #[cfg(test)]
