@@ -6,7 +6,7 @@
 use crate::sim::artifacts;
 use crate::sim::clock::{SimTime, iso8601, iso8601_with_offset};
 use crate::sim::machine;
-use crate::sim::state::{Job, JobKind, Pipeline, Project, User, World, runner, user};
+use crate::sim::state::{Job, JobKind, Pipeline, Project, Runner, User, World, runner, user};
 use crate::sim::trace;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -350,29 +350,6 @@ pub(crate) fn job<'a>(
     }
     let live = job.has_live_artifacts(ctx.now);
     let archive_size = live.then(|| artifacts::zip_size(&artifacts::files(job, &pipeline.git_ref)));
-    let mut artifact_list = Vec::new();
-    if let Some(size) = archive_size {
-        artifact_list.push(ArtifactEntity {
-            file_type: "archive",
-            size,
-            filename: "artifacts.zip",
-            file_format: "zip",
-        });
-        artifact_list.push(ArtifactEntity {
-            file_type: "metadata",
-            size: 64 + size / 4,
-            filename: "metadata.gz",
-            file_format: "gzip",
-        });
-    }
-    if job.trace.is_some() && job.status.is_completed() {
-        artifact_list.push(ArtifactEntity {
-            file_type: "trace",
-            size: trace::render(job, Some(pipeline)).len() as u64,
-            filename: "job.log",
-            file_format: "raw",
-        });
-    }
     let runner = job.runner_id.and_then(runner);
     Some(JobEntity {
         basic,
@@ -380,35 +357,75 @@ pub(crate) fn job<'a>(
             filename: "artifacts.zip",
             size,
         }),
-        artifacts: artifact_list,
-        runner: runner.map(|r| RunnerEntity {
-            id: r.id,
-            description: r.description,
-            ip_address: None,
-            active: true,
-            paused: false,
-            is_shared: r.is_shared,
-            runner_type: r.runner_type,
-            name: "gitlab-runner",
-            online: true,
-            status: "online",
-        }),
-        runner_manager: Some(runner.map(|r| RunnerManagerEntity {
-            id: r.manager_id,
-            system_id: r.system_id,
-            version: "17.5.0",
-            revision: "8ec04662",
-            platform: "linux",
-            architecture: "amd64",
-            created_at: iso8601(SimTime(1_704_103_200_000)),
-            contacted_at: iso8601(ctx.now.plus_millis(-3_000)),
-            ip_address: format!("10.0.0.{}", r.id),
-            status: "online",
-        })),
+        artifacts: artifact_list(job, pipeline, archive_size),
+        runner: runner.map(runner_entity),
+        runner_manager: Some(runner.map(|r| runner_manager_entity(r, ctx))),
         artifacts_expire_at: job.artifacts.and_then(|a| a.expire_at).map(iso8601),
         archived: world.is_archived(job, ctx.now),
         tag_list: job.tag_list.iter().map(|t| &**t).collect(),
     })
+}
+
+/// A build's `artifacts`: the archive and its metadata while they live (`archive_size`), and
+/// the log once the build has completed.
+fn artifact_list(job: &Job, pipeline: &Pipeline, archive_size: Option<u64>) -> Vec<ArtifactEntity> {
+    let mut list = Vec::new();
+    if let Some(size) = archive_size {
+        list.push(ArtifactEntity {
+            file_type: "archive",
+            size,
+            filename: "artifacts.zip",
+            file_format: "zip",
+        });
+        list.push(ArtifactEntity {
+            file_type: "metadata",
+            size: 64 + size / 4,
+            filename: "metadata.gz",
+            file_format: "gzip",
+        });
+    }
+    if job.trace.is_some() && job.status.is_completed() {
+        list.push(ArtifactEntity {
+            file_type: "trace",
+            size: trace::render(job, Some(pipeline)).len() as u64,
+            filename: "job.log",
+            file_format: "raw",
+        });
+    }
+    list
+}
+
+/// `Entities::Ci::Runner` of the runner that ran a build.
+fn runner_entity(r: &Runner) -> RunnerEntity {
+    RunnerEntity {
+        id: r.id,
+        description: r.description,
+        ip_address: None,
+        active: true,
+        paused: false,
+        is_shared: r.is_shared,
+        runner_type: r.runner_type,
+        name: "gitlab-runner",
+        online: true,
+        status: "online",
+    }
+}
+
+/// `Entities::Ci::RunnerManager` of the runner that ran a build (it contacted GitLab three
+/// seconds ago).
+fn runner_manager_entity(r: &Runner, ctx: Ctx<'_>) -> RunnerManagerEntity {
+    RunnerManagerEntity {
+        id: r.manager_id,
+        system_id: r.system_id,
+        version: "17.5.0",
+        revision: "8ec04662",
+        platform: "linux",
+        architecture: "amd64",
+        created_at: iso8601(SimTime(1_704_103_200_000)),
+        contacted_at: iso8601(ctx.now.plus_millis(-3_000)),
+        ip_address: format!("10.0.0.{}", r.id),
+        status: "online",
+    }
 }
 
 /// `Entities::Ci::Bridge` of a bridge. The simulator does not model downstream pipelines, so

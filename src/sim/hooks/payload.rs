@@ -9,7 +9,7 @@
 use crate::sim::clock::{SimTime, webhook_time};
 use crate::sim::hooks::outbox::HookJob;
 use crate::sim::render::{avatar_url, email};
-use crate::sim::state::{JobKind, Project, World, runner, user};
+use crate::sim::state::{JobKind, Pipeline, Project, World, runner, user};
 use crate::sim::status::Status;
 use serde::Serialize;
 
@@ -139,15 +139,7 @@ const PRIVATE: u8 = 0;
 pub(crate) fn render(world: &World, job: &HookJob, links: &Links) -> Option<Vec<u8>> {
     let project = world.projects.get(&job.project_id)?;
     let pipeline = project.pipelines.get(&job.pipeline_id)?;
-    let path = project.path.as_str();
-    let (namespace, name) = path.rsplit_once('/').unwrap_or(("", path));
-    let namespace_name = namespace.rsplit('/').next().unwrap_or(namespace);
-    let web_url = format!("{}{path}", links.base);
-    let http_url = format!("{web_url}.git");
-    let ssh_url = format!("git@{}:{path}.git", links.ssh_host);
-    let author = user(pipeline.commit.author_id);
-    let job_user = user(job.user_id);
-    let (started, finished, status) = pipeline_times(project, job.pipeline_id);
+    let urls = ProjectUrls::of(project, links);
     let payload = JobHookPayload {
         object_kind: "build",
         git_ref: &pipeline.git_ref,
@@ -171,64 +163,129 @@ pub(crate) fn render(world: &World, job: &HookJob, links: &Links) -> Option<Vec<
         build_allow_failure: job.allow_failure,
         build_failure_reason: job.failure_reason.as_deref(),
         pipeline_id: pipeline.id,
-        runner: job.runner_id.and_then(runner).map(|r| HookRunner {
-            id: r.id,
-            description: r.description,
-            runner_type: r.runner_type,
-            active: true,
-            is_shared: r.is_shared,
-            tags: job.tag_list.iter().map(|t| &**t).collect(),
-        }),
+        runner: hook_runner(job),
         project_id: project.id,
-        project_name: path.replace('/', " / "),
-        user: Some(HookUser {
-            id: job_user.id,
-            name: job_user.name,
-            username: job_user.username,
-            avatar_url: avatar_url(job_user),
-            email: "[REDACTED]",
-        }),
-        commit: HookCommit {
-            id: pipeline.id,
-            name: None,
-            sha: &pipeline.commit.sha,
-            message: &pipeline.commit.message,
-            author_name: author.name,
-            author_email: email(author),
-            author_url: format!("{}{}", links.base, author.username),
-            status: status.as_str(),
-            duration: started
-                .zip(finished)
-                .map(|(s, f)| (f.0 - s.0).div_euclid(1000)),
-            started_at: started.map(webhook_time),
-            finished_at: finished.map(webhook_time),
-        },
-        repository: HookRepository {
-            name,
-            url: ssh_url.clone(),
-            description: None,
-            homepage: web_url.clone(),
-            git_http_url: http_url.clone(),
-            git_ssh_url: ssh_url.clone(),
-            visibility_level: PRIVATE,
-        },
-        project: HookProject {
-            id: project.id,
-            name,
-            description: None,
-            web_url,
-            avatar_url: None,
-            git_ssh_url: ssh_url,
-            git_http_url: http_url,
-            namespace: namespace_name,
-            visibility_level: PRIVATE,
-            path_with_namespace: path,
-            default_branch: "main",
-            ci_config_path: None,
-        },
+        project_name: urls.path.replace('/', " / "),
+        user: Some(hook_user(job.user_id)),
+        commit: hook_commit(project, pipeline, job.pipeline_id, links),
+        repository: urls.repository(),
+        project: urls.project(project.id),
         environment: None,
     };
     serde_json::to_vec(&payload).ok()
+}
+
+/// The project's path, its parts and its URLs, as the payload's `repository` and `project`
+/// show them.
+struct ProjectUrls<'a> {
+    /// The full path, e.g. `fleet/apps/project-7`.
+    path: &'a str,
+    /// The last part of the path (the project's name).
+    name: &'a str,
+    /// The project's own group (the last part of its namespace).
+    namespace: &'a str,
+    web_url: String,
+    http_url: String,
+    ssh_url: String,
+}
+
+impl<'a> ProjectUrls<'a> {
+    /// The paths and URLs of `project` on the instance at `links`.
+    fn of(project: &'a Project, links: &Links) -> ProjectUrls<'a> {
+        let path = project.path.as_str();
+        let (namespace, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let web_url = format!("{}{path}", links.base);
+        ProjectUrls {
+            path,
+            name,
+            namespace: namespace.rsplit('/').next().unwrap_or(namespace),
+            http_url: format!("{web_url}.git"),
+            ssh_url: format!("git@{}:{path}.git", links.ssh_host),
+            web_url,
+        }
+    }
+
+    /// `repository`: the project as a Git repository.
+    fn repository(&self) -> HookRepository<'a> {
+        HookRepository {
+            name: self.name,
+            url: self.ssh_url.clone(),
+            description: None,
+            homepage: self.web_url.clone(),
+            git_http_url: self.http_url.clone(),
+            git_ssh_url: self.ssh_url.clone(),
+            visibility_level: PRIVATE,
+        }
+    }
+
+    /// `Project#hook_attrs` of the project `id`.
+    fn project(self, id: u64) -> HookProject<'a> {
+        HookProject {
+            id,
+            name: self.name,
+            description: None,
+            web_url: self.web_url,
+            avatar_url: None,
+            git_ssh_url: self.ssh_url,
+            git_http_url: self.http_url,
+            namespace: self.namespace,
+            visibility_level: PRIVATE,
+            path_with_namespace: self.path,
+            default_branch: "main",
+            ci_config_path: None,
+        }
+    }
+}
+
+/// The build's runner, if it has one, with the build's tags.
+fn hook_runner(job: &HookJob) -> Option<HookRunner<'_>> {
+    job.runner_id.and_then(runner).map(|r| HookRunner {
+        id: r.id,
+        description: r.description,
+        runner_type: r.runner_type,
+        active: true,
+        is_shared: r.is_shared,
+        tags: job.tag_list.iter().map(|t| &**t).collect(),
+    })
+}
+
+/// The user who started the build.
+fn hook_user(user_id: u64) -> HookUser {
+    let u = user(user_id);
+    HookUser {
+        id: u.id,
+        name: u.name,
+        username: u.username,
+        avatar_url: avatar_url(u),
+        email: "[REDACTED]",
+    }
+}
+
+/// The pipeline under the name `commit`: its commit's message and author, and the pipeline's
+/// status, duration and times.
+fn hook_commit<'a>(
+    project: &Project,
+    pipeline: &'a Pipeline,
+    pipeline_id: u64,
+    links: &Links,
+) -> HookCommit<'a> {
+    let author = user(pipeline.commit.author_id);
+    let (started, finished, status) = pipeline_times(project, pipeline_id);
+    HookCommit {
+        id: pipeline.id,
+        name: None,
+        sha: &pipeline.commit.sha,
+        message: &pipeline.commit.message,
+        author_name: author.name,
+        author_email: email(author),
+        author_url: format!("{}{}", links.base, author.username),
+        status: status.as_str(),
+        duration: started
+            .zip(finished)
+            .map(|(s, f)| (f.0 - s.0).div_euclid(1000)),
+        started_at: started.map(webhook_time),
+        finished_at: finished.map(webhook_time),
+    }
 }
 
 /// `Ci::Build#retries_count`: the retried builds of that name in the pipeline.
