@@ -71,6 +71,7 @@ pub(crate) fn create_pipeline(
     let project = world.projects.get_mut(&project_id)?;
     let iid = project.next_iid;
     project.next_iid += 1;
+    // The pipeline was last updated when its latest job last moved.
     let updated_at = new
         .jobs
         .iter()
@@ -97,52 +98,58 @@ pub(crate) fn create_pipeline(
     let mut job_ids = Vec::with_capacity(new.jobs.len());
     for spec in new.jobs {
         let id = world.allocate_job_id();
-        let tag_list = world.interner.tags(&spec.tags);
-        let name = world.interner.str(&spec.name);
-        let stage = world.interner.str(&spec.stage);
-        let job = Job {
-            id,
-            project_id,
-            pipeline_id,
-            kind: spec.kind,
-            name,
-            stage,
-            stage_idx: spec.stage_idx,
-            failure_reason: (spec.status == Status::Failed).then(|| {
-                spec.failure_reason
-                    .unwrap_or_else(|| machine::UNKNOWN_FAILURE.to_owned())
-            }),
-            status: spec.status,
-            when: spec.when,
-            allow_failure: spec.allow_failure,
-            retried: false,
-            user_id: spec.user_id,
-            created_at: spec.created_at,
-            queued_at: spec.queued_at,
-            started_at: spec.started_at,
-            finished_at: spec.finished_at,
-            erased_at: None,
-            updated_at: spec
-                .finished_at
-                .or(spec.started_at)
-                .or(spec.queued_at)
-                .unwrap_or(spec.created_at),
-            coverage: None,
-            runner_id: spec.runner_id,
-            tag_list,
-            artifacts: spec.artifacts,
-            artifacts_expire_in: spec.artifacts_expire_in,
-            trace: spec.trace,
-            variables: Vec::new(),
-            epoch: 0,
-            planned_epoch: 0,
-        };
+        let job = new_job(world, id, project_id, pipeline_id, spec);
         if world.insert_job(job) {
             world.record_transition(project_id, id, None);
             job_ids.push(id);
         }
     }
     Some((pipeline_id, job_ids))
+}
+
+/// The job `id` of pipeline `pipeline_id` as `spec` describes it (names and tags interned; a
+/// failed job without a reason gets GitLab's `unknown_failure`).
+fn new_job(world: &mut World, id: u64, project_id: u64, pipeline_id: u64, spec: NewJob) -> Job {
+    let tag_list = world.interner.tags(&spec.tags);
+    let name = world.interner.str(&spec.name);
+    let stage = world.interner.str(&spec.stage);
+    Job {
+        id,
+        project_id,
+        pipeline_id,
+        kind: spec.kind,
+        name,
+        stage,
+        stage_idx: spec.stage_idx,
+        failure_reason: (spec.status == Status::Failed).then(|| {
+            spec.failure_reason
+                .unwrap_or_else(|| machine::UNKNOWN_FAILURE.to_owned())
+        }),
+        status: spec.status,
+        when: spec.when,
+        allow_failure: spec.allow_failure,
+        retried: false,
+        user_id: spec.user_id,
+        created_at: spec.created_at,
+        queued_at: spec.queued_at,
+        started_at: spec.started_at,
+        finished_at: spec.finished_at,
+        erased_at: None,
+        updated_at: spec
+            .finished_at
+            .or(spec.started_at)
+            .or(spec.queued_at)
+            .unwrap_or(spec.created_at),
+        coverage: None,
+        runner_id: spec.runner_id,
+        tag_list,
+        artifacts: spec.artifacts,
+        artifacts_expire_in: spec.artifacts_expire_in,
+        trace: spec.trace,
+        variables: Vec::new(),
+        epoch: 0,
+        planned_epoch: 0,
+    }
 }
 
 /// Retries a job as `user_id`: a new job (new id, same name, stage, pipeline, tags, `when`)
