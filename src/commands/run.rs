@@ -5,6 +5,7 @@ use super::{GitLabArgs, PolicyFilesArgs, termination_signal};
 use crate::engine::Shard;
 use crate::engine::{Engine, Ledger, system_clock};
 use crate::metrics::Metrics;
+use crate::server::Readiness;
 use crate::source::files::runner::{RunnerConfig, TokenSource, run_policies};
 use crate::source::kube::leader::LeaseSettings;
 use crate::source::kube::shard_leaders::LeaseLeaders;
@@ -146,30 +147,13 @@ fn shard_engine(engine_config: &mut crate::engine::EngineConfig, shard: Shard) {
 }
 
 pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
-    let cluster = if args.files.policies.is_empty() {
-        let mut config = args.cluster.config()?;
-        config.selector = args.selector.clone();
-        let client = kube::Client::try_default()
-            .await
-            .map_err(ClusterError::Client)?;
-        Some((config, client))
-    } else {
-        None
-    };
+    let cluster = connect_cluster(&args).await?;
     let metrics = Arc::new(Metrics::new());
-    let mut engine_config = args.gitlab.engine_config();
-    // Both modes shard: in file mode without leader election (one process per shard index).
-    let shard = match &cluster {
-        Some((config, _)) => config.shard,
-        None => Shard::new(args.cluster.shard_index, args.cluster.shard_count)
-            .map_err(ClusterError::from)?,
-    };
-    shard_engine(&mut engine_config, shard);
-    let ledger = match &args.state_dir {
-        Some(dir) => Ledger::in_dir(dir, engine_config.in_doubt_for)?,
-        None => Ledger::in_memory(engine_config.in_doubt_for),
-    };
-    let engine = Engine::with_ledger(engine_config, system_clock(), metrics.clone(), ledger);
+    let engine = build_engine(
+        &args,
+        cluster.as_ref().map(|(config, _)| config),
+        metrics.clone(),
+    )?;
     let shutdown = CancellationToken::new();
     let server = crate::server::spawn(
         args.server.metrics_listen,
@@ -186,23 +170,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
     };
     let webhook = match args.webhook_listen {
         Some(addr) => {
-            let secret = std::env::var(&args.webhook_token_env).unwrap_or_default();
-            let secrets =
-                WebhookSecrets::new(vec![SecretString::from(secret)], &args.webhook_token_env)?;
-            let forwarder = args.webhook_forward_to.clone().map(Forwarder::new);
-            let mut state = WebhookState::new(engine.clone(), secrets)
-                .elected(leadership.clone(), forwarder.clone());
-            // With project sharding, deliveries for other shards' projects go to their leaders.
-            if let (Some((config, client)), Some(_)) = (&cluster, &forwarder)
-                && !config.shard.is_everything()
-            {
-                state = state.routed(Arc::new(LeaseLeaders::new(
-                    client.clone(),
-                    &config.lease.namespace,
-                    &args.cluster.lease_name,
-                    config.shard.count(),
-                )));
-            }
+            let state = webhook_state(&args, cluster.as_ref(), &engine, &leadership)?;
             Some(crate::webhook::spawn(addr, state, shutdown.clone()).await?)
         }
         None => None,
@@ -217,18 +185,7 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
             server.ready.clone(),
             shutdown.clone(),
         )),
-        None => {
-            let config = RunnerConfig {
-                paths: args.files.policies,
-                token: TokenSource::SecretOrEnv(args.files.token_env),
-                override_policy: None,
-                reload_every: Duration::from_secs(args.reload_seconds.max(1)),
-                selector: args.selector,
-                readiness: Some(server.ready.clone()),
-            };
-            let sink = Arc::new(|report: &crate::engine::RunReport| report.log());
-            tokio::spawn(run_policies(engine, config, sink, shutdown.clone()))
-        }
+        None => spawn_file_runner(args, engine, server.ready.clone(), &shutdown),
     };
     termination_signal().await;
     tracing::info!("stopping: finishing in-flight actions");
@@ -239,6 +196,93 @@ pub async fn run(args: RunArgs) -> crate::Result<ExitCode> {
         webhook.join().await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cluster mode (no `--policies`): the cluster configuration the flags describe and a client
+/// of the Kubernetes API. `None` in file mode.
+async fn connect_cluster(args: &RunArgs) -> crate::Result<Option<(ClusterConfig, kube::Client)>> {
+    if !args.files.policies.is_empty() {
+        return Ok(None);
+    }
+    let mut config = args.cluster.config()?;
+    config.selector = args.selector.clone();
+    let client = kube::Client::try_default()
+        .await
+        .map_err(ClusterError::Client)?;
+    Ok(Some((config, client)))
+}
+
+/// The engine of this process: its shard's projects and share of the request budget, and
+/// the ledger (in `--state-dir`, else in memory).
+fn build_engine(
+    args: &RunArgs,
+    cluster: Option<&ClusterConfig>,
+    metrics: Arc<Metrics>,
+) -> crate::Result<Engine> {
+    let mut engine_config = args.gitlab.engine_config();
+    // Both modes shard: in file mode without leader election (one process per shard index).
+    let shard = match cluster {
+        Some(config) => config.shard,
+        None => Shard::new(args.cluster.shard_index, args.cluster.shard_count)
+            .map_err(ClusterError::from)?,
+    };
+    shard_engine(&mut engine_config, shard);
+    let ledger = match &args.state_dir {
+        Some(dir) => Ledger::in_dir(dir, engine_config.in_doubt_for)?,
+        None => Ledger::in_memory(engine_config.in_doubt_for),
+    };
+    Ok(Engine::with_ledger(
+        engine_config,
+        system_clock(),
+        metrics,
+        ledger,
+    ))
+}
+
+/// What the Job Hook receiver needs: the secret token, the leadership (and where a standby
+/// forwards deliveries), and with project sharding the shards' leaders.
+fn webhook_state(
+    args: &RunArgs,
+    cluster: Option<&(ClusterConfig, kube::Client)>,
+    engine: &Engine,
+    leadership: &Leadership,
+) -> crate::Result<WebhookState> {
+    let secret = std::env::var(&args.webhook_token_env).unwrap_or_default();
+    let secrets = WebhookSecrets::new(vec![SecretString::from(secret)], &args.webhook_token_env)?;
+    let forwarder = args.webhook_forward_to.clone().map(Forwarder::new);
+    let mut state =
+        WebhookState::new(engine.clone(), secrets).elected(leadership.clone(), forwarder.clone());
+    // With project sharding, deliveries for other shards' projects go to their leaders.
+    if let (Some((config, client)), Some(_)) = (cluster, &forwarder)
+        && !config.shard.is_everything()
+    {
+        state = state.routed(Arc::new(LeaseLeaders::new(
+            client.clone(),
+            &config.lease.namespace,
+            &args.cluster.lease_name,
+            config.shard.count(),
+        )));
+    }
+    Ok(state)
+}
+
+/// File mode: runs the policies of `--policies`, reloading them when they change.
+fn spawn_file_runner(
+    args: RunArgs,
+    engine: Engine,
+    ready: Readiness,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let config = RunnerConfig {
+        paths: args.files.policies,
+        token: TokenSource::SecretOrEnv(args.files.token_env),
+        override_policy: None,
+        reload_every: Duration::from_secs(args.reload_seconds.max(1)),
+        selector: args.selector,
+        readiness: Some(ready),
+    };
+    let sink = Arc::new(|report: &crate::engine::RunReport| report.log());
+    tokio::spawn(run_policies(engine, config, sink, shutdown.clone()))
 }
 
 #[cfg(test)]
