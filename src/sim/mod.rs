@@ -326,23 +326,10 @@ impl Simulator {
         } else {
             "http"
         };
-        let base_url = url::Url::parse(&format!("{scheme}://{local_addr}/"))
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let links_base = match &config.base_url_for_links {
-            Some(custom) => {
-                let parsed = url::Url::parse(custom)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                let text = parsed.to_string();
-                if text.ends_with('/') {
-                    text
-                } else {
-                    format!("{text}/")
-                }
-            }
-            None => base_url.to_string(),
-        };
-
-        let world = {
+        let base_url =
+            url::Url::parse(&format!("{scheme}://{local_addr}/")).map_err(invalid_input)?;
+        let links_base = links_base(config.base_url_for_links.as_deref(), &base_url)?;
+        let mut world = {
             let (projects, seed, fleet, archive, clock) = (
                 config.projects,
                 config.seed,
@@ -355,42 +342,8 @@ impl Simulator {
                 .map_err(std::io::Error::other)?
         };
         let shutdown = CancellationToken::new();
-        let hooks = HookHub::new(
-            HubSettings {
-                timeout: config.webhook_timeout,
-                queue_capacity: config.webhook_queue_capacity,
-                seed: config.seed,
-                base: links_base.clone(),
-            },
-            tokio::runtime::Handle::current(),
-            shutdown.clone(),
-        )?;
-        let mut world = world;
-        for hook in &config.webhooks {
-            let (_, scope) = hooks
-                .add(hook.clone())
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            world.hooks.set_scope(scope);
-        }
-        let shared = Arc::new(Shared {
-            world: Mutex::new(world),
-            clock: config.clock.clone(),
-            token: config.token.clone(),
-            links_base,
-            jobs_index_limit: Mutex::new(FixedWindow::new(
-                config.jobs_list_rate_limit_per_minute,
-                60_000,
-            )),
-            authenticated_api_limit: Mutex::new(FixedWindow::new(
-                config.authenticated_api_rate_limit_per_minute,
-                api::THROTTLE_PERIOD_MS,
-            )),
-            faults: Mutex::new(FaultInjector::new(config.faults.clone(), config.seed)),
-            log: Mutex::new(RequestLog::default()),
-            shutdown: shutdown.clone(),
-            request_seq: AtomicU64::new(1),
-            hooks,
-        });
+        let hooks = hook_hub(&config, &links_base, &shutdown, &mut world)?;
+        let shared = shared_state(&config, world, links_base, hooks, &shutdown);
         tokio::spawn(hooks::pump_periodically(Arc::clone(&shared)));
 
         let app = Router::new()
@@ -414,6 +367,80 @@ impl Simulator {
             task: Some(task),
         })
     }
+}
+
+/// An `InvalidInput` I/O error (a bad URL or webhook in the configuration).
+fn invalid_input(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, error)
+}
+
+/// The base of the links the simulator writes: [`SimConfig::base_url_for_links`] (with a
+/// trailing slash), else the URL it serves on.
+fn links_base(custom: Option<&str>, base_url: &url::Url) -> std::io::Result<String> {
+    let Some(custom) = custom else {
+        return Ok(base_url.to_string());
+    };
+    let text = url::Url::parse(custom).map_err(invalid_input)?.to_string();
+    Ok(if text.ends_with('/') {
+        text
+    } else {
+        format!("{text}/")
+    })
+}
+
+/// The Job Hook hub with the configured webhooks; `world` records the transitions of the
+/// projects they cover.
+fn hook_hub(
+    config: &SimConfig,
+    links_base: &str,
+    shutdown: &CancellationToken,
+    world: &mut World,
+) -> std::io::Result<HookHub> {
+    let hooks = HookHub::new(
+        HubSettings {
+            timeout: config.webhook_timeout,
+            queue_capacity: config.webhook_queue_capacity,
+            seed: config.seed,
+            base: links_base.to_owned(),
+        },
+        tokio::runtime::Handle::current(),
+        shutdown.clone(),
+    )?;
+    for hook in &config.webhooks {
+        let (_, scope) = hooks.add(hook.clone()).map_err(invalid_input)?;
+        world.hooks.set_scope(scope);
+    }
+    Ok(hooks)
+}
+
+/// The state every request handler shares: the world, the clock and token, the rate limits,
+/// the faults, the request log and the webhooks.
+fn shared_state(
+    config: &SimConfig,
+    world: World,
+    links_base: String,
+    hooks: HookHub,
+    shutdown: &CancellationToken,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        world: Mutex::new(world),
+        clock: config.clock.clone(),
+        token: config.token.clone(),
+        links_base,
+        jobs_index_limit: Mutex::new(FixedWindow::new(
+            config.jobs_list_rate_limit_per_minute,
+            60_000,
+        )),
+        authenticated_api_limit: Mutex::new(FixedWindow::new(
+            config.authenticated_api_rate_limit_per_minute,
+            api::THROTTLE_PERIOD_MS,
+        )),
+        faults: Mutex::new(FaultInjector::new(config.faults.clone(), config.seed)),
+        log: Mutex::new(RequestLog::default()),
+        shutdown: shutdown.clone(),
+        request_seq: AtomicU64::new(1),
+        hooks,
+    })
 }
 
 /// Serves `app` on `listener` (plain HTTP, or HTTPS) until `shutdown` fires.
