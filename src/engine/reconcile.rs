@@ -663,7 +663,9 @@ impl Engine {
         stop: &CancellationToken,
     ) -> Result<RunReport, ReconcileError> {
         let started = std::time::Instant::now();
-        let result = self.reconcile_inner(policy, access, mode, stop).await;
+        let result = self
+            .reconcile_scoped(policy, access, mode, Scope::All, stop)
+            .await;
         let key = &policy.key;
         let metrics = &self.inner.metrics;
         metrics.observe_reconcile(&key.namespace, &key.name, started.elapsed().as_secs_f64());
@@ -687,17 +689,6 @@ impl Engine {
         stop: &CancellationToken,
     ) -> Result<RunReport, ReconcileError> {
         self.reconcile_scoped(policy, access, RunMode::Normal, Scope::Delivered, stop)
-            .await
-    }
-
-    async fn reconcile_inner(
-        &self,
-        policy: &CompiledPolicy,
-        access: &GitLabAccess,
-        mode: RunMode,
-        stop: &CancellationToken,
-    ) -> Result<RunReport, ReconcileError> {
-        self.reconcile_scoped(policy, access, mode, Scope::All, stop)
             .await
     }
 

@@ -40,6 +40,7 @@ impl ActionRecord {
                 Outcome::Deferred { .. } | Outcome::SkippedOverBudget
             )
         {
+            // The same event as below at debug level (a tracing event's level is a constant).
             tracing::debug!(
                 target: "jobwarden::action",
                 policy = %policy,
