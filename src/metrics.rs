@@ -36,6 +36,13 @@ use std::time::Duration;
 /// The prefix of every metric name (`jobwarden_…`).
 pub const PREFIX: &str = "jobwarden";
 
+/// Where the rendering of one scrape stands ([`Metrics::render_next`]).
+#[derive(Debug, Default)]
+pub struct Exposition {
+    registry_rendered: bool,
+    projects: projects::Cursor,
+}
+
 /// The content type of [`Metrics::render`]'s output (Prometheus text exposition format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -190,19 +197,35 @@ impl Metrics {
         &self.registry
     }
 
-    /// Every metric in the Prometheus text exposition format ([`CONTENT_TYPE`]).
+    /// Every metric in the Prometheus text exposition format ([`CONTENT_TYPE`]): the pieces of
+    /// [`render_next`](Self::render_next) put together.
     pub fn render(&self) -> String {
+        let mut at = Exposition::default();
         let mut out = String::new();
-        let encoder = TextEncoder::new();
-        for family in self.registry.gather() {
-            // The registry drops empty families, the only input the encoder rejects; a family it
-            // still refused is left out rather than failing the whole scrape.
-            if let Err(err) = encoder.encode_utf8(std::slice::from_ref(&family), &mut out) {
-                tracing::error!(metric = family.name(), error = %err, "cannot encode metric");
-            }
+        while let Some(piece) = self.render_next(&mut at) {
+            out.push_str(&piece);
         }
-        self.projects.render(&encoder, &mut out);
         out
+    }
+
+    /// The next piece of the exposition, `None` after the last: first every family of the
+    /// registry, then the per-project families a few projects at a time, so that a scrape can
+    /// send each piece before the next one is rendered.
+    pub fn render_next(&self, at: &mut Exposition) -> Option<String> {
+        let encoder = TextEncoder::new();
+        if !at.registry_rendered {
+            at.registry_rendered = true;
+            let mut out = String::new();
+            for family in self.registry.gather() {
+                // The registry drops empty families, the only input the encoder rejects; a
+                // family it still refused is left out rather than failing the whole scrape.
+                if let Err(err) = encoder.encode_utf8(std::slice::from_ref(&family), &mut out) {
+                    tracing::error!(metric = family.name(), error = %err, "cannot encode metric");
+                }
+            }
+            return Some(out);
+        }
+        self.projects.render_next(&encoder, &mut at.projects)
     }
 
     /// A job of `project` waited `seconds` for a runner. Call once per job (see

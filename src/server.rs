@@ -235,10 +235,19 @@ pub async fn serve_app(
     Ok(())
 }
 
+/// `/metrics`: the exposition is sent piece by piece as it is rendered
+/// ([`Metrics::render_next`]), so a scrape of a large fleet never holds the whole text.
 async fn metrics_handler(State(state): State<ServerState>) -> Response {
+    let pieces = futures::stream::unfold(
+        (state.metrics, metrics::Exposition::default()),
+        |(metrics, mut at)| async move {
+            let piece = metrics.render_next(&mut at)?;
+            Some((Ok::<_, std::convert::Infallible>(piece), (metrics, at)))
+        },
+    );
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.render(),
+        axum::body::Body::from_stream(pieces),
     )
         .into_response()
 }

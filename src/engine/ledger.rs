@@ -107,7 +107,7 @@ struct PolicyBudget {
 
 #[derive(Debug, Default)]
 struct Entries {
-    budgets: HashMap<PolicyKey, VecDeque<Timestamp>>,
+    budgets: HashMap<PolicyKey, SentTimes>,
     /// By (instance, job id): job ids are unique within an instance.
     unsettled: HashMap<(String, u64), Unsettled>,
 }
@@ -181,9 +181,8 @@ impl Ledger {
         let Some(times) = entries.budgets.get_mut(policy) else {
             return 0;
         };
-        while times.front().is_some_and(|t| now - *t >= HOUR) {
-            times.pop_front();
-        }
+        // Sent at least an hour before `now`: no longer counted.
+        times.forget_up_to(now.checked_sub(HOUR).unwrap_or(Timestamp::MIN));
         u32::try_from(times.len()).unwrap_or(u32::MAX)
     }
 
@@ -219,11 +218,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         {
             let mut entries = lock(&self.entries);
-            entries
-                .budgets
-                .entry(policy.clone())
-                .or_default()
-                .push_back(now);
+            entries.budgets.entry(policy.clone()).or_default().push(now);
             entries
                 .unsettled
                 .insert((call.instance.clone(), call.job_id), call);
@@ -311,6 +306,49 @@ impl Ledger {
     }
 }
 
+/// When a policy's actions were sent, oldest first, in nanoseconds since the Unix epoch: 8
+/// bytes each where a timestamp takes 16 (a first run that cancels a backlog sends thousands
+/// within the hour they are kept).
+#[derive(Debug, Default)]
+struct SentTimes(VecDeque<i64>);
+
+impl SentTimes {
+    /// Notes an action sent at `at`.
+    fn push(&mut self, at: Timestamp) {
+        self.0.push_back(nanos(at));
+    }
+
+    /// Forgets the actions sent at or before `end`, and gives back the memory of a burst.
+    fn forget_up_to(&mut self, end: Timestamp) {
+        let end = nanos(end);
+        while self.0.front().is_some_and(|t| *t <= end) {
+            self.0.pop_front();
+        }
+        if self.0.capacity() > 2 * self.0.len() + 16 {
+            self.0.shrink_to_fit();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.0
+            .iter()
+            .map(|t| Timestamp::from_nanosecond(i128::from(*t)).unwrap_or(Timestamp::MAX))
+    }
+}
+
+/// `t` in nanoseconds since the Unix epoch (exact from 1677 to 2262, clamped outside).
+fn nanos(t: Timestamp) -> i64 {
+    i64::try_from(t.as_nanosecond()).unwrap_or(if t < Timestamp::UNIX_EPOCH {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
 impl Entries {
     fn from_state(state: LedgerState) -> Entries {
         Entries {
@@ -324,7 +362,11 @@ impl Entries {
                     };
                     let mut sent = b.sent;
                     sent.sort_unstable();
-                    (key, sent.into())
+                    let mut times = SentTimes::default();
+                    for t in sent {
+                        times.push(t);
+                    }
+                    (key, times)
                 })
                 .collect(),
             unsettled: state
@@ -344,11 +386,11 @@ impl Entries {
         let mut budgets: Vec<PolicyBudget> = self
             .budgets
             .iter()
-            .filter(|(_, sent)| !sent.is_empty())
+            .filter(|(_, sent)| sent.len() > 0)
             .map(|(key, sent)| PolicyBudget {
                 namespace: key.namespace.clone(),
                 name: key.name.clone(),
-                sent: sent.iter().copied().collect(),
+                sent: sent.iter().collect(),
             })
             .collect();
         budgets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -450,6 +492,23 @@ mod tests {
         );
         ledger.settle(instance, 42).await.expect("settle");
         assert_eq!(ledger.unsettled(instance, 42), None);
+    }
+
+    #[test]
+    fn sent_times_keep_every_nanosecond_and_shrink_after_a_burst() {
+        let t0 = t("2026-11-23T10:00:00.123456789Z");
+        let mut times = SentTimes::default();
+        for n in 0..10_000 {
+            times.push(t0 + SignedDuration::from_nanos(n));
+        }
+        assert_eq!(times.iter().next(), Some(t0));
+        times.forget_up_to(t0 + SignedDuration::from_nanos(9_997));
+        let left: Vec<Timestamp> = times.iter().collect();
+        assert_eq!(
+            left,
+            [9_998, 9_999].map(|n| t0 + SignedDuration::from_nanos(n))
+        );
+        assert!(times.0.capacity() < 100, "{}", times.0.capacity());
     }
 
     #[tokio::test]

@@ -216,6 +216,12 @@ impl ProjectObserver {
         }
     }
 
+    /// The observer with its strings in `names`, shared with other observers.
+    pub fn with_names(mut self, names: Names) -> Self {
+        self.names = names;
+        self
+    }
+
     /// Marks a held job as moved on, by what a delivery said: it is read before anything is
     /// decided on it. A job not held is left alone (it is decided on only once read or listed).
     pub fn mark_stale(&mut self, id: u64) {

@@ -14,7 +14,7 @@ pub use super::report::{
 };
 use super::shard::Shard;
 use crate::gitlab::models::{GroupRef, ProjectRef};
-use crate::gitlab::records::{JobRecord, JobWire};
+use crate::gitlab::records::{JobRecord, JobWire, Names};
 use crate::gitlab::{
     CaDigest, ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError,
     PipelineJobsQuery, RateLimiter, TokenDestinations,
@@ -198,6 +198,8 @@ struct Inner {
     /// finish their sync (and act) quickly instead of hundreds sharing the rate limit.
     sync_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     observers: Mutex<HashMap<ObserverKey, ObserverSlot>>,
+    /// The strings of every observer's jobs, stored once.
+    names: Names,
     /// Project paths resolved to ids (`GET /projects/:id`), while the project is observed.
     aliases: Mutex<HashMap<AliasKey, u64>>,
     /// The observers each policy watched in its last run.
@@ -269,6 +271,7 @@ impl Engine {
                 connections: Mutex::new(HashMap::new()),
                 sync_slots: Mutex::new(HashMap::new()),
                 observers: Mutex::new(HashMap::new()),
+                names: Names::default(),
                 aliases: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
                 groups,
@@ -381,10 +384,10 @@ impl Engine {
         lock(&self.inner.observers)
             .entry((instance.to_owned(), project_id))
             .or_insert_with(|| {
-                Arc::new(tokio::sync::Mutex::new(ProjectObserver::new(
-                    ProjectRef::Id(project_id),
-                    self.inner.config.history,
-                )))
+                Arc::new(tokio::sync::Mutex::new(
+                    ProjectObserver::new(ProjectRef::Id(project_id), self.inner.config.history)
+                        .with_names(self.inner.names.clone()),
+                ))
             })
             .clone()
     }

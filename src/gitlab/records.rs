@@ -7,10 +7,12 @@
 //! straight into a [`JobWire`]; fields nobody reads are skipped by serde and never materialised.
 
 use crate::gitlab::models::{Job, JobStatus};
+use crate::sync::lock;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::num::NonZeroI64;
+use std::sync::{Arc, Mutex};
 
 /// An interned string (a job name, stage, ref or failure reason): a thin pointer (8 bytes, and
 /// 8 as an `Option`) to one shared copy, where `Arc<str>` takes 16.
@@ -205,38 +207,74 @@ impl JobRecord {
     }
 }
 
-/// The strings of one project's jobs, stored once each: a project has a few dozen job names,
-/// stages and refs, repeated over thousands of jobs.
-#[derive(Debug, Default)]
+/// The strings of jobs, stored once each: a project has a few dozen job names, stages and
+/// refs, repeated over thousands of jobs, and most of them (`main`, `build`, `test`, failure
+/// reasons) are the same in every project. A clone shares the set: the engine's observers all
+/// use one, so a fleet holds one copy of each string and one set, not a set per project.
+#[derive(Debug, Clone, Default)]
 pub struct Names {
-    set: HashSet<Name>,
+    shared: Arc<Mutex<NameSet>>,
 }
+
+#[derive(Debug, Default)]
+struct NameSet {
+    set: HashSet<Name>,
+    /// How many strings were left after the last pruning.
+    pruned_to: usize,
+}
+
+/// The set is pruned once it holds this many strings more than the last pruning left, or
+/// twice as many, whichever is more: a pruning walks the whole set, and every observer asks
+/// for one after each sync.
+const PRUNE_AFTER: usize = 1024;
 
 impl Names {
     /// The shared copy of `s`.
     pub fn intern(&mut self, s: &str) -> Name {
-        if let Some(name) = self.set.get(s) {
+        let mut names = lock(&self.shared);
+        if let Some(name) = names.set.get(s) {
             return name.clone();
         }
         let name = Name::from(s);
-        self.set.insert(name.clone());
+        names.set.insert(name.clone());
         name
     }
 
-    /// Forgets the strings no record holds any more.
+    /// Forgets the strings no record holds any more, when enough have come since the last
+    /// pruning (see [`PRUNE_AFTER`]).
     pub fn prune(&mut self) {
-        self.set
+        let mut names = lock(&self.shared);
+        if names.set.len()
+            >= names
+                .pruned_to
+                .saturating_mul(2)
+                .max(names.pruned_to + PRUNE_AFTER)
+        {
+            Self::prune_now(&mut names);
+        }
+    }
+
+    /// Forgets the strings no record holds any more, now.
+    pub fn prune_all(&mut self) {
+        Self::prune_now(&mut lock(&self.shared));
+    }
+
+    fn prune_now(names: &mut NameSet) {
+        names
+            .set
             .retain(|name| Name::strong_count(name).is_none_or(|count| count > 1));
+        names.set.shrink_to_fit();
+        names.pruned_to = names.set.len();
     }
 
     /// How many distinct strings are stored.
     pub fn len(&self) -> usize {
-        self.set.len()
+        lock(&self.shared).set.len()
     }
 
     /// True when no string is stored.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.len() == 0
     }
 }
 
@@ -273,6 +311,8 @@ mod tests {
         assert_eq!(a.queued_seconds(now), Some(99.6));
         drop((a, b));
         names.prune();
+        assert_eq!(names.len(), 4, "pruned only once enough strings came");
+        names.prune_all();
         assert!(names.is_empty());
     }
 

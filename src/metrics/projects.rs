@@ -159,74 +159,134 @@ impl ProjectSeries {
         }
     }
 
-    /// Appends the four families to `out` in the text format, one family built at a time.
-    pub(super) fn render(&self, encoder: &TextEncoder, out: &mut String) {
-        for family in Family::ALL {
-            let built = self.build(family);
+    /// The next piece of the four families in the text format, from where `cursor` stands:
+    /// the series of at most [`PROJECTS_PER_PIECE`] projects of one family, the family's
+    /// `# HELP` and `# TYPE` lines before its first piece. `None` once every family is rendered.
+    /// The pieces of one scrape put together are the text the families would make whole.
+    pub(super) fn render_next(&self, encoder: &TextEncoder, cursor: &mut Cursor) -> Option<String> {
+        while let Some(&family) = Family::ALL.get(cursor.family) {
+            let Some(mut built) = self.build(family, cursor) else {
+                *cursor = Cursor {
+                    family: cursor.family + 1,
+                    ..Cursor::default()
+                };
+                continue;
+            };
             if built.get_metric().is_empty() {
                 continue;
             }
-            if let Err(err) = encoder.encode_utf8(std::slice::from_ref(&built), out) {
-                tracing::error!(metric = built.name(), error = %err, "cannot encode metric");
+            let first = !cursor.started;
+            if first {
+                built.set_help(family.help().to_owned());
+                cursor.started = true;
             }
+            let mut out = String::new();
+            if let Err(err) = encoder.encode_utf8(std::slice::from_ref(&built), &mut out) {
+                tracing::error!(metric = built.name(), error = %err, "cannot encode metric");
+                continue;
+            }
+            if !first {
+                // Without a help text the encoder starts with the `# TYPE` line alone, which
+                // the family's first piece already has.
+                out = out
+                    .split_once('\n')
+                    .map_or_else(String::new, |(_, rest)| rest.to_owned());
+            }
+            return Some(out);
         }
+        None
     }
 
-    /// Every series of `family`, sorted by labels (as the registry sorts its own).
-    fn build(&self, family: Family) -> MetricFamily {
+    /// The series of `family` for the next [`PROJECTS_PER_PIECE`] projects after the cursor's,
+    /// sorted by labels (as the registry sorts its own), without a help text; the cursor moves
+    /// past them. `None` when no project is left.
+    fn build(&self, family: Family, cursor: &mut Cursor) -> Option<MetricFamily> {
+        use std::ops::Bound;
         let projects = lock(&self.projects);
+        let from = cursor
+            .after
+            .as_deref()
+            .map_or(Bound::Unbounded, Bound::Excluded);
         let mut metrics = Vec::new();
-        for (project, series) in projects.iter() {
-            match family {
-                Family::Jobs => {
-                    for (status, count) in &series.jobs {
-                        let mut gauge = Gauge::default();
-                        gauge.set_value(*count as f64);
-                        let mut metric = Metric::from_gauge(gauge);
-                        metric.set_label(labels(&[("project", project), ("status", status)]));
-                        metrics.push(metric);
-                    }
-                }
-                Family::PendingAge => {
-                    if let Some(age) = series.pending_age {
-                        let mut gauge = Gauge::default();
-                        gauge.set_value(age);
-                        let mut metric = Metric::from_gauge(gauge);
-                        metric.set_label(labels(&[("project", project)]));
-                        metrics.push(metric);
-                    }
-                }
-                Family::Queued => {
-                    for (stage, histogram) in &series.queued {
-                        let mut metric = Metric::default();
-                        metric.set_histogram(histogram.to_proto());
-                        metric.set_label(labels(&[("project", project), ("stage", stage)]));
-                        metrics.push(metric);
-                    }
-                }
-                Family::Failures => {
-                    for ((stage, reason), count) in &series.failures {
-                        let mut counter = Counter::default();
-                        counter.set_value(*count as f64);
-                        let mut metric = Metric::default();
-                        metric.set_counter(counter);
-                        metric.set_label(labels(&[
-                            ("failure_reason", reason),
-                            ("project", project),
-                            ("stage", stage),
-                        ]));
-                        metrics.push(metric);
-                    }
-                }
-            }
+        let mut last = None;
+        for (project, series) in projects
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(PROJECTS_PER_PIECE)
+        {
+            series.build(family, project, &mut metrics);
+            last = Some(project);
         }
+        cursor.after = Some(last?.clone());
         drop(projects);
         let mut built = MetricFamily::default();
         built.set_name(format!("{PREFIX}_{}", family.name()));
-        built.set_help(family.help().to_owned());
         built.set_field_type(family.kind());
         built.set_metric(metrics);
-        built
+        Some(built)
+    }
+}
+
+/// How many projects' series of one family one piece of a scrape holds: a scrape's response
+/// is sent piece by piece, so it never holds the text (15 MB at 5,000 projects) or the series
+/// objects of a whole family at once.
+const PROJECTS_PER_PIECE: usize = 64;
+
+/// Where the rendering of the per-project families stands ([`ProjectSeries::render_next`]).
+#[derive(Debug, Default)]
+pub(super) struct Cursor {
+    /// The index in [`Family::ALL`] of the family being rendered.
+    family: usize,
+    /// The last project rendered of that family.
+    after: Option<Box<str>>,
+    /// Whether the family's header was rendered.
+    started: bool,
+}
+
+impl Series {
+    /// Appends the series of `family` of project `project` to `metrics`.
+    fn build(&self, family: Family, project: &str, metrics: &mut Vec<Metric>) {
+        match family {
+            Family::Jobs => {
+                for (status, count) in &self.jobs {
+                    let mut gauge = Gauge::default();
+                    gauge.set_value(*count as f64);
+                    let mut metric = Metric::from_gauge(gauge);
+                    metric.set_label(labels(&[("project", project), ("status", status)]));
+                    metrics.push(metric);
+                }
+            }
+            Family::PendingAge => {
+                if let Some(age) = self.pending_age {
+                    let mut gauge = Gauge::default();
+                    gauge.set_value(age);
+                    let mut metric = Metric::from_gauge(gauge);
+                    metric.set_label(labels(&[("project", project)]));
+                    metrics.push(metric);
+                }
+            }
+            Family::Queued => {
+                for (stage, histogram) in &self.queued {
+                    let mut metric = Metric::default();
+                    metric.set_histogram(histogram.to_proto());
+                    metric.set_label(labels(&[("project", project), ("stage", stage)]));
+                    metrics.push(metric);
+                }
+            }
+            Family::Failures => {
+                for ((stage, reason), count) in &self.failures {
+                    let mut counter = Counter::default();
+                    counter.set_value(*count as f64);
+                    let mut metric = Metric::default();
+                    metric.set_counter(counter);
+                    metric.set_label(labels(&[
+                        ("failure_reason", reason),
+                        ("project", project),
+                        ("stage", stage),
+                    ]));
+                    metrics.push(metric);
+                }
+            }
+        }
     }
 }
 

@@ -480,3 +480,58 @@ fn metrics_is_a_shareable_request_observer() {
     let shared: std::sync::Arc<dyn RequestObserver> = std::sync::Arc::new(Metrics::new());
     shared.on_request("/projects/:id/jobs", Some(401), Duration::ZERO);
 }
+
+#[test]
+fn a_fleet_is_rendered_in_pieces_that_make_each_family_whole() {
+    let metrics = Metrics::new();
+    // More projects than one piece holds, with a project between pieces that has no pending
+    // age: every family still has one header and every series once, sorted by project.
+    let projects: Vec<String> = (0..300).map(|i| format!("group/p{i:03}")).collect();
+    for (i, project) in projects.iter().enumerate() {
+        metrics.set_jobs_by_status(project, &[("pending", 1)]);
+        metrics.observe_job_queued(project, "test", 3.0);
+        if i % 7 != 0 {
+            metrics.set_pending_age(project, Some(1.0));
+        }
+    }
+    let mut at = Exposition::default();
+    let mut pieces = Vec::new();
+    while let Some(piece) = metrics.render_next(&mut at) {
+        pieces.push(piece);
+    }
+    assert!(pieces.len() > 4, "{} pieces", pieces.len());
+    let text = pieces.concat();
+    for (metric, kind) in [
+        ("jobwarden_jobs", "gauge"),
+        ("jobwarden_job_pending_age_seconds", "gauge"),
+        ("jobwarden_job_queued_duration_seconds", "histogram"),
+    ] {
+        assert!(has_header(&text, metric, kind), "{metric}");
+        let headers = text
+            .lines()
+            .filter(|l| l.starts_with('#') && l.split(' ').nth(2) == Some(metric))
+            .count();
+        assert_eq!(headers, 2, "{metric}: one HELP and one TYPE line");
+    }
+    let jobs = samples(&text, "jobwarden_jobs");
+    assert_eq!(jobs.len(), 300);
+    let mut sorted = jobs.clone();
+    sorted.sort_unstable();
+    assert_eq!(jobs, sorted, "sorted by project across pieces");
+    assert_eq!(
+        samples(&text, "jobwarden_job_pending_age_seconds").len(),
+        300 - 43
+    );
+    assert_eq!(
+        samples(&text, "jobwarden_job_queued_duration_seconds_count").len(),
+        300
+    );
+    // Each family's lines are together: no header after a family's first sample comes back.
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    let mut unique = families.clone();
+    unique.dedup();
+    assert_eq!(families, unique);
+}

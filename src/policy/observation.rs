@@ -4,7 +4,7 @@
 use crate::gitlab::models::ProjectRef;
 use crate::gitlab::records::{JobRecord, Name, Stamp};
 use jiff::Timestamp;
-use std::collections::hash_map::Entry;
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
 /// What the engine knows about one project of the policy, borrowed for one decision.
@@ -43,18 +43,44 @@ pub struct Observation<'a> {
 /// from the pipeline's job list again. A pipeline with no kept job left forgets every name. The
 /// entries of a project's history are mostly of jobs nobody keeps: a first sync of 200 jobs notes
 /// 200 `(pipeline, name)` pairs, of which the few dozen of kept jobs stay.
+///
+/// The lookups are vectors sorted by key ([`SortedMap`]), not hash maps: a project holds a few
+/// dozen entries of each, and a hash map's spare buckets (it is at most seven-eighths full,
+/// often half) made them the largest part of the memory kept per project.
 #[derive(Debug, Default, Clone)]
 pub struct ProjectJobs {
     /// Kept jobs by ascending id: a sorted vector, a third less memory than a tree for the
     /// few dozen jobs a project keeps.
     jobs: Vec<JobRecord>,
-    newest_pipeline: HashMap<(bool, Name, Name), u64>,
-    attempts: HashMap<(u64, Name), Attempts>,
-    /// The creation of the newest retry seen in each pipeline with a kept job.
-    retried_at: HashMap<u64, Stamp>,
+    /// By `(tag, ref, name)`.
+    newest_pipeline: SortedMap<(bool, Name, Name), u64>,
+    /// By `(pipeline, name)`, the newest pipeline first (a listing, newest first, appends).
+    attempts: SortedMap<(u64, Name), Attempts>,
+    /// The creation of the newest retry seen in each pipeline with a kept job, newest pipeline
+    /// first.
+    retried_at: SortedMap<u64, Stamp>,
     complete_since: Option<Timestamp>,
-    /// Pipelines created since `complete_since` some of whose attempt entries were dropped.
-    forgotten: HashMap<u64, Forgotten>,
+    /// Pipelines created since `complete_since` some of whose attempt entries were dropped,
+    /// newest pipeline first.
+    forgotten: SortedMap<u64, Forgotten>,
+}
+
+/// How a `newest_pipeline` key compares to `(tag, ref, name)`.
+fn ref_order(key: &(bool, Name, Name), tag: bool, git_ref: &str, name: &str) -> Ordering {
+    key.0
+        .cmp(&tag)
+        .then_with(|| (*key.1).cmp(git_ref))
+        .then_with(|| (*key.2).cmp(name))
+}
+
+/// How an `attempts` key compares to `(pipeline, name)`: newer pipelines first.
+fn attempt_order(key: &(u64, Name), pipeline: u64, name: &str) -> Ordering {
+    pipeline.cmp(&key.0).then_with(|| (*key.1).cmp(name))
+}
+
+/// How a pipeline key compares to `pipeline`: newer pipelines first.
+fn pipeline_order(key: &u64, pipeline: u64) -> Ordering {
+    pipeline.cmp(key)
 }
 
 /// The job names of one pipeline whose attempt entries were dropped.
@@ -113,40 +139,49 @@ impl ProjectJobs {
     /// Counts `job` in the lookups without keeping it. `first_sight` counts it as one more
     /// attempt of its name in its pipeline: say it only the first time a job is seen.
     pub fn note(&mut self, job: &JobRecord, first_sight: bool) {
-        let pipeline = self
-            .newest_pipeline
-            .entry((job.tag, job.git_ref.clone(), job.name.clone()))
-            .or_insert(job.pipeline_id);
+        let pipeline = self.newest_pipeline.entry(
+            |k| ref_order(k, job.tag, &job.git_ref, &job.name),
+            || {
+                (
+                    (job.tag, job.git_ref.clone(), job.name.clone()),
+                    job.pipeline_id,
+                )
+            },
+        );
         *pipeline = (*pipeline).max(job.pipeline_id);
-        let attempts = match self.attempts.entry((job.pipeline_id, job.name.clone())) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert(Attempts {
-                newest: job.id,
-                oldest: job.id,
-                newest_created: job.created_at,
-                seen: 0,
-                // A new attempt of a name whose entries were dropped: the job was retried, and
-                // its earlier attempts are not counted here.
-                incomplete: self
-                    .forgotten
-                    .get(&job.pipeline_id)
-                    .is_some_and(|f| f.contains(&job.name)),
-                pipeline_created: job
-                    .pipeline_created_at
-                    .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
-            }),
-        };
+        let forgotten = &self.forgotten;
+        let attempts = self.attempts.entry(
+            |k| attempt_order(k, job.pipeline_id, &job.name),
+            || {
+                let attempts = Attempts {
+                    newest: job.id,
+                    oldest: job.id,
+                    newest_created: job.created_at,
+                    seen: 0,
+                    // A new attempt of a name whose entries were dropped: the job was retried,
+                    // and its earlier attempts are not counted here.
+                    incomplete: forgotten
+                        .get(|k| pipeline_order(k, job.pipeline_id))
+                        .is_some_and(|f| f.contains(&job.name)),
+                    pipeline_created: job
+                        .pipeline_created_at
+                        .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
+                };
+                ((job.pipeline_id, job.name.clone()), attempts)
+            },
+        );
         if job.id > attempts.newest {
             attempts.newest = job.id;
             attempts.newest_created = job.created_at;
         }
         attempts.oldest = attempts.oldest.min(job.id);
         if attempts.oldest < attempts.newest || attempts.incomplete {
-            let retried = self
-                .retried_at
-                .entry(job.pipeline_id)
-                .or_insert(attempts.newest_created);
-            *retried = (*retried).max(attempts.newest_created);
+            let newest_created = attempts.newest_created;
+            let retried = self.retried_at.entry(
+                |k| pipeline_order(k, job.pipeline_id),
+                || (job.pipeline_id, newest_created),
+            );
+            *retried = (*retried).max(newest_created);
         }
         if first_sight {
             attempts.seen = attempts.seen.saturating_add(1);
@@ -223,21 +258,21 @@ impl ProjectJobs {
                 } else {
                     Forgotten::EVERY_NAME
                 };
+                let created = attempts.pipeline_created;
                 forgotten
-                    .entry(*pipeline)
-                    .or_insert(Forgotten {
-                        created: attempts.pipeline_created,
-                        names: 0,
-                    })
+                    .entry(
+                        |k| pipeline_order(k, *pipeline),
+                        || (*pipeline, Forgotten { created, names: 0 }),
+                    )
                     .names |= names;
             }
             keep
         });
         // A first sync notes every job of the history; what stays is a small part of it.
-        shrink(&mut self.newest_pipeline);
-        shrink(&mut self.attempts);
-        shrink(&mut self.retried_at);
-        shrink(&mut self.forgotten);
+        self.newest_pipeline.shrink();
+        self.attempts.shrink();
+        self.retried_at.shrink();
+        self.forgotten.shrink();
     }
 
     /// Says that every job created at or after `since` has been seen (and counted once), and
@@ -265,7 +300,7 @@ impl ProjectJobs {
             return None;
         }
         self.attempts
-            .get(&(job.pipeline_id, job.name.clone()))
+            .get(|k| attempt_order(k, job.pipeline_id, &job.name))
             .filter(|a| a.seen > 0 && !a.incomplete)
             .map(|a| a.seen)
     }
@@ -299,16 +334,14 @@ impl ProjectJobs {
 
     /// The newest pipeline with a job of this name on this ref, when newer than the job's own.
     pub fn newer_pipeline(&self, job: &JobRecord) -> Option<u64> {
-        self.newest_pipeline
-            .get(&(job.tag, job.git_ref.clone(), job.name.clone()))
-            .copied()
+        self.newest_pipeline_of(job.tag, &job.git_ref, &job.name)
             .filter(|p| *p > job.pipeline_id)
     }
 
     /// The newest pipeline seen with a job named `name` on `git_ref` (a tag when `tag`).
     pub fn newest_pipeline_of(&self, tag: bool, git_ref: &str, name: &str) -> Option<u64> {
         self.newest_pipeline
-            .get(&(tag, Name::from(git_ref), Name::from(name)))
+            .get(|k| ref_order(k, tag, git_ref, name))
             .copied()
     }
 
@@ -317,7 +350,7 @@ impl ProjectJobs {
     /// back into `created`).
     pub fn reopened_at(&self, job: &JobRecord) -> Option<Timestamp> {
         self.retried_at
-            .get(&job.pipeline_id)
+            .get(|k| pipeline_order(k, job.pipeline_id))
             .filter(|t| **t > job.created_at)
             .map(|t| t.get())
     }
@@ -325,15 +358,65 @@ impl ProjectJobs {
     /// True when a newer attempt of the job (same name, same pipeline) has been seen.
     pub fn newer_attempt_seen(&self, job: &JobRecord) -> bool {
         self.attempts
-            .get(&(job.pipeline_id, job.name.clone()))
+            .get(|k| attempt_order(k, job.pipeline_id, &job.name))
             .is_some_and(|a| a.newest > job.id)
     }
 }
 
-/// Gives back the memory of a map that is much larger than what it holds.
-fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > slack(map.len()) {
-        map.shrink_to_fit();
+/// A map kept as a vector of entries sorted by key, each entry found by binary search with a
+/// comparison of a key to the one looked for (so a lookup by borrowed parts builds no key).
+/// It grows by a quarter and is shrunk back when much larger than what it holds.
+#[derive(Debug, Clone)]
+struct SortedMap<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for SortedMap<K, V> {
+    fn default() -> Self {
+        SortedMap(Vec::new())
+    }
+}
+
+impl<K, V> SortedMap<K, V> {
+    /// The value of the key that `order` says is equal to the one looked for.
+    fn get(&self, order: impl Fn(&K) -> Ordering) -> Option<&V> {
+        let at = self.0.binary_search_by(|(k, _)| order(k)).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    /// The value of the key looked for, inserted from `make` when absent.
+    fn entry(&mut self, order: impl Fn(&K) -> Ordering, make: impl FnOnce() -> (K, V)) -> &mut V {
+        let at = match self.0.binary_search_by(|(k, _)| order(k)) {
+            Ok(at) => at,
+            Err(at) => {
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(slack(self.0.len()) - self.0.len());
+                }
+                self.0.insert(at, make());
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    /// Keeps the entries for which `keep` holds.
+    fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        self.0.retain_mut(|(k, v)| keep(k, v));
+    }
+
+    /// Gives back the memory of a vector much larger than what it holds.
+    fn shrink(&mut self) {
+        if self.0.capacity() > slack(self.0.len()) {
+            self.0.shrink_to_fit();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -441,6 +524,37 @@ mod tests {
         assert_eq!(jobs.reopened_at(&stuck), Some(now() - mins(1)));
         // The kept job's own count is untouched.
         assert_eq!(jobs.attempts_of(&stuck), Some(1));
+    }
+
+    #[test]
+    fn lookups_find_every_entry_whatever_the_order_jobs_come_in() {
+        let mut jobs = complete_jobs();
+        // Pipelines 1..=40, two names each, on two refs, noted in a scrambled order.
+        let mut all = Vec::new();
+        for pipeline in 1..=40u64 {
+            for (n, name) in ["build", "rspec"].into_iter().enumerate() {
+                let mut j = job(pipeline * 10 + n as u64, pipeline, name, JobStatus::Running);
+                j.git_ref = if pipeline % 2 == 0 { "main" } else { "dev" }.into();
+                all.push(j);
+            }
+        }
+        for step in 0..all.len() {
+            jobs.insert_new(all[(step * 37) % all.len()].clone());
+        }
+        for j in &all {
+            assert_eq!(jobs.attempts_of(j), Some(1), "{}", j.id);
+            let newest = if &*j.git_ref == "main" { 40 } else { 39 };
+            assert_eq!(
+                jobs.newest_pipeline_of(false, &j.git_ref, &j.name),
+                Some(newest)
+            );
+            assert_eq!(
+                jobs.newer_pipeline(j),
+                Some(newest).filter(|p| *p > j.pipeline_id)
+            );
+        }
+        assert_eq!(jobs.attempts.len(), 80);
+        assert_eq!(jobs.newest_pipeline_of(true, "main", "build"), None);
     }
 
     #[test]
