@@ -36,6 +36,17 @@ pub enum Command {
     Check(crate::commands::check::CheckArgs),
 }
 
+impl Cli {
+    /// The log level when `RUST_LOG` is unset: `info`, but `warn` for the demo, whose own lines
+    /// already show every action and where everything listens.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "warn",
+            _ => "info",
+        }
+    }
+}
+
 /// Runs the chosen command; the exit code is the command's verdict.
 pub async fn dispatch(cli: Cli) -> crate::Result<ExitCode> {
     match cli.command {

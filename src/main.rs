@@ -4,7 +4,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = jobwarden::cli::Cli::parse();
-    jobwarden::telemetry::init(cli.log_format, "info");
+    jobwarden::telemetry::init(cli.log_format, cli.default_log_level());
     match jobwarden::cli::dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {
