@@ -5,8 +5,9 @@
 //! * `retry-stuck-<n>`: retry jobs that failed as `stuck_or_timeout_failure` (and the GitLab
 //!   19.1+ reasons it covers), at most 2 retries, no backoff: exactly what the Python baseline
 //!   does;
-//! * `cancel-stale-<n>`: `cancel-stale.yaml`'s rules (superseded build/test jobs, jobs waiting
-//!   more than 30 minutes);
+//! * `cancel-stale-<n>`: superseded build/test jobs, and jobs created, pending or waiting for a
+//!   resource for more than 30 minutes (`cancel-stale.yaml`'s rules as they were before the
+//!   example left `created` jobs out);
 //! * `keep-release-artifacts-<n>`: `keep-release-artifacts.yaml`'s rule.
 //!
 //! In webhook mode every policy also gets `resyncInterval` (`BENCH_RESYNC_FACTOR` intervals).

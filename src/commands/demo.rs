@@ -58,10 +58,10 @@ pub struct DemoArgs {
     #[arg(long, env = "JOBWARDEN_DEMO_SIM_LISTEN", default_value = "127.0.0.1:0")]
     pub sim_listen: SocketAddr,
     /// Projects in the simulated fleet.
-    #[arg(long, env = "JOBWARDEN_DEMO_PROJECTS", default_value_t = 8)]
+    #[arg(long, env = "JOBWARDEN_DEMO_PROJECTS", default_value_t = FLEET_PROJECTS)]
     pub projects: u32,
     /// Seed of the simulated fleet.
-    #[arg(long, env = "JOBWARDEN_DEMO_SEED", default_value_t = 42)]
+    #[arg(long, env = "JOBWARDEN_DEMO_SEED", default_value_t = FLEET_SEED)]
     pub seed: u64,
     /// How much faster than the wall clock the simulated fleet lives (new pipelines, jobs
     /// starting, failing, finishing); jobwarden follows the simulated clock.
@@ -75,6 +75,23 @@ pub struct DemoArgs {
     pub policies: Vec<PathBuf>,
     #[command(flatten)]
     pub gitlab: GitLabArgs,
+}
+
+/// The demo's fleet: 8 projects. The examples act on the first 6: projects 1–3 are retried,
+/// deployed and released from (retry-transient, play-deploy-when-green, keep-release-artifacts),
+/// 4 is previewed (audit-flaky-tests, a dry run), 5 and 6 are cleaned up (cancel-stale).
+pub const FLEET_PROJECTS: u32 = 8;
+/// The seed of the demo's fleet.
+pub const FLEET_SEED: u64 = 42;
+
+/// The simulated GitLab of the demo: a fleet of `projects` projects from `seed` on `clock`, that
+/// accepts `token`.
+pub fn sim_config(token: &str, projects: u32, seed: u64, clock: Clock) -> SimConfig {
+    let mut config = SimConfig::new(token);
+    config.projects = projects;
+    config.seed = seed;
+    config.clock = clock;
+    config
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -129,11 +146,8 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
 /// Starts the simulated GitLab: a fleet of `--projects` projects from `--seed`, living `--speed`
 /// times faster than the wall clock, that accepts `token`.
 async fn start_simulator(args: &DemoArgs, token: &str) -> std::io::Result<SimHandle> {
-    let mut sim_config = SimConfig::new(token);
-    sim_config.projects = args.projects;
-    sim_config.seed = args.seed;
-    sim_config.clock = Clock::real(args.speed);
-    Simulator::start(sim_config, args.sim_listen).await
+    let config = sim_config(token, args.projects, args.seed, Clock::real(args.speed));
+    Simulator::start(config, args.sim_listen).await
 }
 
 /// The engine of the demo: it follows the simulated clock.
