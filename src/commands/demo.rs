@@ -1,15 +1,20 @@
 //! `jobwarden demo`: the newcomer's first command. Starts the GitLab simulator in-process with a
-//! generated fleet, runs the example policies against it, prints every action as it happens and
-//! a summary at the end, and serves metrics meanwhile.
+//! generated fleet, runs the example policies against it, prints which policy watches which
+//! projects, then every action as it happens (a line each, under a header) and a summary at the
+//! end, and serves metrics meanwhile. Log lines are left to warnings (`RUST_LOG` overrides):
+//! the action lines already tell what happens.
 
-use super::output::{self, Summary};
+mod banner;
+
+use super::output::{ActionLines, PolicyNames, Summary};
 use super::{GitLabArgs, termination_signal};
-use crate::crd::ActionKind;
 use crate::engine::{Engine, OutcomeKind, RunReport};
 use crate::metrics::Metrics;
+use crate::policy::PolicyKey;
 use crate::sim::{Clock, SimConfig, SimHandle, Simulator, WebhookConfig};
 use crate::source::files::runner::{ReportSink, RunnerConfig, TokenSource, run_policies};
 use crate::webhook::{WebhookHandle, WebhookSecrets, WebhookState};
+use banner::{Endpoints, Fleet, Setting};
 use secrecy::SecretString;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -113,7 +118,7 @@ fn materialise_examples() -> std::io::Result<PathBuf> {
 pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
     let token = format!("demo-{:016x}", rand::random::<u64>());
     let sim = start_simulator(&args, &token).await?;
-    let sim_url = sim.base_url();
+    let started = (std::time::Instant::now(), sim.control().now());
     let metrics = Arc::new(Metrics::new());
     let engine = demo_engine(&args, &sim, metrics.clone());
     let shutdown = CancellationToken::new();
@@ -121,17 +126,22 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
         crate::server::spawn(args.server.metrics_listen, metrics, shutdown.clone()).await?;
     let (receiver, hook_url) = deliver_job_hooks(&sim, &engine, &shutdown).await?;
     let (paths, temp_dir) = policy_paths(&args)?;
-    let embedded = temp_dir.is_some();
-    print_banner(&args, &sim_url, server.local_addr, &hook_url, embedded);
+    let endpoints = Endpoints {
+        gitlab: sim.base_url(),
+        metrics: server.local_addr,
+        hooks: hook_url,
+    };
+    let (names, lines) = print_banner(&args, &paths, temp_dir.is_some(), &endpoints, started.1);
 
-    let mut config = runner_config(&args, paths, sim_url, token);
+    let mut config = runner_config(&args, paths, endpoints.gitlab, token);
     config.readiness = Some(server.ready.clone());
     let summary = Arc::new(Mutex::new(Summary::default()));
-    let sink = print_reports(summary.clone());
+    let sink = print_reports(lines, summary.clone());
     let runner = tokio::spawn(run_policies(engine, config, sink, shutdown.clone()));
     wait_until_done(args.run_for).await;
     shutdown.cancel();
     let _ = runner.await;
+    let simulated = sim.control().now().duration_since(started.1);
     server.join().await;
     receiver.join().await;
     sim.shutdown().await;
@@ -139,7 +149,9 @@ pub async fn run(args: DemoArgs) -> crate::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    print_summary(&summary.lock().map(|s| s.clone()).unwrap_or_default());
+    let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
+    let simulated = Duration::try_from(simulated).unwrap_or_default();
+    print_summary(&summary, &names, started.0.elapsed(), simulated);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -199,40 +211,50 @@ fn policy_paths(args: &DemoArgs) -> std::io::Result<(Vec<PathBuf>, Option<PathBu
     }
 }
 
-/// Prints where everything is: the simulated GitLab, metrics, the Job Hook receiver, the
-/// policies (`embedded`: the embedded examples) and how the demo runs and stops.
+/// Prints the banner (where everything is, which policy watches which projects doing what,
+/// how the demo runs and stops) and the header of the action lines. `embedded`: the policies at
+/// `paths` are the embedded examples. Returns how policies are named and the action lines,
+/// timed from `sim_start`.
 fn print_banner(
     args: &DemoArgs,
-    sim_url: &url::Url,
-    metrics_addr: SocketAddr,
-    hook_url: &str,
+    paths: &[PathBuf],
     embedded: bool,
-) {
-    println!("jobwarden demo");
-    println!(
-        "  simulated GitLab : {sim_url}api/v4  ({} projects, seed {})",
-        args.projects, args.seed
-    );
-    println!("  metrics          : http://{metrics_addr}/metrics");
-    println!(
-        "  Job Hooks        : {hook_url} (the simulated GitLab delivers every job transition)"
-    );
-    println!(
-        "  policies         : {}",
-        if embedded {
-            "the embedded deploy/examples".to_owned()
+    endpoints: &Endpoints,
+    sim_start: jiff::Timestamp,
+) -> (PolicyNames, ActionLines) {
+    let fleet = Fleet {
+        projects: args.projects,
+        seed: args.seed,
+    };
+    let policies = banner::overviews(paths, fleet);
+    let keys: Vec<PolicyKey> = policies.iter().map(|p| p.key.clone()).collect();
+    let names = PolicyNames::new(&keys);
+    let setting = Setting {
+        fleet,
+        speed: args.speed,
+        interval: reconcile_interval(args),
+        run_for: args.run_for,
+        source: if embedded {
+            "The embedded deploy/examples".to_owned()
         } else {
-            format!("{:?}", args.policies)
-        }
-    );
-    println!(
-        "  every policy reconciles every {}s; Ctrl-C stops{}\n",
-        args.interval_seconds,
-        args.run_for
-            .map(|d| format!(" (or after {}s)", d.as_secs()))
-            .unwrap_or_default()
-    );
+            let shown: Vec<String> = args
+                .policies
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            format!("The policies of {}", shown.join(", "))
+        },
+    };
+    banner::print(&setting, endpoints, &policies, &names);
+    let lines = ActionLines::new(names.clone(), &keys, sim_start);
+    println!("{}", lines.header());
     let _ = std::io::stdout().flush();
+    (names, lines)
+}
+
+/// How often every policy is reconciled: `--interval-seconds`, at least 1.
+fn reconcile_interval(args: &DemoArgs) -> Duration {
+    Duration::from_secs(args.interval_seconds.max(1))
 }
 
 /// How the runner runs the policies at `paths`: against the simulated GitLab at `sim_url` with
@@ -243,7 +265,7 @@ fn runner_config(
     sim_url: url::Url,
     token: String,
 ) -> RunnerConfig {
-    let interval = Duration::from_secs(args.interval_seconds.max(1));
+    let interval = reconcile_interval(args);
     RunnerConfig {
         paths,
         token: TokenSource::Fixed(SecretString::from(token)),
@@ -257,13 +279,13 @@ fn runner_config(
     }
 }
 
-/// A sink that prints every run's new actions and failures as they happen, and adds the run to
-/// `summary`.
-fn print_reports(summary: Arc<Mutex<Summary>>) -> ReportSink {
+/// A sink that prints every run's new actions (as `lines`) and failures as they happen, and
+/// adds the run to `summary`.
+fn print_reports(lines: ActionLines, summary: Arc<Mutex<Summary>>) -> ReportSink {
     Arc::new(move |report: &RunReport| {
         // A dry-run or over-budget decision comes back every run until it changes: shown once.
         for record in report.actions.iter().filter(|r| !r.repeat) {
-            println!("{}", output::action_line(report, record));
+            println!("{}", lines.line(report, record));
         }
         for f in &report.failures {
             println!("  ! {}: {}: {}", report.policy, f.target, f.message);
@@ -286,22 +308,43 @@ async fn wait_until_done(run_for: Option<Duration>) {
     }
 }
 
-/// Prints the summary table and, for each kind of action, whether one succeeded.
-fn print_summary(summary: &Summary) {
-    println!("\nSummary");
-    println!("{}", summary.table());
-    let seen: Vec<String> = ActionKind::ALL
-        .iter()
-        .map(|k| {
-            format!(
-                "{k} {}",
-                if summary.total(*k, OutcomeKind::Succeeded) > 0 {
-                    "yes"
-                } else {
-                    "no"
-                }
-            )
-        })
-        .collect();
-    println!("Actions carried out: {}", seen.join(", "));
+/// Prints the summary: how long the demo ran (on the wall and the simulated clock), the table
+/// of outcomes per policy and action, and what came of it all: the actions carried out, those
+/// only previewed or held back, and whether any job was acted on by more than one policy.
+fn print_summary(summary: &Summary, names: &PolicyNames, wall: Duration, simulated: Duration) {
+    println!(
+        "\nSummary: {}s of demo, {} on the simulated clock",
+        wall.as_secs(),
+        banner::spoken(simulated)
+    );
+    println!("{}", summary.table(names));
+    let carried_out = summary.totals(OutcomeKind::Succeeded);
+    println!(
+        "Carried out: {}",
+        carried_out
+            .as_deref()
+            .unwrap_or("nothing yet (give it longer, e.g. --for 1m)")
+    );
+    let others = [
+        (OutcomeKind::Failed, "Failed"),
+        (
+            OutcomeKind::DryRun,
+            "Previewed by dry-run policies, not sent",
+        ),
+        (OutcomeKind::SkippedOverBudget, "Held back by limits"),
+    ];
+    for (outcome, what) in others {
+        if let Some(totals) = summary.totals(outcome) {
+            println!("{what}: {totals}");
+        }
+    }
+    let shared = summary.jobs_shared(names);
+    if shared.is_empty() {
+        println!("Every job was acted on by one policy at most: none undid another's work.");
+    } else {
+        println!("Jobs acted on by more than one policy:");
+        for line in shared {
+            println!("  {line}");
+        }
+    }
 }
