@@ -17,7 +17,7 @@ use crate::gitlab::models::{GroupRef, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire, Names};
 use crate::gitlab::{
     CaDigest, ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError,
-    PipelineJobsQuery, RateLimiter, TokenDestinations,
+    PipelineJobsQuery, RateLimiter, TokenDestinations, instance_key,
 };
 use crate::metrics::{JobAccounting, Metrics};
 use crate::policy::{
@@ -593,9 +593,7 @@ impl Engine {
     pub fn webhook_secrets_of_instance(&self, instance: Option<&str>) -> Vec<SecretString> {
         let policies: Vec<PolicyKey> = lock(&self.inner.clients)
             .iter()
-            .filter(|(_, known)| {
-                instance.is_none_or(|want| want.trim_end_matches('/') == known.instance)
-            })
+            .filter(|(_, known)| instance.is_none_or(|want| instance_key(want) == known.instance))
             .map(|(policy, _)| policy.clone())
             .collect();
         self.webhook_secrets_of(&policies)
@@ -1714,7 +1712,7 @@ impl Engine {
 /// a trailing slash of the instance URL does not count).
 fn is_project(key: &ObserverKey, instance: Option<&str>, project_id: u64) -> bool {
     let (observed_instance, id) = key;
-    *id == project_id && instance.is_none_or(|want| want.trim_end_matches('/') == observed_instance)
+    *id == project_id && instance.is_none_or(|want| instance_key(want) == observed_instance)
 }
 
 /// What a Job Hook delivery led to.

@@ -121,8 +121,7 @@ fn score(key: u64, index: u32) -> u64 {
 /// eight bytes (little-endian). An instance's trailing slash does not count.
 fn project_key(instance: &str, project_id: u64) -> u64 {
     fnv1a(
-        instance
-            .trim_end_matches('/')
+        crate::gitlab::instance_key(instance)
             .bytes()
             .chain([0xff, b'i'])
             .chain(project_id.to_le_bytes()),
@@ -133,8 +132,7 @@ fn project_key(instance: &str, project_id: u64) -> u64 {
 /// lowercase (GitLab finds projects case-insensitively).
 fn path_key(instance: &str, path: &str) -> u64 {
     fnv1a(
-        instance
-            .trim_end_matches('/')
+        crate::gitlab::instance_key(instance)
             .bytes()
             .chain([0xff, b'p'])
             .chain(path.bytes().map(|b| b.to_ascii_lowercase())),

@@ -245,7 +245,13 @@ pub(crate) struct Opened {
 /// The name of a GitLab instance in telemetry, engine keys and messages: its base URL without a
 /// trailing slash (`https://gitlab.example.com`).
 pub fn instance_name(base_url: &Url) -> String {
-    base_url.as_str().trim_end_matches('/').to_owned()
+    instance_key(base_url.as_str()).to_owned()
+}
+
+/// An instance URL as written (a policy's, a delivery's, a flag's) compared as an
+/// [`instance_name`]: without its trailing slash.
+pub fn instance_key(url: &str) -> &str {
+    url.trim_end_matches('/')
 }
 
 /// Which timeout applies to a request.

@@ -44,7 +44,7 @@ pub mod testing;
 pub use auth::Credential;
 pub use backoff::Backoff;
 pub use ca::{CaBundle, CaBundleError, CaDigest};
-pub use client::{ClientConfig, GitLabClient, instance_name};
+pub use client::{ClientConfig, GitLabClient, instance_key, instance_name};
 pub use destinations::{DestinationRefused, TokenDestinations};
 pub use download::Download;
 pub use endpoints::{Endpoint, Method};
