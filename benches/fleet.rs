@@ -416,6 +416,9 @@ fn jobwarden_details(label: &str, projects: u32, jobwarden: &JobwardenFigures) {
             "  {label} jobwarden ({mode}) not retried: {}",
             unretried.join(", ")
         );
+        for timeline in &latency.unretried_timelines {
+            eprintln!("  {label} jobwarden ({mode}) requests around {timeline}");
+        }
     }
     if let Some((steady, hooks)) = &jobwarden.hooks {
         let (count, sum) = jobwarden.scrape.delivery_to_action;

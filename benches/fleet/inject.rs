@@ -180,6 +180,9 @@ pub struct RetryLatency {
     pub millis: Vec<i64>,
     /// The failures counted that were not retried.
     pub unretried: Vec<Failure>,
+    /// For each of those, the requests on its project from a minute before its failure on,
+    /// one line each (what the tool did about it).
+    pub unretried_timelines: Vec<String>,
 }
 
 impl RetryLatency {
@@ -207,15 +210,17 @@ impl RetryLatency {
             .filter_map(|f| retried.get(&f.job).map(|at| at - f.failed_at))
             .collect();
         millis.sort_unstable();
-        let unretried = counted
+        let unretried: Vec<Failure> = counted
             .iter()
             .filter(|f| !retried.contains_key(&f.job))
             .map(|f| (*f).clone())
             .collect();
+        let unretried_timelines = unretried.iter().map(|f| timeline(f, log)).collect();
         RetryLatency {
             failures: counted.len(),
             millis,
             unretried,
+            unretried_timelines,
         }
     }
 
@@ -227,4 +232,30 @@ impl RetryLatency {
         let rank = (q * self.millis.len() as f64).ceil() as usize;
         Some(self.millis[rank.clamp(1, self.millis.len()) - 1])
     }
+}
+
+/// The requests on a failure's project from a minute before it failed on, as
+/// `+<ms after the failure> <method> <path>?<query> → <status>`.
+fn timeline(failure: &Failure, log: &[LoggedRequest]) -> String {
+    let prefix = format!("/api/v4/projects/{}/", failure.project);
+    let lines: Vec<String> = log
+        .iter()
+        .filter(|r| r.path.starts_with(&prefix) && r.at >= failure.failed_at - 60_000)
+        .map(|r| {
+            format!(
+                "{:+} ms {} {}?{} → {}",
+                r.at - failure.failed_at,
+                r.method,
+                r.path,
+                r.query,
+                r.status
+            )
+        })
+        .collect();
+    format!(
+        "job {} of project {}: {}",
+        failure.job,
+        failure.project,
+        lines.join("; ")
+    )
 }
