@@ -348,6 +348,7 @@ async fn policy_loop(
     let interval = policy.interval;
     let wakeup = engine.wakeup(&policy.key);
     loop {
+        let started = tokio::time::Instant::now();
         let state = match engine
             .reconcile(&policy, &access, RunMode::Normal, &stop)
             .await
@@ -370,7 +371,7 @@ async fn policy_loop(
         }
         // Until the next full run, Job Hook deliveries for the policy's projects are acted on
         // as they come.
-        let next_run = tokio::time::Instant::now() + interval;
+        let next_run = next_run_at(started, interval, tokio::time::Instant::now());
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -385,6 +386,17 @@ async fn policy_loop(
             }
         }
     }
+}
+
+/// When a policy's next run starts: `interval` after the last one started, so runs keep their
+/// cadence however long each takes to reach its projects (a failure waits at most one interval
+/// plus the time a run takes to reach its project); at once when the last run took longer.
+fn next_run_at(
+    started: tokio::time::Instant,
+    interval: Duration,
+    now: tokio::time::Instant,
+) -> tokio::time::Instant {
+    (started + interval).max(now)
 }
 
 /// A digest of the manifest files' names and contents (within the bounds of [`read_manifest`]):
@@ -414,4 +426,28 @@ fn policy_fingerprint(spec: &crate::crd::JobPolicySpec, access: &GitLabAccess) -
     access.token.expose_secret().hash(&mut h);
     access.ca_bundle.as_ref().map(|b| b.digest()).hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn runs_start_every_interval_whatever_a_run_takes() {
+        let started = Instant::now();
+        let interval = Duration::from_secs(30);
+        // A run of 2 s: the next starts 30 s after this one started, not 32.
+        let after_two_seconds = started + Duration::from_secs(2);
+        assert_eq!(
+            next_run_at(started, interval, after_two_seconds),
+            started + interval
+        );
+        // A run longer than the interval: the next starts at once.
+        let after_forty_seconds = started + Duration::from_secs(40);
+        assert_eq!(
+            next_run_at(started, interval, after_forty_seconds),
+            after_forty_seconds
+        );
+    }
 }

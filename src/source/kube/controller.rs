@@ -470,7 +470,9 @@ async fn report(
             publish_run_events(ctx, policy, &limits, &report).await;
             written?;
             ctx.settle(key, PolicyState::Ready);
-            Ok(Action::requeue(interval))
+            // The next run starts `interval` after this one started, whatever this one took.
+            let took = Duration::try_from(now.duration_since(report.time)).unwrap_or_default();
+            Ok(Action::requeue(interval.saturating_sub(took)))
         }
         Outcome::RunFailed(err) => {
             report_failure(
