@@ -4,6 +4,8 @@
 //! certificate error, reported, and nothing is retried; a bundle without a certificate is
 //! refused, naming the field, before any request.
 
+mod pki;
+
 use jobwarden::engine::{Engine, EngineConfig, OutcomeKind, RunReport};
 use jobwarden::metrics::Metrics;
 use jobwarden::sim::{
@@ -24,29 +26,13 @@ struct Pki {
 }
 
 fn throwaway_pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().expect("a CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "jobwarden tls test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_pem = ca.self_signed(&ca_key).expect("the CA certificate").pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().expect("a server key");
-    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("server parameters");
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert_pem = server
-        .signed_by(&key, &issuer)
-        .expect("the server certificate")
-        .pem();
-    let tls = SimTls::from_pem(cert_pem.as_bytes(), key.serialize_pem().as_bytes())
+    let pem = pki::generate();
+    let tls = SimTls::from_pem(pem.cert.as_bytes(), pem.key.as_bytes())
         .expect("a usable certificate and key");
-    Pki { ca_pem, tls }
+    Pki {
+        ca_pem: pem.ca,
+        tls,
+    }
 }
 
 /// The simulator over HTTPS, on a manual clock, with one project whose job failed as stuck.

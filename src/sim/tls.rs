@@ -194,34 +194,19 @@ pub(crate) struct TestPki {
     pub key_pem: String,
 }
 
+/// The PKI generator shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/pki/mod.rs"]
+mod pki;
+
 #[cfg(test)]
 impl TestPki {
     pub fn new() -> TestPki {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let ca_key = KeyPair::generate().expect("a CA key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "jobwarden test CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_pem = ca.self_signed(&ca_key).expect("the CA certificate").pem();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().expect("a server key");
-        let mut server =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("server parameters");
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert_pem = server
-            .signed_by(&key, &issuer)
-            .expect("the server certificate")
-            .pem();
+        let pem = pki::generate();
         TestPki {
-            ca_pem,
-            cert_pem,
-            key_pem: key.serialize_pem(),
+            ca_pem: pem.ca,
+            cert_pem: pem.cert,
+            key_pem: pem.key,
         }
     }
 
