@@ -7,6 +7,7 @@ pub mod groups;
 pub mod inbox;
 pub mod ledger;
 pub mod observe;
+pub mod pacing;
 pub mod reconcile;
 pub mod report;
 pub mod shard;

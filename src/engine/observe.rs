@@ -927,6 +927,12 @@ impl ProjectObserver {
         }
     }
 
+    /// Gives back the memory of the jobs let go since the last sync (acted on: retried,
+    /// canceled), so a project holds its new size until the next sync, not its largest.
+    pub fn shrink(&mut self) {
+        self.jobs.shrink();
+    }
+
     /// Jobs kept per status, for the `jobs` gauge.
     pub fn status_counts(&self) -> Vec<(&str, i64)> {
         let mut counts: Vec<(&str, i64)> = Vec::new();

@@ -6,6 +6,7 @@ use super::groups::GroupMemberships;
 use super::inbox::{Delivered, Inbox, hook_moves};
 use super::ledger::{Ledger, SentBy, Unsettled};
 use super::observe::{DEFAULT_HISTORY, ProjectObserver, SyncOptions};
+use super::pacing::{Next, Pace, PacedQueue, PacedRun};
 use super::report::Listing;
 // The run report's types lived here before `report` was split off; kept reachable by this path.
 pub use super::report::{
@@ -100,6 +101,11 @@ impl Default for EngineConfig {
 
 /// [`EngineConfig::group_refresh_interval`] when none is given: 5 minutes.
 pub const DEFAULT_GROUP_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Listed projects that may wait for other runs, per sync slot of the instance: enough that
+/// runs sharing projects keep every slot busy, few enough that what they hold for each other
+/// stays small.
+const PACED_PROJECTS_PER_SYNC_SLOT: usize = 4;
 
 /// Whether a run may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +203,8 @@ struct Inner {
     /// Per instance, the projects being synced at once over all policies: a few projects
     /// finish their sync (and act) quickly instead of hundreds sharing the rate limit.
     sync_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Per instance, the pacing of runs that share projects (see `engine::pacing`).
+    pacing: Mutex<HashMap<String, Arc<Pace>>>,
     observers: Mutex<HashMap<ObserverKey, ObserverSlot>>,
     /// The strings of every observer's jobs, stored once.
     names: Names,
@@ -270,6 +278,7 @@ impl Engine {
                 limiters: Mutex::new(HashMap::new()),
                 connections: Mutex::new(HashMap::new()),
                 sync_slots: Mutex::new(HashMap::new()),
+                pacing: Mutex::new(HashMap::new()),
                 observers: Mutex::new(HashMap::new()),
                 names: Names::default(),
                 aliases: Mutex::new(HashMap::new()),
@@ -839,8 +848,9 @@ impl Engine {
 
     /// Runs the projects of the scope (every target, or those with deliveries due), each
     /// observe → facts → decide → act on its own, a few at a time, so the first action comes as
-    /// soon as its project is observed, not after the whole pass. Returns how many were
-    /// observed.
+    /// soon as its project is observed, not after the whole pass. Projects other runs listed
+    /// for this one come first, and it waits while too many do (see `engine::pacing`).
+    /// Returns how many were observed.
     async fn run_projects(
         &self,
         run: &PolicyRun,
@@ -850,23 +860,57 @@ impl Engine {
         failures: &mut Failures,
     ) -> usize {
         let concurrency = self.inner.config.observe_concurrency.max(1);
-        let mut queue = targets.iter().filter(|target| match run.scope {
-            Scope::All => true,
-            Scope::Delivered => self.target_id(&run.instance, target).is_some_and(|id| {
-                self.inner
-                    .inbox
-                    .is_due(&run.policy.key, &(run.instance.clone(), id))
-            }),
-        });
+        let mut queue = PacedQueue::new(
+            targets
+                .iter()
+                .map(|target| (self.target_id(&run.instance, target), target))
+                .filter(|(id, _)| match run.scope {
+                    Scope::All => true,
+                    Scope::Delivered => id.is_some_and(|id| {
+                        self.inner
+                            .inbox
+                            .is_due(&run.policy.key, &(run.instance.clone(), id))
+                    }),
+                }),
+        );
+        let paced = self.pace(&run.instance).start(queue.ids());
         let mut running = futures::stream::FuturesUnordered::new();
         let mut observed = 0usize;
         let mut listing = Listing::new(run.listed_actions);
         loop {
+            let changed = paced.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let mut waiting = false;
             while running.len() < concurrency && !stop.is_cancelled() {
-                let Some(target) = queue.next() else { break };
-                running.push(self.run_project(run, target, stop));
+                match queue.next(&paced) {
+                    Next::Take(id, target) => {
+                        let paced = &paced;
+                        running.push(async move {
+                            let project_run = self.run_project(run, target, stop, paced).await;
+                            if let Some(id) = id {
+                                paced.done(id);
+                            }
+                            project_run
+                        });
+                    }
+                    Next::Wait => {
+                        waiting = true;
+                        break;
+                    }
+                    Next::Done => break,
+                }
             }
-            let Some(project_run) = running.next().await else {
+            if running.is_empty() && !waiting {
+                break;
+            }
+            let finished = tokio::select! {
+                biased;
+                () = stop.cancelled(), if running.is_empty() => None,
+                finished = running.next(), if !running.is_empty() => finished,
+                () = &mut changed, if waiting => continue,
+            };
+            let Some(project_run) = finished else {
                 break;
             };
             match project_run.observe_error {
@@ -1042,6 +1086,18 @@ impl Engine {
         ids.len() + unresolved
     }
 
+    /// The pacing of the runs on an instance: at most [`PACED_PROJECTS_PER_SYNC_SLOT`] listed
+    /// projects per sync slot wait for other runs.
+    fn pace(&self, instance: &str) -> Arc<Pace> {
+        lock(&self.inner.pacing)
+            .entry(instance.to_owned())
+            .or_insert_with(|| {
+                let slots = self.inner.config.observe_concurrency.max(1);
+                Arc::new(Pace::new(slots * PACED_PROJECTS_PER_SYNC_SLOT))
+            })
+            .clone()
+    }
+
     /// The sync slots of an instance ([`EngineConfig::observe_concurrency`] of them).
     fn sync_slots(&self, instance: &str) -> Arc<tokio::sync::Semaphore> {
         lock(&self.inner.sync_slots)
@@ -1081,6 +1137,7 @@ impl Engine {
         run: &PolicyRun,
         target: &Target,
         stop: &CancellationToken,
+        paced: &PacedRun,
     ) -> ProjectRun {
         let project = &target.project;
         let mut out = ProjectRun::new(project);
@@ -1111,7 +1168,11 @@ impl Engine {
             .observe_project(run, project, project_id, &mut observer, stop)
             .await
         {
-            Observed::Yes => {}
+            Observed::Yes { listed } => {
+                if listed {
+                    paced.listed(project_id);
+                }
+            }
             Observed::Failed(err) => {
                 out.observe_error = Some(err);
                 return out;
@@ -1128,6 +1189,7 @@ impl Engine {
         drop(sync_slot);
         self.decide_and_act(run, project_id, &mut observer, stop, &mut out)
             .await;
+        observer.shrink();
         out
     }
 
@@ -1211,7 +1273,7 @@ impl Engine {
         // So is a held job a delivery said has moved on, when the policy would decide on it.
         self.read_stale(run, project_id, project, &label, observer)
             .await;
-        Observed::Yes
+        Observed::Yes { listed: must_list }
     }
 
     /// Reads the delivered jobs a rule of a watching policy could act on now, or that supersede
@@ -1800,8 +1862,8 @@ impl Failures {
 
 /// How a project's observation for a run went.
 enum Observed {
-    /// Up to date: decide on it.
-    Yes,
+    /// Up to date (`listed`: by a listing of this run): decide on it.
+    Yes { listed: bool },
     /// Not observed: the error is the project's failure in the run.
     Failed(GitLabError),
     /// Stopped (shutdown) before it was observed.

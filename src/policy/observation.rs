@@ -216,6 +216,14 @@ impl ProjectJobs {
         }
     }
 
+    /// Gives back the memory of the jobs let go since the list was last this small: a project
+    /// whose backlog was just acted on holds its new size, not its largest.
+    pub fn shrink(&mut self) {
+        if self.jobs.capacity() > slack(self.jobs.len()) {
+            self.jobs.shrink_to_fit();
+        }
+    }
+
     fn position(&self, id: u64) -> Result<usize, usize> {
         self.jobs.binary_search_by_key(&id, |j| j.id)
     }
@@ -229,9 +237,7 @@ impl ProjectJobs {
     /// A pipeline without a kept job loses its attempt counts and becomes forgotten.
     pub fn retain(&mut self, mut keep: impl FnMut(&JobRecord) -> bool) {
         self.jobs.retain(|job| keep(job));
-        if self.jobs.capacity() > slack(self.jobs.len()) {
-            self.jobs.shrink_to_fit();
-        }
+        self.shrink();
         let mut pipeline_keys = HashSet::new();
         let mut pipelines = HashSet::new();
         let mut attempt_keys = HashSet::new();
