@@ -23,7 +23,7 @@ use crate::gitlab::backoff::Backoff;
 use crate::gitlab::ca::CaBundle;
 use crate::gitlab::endpoints::{Endpoint, Method, PathParams, Query};
 use crate::gitlab::error::{GitLabError, TransportFailure, api_message};
-use crate::gitlab::ratelimit::{LimitScope, RateLimiter};
+use crate::gitlab::ratelimit::{InFlight, LimitScope, RateLimiter};
 use crate::gitlab::telemetry::{NoopObserver, RequestObserver};
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION};
@@ -240,6 +240,8 @@ pub(crate) struct Opened {
     pub(crate) response: reqwest::Response,
     /// Reported when the body has been consumed (or abandoned).
     pub(crate) exchange: Exchange,
+    /// The request's place among the instance's requests in flight, until its body is read.
+    pub(crate) in_flight: InFlight,
 }
 
 /// The name of a GitLab instance in telemetry, engine keys and messages: its base URL without a
@@ -407,7 +409,7 @@ impl GitLabClient {
         deadline: Deadline,
     ) -> Result<Opened, AttemptError> {
         let inner = &self.inner;
-        inner.limiter.acquire(limit_scope(endpoint)).await;
+        let in_flight = inner.limiter.acquire(limit_scope(endpoint)).await;
         let mut url = url;
         let mut redirects = 0;
         loop {
@@ -438,7 +440,11 @@ impl GitLabClient {
             };
 
             if status.is_success() {
-                return Ok(Opened { response, exchange });
+                return Ok(Opened {
+                    response,
+                    exchange,
+                    in_flight,
+                });
             }
             if status.is_redirection()
                 && endpoint.method == Method::Get
@@ -677,6 +683,7 @@ impl GitLabClient {
         let Opened {
             mut response,
             exchange,
+            in_flight,
         } = opened;
         let limit = self.inner.max_body_bytes;
         let too_large = || GitLabError::BodyTooLarge {
@@ -700,6 +707,7 @@ impl GitLabClient {
             body.extend_from_slice(&chunk);
         }
         drop(exchange);
+        drop(in_flight);
         Ok((body.freeze(), headers))
     }
 }
