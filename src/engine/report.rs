@@ -193,8 +193,11 @@ impl Listing {
 pub const MAX_LISTED_HELD_BACK: usize = 100;
 
 /// At most this many decisions that acted (or, dry-run, would have) are listed in a run report
-/// (a plan lists them all).
-pub const MAX_LISTED_ACTIONS: usize = 1_000;
+/// (a plan lists them all). Every action is logged as it happens and counted in the report's
+/// tally; the listed ones become Kubernetes Events and the status's recent actions. A listed
+/// record with its strings is about 300 bytes: 30 policies each listing 1,000 in a first run
+/// over a backlog held about 9 MB at once.
+pub const MAX_LISTED_ACTIONS: usize = 200;
 
 impl RunReport {
     /// Every decision of the run, listed or not.
