@@ -9,7 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::sync::LazyLock;
 
-/// A job status as GitLab reports it. Unknown values from a newer GitLab are kept in `Other`.
+/// A job status as GitLab reports it. Unknown values from a newer GitLab are kept in `Other`
+/// (a thin shared string: a status is 16 bytes, in each of the many job records kept).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobStatus {
     Created,
@@ -25,7 +26,7 @@ pub enum JobStatus {
     Skipped,
     Manual,
     Scheduled,
-    Other(String),
+    Other(arcstr::ArcStr),
 }
 
 impl JobStatus {
@@ -91,7 +92,7 @@ impl JobStatus {
             .iter()
             .find(|k| k.as_str() == s)
             .cloned()
-            .unwrap_or_else(|| JobStatus::Other(s.to_owned()))
+            .unwrap_or_else(|| JobStatus::Other(s.into()))
     }
 
     /// `COMPLETED_STATUSES`: success, failed, canceled, skipped. A completed job never changes

@@ -122,7 +122,7 @@ impl std::fmt::Debug for Stamp {
     }
 }
 
-/// What jobwarden keeps of one job (128 bytes).
+/// What jobwarden keeps of one job (120 bytes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub id: u64,
@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn a_record_is_small_and_its_moments_keep_milliseconds() {
         assert!(
-            std::mem::size_of::<JobRecord>() <= 128,
+            std::mem::size_of::<JobRecord>() <= 120,
             "{}",
             std::mem::size_of::<JobRecord>()
         );
