@@ -8,6 +8,7 @@ pub mod commands;
 pub mod crd;
 pub mod engine;
 pub mod gitlab;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod server;
