@@ -84,21 +84,11 @@ fn action_lines(stdout: &str) -> Vec<ActionLine> {
 /// The example policies the demo embeds: name → the projects it names.
 fn example_projects() -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
-    for (_, text) in jobwarden::commands::demo::EXAMPLES {
-        for document in serde_yaml::Deserializer::from_str(text) {
-            let value: serde_yaml::Value = serde::Deserialize::deserialize(document).expect("yaml");
-            if value["kind"].as_str() != Some("JobPolicy") {
-                continue;
-            }
-            let name = value["metadata"]["name"]
-                .as_str()
-                .expect("a name")
-                .to_owned();
-            let projects = value["spec"]["projects"].as_sequence().expect("projects");
-            let projects = projects
-                .iter()
-                .map(|p| p.as_str().expect("a string").to_owned());
-            out.insert(name, projects.collect());
+    for (file, text) in jobwarden::commands::demo::EXAMPLES {
+        let loaded = jobwarden::source::files::load_manifest_text(Path::new(file), text);
+        assert!(loaded.errors.is_empty(), "{file}: {:?}", loaded.errors);
+        for example in loaded.policies {
+            out.insert(example.key().name, example.policy.spec.projects);
         }
     }
     out

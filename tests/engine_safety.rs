@@ -234,20 +234,13 @@ async fn no_token_is_sent_over_plain_http_or_to_a_host_not_allowed() {
 /// The example policies, as `jobwarden demo` runs them: pointed at the simulator.
 fn example_policies(url: &url::Url) -> Vec<jobwarden::policy::CompiledPolicy> {
     let mut policies = Vec::new();
-    for (_, text) in jobwarden::commands::demo::EXAMPLES {
-        for document in serde_yaml::Deserializer::from_str(text) {
-            let value: serde_yaml::Value = serde::Deserialize::deserialize(document).expect("yaml");
-            if value["kind"].as_str() != Some("JobPolicy") {
-                continue;
-            }
-            let mut policy: jobwarden::crd::JobPolicy =
-                serde_yaml::from_value(value).expect("a JobPolicy");
-            policy.spec.gitlab.url = url.to_string();
-            let key = jobwarden::policy::PolicyKey::new(
-                policy.metadata.namespace.as_deref().unwrap_or("default"),
-                policy.metadata.name.as_deref().unwrap_or("unnamed"),
-            );
-            policies.push(jobwarden::policy::compile(key, &policy.spec).expect("compiles"));
+    for (file, text) in jobwarden::commands::demo::EXAMPLES {
+        let loaded = jobwarden::source::files::load_manifest_text(std::path::Path::new(file), text);
+        assert!(loaded.errors.is_empty(), "{file}: {:?}", loaded.errors);
+        for example in loaded.policies {
+            let mut spec = example.policy.spec.clone();
+            spec.gitlab.url = url.to_string();
+            policies.push(jobwarden::policy::compile(example.key(), &spec).expect("compiles"));
         }
     }
     policies

@@ -53,12 +53,7 @@ pub struct ActionLines {
 impl ActionLines {
     /// Lines for the policies `keys` (the policy column fits their names), timed from `start`.
     pub fn new(names: PolicyNames, keys: &[PolicyKey], start: Timestamp) -> ActionLines {
-        let policy_width = keys
-            .iter()
-            .map(|k| names.show(k).chars().count())
-            .chain(["policy".len()])
-            .max()
-            .unwrap_or_default();
+        let policy_width = column_width("policy", keys.iter().map(|k| names.show(k)));
         ActionLines {
             names,
             policy_width,
@@ -95,6 +90,14 @@ impl ActionLines {
         );
         line.trim_end().to_owned()
     }
+}
+
+/// The width of a column: its widest cell or its header, in characters.
+pub fn column_width<S: AsRef<str>>(header: &str, cells: impl IntoIterator<Item = S>) -> usize {
+    cells
+        .into_iter()
+        .map(|cell| cell.as_ref().chars().count())
+        .fold(header.chars().count(), usize::max)
 }
 
 /// `+h:mm:ss` from `start` to `t`.

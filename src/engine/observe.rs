@@ -1053,10 +1053,11 @@ impl SettledIds {
             return;
         };
         if let Err(at) = self.offsets.binary_search(&offset) {
-            if self.offsets.len() == self.offsets.capacity() {
-                let len = self.offsets.len();
-                self.offsets
-                    .reserve_exact((len / 4 + 4).min(MAX_SETTLED + 1 - len.min(MAX_SETTLED)));
+            let len = self.offsets.len();
+            if len == self.offsets.capacity() {
+                // A quarter more, never past the one over the cap that is dropped at once.
+                let room = (len + len / 4 + 4).min(MAX_SETTLED + 1);
+                self.offsets.reserve_exact(room - len);
             }
             self.offsets.insert(at, offset);
             if self.offsets.len() > MAX_SETTLED {

@@ -73,7 +73,8 @@ impl Pace {
     }
 
     /// How many listed projects wait for other runs.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         lock(&self.state).waiting.len()
     }
 }

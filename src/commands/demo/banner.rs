@@ -1,7 +1,7 @@
 //! The demo's banner: where everything listens, how fast the simulated clock runs, and which
 //! policy watches which projects of the simulated fleet, doing what.
 
-use crate::commands::output::PolicyNames;
+use crate::commands::output::{PolicyNames, column_width};
 use crate::gitlab::models::{GroupRef, ProjectRef};
 use crate::policy::{CompiledPolicy, PolicyKey, RuleAction};
 use crate::source::files::{LoadedPolicy, load_manifests};
@@ -147,10 +147,8 @@ fn rule_actions(policy: &CompiledPolicy) -> String {
             actions.push(action);
         }
     }
-    match policy.rules.len() {
-        1 => format!("{} (1 rule)", actions.join(", ")),
-        n => format!("{} ({n} rules)", actions.join(", ")),
-    }
+    let rules = policy.rules.len() as u64;
+    format!("{} ({rules} rule{})", actions.join(", "), plural(rules))
 }
 
 /// Where the demo's parts listen.
@@ -218,18 +216,8 @@ pub fn print(setting: &Setting, at: &Endpoints, policies: &[PolicyOverview], nam
 
 /// The policy table of the banner: name, projects watched, what it does.
 fn print_policies(policies: &[PolicyOverview], names: &PolicyNames) {
-    let name_width = policies
-        .iter()
-        .map(|p| names.show(&p.key).chars().count())
-        .chain(["policy".len()])
-        .max()
-        .unwrap_or_default();
-    let watch_width = policies
-        .iter()
-        .map(|p| p.watches.chars().count())
-        .chain(["projects".len()])
-        .max()
-        .unwrap_or_default();
+    let name_width = column_width("policy", policies.iter().map(|p| names.show(&p.key)));
+    let watch_width = column_width("projects", policies.iter().map(|p| &p.watches));
     let row = |name: &str, watches: &str, does: &str| {
         println!("  {name:<name_width$}  {watches:<watch_width$}  {does}");
     };
