@@ -425,7 +425,7 @@ impl JobStatusName {
 
     /// The model status this name stands for.
     pub fn to_status(&self) -> JobStatus {
-        self.0.clone()
+        self.0
     }
 }
 
@@ -870,7 +870,7 @@ mod tests {
     #[test]
     fn every_known_status_is_a_name_and_round_trips() {
         for status in JobStatus::KNOWN {
-            let name = JobStatusName::new(status.clone()).expect("a known status");
+            let name = JobStatusName::new(status).expect("a known status");
             let json = serde_json::to_string(&name).unwrap();
             assert_eq!(json, format!("\"{}\"", status.as_str()));
             let back: JobStatusName = serde_json::from_str(&json).unwrap();

@@ -233,7 +233,7 @@ async fn both_pagination_schemes_list_every_job_the_simulator_holds() {
     let want = builds_newest_first(&|j| ["success", "failed", "manual"].contains(&&*j.status));
     assert!(want.len() > 100, "the scoped list spans pages");
     for pagination in [PaginationMode::Offset, PaginationMode::Keyset] {
-        let query = ListJobsQuery::with_scopes(scopes.clone()).paginated(pagination);
+        let query = ListJobsQuery::with_scopes(scopes).paginated(pagination);
         let scoped = list(&client, &project, &query)
             .await
             .expect("scoped listing");

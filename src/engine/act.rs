@@ -165,12 +165,9 @@ pub async fn execute(
         Action::KeepArtifacts => client.keep_artifacts(project, id).await,
     };
     match sent {
-        Ok(job) if matches!(decision.action, Action::Cancel) && !is_canceled(&job.status) => (
-            Outcome::Noop {
-                status: job.status.clone(),
-            },
-            Some(job),
-        ),
+        Ok(job) if matches!(decision.action, Action::Cancel) && !is_canceled(&job.status) => {
+            (Outcome::Noop { status: job.status }, Some(job))
+        }
         Ok(job) => {
             let new_job_id = (job.id != id).then_some(job.id);
             (Outcome::Succeeded { new_job_id }, Some(job))
@@ -267,12 +264,7 @@ async fn recognise_overtaken(
         _ => !job.status.is_blocked(),
     };
     if moved_on {
-        (
-            Outcome::Noop {
-                status: job.status.clone(),
-            },
-            Some(job),
-        )
+        (Outcome::Noop { status: job.status }, Some(job))
     } else {
         (refused(err), Some(job))
     }

@@ -121,8 +121,8 @@ pub(crate) fn hook_moves(refreshed: &[JobRecord], previous_listing: Timestamp) -
     refreshed
         .iter()
         .filter(|job| {
-            let created = job.created_at.get() >= since;
-            let moved = [job.queued_at, job.started_at, job.finished_at]
+            let created = job.created_at().get() >= since;
+            let moved = [job.queued_at(), job.started_at(), job.finished_at()]
                 .into_iter()
                 .flatten()
                 .any(|at| at.get() >= since);
@@ -568,11 +568,11 @@ mod tests {
         let listing = now() - mins(10);
         let moved = |id, status, at: Timestamp| {
             let mut record = job(id, 1, "rspec", status);
-            record.started_at = Some(Stamp::new(at));
+            record.set_started_at(Some(Stamp::new(at)));
             record
         };
         let mut created = job(4, 1, "lint", JobStatus::Created);
-        created.created_at = Stamp::new(now() - mins(2));
+        created.set_created_at(Stamp::new(now() - mins(2)));
         let refreshed = [
             moved(1, JobStatus::Running, now() - mins(5)),
             // Moved before the listing (beyond the clock margin): seen late, not news.

@@ -657,10 +657,13 @@ impl ProjectObserver {
             Some(held) => !held.status.is_completed(),
             None => first_sight,
         };
-        let Some(pipeline_created) = job.pipeline_created_at else {
+        let Some(pipeline_created) = job.pipeline_created_at() else {
             return;
         };
-        let late = job.created_at.get().duration_since(pipeline_created.get());
+        let late = job
+            .created_at()
+            .get()
+            .duration_since(pipeline_created.get());
         if lets_later_stages_run
             && finished_now
             && late > RETRY_AFTER_PIPELINE
@@ -842,7 +845,7 @@ impl ProjectObserver {
         let horizon = self.horizon();
         let mut drop = HashSet::new();
         for job in self.jobs.newest_first().filter(|j| j.status.is_completed()) {
-            let fate = if job.created_at.get() < horizon {
+            let fate = if job.created_at().get() < horizon {
                 Fate::Drop
             } else {
                 self.fate(job)
@@ -952,7 +955,7 @@ impl ProjectObserver {
             .filter(|j| j.status.is_waiting_for_runner())
             .map(|j| {
                 j.queued_seconds(now)
-                    .unwrap_or_else(|| now.duration_since(j.created_at.get()).as_secs_f64())
+                    .unwrap_or_else(|| now.duration_since(j.created_at().get()).as_secs_f64())
             })
             .fold(None, |acc: Option<f64>, age| {
                 Some(acc.map_or(age, |a| a.max(age)))

@@ -1353,7 +1353,7 @@ impl Engine {
             let mut accounting = lock(&self.inner.accounting);
             for job in refreshed {
                 let events = accounting.observe(label, job, self.inner.started_at);
-                metrics.record_job_events(label, &job.stage, &events);
+                metrics.record_job_events(label, job.stage(), &events);
             }
             if let Some(mark) = observer.low_water_mark() {
                 accounting.prune_below(label, mark);

@@ -40,6 +40,7 @@ pub mod records;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+pub mod tokens;
 
 pub use auth::Credential;
 pub use backoff::Backoff;

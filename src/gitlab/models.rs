@@ -4,14 +4,15 @@
 //! fields that some versions omit are `Option` or defaulted, unknown statuses and failure reasons
 //! are kept as strings instead of failing the decode, and unknown fields are ignored.
 
+use super::tokens::Token;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::sync::LazyLock;
 
-/// A job status as GitLab reports it. Unknown values from a newer GitLab are kept in `Other`
-/// (a thin shared string: a status is 16 bytes, in each of the many job records kept).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A job status as GitLab reports it. Unknown values from a newer GitLab are kept in `Other`,
+/// as a [`Token`]: a status is 4 bytes, in each of the many job records kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobStatus {
     Created,
     WaitingForResource,
@@ -26,7 +27,7 @@ pub enum JobStatus {
     Skipped,
     Manual,
     Scheduled,
-    Other(arcstr::ArcStr),
+    Other(Token),
 }
 
 impl JobStatus {
@@ -50,7 +51,7 @@ impl JobStatus {
     /// The status's name on the wire (`waiting_for_resource`).
     pub fn as_str(&self) -> &str {
         match self {
-            JobStatus::Other(s) => s,
+            JobStatus::Other(s) => s.as_str(),
             known => known.known_name().unwrap_or_default(),
         }
     }
@@ -91,8 +92,8 @@ impl JobStatus {
         JobStatus::KNOWN
             .iter()
             .find(|k| k.as_str() == s)
-            .cloned()
-            .unwrap_or_else(|| JobStatus::Other(s.into()))
+            .copied()
+            .unwrap_or_else(|| JobStatus::Other(Token::new(s)))
     }
 
     /// `COMPLETED_STATUSES`: success, failed, canceled, skipped. A completed job never changes
@@ -167,8 +168,18 @@ impl Serialize for JobStatus {
 
 impl<'de> Deserialize<'de> for JobStatus {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(JobStatus::parse(&s))
+        /// Parses the status from the string as it lies in the input (no copy of it).
+        struct StatusVisitor;
+        impl serde::de::Visitor<'_> for StatusVisitor {
+            type Value = JobStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a job status")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<JobStatus, E> {
+                Ok(JobStatus::parse(s))
+            }
+        }
+        d.deserialize_str(StatusVisitor)
     }
 }
 

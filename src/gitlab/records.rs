@@ -7,10 +7,11 @@
 //! straight into a [`JobWire`]; fields nobody reads are skipped by serde and never materialised.
 
 use crate::gitlab::models::{Job, JobStatus};
+use crate::gitlab::tokens::Token;
 use crate::sync::lock;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroI64;
 use std::sync::{Arc, Mutex};
 
@@ -67,7 +68,7 @@ impl From<&Job> for JobWire {
     fn from(job: &Job) -> JobWire {
         JobWire {
             id: job.id,
-            status: job.status.clone(),
+            status: job.status,
             stage: job.stage.clone(),
             name: job.name.clone(),
             git_ref: job.git_ref.clone(),
@@ -89,8 +90,7 @@ impl From<&Job> for JobWire {
     }
 }
 
-/// A moment to the millisecond (what GitLab renders) in 8 bytes, also as an `Option`: a job
-/// record holds six, where jiff's `Option<Timestamp>` takes 24 bytes each.
+/// A moment to the millisecond (what GitLab renders) in 8 bytes, also as an `Option`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp(NonZeroI64);
 
@@ -100,7 +100,10 @@ const ONE_MILLISECOND: NonZeroI64 = NonZeroI64::new(1).expect("1 is not zero");
 impl Stamp {
     /// `t`, to the millisecond (the Unix epoch itself, which no job has, reads as 1 ms later).
     pub fn new(t: Timestamp) -> Stamp {
-        let millis = t.as_millisecond();
+        Stamp::from_millisecond(t.as_millisecond())
+    }
+
+    fn from_millisecond(millis: i64) -> Stamp {
         Stamp(NonZeroI64::new(millis).unwrap_or(ONE_MILLISECOND))
     }
 
@@ -122,28 +125,95 @@ impl std::fmt::Debug for Stamp {
     }
 }
 
-/// What jobwarden keeps of one job (120 bytes).
+/// A moment of a job as an offset from the job's creation, in 4 bytes: to the millisecond
+/// within about 12 days of it (a start, an end, a wait), to the second further off (a manual
+/// job played weeks later, artifacts that expire in a month), up to about 34 years either way
+/// (further is read as 34 years: later than any window a rule can name), or none.
+///
+/// The lowest bit tells the unit: 0 milliseconds, 1 seconds; the other 31 bits are the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Since(i32);
+
+impl Since {
+    const NONE: Since = Since(i32::MIN);
+    /// The largest offset in either unit (30 bits and a sign).
+    const MAX_OFFSET: i64 = (1 << 30) - 1;
+
+    fn new(base: Stamp, moment: Option<Stamp>) -> Since {
+        let Some(moment) = moment else {
+            return Since::NONE;
+        };
+        let millis = moment.0.get().saturating_sub(base.0.get());
+        let (offset, unit) = if millis.abs() <= Since::MAX_OFFSET {
+            (millis, 0)
+        } else {
+            let seconds = millis.div_euclid(1000);
+            (seconds.clamp(-Since::MAX_OFFSET, Since::MAX_OFFSET), 1)
+        };
+        // |offset| < 2^30, so `offset * 2 + unit` lies within i32 and is never i32::MIN.
+        Since(i32::try_from(offset * 2 + unit).unwrap_or(i32::MAX))
+    }
+
+    fn get(self, base: Stamp) -> Option<Stamp> {
+        if self == Since::NONE {
+            return None;
+        }
+        let offset = i64::from(self.0 >> 1);
+        let millis = if self.0 & 1 == 0 {
+            offset
+        } else {
+            offset * 1000
+        };
+        Some(Stamp::from_millisecond(base.0.get().saturating_add(millis)))
+    }
+}
+
+/// A job's name, stage and ref, stored once per distinct combination (see [`Names`]): one
+/// 8-byte pointer in each record.
+#[derive(Clone)]
+pub struct JobNames(Arc<[Name; 3]>);
+
+impl JobNames {
+    /// The names, not shared with other records (tests and one-off records).
+    pub fn new(name: &str, stage: &str, git_ref: &str) -> JobNames {
+        JobNames(Arc::new([name.into(), stage.into(), git_ref.into()]))
+    }
+}
+
+impl PartialEq for JobNames {
+    fn eq(&self, other: &JobNames) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::fmt::Debug for JobNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [name, stage, git_ref] = &*self.0;
+        write!(f, "{name}@{stage}@{git_ref}")
+    }
+}
+
+/// What jobwarden keeps of one job (64 bytes): ids, status, failure reason, name/stage/ref,
+/// five moments as offsets from the creation, and four flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub id: u64,
     pub pipeline_id: u64,
-    /// When the job's pipeline was created, when GitLab says (it tells whether every attempt of
-    /// the pipeline's jobs has been seen: see [`ProjectJobs`](crate::policy::ProjectJobs)).
-    pub pipeline_created_at: Option<Stamp>,
-    pub status: JobStatus,
-    pub name: Name,
-    pub stage: Name,
-    pub git_ref: Name,
-    /// Only set when the job failed; unknown reasons are kept as they come.
-    pub failure_reason: Option<Name>,
-    pub created_at: Stamp,
-    pub started_at: Option<Stamp>,
-    pub finished_at: Option<Stamp>,
+    created_at: Stamp,
+    names: JobNames,
+    started_at: Since,
+    finished_at: Since,
     /// When the job entered `pending`: GitLab's `queued_duration` counted back from its start,
     /// or, while it still waits, from the moment GitLab answered. So the wait of a pending job
     /// is known at any later time without listing it again.
-    pub queued_at: Option<Stamp>,
-    pub artifacts_expire_at: Option<Stamp>,
+    queued_at: Since,
+    artifacts_expire_at: Since,
+    /// When the job's pipeline was created, when GitLab says (it tells whether every attempt of
+    /// the pipeline's jobs has been seen: see [`ProjectJobs`](crate::policy::ProjectJobs)).
+    pipeline_created_at: Since,
+    pub status: JobStatus,
+    /// Only set when the job failed; unknown reasons are kept as they come.
+    failure_reason: Option<Token>,
     pub tag: bool,
     pub allow_failure: bool,
     pub erased: bool,
@@ -166,20 +236,20 @@ impl JobRecord {
                     Timestamp::from_second(at.as_second()).ok()
                 }
             });
+        let created_at = Stamp::new(wire.created_at);
+        let since = |t: Option<Timestamp>| Since::new(created_at, t.map(Stamp::new));
         JobRecord {
             id: wire.id,
             pipeline_id: wire.pipeline.id,
-            pipeline_created_at: wire.pipeline.created_at.map(Stamp::new),
+            created_at,
+            names: names.intern_job(&wire.name, &wire.stage, &wire.git_ref),
+            started_at: since(wire.started_at),
+            finished_at: since(wire.finished_at),
+            queued_at: since(queued_at),
+            artifacts_expire_at: since(wire.artifacts_expire_at),
+            pipeline_created_at: since(wire.pipeline.created_at),
             status: wire.status,
-            name: names.intern(&wire.name),
-            stage: names.intern(&wire.stage),
-            git_ref: names.intern(&wire.git_ref),
-            failure_reason: wire.failure_reason.as_deref().map(|r| names.intern(r)),
-            created_at: Stamp::new(wire.created_at),
-            started_at: wire.started_at.map(Stamp::new),
-            finished_at: wire.finished_at.map(Stamp::new),
-            queued_at: queued_at.map(Stamp::new),
-            artifacts_expire_at: wire.artifacts_expire_at.map(Stamp::new),
+            failure_reason: wire.failure_reason.as_deref().map(Token::new),
             tag: wire.tag,
             allow_failure: wire.allow_failure,
             erased: wire.erased_at.is_some(),
@@ -187,10 +257,136 @@ impl JobRecord {
         }
     }
 
+    /// A record with these ids, status and names, created at `created_at`, with no other
+    /// moment, reason or flag (tests and one-off records; see the setters).
+    pub fn new(
+        id: u64,
+        pipeline_id: u64,
+        status: JobStatus,
+        names: JobNames,
+        created_at: Stamp,
+    ) -> JobRecord {
+        JobRecord {
+            id,
+            pipeline_id,
+            created_at,
+            names,
+            started_at: Since::NONE,
+            finished_at: Since::NONE,
+            queued_at: Since::NONE,
+            artifacts_expire_at: Since::NONE,
+            pipeline_created_at: Since::NONE,
+            status,
+            failure_reason: None,
+            tag: false,
+            allow_failure: false,
+            erased: false,
+            archived: false,
+        }
+    }
+
+    pub fn name(&self) -> &Name {
+        &self.names.0[0]
+    }
+
+    pub fn stage(&self) -> &Name {
+        &self.names.0[1]
+    }
+
+    pub fn git_ref(&self) -> &Name {
+        &self.names.0[2]
+    }
+
+    pub fn failure_reason(&self) -> Option<&'static str> {
+        self.failure_reason.map(Token::as_str)
+    }
+
+    pub fn created_at(&self) -> Stamp {
+        self.created_at
+    }
+
+    pub fn started_at(&self) -> Option<Stamp> {
+        self.started_at.get(self.created_at)
+    }
+
+    pub fn finished_at(&self) -> Option<Stamp> {
+        self.finished_at.get(self.created_at)
+    }
+
+    /// When the job entered `pending` (see the field).
+    pub fn queued_at(&self) -> Option<Stamp> {
+        self.queued_at.get(self.created_at)
+    }
+
+    pub fn artifacts_expire_at(&self) -> Option<Stamp> {
+        self.artifacts_expire_at.get(self.created_at)
+    }
+
+    pub fn pipeline_created_at(&self) -> Option<Stamp> {
+        self.pipeline_created_at.get(self.created_at)
+    }
+
+    /// Moves the creation; the other moments stay where they were.
+    pub fn set_created_at(&mut self, created_at: Stamp) {
+        let moments = [
+            self.started_at(),
+            self.finished_at(),
+            self.queued_at(),
+            self.artifacts_expire_at(),
+            self.pipeline_created_at(),
+        ];
+        self.created_at = created_at;
+        let [started, finished, queued, expire, pipeline] = moments;
+        self.set_started_at(started);
+        self.set_finished_at(finished);
+        self.set_queued_at(queued);
+        self.set_artifacts_expire_at(expire);
+        self.set_pipeline_created_at(pipeline);
+    }
+
+    pub fn set_started_at(&mut self, at: Option<Stamp>) {
+        self.started_at = Since::new(self.created_at, at);
+    }
+
+    pub fn set_finished_at(&mut self, at: Option<Stamp>) {
+        self.finished_at = Since::new(self.created_at, at);
+    }
+
+    pub fn set_queued_at(&mut self, at: Option<Stamp>) {
+        self.queued_at = Since::new(self.created_at, at);
+    }
+
+    pub fn set_artifacts_expire_at(&mut self, at: Option<Stamp>) {
+        self.artifacts_expire_at = Since::new(self.created_at, at);
+    }
+
+    pub fn set_pipeline_created_at(&mut self, at: Option<Stamp>) {
+        self.pipeline_created_at = Since::new(self.created_at, at);
+    }
+
+    pub fn set_failure_reason(&mut self, reason: Option<&str>) {
+        self.failure_reason = reason.map(Token::new);
+    }
+
+    /// Replaces the name (the names are then not shared with other records).
+    pub fn set_name(&mut self, name: &str) {
+        self.names = JobNames::new(name, self.stage(), self.git_ref());
+    }
+
+    /// Replaces the stage (the names are then not shared with other records).
+    pub fn set_stage(&mut self, stage: &str) {
+        self.names = JobNames::new(self.name(), stage, self.git_ref());
+    }
+
+    /// Replaces the ref (the names are then not shared with other records).
+    pub fn set_git_ref(&mut self, git_ref: &str) {
+        self.names = JobNames::new(self.name(), self.stage(), git_ref);
+    }
+
     /// Seconds the job waited for a runner: until it started, or until `now` while it waits.
     pub fn queued_seconds(&self, now: Timestamp) -> Option<f64> {
-        let queued_at = self.queued_at?.get();
-        let until = self.started_at.map_or(now, Stamp::get);
+        let queued_at = self.queued_at()?.get();
+        let until = self.started_at().map_or(now, Stamp::get);
         Some(until.duration_since(queued_at).as_secs_f64().max(0.0))
     }
 
@@ -198,8 +394,9 @@ impl JobRecord {
     /// has changed. A pending job's `queued_at` moves by the rounding of each listing, so it is
     /// compared only once the job has started.
     pub fn same_state(&self, newer: &JobRecord) -> bool {
-        let queued_same = self.started_at.is_none() || self.queued_at == newer.queued_at;
+        let queued_same = self.started_at == Since::NONE || self.queued_at == newer.queued_at;
         queued_same
+            && self.created_at == newer.created_at
             && JobRecord {
                 queued_at: self.queued_at,
                 ..newer.clone()
@@ -208,9 +405,10 @@ impl JobRecord {
 }
 
 /// The strings of jobs, stored once each: a project has a few dozen job names, stages and
-/// refs, repeated over thousands of jobs, and most of them (`main`, `build`, `test`, failure
-/// reasons) are the same in every project. A clone shares the set: the engine's observers all
-/// use one, so a fleet holds one copy of each string and one set, not a set per project.
+/// refs, repeated over thousands of jobs, and most of them (`main`, `build`, `test`) are the
+/// same in every project; so are most combinations of a name, a stage and a ref, which are
+/// stored once too ([`JobNames`]). A clone shares the set: the engine's observers all use one,
+/// so a fleet holds one copy of each string and one set, not a set per project.
 #[derive(Debug, Clone, Default)]
 pub struct Names {
     shared: Arc<Mutex<NameSet>>,
@@ -219,6 +417,8 @@ pub struct Names {
 #[derive(Debug, Default)]
 struct NameSet {
     set: HashSet<Name>,
+    /// The combinations, by the addresses of their three shared strings.
+    jobs: HashMap<[usize; 3], JobNames>,
     /// How many strings were left after the last pruning.
     pruned_to: usize,
 }
@@ -228,16 +428,32 @@ struct NameSet {
 /// for one after each sync.
 const PRUNE_AFTER: usize = 1024;
 
-impl Names {
-    /// The shared copy of `s`.
-    pub fn intern(&mut self, s: &str) -> Name {
-        let mut names = lock(&self.shared);
-        if let Some(name) = names.set.get(s) {
+impl NameSet {
+    fn intern(&mut self, s: &str) -> Name {
+        if let Some(name) = self.set.get(s) {
             return name.clone();
         }
         let name = Name::from(s);
-        names.set.insert(name.clone());
+        self.set.insert(name.clone());
         name
+    }
+}
+
+impl Names {
+    /// The shared copy of `s`.
+    pub fn intern(&mut self, s: &str) -> Name {
+        lock(&self.shared).intern(s)
+    }
+
+    /// The shared copy of a job's name, stage and ref.
+    pub fn intern_job(&mut self, name: &str, stage: &str, git_ref: &str) -> JobNames {
+        let mut set = lock(&self.shared);
+        let names = [set.intern(name), set.intern(stage), set.intern(git_ref)];
+        let key = names.each_ref().map(|n| n.as_ptr() as usize);
+        set.jobs
+            .entry(key)
+            .or_insert_with(|| JobNames(Arc::new(names)))
+            .clone()
     }
 
     /// Forgets the strings no record holds any more, when enough have come since the last
@@ -260,6 +476,8 @@ impl Names {
     }
 
     fn prune_now(names: &mut NameSet) {
+        names.jobs.retain(|_, job| Arc::strong_count(&job.0) > 1);
+        names.jobs.shrink_to_fit();
         names
             .set
             .retain(|name| Name::strong_count(name).is_none_or(|count| count > 1));
@@ -302,16 +520,20 @@ mod tests {
         let a = JobRecord::from_wire(wire(json.clone()), now, &mut names);
         let b = JobRecord::from_wire(wire(json), now, &mut names);
         assert_eq!(a.pipeline_id, 3);
-        assert_eq!(
-            a.failure_reason.as_deref(),
-            Some("stuck_or_timeout_failure")
+        assert_eq!(a.failure_reason(), Some("stuck_or_timeout_failure"));
+        assert!(
+            Arc::ptr_eq(&a.names.0, &b.names.0),
+            "one copy of each combination"
         );
-        assert!(Name::ptr_eq(&a.name, &b.name), "one copy of each string");
-        assert_eq!(names.len(), 4);
+        assert_eq!(
+            (&**a.name(), &**a.stage(), &**a.git_ref()),
+            ("rspec", "test", "main")
+        );
+        assert_eq!(names.len(), 3);
         assert_eq!(a.queued_seconds(now), Some(99.6));
         drop((a, b));
         names.prune();
-        assert_eq!(names.len(), 4, "pruned only once enough strings came");
+        assert_eq!(names.len(), 3, "pruned only once enough strings came");
         names.prune_all();
         assert!(names.is_empty());
     }
@@ -319,7 +541,7 @@ mod tests {
     #[test]
     fn a_record_is_small_and_its_moments_keep_milliseconds() {
         assert!(
-            std::mem::size_of::<JobRecord>() <= 120,
+            std::mem::size_of::<JobRecord>() <= 64,
             "{}",
             std::mem::size_of::<JobRecord>()
         );
@@ -330,6 +552,77 @@ mod tests {
             "2026-11-23T10:01:40.123Z".parse().unwrap()
         );
         assert_eq!(Stamp::new(Timestamp::UNIX_EPOCH).get().as_millisecond(), 1);
+    }
+
+    #[test]
+    fn moments_keep_milliseconds_near_the_creation_and_seconds_further_off() {
+        let created = Stamp::new("2026-11-23T10:00:00.250Z".parse().unwrap());
+        let at = |offset_ms: i64| Stamp::from_millisecond(created.0.get() + offset_ms);
+        let day = 86_400_000;
+        for offset in [
+            0,
+            1,
+            -1,
+            999,
+            12 * day,
+            -12 * day,
+            (1 << 30) - 1,
+            -(1 << 30) + 1,
+        ] {
+            let since = Since::new(created, Some(at(offset)));
+            assert_eq!(since.get(created), Some(at(offset)), "{offset} ms");
+        }
+        // Beyond about 12 days: to the second of the offset, rounded down.
+        let month = 30 * day + 1_234;
+        assert_eq!(
+            Since::new(created, Some(at(month))).get(created),
+            Some(at(30 * day + 1_000))
+        );
+        assert_eq!(
+            Since::new(created, Some(at(-month))).get(created),
+            Some(at(-30 * day - 2_000))
+        );
+        // Beyond about 34 years: 34 years.
+        let far = Since::new(created, Some(at(100 * 365 * day)))
+            .get(created)
+            .expect("a moment");
+        let years = far.get().duration_since(created.get()).as_secs() / (365 * 86_400);
+        assert_eq!(years, 34);
+        assert_eq!(Since::new(created, None).get(created), None);
+        assert_ne!(Since::new(created, Some(at(-(1 << 30) + 1))), Since::NONE);
+    }
+
+    #[test]
+    fn moving_the_creation_keeps_the_other_moments() {
+        let json = serde_json::json!({
+            "id": 9, "status": "failed", "name": "deploy", "created_at": "2026-11-19T00:00:00Z",
+            "started_at": "2026-11-19T00:00:05.5Z", "finished_at": "2026-11-19T00:10:00Z",
+            "artifacts_expire_at": "2026-12-19T00:00:00Z",
+            "pipeline": {"id": 4, "created_at": "2026-11-18T23:59:00Z"}
+        });
+        let mut job = JobRecord::from_wire(
+            wire(json),
+            "2026-11-20T00:00:00Z".parse().unwrap(),
+            &mut Names::default(),
+        );
+        let before = [
+            job.started_at(),
+            job.finished_at(),
+            job.artifacts_expire_at(),
+            job.pipeline_created_at(),
+        ];
+        job.set_created_at(Stamp::new("2026-11-15T00:00:00Z".parse().unwrap()));
+        let after = [
+            job.started_at(),
+            job.finished_at(),
+            job.artifacts_expire_at(),
+            job.pipeline_created_at(),
+        ];
+        assert_eq!(before, after);
+        assert_eq!(
+            job.started_at().map(|t| t.get().to_string()),
+            Some("2026-11-19T00:00:05.5Z".into())
+        );
     }
 
     #[test]
@@ -351,6 +644,7 @@ mod tests {
         assert_eq!(first.queued_seconds(hundred_hours), Some(360_001.0));
         let mut started = later.clone();
         started.status = JobStatus::Running;
+        started.set_started_at(Some(Stamp::new("2026-11-23T04:00:31Z".parse().unwrap())));
         assert!(!first.same_state(&started));
     }
 }

@@ -143,8 +143,7 @@ impl JobAccounting {
         if !seen.failure_counted && failed_since(job, process_start) {
             seen.failure_counted = true;
             events.failure_reason = Some(
-                job.failure_reason
-                    .as_deref()
+                job.failure_reason()
                     .unwrap_or(crate::metrics::UNKNOWN_FAILURE_REASON)
                     .to_owned(),
             );
@@ -219,7 +218,7 @@ impl Ledger {
 /// The job's queue time, if it started at or after `process_start` and GitLab reports a sane
 /// `queued_duration`.
 fn queued_seconds_since(job: &JobRecord, process_start: Timestamp) -> Option<f64> {
-    let started_at = job.started_at?.get();
+    let started_at = job.started_at()?.get();
     if started_at < process_start {
         return None;
     }
@@ -230,7 +229,7 @@ fn queued_seconds_since(job: &JobRecord, process_start: Timestamp) -> Option<f64
 fn failed_since(job: &JobRecord, process_start: Timestamp) -> bool {
     job.status == JobStatus::Failed
         && job
-            .finished_at
+            .finished_at()
             .is_some_and(|finished_at| finished_at.get() >= process_start)
 }
 

@@ -115,9 +115,9 @@ impl JobGlobs {
     pub fn matches(&self, job: &JobRecord) -> bool {
         let pass =
             |list: &Option<GlobList>, value: &str| list.as_ref().is_none_or(|l| l.matches(value));
-        pass(&self.refs, &job.git_ref)
-            && pass(&self.names, &job.name)
-            && pass(&self.stages, &job.stage)
+        pass(&self.refs, job.git_ref())
+            && pass(&self.names, job.name())
+            && pass(&self.stages, job.stage())
     }
 }
 
@@ -186,7 +186,7 @@ impl RuleAction {
                 JobStatus::KNOWN
                     .iter()
                     .filter(|s| s.is_cancelable())
-                    .cloned()
+                    .copied()
                     .collect(),
             ),
             RuleAction::Play { .. } => Some(vec![JobStatus::Manual, JobStatus::Scheduled]),
@@ -267,7 +267,7 @@ impl CompiledPolicy {
                     .statuses
                     .iter()
                     .filter(|s| app.contains(s))
-                    .cloned()
+                    .copied()
                     .collect(),
             };
             all.extend(statuses);

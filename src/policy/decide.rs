@@ -317,12 +317,14 @@ pub fn earliest_action(
         // Artifacts that expired are gone for good: nothing to keep, now or later.
         .filter(|rule| {
             rule.conditions.artifacts_expire_within.is_none()
-                || job.artifacts_expire_at.is_some_and(|t| t.get() > reach.now)
+                || job
+                    .artifacts_expire_at()
+                    .is_some_and(|t| t.get() > reach.now)
         })
         .map(|rule| {
             match (
                 rule.conditions.artifacts_expire_within,
-                job.artifacts_expire_at,
+                job.artifacts_expire_at(),
             ) {
                 (Some(within), Some(expires)) => {
                     expires.get().checked_sub(within).unwrap_or(Timestamp::MIN)
@@ -341,15 +343,11 @@ fn rule_may_act_on(
     reach: &Reach,
 ) -> bool {
     let c = &rule.conditions;
-    if job.created_at.get() < reach.start_for(rule) {
+    if job.created_at().get() < reach.start_for(rule) {
         return false;
     }
     let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
-        job.status == JobStatus::Failed
-            && job
-                .failure_reason
-                .as_deref()
-                .is_some_and(|r| reasons.matches(r))
+        job.status == JobStatus::Failed && job.failure_reason().is_some_and(|r| reasons.matches(r))
     });
     (c.statuses.is_empty() || c.statuses.contains(&job.status))
         && reason_ok
@@ -375,9 +373,9 @@ fn evaluate_job(
             Some(Evaluation {
                 project: obs.project.clone(),
                 job_id: job.id,
-                job_name: job.name.to_string(),
+                job_name: job.name().to_string(),
                 pipeline_id: job.pipeline_id,
-                created_at: job.created_at.get(),
+                created_at: job.created_at().get(),
                 rule_index,
                 reason: why.join("; "),
                 state,
@@ -554,9 +552,9 @@ fn retry_timing(
     if let Some(backoff) = backoff {
         let delay = backoff.delay(n);
         let finished = job
-            .finished_at
-            .or(job.started_at)
-            .unwrap_or(job.created_at)
+            .finished_at()
+            .or(job.started_at())
+            .unwrap_or(job.created_at())
             .get();
         let earliest = finished.checked_add(delay).unwrap_or(Timestamp::MAX);
         if now < earliest {
@@ -581,7 +579,7 @@ fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &JobRecord, why: &
         policy = %policy.key,
         rule = %rule.name,
         job_id = job.id,
-        job_name = %job.name,
+        job_name = %job.name(),
         "rule does not apply: {why}"
     );
 }
@@ -635,7 +633,7 @@ fn status_note(c: &Conditions, job: &JobRecord) -> Option<String> {
     }
     let mut note = job.status.to_string();
     if let Some(reasons) = &c.failure_reasons {
-        let reason = job.failure_reason.as_deref()?;
+        let reason = job.failure_reason()?;
         if job.status != JobStatus::Failed || !reasons.matches(reason) {
             return None;
         }
@@ -683,7 +681,7 @@ fn superseded_note(want: bool, job: &JobRecord, index: &ProjectJobs) -> Option<S
         return None;
     }
     Some(match newer {
-        Some(p) => format!("superseded by pipeline #{p} on {}", job.git_ref),
+        Some(p) => format!("superseded by pipeline #{p} on {}", job.git_ref()),
         None => "not superseded".to_owned(),
     })
 }
@@ -695,7 +693,7 @@ fn artifacts_expire_note(
     job: &JobRecord,
     now: Timestamp,
 ) -> Option<String> {
-    let expires = job.artifacts_expire_at?.get();
+    let expires = job.artifacts_expire_at()?.get();
     let left = expires.duration_since(now);
     if left > within || !left.is_positive() {
         return None;
@@ -723,7 +721,7 @@ fn action_applies_to_job(action: &RuleAction, job: &JobRecord, index: &ProjectJo
         RuleAction::Play { .. } => {
             matches!(job.status, JobStatus::Manual | JobStatus::Scheduled) && !job.archived
         }
-        RuleAction::KeepArtifacts => job.artifacts_expire_at.is_some(),
+        RuleAction::KeepArtifacts => job.artifacts_expire_at().is_some(),
     }
 }
 
@@ -740,7 +738,7 @@ fn limit_reached(action: &RuleAction, job: &JobRecord, index: &ProjectJobs) -> b
 fn retry_attempt(job: &JobRecord, pipeline_jobs: &[JobRecord]) -> Option<u32> {
     let mut ids: HashSet<u64> = HashSet::from([job.id]);
     for other in pipeline_jobs {
-        if other.name == job.name && other.pipeline_id == job.pipeline_id {
+        if other.name() == job.name() && other.pipeline_id == job.pipeline_id {
             if other.id > job.id {
                 return None;
             }
@@ -762,13 +760,13 @@ fn stages_succeeded(
         .iter()
         .filter(|j| j.pipeline_id == job.pipeline_id)
     {
-        let entry = latest.entry(&j.name).or_insert(j);
+        let entry = latest.entry(j.name()).or_insert(j);
         if j.id > entry.id {
             *entry = j;
         }
     }
     for stage in stages {
-        let mut jobs = latest.values().filter(|j| *j.stage == **stage).peekable();
+        let mut jobs = latest.values().filter(|j| *j.stage() == **stage).peekable();
         if jobs.peek().is_none() {
             return Err(format!(
                 "stage {stage} has no jobs in pipeline #{}",
@@ -778,7 +776,8 @@ fn stages_succeeded(
         if let Some(not_ok) = jobs.find(|j| j.status != JobStatus::Success) {
             return Err(format!(
                 "stage {stage}: job {} is {}",
-                not_ok.name, not_ok.status
+                not_ok.name(),
+                not_ok.status
             ));
         }
     }
@@ -806,14 +805,14 @@ fn time_in_current_state(
 ) -> (SignedDuration, &'static str) {
     let since_created = match index.reopened_at(job) {
         Some(retried) => (now.duration_since(retried), "pipeline retried"),
-        None => (now.duration_since(job.created_at.get()), "created"),
+        None => (now.duration_since(job.created_at().get()), "created"),
     };
     match job.status {
         JobStatus::Pending => job
-            .queued_at
+            .queued_at()
             .map_or(since_created, |t| (now.duration_since(t.get()), "queued")),
         JobStatus::Running => job
-            .started_at
+            .started_at()
             .map_or(since_created, |t| (now.duration_since(t.get()), "started")),
         _ => since_created,
     }

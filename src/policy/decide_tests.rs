@@ -80,12 +80,12 @@ fn policy_filter_and_rule_globs_must_both_match() {
          rules: [{name: r, match: {statuses: [pending], names: ['rspec*'], stages: [test]}, cancel: {}}]",
     );
     let mut on_feature = job(1, 10, "rspec 1/3", Pending);
-    on_feature.git_ref = "feature/login/v2".into();
+    on_feature.set_git_ref("feature/login/v2");
     let mut on_release = job(2, 11, "rspec 2/3", Pending);
-    on_release.git_ref = "release/1.0".into();
+    on_release.set_git_ref("release/1.0");
     let lint = job(3, 12, "lint", Pending);
     let mut wrong_stage = job(4, 13, "rspec 3/3", Pending);
-    wrong_stage.stage = "build".into();
+    wrong_stage.set_stage("build");
     let on_main = job(5, 14, "rspec 3/3", Pending);
     let w = World::new(vec![on_feature, on_release, lint, wrong_stage, on_main]);
     assert_eq!(ids(&decide_all(&p, &w, now())), vec![1, 5]);
@@ -115,11 +115,11 @@ fn tag_and_allow_failure() {
 fn older_than_counts_from_creation_inclusive() {
     let p = policy("rules: [{name: r, match: {statuses: [pending], olderThan: 30m}, cancel: {}}]");
     let mut young = job(1, 10, "a", Pending);
-    young.created_at = (now() - mins(29)).into();
+    young.set_created_at((now() - mins(29)).into());
     let mut exactly = job(2, 11, "b", Pending);
-    exactly.created_at = (now() - mins(30)).into();
+    exactly.set_created_at((now() - mins(30)).into());
     let mut old = job(3, 12, "c", Pending);
-    old.created_at = (now() - mins(45)).into();
+    old.set_created_at((now() - mins(45)).into());
     let d = decide_all(&p, &World::new(vec![young, exactly, old]), now());
     assert_eq!(ids(&d), vec![3, 2], "oldest first");
     assert_eq!(d[0].reason, "pending; created 45m ago (olderThan 30m)");
@@ -132,14 +132,14 @@ fn older_than_counts_a_pending_job_from_when_it_was_queued() {
         "rules: [{name: r, match: {statuses: [pending, running], olderThan: 30m}, cancel: {}}]",
     );
     let mut just_played = job(1, 10, "deploy", Pending);
-    just_played.created_at = (now() - mins(180)).into();
-    just_played.queued_at = Some((now() - mins(1)).into());
+    just_played.set_created_at((now() - mins(180)).into());
+    just_played.set_queued_at(Some((now() - mins(1)).into()));
     let mut queued_long = job(2, 11, "build", Pending);
-    queued_long.created_at = (now() - mins(180)).into();
-    queued_long.queued_at = Some((now() - mins(40)).into());
+    queued_long.set_created_at((now() - mins(180)).into());
+    queued_long.set_queued_at(Some((now() - mins(40)).into()));
     let mut just_started = job(3, 12, "test", Running);
-    just_started.created_at = (now() - mins(180)).into();
-    just_started.started_at = Some((now() - mins(2)).into());
+    just_started.set_created_at((now() - mins(180)).into());
+    just_started.set_started_at(Some((now() - mins(2)).into()));
     let d = decide_all(
         &p,
         &World::new(vec![just_played, queued_long, just_started]),
@@ -155,14 +155,14 @@ fn older_than_counts_a_job_re_opened_by_a_retry_from_the_retry() {
     // ago re-opened `deploy` (skipped → created), whose `created_at` is still 18 h old.
     let p = policy("rules: [{name: r, match: {statuses: [created], olderThan: 30m}, cancel: {}}]");
     let mut build = job(1, 10, "build", Failed);
-    build.created_at = (now() - mins(18 * 60)).into();
+    build.set_created_at((now() - mins(18 * 60)).into());
     let mut deploy = job(2, 10, "deploy", Created);
-    deploy.created_at = (now() - mins(18 * 60)).into();
+    deploy.set_created_at((now() - mins(18 * 60)).into());
     let mut retried_build = job(3, 10, "build", Running);
-    retried_build.created_at = (now() - mins(1)).into();
+    retried_build.set_created_at((now() - mins(1)).into());
     // In another pipeline nothing was retried: its created job is old.
     let mut stale = job(4, 11, "deploy", Created);
-    stale.created_at = (now() - mins(60)).into();
+    stale.set_created_at((now() - mins(60)).into());
     let d = decide_all(
         &p,
         &World::new(vec![build, deploy, retried_build, stale]),
@@ -174,11 +174,11 @@ fn older_than_counts_a_job_re_opened_by_a_retry_from_the_retry() {
     // Half an hour after the retry, the re-opened job is as stale as any.
     let later = now() + mins(30);
     let mut build = job(1, 10, "build", Failed);
-    build.created_at = (now() - mins(18 * 60)).into();
+    build.set_created_at((now() - mins(18 * 60)).into());
     let mut deploy = job(2, 10, "deploy", Created);
-    deploy.created_at = (now() - mins(18 * 60)).into();
+    deploy.set_created_at((now() - mins(18 * 60)).into());
     let mut retried_build = job(3, 10, "build", Success);
-    retried_build.created_at = (now() - mins(1)).into();
+    retried_build.set_created_at((now() - mins(1)).into());
     let d = decide_all(&p, &World::new(vec![build, deploy, retried_build]), later);
     assert_eq!(ids(&d), vec![2]);
     assert_eq!(
@@ -195,7 +195,7 @@ fn superseded_by_a_newer_pipeline_on_the_same_ref() {
     let old = job(1, 10, "rspec", Running);
     let newer = job(2, 11, "rspec", Pending);
     let mut other_ref = job(3, 9, "rspec", Pending);
-    other_ref.git_ref = "feature/x".into();
+    other_ref.set_git_ref("feature/x");
     let other_name = job(4, 10, "lint", Pending);
     let d = only(decide_all(
         &p,
@@ -221,7 +221,7 @@ fn stages_succeeded_needs_every_latest_job_of_each_stage_green() {
     );
     let staged = |id, pipeline, name: &str, stage: &str, status| {
         let mut j = job(id, pipeline, name, status);
-        j.stage = stage.into();
+        j.set_stage(stage);
         j
     };
     // Pipeline 10: build green, rspec failed once then succeeded on retry.
@@ -293,9 +293,9 @@ fn artifacts_expire_within() {
         "rules: [{name: r, match: {statuses: [success], artifactsExpireWithin: 72h}, keepArtifacts: {}}]",
     );
     let mut soon = job(1, 10, "build", Success);
-    soon.artifacts_expire_at = Some((now() + mins(60 * 24)).into());
+    soon.set_artifacts_expire_at(Some((now() + mins(60 * 24)).into()));
     let mut late = job(2, 11, "build", Success);
-    late.artifacts_expire_at = Some((now() + mins(60 * 73)).into());
+    late.set_artifacts_expire_at(Some((now() + mins(60 * 73)).into()));
     let never = job(3, 12, "build", Success);
     let d = only(decide_all(&p, &World::new(vec![soon, late, never]), now()));
     assert_eq!((d.job_id, d.action.kind().as_str()), (1, "keep_artifacts"));
@@ -309,7 +309,7 @@ fn artifacts_expire_within() {
 fn keep_artifacts_only_while_an_expiry_is_set() {
     let p = policy("rules: [{name: r, match: {statuses: [success]}, keepArtifacts: {}}]");
     let mut expiring = job(1, 10, "build", Success);
-    expiring.artifacts_expire_at = Some((now() + mins(10)).into());
+    expiring.set_artifacts_expire_at(Some((now() + mins(10)).into()));
     let kept = job(2, 11, "build", Success);
     assert_eq!(
         ids(&decide_all(&p, &World::new(vec![expiring, kept]), now())),
@@ -454,17 +454,17 @@ fn cancel_only_cancelable_jobs() {
     let jobs: Vec<JobRecord> = statuses
         .iter()
         .enumerate()
-        .map(|(i, s)| job(i as u64 + 1, 100 + i as u64, "j", s.clone()))
+        .map(|(i, s)| job(i as u64 + 1, 100 + i as u64, "j", *s))
         .collect();
     let d = decide_all(&p, &World::new(jobs), now());
     let canceled: Vec<JobStatus> = d
         .iter()
-        .map(|d| statuses[(d.job_id - 1) as usize].clone())
+        .map(|d| statuses[(d.job_id - 1) as usize])
         .collect();
     let expected: Vec<JobStatus> = statuses
         .iter()
         .filter(|s| s.is_cancelable())
-        .cloned()
+        .copied()
         .collect();
     let mut got = canceled.clone();
     got.sort();
@@ -496,7 +496,7 @@ fn first_matching_rule_wins() {
          {name: cancel-any, match: {statuses: [pending]}, cancel: {}}]",
     );
     let mut young = job(2, 11, "b", Pending);
-    young.created_at = (now() - mins(5)).into();
+    young.set_created_at((now() - mins(5)).into());
     let d = decide_all(
         &p,
         &World::new(vec![job(1, 10, "a", Pending), young]),
@@ -514,7 +514,7 @@ fn a_rule_whose_action_cannot_apply_does_not_claim_the_job() {
          {name: keep, match: {statuses: [failed]}, keepArtifacts: {}}]",
     );
     let mut second = failed(2, 10, "rspec", "script_failure");
-    second.artifacts_expire_at = Some((now() + mins(60)).into());
+    second.set_artifacts_expire_at(Some((now() + mins(60)).into()));
     let w = World::new(vec![failed(1, 10, "rspec", "script_failure"), second]);
     let d = only(decide_all(&p, &w, now()));
     assert_eq!(
@@ -581,11 +581,11 @@ fn budget_goes_to_earlier_rules_then_older_jobs() {
          {name: second, match: {statuses: [pending]}, cancel: {}}]",
     );
     let mut oldest = job(1, 10, "y", Pending);
-    oldest.created_at = (now() - mins(600)).into();
+    oldest.set_created_at((now() - mins(600)).into());
     let mut newer_x = job(2, 11, "x", Pending);
-    newer_x.created_at = (now() - mins(5)).into();
+    newer_x.set_created_at((now() - mins(5)).into());
     let mut older_x = job(3, 12, "x", Pending);
-    older_x.created_at = (now() - mins(10)).into();
+    older_x.set_created_at((now() - mins(10)).into());
     let w = World::new(vec![oldest, newer_x, older_x]);
     let d = decide(
         &p,
@@ -777,19 +777,14 @@ mod properties {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (pipeline, name, status, age, expiring))| {
-                    let mut j = job(
-                        i as u64 + 1,
-                        100 + pipeline,
-                        NAMES[name],
-                        STATUSES[status].clone(),
-                    );
-                    j.created_at = (now() - mins(age)).into();
-                    j.finished_at = j.status.is_completed().then_some(j.created_at);
+                    let mut j = job(i as u64 + 1, 100 + pipeline, NAMES[name], STATUSES[status]);
+                    j.set_created_at((now() - mins(age)).into());
+                    j.set_finished_at(j.status.is_completed().then_some(j.created_at()));
                     if j.status == Failed {
-                        j.failure_reason = Some("stuck_or_timeout_failure".into());
+                        j.set_failure_reason(Some("stuck_or_timeout_failure"));
                     }
                     if expiring {
-                        j.artifacts_expire_at = Some((now() + mins(age)).into());
+                        j.set_artifacts_expire_at(Some((now() + mins(age)).into()));
                     }
                     j
                 })
@@ -828,7 +823,7 @@ mod properties {
                 prop_assert!(d.verdict != Verdict::AwaitingFacts, "all facts were given");
                 if d.action == Action::Retry {
                     let retried = jobs.iter().find(|j| j.id == d.job_id).unwrap();
-                    let newer = jobs.iter().any(|j| j.name == retried.name
+                    let newer = jobs.iter().any(|j| j.name() == retried.name()
                         && j.pipeline_id == retried.pipeline_id && j.id > retried.id);
                     prop_assert!(!newer, "retried a non-latest attempt: job {}", d.job_id);
                 }
@@ -880,9 +875,9 @@ fn expired_artifacts_are_not_kept_again() {
         "rules: [{name: r, match: {statuses: [success], artifactsExpireWithin: 48h}, keepArtifacts: {}}]",
     );
     let mut expiring = job(1, 10, "release", Success);
-    expiring.artifacts_expire_at = Some((now() + mins(60)).into());
+    expiring.set_artifacts_expire_at(Some((now() + mins(60)).into()));
     let mut expired = job(2, 10, "docs", Success);
-    expired.artifacts_expire_at = Some((now() - mins(60)).into());
+    expired.set_artifacts_expire_at(Some((now() - mins(60)).into()));
     let w = World::new(vec![expiring, expired]);
     assert_eq!(
         ids(&decide_all(&p, &w, now())),

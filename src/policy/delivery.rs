@@ -177,12 +177,12 @@ impl<'a> Facts<'a> {
         let d = &delivered.facts;
         match jobs.get(delivered.job_id) {
             Some(held) => Facts {
-                name: Some(&held.name),
-                stage: Some(&held.stage),
-                git_ref: Some(&held.git_ref),
+                name: Some(held.name()),
+                stage: Some(held.stage()),
+                git_ref: Some(held.git_ref()),
                 tag: Some(held.tag),
                 allow_failure: Some(held.allow_failure),
-                created_at: Some(held.created_at.get()),
+                created_at: Some(held.created_at().get()),
                 pipeline_id: Some(held.pipeline_id),
             },
             None => Facts {
@@ -308,8 +308,8 @@ fn supersedes_held(
         !held.status.is_completed()
             && held.pipeline_id < pipeline
             && held.tag == tag
-            && *held.git_ref == *git_ref
-            && *held.name == *name
+            && *held.git_ref() == *git_ref
+            && *held.name() == *name
             && rules
                 .iter()
                 .any(|(policy, rule)| policy.filter.matches(held) && held_may_match(rule, held))
@@ -319,11 +319,10 @@ fn supersedes_held(
 /// The conditions of `rule` that a held job's own fields decide, and the action's statuses.
 fn held_may_match(rule: &CompiledRule, held: &JobRecord) -> bool {
     let c = &rule.conditions;
-    let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
-        held.failure_reason
-            .as_deref()
-            .is_some_and(|r| reasons.matches(r))
-    });
+    let reason_ok = c
+        .failure_reasons
+        .as_ref()
+        .is_none_or(|reasons| held.failure_reason().is_some_and(|r| reasons.matches(r)));
     (c.statuses.is_empty() || c.statuses.contains(&held.status))
         && rule
             .action

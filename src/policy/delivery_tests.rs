@@ -17,7 +17,7 @@ fn delivered(statuses: &[JobStatus]) -> DeliveredJob {
         moves: statuses
             .iter()
             .map(|s| DeliveredMove {
-                status: Some(s.clone()),
+                status: Some(*s),
                 failure_reason: (*s == Failed).then(|| "stuck_or_timeout_failure".to_owned()),
             })
             .collect(),
@@ -269,7 +269,7 @@ fn a_closed_window_spares_the_read() {
 #[test]
 fn a_held_job_delivered_as_held_is_not_read_and_otherwise_is_stale_or_read() {
     let mut held_failed = job(50, 5, "rspec", Failed);
-    held_failed.failure_reason = Some("stuck_or_timeout_failure".into());
+    held_failed.set_failure_reason(Some("stuck_or_timeout_failure"));
     // A late or repeated delivery of what is held: nothing new, even for a rule acting on it.
     assert_eq!(
         need(
@@ -310,7 +310,7 @@ fn a_held_job_delivered_as_held_is_not_read_and_otherwise_is_stale_or_read() {
 #[test]
 fn the_held_record_fills_in_facts_the_delivery_left_out() {
     let mut held = job(50, 5, "lint", Running);
-    held.created_at = Stamp::new(now() - mins(2));
+    held.set_created_at(Stamp::new(now() - mins(2)));
     let mut bare = delivered(&[Failed]);
     bare.facts = DeliveredFacts::default();
     let rspec_only = "rules:

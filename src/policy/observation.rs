@@ -140,10 +140,10 @@ impl ProjectJobs {
     /// attempt of its name in its pipeline: say it only the first time a job is seen.
     pub fn note(&mut self, job: &JobRecord, first_sight: bool) {
         let pipeline = self.newest_pipeline.entry(
-            |k| ref_order(k, job.tag, &job.git_ref, &job.name),
+            |k| ref_order(k, job.tag, job.git_ref(), job.name()),
             || {
                 (
-                    (job.tag, job.git_ref.clone(), job.name.clone()),
+                    (job.tag, job.git_ref().clone(), job.name().clone()),
                     job.pipeline_id,
                 )
             },
@@ -151,28 +151,28 @@ impl ProjectJobs {
         *pipeline = (*pipeline).max(job.pipeline_id);
         let forgotten = &self.forgotten;
         let attempts = self.attempts.entry(
-            |k| attempt_order(k, job.pipeline_id, &job.name),
+            |k| attempt_order(k, job.pipeline_id, job.name()),
             || {
                 let attempts = Attempts {
                     newest: job.id,
                     oldest: job.id,
-                    newest_created: job.created_at,
+                    newest_created: job.created_at(),
                     seen: 0,
                     // A new attempt of a name whose entries were dropped: the job was retried,
                     // and its earlier attempts are not counted here.
                     incomplete: forgotten
                         .get(|k| pipeline_order(k, job.pipeline_id))
-                        .is_some_and(|f| f.contains(&job.name)),
+                        .is_some_and(|f| f.contains(job.name())),
                     pipeline_created: job
-                        .pipeline_created_at
+                        .pipeline_created_at()
                         .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
                 };
-                ((job.pipeline_id, job.name.clone()), attempts)
+                ((job.pipeline_id, job.name().clone()), attempts)
             },
         );
         if job.id > attempts.newest {
             attempts.newest = job.id;
-            attempts.newest_created = job.created_at;
+            attempts.newest_created = job.created_at();
         }
         attempts.oldest = attempts.oldest.min(job.id);
         if attempts.oldest < attempts.newest || attempts.incomplete {
@@ -237,9 +237,9 @@ impl ProjectJobs {
         let mut pipelines = HashSet::new();
         let mut attempt_keys = HashSet::new();
         for job in &self.jobs {
-            pipeline_keys.insert((job.tag, &*job.git_ref, &*job.name));
+            pipeline_keys.insert((job.tag, &**job.git_ref(), &**job.name()));
             pipelines.insert(job.pipeline_id);
-            attempt_keys.insert((job.pipeline_id, &*job.name));
+            attempt_keys.insert((job.pipeline_id, &**job.name()));
         }
         self.newest_pipeline
             .retain(|(tag, git_ref, name), _| pipeline_keys.contains(&(*tag, &**git_ref, &**name)));
@@ -296,12 +296,12 @@ impl ProjectJobs {
     /// one of them has been seen; `None` when only the pipeline's job list can tell.
     pub fn attempts_of(&self, job: &JobRecord) -> Option<u32> {
         let since = self.complete_since?;
-        let created = job.pipeline_created_at?;
+        let created = job.pipeline_created_at()?;
         if created.get() < since {
             return None;
         }
         self.attempts
-            .get(|k| attempt_order(k, job.pipeline_id, &job.name))
+            .get(|k| attempt_order(k, job.pipeline_id, job.name()))
             .filter(|a| a.seen > 0 && !a.incomplete)
             .map(|a| a.seen)
     }
@@ -335,7 +335,7 @@ impl ProjectJobs {
 
     /// The newest pipeline with a job of this name on this ref, when newer than the job's own.
     pub fn newer_pipeline(&self, job: &JobRecord) -> Option<u64> {
-        self.newest_pipeline_of(job.tag, &job.git_ref, &job.name)
+        self.newest_pipeline_of(job.tag, job.git_ref(), job.name())
             .filter(|p| *p > job.pipeline_id)
     }
 
@@ -352,14 +352,14 @@ impl ProjectJobs {
     pub fn reopened_at(&self, job: &JobRecord) -> Option<Timestamp> {
         self.retried_at
             .get(|k| pipeline_order(k, job.pipeline_id))
-            .filter(|t| **t > job.created_at)
+            .filter(|t| **t > job.created_at())
             .map(|t| t.get())
     }
 
     /// True when a newer attempt of the job (same name, same pipeline) has been seen.
     pub fn newer_attempt_seen(&self, job: &JobRecord) -> bool {
         self.attempts
-            .get(|k| attempt_order(k, job.pipeline_id, &job.name))
+            .get(|k| attempt_order(k, job.pipeline_id, job.name()))
             .is_some_and(|a| a.newest > job.id)
     }
 }
@@ -488,7 +488,7 @@ mod tests {
 
         let mut jobs = complete_jobs();
         let mut old = failed(5, 1, "lint", "stuck_or_timeout_failure");
-        old.pipeline_created_at = Some((now() - mins(25 * 60)).into());
+        old.set_pipeline_created_at(Some((now() - mins(25 * 60)).into()));
         jobs.insert_new(old.clone());
         assert_eq!(
             jobs.attempts_of(&old),
@@ -496,7 +496,7 @@ mod tests {
             "pipeline older than the history"
         );
         let mut undated = recent.clone();
-        undated.pipeline_created_at = None;
+        undated.set_pipeline_created_at(None);
         jobs.insert_new(undated.clone());
         assert_eq!(jobs.attempts_of(&undated), None, "pipeline time unknown");
     }
@@ -532,7 +532,7 @@ mod tests {
         // Someone retries `lint`, whose first attempt was dropped: its count is unknown (the
         // pipeline's job list tells), and the pipeline was retried.
         let mut again = failed(30, 7, "lint", "stuck_or_timeout_failure");
-        again.created_at = (now() - mins(1)).into();
+        again.set_created_at((now() - mins(1)).into());
         jobs.insert_new(again.clone());
         assert_eq!(jobs.attempts_of(&again), None);
         assert_eq!(jobs.reopened_at(&stuck), Some(now() - mins(1)));
@@ -548,7 +548,7 @@ mod tests {
         for pipeline in 1..=40u64 {
             for (n, name) in ["build", "rspec"].into_iter().enumerate() {
                 let mut j = job(pipeline * 10 + n as u64, pipeline, name, JobStatus::Running);
-                j.git_ref = if pipeline % 2 == 0 { "main" } else { "dev" }.into();
+                j.set_git_ref(if pipeline % 2 == 0 { "main" } else { "dev" });
                 all.push(j);
             }
         }
@@ -557,9 +557,9 @@ mod tests {
         }
         for j in &all {
             assert_eq!(jobs.attempts_of(j), Some(1), "{}", j.id);
-            let newest = if &*j.git_ref == "main" { 40 } else { 39 };
+            let newest = if j.git_ref() == "main" { 40 } else { 39 };
             assert_eq!(
-                jobs.newest_pipeline_of(false, &j.git_ref, &j.name),
+                jobs.newest_pipeline_of(false, j.git_ref(), j.name()),
                 Some(newest)
             );
             assert_eq!(

@@ -6,7 +6,7 @@ use super::observation::Observation;
 use super::observation::ProjectJobs;
 use crate::crd::JobPolicySpec;
 use crate::gitlab::models::{JobStatus, ProjectRef};
-use crate::gitlab::records::{JobRecord, Stamp};
+use crate::gitlab::records::{JobNames, JobRecord, Stamp};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::HashMap;
 
@@ -32,31 +32,22 @@ pub fn job(id: u64, pipeline: u64, name: &str, status: JobStatus) -> JobRecord {
     let finished_at = status
         .is_completed()
         .then(|| Stamp::new(created_at.get() + mins(5)));
-    JobRecord {
+    let mut job = JobRecord::new(
         id,
-        pipeline_id: pipeline,
-        pipeline_created_at: Some(created_at),
+        pipeline,
         status,
-        name: name.into(),
-        stage: "test".into(),
-        git_ref: "main".into(),
-        failure_reason: None,
+        JobNames::new(name, "test", "main"),
         created_at,
-        started_at: None,
-        finished_at,
-        queued_at: None,
-        artifacts_expire_at: None,
-        tag: false,
-        allow_failure: false,
-        erased: false,
-        archived: false,
-    }
+    );
+    job.set_pipeline_created_at(Some(created_at));
+    job.set_finished_at(finished_at);
+    job
 }
 
 /// A failed job with a failure reason.
 pub fn failed(id: u64, pipeline: u64, name: &str, reason: &str) -> JobRecord {
     let mut j = job(id, pipeline, name, JobStatus::Failed);
-    j.failure_reason = Some(reason.into());
+    j.set_failure_reason(Some(reason));
     j
 }
 

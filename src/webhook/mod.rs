@@ -252,7 +252,7 @@ impl JobHook {
     fn delivery(&self) -> JobDelivery {
         JobDelivery {
             moved: DeliveredMove {
-                status: self.build_status.clone(),
+                status: self.build_status,
                 failure_reason: self.build_failure_reason.0.clone(),
             },
             facts: DeliveredFacts {

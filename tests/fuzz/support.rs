@@ -222,7 +222,7 @@ pub fn exercise_decide(policy: &CompiledPolicy, records: &[JobRecord], now: Time
     }
     let day = SignedDuration::from_hours(24);
     let back = |d: SignedDuration| now.checked_sub(d).unwrap_or(Timestamp::MIN);
-    if let Some(oldest) = records.iter().map(|r| r.created_at.get()).min() {
+    if let Some(oldest) = records.iter().map(|r| r.created_at().get()).min() {
         jobs.set_complete_since(oldest.min(back(day)));
     }
     let observations = [Observation {
