@@ -256,7 +256,7 @@ impl Metrics {
 
     /// Sets how many jobs of `project` are currently seen in each status. Statuses reported for
     /// the project before but absent from `counts` are set to 0; repeated statuses are summed.
-    pub fn set_jobs_by_status(&self, project: &str, counts: &[(&str, i64)]) {
+    pub fn set_jobs_by_status(&self, project: &str, counts: &[(&'static str, i64)]) {
         self.projects.set_jobs(project, counts);
     }
 

@@ -309,19 +309,26 @@ impl Ledger {
 /// When a policy's actions were sent, oldest first, in nanoseconds since the Unix epoch: 8
 /// bytes each where a timestamp takes 16 (a first run that cancels a backlog sends thousands
 /// within the hour they are kept).
+/// When a policy's actions were sent, to the second: each entry is a second (rounded up) and
+/// how many actions were sent in it, so a burst of thousands of actions takes a few entries.
+/// An action is counted for at most one second longer than an hour, never shorter.
 #[derive(Debug, Default)]
-struct SentTimes(VecDeque<i64>);
+struct SentTimes(VecDeque<(i64, u32)>);
 
 impl SentTimes {
     /// Notes an action sent at `at`.
     fn push(&mut self, at: Timestamp) {
-        self.0.push_back(nanos(at));
+        let second = second_up(at);
+        match self.0.back_mut() {
+            Some((last, count)) if *last >= second => *count = count.saturating_add(1),
+            _ => self.0.push_back((second, 1)),
+        }
     }
 
     /// Forgets the actions sent at or before `end`, and gives back the memory of a burst.
     fn forget_up_to(&mut self, end: Timestamp) {
-        let end = nanos(end);
-        while self.0.front().is_some_and(|t| *t <= end) {
+        let end = end.as_second();
+        while self.0.front().is_some_and(|(second, _)| *second <= end) {
             self.0.pop_front();
         }
         if self.0.capacity() > 2 * self.0.len() + 16 {
@@ -330,23 +337,29 @@ impl SentTimes {
     }
 
     fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = Timestamp> + '_ {
         self.0
             .iter()
-            .map(|t| Timestamp::from_nanosecond(i128::from(*t)).unwrap_or(Timestamp::MAX))
+            .map(|(_, count)| usize::try_from(*count).unwrap_or(usize::MAX))
+            .sum()
+    }
+
+    /// Each action's time (the second it was counted to).
+    fn iter(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.0.iter().flat_map(|(second, count)| {
+            let at = Timestamp::from_second(*second).unwrap_or(Timestamp::MAX);
+            std::iter::repeat_n(at, usize::try_from(*count).unwrap_or(usize::MAX))
+        })
     }
 }
 
-/// `t` in nanoseconds since the Unix epoch (exact from 1677 to 2262, clamped outside).
-fn nanos(t: Timestamp) -> i64 {
-    i64::try_from(t.as_nanosecond()).unwrap_or(if t < Timestamp::UNIX_EPOCH {
-        i64::MIN
+/// The second of `t`, rounded up.
+fn second_up(t: Timestamp) -> i64 {
+    let second = t.as_second();
+    if t.subsec_nanosecond() > 0 {
+        second.saturating_add(1)
     } else {
-        i64::MAX
-    })
+        second
+    }
 }
 
 impl Entries {
@@ -495,19 +508,24 @@ mod tests {
     }
 
     #[test]
-    fn sent_times_keep_every_nanosecond_and_shrink_after_a_burst() {
-        let t0 = t("2026-11-23T10:00:00.123456789Z");
+    fn sent_times_count_a_burst_in_a_few_entries_and_never_forget_early() {
+        let t0 = t("2026-11-23T10:00:00.250Z");
         let mut times = SentTimes::default();
+        // 10,000 actions over 5 seconds.
         for n in 0..10_000 {
-            times.push(t0 + SignedDuration::from_nanos(n));
+            times.push(t0 + SignedDuration::from_micros(n * 500));
         }
-        assert_eq!(times.iter().next(), Some(t0));
-        times.forget_up_to(t0 + SignedDuration::from_nanos(9_997));
-        let left: Vec<Timestamp> = times.iter().collect();
-        assert_eq!(
-            left,
-            [9_998, 9_999].map(|n| t0 + SignedDuration::from_nanos(n))
-        );
+        assert_eq!(times.len(), 10_000);
+        assert!(times.0.len() <= 6, "{}", times.0.len());
+        assert_eq!(times.iter().next(), Some(t("2026-11-23T10:00:01Z")));
+        // The first second's actions (10:00:00.25 to 10:00:01) are forgotten only once the
+        // second they were counted to has come.
+        times.forget_up_to(t("2026-11-23T10:00:00.9995Z"));
+        assert_eq!(times.len(), 10_000);
+        times.forget_up_to(t("2026-11-23T10:00:01Z"));
+        assert_eq!(times.len(), 10_000 - 1_501, "up to 10:00:01 exactly");
+        times.forget_up_to(t0 + SignedDuration::from_secs(10));
+        assert_eq!(times.len(), 0);
         assert!(times.0.capacity() < 100, "{}", times.0.capacity());
     }
 

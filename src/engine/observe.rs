@@ -937,7 +937,7 @@ impl ProjectObserver {
     }
 
     /// Jobs kept per status, for the `jobs` gauge.
-    pub fn status_counts(&self) -> Vec<(&str, i64)> {
+    pub fn status_counts(&self) -> Vec<(&'static str, i64)> {
         let mut counts: Vec<(&str, i64)> = Vec::new();
         for job in self.jobs.newest_first() {
             match counts.iter_mut().find(|(s, _)| *s == job.status.as_str()) {

@@ -49,7 +49,7 @@ impl JobStatus {
     ];
 
     /// The status's name on the wire (`waiting_for_resource`).
-    pub fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             JobStatus::Other(s) => s.as_str(),
             known => known.known_name().unwrap_or_default(),

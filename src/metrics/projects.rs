@@ -30,7 +30,7 @@ struct Series {
     /// Jobs by status, sorted by status. A status reported once stays, at 0 when it drops out,
     /// so its series never freezes at its last count. Empty: the family has no series for the
     /// project (never reported, or forgotten).
-    jobs: Vec<(Box<str>, i64)>,
+    jobs: Vec<(&'static str, i64)>,
     /// Age of the oldest waiting job (0 when none); `None`: no series.
     pending_age: Option<f64>,
     /// Queued-duration histograms by stage, sorted by stage.
@@ -129,14 +129,17 @@ impl ProjectSeries {
 
     /// Sets the job counts of `project` by status: free-form statuses become [`super::OTHER`],
     /// repeated ones are summed, statuses reported before and absent now are set to 0.
-    pub(super) fn set_jobs(&self, project: &str, counts: &[(&str, i64)]) {
+    pub(super) fn set_jobs(&self, project: &str, counts: &[(&'static str, i64)]) {
         self.with_project(project, |series| {
             for (_, count) in &mut series.jobs {
                 *count = 0;
             }
-            for (status, count) in counts {
-                let status = bounded_token(status);
-                *entry(&mut series.jobs, status.as_ref(), || status.as_ref().into()) += count;
+            for &(status, count) in counts {
+                let status = match bounded_token(status) {
+                    std::borrow::Cow::Borrowed(status) => status,
+                    std::borrow::Cow::Owned(_) => super::OTHER,
+                };
+                *entry(&mut series.jobs, status, || status) += count;
             }
         });
     }

@@ -86,8 +86,8 @@ fn pipeline_order(key: &u64, pipeline: u64) -> Ordering {
 /// The job names of one pipeline whose attempt entries were dropped.
 #[derive(Debug, Clone, Copy)]
 struct Forgotten {
-    /// The second the pipeline was created.
-    created: i64,
+    /// When the pipeline was created.
+    created: PipelineSecond,
     /// One bit per dropped name (a bit chosen by the name's hash; every bit once the pipeline
     /// has no kept job). A name whose bit is set has unknown attempt counts: a false positive
     /// costs one listing of the pipeline's jobs, never a wrong count.
@@ -111,24 +111,45 @@ fn name_bit(name: &str) -> u64 {
     1 << (hasher.finish() % 64)
 }
 
-/// The attempts of one job name in one pipeline (40 bytes: there is one per kept job).
+/// The attempts of one job name in one pipeline (32 bytes: there is one per kept job).
 #[derive(Debug, Clone, Copy)]
 struct Attempts {
     newest: u64,
-    /// The first attempt seen: when it is older than `newest`, the job was retried.
-    oldest: u64,
     /// When the newest attempt was created.
     newest_created: Stamp,
     seen: u32,
+    pipeline_created: PipelineSecond,
+    /// More than one attempt was seen: the job was retried.
+    retried: bool,
     /// Attempts of this name were seen and dropped before this entry was made: `seen` is not
     /// every attempt.
     incomplete: bool,
-    /// The second the pipeline was created, or [`UNKNOWN_SECOND`].
-    pipeline_created: i64,
 }
 
-/// A pipeline creation time GitLab did not tell.
-const UNKNOWN_SECOND: i64 = i64::MIN;
+/// The second a pipeline was created, in 4 bytes: seconds since 2020-01-01, or unknown (GitLab
+/// did not tell, or before 2020: older than any history, so nothing is counted for it anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PipelineSecond(u32);
+
+impl PipelineSecond {
+    const UNKNOWN: PipelineSecond = PipelineSecond(0);
+    /// 2020-01-01T00:00:00Z.
+    const EPOCH: i64 = 1_577_836_800;
+
+    fn of(created: Option<Stamp>) -> PipelineSecond {
+        created
+            .map(|t| t.get().as_second() - PipelineSecond::EPOCH)
+            .filter(|seconds| *seconds > 0)
+            .and_then(|seconds| u32::try_from(seconds).ok())
+            .map_or(PipelineSecond::UNKNOWN, PipelineSecond)
+    }
+
+    /// True when known and at or after `since`.
+    fn at_or_after(self, since: Timestamp) -> bool {
+        self != PipelineSecond::UNKNOWN
+            && i64::from(self.0) + PipelineSecond::EPOCH >= since.as_second()
+    }
+}
 
 impl ProjectJobs {
     /// An empty set.
@@ -155,27 +176,27 @@ impl ProjectJobs {
             || {
                 let attempts = Attempts {
                     newest: job.id,
-                    oldest: job.id,
                     newest_created: job.created_at(),
                     seen: 0,
+                    retried: false,
                     // A new attempt of a name whose entries were dropped: the job was retried,
                     // and its earlier attempts are not counted here.
                     incomplete: forgotten
                         .get(|k| pipeline_order(k, job.pipeline_id))
                         .is_some_and(|f| f.contains(job.name())),
-                    pipeline_created: job
-                        .pipeline_created_at()
-                        .map_or(UNKNOWN_SECOND, |t| t.get().as_second()),
+                    pipeline_created: PipelineSecond::of(job.pipeline_created_at()),
                 };
                 ((job.pipeline_id, job.name().clone()), attempts)
             },
         );
+        if job.id != attempts.newest {
+            attempts.retried = true;
+        }
         if job.id > attempts.newest {
             attempts.newest = job.id;
             attempts.newest_created = job.created_at();
         }
-        attempts.oldest = attempts.oldest.min(job.id);
-        if attempts.oldest < attempts.newest || attempts.incomplete {
+        if attempts.retried || attempts.incomplete {
             let newest_created = attempts.newest_created;
             let retried = self.retried_at.entry(
                 |k| pipeline_order(k, job.pipeline_id),
@@ -251,8 +272,7 @@ impl ProjectJobs {
             let keep = attempt_keys.contains(&(*pipeline, &**name));
             if !keep
                 && let Some(since) = complete_since
-                && attempts.pipeline_created != UNKNOWN_SECOND
-                && attempts.pipeline_created >= since.as_second()
+                && attempts.pipeline_created.at_or_after(since)
             {
                 let names = if pipelines.contains(pipeline) {
                     name_bit(name)
@@ -283,8 +303,7 @@ impl ProjectJobs {
             return;
         }
         self.complete_since = Some(since);
-        let floor = since.as_second();
-        self.forgotten.retain(|_, f| f.created >= floor);
+        self.forgotten.retain(|_, f| f.created.at_or_after(since));
     }
 
     /// Since when every job has been seen, if known.
@@ -474,6 +493,21 @@ mod tests {
         assert_eq!(jobs.attempts_of(&second), Some(2));
         assert!(jobs.newer_attempt_seen(&first));
         assert!(!jobs.newer_attempt_seen(&second));
+        assert!(std::mem::size_of::<Attempts>() <= 32);
+    }
+
+    #[test]
+    fn a_pipeline_second_is_known_from_2020_on() {
+        let at = |s: &str| Some(Stamp::new(s.parse().unwrap()));
+        let created = PipelineSecond::of(at("2026-11-23T10:00:00Z"));
+        assert!(created.at_or_after("2026-11-23T10:00:00Z".parse().unwrap()));
+        assert!(!created.at_or_after("2026-11-23T10:00:01Z".parse().unwrap()));
+        assert_eq!(
+            PipelineSecond::of(at("2019-12-31T23:59:59Z")),
+            PipelineSecond::UNKNOWN
+        );
+        assert_eq!(PipelineSecond::of(None), PipelineSecond::UNKNOWN);
+        assert!(!PipelineSecond::UNKNOWN.at_or_after(Timestamp::MIN));
     }
 
     #[test]
