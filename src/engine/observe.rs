@@ -37,7 +37,7 @@ use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, Reach, earliest_acti
 use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// How far back a project's first sync reads, and how long finished jobs stay cached.
 pub const DEFAULT_HISTORY: SignedDuration = SignedDuration::from_hours(72);
@@ -146,6 +146,22 @@ pub struct SyncStats {
 /// The jobs whose snapshot changed in a sync, handed to metrics accounting.
 pub type Refreshed = Vec<JobRecord>;
 
+/// What an observer read for rules beyond the listings: most projects never need any, so it is
+/// held apart (8 bytes in the observer), only while there is some.
+#[derive(Debug, Default)]
+struct Facts {
+    log_tails: HashMap<u64, String>,
+    log_order: VecDeque<u64>,
+    /// Pipeline job lists (every attempt) read since no job of the pipeline changed.
+    pipeline_jobs: HashMap<u64, Vec<JobRecord>>,
+}
+
+impl Facts {
+    fn is_empty(&self) -> bool {
+        self.log_tails.is_empty() && self.pipeline_jobs.is_empty()
+    }
+}
+
 /// The cache of one project's jobs.
 #[derive(Debug)]
 pub struct ProjectObserver {
@@ -157,10 +173,8 @@ pub struct ProjectObserver {
     settled: SettledIds,
     newest_seen: Option<u64>,
     last_sync: Option<Timestamp>,
-    log_tails: HashMap<u64, String>,
-    log_order: VecDeque<u64>,
-    /// Pipeline job lists (every attempt) read since no job of the pipeline changed.
-    pipeline_jobs: HashMap<u64, Vec<JobRecord>>,
+    /// Pipeline job lists and log tails, while there are some.
+    facts: Option<Box<Facts>>,
     /// The policies that watch this project, as of their last run.
     watchers: Vec<Arc<CompiledPolicy>>,
     /// Jobs created between the last two syncs: how many the next one may expect.
@@ -197,9 +211,7 @@ impl ProjectObserver {
             settled: SettledIds::default(),
             newest_seen: None,
             last_sync: None,
-            log_tails: HashMap::new(),
-            log_order: VecDeque::new(),
-            pipeline_jobs: HashMap::new(),
+            facts: None,
             watchers: Vec::new(),
             recent_arrivals: 0,
             reach: Reach {
@@ -262,12 +274,33 @@ impl ProjectObserver {
 
     /// The pipeline job lists known to be current.
     pub fn pipeline_jobs(&self) -> &HashMap<u64, Vec<JobRecord>> {
-        &self.pipeline_jobs
+        static NONE: LazyLock<HashMap<u64, Vec<JobRecord>>> = LazyLock::new(HashMap::new);
+        self.facts.as_ref().map_or(&NONE, |f| &f.pipeline_jobs)
     }
 
     /// The cached log tails of completed jobs.
     pub fn log_tails(&self) -> &HashMap<u64, String> {
-        &self.log_tails
+        static NONE: LazyLock<HashMap<u64, String>> = LazyLock::new(HashMap::new);
+        self.facts.as_ref().map_or(&NONE, |f| &f.log_tails)
+    }
+
+    /// The facts, made when there are none yet.
+    fn facts_mut(&mut self) -> &mut Facts {
+        self.facts.get_or_insert_default()
+    }
+
+    /// Forgets the pipeline job list of `pipeline_id`: one of its jobs changed.
+    fn forget_pipeline_jobs(&mut self, pipeline_id: u64) {
+        if let Some(facts) = &mut self.facts {
+            facts.pipeline_jobs.remove(&pipeline_id);
+        }
+    }
+
+    /// Gives back the facts' memory when none is left.
+    fn drop_empty_facts(&mut self) {
+        if self.facts.as_ref().is_some_and(|f| f.is_empty()) {
+            self.facts = None;
+        }
     }
 
     /// Records that `policy` watches this project (replacing its earlier version).
@@ -749,7 +782,7 @@ impl ProjectObserver {
             Some(_) => {}
             None => run.stats.jobs_new += 1,
         }
-        self.pipeline_jobs.remove(&record.pipeline_id);
+        self.forget_pipeline_jobs(record.pipeline_id);
         run.refreshed.push(record.clone());
         self.keep_or_settle(record, first_sight);
     }
@@ -833,7 +866,7 @@ impl ProjectObserver {
             .into_iter()
             .map(|wire| JobRecord::from_wire(wire, now, &mut self.names))
             .collect();
-        self.pipeline_jobs.insert(pipeline_id, records);
+        self.facts_mut().pipeline_jobs.insert(pipeline_id, records);
     }
 
     /// Forgets finished jobs behind the horizon and those no watching policy may act on any
@@ -865,35 +898,43 @@ impl ProjectObserver {
         }
         let jobs = &self.jobs;
         self.stale.retain(|id| jobs.contains(*id));
-        self.log_tails.retain(|id, _| jobs.contains(*id));
-        self.log_order.retain(|id| jobs.contains(*id));
-        let pipelines: HashSet<u64> = jobs.newest_first().map(|j| j.pipeline_id).collect();
-        self.pipeline_jobs.retain(|id, _| pipelines.contains(id));
+        if let Some(facts) = &mut self.facts {
+            facts.log_tails.retain(|id, _| jobs.contains(*id));
+            facts.log_order.retain(|id| jobs.contains(*id));
+            let pipelines: HashSet<u64> = jobs.newest_first().map(|j| j.pipeline_id).collect();
+            facts.pipeline_jobs.retain(|id, _| pipelines.contains(id));
+        }
+        self.drop_empty_facts();
         self.names.prune();
     }
 
     /// Caches the log tail of a job. The tail of a completed job is kept (its log can no longer
     /// change); that of an unfinished one only until [`forget_unfinished_log_tails`](Self::forget_unfinished_log_tails).
     pub fn cache_log_tail(&mut self, job_id: u64, tail: String) {
-        if self.log_tails.contains_key(&job_id) {
+        let facts = self.facts_mut();
+        if facts.log_tails.contains_key(&job_id) {
             return;
         }
-        if self.log_order.len() >= LOG_CACHE_CAPACITY
-            && let Some(oldest) = self.log_order.pop_front()
+        if facts.log_order.len() >= LOG_CACHE_CAPACITY
+            && let Some(oldest) = facts.log_order.pop_front()
         {
-            self.log_tails.remove(&oldest);
+            facts.log_tails.remove(&oldest);
         }
-        self.log_order.push_back(job_id);
-        self.log_tails.insert(job_id, tail);
+        facts.log_order.push_back(job_id);
+        facts.log_tails.insert(job_id, tail);
     }
 
     /// Forgets the log tails of jobs still running (their logs grow): read again when asked.
     pub fn forget_unfinished_log_tails(&mut self) {
         let jobs = &self.jobs;
-        self.log_tails
-            .retain(|id, _| jobs.get(*id).is_some_and(|j| j.status.is_completed()));
-        let tails = &self.log_tails;
-        self.log_order.retain(|id| tails.contains_key(id));
+        if let Some(facts) = &mut self.facts {
+            facts
+                .log_tails
+                .retain(|id, _| jobs.get(*id).is_some_and(|j| j.status.is_completed()));
+            let tails = &facts.log_tails;
+            facts.log_order.retain(|id| tails.contains_key(id));
+        }
+        self.drop_empty_facts();
     }
 
     /// Replaces a cached job by a fresher snapshot (after an action).
@@ -907,7 +948,7 @@ impl ProjectObserver {
         if self.last_sync.is_some() {
             self.note_retry(&record, first_sight);
         }
-        self.pipeline_jobs.remove(&record.pipeline_id);
+        self.forget_pipeline_jobs(record.pipeline_id);
         self.keep_or_settle(record.clone(), first_sight);
         record
     }
