@@ -19,7 +19,7 @@
 pub mod accounting;
 mod projects;
 
-pub use accounting::{JobAccounting, JobEvents};
+pub use accounting::JobEvents;
 
 use projects::ProjectSeries;
 
@@ -229,7 +229,7 @@ impl Metrics {
     }
 
     /// A job of `project` waited `seconds` for a runner. Call once per job (see
-    /// [`JobAccounting`]).
+    /// [`JobEvents::of_change`]).
     pub fn observe_job_queued(&self, project: &str, stage: &str, seconds: f64) {
         if !seconds.is_finite() || seconds < 0.0 {
             return;
@@ -238,18 +238,18 @@ impl Metrics {
     }
 
     /// A job of `project` failed with `reason` (as GitLab sends it). Call once per job (see
-    /// [`JobAccounting`]).
+    /// [`JobEvents::of_change`]).
     pub fn count_job_failure(&self, project: &str, stage: &str, reason: &str) {
         self.projects
             .count_failure(project, stage, &bounded_token(reason));
     }
 
-    /// Records what [`JobAccounting::observe`] decided for one job of `project` in `stage`.
+    /// Records what [`JobEvents::of_change`] found for one job of `project` in `stage`.
     pub fn record_job_events(&self, project: &str, stage: &str, events: &JobEvents) {
         if let Some(seconds) = events.queued_seconds {
             self.observe_job_queued(project, stage, seconds);
         }
-        if let Some(reason) = &events.failure_reason {
+        if let Some(reason) = events.failure_reason {
             self.count_job_failure(project, stage, reason);
         }
     }

@@ -114,12 +114,15 @@ const CLOCK_MARGIN: SignedDuration = SignedDuration::from_mins(1);
 /// The jobs among `refreshed` (what a listing found new or changed) that were created, or
 /// moved into a status that fires a Job Hook, after `previous_listing`: each of them should
 /// have been delivered.
-pub(crate) fn hook_moves(refreshed: &[JobRecord], previous_listing: Timestamp) -> Vec<u64> {
+pub(crate) fn hook_moves<'a>(
+    refreshed: impl IntoIterator<Item = &'a JobRecord>,
+    previous_listing: Timestamp,
+) -> Vec<u64> {
     let since = previous_listing
         .checked_sub(CLOCK_MARGIN)
         .unwrap_or(previous_listing);
     refreshed
-        .iter()
+        .into_iter()
         .filter(|job| {
             let created = job.created_at().get() >= since;
             let moved = [job.queued_at(), job.started_at(), job.finished_at()]

@@ -33,6 +33,7 @@ use super::reconcile::Clock;
 use crate::gitlab::models::{JobStatus, ProjectRef};
 use crate::gitlab::records::{JobRecord, JobWire, Names};
 use crate::gitlab::{GitLabClient, GitLabError, ListJobsQuery, PipelineJobsQuery};
+use crate::metrics::JobEvents;
 use crate::policy::{CompiledPolicy, PolicyKey, ProjectJobs, Reach, earliest_action};
 use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -143,8 +144,15 @@ pub struct SyncStats {
     pub jobs_reread: usize,
 }
 
-/// The jobs whose snapshot changed in a sync, handed to metrics accounting.
-pub type Refreshed = Vec<JobRecord>;
+/// A job whose snapshot changed, and what the change counts in the metrics.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    pub job: JobRecord,
+    pub events: JobEvents,
+}
+
+/// The jobs whose snapshot changed in a sync.
+pub type Refreshed = Vec<Refresh>;
 
 /// What an observer read for rules beyond the listings: most projects never need any, so it is
 /// held apart (8 bytes in the observer), only while there is some.
@@ -181,6 +189,9 @@ pub struct ProjectObserver {
     recent_arrivals: usize,
     /// How far back jobs are looked at, as of the last sync.
     reach: Reach,
+    /// Jobs that started or failed before this moment are not counted in the metrics (see
+    /// [`JobEvents::of_change`]).
+    counting_since: Timestamp,
     /// Finished jobs a rule may act on only later, to re-read then.
     wakeups: Wakeups,
     /// A policy with new rules watches the project: list it again back to the horizon.
@@ -220,6 +231,7 @@ impl ProjectObserver {
                 artifacts_start: Timestamp::MIN,
             },
             wakeups: Wakeups::default(),
+            counting_since: Timestamp::MIN,
             relist: false,
             blocked_listed_at: None,
             blocked_reach_floor: 0,
@@ -231,6 +243,13 @@ impl ProjectObserver {
     /// The observer with its strings in `names`, shared with other observers.
     pub fn with_names(mut self, names: Names) -> Self {
         self.names = names;
+        self
+    }
+
+    /// The observer counting in the metrics only the jobs that start or fail from `start` on
+    /// (when this process began observing).
+    pub fn counting_since(mut self, start: Timestamp) -> Self {
+        self.counting_since = start;
         self
     }
 
@@ -777,14 +796,34 @@ impl ProjectObserver {
         if run.newest_before.is_some() {
             self.note_retry(&record, first_sight);
         }
-        match self.jobs.get(record.id) {
-            Some(old) if old.same_state(&record) => return,
-            Some(_) => {}
-            None => run.stats.jobs_new += 1,
+        let held = self.jobs.contains(record.id);
+        let Some(events) = self.change(&record, first_sight) else {
+            return;
+        };
+        if !held {
+            run.stats.jobs_new += 1;
         }
         self.forget_pipeline_jobs(record.pipeline_id);
-        run.refreshed.push(record.clone());
+        run.refreshed.push(Refresh {
+            job: record.clone(),
+            events,
+        });
         self.keep_or_settle(record, first_sight);
+    }
+
+    /// What a fresh snapshot of a job counts in the metrics; `None` when it brings nothing new
+    /// (the held snapshot is the same, or newer: see [`JobRecord::goes_back_from`]).
+    fn change(&self, record: &JobRecord, first_sight: bool) -> Option<JobEvents> {
+        let held = self.jobs.get(record.id);
+        if held.is_some_and(|h| h.same_state(record) || record.goes_back_from(h)) {
+            return None;
+        }
+        Some(JobEvents::of_change(
+            held,
+            first_sight,
+            record,
+            self.counting_since,
+        ))
     }
 
     /// True when job `id` has never been seen: newer than every job the listings before this
@@ -937,10 +976,11 @@ impl ProjectObserver {
         self.drop_empty_facts();
     }
 
-    /// Replaces a cached job by a fresher snapshot (after an action).
-    /// The job may be new (the attempt a retry created): it is counted once, and the next
-    /// listing, which reads it again, does not count it twice.
-    pub fn update_job(&mut self, wire: JobWire, now: Timestamp) -> JobRecord {
+    /// Replaces a cached job by a fresher snapshot (after an action, or read after a
+    /// delivery); `None` when it brings nothing new. The job may be new (the attempt a retry
+    /// created): it is counted once, and the next listing, which reads it again, does not
+    /// count it twice.
+    pub fn update_job(&mut self, wire: JobWire, now: Timestamp) -> Option<Refresh> {
         self.stale.remove(&wire.id);
         let first_sight = self.is_first_sight(wire.id, self.newest_seen);
         self.reach = self.reach_at(now);
@@ -948,9 +988,13 @@ impl ProjectObserver {
         if self.last_sync.is_some() {
             self.note_retry(&record, first_sight);
         }
+        let events = self.change(&record, first_sight)?;
         self.forget_pipeline_jobs(record.pipeline_id);
         self.keep_or_settle(record.clone(), first_sight);
-        record
+        Some(Refresh {
+            job: record,
+            events,
+        })
     }
 
     /// Judges a kept job again after an action on it brought news the job itself does not

@@ -5,7 +5,7 @@ use super::act::{self, Outcome};
 use super::groups::GroupMemberships;
 use super::inbox::{Delivered, Inbox, hook_moves};
 use super::ledger::{Ledger, SentBy, Unsettled};
-use super::observe::{DEFAULT_HISTORY, ProjectObserver, SyncOptions};
+use super::observe::{DEFAULT_HISTORY, ProjectObserver, Refresh, SyncOptions};
 use super::pacing::{Next, Pace, PacedQueue, PacedRun};
 use super::report::Listing;
 // The run report's types lived here before `report` was split off; kept reachable by this path.
@@ -15,12 +15,12 @@ pub use super::report::{
 };
 use super::shard::Shard;
 use crate::gitlab::models::{GroupRef, ProjectRef};
-use crate::gitlab::records::{JobRecord, JobWire, Names};
+use crate::gitlab::records::{JobWire, Names};
 use crate::gitlab::{
     CaDigest, ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError,
     PipelineJobsQuery, RateLimiter, TokenDestinations, instance_key,
 };
-use crate::metrics::{JobAccounting, Metrics};
+use crate::metrics::Metrics;
 use crate::policy::{
     Budget, CompiledPolicy, Decision, DeliveryNeed, FactRequest, JobDelivery, Observation,
     PolicyKey, Verdict, decide, delivery_need, facts_needed,
@@ -222,7 +222,6 @@ struct Inner {
     webhook_secrets: Mutex<HashMap<PolicyKey, SecretString>>,
     /// Per policy, the decisions that sent nothing in its last run and in the current one.
     unsent: Mutex<HashMap<PolicyKey, UnsentDecisions>>,
-    accounting: Mutex<JobAccounting>,
 }
 
 /// A digest of a token, to tell a rotated one (the token itself is never kept beside it).
@@ -288,7 +287,6 @@ impl Engine {
                 inbox: Inbox::default(),
                 webhook_secrets: Mutex::new(HashMap::new()),
                 unsent: Mutex::new(HashMap::new()),
-                accounting: Mutex::new(JobAccounting::new()),
             }),
         };
         engine.report_calls_from_before_the_restart();
@@ -395,7 +393,8 @@ impl Engine {
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(
                     ProjectObserver::new(ProjectRef::Id(project_id), self.inner.config.history)
-                        .with_names(self.inner.names.clone()),
+                        .with_names(self.inner.names.clone())
+                        .counting_since(self.inner.started_at),
                 ))
             })
             .clone()
@@ -478,7 +477,7 @@ impl Engine {
     }
 
     /// Removes `key` from the watchers of these observers; an observer nobody watches any more
-    /// is dropped with its accounting and metric series.
+    /// is dropped with its metric series.
     async fn unwatch(&self, key: &PolicyKey, observers: impl IntoIterator<Item = ObserverKey>) {
         for observer_key in observers {
             let Some(slot) = lock(&self.inner.observers).get(&observer_key).cloned() else {
@@ -491,7 +490,6 @@ impl Engine {
                 lock(&self.inner.aliases)
                     .retain(|(i, _), aliased| !(i == instance && aliased == id));
                 let label = id.to_string();
-                lock(&self.inner.accounting).forget_project(&label);
                 self.inner.metrics.forget_project(&label);
             }
         }
@@ -1255,7 +1253,7 @@ impl Engine {
                     if run.policy.resync_interval.is_some() {
                         // What the listing found tells whether the project's hook delivers.
                         let moves = previous_listing
-                            .map(|at| hook_moves(&refreshed, at))
+                            .map(|at| hook_moves(refreshed.iter().map(|r| &r.job), at))
                             .unwrap_or_default();
                         self.inner.inbox.listed(&observer_key, &moves, run.now);
                     }
@@ -1288,7 +1286,7 @@ impl Engine {
         project_id: u64,
         observer: &mut ProjectObserver,
         delivered: &[Delivered],
-    ) -> Vec<JobRecord> {
+    ) -> Vec<Refresh> {
         let mut to_read = Vec::new();
         for d in delivered {
             match delivery_need(observer.watchers(), &d.job, observer.jobs(), run.now) {
@@ -1345,19 +1343,12 @@ impl Engine {
         &self,
         label: &str,
         observer: &ProjectObserver,
-        refreshed: &[JobRecord],
+        refreshed: &[Refresh],
         now: Timestamp,
     ) {
         let metrics = &self.inner.metrics;
-        {
-            let mut accounting = lock(&self.inner.accounting);
-            for job in refreshed {
-                let events = accounting.observe(label, job, self.inner.started_at);
-                metrics.record_job_events(label, job.stage(), &events);
-            }
-            if let Some(mark) = observer.low_water_mark() {
-                accounting.prune_below(label, mark);
-            }
+        for refresh in refreshed {
+            metrics.record_job_events(label, refresh.job.stage(), &refresh.events);
         }
         metrics.set_jobs_by_status(label, &observer.status_counts());
         metrics.set_pending_age(label, observer.oldest_pending_age(now));
@@ -1485,12 +1476,12 @@ impl Engine {
         project_id: u64,
         observer: &mut ProjectObserver,
         delivered: &[u64],
-    ) -> Vec<JobRecord> {
+    ) -> Vec<Refresh> {
         let project = ProjectRef::Id(project_id);
         let mut refreshed = Vec::with_capacity(delivered.len());
         for &job_id in delivered {
             match run.client.get_job(&project, job_id).await {
-                Ok(job) => refreshed.push(observer.update_job(JobWire::from(&job), self.now())),
+                Ok(job) => refreshed.extend(observer.update_job(JobWire::from(&job), self.now())),
                 Err(err) if err.is_not_found() => observer.forget_gone(job_id),
                 Err(err) => {
                     // Nothing is decided on a held job that may have moved on until it is read.
@@ -1612,7 +1603,13 @@ impl Engine {
         let (outcome, fresh) = act::execute(&run.client, decision, &in_doubt_until).await;
         if let Some(job) = fresh {
             let new_attempt = job.id != decision.job_id;
-            observer.update_job(JobWire::from(&job), self.now());
+            if let Some(refresh) = observer.update_job(JobWire::from(&job), self.now()) {
+                self.inner.metrics.record_job_events(
+                    &project_id.to_string(),
+                    refresh.job.stage(),
+                    &refresh.events,
+                );
+            }
             if new_attempt {
                 observer.judge_again(decision.job_id);
             }

@@ -390,6 +390,18 @@ impl JobRecord {
         Some(until.duration_since(queued_at).as_secs_f64().max(0.0))
     }
 
+    /// True when this snapshot is older than `held`, which GitLab answered before it (a lagging
+    /// replica): a job never loses its start, and never leaves `success`, `failed` or `canceled`
+    /// (a retry creates a new job; only a `skipped` job is re-opened).
+    pub fn goes_back_from(&self, held: &JobRecord) -> bool {
+        let settled = matches!(
+            held.status,
+            JobStatus::Success | JobStatus::Failed | JobStatus::Canceled
+        );
+        (settled && self.status != held.status)
+            || (held.started_at != Since::NONE && self.started_at == Since::NONE)
+    }
+
     /// True when `newer` describes the same state of the job: nothing a rule or a metric reads
     /// has changed. A pending job's `queued_at` moves by the rounding of each listing, so it is
     /// compared only once the job has started.

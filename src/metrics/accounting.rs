@@ -1,9 +1,14 @@
-//! Once-per-job accounting of queue times and failures, with bounded memory.
+//! Once-per-job accounting of queue times and failures.
 //!
 //! The engine sees the same job many times (every sync re-lists the jobs above the observer's
 //! low-water mark; webhooks and resyncs repeat them). A histogram observation or a counter
-//! increment per *snapshot* would count a job once per sync. [`JobAccounting`] turns the stream of
-//! snapshots into at most one queue-time observation and at most one failure per job.
+//! increment per *snapshot* would count a job once per sync. The observer of a project holds
+//! the last snapshot of every job that can still change, so a job's queue time and failure are
+//! counted from the *change* between the snapshot held and the one just read
+//! ([`JobEvents::of_change`]): a job is counted when it is first seen started (or failed), and
+//! never again, since the held snapshot then shows it started (or failed). A job neither held
+//! nor new (finished, seen before and dropped) counts nothing: whatever it could count was
+//! counted when it was held, or before this process observed.
 //!
 //! # What is counted
 //! * **Queue time**: once per job whose `started_at` is at or after `process_start` and whose
@@ -19,32 +24,22 @@
 //! state that survives the process, and a counter that sometimes counts twice is worse than one
 //! that misses a few jobs around a restart.
 //!
-//! # Bounded memory
-//! Per project, the ids of jobs already counted are remembered in a sorted map, together with the
-//! ids of jobs seen alive (not completed), whose completion is still news. Two things bound it:
-//! * [`JobAccounting::prune_below`]: the observer's low-water mark. Every job below it is
-//!   completed and has been fed here, so its id is forgotten and any later snapshot of a
-//!   completed job below the mark is ignored. Jobs seen alive below the mark (manual or scheduled
-//!   jobs, which the observer follows apart so they do not hold the mark back) are kept, so a
-//!   manual job played weeks later is still counted when it starts and when it fails.
-//! * A hard cap of ids per project ([`JobAccounting::DEFAULT_MAX_IDS_PER_PROJECT`]): past it, the
-//!   smallest ids are evicted and the mark is raised above them, so an evicted job is never
-//!   counted twice — at worst, under that much pressure, the end of a very old job is not counted.
+//! A job never loses its start, and never leaves `success`, `failed` or `canceled` (a retry
+//! creates a new job): a snapshot that says otherwise is older than the one held (a lagging
+//! replica) and is ignored ([`JobRecord::goes_back_from`]), so no replay counts a job twice.
 
 use crate::gitlab::models::JobStatus;
 use crate::gitlab::records::JobRecord;
 use jiff::Timestamp;
-use std::collections::{BTreeMap, HashMap};
 
-/// What to record for one job snapshot: at most one queue time and one failure per job over the
-/// whole life of a [`JobAccounting`]. Hand it to
-/// [`Metrics::record_job_events`](crate::metrics::Metrics::record_job_events).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What to record for one job snapshot: at most one queue time and one failure per job. Hand
+/// it to [`Metrics::record_job_events`](crate::metrics::Metrics::record_job_events).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct JobEvents {
     /// Seconds the job waited for a runner, to observe in `job_queued_duration_seconds`.
     pub queued_seconds: Option<f64>,
     /// The job failed: its `failure_reason` (or `unknown`), to count in `job_failures_total`.
-    pub failure_reason: Option<String>,
+    pub failure_reason: Option<&'static str>,
 }
 
 impl JobEvents {
@@ -52,165 +47,30 @@ impl JobEvents {
     pub fn is_empty(&self) -> bool {
         self.queued_seconds.is_none() && self.failure_reason.is_none()
     }
-}
 
-/// What is remembered about one job id.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Seen {
-    /// Last seen in a status that is not completed: its start or failure may still come.
-    alive: bool,
-    /// Its queue time has been observed.
-    queued_counted: bool,
-    /// Its failure has been counted.
-    failure_counted: bool,
-}
-
-impl Seen {
-    fn is_worth_keeping(&self) -> bool {
-        self.alive || self.queued_counted || self.failure_counted
-    }
-}
-
-/// The accounting of one project.
-#[derive(Debug, Default)]
-struct Ledger {
-    /// Jobs with a smaller id are settled unless remembered as alive.
-    floor: u64,
-    seen: BTreeMap<u64, Seen>,
-}
-
-/// Decides, snapshot by snapshot, when a job's queue time and failure are recorded, so that each
-/// is recorded once per job with memory bounded whatever the fleet size (see the module docs for
-/// the exact rules). Pure: no clock, no I/O. One instance per engine; not shared between threads
-/// (wrap it in a `Mutex` if it must be).
-#[derive(Debug)]
-pub struct JobAccounting {
-    ledgers: HashMap<String, Ledger>,
-    max_ids_per_project: usize,
-}
-
-impl Default for JobAccounting {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl JobAccounting {
-    /// The default cap of remembered job ids per project.
-    pub const DEFAULT_MAX_IDS_PER_PROJECT: usize = 100_000;
-
-    /// An empty accounting with the default cap.
-    pub fn new() -> Self {
-        Self::with_max_ids_per_project(Self::DEFAULT_MAX_IDS_PER_PROJECT)
-    }
-
-    /// An empty accounting remembering at most `max_ids` job ids per project (at least 1).
-    pub fn with_max_ids_per_project(max_ids: usize) -> Self {
-        JobAccounting {
-            ledgers: HashMap::new(),
-            max_ids_per_project: max_ids.max(1),
-        }
-    }
-
-    /// Feeds one snapshot of a job of `project` and returns what to record for it now.
-    /// `process_start` is when this process began observing (see the module docs); pass the same
-    /// value for the life of the process.
-    pub fn observe(
-        &mut self,
-        project: &str,
+    /// What `job` counts, given the snapshot `held` of it, or, when none is held, whether the
+    /// job was never seen before (`first_sight`). `process_start`: see the module docs.
+    pub fn of_change(
+        held: Option<&JobRecord>,
+        first_sight: bool,
         job: &JobRecord,
         process_start: Timestamp,
     ) -> JobEvents {
-        let max_ids = self.max_ids_per_project;
-        if !self.ledgers.contains_key(project) {
-            self.ledgers.insert(project.to_owned(), Ledger::default());
-        }
-        let Some(ledger) = self.ledgers.get_mut(project) else {
-            return JobEvents::default();
-        };
-        let mut seen = ledger.seen.get(&job.id).copied().unwrap_or_default();
-        if job.id < ledger.floor && !seen.alive {
+        if held.is_none() && !first_sight {
             return JobEvents::default();
         }
-
-        let mut events = JobEvents::default();
-        if !seen.queued_counted
-            && let Some(seconds) = queued_seconds_since(job, process_start)
-        {
-            seen.queued_counted = true;
-            events.queued_seconds = Some(seconds);
-        }
-        if !seen.failure_counted && failed_since(job, process_start) {
-            seen.failure_counted = true;
-            events.failure_reason = Some(
+        let started_before = held.is_some_and(|h| h.started_at().is_some());
+        let failed_before = held.is_some_and(|h| h.status == JobStatus::Failed);
+        JobEvents {
+            queued_seconds: if started_before {
+                None
+            } else {
+                queued_seconds_since(job, process_start)
+            },
+            failure_reason: (!failed_before && failed_since(job, process_start)).then(|| {
                 job.failure_reason()
                     .unwrap_or(crate::metrics::UNKNOWN_FAILURE_REASON)
-                    .to_owned(),
-            );
-        }
-        seen.alive = !job.status.is_completed();
-
-        if seen.is_worth_keeping() {
-            ledger.seen.insert(job.id, seen);
-            ledger.enforce_cap(max_ids);
-        } else {
-            ledger.seen.remove(&job.id);
-        }
-        events
-    }
-
-    /// The observer's low-water mark for `project`: every job with a smaller id is completed and
-    /// has been fed to [`observe`](Self::observe). Forgets those ids; later snapshots of completed
-    /// jobs below the mark are ignored. Jobs last seen alive are kept. The mark never moves down.
-    pub fn prune_below(&mut self, project: &str, min_job_id: u64) {
-        let Some(ledger) = self.ledgers.get_mut(project) else {
-            // Nothing counted yet: the mark still applies to what comes next.
-            self.ledgers.insert(
-                project.to_owned(),
-                Ledger {
-                    floor: min_job_id,
-                    seen: BTreeMap::new(),
-                },
-            );
-            return;
-        };
-        ledger.floor = ledger.floor.max(min_job_id);
-        let floor = ledger.floor;
-        // Split off everything at or above the floor, keep only the alive jobs below it.
-        let above = ledger.seen.split_off(&floor);
-        let below = std::mem::replace(&mut ledger.seen, above);
-        ledger
-            .seen
-            .extend(below.into_iter().filter(|(_, seen)| seen.alive));
-    }
-
-    /// Forgets a project that is no longer observed.
-    pub fn forget_project(&mut self, project: &str) {
-        self.ledgers.remove(project);
-    }
-
-    /// How many job ids are remembered for `project`.
-    pub fn tracked_ids(&self, project: &str) -> usize {
-        self.ledgers
-            .get(project)
-            .map_or(0, |ledger| ledger.seen.len())
-    }
-
-    /// How many job ids are remembered over all projects.
-    pub fn total_tracked_ids(&self) -> usize {
-        self.ledgers.values().map(|ledger| ledger.seen.len()).sum()
-    }
-}
-
-impl Ledger {
-    /// Evicts the smallest ids past the cap and raises the floor above them, so an evicted job is
-    /// settled rather than counted again.
-    fn enforce_cap(&mut self, max_ids: usize) {
-        while self.seen.len() > max_ids {
-            match self.seen.pop_first() {
-                Some((id, _)) => self.floor = self.floor.max(id.saturating_add(1)),
-                None => break,
-            }
+            }),
         }
     }
 }

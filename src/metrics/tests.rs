@@ -388,7 +388,7 @@ fn job_events_are_recorded_once_each() {
         "deploy",
         &JobEvents {
             queued_seconds: Some(3.0),
-            failure_reason: Some("runner_system_failure".into()),
+            failure_reason: Some("runner_system_failure"),
         },
     );
     metrics.record_job_events("p", "deploy", &JobEvents::default());
