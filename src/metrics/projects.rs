@@ -52,27 +52,28 @@ impl Series {
 }
 
 /// One histogram of [`QUEUED_DURATION_BUCKETS`]: the count of each bucket (not cumulative; the
-/// last slot is `+Inf`) and the sum of the observations.
+/// last slot is `+Inf`) and the sum of the observations (72 bytes). A bucket counts up to
+/// 4,294,967,295 jobs of one project and stage (136 years at one job a second), then stays.
 #[derive(Debug, Default, Clone, Copy)]
 struct Queued {
-    counts: [u64; QUEUED_DURATION_BUCKETS.len() + 1],
+    counts: [u32; QUEUED_DURATION_BUCKETS.len() + 1],
     sum: f64,
 }
 
 impl Queued {
     fn observe(&mut self, seconds: f64) {
         let bucket = QUEUED_DURATION_BUCKETS.partition_point(|bound| *bound < seconds);
-        self.counts[bucket] += 1;
+        self.counts[bucket] = self.counts[bucket].saturating_add(1);
         self.sum += seconds;
     }
 
     fn to_proto(self) -> Histogram {
-        let mut cumulative = 0;
+        let mut cumulative = 0u64;
         let buckets = QUEUED_DURATION_BUCKETS
             .iter()
             .zip(self.counts)
             .map(|(bound, count)| {
-                cumulative += count;
+                cumulative += u64::from(count);
                 let mut bucket = Bucket::default();
                 bucket.set_upper_bound(*bound);
                 bucket.set_cumulative_count(cumulative);
@@ -81,7 +82,7 @@ impl Queued {
             .collect();
         let mut histogram = Histogram::default();
         histogram.set_bucket(buckets);
-        histogram.set_sample_count(self.counts.iter().sum());
+        histogram.set_sample_count(self.counts.iter().copied().map(u64::from).sum());
         histogram.set_sample_sum(self.sum);
         histogram
     }
