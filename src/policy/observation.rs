@@ -40,9 +40,13 @@ pub struct Observation<'a> {
 /// pipeline's counts are kept only for the names of its kept jobs; the names whose entries are
 /// dropped are remembered per pipeline as *forgotten* (a 64-bit set of name hashes and the
 /// pipeline's creation, until it falls behind `T`), and a later attempt of one of them is counted
-/// from the pipeline's job list again. A pipeline with no kept job left forgets every name. The
-/// entries of a project's history are mostly of jobs nobody keeps: a first sync of 200 jobs notes
-/// 200 `(pipeline, name)` pairs, of which the few dozen of kept jobs stay.
+/// from the pipeline's job list again. A pipeline with no kept job left forgets every name, and
+/// needs no entry for it: a pipeline seen before the last [`retain`](ProjectJobs::retain) (its
+/// id at most the largest seen then) that has no attempt entry has forgotten every name. (A
+/// pipeline whose jobs GitLab showed only after a newer pipeline's counts as forgotten too: a
+/// false positive, one listing of its jobs, never a wrong count.) The entries of a project's
+/// history are mostly of jobs nobody keeps: a first sync of 200 jobs notes 200 `(pipeline,
+/// name)` pairs, of which the few dozen of kept jobs stay.
 ///
 /// The lookups are vectors sorted by key ([`SortedMap`]), not hash maps: a project holds a few
 /// dozen entries of each, and a hash map's spare buckets (it is at most seven-eighths full,
@@ -60,9 +64,12 @@ pub struct ProjectJobs {
     /// first.
     retried_at: SortedMap<u64, Stamp>,
     complete_since: Option<Timestamp>,
-    /// Pipelines created since `complete_since` some of whose attempt entries were dropped,
-    /// newest pipeline first.
+    /// Pipelines created since `complete_since` with a kept job and some of whose attempt
+    /// entries were dropped, newest pipeline first.
     forgotten: SortedMap<u64, Forgotten>,
+    /// The largest pipeline id noted before the last [`retain`](ProjectJobs::retain): a pipeline
+    /// up to it without attempt entries has forgotten every name.
+    pipelines_seen_up_to: u64,
 }
 
 /// How a `newest_pipeline` key compares to `(tag, ref, name)`.
@@ -88,15 +95,13 @@ fn pipeline_order(key: &u64, pipeline: u64) -> Ordering {
 struct Forgotten {
     /// When the pipeline was created.
     created: PipelineSecond,
-    /// One bit per dropped name (a bit chosen by the name's hash; every bit once the pipeline
-    /// has no kept job). A name whose bit is set has unknown attempt counts: a false positive
-    /// costs one listing of the pipeline's jobs, never a wrong count.
+    /// One bit per dropped name (a bit chosen by the name's hash). A name whose bit is set has
+    /// unknown attempt counts: a false positive costs one listing of the pipeline's jobs, never
+    /// a wrong count.
     names: u64,
 }
 
 impl Forgotten {
-    const EVERY_NAME: u64 = u64::MAX;
-
     fn contains(&self, name: &str) -> bool {
         self.names & name_bit(name) != 0
     }
@@ -170,7 +175,9 @@ impl ProjectJobs {
             },
         );
         *pipeline = (*pipeline).max(job.pipeline_id);
-        let forgotten = &self.forgotten;
+        // A new attempt of a name whose entries were dropped: the job was retried, and its
+        // earlier attempts are not counted here.
+        let incomplete = self.is_forgotten(job.pipeline_id, job.name());
         let attempts = self.attempts.entry(
             |k| attempt_order(k, job.pipeline_id, job.name()),
             || {
@@ -179,11 +186,7 @@ impl ProjectJobs {
                     newest_created: job.created_at(),
                     seen: 0,
                     retried: false,
-                    // A new attempt of a name whose entries were dropped: the job was retried,
-                    // and its earlier attempts are not counted here.
-                    incomplete: forgotten
-                        .get(|k| pipeline_order(k, job.pipeline_id))
-                        .is_some_and(|f| f.contains(job.name())),
+                    incomplete,
                     pipeline_created: PipelineSecond::of(job.pipeline_created_at()),
                 };
                 ((job.pipeline_id, job.name().clone()), attempts)
@@ -266,19 +269,22 @@ impl ProjectJobs {
             .retain(|(tag, git_ref, name), _| pipeline_keys.contains(&(*tag, &**git_ref, &**name)));
         self.retried_at
             .retain(|pipeline, _| pipelines.contains(pipeline));
+        // The attempt entries are sorted newest pipeline first.
+        if let Some(((newest, _), _)) = self.attempts.0.first() {
+            self.pipelines_seen_up_to = self.pipelines_seen_up_to.max(*newest);
+        }
         let complete_since = self.complete_since;
         let forgotten = &mut self.forgotten;
+        // A pipeline without a kept job forgets every name without an entry.
+        forgotten.retain(|pipeline, _| pipelines.contains(pipeline));
         self.attempts.retain(|(pipeline, name), attempts| {
             let keep = attempt_keys.contains(&(*pipeline, &**name));
             if !keep
+                && pipelines.contains(pipeline)
                 && let Some(since) = complete_since
                 && attempts.pipeline_created.at_or_after(since)
             {
-                let names = if pipelines.contains(pipeline) {
-                    name_bit(name)
-                } else {
-                    Forgotten::EVERY_NAME
-                };
+                let names = name_bit(name);
                 let created = attempts.pipeline_created;
                 forgotten
                     .entry(
@@ -304,6 +310,24 @@ impl ProjectJobs {
         }
         self.complete_since = Some(since);
         self.forgotten.retain(|_, f| f.created.at_or_after(since));
+    }
+
+    /// True when the attempt entry of `name` in `pipeline` was dropped: explicitly, or with
+    /// every entry of a pipeline seen before (see the type's docs).
+    fn is_forgotten(&self, pipeline: u64, name: &str) -> bool {
+        match self.forgotten.get(|k| pipeline_order(k, pipeline)) {
+            Some(f) => f.contains(name),
+            None => pipeline <= self.pipelines_seen_up_to && !self.has_attempts_in(pipeline),
+        }
+    }
+
+    /// True when some name of `pipeline` has an attempt entry.
+    fn has_attempts_in(&self, pipeline: u64) -> bool {
+        let at = self.attempts.0.partition_point(|((p, _), _)| *p > pipeline);
+        self.attempts
+            .0
+            .get(at)
+            .is_some_and(|((p, _), _)| *p == pipeline)
     }
 
     /// Since when every job has been seen, if known.
@@ -609,12 +633,36 @@ mod tests {
     fn forgotten_pipelines_age_out_with_the_history() {
         let mut jobs = complete_jobs();
         jobs.insert_new(job(20, 7, "deploy", JobStatus::Success));
-        jobs.retain(|_| false);
+        jobs.insert_new(job(21, 7, "notify", JobStatus::Success));
+        jobs.retain(|j| j.id == 21);
         assert_eq!(jobs.forgotten.len(), 1);
         jobs.set_complete_since(now());
         assert!(
             jobs.forgotten.is_empty(),
             "older than what is trusted anyway"
         );
+    }
+
+    #[test]
+    fn a_pipeline_with_no_kept_job_forgets_every_name_without_an_entry() {
+        let mut jobs = complete_jobs();
+        jobs.insert_new(job(20, 7, "deploy", JobStatus::Success));
+        jobs.insert_new(job(30, 8, "build", JobStatus::Success));
+        jobs.retain(|_| false);
+        assert!(jobs.forgotten.is_empty(), "no entry per pipeline");
+        // A later attempt in a pipeline seen before: its earlier attempts are not known.
+        let retried = failed(40, 7, "deploy", "stuck_or_timeout_failure");
+        jobs.insert_new(retried.clone());
+        assert_eq!(jobs.attempts_of(&retried), None);
+        // A pipeline newer than every one seen before the pruning is new: counted from 1.
+        let fresh = failed(41, 9, "deploy", "stuck_or_timeout_failure");
+        jobs.insert_new(fresh.clone());
+        assert_eq!(jobs.attempts_of(&fresh), Some(1));
+        // So is a pipeline seen in the same sync, before any pruning, whatever the order.
+        let older_in_sync = failed(42, 5, "test", "stuck_or_timeout_failure");
+        let mut first_sync = complete_jobs();
+        first_sync.insert_new(job(43, 6, "test", JobStatus::Success));
+        first_sync.insert_new(older_in_sync.clone());
+        assert_eq!(first_sync.attempts_of(&older_in_sync), Some(1));
     }
 }
