@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod act;
+mod dropped;
 pub mod groups;
 pub mod inbox;
 pub mod ledger;
