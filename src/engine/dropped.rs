@@ -204,5 +204,4 @@ mod tests {
             assert_eq!(settled.offsets.len(), model.len(), "step {step}");
         }
     }
-
 }

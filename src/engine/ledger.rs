@@ -97,12 +97,19 @@ struct LedgerState {
     unsettled: Vec<Unsettled>,
 }
 
-/// One policy's actions over the last hour, as the state file holds them.
+/// One policy's actions over the last hour, as the state file holds them: per second, how
+/// many were sent then (a first run that acts on a backlog sends tens of thousands in a few
+/// seconds, and the file is written at every action). `sent`, one time per action, is what
+/// earlier versions wrote: still read, written empty (so they can read the file, without the
+/// hour's actions).
 #[derive(Debug, Serialize, Deserialize)]
 struct PolicyBudget {
     namespace: String,
     name: String,
+    #[serde(default)]
     sent: Vec<Timestamp>,
+    #[serde(default, rename = "sentPerSecond")]
+    sent_per_second: Vec<(Timestamp, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -306,9 +313,6 @@ impl Ledger {
     }
 }
 
-/// When a policy's actions were sent, oldest first, in nanoseconds since the Unix epoch: 8
-/// bytes each where a timestamp takes 16 (a first run that cancels a backlog sends thousands
-/// within the hour they are kept).
 /// When a policy's actions were sent, to the second: each entry is a second (rounded up) and
 /// how many actions were sent in it, so a burst of thousands of actions takes a few entries.
 /// An action is counted for at most one second longer than an hour, never shorter.
@@ -318,11 +322,26 @@ struct SentTimes(VecDeque<(i64, u32)>);
 impl SentTimes {
     /// Notes an action sent at `at`.
     fn push(&mut self, at: Timestamp) {
+        self.push_many(at, 1);
+    }
+
+    /// Notes `count` actions sent at `at`.
+    fn push_many(&mut self, at: Timestamp, count: u32) {
         let second = second_up(at);
         match self.0.back_mut() {
-            Some((last, count)) if *last >= second => *count = count.saturating_add(1),
-            _ => self.0.push_back((second, 1)),
+            Some((last, sent)) if *last >= second => *sent = sent.saturating_add(count),
+            _ => self.0.push_back((second, count)),
         }
+    }
+
+    /// Each second with actions, and how many.
+    fn per_second(&self) -> impl Iterator<Item = (Timestamp, u32)> + '_ {
+        self.0.iter().map(|(second, count)| {
+            (
+                Timestamp::from_second(*second).unwrap_or(Timestamp::MAX),
+                *count,
+            )
+        })
     }
 
     /// Forgets the actions sent at or before `end`, and gives back the memory of a burst.
@@ -341,14 +360,6 @@ impl SentTimes {
             .iter()
             .map(|(_, count)| usize::try_from(*count).unwrap_or(usize::MAX))
             .sum()
-    }
-
-    /// Each action's time (the second it was counted to).
-    fn iter(&self) -> impl Iterator<Item = Timestamp> + '_ {
-        self.0.iter().flat_map(|(second, count)| {
-            let at = Timestamp::from_second(*second).unwrap_or(Timestamp::MAX);
-            std::iter::repeat_n(at, usize::try_from(*count).unwrap_or(usize::MAX))
-        })
     }
 }
 
@@ -379,6 +390,11 @@ impl Entries {
                     for t in sent {
                         times.push(t);
                     }
+                    let mut per_second = b.sent_per_second;
+                    per_second.sort_unstable();
+                    for (t, count) in per_second {
+                        times.push_many(t, count);
+                    }
                     (key, times)
                 })
                 .collect(),
@@ -403,7 +419,8 @@ impl Entries {
             .map(|(key, sent)| PolicyBudget {
                 namespace: key.namespace.clone(),
                 name: key.name.clone(),
-                sent: sent.iter().collect(),
+                sent: Vec::new(),
+                sent_per_second: sent.per_second().collect(),
             })
             .collect();
         budgets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -517,7 +534,10 @@ mod tests {
         }
         assert_eq!(times.len(), 10_000);
         assert!(times.0.len() <= 6, "{}", times.0.len());
-        assert_eq!(times.iter().next(), Some(t("2026-11-23T10:00:01Z")));
+        assert_eq!(
+            times.per_second().next(),
+            Some((t("2026-11-23T10:00:01Z"), 1_501))
+        );
         // The first second's actions (10:00:00.25 to 10:00:01) are forgotten only once the
         // second they were counted to has come.
         times.forget_up_to(t("2026-11-23T10:00:00.9995Z"));
@@ -561,6 +581,69 @@ mod tests {
             ledger.take_unreported().is_empty(),
             "the call in doubt was reported when it was marked so"
         );
+    }
+
+    /// The state file in `dir`.
+    fn state_file(dir: &Path) -> PathBuf {
+        std::fs::read_dir(dir)
+            .expect("the state dir")
+            .map(|entry| entry.expect("an entry").path())
+            .find(|path| path.extension().is_some_and(|e| e == "json"))
+            .expect("the state file")
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_actions_takes_a_line_per_second_in_the_state_file_and_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = t("2026-11-23T10:00:00.5Z");
+        {
+            let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("open");
+            for n in 0..3_000u64 {
+                let at = t0 + SignedDuration::from_millis(i64::try_from(n).unwrap());
+                ledger.begin(&key(), play(n, at), at).await.expect("begin");
+                ledger
+                    .settle("https://gitlab.example.com", n)
+                    .await
+                    .expect("settle");
+            }
+        }
+        let file = state_file(dir.path());
+        let bytes = std::fs::read(&file).expect("the state file").len();
+        assert!(
+            bytes < 1_000,
+            "{bytes} bytes for 3,000 actions over 3 seconds"
+        );
+        let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("reopen");
+        assert_eq!(ledger.sent_in_last_hour(&key(), t0), 3_000);
+        // Sent from 10:00:00.5 to 10:00:03.499, counted to the second rounded up: at 11:00:02
+        // the 501 actions up to 10:00:01 and the 1,000 up to 10:00:02 are an hour old.
+        let later = t("2026-11-23T11:00:02Z");
+        assert_eq!(ledger.sent_in_last_hour(&key(), later), 1_499);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_of_an_earlier_version_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opened = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("open");
+        opened
+            .begin(
+                &key(),
+                play(1, t("2026-11-23T10:00:00Z")),
+                t("2026-11-23T10:00:00Z"),
+            )
+            .await
+            .expect("begin");
+        drop(opened);
+        let file = state_file(dir.path());
+        let key = key();
+        let earlier = serde_json::json!({
+            "version": 1,
+            "budgets": [{"namespace": key.namespace, "name": key.name,
+                "sent": ["2026-11-23T10:00:00Z", "2026-11-23T10:00:01.5Z"]}],
+        });
+        std::fs::write(&file, earlier.to_string()).expect("write");
+        let ledger = Ledger::in_dir(dir.path(), Ledger::DEFAULT_IN_DOUBT_FOR).expect("reopen");
+        assert_eq!(ledger.sent_in_last_hour(&key, t("2026-11-23T10:30:00Z")), 2);
     }
 
     #[tokio::test]
