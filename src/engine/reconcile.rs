@@ -14,7 +14,7 @@ pub use super::report::{
     RunReport, Tally,
 };
 use super::shard::Shard;
-use crate::gitlab::models::{GroupRef, ProjectRef};
+use crate::gitlab::models::{GroupRef, Job, ProjectRef};
 use crate::gitlab::records::{JobWire, Names};
 use crate::gitlab::{
     CaDigest, ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError,
@@ -1354,6 +1354,18 @@ impl Engine {
         metrics.set_pending_age(label, observer.oldest_pending_age(now));
     }
 
+    /// Takes in a job GitLab answered with (an action's, a re-read's) and counts its change in
+    /// the metrics.
+    fn take_in(&self, project_id: u64, observer: &mut ProjectObserver, job: &Job) {
+        if let Some(refresh) = observer.update_job(JobWire::from(job), self.now()) {
+            self.inner.metrics.record_job_events(
+                &project_id.to_string(),
+                refresh.job.stage(),
+                &refresh.events,
+            );
+        }
+    }
+
     /// Fetches the facts (pipeline job lists, log tails) that the candidates of one project
     /// need, round by round, into the project's observer.
     async fn gather_facts(
@@ -1547,7 +1559,7 @@ impl Engine {
             let project = ProjectRef::Id(project_id);
             let settled = match run.client.get_job(&project, job_id).await {
                 Ok(job) => {
-                    observer.update_job(JobWire::from(&job), self.now());
+                    self.take_in(project_id, observer, &job);
                     true
                 }
                 Err(err) if err.is_not_found() => true,
@@ -1603,13 +1615,7 @@ impl Engine {
         let (outcome, fresh) = act::execute(&run.client, decision, &in_doubt_until).await;
         if let Some(job) = fresh {
             let new_attempt = job.id != decision.job_id;
-            if let Some(refresh) = observer.update_job(JobWire::from(&job), self.now()) {
-                self.inner.metrics.record_job_events(
-                    &project_id.to_string(),
-                    refresh.job.stage(),
-                    &refresh.events,
-                );
-            }
+            self.take_in(project_id, observer, &job);
             if new_attempt {
                 observer.judge_again(decision.job_id);
             }
