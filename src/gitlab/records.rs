@@ -408,7 +408,6 @@ impl JobRecord {
     pub fn same_state(&self, newer: &JobRecord) -> bool {
         let queued_same = self.started_at == Since::NONE || self.queued_at == newer.queued_at;
         queued_same
-            && self.created_at == newer.created_at
             && JobRecord {
                 queued_at: self.queued_at,
                 ..newer.clone()

@@ -10,7 +10,7 @@
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::num::NonZeroU16;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 
 /// A string stored once per process (see the module docs). Compares and hashes as its handle,
 /// orders as its text.
@@ -23,31 +23,49 @@ pub const MAX_TOKENS: usize = 4096;
 /// What a string past [`MAX_TOKENS`] reads as.
 pub const OVERFLOW: &str = "other";
 
-#[derive(Default)]
+/// The texts by handle minus one: read without a lock (a text is set once, before its token
+/// exists), written under the registry's.
+type Texts = [OnceLock<&'static str>; MAX_TOKENS];
+
+static TEXTS: Texts = [const { OnceLock::new() }; MAX_TOKENS];
+
+/// The handles by text, and where their texts are kept.
 struct Registry {
-    /// By handle minus one.
-    texts: Vec<&'static str>,
+    texts: &'static Texts,
     handles: HashMap<&'static str, Token>,
 }
 
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| {
+    Mutex::new(Registry {
+        texts: &TEXTS,
+        handles: HashMap::new(),
+    })
+});
 
 impl Registry {
     fn token(&mut self, text: &str) -> Token {
         if let Some(token) = self.handles.get(text) {
             return *token;
         }
-        if self.texts.len() + 1 >= MAX_TOKENS && text != OVERFLOW {
+        if self.handles.len() + 1 >= MAX_TOKENS && text != OVERFLOW {
             return self.token(OVERFLOW);
         }
         // Stored for the life of the process, and at most MAX_TOKENS of them: see the module
         // docs.
         let text: &'static str = Box::leak(text.into());
-        self.texts.push(text);
-        let handle = u16::try_from(self.texts.len()).expect("at most MAX_TOKENS handles");
+        let index = self.handles.len();
+        let _ = self.texts[index].set(text);
+        let handle = u16::try_from(index + 1).expect("at most MAX_TOKENS handles");
         let token = Token(NonZeroU16::new(handle).expect("a handle counts from one"));
         self.handles.insert(text, token);
         token
+    }
+
+    fn text(texts: &Texts, token: Token) -> &'static str {
+        texts[usize::from(token.0.get()) - 1]
+            .get()
+            .copied()
+            .unwrap_or(OVERFLOW)
     }
 }
 
@@ -57,9 +75,9 @@ impl Token {
         lock(&REGISTRY).token(text)
     }
 
-    /// The text.
+    /// The text (no lock taken: records are read far more often than made).
     pub fn as_str(self) -> &'static str {
-        lock(&REGISTRY).texts[usize::from(self.0.get()) - 1]
+        Registry::text(&TEXTS, self)
     }
 }
 
@@ -110,13 +128,21 @@ mod tests {
 
     #[test]
     fn strings_past_the_bound_read_as_overflow() {
-        let mut registry = Registry::default();
+        let texts: &'static Texts = Box::leak(Box::new([const { OnceLock::new() }; MAX_TOKENS]));
+        let mut registry = Registry {
+            texts,
+            handles: HashMap::new(),
+        };
         let tokens: Vec<Token> = (0..MAX_TOKENS + 10)
             .map(|i| registry.token(&format!("reason_{i}")))
             .collect();
-        assert_eq!(registry.texts.len(), MAX_TOKENS);
-        let last = tokens[MAX_TOKENS + 9];
-        assert_eq!(registry.texts[usize::from(last.0.get()) - 1], OVERFLOW);
-        assert_eq!(registry.texts[0], "reason_0");
+        assert_eq!(registry.handles.len(), MAX_TOKENS);
+        assert_eq!(Registry::text(texts, tokens[MAX_TOKENS + 9]), OVERFLOW);
+        assert_eq!(Registry::text(texts, tokens[0]), "reason_0");
+        assert_eq!(
+            tokens[MAX_TOKENS + 9],
+            tokens[MAX_TOKENS - 1],
+            "one overflow token"
+        );
     }
 }
