@@ -102,6 +102,8 @@ struct Forgotten {
 }
 
 impl Forgotten {
+    const EVERY_NAME: u64 = u64::MAX;
+
     fn contains(&self, name: &str) -> bool {
         self.names & name_bit(name) != 0
     }
@@ -178,6 +180,28 @@ impl ProjectJobs {
         // A new attempt of a name whose entries were dropped: the job was retried, and its
         // earlier attempts are not counted here.
         let incomplete = self.is_forgotten(job.pipeline_id, job.name());
+        if incomplete
+            && self
+                .forgotten
+                .get(|k| pipeline_order(k, job.pipeline_id))
+                .is_none()
+        {
+            // Every name of the pipeline is forgotten without an entry: say so with one before
+            // this name's new entry makes the pipeline look new to its other names.
+            let created = PipelineSecond::of(job.pipeline_created_at());
+            self.forgotten.entry(
+                |k| pipeline_order(k, job.pipeline_id),
+                || {
+                    (
+                        job.pipeline_id,
+                        Forgotten {
+                            created,
+                            names: Forgotten::EVERY_NAME,
+                        },
+                    )
+                },
+            );
+        }
         let attempts = self.attempts.entry(
             |k| attempt_order(k, job.pipeline_id, job.name()),
             || {
@@ -654,6 +678,14 @@ mod tests {
         let retried = failed(40, 7, "deploy", "stuck_or_timeout_failure");
         jobs.insert_new(retried.clone());
         assert_eq!(jobs.attempts_of(&retried), None);
+        // Another name of the same pipeline, after that one: still forgotten.
+        let other = failed(44, 7, "build", "stuck_or_timeout_failure");
+        jobs.insert_new(other.clone());
+        assert_eq!(
+            jobs.attempts_of(&other),
+            None,
+            "not new because a sibling came first"
+        );
         // A pipeline newer than every one seen before the pruning is new: counted from 1.
         let fresh = failed(41, 9, "deploy", "stuck_or_timeout_failure");
         jobs.insert_new(fresh.clone());
