@@ -451,11 +451,6 @@ impl NameSet {
 }
 
 impl Names {
-    /// The shared copy of `s`.
-    pub fn intern(&mut self, s: &str) -> Name {
-        lock(&self.shared).intern(s)
-    }
-
     /// The shared copy of a job's name, stage and ref.
     pub fn intern_job(&mut self, name: &str, stage: &str, git_ref: &str) -> JobNames {
         let mut set = lock(&self.shared);
