@@ -1125,6 +1125,42 @@ async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
     );
 }
 
+/// A pipeline of `count` finished jobs, an hour old, newer than every job made before.
+fn newer_finished_jobs(w: &World, count: usize) {
+    let jobs: Vec<JobSpec> = (0..count)
+        .map(|i| {
+            JobSpec::new(format!("rspec {i}"), "test", "success").aged(Duration::from_secs(3600))
+        })
+        .collect();
+    w.pipeline("main", false, jobs);
+}
+
+/// Found by the fleet bench (issue 7): a manual job exactly a page of jobs behind the newest holds
+/// the low-water mark, and the page that ends with it covers every job at or above the mark; a
+/// quiet project must not have its second page read at every run to find a job below it.
+#[tokio::test]
+async fn a_page_that_ends_at_the_low_water_mark_is_the_last_one_read() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(RETRY_STUCK);
+    manual_release_job(&w);
+    // 99 newer jobs: the manual job is the 100th newest, the last of a full page.
+    newer_finished_jobs(&w, 99);
+    w.run(&engine, &policy).await;
+    w.advance(20);
+    w.run(&engine, &policy).await;
+    let listings = w.count(LIST_JOBS);
+    for _ in 0..3 {
+        w.advance(20);
+        w.run(&engine, &policy).await;
+    }
+    assert_eq!(
+        w.count(LIST_JOBS) - listings,
+        3,
+        "one listing per run of a quiet project"
+    );
+}
+
 /// A manual job more than a page of jobs behind the newest is beyond the listing's reach: it is
 /// looked for through the manual listing, less often, and its failure once played is retried.
 #[tokio::test]
@@ -1134,12 +1170,7 @@ async fn a_played_manual_job_beyond_the_listings_reach_is_retried_after_the_manu
     let policy = w.policy(RETRY_STUCK);
     let release = manual_release_job(&w);
     // 120 newer jobs: more than one page lies between the newest job and the manual one.
-    let newer: Vec<JobSpec> = (0..120)
-        .map(|i| {
-            JobSpec::new(format!("rspec {i}"), "test", "success").aged(Duration::from_secs(3600))
-        })
-        .collect();
-    w.pipeline("main", false, newer);
+    newer_finished_jobs(&w, 120);
     w.run(&engine, &policy).await;
     w.advance(20);
     w.run(&engine, &policy).await;

@@ -4,8 +4,8 @@
 //! GitLab lists a project's jobs newest id first, and a job's status can change only while it is
 //! unfinished (a retry makes a new job). After a sync the observer keeps a low-water mark: the
 //! smallest id of the jobs still unfinished, or the newest id seen when none is. The next sync
-//! pages from the newest job until it passes that mark and stops, so a quiet project costs one
-//! request. Jobs that can wait for weeks (`manual`, `scheduled`) are played or canceled under the
+//! pages from the newest job until it has read the mark's job and stops (a page that ends with it
+//! is the last), so a quiet project costs one request. Jobs that can wait for weeks (`manual`, `scheduled`) are played or canceled under the
 //! id they have, so only a listing that reaches them sees them move: they hold the mark while
 //! the jobs above them fit in one page (the listing then reaches them at no extra request), and
 //! further back they are followed through their own `scope[]` listing, at every sync when a
@@ -583,7 +583,12 @@ impl ProjectObserver {
                 }
                 newest = Some(newest.map_or(job.id, |n| n.max(job.id)));
                 seen.insert(job.id);
+                let last = until.is_last(&job);
                 self.absorb(job, run);
+                if last {
+                    // Every job the listing was for has been read: no page more.
+                    break 'listing Reached::Until;
+                }
                 read += 1;
                 if read == per_page && per_page < PER_PAGE_MAX {
                     per_page = PER_PAGE_MAX;
@@ -1061,11 +1066,21 @@ enum Until {
 }
 
 impl Until {
+    /// True when `job` is past where the listing stops: it is not read.
     fn reached(self, job: &JobWire) -> bool {
         match self {
             Until::OlderThan(horizon) => job.created_at < horizon,
             Until::Below(mark) => job.id < mark,
             Until::Known(newest) => job.id <= newest,
+        }
+    }
+
+    /// True when `job` is the last one the listing needs: it is read, and no page after it
+    /// (a page that ends with the low-water mark's job covers every job at or above it).
+    fn is_last(self, job: &JobWire) -> bool {
+        match self {
+            Until::Below(mark) => job.id <= mark,
+            Until::OlderThan(_) | Until::Known(_) => false,
         }
     }
 }
