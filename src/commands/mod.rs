@@ -68,6 +68,16 @@ pub struct GitLabArgs {
     /// largest page it carried; more are opened while syncs and actions run in parallel).
     #[arg(long, env = "JOBWARDEN_IDLE_CONNECTIONS", default_value_t = 8)]
     pub idle_connections: usize,
+    /// The most requests in flight at once per GitLab instance, over every policy (each holds a
+    /// connection and, for a listing, a page of jobs until it is read). Raise it only when
+    /// GitLab is slow to answer and `--requests-per-minute` is high.
+    #[arg(
+        long,
+        env = "JOBWARDEN_MAX_REQUESTS_IN_FLIGHT",
+        default_value_t = crate::gitlab::ratelimit::DEFAULT_MAX_IN_FLIGHT,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
+    )]
+    pub max_requests_in_flight: usize,
 }
 
 /// Shortest `--group-refresh-interval`.
@@ -102,6 +112,7 @@ impl GitLabArgs {
             },
             group_refresh_interval: self.group_refresh_interval,
             idle_connections: self.idle_connections,
+            max_requests_in_flight: self.max_requests_in_flight,
             ..EngineConfig::default()
         }
     }
@@ -171,6 +182,27 @@ mod tests {
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         assert!(err.to_string().contains("--policies"), "{err}");
         assert!(parse(&["run"]).is_ok(), "without --policies, cluster mode");
+    }
+
+    #[test]
+    fn requests_in_flight_default_to_eight_and_zero_is_refused() {
+        if std::env::var_os("JOBWARDEN_MAX_REQUESTS_IN_FLIGHT").is_some() {
+            return;
+        }
+        let in_flight = |argv: &[&str]| match parse(argv) {
+            Ok(Cli {
+                command: Command::Run(run),
+                ..
+            }) => run.gitlab.engine_config().max_requests_in_flight,
+            other => panic!("run parses: {other:?}"),
+        };
+        assert_eq!(in_flight(&["run"]), 8);
+        assert_eq!(in_flight(&["run", "--max-requests-in-flight", "32"]), 32);
+        let err = parse(&["run", "--max-requests-in-flight", "0"]).expect_err("0 is refused");
+        assert!(
+            err.to_string().contains("--max-requests-in-flight"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::gitlab::models::{GroupRef, Job, ProjectRef};
 use crate::gitlab::records::{JobWire, Names};
 use crate::gitlab::{
     CaDigest, ClientConfig, Credential, DestinationRefused, GitLabClient, GitLabError,
-    PipelineJobsQuery, RateLimiter, TokenDestinations, instance_key,
+    PipelineJobsQuery, RateLimiter, RateLimiterSettings, TokenDestinations, instance_key,
 };
 use crate::metrics::Metrics;
 use crate::policy::{
@@ -77,6 +77,8 @@ pub struct EngineConfig {
     pub shard: Shard,
     /// Idle connections kept open per GitLab instance (`--idle-connections`).
     pub idle_connections: usize,
+    /// Requests in flight at once per GitLab instance (`--max-requests-in-flight`).
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for EngineConfig {
@@ -95,6 +97,7 @@ impl Default for EngineConfig {
             max_projects_per_policy: crate::crd::MAX_RESOLVED_PROJECTS,
             shard: Shard::ALL,
             idle_connections: ClientConfig::DEFAULT_IDLE_CONNECTIONS,
+            max_requests_in_flight: crate::gitlab::ratelimit::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -331,7 +334,12 @@ impl Engine {
         let pool_key: PoolKey = (instance.clone(), ca_digest);
         let limiter = lock(&self.inner.limiters)
             .entry(instance.clone())
-            .or_insert_with(|| Arc::new(RateLimiter::new(self.inner.config.requests_per_minute)))
+            .or_insert_with(|| {
+                Arc::new(RateLimiter::with_settings(RateLimiterSettings {
+                    max_in_flight: self.inner.config.max_requests_in_flight,
+                    ..RateLimiterSettings::new(self.inner.config.requests_per_minute)
+                }))
+            })
             .clone();
         let mut config = ClientConfig::new(
             url.clone(),
