@@ -8,7 +8,8 @@ mod engine_world;
 
 use engine_world::*;
 use jobwarden::crd::ActionKind;
-use jobwarden::engine::{Outcome, OutcomeKind, RunMode};
+use jobwarden::engine::{Engine, Outcome, OutcomeKind, RunMode, RunReport};
+use jobwarden::policy::CompiledPolicy;
 use jobwarden::sim::JobSpec;
 use secrecy::SecretString;
 use std::time::Duration;
@@ -1135,6 +1136,21 @@ fn newer_finished_jobs(w: &World, count: usize) {
     w.pipeline("main", false, jobs);
 }
 
+/// The project job listings of `runs` more runs, 20 s apart.
+async fn project_listings_in_runs(
+    w: &World,
+    engine: &Engine,
+    policy: &CompiledPolicy,
+    runs: usize,
+) -> u64 {
+    let before = w.count(LIST_JOBS);
+    for _ in 0..runs {
+        w.advance(20);
+        w.run(engine, policy).await;
+    }
+    w.count(LIST_JOBS) - before
+}
+
 /// Found by the fleet bench (issue 7): a manual job exactly a page of jobs behind the newest holds
 /// the low-water mark, and the page that ends with it covers every job at or above the mark; a
 /// quiet project must not have its second page read at every run to find a job below it.
@@ -1149,13 +1165,8 @@ async fn a_page_that_ends_at_the_low_water_mark_is_the_last_one_read() {
     w.run(&engine, &policy).await;
     w.advance(20);
     w.run(&engine, &policy).await;
-    let listings = w.count(LIST_JOBS);
-    for _ in 0..3 {
-        w.advance(20);
-        w.run(&engine, &policy).await;
-    }
     assert_eq!(
-        w.count(LIST_JOBS) - listings,
+        project_listings_in_runs(&w, &engine, &policy, 3).await,
         3,
         "one listing per run of a quiet project"
     );
@@ -1188,6 +1199,61 @@ async fn a_played_manual_job_beyond_the_listings_reach_is_retried_after_the_manu
     assert_eq!(w.count(RETRY), 1);
 }
 
+/// A pipeline, half an hour old, whose build failed as stuck and whose test job was skipped for
+/// it; the test job's id.
+fn failed_build_and_skipped_test(w: &World) -> u64 {
+    let stuck = JobSpec::new("build", "build", "failed")
+        .failed_with("stuck_or_timeout_failure")
+        .aged(Duration::from_secs(1800));
+    w.pipeline(
+        "main",
+        false,
+        vec![
+            stuck,
+            JobSpec::new("test", "test", "skipped").aged(Duration::from_secs(1800)),
+        ],
+    )[1]
+}
+
+/// The job a retry in `report` made.
+fn new_attempt(report: &RunReport) -> u64 {
+    report
+        .actions
+        .iter()
+        .find_map(|a| match a.outcome {
+            Outcome::Succeeded { new_job_id } => new_job_id,
+            _ => None,
+        })
+        .expect("the new attempt")
+}
+
+/// Found by the fleet bench (issue 7): a job a retry re-opened more than a page of jobs below
+/// the newest holds the low-water mark while it runs. The jobs above it are counted from the
+/// finished ids remembered, so each run lists the new jobs and the unfinished ones (two
+/// requests), not every page down to it.
+#[tokio::test]
+async fn a_reopened_job_more_than_a_page_back_costs_two_listings_a_run() {
+    let w = World::start(MONDAY_MORNING).await;
+    let test_job = failed_build_and_skipped_test(&w);
+    newer_finished_jobs(&w, 120);
+    let engine = w.engine();
+    let policy = w.policy(RETRY_STUCK);
+    let new_build = new_attempt(&w.run(&engine, &policy).await);
+    w.advance(20);
+    w.run(&engine, &policy).await;
+    // The new attempt passes and the re-opened test job runs: the next run lists the pipeline.
+    w.ctl.set_job_status(w.project, new_build, "success", None);
+    w.ctl.set_job_status(w.project, test_job, "pending", None);
+    w.ctl.set_job_status(w.project, test_job, "running", None);
+    w.advance(20);
+    w.run(&engine, &policy).await;
+    assert_eq!(
+        project_listings_in_runs(&w, &engine, &policy, 3).await,
+        6,
+        "the new jobs and the unfinished ones, at each of 3 runs"
+    );
+}
+
 /// Found by the fleet bench (issue 7): retrying a job re-opens the jobs of later stages that
 /// its failure had skipped (`skipped` → `created`, under the ids they had, and GitLab fires no
 /// Job Hook for it). When the low-water mark has moved above them, no listing reaches them: one
@@ -1196,18 +1262,7 @@ async fn a_played_manual_job_beyond_the_listings_reach_is_retried_after_the_manu
 #[tokio::test]
 async fn a_job_reopened_by_a_retry_below_the_low_water_mark_is_followed_and_retried() {
     let w = World::start(MONDAY_MORNING).await;
-    let stuck = JobSpec::new("build", "build", "failed")
-        .failed_with("stuck_or_timeout_failure")
-        .aged(Duration::from_secs(1800));
-    let old = w.pipeline(
-        "main",
-        false,
-        vec![
-            stuck,
-            JobSpec::new("test", "test", "skipped").aged(Duration::from_secs(1800)),
-        ],
-    );
-    let test_job = old[1];
+    let test_job = failed_build_and_skipped_test(&w);
     // A newer pipeline runs: the low-water mark sits on its job, above the old pipeline's.
     w.pipeline(
         "feature",
@@ -1222,14 +1277,7 @@ async fn a_job_reopened_by_a_retry_below_the_low_water_mark_is_followed_and_retr
         ["succeeded"],
         "the build is retried"
     );
-    let new_build = report
-        .actions
-        .iter()
-        .find_map(|a| match a.outcome {
-            Outcome::Succeeded { new_job_id } => new_job_id,
-            _ => None,
-        })
-        .expect("the new attempt");
+    let new_build = new_attempt(&report);
 
     // The new build attempt passes: the re-opened test job is queued, and fails as stuck, all
     // between two runs.

@@ -1,15 +1,14 @@
-//! What an observer remembers of the finished jobs it let go: their ids above the low-water
-//! mark (so a listing that reads them again knows they are not news), and when to read again
-//! the ones a rule may act on later.
+//! What an observer remembers of the finished jobs it let go: the newest ids (so a listing that
+//! reads them again knows they are not news), and when to read again the ones a rule may act on
+//! later.
 
 use super::observe::MAX_SETTLED;
 use jiff::Timestamp;
 
-/// The ids of finished jobs above the low-water mark that were dropped, ascending, at most
-/// [`MAX_SETTLED`] (the newest): a sorted vector of 4-byte offsets from the oldest. The ids
-/// above a project's mark lie far less than 2^32 apart (an instance creates that many jobs in
-/// years; a farther one makes room by forgetting the oldest), and 5,000 projects kept about
-/// 100 ids each.
+/// The ids of finished jobs that were dropped, ascending, at most [`MAX_SETTLED`] (the
+/// newest): a sorted vector of 4-byte offsets from the oldest. A project's newest ids lie far
+/// less than 2^32 apart (an instance creates that many jobs in years; a farther one makes room
+/// by forgetting the oldest), and 5,000 projects kept about 100 ids each.
 #[derive(Debug, Default)]
 pub(super) struct SettledIds {
     base: u64,
@@ -112,15 +111,6 @@ impl SettledIds {
             },
         }
     }
-
-    pub(super) fn forget_below(&mut self, mark: u64) {
-        let below = self.below(mark);
-        self.offsets.drain(..below);
-        self.rebase_to_oldest();
-        if self.offsets.capacity() > self.offsets.len() + self.offsets.len() / 4 + 4 {
-            self.offsets.shrink_to_fit();
-        }
-    }
 }
 
 /// Jobs to re-read at a time: 16 bytes each (second, job id), sorted, instead of a record.
@@ -183,11 +173,6 @@ mod tests {
                     let id = next - rng.random_range(0..20_000);
                     settled.remove(id);
                     model.remove(&id);
-                }
-                7 => {
-                    let mark = next - rng.random_range(0..100_000);
-                    settled.forget_below(mark);
-                    model.retain(|id| *id >= mark);
                 }
                 _ => {
                     let mark = next - rng.random_range(0..100_000);

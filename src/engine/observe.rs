@@ -20,7 +20,7 @@
 //!   (or, for a policy with `artifactsExpireWithin`, the artifacts horizon).
 //! - Nothing else: a finished job no rule can touch only updates the lookups of
 //!   [`ProjectJobs`] (newest pipeline per ref, newest attempt per pipeline) and is dropped; its id
-//!   is remembered while it is above the mark, so it is not taken for news at the next listing.
+//!   is remembered (the newest [`MAX_SETTLED`]), so it is not taken for news at the next listing.
 //!
 //! # Attempts
 //! Every job is counted once, when first seen, as an attempt of its name in its pipeline. After
@@ -60,7 +60,10 @@ const COMPLETENESS_MARGIN: SignedDuration = SignedDuration::from_mins(5);
 
 /// At most this many settled ids are remembered (the newest ones): enough to know that more
 /// than a page of jobs lies above the mark, when the next sync reads only newer jobs, which
-/// the settled ids cannot be.
+/// the settled ids cannot be. They are kept when the mark passes them: a retry can re-open a
+/// job far below the mark (see `retried_pipelines`), and the count of the jobs above it then
+/// tells one page from several (not knowing it, a sync read three pages at every run while
+/// such a job ran), and an old job listed again is not taken for news.
 pub(super) const MAX_SETTLED: usize = PER_PAGE + 1;
 
 /// At most this many jobs are re-read by id in one sync; the rest wait for the next one.
@@ -178,7 +181,7 @@ pub struct ProjectObserver {
     history: SignedDuration,
     jobs: ProjectJobs,
     names: Names,
-    /// Finished jobs above the mark that were dropped: listed again, they are not news.
+    /// The newest finished jobs that were dropped: listed again, they are not news.
     settled: SettledIds,
     newest_seen: Option<u64>,
     last_sync: Option<Timestamp>,
@@ -938,7 +941,6 @@ impl ProjectObserver {
         // Also when no kept job goes: the lookups still hold the jobs settled in this sync.
         self.jobs.retain(|j| !drop.contains(&j.id));
         if let Some(mark) = self.low_water_mark() {
-            self.settled.forget_below(mark);
             self.blocked_reach_floor = self.blocked_reach_floor.max(mark);
         }
         let jobs = &self.jobs;
