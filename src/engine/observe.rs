@@ -4,13 +4,14 @@
 //! GitLab lists a project's jobs newest id first, and a job's status can change only while it is
 //! unfinished (a retry makes a new job). After a sync the observer keeps a low-water mark: the
 //! smallest id of the jobs still unfinished, or the newest id seen when none is. The next sync
-//! pages from the newest job until it has read the mark's job and stops (a page that ends with it
-//! is the last), so a quiet project costs one request. Jobs that can wait for weeks (`manual`, `scheduled`) are played or canceled under the
-//! id they have, so only a listing that reaches them sees them move: they hold the mark while
-//! the jobs above them fit in one page (the listing then reaches them at no extra request), and
-//! further back they are followed through their own `scope[]` listing, at every sync when a
-//! policy targets blocked statuses, else at most every [`UNREACHED_BLOCKED_EVERY`] (every
-//! [`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`] while the project's Job Hook is healthy).
+//! pages from the newest job until it has read the mark's job and stops (a page that ends with
+//! it is the last), so a quiet project costs one request. Jobs that can wait for weeks
+//! (`manual`, `scheduled`) are played or canceled under the id they have, so only a listing
+//! that reaches them sees them move: they hold the mark while the jobs above them fit in one
+//! page (the listing then reaches them at no extra request), and further back they are followed
+//! through their own `scope[]` listing, at every sync when a policy targets blocked statuses,
+//! else at most every [`UNREACHED_BLOCKED_EVERY`] (every [`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`]
+//! while the project's Job Hook is healthy).
 //!
 //! # What is kept
 //! - Every unfinished job, whatever its age: the first sync lists the unfinished statuses through
