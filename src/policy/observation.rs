@@ -180,14 +180,10 @@ impl ProjectJobs {
         // A new attempt of a name whose entries were dropped: the job was retried, and its
         // earlier attempts are not counted here.
         let incomplete = self.is_forgotten(job.pipeline_id, job.name());
-        if incomplete
-            && self
-                .forgotten
-                .get(|k| pipeline_order(k, job.pipeline_id))
-                .is_none()
-        {
-            // Every name of the pipeline is forgotten without an entry: say so with one before
-            // this name's new entry makes the pipeline look new to its other names.
+        if incomplete {
+            // A pipeline forgotten without an entry has forgotten every name: say so with one
+            // (none is made when it has one) before this name's new entry makes the pipeline
+            // look new to its other names.
             let created = PipelineSecond::of(job.pipeline_created_at());
             self.forgotten.entry(
                 |k| pipeline_order(k, job.pipeline_id),
