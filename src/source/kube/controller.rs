@@ -17,7 +17,7 @@ use crate::engine::{Engine, GitLabAccess, ReconcileError, RunMode, RunReport, Sh
 use crate::metrics::PolicyState;
 use crate::policy::{CompiledPolicy, PolicyKey, SpecErrors, compile};
 use crate::source::selector::LabelSelector;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -723,10 +723,20 @@ pub async fn run(
             ctx.retain_policies(|key| exists_in(&reader, key));
             futures::future::ready(())
         });
+    // kube's runner starts no reconcile before the store has listed the policies, and the
+    // graceful shutdown stops the watch that would finish the list: a term that ends before
+    // the list (a SIGTERM just after the Lease was won) would wait forever. Nothing has been
+    // reconciled then, so it stops at once.
+    let term = ctx.stop.clone();
     let listed = async {
-        if reader.wait_until_ready().await.is_ok() {
-            tracing::info!(policies = reader.len(), "listed the JobPolicies");
-            synced.send_replace(true);
+        tokio::select! {
+            ready = reader.wait_until_ready() => if ready.is_ok() {
+                tracing::info!(policies = reader.len(), "listed the JobPolicies");
+                synced.send_replace(true);
+            },
+            () = term.cancelled() => if reader.wait_until_ready().now_or_never().is_none() {
+                return;
+            },
         }
         std::future::pending::<()>().await;
     };

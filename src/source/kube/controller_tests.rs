@@ -787,3 +787,31 @@ async fn the_policies_count_as_listed_once_the_apiserver_answered_the_initial_li
         "the list of a stopped controller no longer counts"
     );
 }
+
+#[tokio::test]
+async fn a_term_that_ends_before_the_policies_are_listed_stops_at_once() {
+    let (client, mut api) = mock_client();
+    let ctx = context(client.clone(), offline_engine());
+    let stop = ctx.stop.clone();
+    let listed = watch::Sender::new(false);
+    let controller = tokio::spawn(run(
+        ctx,
+        Api::namespaced(client, "ci"),
+        watcher_config(None),
+        listed.clone(),
+    ));
+    // The apiserver has not answered the list when the term ends (a SIGTERM just after the
+    // Lease was won): nothing was reconciled, so nothing is waited for.
+    let unanswered = expect(
+        &mut api,
+        "GET /apis/jobwarden.dev/v1alpha1/namespaces/ci/jobpolicies",
+    )
+    .await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("the controller stops without the list")
+        .expect("the controller ends without panicking");
+    assert!(!*listed.borrow());
+    drop((unanswered, api));
+}
