@@ -244,17 +244,22 @@ fn evaluate(
     if policy.suspend {
         return Vec::new();
     }
-    let mut seen_jobs = HashSet::new();
+    // A project observed twice (listed twice, say) has each job evaluated once: a job is
+    // skipped when an earlier observation of its project holds it. Looked up per project, not
+    // per job, so the common case (every project once) costs no lookup per job.
+    let mut earlier: HashMap<&ProjectRef, Vec<&ProjectJobs>> = HashMap::new();
     let mut out = Vec::new();
     for obs in observations {
+        let before = earlier.entry(obs.project).or_default();
         for job in obs.jobs.newest_first() {
-            if !seen_jobs.insert((obs.project, job.id)) || !policy.filter.matches(job) {
+            if before.iter().any(|jobs| jobs.get(job.id).is_some()) || !policy.filter.matches(job) {
                 continue;
             }
             if let Some(eval) = evaluate_job(policy, obs, job, now) {
                 out.push(eval);
             }
         }
+        before.push(obs.jobs);
     }
     out
 }
@@ -402,11 +407,14 @@ fn try_rule(
     job: &JobRecord,
     now: Timestamp,
 ) -> Option<(Vec<String>, State)> {
-    // Tier 0: the job's own fields, the project job list and the clock.
-    let mut why = cheap_conditions(rule, job, obs.jobs, now)?;
-    if !action_applies_to_job(&rule.action, job, obs.jobs) {
+    // Tier 0: the job's own fields, the project job list and the clock. Most jobs fail here,
+    // so the notes saying why a rule claims a job are written only for those it claims.
+    if !cheap_conditions_hold(rule, job, obs.jobs, now)
+        || !action_applies_to_job(&rule.action, job, obs.jobs)
+    {
         return None;
     }
+    let mut why = cheap_notes(rule, job, obs.jobs, now);
     // Tier 1: the pipeline's job list.
     let attempt = match pipeline_conditions(policy, obs, rule, job, &mut why) {
         Tier::Holds(attempt) => attempt,
@@ -584,125 +592,130 @@ fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &JobRecord, why: &
     );
 }
 
-/// Tier-0 conditions. `Some(reasons)` when all hold.
-fn cheap_conditions(
+/// Tier-0 conditions: true when every condition that the job's own fields, the project job
+/// list and the clock decide holds. Allocates nothing: it runs for every job and rule.
+fn cheap_conditions_hold(
     rule: &CompiledRule,
     job: &JobRecord,
     index: &ProjectJobs,
     now: Timestamp,
-) -> Option<Vec<String>> {
+) -> bool {
     let c = &rule.conditions;
-    let mut why = vec![status_note(c, job)?];
-    if !c.globs.matches(job) {
-        return None;
-    }
+    (c.statuses.is_empty() || c.statuses.contains(&job.status))
+        && c.failure_reasons.as_ref().is_none_or(|reasons| {
+            job.status == JobStatus::Failed
+                && job.failure_reason().is_some_and(|r| reasons.matches(r))
+        })
+        && c.globs.matches(job)
+        && c.tag.is_none_or(|tag| job.tag == tag)
+        && c.allow_failure.is_none_or(|a| job.allow_failure == a)
+        && c.older_than
+            .is_none_or(|min_age| time_in_current_state(job, index, now).0 >= min_age)
+        && c.superseded
+            .is_none_or(|want| index.newer_pipeline(job).is_some() == want)
+        && c.window.as_ref().is_none_or(|window| window.contains(now))
+        && c.artifacts_expire_within
+            .is_none_or(|within| artifacts_left(within, job, now).is_some())
+}
+
+/// Why the tier-0 conditions hold for a job ([`cheap_conditions_hold`] said they do): one note
+/// per condition the rule sets, starting with the job's status.
+fn cheap_notes(
+    rule: &CompiledRule,
+    job: &JobRecord,
+    index: &ProjectJobs,
+    now: Timestamp,
+) -> Vec<String> {
+    let c = &rule.conditions;
+    let mut why = vec![status_note(c, job)];
     if let Some(tag) = c.tag {
-        why.push(flag_note(tag, job.tag, "tag pipeline", "branch pipeline")?);
+        why.push(flag_note(tag, "tag pipeline", "branch pipeline"));
     }
     if let Some(allow_failure) = c.allow_failure {
         why.push(flag_note(
             allow_failure,
-            job.allow_failure,
             "allowed to fail",
             "not allowed to fail",
-        )?);
+        ));
     }
     if let Some(min_age) = c.older_than {
-        why.push(older_than_note(min_age, job, index, now)?);
+        why.push(older_than_note(min_age, job, index, now));
     }
-    if let Some(want) = c.superseded {
-        why.push(superseded_note(want, job, index)?);
+    if c.superseded.is_some() {
+        why.push(superseded_note(job, index));
     }
     if let Some(window) = &c.window {
-        if !window.contains(now) {
-            return None;
-        }
         why.push(format!("inside window {window}"));
     }
     if let Some(within) = c.artifacts_expire_within {
-        why.push(artifacts_expire_note(within, job, now)?);
+        let left = artifacts_left(within, job, now).unwrap_or_default();
+        why.push(format!(
+            "artifacts expire in {} (artifactsExpireWithin {})",
+            HumanDuration(left),
+            HumanDuration(within)
+        ));
     }
-    Some(why)
+    why
 }
 
-/// `statuses` and `failureReasons`: `Some` note of the job's status (and failure reason) when
-/// both hold.
-fn status_note(c: &Conditions, job: &JobRecord) -> Option<String> {
-    if !c.statuses.is_empty() && !c.statuses.contains(&job.status) {
-        return None;
-    }
+/// The note of the job's status, and of its failure reason when `failureReasons` is set.
+fn status_note(c: &Conditions, job: &JobRecord) -> String {
     let mut note = job.status.to_string();
-    if let Some(reasons) = &c.failure_reasons {
-        let reason = job.failure_reason()?;
-        if job.status != JobStatus::Failed || !reasons.matches(reason) {
-            return None;
-        }
+    if c.failure_reasons.is_some()
+        && let Some(reason) = job.failure_reason()
+    {
         note.push_str(" with ");
         note.push_str(reason);
-        if let Some(alias_of) = reasons.matched_alias_of(reason) {
+        if let Some(alias_of) = c
+            .failure_reasons
+            .as_ref()
+            .and_then(|reasons| reasons.matched_alias_of(reason))
+        {
             note.push_str(&format!(" (alias of {alias_of})"));
         }
     }
-    Some(note)
+    note
 }
 
-/// A yes/no condition (`tag`, `allowFailure`): `Some` note, `if_true` or `if_false` as `want`
-/// says, when the job's `actual` value is `want`.
-fn flag_note(want: bool, actual: bool, if_true: &str, if_false: &str) -> Option<String> {
-    if actual != want {
-        return None;
-    }
-    Some(if want { if_true } else { if_false }.to_owned())
+/// The note of a yes/no condition (`tag`, `allowFailure`) that holds: `if_true` or `if_false`
+/// as the wanted value says.
+fn flag_note(want: bool, if_true: &str, if_false: &str) -> String {
+    if want { if_true } else { if_false }.to_owned()
 }
 
-/// `olderThan`: `Some` note when the job has been in its current state for at least `min_age`.
+/// The note of `olderThan`: how long the job has been in its current state.
 fn older_than_note(
     min_age: SignedDuration,
     job: &JobRecord,
     index: &ProjectJobs,
     now: Timestamp,
-) -> Option<String> {
+) -> String {
     let (age, since) = time_in_current_state(job, index, now);
-    if age < min_age {
-        return None;
-    }
-    Some(format!(
+    format!(
         "{since} {} ago (olderThan {})",
         HumanDuration(age),
         HumanDuration(min_age)
-    ))
+    )
 }
 
-/// `superseded`: `Some` note when a newer pipeline on the job's ref exists exactly when `want`
-/// says so.
-fn superseded_note(want: bool, job: &JobRecord, index: &ProjectJobs) -> Option<String> {
-    let newer = index.newer_pipeline(job);
-    if newer.is_some() != want {
-        return None;
-    }
-    Some(match newer {
+/// The note of `superseded`: the newer pipeline on the job's ref, if any.
+fn superseded_note(job: &JobRecord, index: &ProjectJobs) -> String {
+    match index.newer_pipeline(job) {
         Some(p) => format!("superseded by pipeline #{p} on {}", job.git_ref()),
         None => "not superseded".to_owned(),
-    })
+    }
 }
 
-/// `artifactsExpireWithin`: `Some` note when the job's artifacts expire within `within` and
-/// have not expired yet (expired artifacts are gone: GitLab answers a keep with 404).
-fn artifacts_expire_note(
+/// `artifactsExpireWithin`: how long the job's artifacts have left when they expire within
+/// `within` and have not expired yet (expired artifacts are gone: GitLab answers a keep with
+/// 404); `None` otherwise.
+fn artifacts_left(
     within: SignedDuration,
     job: &JobRecord,
     now: Timestamp,
-) -> Option<String> {
-    let expires = job.artifacts_expire_at()?.get();
-    let left = expires.duration_since(now);
-    if left > within || !left.is_positive() {
-        return None;
-    }
-    Some(format!(
-        "artifacts expire in {} (artifactsExpireWithin {})",
-        HumanDuration(left),
-        HumanDuration(within)
-    ))
+) -> Option<SignedDuration> {
+    let left = job.artifacts_expire_at()?.get().duration_since(now);
+    (left <= within && left.is_positive()).then_some(left)
 }
 
 /// The action's own preconditions that the job's fields decide.
