@@ -25,13 +25,14 @@
 //!   would do. Decisions waiting for backoff or facts use no budget.
 //! - Decisions are returned in the same order.
 
-use super::compile::{BackoffSchedule, CompiledPolicy, CompiledRule, Conditions, RuleAction};
+use super::compile::{BackoffSchedule, CompiledPolicy, CompiledRule, RuleAction};
+use super::conditions;
 use super::duration::HumanDuration;
 use super::observation::{Observation, ProjectJobs};
 use crate::crd::{ActionKind, Limits};
 use crate::gitlab::models::{JobStatus, ProjectRef};
 use crate::gitlab::records::JobRecord;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -347,18 +348,8 @@ fn rule_may_act_on(
     job: &JobRecord,
     reach: &Reach,
 ) -> bool {
-    let c = &rule.conditions;
-    if job.created_at().get() < reach.start_for(rule) {
-        return false;
-    }
-    let reason_ok = c.failure_reasons.as_ref().is_none_or(|reasons| {
-        job.status == JobStatus::Failed && job.failure_reason().is_some_and(|r| reasons.matches(r))
-    });
-    (c.statuses.is_empty() || c.statuses.contains(&job.status))
-        && reason_ok
-        && c.globs.matches(job)
-        && c.tag.is_none_or(|tag| job.tag == tag)
-        && c.allow_failure.is_none_or(|a| job.allow_failure == a)
+    job.created_at().get() >= reach.start_for(rule)
+        && conditions::fields_hold(&rule.conditions, job)
         && action_applies_to_job(&rule.action, job, jobs)
 }
 
@@ -409,12 +400,12 @@ fn try_rule(
 ) -> Option<(Vec<String>, State)> {
     // Tier 0: the job's own fields, the project job list and the clock. Most jobs fail here,
     // so the notes saying why a rule claims a job are written only for those it claims.
-    if !cheap_conditions_hold(rule, job, obs.jobs, now)
+    if !conditions::hold(&rule.conditions, job, obs.jobs, now)
         || !action_applies_to_job(&rule.action, job, obs.jobs)
     {
         return None;
     }
-    let mut why = cheap_notes(rule, job, obs.jobs, now);
+    let mut why = conditions::notes(&rule.conditions, job, obs.jobs, now);
     // Tier 1: the pipeline's job list.
     let attempt = match pipeline_conditions(policy, obs, rule, job, &mut why) {
         Tier::Holds(attempt) => attempt,
@@ -592,132 +583,6 @@ fn skipped(policy: &CompiledPolicy, rule: &CompiledRule, job: &JobRecord, why: &
     );
 }
 
-/// Tier-0 conditions: true when every condition that the job's own fields, the project job
-/// list and the clock decide holds. Allocates nothing: it runs for every job and rule.
-fn cheap_conditions_hold(
-    rule: &CompiledRule,
-    job: &JobRecord,
-    index: &ProjectJobs,
-    now: Timestamp,
-) -> bool {
-    let c = &rule.conditions;
-    (c.statuses.is_empty() || c.statuses.contains(&job.status))
-        && c.failure_reasons.as_ref().is_none_or(|reasons| {
-            job.status == JobStatus::Failed
-                && job.failure_reason().is_some_and(|r| reasons.matches(r))
-        })
-        && c.globs.matches(job)
-        && c.tag.is_none_or(|tag| job.tag == tag)
-        && c.allow_failure.is_none_or(|a| job.allow_failure == a)
-        && c.older_than
-            .is_none_or(|min_age| time_in_current_state(job, index, now).0 >= min_age)
-        && c.superseded
-            .is_none_or(|want| index.newer_pipeline(job).is_some() == want)
-        && c.window.as_ref().is_none_or(|window| window.contains(now))
-        && c.artifacts_expire_within
-            .is_none_or(|within| artifacts_left(within, job, now).is_some())
-}
-
-/// Why the tier-0 conditions hold for a job ([`cheap_conditions_hold`] said they do): one note
-/// per condition the rule sets, starting with the job's status.
-fn cheap_notes(
-    rule: &CompiledRule,
-    job: &JobRecord,
-    index: &ProjectJobs,
-    now: Timestamp,
-) -> Vec<String> {
-    let c = &rule.conditions;
-    let mut why = vec![status_note(c, job)];
-    if let Some(tag) = c.tag {
-        why.push(flag_note(tag, "tag pipeline", "branch pipeline"));
-    }
-    if let Some(allow_failure) = c.allow_failure {
-        why.push(flag_note(
-            allow_failure,
-            "allowed to fail",
-            "not allowed to fail",
-        ));
-    }
-    if let Some(min_age) = c.older_than {
-        why.push(older_than_note(min_age, job, index, now));
-    }
-    if c.superseded.is_some() {
-        why.push(superseded_note(job, index));
-    }
-    if let Some(window) = &c.window {
-        why.push(format!("inside window {window}"));
-    }
-    if let Some(within) = c.artifacts_expire_within {
-        let left = artifacts_left(within, job, now).unwrap_or_default();
-        why.push(format!(
-            "artifacts expire in {} (artifactsExpireWithin {})",
-            HumanDuration(left),
-            HumanDuration(within)
-        ));
-    }
-    why
-}
-
-/// The note of the job's status, and of its failure reason when `failureReasons` is set.
-fn status_note(c: &Conditions, job: &JobRecord) -> String {
-    let mut note = job.status.to_string();
-    if c.failure_reasons.is_some()
-        && let Some(reason) = job.failure_reason()
-    {
-        note.push_str(" with ");
-        note.push_str(reason);
-        if let Some(alias_of) = c
-            .failure_reasons
-            .as_ref()
-            .and_then(|reasons| reasons.matched_alias_of(reason))
-        {
-            note.push_str(&format!(" (alias of {alias_of})"));
-        }
-    }
-    note
-}
-
-/// The note of a yes/no condition (`tag`, `allowFailure`) that holds: `if_true` or `if_false`
-/// as the wanted value says.
-fn flag_note(want: bool, if_true: &str, if_false: &str) -> String {
-    if want { if_true } else { if_false }.to_owned()
-}
-
-/// The note of `olderThan`: how long the job has been in its current state.
-fn older_than_note(
-    min_age: SignedDuration,
-    job: &JobRecord,
-    index: &ProjectJobs,
-    now: Timestamp,
-) -> String {
-    let (age, since) = time_in_current_state(job, index, now);
-    format!(
-        "{since} {} ago (olderThan {})",
-        HumanDuration(age),
-        HumanDuration(min_age)
-    )
-}
-
-/// The note of `superseded`: the newer pipeline on the job's ref, if any.
-fn superseded_note(job: &JobRecord, index: &ProjectJobs) -> String {
-    match index.newer_pipeline(job) {
-        Some(p) => format!("superseded by pipeline #{p} on {}", job.git_ref()),
-        None => "not superseded".to_owned(),
-    }
-}
-
-/// `artifactsExpireWithin`: how long the job's artifacts have left when they expire within
-/// `within` and have not expired yet (expired artifacts are gone: GitLab answers a keep with
-/// 404); `None` otherwise.
-fn artifacts_left(
-    within: SignedDuration,
-    job: &JobRecord,
-    now: Timestamp,
-) -> Option<SignedDuration> {
-    let left = job.artifacts_expire_at()?.get().duration_since(now);
-    (left <= within && left.is_positive()).then_some(left)
-}
-
 /// The action's own preconditions that the job's fields decide.
 fn action_applies_to_job(action: &RuleAction, job: &JobRecord, index: &ProjectJobs) -> bool {
     match action {
@@ -804,29 +669,3 @@ fn stages_succeeded(
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
-
-/// How long a job has been in its current state, as far as GitLab tells, and what that state
-/// began with. A pending job counts from when it was queued (`queued_duration`), a running one
-/// from when it started, anything else from its creation. So a manual job that was just played,
-/// or a job that was just re-queued, is not "old" because its record is. Creation is the later of
-/// the job's own and that of the newest job of its pipeline: a retry re-opens the jobs after the
-/// retried one (`skipped` → `created`) without changing their `created_at`.
-fn time_in_current_state(
-    job: &JobRecord,
-    index: &ProjectJobs,
-    now: Timestamp,
-) -> (SignedDuration, &'static str) {
-    let since_created = match index.reopened_at(job) {
-        Some(retried) => (now.duration_since(retried), "pipeline retried"),
-        None => (now.duration_since(job.created_at().get()), "created"),
-    };
-    match job.status {
-        JobStatus::Pending => job
-            .queued_at()
-            .map_or(since_created, |t| (now.duration_since(t.get()), "queued")),
-        JobStatus::Running => job
-            .started_at()
-            .map_or(since_created, |t| (now.duration_since(t.get()), "started")),
-        _ => since_created,
-    }
-}

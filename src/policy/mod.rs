@@ -2,6 +2,7 @@
 //! [`decide()`] (pure) turns a compiled policy, the observed jobs and the clock into decisions.
 
 pub mod compile;
+mod conditions;
 pub mod decide;
 pub mod delivery;
 pub mod duration;
