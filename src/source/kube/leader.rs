@@ -378,12 +378,7 @@ pub async fn run_elected<F, Fut>(
         let lost = renewer.await.unwrap_or(true);
         if shutdown.is_cancelled() {
             if !lost {
-                match lock.release().await {
-                    Ok(()) => tracing::info!(identity = %settings.identity, "released the lease"),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot release the lease; it expires on its own");
-                    }
-                }
+                release(&lock).await;
             }
             return;
         }
@@ -391,9 +386,7 @@ pub async fn run_elected<F, Fut>(
             // `lead` ended on its own; give the Lease back so that another replica can lead,
             // and wait one lease duration before campaigning again.
             tracing::warn!("the controller stopped while leading; releasing the lease");
-            if let Err(err) = lock.release().await {
-                tracing::warn!(error = %err, "cannot release the lease; it expires on its own");
-            }
+            release(&lock).await;
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(settings.duration) => {}
@@ -403,15 +396,37 @@ pub async fn run_elected<F, Fut>(
     }
 }
 
-/// Waits until this replica holds the Lease (true) or `shutdown` fires (false).
+/// How long a replica that stops waits for the apiserver to take its Lease back; after that
+/// the Lease expires on its own (a standby waits for it), and the process is not held up.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Gives the Lease up, waiting at most [`RELEASE_TIMEOUT`] for the apiserver.
+async fn release(lock: &LeaseLock) {
+    let identity = &lock.settings().identity;
+    match tokio::time::timeout(RELEASE_TIMEOUT, lock.release()).await {
+        Ok(Ok(())) => tracing::info!(%identity, "released the lease"),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "cannot release the lease; it expires on its own");
+        }
+        Err(_elapsed) => tracing::warn!(
+            timeout = ?RELEASE_TIMEOUT,
+            "the apiserver did not answer the release in time; the lease expires on its own"
+        ),
+    }
+}
+
+/// Waits until this replica holds the Lease (true) or `shutdown` fires (false), even while
+/// the apiserver has not answered an attempt.
 async fn campaign(lock: &LeaseLock, shutdown: &CancellationToken, leadership: &Leadership) -> bool {
     let settings = lock.settings();
     let mut last_holder: Option<String> = None;
     loop {
-        if shutdown.is_cancelled() {
-            return false;
-        }
-        match lock.try_acquire_or_renew().await {
+        let attempt = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return false,
+            attempt = lock.try_acquire_or_renew() => attempt,
+        };
+        match attempt {
             Ok(Attempt::Leading) => return true,
             Ok(Attempt::Following { holder }) => {
                 leadership.set(Role::Following {

@@ -260,3 +260,60 @@ async fn a_live_lease_of_another_replica_is_left_alone() {
         "no write to a lease held by another replica"
     );
 }
+
+/// Runs the election as `ME` against the scripted apiserver; `lead` waits for its term to end.
+fn elect(
+    client: kube::Client,
+) -> (
+    CancellationToken,
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let shutdown = CancellationToken::new();
+    let (led_tx, led) = tokio::sync::watch::channel(false);
+    let lock = LeaseLock::new(client, settings());
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        run_elected(lock, stop, &Leadership::new(Role::Unknown), |term| {
+            led_tx.send_replace(true);
+            async move { term.cancelled().await }
+        })
+        .await;
+    });
+    (shutdown, led, task)
+}
+
+#[tokio::test]
+async fn a_campaign_stops_at_shutdown_while_the_apiserver_has_not_answered() {
+    let (client, mut api) = mock_client();
+    let (shutdown, led, task) = elect(client);
+    let unanswered = expect(&mut api, &format!("GET {LEASE_PATH}")).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the election stops without an answer")
+        .expect("no panic");
+    assert!(
+        !*led.borrow(),
+        "a replica that never held the lease never led"
+    );
+    drop((unanswered, api));
+}
+
+#[tokio::test]
+async fn a_leader_that_stops_waits_for_the_release_only_so_long() {
+    let (client, mut api) = mock_client();
+    let (shutdown, mut led, task) = elect(client);
+    answer_lease_created(&mut api).await;
+    led.wait_for(|led| *led).await.expect("the replica leads");
+    shutdown.cancel();
+    // The release reads the Lease first; the apiserver never answers.
+    let unanswered = expect(&mut api, &format!("GET {LEASE_PATH}")).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(RELEASE_TIMEOUT + Duration::from_secs(3), task)
+        .await
+        .expect("the leader stops although the release is not answered")
+        .expect("no panic");
+    assert!(started.elapsed() >= RELEASE_TIMEOUT - Duration::from_millis(100));
+    drop((unanswered, api));
+}
