@@ -756,14 +756,20 @@ async fn with_a_selector_the_apiserver_is_asked_for_the_matching_policies_only()
     assert!(!uri.contains("labelSelector"), "{uri}");
 }
 
-#[tokio::test]
-async fn the_policies_count_as_listed_once_the_apiserver_answered_the_initial_list() {
+/// The controller of the JobPolicies in namespace `ci`, against the scripted apiserver, with
+/// `listed` as its flag; the apiserver, the controller's stop token and its task, once the
+/// controller has asked for the initial list (the request, not answered yet).
+async fn controller_in_ci(
+    listed: &watch::Sender<bool>,
+) -> (
+    crate::source::kube::test_api::Seen,
+    Handle,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let (client, mut api) = mock_client();
     let ctx = context(client.clone(), offline_engine());
     let stop = ctx.stop.clone();
-    // Left true by a previous term: a new term starts unlisted.
-    let listed = watch::Sender::new(true);
-    let mut seen = listed.subscribe();
     let controller = tokio::spawn(run(
         ctx,
         Api::namespaced(client, "ci"),
@@ -775,6 +781,15 @@ async fn the_policies_count_as_listed_once_the_apiserver_answered_the_initial_li
         "GET /apis/jobwarden.dev/v1alpha1/namespaces/ci/jobpolicies",
     )
     .await;
+    (list, api, stop, controller)
+}
+
+#[tokio::test]
+async fn the_policies_count_as_listed_once_the_apiserver_answered_the_initial_list() {
+    // Left true by a previous term: a new term starts unlisted.
+    let listed = watch::Sender::new(true);
+    let mut seen = listed.subscribe();
+    let (list, api, stop, controller) = controller_in_ci(&listed).await;
     assert!(!*listed.borrow(), "listed before the apiserver answered");
     answer_empty_policy_list(list);
     tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|listed| *listed))
@@ -790,28 +805,11 @@ async fn the_policies_count_as_listed_once_the_apiserver_answered_the_initial_li
 
 #[tokio::test]
 async fn a_term_that_ends_before_the_policies_are_listed_stops_at_once() {
-    let (client, mut api) = mock_client();
-    let ctx = context(client.clone(), offline_engine());
-    let stop = ctx.stop.clone();
     let listed = watch::Sender::new(false);
-    let controller = tokio::spawn(run(
-        ctx,
-        Api::namespaced(client, "ci"),
-        watcher_config(None),
-        listed.clone(),
-    ));
     // The apiserver has not answered the list when the term ends (a SIGTERM just after the
     // Lease was won): nothing was reconciled, so nothing is waited for.
-    let unanswered = expect(
-        &mut api,
-        "GET /apis/jobwarden.dev/v1alpha1/namespaces/ci/jobpolicies",
-    )
-    .await;
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), controller)
-        .await
-        .expect("the controller stops without the list")
-        .expect("the controller ends without panicking");
+    let (unanswered, api, stop, controller) = controller_in_ci(&listed).await;
+    stop_and_join(&stop, api, controller).await;
     assert!(!*listed.borrow());
-    drop((unanswered, api));
+    drop(unanswered);
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::source::kube::test_api::{answer_lease_created, expect, mock_client};
+use crate::source::kube::test_api::{answer_lease_created, expect, mock_client, stop_and_join};
 use serde_json::json;
 
 const ME: &str = "jobwarden-7d9f-abc";
@@ -288,16 +288,12 @@ async fn a_campaign_stops_at_shutdown_while_the_apiserver_has_not_answered() {
     let (client, mut api) = mock_client();
     let (shutdown, led, task) = elect(client);
     let unanswered = expect(&mut api, &format!("GET {LEASE_PATH}")).await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the election stops without an answer")
-        .expect("no panic");
+    stop_and_join(&shutdown, api, task).await;
     assert!(
         !*led.borrow(),
         "a replica that never held the lease never led"
     );
-    drop((unanswered, api));
+    drop(unanswered);
 }
 
 #[tokio::test]
