@@ -383,6 +383,13 @@ pub struct RuleMatch {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub older_than: Option<String>,
 
+    /// The job finished at most this long ago (Go duration; `finished_at` is within it). A job
+    /// that has not finished does not match. On a retry rule it keeps a first run, or a restart
+    /// after an outage, from re-running pipelines that failed long ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub finished_within: Option<String>,
+
     /// `true`: a newer pipeline on the same ref already has a job of the same name;
     /// `false`: no such newer job exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -201,6 +201,48 @@ async fn failure_reasons_match_their_gitlab_19_1_successors() {
     assert_eq!(w.count(RETRY), 1);
 }
 
+/// `finishedWithin` on a retry rule: a failure that finished hours ago is left alone (a first
+/// run does not re-run old pipelines), one that finished minutes ago is retried.
+#[tokio::test]
+async fn a_retry_rule_with_finished_within_leaves_old_failures_alone() {
+    let w = World::start(MONDAY_MORNING).await;
+    let stuck = || {
+        vec![
+            JobSpec::new("build", "build", "failed")
+                .failed_with("stuck_or_timeout_failure")
+                .aged(Duration::from_secs(600)),
+        ]
+    };
+    let old = w.pipeline("main", false, stuck());
+    w.advance(3 * 3600);
+    let fresh = w.pipeline("feature", false, stuck());
+    w.advance(120);
+    let policy = w.policy(
+        "  rules:
+    - name: retry-recent
+      match:
+        failureReasons: [stuck_or_timeout_failure]
+        finishedWithin: 1h
+      retry: {limit: 2}
+",
+    );
+    let engine = w.engine();
+    let report = w.run(&engine, &policy).await;
+    assert_eq!(outcomes(&report, "retry"), ["succeeded"]);
+    assert_eq!(report.actions[0].job_id, fresh[0]);
+    assert!(
+        report.actions[0].reason.contains("finishedWithin 1h"),
+        "{:?}",
+        report.actions[0].reason
+    );
+    // Later runs do not come back to the old failure either.
+    w.advance(60);
+    let report = w.run(&engine, &policy).await;
+    assert!(outcomes(&report, "retry").is_empty(), "{report:#?}");
+    assert_eq!(w.status(old[0]), "failed");
+    assert_eq!(w.count(RETRY), 1);
+}
+
 #[tokio::test]
 async fn stale_jobs_are_cancelled_and_fresh_ones_are_not() {
     let w = World::start(MONDAY_MORNING).await;

@@ -130,6 +130,7 @@ pub struct Conditions {
     pub tag: Option<bool>,
     pub allow_failure: Option<bool>,
     pub older_than: Option<SignedDuration>,
+    pub finished_within: Option<SignedDuration>,
     pub superseded: Option<bool>,
     pub stages_succeeded: Vec<String>,
     pub window: Option<Window>,
@@ -704,6 +705,10 @@ fn compile_match(m: &RuleMatch, path: &str, errors: &mut Errors) -> Conditions {
         .older_than
         .as_deref()
         .and_then(|d| compile_duration(d, &format!("{path}.olderThan"), errors));
+    let finished_within = m
+        .finished_within
+        .as_deref()
+        .and_then(|d| compile_duration(d, &format!("{path}.finishedWithin"), errors));
     let artifacts_expire_within = m
         .artifacts_expire_within
         .as_deref()
@@ -729,6 +734,7 @@ fn compile_match(m: &RuleMatch, path: &str, errors: &mut Errors) -> Conditions {
         tag: m.tag,
         allow_failure: m.allow_failure,
         older_than,
+        finished_within,
         superseded: m.superseded,
         stages_succeeded,
         window,

@@ -291,3 +291,26 @@ fn bad_groups_and_exclusions_are_reported_by_field() {
         ]
     );
 }
+
+#[test]
+fn finished_within_is_compiled_and_a_bad_one_is_named() {
+    let p = compile(
+        PolicyKey::new("ci", "p"),
+        &spec(&format!(
+            "{BASE}rules: [{{name: r, match: {{statuses: [failed], finishedWithin: 1h30m}}, retry: {{limit: 1}}}}]"
+        )),
+    )
+    .expect("compiles");
+    assert_eq!(
+        p.rules[0].conditions.finished_within,
+        Some(SignedDuration::from_mins(90))
+    );
+    let got = errors(&format!(
+        "{BASE}rules: [{{name: r, match: {{finishedWithin: 3d}}, retry: {{limit: 1}}}}]"
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("spec.rules[0].match.finishedWithin: invalid duration \"3d\""),
+        "{got:?}"
+    );
+}

@@ -16,6 +16,8 @@ pub(super) fn hold(c: &Conditions, job: &JobRecord, index: &ProjectJobs, now: Ti
     fields_hold(c, job)
         && c.older_than
             .is_none_or(|min_age| time_in_current_state(job, index, now).0 >= min_age)
+        && c.finished_within
+            .is_none_or(|within| finished_ago(within, job, now).is_some())
         && c.superseded
             .is_none_or(|want| index.newer_pipeline(job).is_some() == want)
         && c.window.as_ref().is_none_or(|window| window.contains(now))
@@ -57,6 +59,14 @@ pub(super) fn notes(
     }
     if let Some(min_age) = c.older_than {
         why.push(older_than_note(min_age, job, index, now));
+    }
+    if let Some(within) = c.finished_within {
+        let ago = finished_ago(within, job, now).unwrap_or_default();
+        why.push(format!(
+            "finished {} ago (finishedWithin {})",
+            HumanDuration(ago),
+            HumanDuration(within)
+        ));
     }
     if c.superseded.is_some() {
         why.push(superseded_note(job, index));
@@ -133,6 +143,26 @@ fn artifacts_left(
 ) -> Option<SignedDuration> {
     let left = job.artifacts_expire_at()?.get().duration_since(now);
     (left <= within && left.is_positive()).then_some(left)
+}
+
+/// `finishedWithin`: how long ago the job finished, when that is at most `within`; `None` for a
+/// job that finished longer ago or has not finished.
+pub(super) fn finished_ago(
+    within: SignedDuration,
+    job: &JobRecord,
+    now: Timestamp,
+) -> Option<SignedDuration> {
+    let ago = now.duration_since(job.finished_at()?.get());
+    (ago <= within).then_some(ago)
+}
+
+/// True when `c` has `finishedWithin` and the job finished longer ago than that: time only moves
+/// on, so the rule can never act on it.
+pub(super) fn finished_too_long_ago(c: &Conditions, job: &JobRecord, now: Timestamp) -> bool {
+    c.finished_within.is_some_and(|within| {
+        job.finished_at()
+            .is_some_and(|at| now.duration_since(at.get()) > within)
+    })
 }
 
 /// How long a job has been in its current state, as far as GitLab tells, and what that state

@@ -290,7 +290,8 @@ impl Reach {
 
 /// True when some rule of `policy` may act on `job`, now or later: the job is within the rule's
 /// reach, passes `spec.jobs`, the conditions of the rule that only the job's own fields decide
-/// hold, and the rule's action can still apply to it. Conditions of time (`olderThan`, windows,
+/// hold, `finishedWithin` (which can only stop holding) has not run out, and the rule's action
+/// can still apply to it. The other conditions of time (`olderThan`, windows,
 /// `artifactsExpireWithin`), of the pipeline and of the log may come to hold later and are
 /// taken to hold. The engine keeps a finished job only while this is true for a policy that
 /// watches its project.
@@ -350,6 +351,7 @@ fn rule_may_act_on(
 ) -> bool {
     job.created_at().get() >= reach.start_for(rule)
         && conditions::fields_hold(&rule.conditions, job)
+        && !conditions::finished_too_long_ago(&rule.conditions, job, reach.now)
         && action_applies_to_job(&rule.action, job, jobs)
 }
 

@@ -126,6 +126,61 @@ fn older_than_counts_from_creation_inclusive() {
 }
 
 #[test]
+fn finished_within_retries_only_recent_failures() {
+    let p = policy(
+        "rules: [{name: r, match: {failureReasons: [stuck_or_timeout_failure], finishedWithin: 1h}, retry: {limit: 2}}]",
+    );
+    let finished = |id: u64, ago: i64| {
+        let mut j = failed(id, id * 10, "build", "stuck_or_timeout_failure");
+        j.set_finished_at(Some((now() - mins(ago)).into()));
+        j
+    };
+    // Three days ago, a minute past the hour, exactly the hour, ten minutes ago.
+    let w = World::new(vec![
+        finished(1, 3 * 24 * 60),
+        finished(2, 61),
+        finished(3, 60),
+        finished(4, 10),
+    ]);
+    let d = decide_all(&p, &w, now());
+    assert_eq!(ids(&d), vec![3, 4], "within the hour, its bound included");
+    assert_eq!(
+        d[1].reason,
+        "failed with stuck_or_timeout_failure; finished 10m ago (finishedWithin 1h); attempt 1 of 3"
+    );
+
+    // A job that has not finished has no `finished_at`: it does not match.
+    let cancel = policy("rules: [{name: r, match: {finishedWithin: 1h}, cancel: {}}]");
+    let d = decide_all(
+        &cancel,
+        &World::new(vec![job(5, 50, "test", Running)]),
+        now(),
+    );
+    assert!(d.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn a_failure_past_finished_within_is_not_kept_for_later() {
+    // Time only moves on: a failure that finished before the window can never be retried by the
+    // rule, so the engine need not hold it; a recent one may still be.
+    let p = policy(
+        "rules: [{name: r, match: {statuses: [failed], finishedWithin: 1h}, retry: {limit: 2}}]",
+    );
+    let mut old = failed(1, 10, "build", "stuck_or_timeout_failure");
+    old.set_finished_at(Some((now() - mins(61)).into()));
+    let mut recent = failed(2, 20, "build", "stuck_or_timeout_failure");
+    recent.set_finished_at(Some((now() - mins(59)).into()));
+    let w = World::new(vec![old.clone(), recent.clone()]);
+    let reach = Reach {
+        now: now(),
+        history_start: now() - mins(72 * 60),
+        artifacts_start: now() - mins(30 * 24 * 60),
+    };
+    assert!(!may_act_on(&p, &w.jobs, &old, &reach));
+    assert!(may_act_on(&p, &w.jobs, &recent, &reach));
+}
+
+#[test]
 fn older_than_counts_a_pending_job_from_when_it_was_queued() {
     // A manual job created hours ago and played a minute ago is not stale.
     let p = policy(
