@@ -17,7 +17,9 @@ What one pass does, for each project in turn:
    retry, and reading every page of a busy project on every pass would be wasteful.
 2. Keep the failures whose reason is `stuck_or_timeout_failure` or one of the granular reasons
    GitLab 19.1+ reports instead of it (the same set a jobwarden rule naming
-   `stuck_or_timeout_failure` matches), the newest failed attempt per pipeline and job name.
+   `stuck_or_timeout_failure` matches), the newest failed attempt per pipeline and job name,
+   and with `--finished-within-minutes M` only those that finished at most M minutes ago (what
+   a jobwarden rule with `finishedWithin: Mm` retries; 0, the default, keeps every one).
 3. For each pipeline holding such a failure, list its jobs once with `include_retried=True`:
    the attempts of a job are the jobs of that name in the pipeline. A failure is retried when
    it is still the newest attempt (nobody retried it yet) and fewer than `--retry-limit` (2)
@@ -75,6 +77,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--passes", type=int, default=0, help="passes to run (0 = forever)")
     parser.add_argument("--retry-limit", type=int, default=2, help="retries beyond the first attempt")
     parser.add_argument("--history-hours", type=float, default=72.0, help="ignore older jobs")
+    parser.add_argument(
+        "--finished-within-minutes",
+        type=float,
+        default=0.0,
+        help="retry only failures that finished at most this long ago (0 = any)",
+    )
     args = parser.parse_args(argv)
     if args.projects_file:
         with open(args.projects_file, encoding="utf-8") as handle:
@@ -84,12 +92,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def timestamp(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
 def created_at(job) -> datetime:
-    return datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+    return timestamp(job.created_at)
 
 
-def recent_stuck_failures(project, cutoff: datetime) -> list:
-    """The newest failed attempt per (pipeline, name) among recent stuck/timed-out failures."""
+def finished_since(job, finished_cutoff: datetime | None) -> bool:
+    """True when there is no window, or the job finished inside it."""
+    if finished_cutoff is None:
+        return True
+    return job.finished_at is not None and timestamp(job.finished_at) >= finished_cutoff
+
+
+def recent_stuck_failures(project, cutoff: datetime, finished_cutoff: datetime | None) -> list:
+    """The newest failed attempt per (pipeline, name) among recent stuck/timed-out failures,
+    those that finished before `finished_cutoff` (when given) left out."""
     newest: dict[tuple[int, str], object] = {}
     for job in project.jobs.list(scope="failed", iterator=True, per_page=100):
         if created_at(job) < cutoff:
@@ -99,7 +119,7 @@ def recent_stuck_failures(project, cutoff: datetime) -> list:
         key = (job.pipeline["id"], job.name)
         if key not in newest or job.id > newest[key].id:
             newest[key] = job
-    return list(newest.values())
+    return [job for job in newest.values() if finished_since(job, finished_cutoff)]
 
 
 def attempts_by_name(project, pipeline_id: int) -> dict[str, tuple[int, int]]:
@@ -113,11 +133,15 @@ def attempts_by_name(project, pipeline_id: int) -> dict[str, tuple[int, int]]:
 
 
 def retry_project(
-    gl: gitlab.Gitlab, project_ref: str, cutoff: datetime, limit: int
+    gl: gitlab.Gitlab,
+    project_ref: str,
+    cutoff: datetime,
+    finished_cutoff: datetime | None,
+    limit: int,
 ) -> tuple[int, int, int]:
     """One project: returns (candidates, retried, failed retries)."""
     project = gl.projects.get(project_ref, lazy=True)
-    failures = recent_stuck_failures(project, cutoff)
+    failures = recent_stuck_failures(project, cutoff, finished_cutoff)
     by_pipeline: dict[int, list] = defaultdict(list)
     for job in failures:
         by_pipeline[job.pipeline["id"]].append(job)
@@ -139,11 +163,19 @@ def retry_project(
 
 def one_pass(gl: gitlab.Gitlab, args: argparse.Namespace, number: int) -> dict:
     started = time.monotonic()
-    cutoff = datetime.now(timezone.utc) - timedelta(hours=args.history_hours)
+    now = datetime.now(timezone.utc)
+    cutoff = now - timedelta(hours=args.history_hours)
+    finished_cutoff = (
+        now - timedelta(minutes=args.finished_within_minutes)
+        if args.finished_within_minutes > 0
+        else None
+    )
     candidates = retried = errors = 0
     for project_ref in args.projects:
         try:
-            found, done, failed = retry_project(gl, project_ref, cutoff, args.retry_limit)
+            found, done, failed = retry_project(
+                gl, project_ref, cutoff, finished_cutoff, args.retry_limit
+            )
         except GitlabError as err:
             errors += 1
             print(f"project {project_ref}: {err}", file=sys.stderr)

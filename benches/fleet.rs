@@ -10,7 +10,8 @@
 //!
 //! 1. **jobwarden**, once per mode of `BENCH_MODES` (`polling,webhook`): `jobwarden run --policies
 //!    DIR` (its own process) runs the generated policies (see `fleet/policies.rs`: retry stuck
-//!    jobs, cancel stale ones, keep release artifacts) every `BENCH_INTERVAL_SECS` (30). In
+//!    jobs that failed within the last `BENCH_RETRY_FINISHED_WITHIN_MINS` (60), cancel stale
+//!    ones, keep release artifacts) every `BENCH_INTERVAL_SECS` (30). In
 //!    **webhook** mode the simulator delivers Job Hooks for every project to jobwarden (`simulate
 //!    --webhook-url http://127.0.0.1:<port>/webhook`, its token in `JOBWARDEN_SIM_WEBHOOK_TOKEN`;
 //!    `run --webhook-listen 127.0.0.1:<port>`, the same token in `JOBWARDEN_WEBHOOK_TOKEN`) and the
@@ -25,8 +26,8 @@
 //!    `/proc/PID/stat`) and the simulator's request counters (`/-/sim/counters`); after the last
 //!    steady run, one more run gives the last failures their chance, then the bench reads the
 //!    simulator's request log and jobwarden's peak RSS (`VmHWM`).
-//! 2. **baseline**: the Python script in a loop with the same interval, measured the same way
-//!    (a run is one pass).
+//! 2. **baseline**: the Python script in a loop with the same interval and the same retry
+//!    window (`--finished-within-minutes`), measured the same way (a run is one pass).
 //! 3. **first action** under GitLab.com's limits: a simulator with `--jobs-rate-limit 600
 //!    --api-rate-limit 2000`, jobwarden with its default budget (600 requests a minute); the
 //!    seconds from starting jobwarden to the first action request (POST) the simulator counts,
@@ -58,7 +59,10 @@
 //! that webhook mode leaves out, while the deliveries of the first run's backlog actions are
 //! read and count as signs that the projects' hooks work),
 //! `BENCH_INTERVAL_SECS` (30), `BENCH_RESYNC_FACTOR` (10),
-//! `BENCH_FAILURES_PER_PROJECT_HOUR` (4), `BENCH_PROJECTS_PER_POLICY` (500), `BENCH_SEED` (7),
+//! `BENCH_FAILURES_PER_PROJECT_HOUR` (4), `BENCH_RETRY_FINISHED_WITHIN_MINS` (60; 0 = both
+//! tools retry every stuck failure of the fleet's three days, a backlog of about 18 per project
+//! on `5000x200` whose aftermath the steady runs then measure), `BENCH_PROJECTS_PER_POLICY`
+//! (500), `BENCH_SEED` (7),
 //! `BENCH_LATENCY_WINDOW_SECS` (120), `BENCH_RUN_TIMEOUT_SECS` (1800), `BENCH_PYTHON`
 //! (`python3`), `BENCH_DECIDE_PROJECTS` (500), `BENCH_KEEP_LOGS` (set to keep the processes'
 //! logs and the generated policies), `BENCH_SHARDS` (unset; `N`: instead of all the above,

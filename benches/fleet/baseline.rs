@@ -50,6 +50,7 @@ impl Baseline {
         url: &str,
         projects: u32,
         interval_secs: u64,
+        finished_within_mins: Option<u64>,
         log_dir: &Path,
     ) -> Result<Baseline, String> {
         let list = log_dir.join("baseline-projects.txt");
@@ -62,6 +63,10 @@ impl Baseline {
             .args(["--url", url, "--projects-file"])
             .arg(&list)
             .args(["--interval", &interval_secs.to_string()])
+            .args([
+                "--finished-within-minutes",
+                &finished_within_mins.unwrap_or(0).to_string(),
+            ])
             .env("GITLAB_TOKEN", TOKEN);
         let child = Child::spawn("baseline", command, log_dir)?;
         Ok(Baseline {

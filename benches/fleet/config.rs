@@ -114,6 +114,11 @@ pub struct BenchConfig {
     /// while a tool runs, per project and hour (default 4, about the fleet's own steady rate;
     /// 0 = none).
     pub failures_per_project_hour: f64,
+    /// `BENCH_RETRY_FINISHED_WITHIN_MINS`: both tools retry only the failures that finished at
+    /// most this many minutes ago: the retry policy's `finishedWithin`, the baseline's
+    /// `--finished-within-minutes` (default 60; 0 = every failure of the history, so that the
+    /// first run retries the fleet's three days of stuck jobs).
+    pub retry_finished_within_mins: u64,
     /// `BENCH_SHARDS`: measure each fleet with one process and with this many shard processes
     /// (and nothing else). Unset: the polling, webhook and baseline measurements.
     pub shards: Option<u32>,
@@ -182,6 +187,7 @@ impl BenchConfig {
                 usize::try_from(resync_factor).unwrap_or(usize::MAX),
             )?,
             failures_per_project_hour: number("BENCH_FAILURES_PER_PROJECT_HOUR", 4.0)?,
+            retry_finished_within_mins: number("BENCH_RETRY_FINISHED_WITHIN_MINS", 60)?,
             shards: match var("BENCH_SHARDS") {
                 None => None,
                 Some(_) => Some(number("BENCH_SHARDS", 4)?),
@@ -204,6 +210,11 @@ impl BenchConfig {
             Mode::Polling => 0,
             Mode::Webhook => self.webhook_warmup_runs,
         }
+    }
+
+    /// The retry window of both tools, in minutes (`None`: every failure of the history).
+    pub fn retry_window_mins(&self) -> Option<u64> {
+        (self.retry_finished_within_mins > 0).then_some(self.retry_finished_within_mins)
     }
 
     /// The policies' `resyncInterval` in `mode`, in seconds.

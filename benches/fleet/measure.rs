@@ -189,6 +189,7 @@ fn write_policies(
         config.projects_per_policy,
         config.interval_secs,
         config.resync_secs(mode),
+        config.retry_window_mins(),
     )
 }
 
@@ -391,6 +392,7 @@ pub fn baseline(
         &sim.url(),
         size.projects,
         config.interval_secs,
+        config.retry_window_mins(),
         dir,
     )?;
     let injector = Injector::start(

@@ -3,8 +3,9 @@
 //! Three policies per slice of at most `BENCH_PROJECTS_PER_POLICY` projects, after the
 //! examples in `deploy/examples/`:
 //! * `retry-stuck-<n>`: retry jobs that failed as `stuck_or_timeout_failure` (and the GitLab
-//!   19.1+ reasons it covers), at most 2 retries, no backoff: exactly what the Python baseline
-//!   does;
+//!   19.1+ reasons it covers) and finished within the last `BENCH_RETRY_FINISHED_WITHIN_MINS`
+//!   (`finishedWithin`; no window when 0), at most 2 retries, no backoff: exactly what the
+//!   Python baseline does;
 //! * `cancel-stale-<n>`: superseded build/test jobs, and jobs created, pending or waiting for a
 //!   resource for more than 30 minutes (`cancel-stale.yaml`'s rules as they were before the
 //!   example left `created` jobs out);
@@ -26,6 +27,8 @@ struct Slice<'a> {
     interval_secs: u64,
     /// `resyncInterval` (webhook mode).
     resync_secs: Option<u64>,
+    /// The retry rule's `finishedWithin`, in minutes.
+    retry_window_mins: Option<u64>,
 }
 
 /// `(policy name prefix, rules)`.
@@ -36,7 +39,7 @@ const RULES: [(&str, &str); 3] = [
       match:
         statuses: [failed]
         failureReasons: [stuck_or_timeout_failure]
-      retry:
+{retry_window}      retry:
         limit: 2
 ",
     ),
@@ -71,6 +74,11 @@ const RULES: [(&str, &str); 3] = [
 
 impl Slice<'_> {
     fn manifest(&self, prefix: &str, rules: &str) -> String {
+        let retry_window = self
+            .retry_window_mins
+            .map(|m| format!("        finishedWithin: {m}m\n"))
+            .unwrap_or_default();
+        let rules = rules.replace("{retry_window}", &retry_window);
         let projects: Vec<String> = self.projects.iter().map(|p| format!("\"{p}\"")).collect();
         let n = u32::try_from(self.projects.len()).unwrap_or(u32::MAX);
         let per_run = n.saturating_mul(20).min(10_000);
@@ -105,7 +113,8 @@ spec:
 }
 
 /// Writes the policies for projects `1..=projects` into `dir`; returns their names.
-/// `resync_secs` gives them a `resyncInterval` (webhook mode).
+/// `resync_secs` gives them a `resyncInterval` (webhook mode), `retry_window_mins` the retry
+/// rule a `finishedWithin`.
 pub fn write(
     dir: &Path,
     url: &str,
@@ -113,6 +122,7 @@ pub fn write(
     per_policy: u32,
     interval_secs: u64,
     resync_secs: Option<u64>,
+    retry_window_mins: Option<u64>,
 ) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
     let ids: Vec<u32> = (1..=projects).collect();
@@ -124,6 +134,7 @@ pub fn write(
             projects: chunk,
             interval_secs,
             resync_secs,
+            retry_window_mins,
         };
         for (prefix, rules) in RULES {
             let name = format!("{prefix}-{index}");

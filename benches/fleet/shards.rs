@@ -97,6 +97,7 @@ fn start(
         config.projects_per_policy,
         config.interval_secs,
         config.resync_secs(Mode::Polling),
+        config.retry_window_mins(),
     )?;
     let shard = |index: u32| (replicas > 1).then_some((index, replicas));
     let jobwardens = (0..replicas)
