@@ -8,6 +8,7 @@ mod engine_world;
 
 use engine_world::*;
 use jobwarden::crd::ActionKind;
+use jobwarden::engine::observe::REACHED_BLOCKED_EVERY;
 use jobwarden::engine::{Engine, Outcome, OutcomeKind, RunMode, RunReport};
 use jobwarden::policy::CompiledPolicy;
 use jobwarden::sim::JobSpec;
@@ -1133,7 +1134,8 @@ fn manual_release_job(w: &World) -> u64 {
 
 /// Found by the fleet bench (issue 9): a manual job is played and fails under the id it had,
 /// below the low-water mark that newer jobs moved past it. No policy targets blocked statuses,
-/// so no manual listing follows it: the listing must reach it, without a request more.
+/// so no manual listing follows it: the listing must reach it, without a request more, within
+/// `REACHED_BLOCKED_EVERY` (the syncs between stop at the newer jobs).
 #[tokio::test]
 async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
     let w = World::start(MONDAY_MORNING).await;
@@ -1155,7 +1157,9 @@ async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
     w.play_and_fail_as_stuck(release);
     let listings = w.count(LIST_JOBS);
     let mut retried = 0;
-    for _ in 0..3 {
+    // Runs 20 s apart for the period and one interval more.
+    let runs = REACHED_BLOCKED_EVERY.as_secs() / 20 + 1;
+    for _ in 0..runs {
         w.advance(20);
         let report = w.run(&engine, &policy).await;
         retried += outcomes(&report, "retry").len();
@@ -1163,8 +1167,39 @@ async fn a_played_manual_job_that_fails_below_the_low_water_mark_is_retried() {
     assert_eq!(retried, 1, "the played job's failure is retried");
     assert_eq!(
         w.count(LIST_JOBS) - listings,
-        3,
+        runs as u64,
         "one listing per run: the manual job was within its reach"
+    );
+}
+
+/// A busy project keeps a manual job a day back among its newest 100 jobs. The listing goes
+/// down to it every `REACHED_BLOCKED_EVERY`, not at every sync: the syncs between ask for the
+/// few newest jobs instead of a page of old ones.
+#[tokio::test]
+async fn a_manual_job_within_reach_is_read_every_two_minutes_not_at_every_sync() {
+    let w = World::start(MONDAY_MORNING).await;
+    let engine = w.engine();
+    let policy = w.policy(RETRY_STUCK);
+    manual_release_job(&w);
+    // 60 newer jobs: the manual job is within a page of the newest.
+    newer_finished_jobs(&w, 60);
+    w.run(&engine, &policy).await;
+    w.ctl.reset_log();
+    let runs = 2 * REACHED_BLOCKED_EVERY.as_secs() / 20;
+    for _ in 0..runs {
+        w.advance(20);
+        w.run(&engine, &policy).await;
+    }
+    let sizes = listing_page_sizes(&w);
+    assert_eq!(sizes.len() as i64, runs, "one listing per run: {sizes:?}");
+    let deep = sizes.iter().filter(|&&n| n > 60).count();
+    assert!(
+        (1..=2).contains(&deep),
+        "down to the manual job once or twice in two periods: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|&n| n > 60 || n <= 10),
+        "the other listings ask for a few jobs: {sizes:?}"
     );
 }
 

@@ -8,10 +8,12 @@
 //! it is the last), so a quiet project costs one request. Jobs that can wait for weeks
 //! (`manual`, `scheduled`) are played or canceled under the id they have, so only a listing
 //! that reaches them sees them move: they hold the mark while the jobs above them fit in one
-//! page (the listing then reaches them at no extra request), and further back they are followed
-//! through their own `scope[]` listing, at every sync when a policy targets blocked statuses,
-//! else at most every [`UNREACHED_BLOCKED_EVERY`] (every [`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`]
-//! while the project's Job Hook is healthy).
+//! page (the listing then reaches them at no extra request, every [`REACHED_BLOCKED_EVERY`]:
+//! the syncs between stop at the oldest unfinished job, and read a few jobs instead of up to a
+//! page of old ones), and further back they are followed through their own `scope[]` listing,
+//! at every sync when a policy targets blocked statuses, else at most every
+//! [`UNREACHED_BLOCKED_EVERY`] (both every [`UNREACHED_BLOCKED_EVERY_WITH_HOOKS`] while the
+//! project's Job Hook is healthy: a played job is delivered).
 //!
 //! # What is kept
 //! - Every unfinished job, whatever its age: the first sync lists the unfinished statuses through
@@ -79,6 +81,13 @@ const WAKE_AHEAD: SignedDuration = SignedDuration::from_hours(1);
 /// weeks after it was created, which may wait this long.
 pub const UNREACHED_BLOCKED_EVERY: SignedDuration = SignedDuration::from_mins(10);
 
+/// How often a sync's listing goes down to the blocked jobs within its reach, when no watching
+/// policy targets blocked statuses: only to see one played (and finished) under the id it had.
+/// The syncs between stop at the oldest unfinished job. On a busy project that spares reading
+/// up to a page of old jobs (about 240 KB of JSON) at every sync to find that a manual job of a
+/// day ago is still manual.
+pub const REACHED_BLOCKED_EVERY: SignedDuration = SignedDuration::from_mins(2);
+
 /// The same while the project's Job Hook is healthy: a played job's delivery already marks its
 /// held record stale (nothing is decided on it before it is read again), so the listing only
 /// lets the record go.
@@ -104,6 +113,15 @@ impl SyncOptions {
             UNREACHED_BLOCKED_EVERY_WITH_HOOKS
         } else {
             UNREACHED_BLOCKED_EVERY
+        }
+    }
+
+    /// How often the listing goes down to the blocked jobs within its reach.
+    fn reached_blocked_every(self) -> SignedDuration {
+        if self.hook_healthy {
+            UNREACHED_BLOCKED_EVERY_WITH_HOOKS
+        } else {
+            REACHED_BLOCKED_EVERY
         }
     }
 }
@@ -203,6 +221,8 @@ pub struct ProjectObserver {
     relist: bool,
     /// When manual and scheduled jobs were last listed through their own `scope[]`.
     blocked_listed_at: Option<Timestamp>,
+    /// When a sync's listing last went down to the blocked jobs within its reach.
+    blocked_reached_at: Option<Timestamp>,
     /// Blocked jobs below this id are beyond the listing's reach: they no longer hold the mark
     /// (how many jobs lie above them is not known any more once the mark has passed them).
     blocked_reach_floor: u64,
@@ -239,6 +259,7 @@ impl ProjectObserver {
             counting_since: Timestamp::MIN,
             relist: false,
             blocked_listed_at: None,
+            blocked_reached_at: None,
             blocked_reach_floor: 0,
             stale: HashSet::new(),
             retried_pipelines: Vec::new(),
@@ -365,12 +386,7 @@ impl ProjectObserver {
     /// the newest jobs known. A blocked job further back does not hold the mark, then or ever
     /// after: paging down to it would re-read every newer job at each sync.
     pub fn low_water_mark(&self) -> Option<u64> {
-        let alive = self
-            .jobs
-            .from_id(0)
-            .find(|j| !j.status.is_completed() && !j.status.is_blocked())
-            .map(|j| j.id)
-            .or(self.newest_seen);
+        let alive = self.unfinished_mark();
         let blocked_in_reach = self
             .jobs
             .from_id(self.blocked_reach_floor)
@@ -381,6 +397,17 @@ impl ProjectObserver {
             (Some(alive), Some(blocked)) => Some(alive.min(blocked)),
             (alive, blocked) => alive.or(blocked),
         }
+    }
+
+    /// The low-water mark without the blocked jobs: the oldest unfinished job that is not
+    /// blocked, or the newest id seen when none is. A sync whose listing need not go down to
+    /// the blocked jobs in its reach stops here.
+    fn unfinished_mark(&self) -> Option<u64> {
+        self.jobs
+            .from_id(0)
+            .find(|j| !j.status.is_completed() && !j.status.is_blocked())
+            .map(|j| j.id)
+            .or(self.newest_seen)
     }
 
     /// How many jobs with an id of at least `id` are known (kept or settled).
@@ -441,6 +468,8 @@ impl ProjectObserver {
             // for it in the same run.
             let offset = blocked_listing_offset(&self.project, options.unreached_blocked_every());
             self.blocked_listed_at = now.checked_sub(offset).ok();
+            let offset = blocked_listing_offset(&self.project, options.reached_blocked_every());
+            self.blocked_reached_at = now.checked_sub(offset).ok();
         }
         let relist = !first && std::mem::take(&mut self.relist);
         if relist {
@@ -451,7 +480,7 @@ impl ProjectObserver {
         let listed_down_to = if first || relist {
             self.list_to_horizon(client, first, &mut run).await?
         } else {
-            self.list_changes(client, &mut run).await?
+            self.list_changes(client, now, options, &mut run).await?
         };
         self.follow_beyond_listing(client, listed_down_to, now, options, &mut run)
             .await?;
@@ -495,10 +524,14 @@ impl ProjectObserver {
 
     /// Lists what changed since the last sync: down to the low-water mark when the jobs above
     /// it fit in a page, else the new jobs and the unfinished ones through their scope. Returns
-    /// the smallest id the listing covered.
+    /// the smallest id the listing covered: a blocked job that holds the mark counts as covered
+    /// between the syncs that go down to it ([`REACHED_BLOCKED_EVERY`]), which stop at the
+    /// oldest unfinished job instead (sooner when a delivery said a held job moved).
     async fn list_changes(
         &mut self,
         client: &GitLabClient,
+        now: Timestamp,
+        options: SyncOptions,
         run: &mut Sync,
     ) -> Result<u64, GitLabError> {
         let mark = self.low_water_mark();
@@ -506,9 +539,21 @@ impl ProjectObserver {
         let arrivals = page_for(self.recent_arrivals);
         match mark {
             Some(mark) if behind_mark <= PER_PAGE => {
-                let first_page = page_for(behind_mark + self.recent_arrivals);
-                self.sync_down_to_mark(client, mark, first_page, run)
+                let reach_blocked = self.has_stale()
+                    || self
+                        .blocked_reached_at
+                        .is_none_or(|at| now.duration_since(at) >= options.reached_blocked_every());
+                let stop = if reach_blocked {
+                    mark
+                } else {
+                    self.unfinished_mark().map_or(mark, |m| m.max(mark))
+                };
+                let first_page = page_for(self.known_from(stop) + self.recent_arrivals);
+                self.sync_down_to_mark(client, stop, first_page, run)
                     .await?;
+                if reach_blocked {
+                    self.blocked_reached_at = Some(now);
+                }
                 Ok(mark)
             }
             Some(_) => {
