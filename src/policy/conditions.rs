@@ -160,8 +160,7 @@ pub(super) fn finished_ago(
 /// on, so the rule can never act on it.
 pub(super) fn finished_too_long_ago(c: &Conditions, job: &JobRecord, now: Timestamp) -> bool {
     c.finished_within.is_some_and(|within| {
-        job.finished_at()
-            .is_some_and(|at| now.duration_since(at.get()) > within)
+        job.finished_at().is_some() && finished_ago(within, job, now).is_none()
     })
 }
 
