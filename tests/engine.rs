@@ -1391,3 +1391,63 @@ async fn a_job_reopened_by_a_retry_below_the_low_water_mark_is_followed_and_retr
         "the retried pipeline's unfinished jobs are listed once, after the retried build passed"
     );
 }
+
+/// Found by the fleet bench in webhook mode: a held unfinished job can be newer than every job a
+/// listing saw (here one read for a delivery; a retry's new attempt is another). A sync that
+/// stopped at it never listed the job created between the last listing and it, which then
+/// failed unseen.
+#[tokio::test]
+async fn a_sync_lists_every_job_newer_than_the_last_listing_even_below_a_held_newer_one() {
+    use jobwarden::engine::observe::{ProjectObserver, SyncOptions};
+    use jobwarden::gitlab::models::{JobStatus, ProjectRef};
+    use jobwarden::gitlab::records::JobWire;
+    use jobwarden::gitlab::{ClientConfig, Credential, GitLabClient};
+    let w = World::start(MONDAY_MORNING).await;
+    let client = GitLabClient::new(ClientConfig::new(
+        w.sim.base_url(),
+        Some(Credential::PrivateToken(TOKEN.into())),
+    ))
+    .expect("client");
+    let project = ProjectRef::Id(w.project);
+    let now = || w.ctl.now();
+    let clock: jobwarden::engine::Clock = {
+        let ctl = w.ctl.clone();
+        std::sync::Arc::new(move || ctl.now())
+    };
+    let options = SyncOptions {
+        follow_blocked: false,
+        hook_healthy: false,
+    };
+    let mut observer = ProjectObserver::new(project.clone(), jiff::SignedDuration::from_hours(72));
+    w.pipeline("main", false, vec![JobSpec::new("lint", "test", "success")]);
+    observer
+        .sync(&client, now(), &clock, options)
+        .await
+        .expect("first sync");
+    // After that listing: a running job, then a newer pending one that jobwarden reads by id.
+    let running = w.pipeline(
+        "main",
+        false,
+        vec![JobSpec::new("build", "build", "running")],
+    )[0];
+    let read = w.pipeline("main", false, vec![JobSpec::new("test", "test", "pending")])[0];
+    let wire: JobWire = client.get_job_as(&project, read).await.expect("read");
+    observer.update_job(wire, now());
+    w.ctl.set_job_status(
+        w.project,
+        running,
+        "failed",
+        Some("stuck_or_timeout_failure"),
+    );
+    w.advance(30);
+    observer
+        .sync(&client, now(), &clock, options)
+        .await
+        .expect("second sync");
+    let seen = observer.jobs().newest_first().find(|j| j.id == running);
+    assert_eq!(
+        seen.map(|j| j.status),
+        Some(JobStatus::Failed),
+        "the job between the last listing and the held one is listed"
+    );
+}

@@ -400,14 +400,20 @@ impl ProjectObserver {
     }
 
     /// The low-water mark without the blocked jobs: the oldest unfinished job that is not
-    /// blocked, or the newest id seen when none is. A sync whose listing need not go down to
-    /// the blocked jobs in its reach stops here.
+    /// blocked, or the newest id a listing saw when that is older. A held unfinished job can be
+    /// newer than every listed one (a retry's new attempt, a job read for a delivery): a sync
+    /// that stopped at it would never list the jobs created between the last listing and it.
+    /// A sync whose listing need not go down to the blocked jobs in its reach stops here.
     fn unfinished_mark(&self) -> Option<u64> {
-        self.jobs
+        let oldest_unfinished = self
+            .jobs
             .from_id(0)
             .find(|j| !j.status.is_completed() && !j.status.is_blocked())
-            .map(|j| j.id)
-            .or(self.newest_seen)
+            .map(|j| j.id);
+        match (oldest_unfinished, self.newest_seen) {
+            (Some(unfinished), Some(listed)) => Some(unfinished.min(listed)),
+            (unfinished, listed) => unfinished.or(listed),
+        }
     }
 
     /// How many jobs with an id of at least `id` are known (kept or settled).
