@@ -1398,7 +1398,7 @@ async fn a_job_reopened_by_a_retry_below_the_low_water_mark_is_followed_and_retr
 /// failed unseen.
 #[tokio::test]
 async fn a_sync_lists_every_job_newer_than_the_last_listing_even_below_a_held_newer_one() {
-    use jobwarden::engine::observe::{ProjectObserver, SyncOptions};
+    use jobwarden::engine::observe::{DEFAULT_HISTORY, ProjectObserver, SyncOptions};
     use jobwarden::gitlab::models::{JobStatus, ProjectRef};
     use jobwarden::gitlab::records::JobWire;
     use jobwarden::gitlab::{ClientConfig, Credential, GitLabClient};
@@ -1418,7 +1418,7 @@ async fn a_sync_lists_every_job_newer_than_the_last_listing_even_below_a_held_ne
         follow_blocked: false,
         hook_healthy: false,
     };
-    let mut observer = ProjectObserver::new(project.clone(), jiff::SignedDuration::from_hours(72));
+    let mut observer = ProjectObserver::new(project.clone(), DEFAULT_HISTORY);
     w.pipeline("main", false, vec![JobSpec::new("lint", "test", "success")]);
     observer
         .sync(&client, now(), &clock, options)

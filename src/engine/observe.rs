@@ -549,12 +549,13 @@ impl ProjectObserver {
                     || self
                         .blocked_reached_at
                         .is_none_or(|at| now.duration_since(at) >= options.reached_blocked_every());
-                let stop = if reach_blocked {
-                    mark
-                } else {
-                    self.unfinished_mark().map_or(mark, |m| m.max(mark))
+                let (stop, behind_stop) = match self.unfinished_mark() {
+                    Some(unfinished) if !reach_blocked && unfinished > mark => {
+                        (unfinished, self.known_from(unfinished))
+                    }
+                    _ => (mark, behind_mark),
                 };
-                let first_page = page_for(self.known_from(stop) + self.recent_arrivals);
+                let first_page = page_for(behind_stop + self.recent_arrivals);
                 self.sync_down_to_mark(client, stop, first_page, run)
                     .await?;
                 if reach_blocked {
